@@ -1,0 +1,3 @@
+from claimx_flow.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""The ``claimx`` command: one Typer app, one sub-command group per concern."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from claimx_flow.cli import config_cmd, demo_cmd, stack_cmd, topics_cmd
+from claimx_flow.errors import ClaimxError
+from claimx_flow.kafka_config import LIBRDKAFKA_LOGGER
+from claimx_flow.stack import Stack
+
+app = typer.Typer(
+    name="claimx",
+    help="Operate the ClaimX ingestion pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(config_cmd.app, name="config")
+app.command("demo")(demo_cmd.demo)
+
+EXIT_ERROR = 2
+
+
+@app.callback()
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Kafka client logs."),
+) -> None:
+    """Quiet the Kafka client unless asked, and use the local stack when nothing else is set."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if not verbose:
+        LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
+    for key, value in Stack().live_env().items():
+        os.environ.setdefault(key, value)
+
+
+def main() -> None:
+    """Entry point: a known failure is one red line and exit code 2, never a traceback."""
+    try:
+        app()
+    except ClaimxError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,22 @@
+"""The project's small exception hierarchy: infrastructure failures and misuse only.
+
+Bad input is not an exception here; it travels as data (a failure envelope) to a DLQ.
+"""
+
+from __future__ import annotations
+
+
+class ClaimxError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(ClaimxError):
+    """Configuration is missing or invalid; the message names the variable."""
+
+
+class StackError(ClaimxError):
+    """A local service could not be started, reached or stopped."""
+
+
+class KafkaAdminError(ClaimxError):
+    """A topic could not be created, altered or described."""

@@ -1,0 +1,56 @@
+"""librdkafka configuration from the settings, the same for every client the project creates.
+
+Keeping this in one place is what makes SASL/SSL settings reach every producer, consumer and
+admin client alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from claimx_flow.config import Settings
+
+# librdkafka's own log lines (connection refused, retries…) go through this logger rather than
+# straight to stderr, so a command line can keep them quiet and a worker can keep them.
+LIBRDKAFKA_LOGGER = logging.getLogger("claimx_flow.librdkafka")
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Connection and security settings common to producers, consumers and admin clients."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+        "logger": LIBRDKAFKA_LOGGER,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # enforced by Settings validation
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_location is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
+    return config
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """A producer that never loses or duplicates on its own retries: idempotent, acks=all."""
+    return {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **extra,
+    }
+
+
+def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
+    """A consumer that commits only what the caller says is done."""
+    return {
+        **client_config(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        **extra,
+    }

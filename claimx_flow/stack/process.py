@@ -1,0 +1,137 @@
+"""Starting, waiting for and stopping local server processes, with every wait bounded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from claimx_flow.errors import StackError
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def require_free_port(port: int, what: str) -> int:
+    """Fail at once, with a clear message, when a fixed port is already taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            raise StackError(f"{what}: port {port} on {LOOPBACK} is already in use") from None
+    return port
+
+
+def start_detached(
+    command: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own session so it outlives the command that started it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def is_alive(pid: int) -> bool:
+    """True while the process runs; reaps it first if it is our own finished child."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def stop_process_group(pid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not is_alive(pid) and not _group_alive(pid):
+                return
+            time.sleep(0.1)
+    if is_alive(pid):
+        raise StackError(f"process {pid} did not stop after SIGKILL")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Members may be zombies we cannot reap (not our children); count only live ones.
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    pid: int | None = None,
+    log_path: Path | None = None,
+    interval_s: float = 0.25,
+) -> None:
+    """Poll ``ready`` until it is true; fail clearly on timeout or when ``pid`` dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if pid is not None and not is_alive(pid):
+            raise StackError(f"{what} exited during start-up{_log_hint(log_path)}")
+        time.sleep(interval_s)
+    raise StackError(f"{what} not ready after {timeout_s:.0f}s{_log_hint(log_path)}")
+
+
+def _log_hint(log_path: Path | None) -> str:
+    if log_path is None or not log_path.exists():
+        return ""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "Exception" in line]
+    last = (errors or lines or [""])[-1].strip()
+    return f": {last[:300]} (log: {log_path})" if last else f" (log: {log_path})"

@@ -1,0 +1,1 @@
+"""One Bytewax dataflow per pipeline stage, each run as ``python -m bytewax.run dataflows.<stage>``."""

@@ -1,0 +1,1 @@
+"""Reusable Bytewax operators for the ClaimX dataflows (Kafka I/O, async steps, batching)."""
