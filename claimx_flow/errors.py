@@ -5,6 +5,8 @@ Bad input is not an exception here; it travels as data (a failure envelope) to a
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class ClaimxError(Exception):
     """Base of every error this project raises on purpose."""
@@ -20,3 +22,15 @@ class StackError(ClaimxError):
 
 class KafkaAdminError(ClaimxError):
     """A topic could not be created, altered or described."""
+
+
+class ErrorCategory(StrEnum):
+    """How a failure is routed (CLAIMX_DOMAIN.md §5).
+
+    transient: worth retrying later (retry tier); permanent: retrying cannot help (DLQ at once);
+    auth: credentials or permissions are wrong (do not burn retries; readiness goes red).
+    """
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    AUTH = "auth"

@@ -199,9 +199,7 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
             for partition in topic.partitions:
                 low, high = _watermarks(consumer, TopicPartition(name, partition))
                 messages += max(high - low, 0)
-            states.append(
-                TopicState(name, len(topic.partitions), messages, retention.get(name))
-            )
+            states.append(TopicState(name, len(topic.partitions), messages, retention.get(name)))
         return states
     finally:
         consumer.close()

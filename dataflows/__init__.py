@@ -1,1 +1,1 @@
-"""One Bytewax dataflow per pipeline stage, each run as ``python -m bytewax.run dataflows.<stage>``."""
+"""One Bytewax dataflow per pipeline stage: ``python -m bytewax.run dataflows.<stage>``."""

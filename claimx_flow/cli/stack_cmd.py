@@ -36,7 +36,9 @@ def status() -> None:
     for column in ("service", "pid", "endpoint", "state", "note"):
         table.add_column(column)
     for s in statuses:
-        state = "[green]ready[/]" if s.ready else ("[yellow]starting[/]" if s.alive else "[red]down[/]")
+        state = (
+            "[green]ready[/]" if s.ready else ("[yellow]starting[/]" if s.alive else "[red]down[/]")
+        )
         table.add_row(s.name, str(s.pid or "-"), s.endpoint, state, s.note)
     console.print(table)
     if not all(s.ready for s in statuses):

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -90,7 +91,9 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION) -> Path:
             timeout=MAVEN_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        raise StackError(f"fetching Kafka jars with Maven took over {MAVEN_TIMEOUT_S:.0f}s") from None
+        raise StackError(
+            f"fetching Kafka jars with Maven took over {MAVEN_TIMEOUT_S:.0f}s"
+        ) from None
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
         raise StackError(f"fetching Kafka jars with Maven failed: {detail[0][:300]}")
@@ -178,7 +181,8 @@ class KafkaService:
 
 def broker_reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when a broker answers a metadata request within ``timeout_s``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER}
+    admin = AdminClient(config)
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException:

@@ -113,7 +113,9 @@ class Stack:
         for service in running.values():
             alive = is_alive(service.pid)
             ready = alive and _probe(service)
-            statuses.append(ServiceStatus(service.name, service.pid, service.endpoint, alive, ready))
+            statuses.append(
+                ServiceStatus(service.name, service.pid, service.endpoint, alive, ready)
+            )
         return statuses
 
     def down(self) -> list[str]:
@@ -127,12 +129,8 @@ class Stack:
         return stopped
 
     def _save(self, state: dict[str, RunningService]) -> None:
-        self.state_path.write_text(
-            json.dumps({n: s.to_json() for n, s in state.items()}, indent=2)
-        )
-        lines = [
-            f"export {key}={value}" for s in state.values() for key, value in s.env.items()
-        ]
+        self.state_path.write_text(json.dumps({n: s.to_json() for n, s in state.items()}, indent=2))
+        lines = [f"export {key}={value}" for s in state.values() for key, value in s.env.items()]
         self.env_path.write_text("\n".join(lines) + ("\n" if lines else ""))
 
 

@@ -1,0 +1,219 @@
+"""Settings: every runbook variable is read, YAML sits under the environment, errors name the
+variable, and secrets never print."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from claimx_flow.cli import app
+from claimx_flow.config import Settings, load_settings
+from claimx_flow.errors import ConfigError
+
+# (variable, value as an operator writes it, field, value the pipeline sees)
+RUNBOOK_VARIABLES: list[tuple[str, str, str, Any]] = [
+    ("KAFKA_BOOTSTRAP_SERVERS", "b1:9092,b2:9092", "kafka_bootstrap_servers", "b1:9092,b2:9092"),
+    ("KAFKA_CONSUMER_GROUP_PREFIX", "cx", "kafka_consumer_group_prefix", "cx"),
+    ("KAFKA_SECURITY_PROTOCOL", "SSL", "kafka_security_protocol", "SSL"),
+    ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "kafka_sasl_mechanism", "SCRAM-SHA-512"),
+    ("KAFKA_SASL_USERNAME", "svc", "kafka_sasl_username", "svc"),
+    (
+        "CLAIMX_API_URL",
+        "https://api.example.test/service/cxedirest/",
+        "claimx_api_url",
+        "https://api.example.test/service/cxedirest",
+    ),
+    ("CLAIMX_API_USERNAME", "api-user", "claimx_api_username", "api-user"),
+    ("CLAIMX_API_TIMEOUT_SECONDS", "12.5", "claimx_api_timeout_seconds", 12.5),
+    ("CLAIMX_API_MAX_RETRIES", "5", "claimx_api_max_retries", 5),
+    ("CLAIMX_API_CONCURRENCY", "40", "claimx_api_concurrency", 40),
+    (
+        "CLAIMX_EVENTS_TOPIC",
+        "claimx.events.backfill",
+        "claimx_events_topic",
+        "claimx.events.backfill",
+    ),
+    ("CLAIMX_ENRICHMENT_PENDING_TOPIC", "e.p", "claimx_enrichment_pending_topic", "e.p"),
+    ("CLAIMX_DOWNLOADS_PENDING_TOPIC", "d.p", "claimx_downloads_pending_topic", "d.p"),
+    ("CLAIMX_DOWNLOADS_RESULTS_TOPIC", "d.r", "claimx_downloads_results_topic", "d.r"),
+    ("CLAIMX_DLQ_TOPIC", "claimx.dlq", "claimx_enrichment_dlq_topic", "claimx.dlq"),
+    ("ONELAKE_WORKSPACE_ID", "ws-1", "onelake_workspace_id", "ws-1"),
+    ("ONELAKE_LAKEHOUSE_ID", "lh-1", "onelake_lakehouse_id", "lh-1"),
+    (
+        "ONELAKE_ENDPOINT",
+        "https://onelake.example.test",
+        "onelake_endpoint",
+        "https://onelake.example.test",
+    ),
+    ("RETRY_DELAYS", "10,20,40,80", "retry_delays", [10, 20, 40, 80]),
+    ("MAX_RETRIES", "2", "max_retries", 2),
+    ("DOWNLOAD_CONCURRENCY", "20", "download_concurrency", 20),
+    ("DOWNLOAD_BATCH_SIZE", "50", "download_batch_size", 50),
+    ("CACHE_DIR", "/tmp/claimx-cache", "cache_dir", Path("/tmp/claimx-cache")),
+    ("ENRICHMENT_BATCH_SIZE", "250", "enrichment_batch_size", 250),
+    ("ENABLE_DELTA_WRITES", "false", "enable_delta_writes", False),
+    ("CLAIMX_DATA_DIR", "/srv/claimx", "claimx_data_dir", Path("/srv/claimx")),
+]
+
+SECRETS = {
+    "CLAIMX_API_PASSWORD": "pw-Zx81-never-print",
+    "CLAIMX_API_TOKEN": "tok-Qa77-never-print",
+    "KAFKA_SASL_PASSWORD": "sasl-Lm55-never-print",
+    "ONELAKE_ACCOUNT_KEY": "key-Rt09-never-print",
+}
+
+
+@pytest.mark.parametrize(("variable", "raw", "field", "expected"), RUNBOOK_VARIABLES)
+def test_every_runbook_variable_is_read(
+    clean_env: pytest.MonkeyPatch, variable: str, raw: str, field: str, expected: Any
+) -> None:
+    clean_env.setenv(variable, raw)
+    assert getattr(load_settings(), field) == expected
+
+
+def test_defaults_are_the_embedded_stack(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.retry_delays == [300, 600, 1200, 2400]
+    assert settings.max_retries == 4
+    assert settings.tables_dir == Path("claimx-data/tables")
+    assert settings.effective_cache_dir == Path("claimx-data/cache")
+    assert settings.recovery_dir("enrich") == Path("claimx-data/recovery/enrich")
+    assert settings.enrichment_retry_topics == [
+        "claimx.enrichment.pending.retry.5m",
+        "claimx.enrichment.pending.retry.10m",
+        "claimx.enrichment.pending.retry.20m",
+        "claimx.enrichment.pending.retry.40m",
+    ]
+    assert settings.download_retry_topics[0] == "claimx.downloads.pending.retry.300s"
+    assert settings.consumer_group("enricher") == "claimx-enricher"
+
+
+CONFIG_YAML = """\
+kafka:
+  bootstrap_servers: "yaml-broker:9092"
+  consumer_group_prefix: "from-yaml"
+claimx:
+  api_url: "https://yaml.example.test"
+  api_concurrency: 7
+topics:
+  events: "yaml.events"
+retry:
+  delays: [60, 120]
+  max_retries: 2
+"""
+
+
+def test_yaml_fills_in_and_environment_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIG_YAML)
+    clean_env.setenv("CLAIMX_API_CONCURRENCY", "30")
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "env-broker:9092")
+    settings = load_settings()
+    assert settings.kafka_bootstrap_servers == "env-broker:9092"  # env over yaml
+    assert settings.claimx_api_concurrency == 30  # env over yaml
+    assert settings.kafka_consumer_group_prefix == "from-yaml"  # yaml over default
+    assert settings.claimx_api_url == "https://yaml.example.test"
+    assert settings.claimx_events_topic == "yaml.events"
+    assert settings.retry_delays == [60, 120]
+    assert settings.enrichment_retry_topics == [
+        "claimx.enrichment.pending.retry.1m",
+        "claimx.enrichment.pending.retry.2m",
+    ]
+
+
+def test_config_file_from_variable(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text("claimx:\n  api_max_retries: 9\n")
+    clean_env.setenv("CLAIMX_CONFIG_FILE", str(path))
+    assert load_settings().claimx_api_max_retries == 9
+    clean_env.setenv("CLAIMX_CONFIG_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="CLAIMX_CONFIG_FILE"):
+        load_settings()
+
+
+def test_unknown_yaml_key_is_named(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("kafka:\n  bootstrap: x\n")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("CLAIMX_API_CONCURRENCY", "lots"),
+        ("CLAIMX_API_CONCURRENCY", "0"),
+        ("DOWNLOAD_BATCH_SIZE", "-3"),
+        ("RETRY_DELAYS", "300,abc"),
+        ("RETRY_DELAYS", "300,300"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("CLAIMX_API_URL", "ftp://api"),
+        ("ENABLE_DELTA_WRITES", "maybe"),
+        ("MAX_RETRIES", "9"),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    clean_env: pytest.MonkeyPatch, variable: str, raw: str
+) -> None:
+    clean_env.setenv(variable, raw)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert variable in str(caught.value)
+
+
+def test_sasl_requires_credentials(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigError, match="KAFKA_SASL_USERNAME"):
+        load_settings()
+
+
+def _with_secrets(env: pytest.MonkeyPatch) -> Settings:
+    for name, value in SECRETS.items():
+        env.setenv(name, value)
+    env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    env.setenv("KAFKA_SASL_USERNAME", "svc")
+    env.setenv("CLAIMX_API_USERNAME", "api-user")
+    return load_settings()
+
+
+def test_secrets_are_held_but_never_printed(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _with_secrets(clean_env)
+    assert settings.claimx_api_password is not None
+    assert settings.claimx_api_password.get_secret_value() == SECRETS["CLAIMX_API_PASSWORD"]
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("test").info("settings: %s / %r", settings, settings)
+    rendered = [repr(settings), str(settings), settings.model_dump_json(), caplog.text]
+    for secret in SECRETS.values():
+        for text in rendered:
+            assert secret not in text
+
+
+def test_a_bad_secret_is_not_echoed(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CLAIMX_API_PASSWORD", "x")
+    clean_env.setenv("CLAIMX_API_CONCURRENCY", "pw-in-the-wrong-place")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "pw-in-the-wrong-place" not in str(caught.value)
+
+
+def test_cli_help_and_config_show_hide_secrets(clean_env: pytest.MonkeyPatch) -> None:
+    _with_secrets(clean_env)
+    runner = CliRunner()
+    outputs = [
+        runner.invoke(app, args).output
+        for args in (
+            ["--help"],
+            ["stack", "--help"],
+            ["topics", "create", "--help"],
+            ["config", "show"],
+        )
+    ]
+    assert "CLAIMX_API_PASSWORD" in outputs[-1]
+    for secret in SECRETS.values():
+        for output in outputs:
+            assert secret not in output
