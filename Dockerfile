@@ -17,6 +17,6 @@ RUN pip install -c constraints.txt . && rm -rf /root/.cache
 
 USER claimx
 ENV CLAIMX_DATA_DIR=/var/lib/claimx
-# Exec form: Python is PID 1's only child of nothing, so SIGTERM reaches it directly.
+# Exec form: Python runs as PID 1 and receives SIGTERM itself (the dataflows handle it).
 ENTRYPOINT ["python", "-m", "bytewax.run"]
 CMD ["dataflows.ingest:flow"]
