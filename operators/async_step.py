@@ -1,0 +1,81 @@
+"""Async I/O inside a synchronous dataflow: one event loop per process, a batch at a time.
+
+Bytewax calls steps synchronously. Starting a loop per batch would throw away connection pools,
+so one long-lived loop runs on a daemon thread and every async step submits its whole batch to
+it with ``run_coroutine_threadsafe``: concurrency comes from the batch, bounded by the caller's
+own semaphores, and the step waits with a deadline so a stuck call cannot stall a partition
+forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from claimx_flow.errors import ClaimxError
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+T = TypeVar("T")
+
+
+class BatchTimeout(ClaimxError):
+    """A whole batch outlived its deadline; the step fails and recovery replays the batch."""
+
+
+class EventLoopThread:
+    """An asyncio loop on a daemon thread, started on first use and kept for the process."""
+
+    _lock = threading.Lock()
+    _shared: EventLoopThread | None = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="claimx-async", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def shared(cls) -> EventLoopThread:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = EventLoopThread()
+            return cls._shared
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        """Run ``coro`` on the loop and wait for it, at most ``timeout_s``."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout=timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise BatchTimeout(f"async batch did not finish within {timeout_s:.0f}s") from None
+
+
+def async_flat_map_batch(
+    step_id: str,
+    up: Stream[X],
+    mapper: Callable[[list[X]], Awaitable[Iterable[Y]]],
+    *,
+    batch_timeout_s: float,
+) -> Stream[Y]:
+    """Hand each batch to an async ``mapper`` running on the process's event loop.
+
+    The mapper is expected to turn per-item failures into values (failure envelopes) and to
+    apply its own per-call timeouts; ``batch_timeout_s`` is the backstop for the whole batch.
+    """
+    loop = EventLoopThread.shared()
+
+    async def call(batch: list[X]) -> list[Y]:
+        return list(await mapper(batch))
+
+    def shim(batch: list[X]) -> list[Y]:
+        return loop.run(call(batch), batch_timeout_s)
+
+    return op.flat_map_batch(step_id, up, shim)

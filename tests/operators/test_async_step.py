@@ -1,0 +1,43 @@
+"""The async step: batches run concurrently on one shared loop, with a batch deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+from operators.async_step import BatchTimeout, EventLoopThread, async_flat_map_batch
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_items_run_concurrently(workers: int) -> None:
+    async def slow_double(batch: list[int]) -> list[int]:
+        async def one(x: int) -> int:
+            await asyncio.sleep(0.2)
+            return x * 2
+
+        return list(await asyncio.gather(*(one(x) for x in batch)))
+
+    out: list[int] = []
+    flow = Dataflow("async")
+    numbers = op.input("in", flow, TestingSource(range(50), batch_size=50))
+    op.output(
+        "out",
+        async_flat_map_batch("double", numbers, slow_double, batch_timeout_s=10),
+        TestingSink(out),
+    )
+    started = time.monotonic()
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert sorted(out) == [x * 2 for x in range(50)]
+    assert time.monotonic() - started < 5  # 50 x 0.2 s serially would be 10 s
+
+
+def test_batch_deadline_raises() -> None:
+    loop = EventLoopThread.shared()
+    with pytest.raises(BatchTimeout):
+        loop.run(asyncio.sleep(5), timeout_s=0.2)
+    assert loop.run(asyncio.sleep(0, result=7), timeout_s=1) == 7

@@ -1,0 +1,96 @@
+"""Kafka in and out through real dataflows on a real broker, on 1 and 2 workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, cluster_main
+from confluent_kafka import Consumer, Producer
+
+from claimx_flow.config import Settings
+from claimx_flow.kafka_config import consumer_config
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from operators.kafka import CheckedKafkaOutput, DeliveryError, KafkaInput
+
+
+def _fill(settings: Settings, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for i in range(count):
+        producer.produce(
+            topic, key=f"k{i % 13}", value=str(i).encode(), headers=[("n", str(i).encode())]
+        )
+    assert producer.flush(30) == 0
+
+
+def _drain(settings: Settings, topic: str, expected: int) -> list[tuple[bytes, bytes, list]]:
+    consumer = Consumer(consumer_config(settings, group_id=f"drain-{topic}"))
+    consumer.subscribe([topic])
+    out = []
+    idle = 0
+    while len(out) < expected and idle < 20:
+        batch = consumer.consume(500, 1.0)
+        idle = 0 if batch else idle + 1
+        out.extend((m.key(), m.value(), m.headers() or []) for m in batch if m.error() is None)
+    # Nothing more than expected arrives.
+    out.extend((m.key(), m.value(), []) for m in consumer.consume(500, 2.0) if m.error() is None)
+    consumer.close()
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_input_to_checked_output_moves_every_record(
+    kafka_settings: Settings, make_topic: Callable[..., str], workers: int
+) -> None:
+    source, target = make_topic(partitions=3), make_topic(partitions=2)
+    _fill(kafka_settings, source, 2_000)
+
+    def forward(record: KafkaRecord) -> OutboundRecord:
+        headers = [*record.headers, ("from", record.position.encode())]
+        return OutboundRecord(target, record.key, record.value, headers)
+
+    flow = Dataflow("kafka-io")
+    records = op.input("in", flow, KafkaInput(kafka_settings, "test", [source], stop_at_end=True))
+    op.output("out", op.map("forward", records, forward), CheckedKafkaOutput(kafka_settings))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+    out = _drain(kafka_settings, target, 2_000)
+    assert len(out) == 2_000
+    assert sorted(int(v) for _, v, _ in out) == list(range(2_000))
+    for key, value, headers in out:
+        header = dict(headers)
+        assert header["n"] == value
+        assert header["from"].decode().startswith(f"{source}[")
+        assert key == f"k{int(value) % 13}".encode()
+
+
+def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:
+    """A message Kafka cannot store must stop the dataflow, never vanish."""
+    flow = Dataflow("kafka-refused")
+    records = op.input("in", flow, TestingSource([OutboundRecord("no.such.topic", b"k", b"v")]))
+    op.output("out", records, CheckedKafkaOutput(kafka_settings, flush_timeout_s=3))
+    with pytest.raises(Exception) as caught:
+        cluster_main(flow, [], 0)
+    assert any(isinstance(e, DeliveryError) for e in _chain(caught.value))
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """The exception and its causes: Bytewax wraps what a step raised."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_missing_input_topic_is_a_clear_error(kafka_settings: Settings) -> None:
+    flow = Dataflow("kafka-missing")
+    records = op.input(
+        "in", flow, KafkaInput(kafka_settings, "test", ["absent.topic"], stop_at_end=True)
+    )
+    op.inspect("seen", records)
+    with pytest.raises(Exception) as caught:
+        cluster_main(flow, [], 0)
+    assert any("absent.topic is missing" in str(e) for e in _chain(caught.value))
