@@ -1,0 +1,120 @@
+"""The raw ClaimX event (CLAIMX_DOMAIN.md §1) and its identity.
+
+Producers disagree on spelling (snake_case or camelCase, ids as numbers or strings); the event is
+normalised here once so that the same event always reads, and hashes, the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
+from claimx_flow.models.types import ClaimxId, UtcDateTime, normalise_id
+
+# The parts of an event's identity, in hash order (§1 "Identity").
+IDENTITY_FIELDS = (
+    "project_id",
+    "event_type",
+    "ingested_at",
+    "media_id",
+    "task_assignment_id",
+    "video_collaboration_id",
+    "master_file_name",
+)
+
+
+EventType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _aliases(*names: str) -> Any:
+    return Field(validation_alias=AliasChoices(*names))
+
+
+class RawEvent(BaseModel):
+    """One event from ``claimx.events.raw``, normalised; ``raw_data`` keeps what was sent.
+
+    Unknown event types are accepted: the enrichment handlers classify them (and dead-letter
+    them as ``UNKNOWN_EVENT_TYPE``), so nothing is lost at parse time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # Declared before event_id: its validator reads them to derive the id.
+    event_type: EventType = _aliases("event_type", "eventType")
+    project_id: ClaimxId = _aliases("project_id", "projectId")
+    ingested_at: UtcDateTime = _aliases("ingested_at", "ingestedAt", "IngestionTime")
+    media_id: ClaimxId | None = Field(None, validation_alias=AliasChoices("media_id", "mediaId"))
+    task_assignment_id: ClaimxId | None = Field(
+        None, validation_alias=AliasChoices("task_assignment_id", "taskAssignmentId")
+    )
+    video_collaboration_id: ClaimxId | None = Field(
+        None, validation_alias=AliasChoices("video_collaboration_id", "videoCollaborationId")
+    )
+    master_file_name: ClaimxId | None = Field(
+        None, validation_alias=AliasChoices("master_file_name", "masterFileName")
+    )
+    event_id: str = Field(
+        None, validation_alias=AliasChoices("event_id", "eventId"), validate_default=True
+    )
+    raw_data: dict[str, Any] | None = None
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _given_or_derived(cls, value: Any, info: ValidationInfo) -> str:
+        if value is not None:
+            return normalise_id(value)
+        if any(name not in info.data for name in ("project_id", "event_type", "ingested_at")):
+            return ""  # validation of those fields already failed; that error is reported
+        return derive_event_id(info.data)
+
+    @classmethod
+    def from_source(cls, source: Mapping[str, Any]) -> Self:
+        """Validate a decoded source object, keeping all of it (unknown fields too) as raw_data."""
+        document = dict(source)
+        try:
+            return cls.model_validate({**document, "raw_data": document})
+        except ValidationError as exc:
+            raise MalformedMessageError(reason_from(exc, cls)) from None
+
+    @classmethod
+    def from_kafka(cls, value: bytes | None) -> Self:
+        """Parse a ``claimx.events.raw`` message value; raises ``MalformedMessageError``."""
+        if value is None:
+            raise MalformedMessageError("empty message (no value)")
+        return cls.from_source(load_json_object(value))
+
+
+def derive_event_id(fields: Mapping[str, Any]) -> str:
+    """sha256 hex of ``project_id|event_type|ingested_at(ISO, UTC)|media_id|…`` (§1).
+
+    Never from the clock: the same event must get the same id on every replay and restart, or
+    deduplication breaks. ``fields`` holds normalised values (a validated event's fields).
+    """
+    parts = _identity_parts(fields)
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+
+
+def _identity_parts(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    parts = []
+    for name in IDENTITY_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            parts.append("")
+        elif name == "ingested_at":
+            parts.append(value.isoformat())
+        else:
+            parts.append(str(value))
+    return tuple(parts)

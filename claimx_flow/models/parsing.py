@@ -1,0 +1,101 @@
+"""Reading messages off the wire, and saying in one short line why one could not be read.
+
+A message that cannot be read is data for a DLQ, not a crash: the stage catches
+``MalformedMessageError`` and dead-letters the original bytes with ``reason`` as the error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ValidationError
+
+from claimx_flow.errors import ClaimxError
+
+MAX_REASON_CHARS = 300
+
+
+class MalformedMessageError(ClaimxError, ValueError):
+    """A message (raw event or stage message) that cannot be parsed; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_json_object(value: bytes) -> dict[str, Any]:
+    """Decode UTF-8 JSON that must be an object, naming which of the three it failed."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessageError(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedMessageError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise MalformedMessageError("invalid JSON: nested too deeply") from None
+    if not isinstance(document, dict):
+        raise MalformedMessageError(f"not a JSON object (got {_json_kind(document)})")
+    return document
+
+
+def reason_from(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    *,
+    noun: str = "field",
+    prefix: str = "",
+) -> str:
+    """One line naming each bad field: ``missing field project_id; bad type for field …: …``.
+
+    Fields are named by their Python name even when the message used an alias (``projectId``),
+    so one kind of problem always reads the same; ``noun`` and ``prefix`` name them as the
+    carrier does (``header claimx.attempt``).
+    """
+    names = _canonical_names(model) if model is not None else {}
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in detail["loc"]]
+        if loc:
+            loc[0] = names.get(loc[0], loc[0])
+        field = f"{noun} {prefix}{'.'.join(loc)}" if loc else "message"
+        kind = detail["type"]
+        if kind == "missing":
+            parts.append(f"missing {field}")
+        elif kind.endswith("_type") or kind == "model_attributes_type":
+            parts.append(f"bad type for {field}: {_short(detail['msg'])}")
+        else:
+            parts.append(f"bad value for {field}: {_short(detail['msg'])}")
+    reason = "; ".join(parts)
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _canonical_names(model: type[BaseModel]) -> dict[str, str]:
+    names = {}
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names.update({choice: name for choice in choices if isinstance(choice, str)})
+    return names
+
+
+def _short(message: str) -> str:
+    """Pydantic's messages, minus its ``Value error, `` prefix and first capital."""
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
+def _json_kind(document: object) -> str:
+    if document is None:
+        return "null"
+    if isinstance(document, bool):
+        return "boolean"
+    if isinstance(document, int | float):
+        return "number"
+    if isinstance(document, str):
+        return "string"
+    if isinstance(document, list):
+        return "array"
+    return type(document).__name__

@@ -1,0 +1,76 @@
+"""Keeping secrets and unbounded text out of failure metadata.
+
+Error messages travel into Kafka headers, DLQ views and logs. Anything that looks like a
+credential is masked before it leaves the process, and the text is bounded so one verbose
+exception cannot bloat every retry record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+MAX_ERROR_CHARS = 1000
+_ELLIPSIS = "…"
+
+_KEY = (
+    r"password|passwd|pwd|secret|client[_-]?secret|token|access[_-]?token|api[_-]?key"
+    r"|access[_-]?key|account[_-]?key|sasl\.password"
+)
+# (pattern, group holding the secret): the text around the group is kept, the group masked.
+_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # Authorization: Basic dXNlcjpwYXNz / Bearer eyJ…
+    re.compile(r"(?i)\b(?:basic|bearer)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)"),
+    # password=…, "token": "…", AccountKey=…;
+    re.compile(rf"""(?i)\b(?:{_KEY})["']?\s*[=:]\s*["']?(?P<secret>[^\s&,;'"}}]+)"""),
+    # https://user:pass@host
+    re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@"),
+    # presigned URLs: S3 SigV4 / SigV2 and Azure SAS signatures and credentials
+    re.compile(
+        r"(?i)[?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature"
+        r"|awsaccesskeyid|sig)=(?P<secret>[^&\s#'\"]+)"
+    ),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask each of ``secrets`` wherever it appears, then anything shaped like a credential."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return redact_credentials(text)
+
+
+def redact_credentials(text: str) -> str:
+    """Mask credential-shaped text: auth headers, ``password=``, URL userinfo, URL signatures.
+
+    Already-masked values are left alone, so redacting twice changes nothing.
+    """
+    for pattern in _PATTERNS:
+        text = pattern.sub(_mask_secret_group, text)
+    return text
+
+
+def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """At most ``limit`` characters, ending in ``…`` when something was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + _ELLIPSIS
+
+
+def describe_error(
+    error: BaseException | str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS
+) -> str:
+    """An error's message, safe to store: secrets masked first, then bounded."""
+    text = error if isinstance(error, str) else str(error)
+    return truncate(redact(text, secrets), limit)
+
+
+def _mask_secret_group(match: re.Match[str]) -> str:
+    secret = match.group("secret")
+    if not secret.strip("*" + _ELLIPSIS):
+        return match.group(0)  # already masked (or masked and then cut)
+    start, end = match.span("secret")
+    whole_start = match.start()
+    text = match.group(0)
+    return text[: start - whole_start] + MASK + text[end - whole_start :]

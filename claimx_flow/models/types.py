@@ -1,0 +1,62 @@
+"""Field types shared by every message: ClaimX ids and UTC instants.
+
+Producers send ids as numbers or strings and timestamps with or without an offset; normalising
+both at the edge means everything downstream compares, hashes and keys on one spelling.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
+from pydantic_core import PydanticCustomError
+
+
+def utc_now() -> datetime:
+    """The one clock of the domain models, so tests and constructors agree on "now"."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (ClaimX and Kusto write UTC); aware ones are converted."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def normalise_id(value: Any) -> str:
+    """``97138881``, ``97138881.0`` and ``"97138881"`` are the same id: ``"97138881"``.
+
+    Booleans, fractional numbers and empty strings are not ids; accepting them would silently
+    key two different things the same way.
+    """
+    if isinstance(value, bool):
+        raise PydanticCustomError("id_type", "must be a string or an integer, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("id_value", "must be a whole number")
+        return str(int(value))
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped:
+            raise PydanticCustomError("id_value", "must not be empty")
+        return stripped
+    raise PydanticCustomError(
+        "id_type", "must be a string or an integer, not {kind}", {"kind": type(value).__name__}
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+ClaimxId = Annotated[str, BeforeValidator(normalise_id)]
+"""An id as ClaimX sends it (number or string), held as a non-empty string."""
+
+UtcDateTime = Annotated[
+    datetime, AfterValidator(as_utc), PlainSerializer(_iso, return_type=str, when_used="json")
+]
+"""A timezone-aware UTC instant, written as ISO 8601 with its ``+00:00`` offset."""
