@@ -79,6 +79,9 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "cache_dir": "cache_dir",
         "allowed_hosts": "download_allowed_hosts",
         "max_bytes": "download_max_bytes",
+        "allowed_types": "download_allowed_types",
+        "require_https": "download_require_https",
+        "timeout_seconds": "download_timeout_seconds",
     },
     "enrichment": {
         "batch_size": "enrichment_batch_size",
@@ -161,6 +164,13 @@ class Settings(BaseSettings):
     download_batch_size: int = Field(20, ge=1, le=10_000)
     download_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1", "localhost"]
     download_max_bytes: int = Field(500 * 1024 * 1024, ge=1)
+    download_allowed_types: Annotated[list[str], NoDecode] = [
+        *("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "heic", "heif"),
+        *("pdf", "mp4", "mov", "m4v", "avi", "3gp", "webm", "mp3", "m4a", "wav"),
+        *("doc", "docx", "xls", "xlsx", "txt", "csv", "esx", "xml", "json", "zip"),
+    ]
+    download_require_https: bool = False
+    download_timeout_seconds: float = Field(60.0, gt=0)
     cache_dir: Path | None = None
     enrichment_batch_size: int = Field(100, ge=1, le=100_000)
     enable_delta_writes: bool = True
@@ -168,7 +178,9 @@ class Settings(BaseSettings):
     # Embedded storage root
     claimx_data_dir: Path = Path("claimx-data")
 
-    @field_validator("retry_delays", "download_allowed_hosts", mode="before")
+    @field_validator(
+        "retry_delays", "download_allowed_hosts", "download_allowed_types", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         return _comma_list(value)
