@@ -12,40 +12,22 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from claimx_flow.tables import TableSpec, WriteMode
+
 log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
-WriteMode = Literal["insert_if_absent", "upsert"]
 
 # Two committers racing on one table is a design error (one committer per table), but a
 # concurrent compaction or a restarted twin can still win a commit: retry a bounded number of
 # times, re-reading the table each time.
 COMMIT_ATTEMPTS = 5
-
-
-class TableDefinition(Protocol):
-    """What the writer needs to know of a table (see ``claimx_flow.tables``)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def schema(self) -> pa.Schema: ...
-
-    @property
-    def keys(self) -> tuple[str, ...]: ...
-
-    @property
-    def partition_by(self) -> tuple[str, ...]: ...
-
-    @property
-    def version_column(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +44,7 @@ class DeltaWriter:
 
     def __init__(
         self,
-        spec: TableDefinition,
+        spec: TableSpec,
         uri: str,
         storage_options: dict[str, str] | None = None,
     ) -> None:
@@ -71,13 +53,14 @@ class DeltaWriter:
         self._storage_options = storage_options
         self._table: DeltaTable | None = None
 
-    def write(self, rows: Sequence[Row], mode: WriteMode) -> WriteOutcome:
-        """Merge ``rows`` into the table; safe to repeat with the same rows."""
+    def write(self, rows: Sequence[Row]) -> WriteOutcome:
+        """Merge ``rows`` into the table by its write mode; safe to repeat with the same rows."""
         started = time.perf_counter()
+        mode = self.spec.write_mode
         collapsed = collapse_by_key(rows, self.spec.keys, self.spec.version_column, mode)
         if not collapsed:
             return WriteOutcome(self.spec.name, 0, 0, 0, 0.0)
-        source = pa.Table.from_pylist(collapsed, schema=self.spec.schema)
+        source = self.spec.to_arrow(collapsed)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = self._open()
             merger = table.merge(

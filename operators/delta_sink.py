@@ -8,37 +8,24 @@ batch of rows becomes one keyed MERGE (idempotent, so a replay after a crash is 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from claimx_flow.delta_writer import DeltaWriter, WriteMode, WriteOutcome
+from claimx_flow.delta_writer import DeltaWriter, WriteOutcome
 
 TableRow = tuple[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class TableTarget:
-    """Where and how one table is written."""
-
-    writer: Callable[[], DeltaWriter]
-    mode: WriteMode
-
-
 class _TablePartition(StatefulSinkPartition[Mapping[str, Any], None]):
     def __init__(
-        self,
-        writer: DeltaWriter,
-        mode: WriteMode,
-        on_write: Callable[[WriteOutcome], None] | None,
+        self, writer: DeltaWriter, on_write: Callable[[WriteOutcome], None] | None
     ) -> None:
         self._writer = writer
-        self._mode = mode
         self._on_write = on_write
 
     def write_batch(self, values: list[Mapping[str, Any]]) -> None:
-        outcome = self._writer.write(values, self._mode)
+        outcome = self._writer.write(values)
         if self._on_write is not None:
             self._on_write(outcome)
 
@@ -47,15 +34,18 @@ class _TablePartition(StatefulSinkPartition[Mapping[str, Any], None]):
 
 
 class DeltaTablesSink(FixedPartitionedSink[Mapping[str, Any], None]):
-    """Takes ``(table_name, row)`` pairs; each table is written by exactly one worker."""
+    """Takes ``(table_name, row)`` pairs; each table is written by exactly one worker.
+
+    ``writers`` maps each table name to a factory, called on the worker that owns the table.
+    """
 
     def __init__(
         self,
-        targets: Mapping[str, TableTarget],
+        writers: Mapping[str, Callable[[], DeltaWriter]],
         on_write: Callable[[WriteOutcome], None] | None = None,
     ) -> None:
-        self._targets = dict(targets)
-        self._names = sorted(self._targets)
+        self._writers = dict(writers)
+        self._names = sorted(self._writers)
         self._on_write = on_write
 
     def list_parts(self) -> list[str]:
@@ -66,5 +56,4 @@ class DeltaTablesSink(FixedPartitionedSink[Mapping[str, Any], None]):
         return self._names.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _TablePartition:
-        target = self._targets[for_part]
-        return _TablePartition(target.writer(), target.mode, self._on_write)
+        return _TablePartition(self._writers[for_part](), self._on_write)

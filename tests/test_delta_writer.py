@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,20 +9,12 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from claimx_flow.delta_writer import DeltaWriter, collapse_by_key
+from claimx_flow.tables import TableSpec
 
 TS = pa.timestamp("us", tz="UTC")
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    schema: pa.Schema
-    keys: tuple[str, ...]
-    partition_by: tuple[str, ...] = ()
-    version_column: str | None = None
-
-
-PROJECTS = Spec(
+PROJECTS = TableSpec(
     "projects",
     pa.schema(
         [
@@ -37,11 +28,12 @@ PROJECTS = Spec(
     version_column="last_enriched_at",
 )
 
-EVENTS = Spec(
+EVENTS = TableSpec(
     "events",
     pa.schema([("event_id", pa.string()), ("event_date", pa.string()), ("n", pa.int64())]),
     keys=("event_id",),
     partition_by=("event_date",),
+    write_mode="insert_if_absent",
 )
 
 
@@ -56,13 +48,11 @@ def rows_of(path: Path) -> list[dict]:
 def test_insert_if_absent_is_idempotent(tmp_path: Path) -> None:
     writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
     batch = [{"event_id": f"e{i}", "event_date": "2026-11-01", "n": i} for i in range(10)]
-    first = writer.write(batch + batch[:3], "insert_if_absent")
+    first = writer.write(batch + batch[:3])
     assert first.inserted == 10
-    again = writer.write(batch, "insert_if_absent")
+    again = writer.write(batch)
     assert again.inserted == 0
-    changed = writer.write(
-        [{"event_id": "e1", "event_date": "2026-11-01", "n": 99}], "insert_if_absent"
-    )
+    changed = writer.write([{"event_id": "e1", "event_date": "2026-11-01", "n": 99}])
     assert changed.inserted == 0 and changed.updated == 0
     stored = rows_of(tmp_path / "events")
     assert len(stored) == 10
@@ -72,7 +62,7 @@ def test_insert_if_absent_is_idempotent(tmp_path: Path) -> None:
 
 def test_upsert_never_nulls_and_never_goes_back_in_time(tmp_path: Path) -> None:
     writer = DeltaWriter(PROJECTS, str(tmp_path / "projects"))
-    writer.write([{"project_id": "p1", "status": "open", "last_enriched_at": t(10)}], "upsert")
+    writer.write([{"project_id": "p1", "status": "open", "last_enriched_at": t(10)}])
     # A partial update: only the policyholder column; status must survive.
     writer.write(
         [
@@ -82,19 +72,18 @@ def test_upsert_never_nulls_and_never_goes_back_in_time(tmp_path: Path) -> None:
                 "policyholder_joined_at": t(11),
                 "last_enriched_at": t(11),
             }
-        ],
-        "upsert",
+        ]
     )
     # An older enrichment arriving late must not overwrite the newer one.
-    writer.write([{"project_id": "p1", "status": "stale", "last_enriched_at": t(9)}], "upsert")
+    writer.write([{"project_id": "p1", "status": "stale", "last_enriched_at": t(9)}])
     (row,) = rows_of(tmp_path / "projects")
     assert row["status"] == "open"
     assert row["policyholder_joined_at"] == t(11)
     assert row["last_enriched_at"] == t(11)
     # A newer full update does win, and replaying it changes nothing.
     newer = [{"project_id": "p1", "status": "closed", "last_enriched_at": t(12)}]
-    writer.write(newer, "upsert")
-    writer.write(newer, "upsert")
+    writer.write(newer)
+    writer.write(newer)
     (row,) = rows_of(tmp_path / "projects")
     assert (row["status"], row["policyholder_joined_at"]) == ("closed", t(11))
 

@@ -14,11 +14,16 @@ from bytewax.testing import TestingSource, cluster_main
 from deltalake import DeltaTable
 
 from claimx_flow.delta_writer import DeltaWriter, WriteOutcome
-from operators.delta_sink import DeltaTablesSink, TableTarget
-from tests.test_delta_writer import Spec
+from claimx_flow.tables import TableSpec
+from operators.delta_sink import DeltaTablesSink
 
 TABLES = {
-    name: Spec(name, pa.schema([("id", pa.string()), ("n", pa.int64())]), keys=("id",))
+    name: TableSpec(
+        name,
+        pa.schema([("id", pa.string()), ("n", pa.int64())]),
+        keys=("id",),
+        write_mode="insert_if_absent",
+    )
     for name in ("alpha", "beta", "gamma")
 }
 
@@ -27,21 +32,20 @@ TABLES = {
 def test_each_table_has_one_committer(tmp_path: Path, workers: int) -> None:
     # Every row appears twice, on different workers' input partitions, as a replay would.
     rows = [(name, {"id": f"{name}-{i}", "n": i}) for name in TABLES for i in range(200)]
-    writers: dict[str, set[int]] = {name: set() for name in TABLES}
+    committers: dict[str, set[int]] = {name: set() for name in TABLES}
 
     def record(outcome: WriteOutcome) -> None:
-        writers[outcome.table].add(threading.get_ident())
+        committers[outcome.table].add(threading.get_ident())
 
-    targets = {
-        name: TableTarget(partial(DeltaWriter, spec, str(tmp_path / name)), "insert_if_absent")
-        for name, spec in TABLES.items()
+    writers = {
+        name: partial(DeltaWriter, spec, str(tmp_path / name)) for name, spec in TABLES.items()
     }
     flow = Dataflow("delta-sink")
     stream = op.input("in", flow, TestingSource(rows + rows[::-1], batch_size=50))
-    op.output("tables", stream, DeltaTablesSink(targets, on_write=record))
+    op.output("tables", stream, DeltaTablesSink(writers, on_write=record))
     cluster_main(flow, [], 0, worker_count_per_proc=workers)
 
     for name in TABLES:
         stored = DeltaTable(str(tmp_path / name)).to_pyarrow_table().to_pylist()
         assert sorted(r["id"] for r in stored) == sorted(f"{name}-{i}" for i in range(200))
-        assert len(writers[name]) == 1
+        assert len(committers[name]) == 1
