@@ -1,0 +1,311 @@
+"""Enriching a batch of tasks from the ClaimX API: one handler per event type, batched by project.
+
+A batch is planned before any call is made: each project is fetched once (or not at all when a
+recent fetch is cached), media are fetched once per project for every file event of the batch,
+and each task assignment and video report once. Every task then yields either its rows and
+download tasks or a classified failure — never nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from cachetools import TTLCache
+
+from claimx_flow.enrichment import rows
+from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.models import DownloadTask, EnrichmentTask
+from claimx_flow.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB
+
+T = TypeVar("T")
+TableRow = tuple[str, dict[str, Any]]
+
+SELECTIVE_MEDIA_LIMIT = 5
+
+PROJECT_EVENTS = {"PROJECT_CREATED", "PROJECT_MFN_ADDED"}
+MEDIA_EVENTS = {"PROJECT_FILE_ADDED"}
+TASK_EVENTS = {"CUSTOM_TASK_ASSIGNED", "CUSTOM_TASK_COMPLETED"}
+POLICYHOLDER_EVENTS = {"POLICYHOLDER_INVITED": "invited", "POLICYHOLDER_JOINED": "joined"}
+VIDEO_EVENTS = {"VIDEO_COLLABORATION_INVITE_SENT", "VIDEO_COLLABORATION_COMPLETED"}
+XA_EVENTS = {"PROJECT_AUTO_XA_LINKING_UNSUCCESSFUL"}
+KNOWN_EVENTS = PROJECT_EVENTS | MEDIA_EVENTS | TASK_EVENTS | set(POLICYHOLDER_EVENTS)
+KNOWN_EVENTS |= VIDEO_EVENTS | XA_EVENTS
+
+
+class ClaimXApi(Protocol):
+    """The calls the handlers make (``claimx_flow.api.ClaimXApiClient`` in production)."""
+
+    async def get_project(self, project_id: str) -> dict[str, Any]: ...
+
+    async def get_media(
+        self, project_id: str, media_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def get_task_assignment(self, assignment_id: str) -> dict[str, Any]: ...
+
+    async def get_video_collaboration(self, project_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Enriched:
+    """A task done: the rows to write and the downloads to start."""
+
+    task: EnrichmentTask
+    rows: list[TableRow] = field(default_factory=list)
+    downloads: list[DownloadTask] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EnrichmentFailed:
+    """A task that could not be enriched, and how its failure is to be routed."""
+
+    task: EnrichmentTask
+    category: ErrorCategory
+    error_class: str
+    message: str
+
+    @classmethod
+    def from_error(cls, task: EnrichmentTask, error: BaseException) -> EnrichmentFailed:
+        category = getattr(error, "category", None)
+        if not isinstance(category, ErrorCategory):
+            # A shape or type problem in a response will not fix itself on retry.
+            category = ErrorCategory.PERMANENT
+        return cls(task, category, type(error).__name__, str(error))
+
+
+Outcome = Enriched | EnrichmentFailed
+
+
+@dataclass(frozen=True)
+class EnrichedBatch:
+    """One outcome per task, in order, plus the project rows the batch's pre-flight produced.
+
+    Project rows belong to the batch, not to a task: if they rode on one task and that task
+    failed, the project row would be lost while the cache claimed it was written.
+    """
+
+    outcomes: list[Outcome]
+    project_rows: list[TableRow]
+
+
+class EnrichmentError(ClaimxError):
+    """A task that is wrong in itself: unknown type, missing id, media not in the project."""
+
+    category = ErrorCategory.PERMANENT
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class ProjectCache:
+    """Recently fetched projects, so a burst of events costs one project call, not one each."""
+
+    def __init__(self, maxsize: int = 10_000, ttl_s: float = 300.0) -> None:
+        self._entries: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+
+    def get(self, project_id: str) -> dict[str, Any] | None:
+        return self._entries.get(project_id)
+
+    def put(self, project_id: str, response: dict[str, Any]) -> None:
+        self._entries[project_id] = response
+
+
+class _Calls:
+    """Each distinct API call of a batch made once, however many tasks need it."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+
+    def once(self, key: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        task = self._started.get(key)
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._started[key] = task
+        return task
+
+
+class Enricher:
+    """Turns batches of enrichment tasks into outcomes, one per task, in order."""
+
+    def __init__(
+        self,
+        api: ClaimXApi,
+        cache: ProjectCache | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._api = api
+        self._cache = cache or ProjectCache()
+        self._clock = clock
+
+    async def enrich(self, tasks: Sequence[EnrichmentTask]) -> EnrichedBatch:
+        calls = _Calls()
+        now = self._clock()
+        media_wanted = _media_ids_by_project(tasks)
+        project_rows: dict[str, list[TableRow]] = {}
+        outcomes = await asyncio.gather(
+            *(self._one(task, calls, now, media_wanted, project_rows) for task in tasks),
+            return_exceptions=True,
+        )
+        return EnrichedBatch(
+            [
+                outcome if not isinstance(outcome, BaseException) else _failed(task, outcome)
+                for task, outcome in zip(tasks, outcomes, strict=True)
+            ],
+            [row for batch_rows in project_rows.values() for row in batch_rows],
+        )
+
+    async def _one(
+        self,
+        task: EnrichmentTask,
+        calls: _Calls,
+        now: datetime,
+        media_wanted: dict[str, list[str]],
+        project_rows: dict[str, list[TableRow]],
+    ) -> Outcome:
+        kind = task.event_type
+        if kind not in KNOWN_EVENTS:
+            raise EnrichmentError("UNKNOWN_EVENT_TYPE", f"no handler for event type {kind!r}")
+        if kind in XA_EVENTS:
+            return Enriched(task, [_xa_row(task, now)])
+        await self._pre_flight(task, calls, now, project_rows)
+        if kind in PROJECT_EVENTS:
+            return Enriched(task, _mfn_rows(task, now))
+        if kind in POLICYHOLDER_EVENTS:
+            return Enriched(task, [_policyholder_row(task, now)])
+        if kind in MEDIA_EVENTS:
+            return await self._media(task, calls, now, media_wanted)
+        if kind in TASK_EVENTS:
+            assignment_id = _required(task.task_assignment_id, "task_assignment_id", kind)
+            assignment = await calls.once(
+                ("task", assignment_id), lambda: self._api.get_task_assignment(assignment_id)
+            )
+            return Enriched(task, rows.task_rows(assignment, task.project_id, task.event_id, now))
+        return await self._video(task, calls, now)
+
+    async def _pre_flight(
+        self,
+        task: EnrichmentTask,
+        calls: _Calls,
+        now: datetime,
+        project_rows: dict[str, list[TableRow]],
+    ) -> None:
+        """Make sure the project row exists: fetched once per batch unless recently cached.
+
+        Project events always fetch (they are about the project itself); other events only
+        when no fetch of this project is cached.
+        """
+        project_id = task.project_id
+        if task.event_type not in PROJECT_EVENTS and self._cache.get(project_id) is not None:
+            return
+        response = await calls.once(("project", project_id), lambda: self._fetch(project_id))
+        if project_id not in project_rows:
+            project_rows[project_id] = [
+                (PROJECTS.name, rows.project_row(response, task.event_id, now)),
+                *(
+                    (CONTACTS.name, contact)
+                    for contact in rows.contact_rows(response, project_id, task.event_id, now)
+                ),
+            ]
+
+    async def _fetch(self, project_id: str) -> dict[str, Any]:
+        response = await self._api.get_project(project_id)
+        self._cache.put(project_id, response)
+        return response
+
+    async def _media(
+        self,
+        task: EnrichmentTask,
+        calls: _Calls,
+        now: datetime,
+        wanted: dict[str, list[str]],
+    ) -> Outcome:
+        media_id = _required(task.media_id, "media_id", task.event_type)
+        ids = wanted[task.project_id]
+        selective = ids if len(ids) <= SELECTIVE_MEDIA_LIMIT else None
+        items = await calls.once(
+            ("media", task.project_id), lambda: self._api.get_media(task.project_id, selective)
+        )
+        item = next((m for m in items if str(m.get("mediaID", m.get("mediaId"))) == media_id), None)
+        if item is None:
+            raise EnrichmentError(
+                "MEDIA_NOT_FOUND", f"media {media_id} is not in project {task.project_id}"
+            )
+        row = rows.media_row(item, task.project_id, task.event_id, now)
+        if not row.get("full_download_link"):
+            raise EnrichmentError("NO_DOWNLOAD_LINK", f"media {media_id} has no download link")
+        download = DownloadTask(
+            media_id=media_id,
+            project_id=task.project_id,
+            download_url=row["full_download_link"],
+            file_name=row.get("media_name") or "",
+            file_type=row.get("media_type") or "",
+            expires_at=row.get("expires_at"),
+            source_event_id=task.event_id,
+        )
+        return Enriched(task, [(MEDIA.name, row)], [download])
+
+    async def _video(self, task: EnrichmentTask, calls: _Calls, now: datetime) -> Outcome:
+        found = await calls.once(
+            ("video", task.project_id),
+            lambda: self._api.get_video_collaboration(task.project_id),
+        )
+        if found is None:
+            raise EnrichmentError(
+                "VIDEO_NOT_FOUND", f"no video collaboration for project {task.project_id}"
+            )
+        row = rows.video_row(found, task.project_id, task.event_id, now)
+        return Enriched(task, [(VIDEO_COLLAB.name, row)])
+
+
+def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str]]:
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for task in tasks:
+        if (
+            task.event_type in MEDIA_EVENTS
+            and task.media_id
+            and task.media_id not in wanted[task.project_id]
+        ):
+            wanted[task.project_id].append(task.media_id)
+    return wanted
+
+
+def _required(value: str | None, name: str, event_type: str) -> str:
+    if not value:
+        raise EnrichmentError("MISSING_FIELD", f"{event_type} event without {name}")
+    return value
+
+
+def _mfn_rows(task: EnrichmentTask, now: datetime) -> list[TableRow]:
+    if task.event_type != "PROJECT_MFN_ADDED":
+        return []
+    mfn = _required(task.master_file_name, "master_file_name", task.event_type)
+    return [(PROJECTS.name, _partial_project(task, now, master_file_name=mfn))]
+
+
+def _policyholder_row(task: EnrichmentTask, now: datetime) -> TableRow:
+    column = f"policyholder_{POLICYHOLDER_EVENTS[task.event_type]}_at"
+    return (PROJECTS.name, _partial_project(task, now, **{column: task.ingested_at}))
+
+
+def _xa_row(task: EnrichmentTask, now: datetime) -> TableRow:
+    return (
+        PROJECTS.name,
+        _partial_project(task, now, xa_autolink_fail=True, xa_autolink_fail_at=task.ingested_at),
+    )
+
+
+def _partial_project(task: EnrichmentTask, now: datetime, **values: Any) -> dict[str, Any]:
+    """Only the columns an event sets; the merge keeps every other column as it is."""
+    return {"project_id": task.project_id, **values, **rows.lineage(task.event_id, now)}
+
+
+def _failed(task: EnrichmentTask, error: BaseException) -> EnrichmentFailed:
+    if not isinstance(error, Exception):
+        raise error  # cancellation and the like are not the task's fault
+    return EnrichmentFailed.from_error(task, error)

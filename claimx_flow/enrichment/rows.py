@@ -1,0 +1,301 @@
+"""ClaimX API payloads as table rows, driven by the table schemas.
+
+Each column is filled from the payload field of the same name in camelCase (with a few named
+exceptions), and coerced to the column's type. The schema decides, so a column added to a table
+is filled here without another list to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from claimx_flow.errors import ClaimxError
+from claimx_flow.tables import (
+    EXTERNAL_LINKS,
+    MEDIA,
+    PROJECTS,
+    TASK_TEMPLATES,
+    TASKS,
+    VIDEO_COLLAB,
+    TableSpec,
+)
+
+Row = dict[str, Any]
+JsonObject = Mapping[str, Any]
+
+
+class PayloadError(ClaimxError, ValueError):
+    """An API response whose values do not fit the table (a wrong type, a bad date)."""
+
+
+def camel(column: str) -> str:
+    head, *rest = column.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def coerce(value: Any, kind: pa.DataType, column: str) -> Any:
+    """A JSON value as the Python value the column's Arrow type takes."""
+    if value is None or value == "":
+        return None
+    try:
+        if pa.types.is_timestamp(kind):
+            return parse_timestamp(value)
+        if pa.types.is_date(kind):
+            return parse_timestamp(value).date() if not isinstance(value, date) else value
+        if pa.types.is_boolean(kind):
+            return _boolean(value)
+        if pa.types.is_integer(kind):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("not an integer")
+            return int(value)
+        if pa.types.is_floating(kind):
+            if isinstance(value, bool):
+                raise ValueError("not a number")
+            return float(value)
+        if pa.types.is_string(kind):
+            if isinstance(value, dict | list):
+                raise ValueError(f"a {type(value).__name__}, not a scalar")
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"field {column}: {exc}") from None
+    return value
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO 8601 text (``Z`` or offset; naive means UTC) or epoch milliseconds."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"not a timestamp: {type(value).__name__}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return value.lower() in {"true", "1", "yes"}
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def row_from(
+    spec: TableSpec,
+    payload: JsonObject,
+    *,
+    renames: Mapping[str, str] | None = None,
+    skip: frozenset[str] = frozenset(),
+    **values: Any,
+) -> Row:
+    """One row of ``spec`` from ``payload``; ``values`` are set as given (already typed)."""
+    renames = renames or {}
+    row: Row = {}
+    for field in spec.schema:
+        name = field.name
+        if name in values:
+            row[name] = values[name]
+        elif name not in skip and not pa.types.is_nested(field.type):
+            source = renames.get(name, camel(name))
+            row[name] = coerce(payload.get(source), field.type, name)
+    return row
+
+
+def lineage(event_id: str, enriched_at: datetime) -> dict[str, Any]:
+    return {"event_id": event_id, "last_enriched_at": enriched_at}
+
+
+# The project --------------------------------------------------------------------------------
+
+_PROJECT_OWN = frozenset(
+    {
+        "master_file_name",
+        "policyholder_invited_at",
+        "policyholder_joined_at",
+        "xa_autolink_fail",
+        "xa_autolink_fail_at",
+        "company_name",
+        "primary_contact_user_name",
+    }
+)
+
+
+def project_row(response: JsonObject, event_id: str, enriched_at: datetime) -> Row:
+    """The full project row from a project response (``data`` wrapper already removed)."""
+    project = _object(response.get("project", response), "project")
+    customer = _object(project.get("customerInformation") or {}, "customerInformation")
+    address = _object(project.get("address") or {}, "address")
+    emails = [e for e in customer.get("emails") or [] if isinstance(e, dict)]
+    phones = [p for p in customer.get("phones") or [] if isinstance(p, dict)]
+    primary_email = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    team = [m for m in response.get("teamMembers") or [] if isinstance(m, dict)]
+    primary_member = next((m for m in team if m.get("primaryContact")), None)
+    flat = {
+        **project,
+        "customerFirstName": customer.get("firstName"),
+        "customerLastName": customer.get("lastName"),
+        "customerBusinessName": customer.get("customBusinessName"),
+        "customerBusinessLineType": customer.get("businessLineType"),
+        "customerEmail": primary_email.get("emailAddress") if primary_email else None,
+        "customerPhone": phones[0].get("phoneNumber") if phones else None,
+        "customerPhoneCountryCode": phones[0].get("phoneCountryCode") if phones else None,
+        **{f"address{k[:1].upper()}{k[1:]}": v for k, v in address.items()},
+    }
+    row = row_from(
+        PROJECTS,
+        flat,
+        skip=_PROJECT_OWN,
+        company_name=coerce(response.get("companyName"), pa.string(), "company_name"),
+        primary_contact_user_name=coerce(
+            primary_member.get("userName") if primary_member else None, pa.string(), "userName"
+        ),
+        customer_emails=[str(e["emailAddress"]) for e in emails if e.get("emailAddress")],
+        customer_phones=[
+            {
+                "phone_number": coerce(p.get("phoneNumber"), pa.string(), "phoneNumber"),
+                "phone_country_code": coerce(
+                    p.get("phoneCountryCode"), pa.string(), "phoneCountryCode"
+                ),
+            }
+            for p in phones
+        ],
+        **lineage(event_id, enriched_at),
+    )
+    if row["project_id"] is None:
+        raise PayloadError("project response without projectId")
+    return row
+
+
+def contact_rows(response: JsonObject, project_id: str, event_id: str, at: datetime) -> list[Row]:
+    """One POLICYHOLDER contact (primary email) and one CLAIM_REP per team member."""
+    project = _object(response.get("project", response), "project")
+    customer = _object(project.get("customerInformation") or {}, "customerInformation")
+    emails = [e for e in customer.get("emails") or [] if isinstance(e, dict)]
+    phones = [p for p in customer.get("phones") or [] if isinstance(p, dict)]
+    primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    rows: list[Row] = []
+    if primary and primary.get("emailAddress"):
+        rows.append(
+            {
+                "project_id": project_id,
+                "contact_email": str(primary["emailAddress"]),
+                "contact_type": "POLICYHOLDER",
+                "first_name": coerce(customer.get("firstName"), pa.string(), "firstName"),
+                "last_name": coerce(customer.get("lastName"), pa.string(), "lastName"),
+                "business_name": coerce(
+                    customer.get("customBusinessName"), pa.string(), "customBusinessName"
+                ),
+                "phone_number": coerce(
+                    phones[0].get("phoneNumber") if phones else None, pa.string(), "phoneNumber"
+                ),
+                "phone_country_code": coerce(
+                    phones[0].get("phoneCountryCode") if phones else None,
+                    pa.string(),
+                    "phoneCountryCode",
+                ),
+                **lineage(event_id, at),
+            }
+        )
+    for member in response.get("teamMembers") or []:
+        if isinstance(member, dict) and member.get("userName"):
+            rows.append(
+                {
+                    "project_id": project_id,
+                    "contact_email": str(member["userName"]),
+                    "contact_type": "CLAIM_REP",
+                    "is_primary_contact": coerce(
+                        member.get("primaryContact"), pa.bool_(), "primaryContact"
+                    ),
+                    "mfn": coerce(member.get("mfn"), pa.string(), "mfn"),
+                    **lineage(event_id, at),
+                }
+            )
+    return rows
+
+
+# Media, tasks, video ------------------------------------------------------------------------
+
+
+def media_row(item: JsonObject, project_id: str, event_id: str, at: datetime) -> Row:
+    return row_from(
+        MEDIA,
+        item,
+        renames={"media_id": "mediaID"},
+        project_id=project_id,
+        **lineage(event_id, at),
+    )
+
+
+def task_rows(
+    assignment: JsonObject, project_id: str, event_id: str, at: datetime
+) -> list[tuple[str, Row]]:
+    """The task, its template (``customTask``) and its external link, where present."""
+    link = assignment.get("externalLinkData")
+    template = assignment.get("customTask")
+    task = row_from(
+        TASKS,
+        assignment,
+        link_id=coerce(link.get("linkId"), pa.string(), "linkId")
+        if isinstance(link, dict)
+        else None,
+        **lineage(event_id, at),
+    )
+    if task["assignment_id"] is None:
+        raise PayloadError("task assignment without assignmentId")
+    if task["project_id"] is None:
+        task["project_id"] = project_id
+    rows: list[tuple[str, Row]] = [(TASKS.name, task)]
+    if isinstance(template, dict) and template.get("taskId") is not None:
+        rows.append(
+            (
+                TASK_TEMPLATES.name,
+                row_from(
+                    TASK_TEMPLATES,
+                    template,
+                    renames={"is_default": "default", "allow_resubmit": "allowReSubmit"},
+                    **lineage(event_id, at),
+                ),
+            )
+        )
+    if isinstance(link, dict) and link.get("linkId") is not None:
+        rows.append(
+            (
+                EXTERNAL_LINKS.name,
+                row_from(
+                    EXTERNAL_LINKS,
+                    link,
+                    assignment_id=task["assignment_id"],
+                    project_id=task["project_id"],
+                    **lineage(event_id, at),
+                ),
+            )
+        )
+    return rows
+
+
+def video_row(item: JsonObject, project_id: str, event_id: str, at: datetime) -> Row:
+    identifier = item.get("videoCollaborationId", item.get("id"))
+    row = row_from(
+        VIDEO_COLLAB,
+        item,
+        video_collaboration_id=coerce(identifier, pa.string(), "videoCollaborationId"),
+        project_id=project_id,
+        **lineage(event_id, at),
+    )
+    if row["video_collaboration_id"] is None:
+        raise PayloadError("video collaboration without videoCollaborationId or id")
+    return row
+
+
+def _object(value: Any, what: str) -> JsonObject:
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} is a {type(value).__name__}, not an object")
+    return value
