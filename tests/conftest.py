@@ -77,3 +77,6 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     if created:
         for future in admin.delete_topics(created, operation_timeout=30).values():
             future.result(timeout=30)
+
+
+pytest_plugins = ["tests.simulator_fixtures"]
