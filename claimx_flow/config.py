@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: Path | None = None
 
     # ClaimX API
-    claimx_api_url: str = "http://127.0.0.1:8090"
+    claimx_api_url: str = "http://127.0.0.1:8090/service/cxedirest"
     claimx_api_username: str | None = None
     claimx_api_password: SecretStr | None = None
     claimx_api_token: SecretStr | None = None
@@ -233,6 +233,16 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _YamlSource(settings_cls))
 
     # Derived places and names ---------------------------------------------------------------
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear, for redaction of text that leaves the process."""
+        secrets = (
+            self.kafka_sasl_password,
+            self.claimx_api_password,
+            self.claimx_api_token,
+            self.onelake_account_key,
+        )
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property
     def tables_dir(self) -> Path:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from claimx_flow.config import Settings
 from claimx_flow.tables import TableSpec, WriteMode
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,11 @@ class DeltaWriter:
             return None
         c = _q(column)
         return f"t.{c} IS NULL OR s.{c} IS NULL OR s.{c} >= t.{c}"
+
+
+def writer_for(settings: Settings, spec: TableSpec) -> DeltaWriter:
+    """The writer of ``spec`` where the settings put tables (local ``tables/<name>`` for now)."""
+    return DeltaWriter(spec, str((settings.tables_dir / spec.name).resolve()))
 
 
 def _q(column: str) -> str:

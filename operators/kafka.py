@@ -218,6 +218,12 @@ class CheckedProducerPartition(StatelessSinkPartition[OutboundRecord]):
         self._producer.flush(self._flush_timeout_s)
 
 
+def checked_producer(settings: Settings, flush_timeout_s: float = 60.0) -> CheckedProducerPartition:
+    """A producer that confirms every batch, for any sink that writes to Kafka."""
+    config = producer_config(settings, **{"delivery.timeout.ms": int(flush_timeout_s * 1000)})
+    return CheckedProducerPartition(config, flush_timeout_s)
+
+
 class CheckedKafkaOutput(DynamicSink[OutboundRecord]):
     """Kafka sink with an idempotent producer (acks=all) and a checked delivery per message.
 

@@ -29,6 +29,9 @@ class LocalFileStore:
         size = await asyncio.to_thread(_copy_atomically, source, target)
         return StoredFile(path=path, uri=target.as_uri(), bytes=size)
 
+    def uri_of(self, path: str) -> str:
+        return self._target(path).as_uri()
+
     async def size_of(self, path: str) -> int | None:
         target = self._target(path)
         try:

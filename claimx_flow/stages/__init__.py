@@ -1,0 +1,9 @@
+"""Each pipeline stage as plain functions from consumed records to what they produce.
+
+The dataflows only wire these to Kafka, Delta and each other; the logic runs and is tested
+without a stream runtime.
+"""
+
+from claimx_flow.stages.outputs import StageOutput, TableRow, split_outputs
+
+__all__ = ["StageOutput", "TableRow", "split_outputs"]

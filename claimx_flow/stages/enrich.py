@@ -1,0 +1,82 @@
+"""Enrich: enrichment tasks → entity rows + download tasks, or classified failures.
+
+The dataflow groups tasks by project and hands whole batches here; the API client lives on the
+process's event loop and is created there on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from claimx_flow.api import ClaimXApiClient
+from claimx_flow.config import Settings
+from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.failures import FailureRouter
+from claimx_flow.models import EnrichmentTask, MalformedMessageError, MessageIds
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.stages.outputs import StageOutput
+
+SourcedTask = tuple[KafkaRecord, EnrichmentTask]
+
+
+@dataclass
+class EnrichStage:
+    settings: Settings
+    router: FailureRouter
+    make_client: Callable[[Settings], ClaimXApiClient] = ClaimXApiClient
+    _enricher: Enricher | None = field(default=None, init=False)
+    _client: ClaimXApiClient | None = field(default=None, init=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EnrichStage:
+        return cls(
+            settings,
+            FailureRouter.for_stage(settings, "enrich", settings.claimx_enrichment_dlq_topic),
+        )
+
+    def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:
+        """The task in ``record``, or a DLQ record if it cannot be read."""
+        try:
+            return record, EnrichmentTask.from_json(record.value)
+        except MalformedMessageError as exc:
+            return self.router.route(
+                record,
+                reason=exc.reason,
+                error_class=type(exc).__name__,
+                category=ErrorCategory.PERMANENT,
+            )
+
+    async def process(self, batch: Sequence[SourcedTask]) -> list[StageOutput]:
+        enricher = await self._ready()
+        enriched = await enricher.enrich([task for _, task in batch])
+        outputs: list[StageOutput] = list(enriched.project_rows)
+        for (record, task), outcome in zip(batch, enriched.outcomes, strict=True):
+            if isinstance(outcome, Enriched):
+                outputs.extend(outcome.rows)
+                outputs.extend(
+                    OutboundRecord(
+                        self.settings.claimx_downloads_pending_topic,
+                        download.kafka_key,
+                        download.to_json(),
+                    )
+                    for download in outcome.downloads
+                )
+            else:
+                outputs.append(
+                    self.router.route(
+                        record,
+                        reason=outcome.message,
+                        error_class=outcome.error_class,
+                        category=outcome.category,
+                        ids=MessageIds(task.project_id, task.event_id, task.media_id),
+                    )
+                )
+        return outputs
+
+    async def _ready(self) -> Enricher:
+        if self._enricher is None:
+            self._client = await self.make_client(self.settings).open()
+            self._enricher = Enricher(self._client, ProjectCache())
+        return self._enricher

@@ -1,0 +1,69 @@
+"""Ingest: a raw event becomes a ``claimx_events`` row and an enrichment task, or a DLQ record.
+
+Nothing is skipped: an unreadable event goes to ``claimx.events.dlq`` with its reason, and an
+event of a type nobody handles still becomes a task (the enrichment stage classifies it), so
+every event ends in Delta or a DLQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.failures import FailureRouter
+from claimx_flow.models import EnrichmentTask, MalformedMessageError, RawEvent
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.stages.outputs import StageOutput
+from claimx_flow.tables import EVENTS
+
+
+@dataclass(frozen=True)
+class Ingester:
+    pending_topic: str
+    router: FailureRouter
+    write_events: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ingester:
+        return cls(
+            pending_topic=settings.claimx_enrichment_pending_topic,
+            router=FailureRouter.for_stage(settings, "ingest", settings.claimx_events_dlq_topic),
+            write_events=settings.enable_delta_writes,
+        )
+
+    def __call__(self, record: KafkaRecord) -> list[StageOutput]:
+        try:
+            event = RawEvent.from_kafka(record.value)
+        except MalformedMessageError as exc:
+            return [
+                self.router.route(
+                    record,
+                    reason=exc.reason,
+                    error_class=type(exc).__name__,
+                    category=ErrorCategory.PERMANENT,
+                )
+            ]
+        task = EnrichmentTask.from_event(event)
+        outputs: list[StageOutput] = [
+            OutboundRecord(self.pending_topic, task.kafka_key, task.to_json())
+        ]
+        if self.write_events:
+            outputs.append((EVENTS.name, event_row(event)))
+        return outputs
+
+
+def event_row(event: RawEvent, now: datetime | None = None) -> dict[str, object]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "project_id": event.project_id,
+        "media_id": event.media_id,
+        "task_assignment_id": event.task_assignment_id,
+        "video_collaboration_id": event.video_collaboration_id,
+        "master_file_name": event.master_file_name,
+        "ingested_at": event.ingested_at,
+        "created_at": now or datetime.now(UTC),
+        "event_date": event.ingested_at.date(),
+    }

@@ -1,0 +1,109 @@
+"""Results: upload results folded into running totals, per-minute windows and per-project
+counts, published as metrics and a periodic summary line.
+
+Results arrive at least once (replays), so each project's tally remembers which media it has
+counted: a repeated result changes nothing, and the totals equal ``claimx_attachments``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge
+
+from claimx_flow.models import UploadResult
+
+RESULTS = Counter(
+    "claimx_results_files_total", "Distinct media files by final upload status.", ["status"]
+)
+RESULT_BYTES = Counter("claimx_results_bytes_total", "Bytes of distinct uploaded files.")
+PROJECTS_WITH_FILES = Gauge("claimx_results_projects", "Projects with at least one result.")
+WINDOW_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class ResultDelta:
+    """What one result adds to the totals (nothing, for a repeat)."""
+
+    project_id: str
+    completed: int
+    failed: int
+    bytes: int
+    minute: datetime
+    new_project: bool
+
+
+@dataclass
+class ProjectTally:
+    """One project's counted media, so repeats are recognised."""
+
+    completed: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    bytes: int = 0
+
+    def apply(self, result: UploadResult) -> ResultDelta | None:
+        new_project = not self.completed and not self.failed
+        minute = result.finished_at.replace(second=0, microsecond=0)
+        if result.status == "completed":
+            if result.media_id in self.completed:
+                return None
+            self.completed.add(result.media_id)
+            # A file that failed before and now succeeded counts once, as completed.
+            was_failed = result.media_id in self.failed
+            self.failed.discard(result.media_id)
+            self.bytes += result.bytes
+            return ResultDelta(
+                result.project_id, 1, -1 if was_failed else 0, result.bytes, minute, new_project
+            )
+        if result.media_id in self.failed or result.media_id in self.completed:
+            return None
+        self.failed.add(result.media_id)
+        return ResultDelta(result.project_id, 0, 1, 0, minute, new_project)
+
+
+@dataclass
+class Totals:
+    """Running totals and the last hour of per-minute windows, across every project."""
+
+    completed: int = 0
+    failed: int = 0
+    bytes: int = 0
+    projects: int = 0
+    minutes: dict[datetime, tuple[int, int, int]] = field(default_factory=dict)
+
+    def add(self, delta: ResultDelta) -> None:
+        self.completed += delta.completed
+        self.failed += delta.failed
+        self.bytes += delta.bytes
+        self.projects += int(delta.new_project)
+        done, failed, size = self.minutes.get(delta.minute, (0, 0, 0))
+        self.minutes[delta.minute] = (
+            done + delta.completed,
+            failed + delta.failed,
+            size + delta.bytes,
+        )
+        for old in sorted(self.minutes)[:-WINDOW_MINUTES]:
+            del self.minutes[old]
+        publish(delta)
+
+    def summary(self) -> str:
+        last = max(self.minutes) if self.minutes else None
+        window = self.minutes.get(last, (0, 0, 0)) if last else (0, 0, 0)
+        return (
+            f"results: {self.completed} completed, {self.failed} failed, "
+            f"{self.bytes} bytes, {self.projects} projects; last minute "
+            f"({last:%H:%M} UTC): {window[0]} completed, {window[1]} failed, {window[2]} bytes"
+            if last
+            else "results: none yet"
+        )
+
+
+def publish(delta: ResultDelta) -> None:
+    if delta.completed:
+        RESULTS.labels(status="completed").inc(delta.completed)
+        RESULT_BYTES.inc(delta.bytes)
+    if delta.failed > 0:
+        RESULTS.labels(status="failed").inc(delta.failed)
+    if delta.new_project:
+        PROJECTS_WITH_FILES.inc()

@@ -1,0 +1,148 @@
+"""Upload: cached downloads → stored files, then (in order) the ``claimx_attachments`` row, the
+result message, and only then the cache file's removal.
+
+A replay after a crash may find the cache file already gone: if the store holds the file with
+the expected size, the upload is complete and its row and result are produced again
+(idempotently); otherwise the message goes to the download DLQ to be fetched anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from claimx_flow.config import Settings
+from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.failures import FailureRouter
+from claimx_flow.models import CachedDownload, MalformedMessageError, MessageIds, UploadResult
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.storage import FileStore, LocalFileStore, UnsafePathError, media_path
+from claimx_flow.storage.base import StoredFile
+
+SourcedCached = tuple[KafkaRecord, CachedDownload]
+
+
+class UploadError(ClaimxError):
+    def __init__(self, category: ErrorCategory, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+
+
+@dataclass(frozen=True)
+class UploadCompletion:
+    """An uploaded file's last steps, run in this order by the commit sink."""
+
+    row: dict[str, Any]
+    result: OutboundRecord
+    cache_file: Path | None
+
+
+UploadOutput = UploadCompletion | OutboundRecord
+
+
+@dataclass
+class UploadStage:
+    settings: Settings
+    router: FailureRouter
+    store: FileStore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadStage:
+        return cls(
+            settings,
+            FailureRouter.for_stage(settings, "upload", settings.claimx_downloads_dlq_topic),
+            LocalFileStore(settings.files_dir),
+        )
+
+    def parse(self, record: KafkaRecord) -> SourcedCached | OutboundRecord:
+        try:
+            return record, CachedDownload.from_json(record.value)
+        except MalformedMessageError as exc:
+            return self.router.route(
+                record,
+                reason=exc.reason,
+                error_class=type(exc).__name__,
+                category=ErrorCategory.PERMANENT,
+            )
+
+    async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
+        return list(await asyncio.gather(*(self._one(record, item) for record, item in batch)))
+
+    async def _one(self, record: KafkaRecord, cached: CachedDownload) -> UploadOutput:
+        try:
+            path = media_path(
+                cached.project_id, cached.media_id, cached.file_name, cached.file_type
+            )
+            stored, cache_file = await self._store(cached, path)
+        except (UploadError, UnsafePathError, OSError) as exc:
+            category = getattr(exc, "category", ErrorCategory.PERMANENT)
+            if isinstance(exc, OSError):
+                category = ErrorCategory.TRANSIENT
+            return self.router.route(
+                record,
+                reason=str(exc),
+                error_class=type(exc).__name__,
+                category=category,
+                ids=MessageIds(cached.project_id, cached.source_event_id, cached.media_id),
+            )
+        now = datetime.now(UTC)
+        result = UploadResult.completed(cached, stored.uri, finished_at=now)
+        return UploadCompletion(
+            row=attachment_row(cached, stored, now),
+            result=OutboundRecord(
+                self.settings.claimx_downloads_results_topic, result.kafka_key, result.to_json()
+            ),
+            cache_file=cache_file,
+        )
+
+    async def _store(self, cached: CachedDownload, path: str) -> tuple[StoredFile, Path | None]:
+        local = Path(cached.local_path)
+        if not local.exists():
+            size = await self.store.size_of(path)
+            if size == cached.bytes:  # uploaded before a crash; the cache was already released
+                return StoredFile(path, self.store.uri_of(path), size), None
+            raise UploadError(ErrorCategory.PERMANENT, "cache file missing and file not stored")
+        size, digest = await asyncio.to_thread(_size_and_sha256, local)
+        if (size, digest) != (cached.bytes, cached.sha256):
+            raise UploadError(
+                ErrorCategory.PERMANENT,
+                f"cache file does not match its download ({size} bytes, sha256 {digest[:12]}…)",
+            )
+        stored = await self.store.put(path, local)
+        if stored.bytes != cached.bytes:
+            raise UploadError(
+                ErrorCategory.TRANSIENT,
+                f"store holds {stored.bytes} bytes, {cached.bytes} were uploaded",
+            )
+        return stored, local
+
+
+def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) -> dict[str, Any]:
+    return {
+        "media_id": cached.media_id,
+        "project_id": cached.project_id,
+        "file_name": cached.file_name,
+        "file_type": cached.file_type,
+        "onelake_path": stored.uri,
+        "bytes": cached.bytes,
+        "sha256": cached.sha256,
+        "content_type": cached.content_type,
+        "downloaded_at": cached.downloaded_at,
+        "uploaded_at": now,
+        "source_event_id": cached.source_event_id,
+    }
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while chunk := source.read(1024 * 1024):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
