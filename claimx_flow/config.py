@@ -53,6 +53,11 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "api_concurrency": "claimx_api_concurrency",
         "data_dir": "claimx_data_dir",
     },
+    "recovery": {
+        "partitions": "claimx_recovery_partitions",
+        "snapshot_interval_seconds": "claimx_snapshot_interval_seconds",
+        "backup_interval_seconds": "claimx_backup_interval_seconds",
+    },
     "topics": {
         "events": "claimx_events_topic",
         "events_dlq": "claimx_events_dlq_topic",
@@ -177,6 +182,11 @@ class Settings(BaseSettings):
 
     # Embedded storage root
     claimx_data_dir: Path = Path("claimx-data")
+
+    # Recovery (Bytewax snapshots: where each stage's Kafka offsets and state live)
+    claimx_recovery_partitions: int = Field(1, ge=1, le=1000)
+    claimx_snapshot_interval_seconds: int = Field(5, ge=1)
+    claimx_backup_interval_seconds: int = Field(0, ge=0)
 
     @field_validator(
         "retry_delays", "download_allowed_hosts", "download_allowed_types", mode="before"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 
 from claimx_flow.config import load_settings
 from claimx_flow.delta_writer import writer_for
@@ -55,9 +55,7 @@ writer = partial(writer_for, settings, ATTACHMENTS) if settings.enable_delta_wri
 op.output(
     "commit", op.filter_map("completed", uploaded, completion), UploadCommitSink(settings, writer)
 )
-failures = op.merge(
-    "failures",
-    op.filter_map("upload-failed", uploaded, failed),
-    op.filter_map("unreadable", read, unreadable),
-)
+upload_failures: Stream[StageOutput] = op.filter_map("upload-failed", uploaded, failed)
+read_failures: Stream[StageOutput] = op.filter_map("unreadable", read, unreadable)
+failures = op.merge("failures", upload_failures, read_failures)
 write_outputs("out", failures, settings, [])

@@ -1,0 +1,122 @@
+"""A whole pipeline on real Kafka, the simulator over HTTP, and local Delta tables and files."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from deltalake import DeltaTable
+from pydantic import SecretStr
+
+from claimx_flow.config import Settings
+from claimx_flow.pipeline import Pipeline, settings_env
+from claimx_flow.simulator import RunningSimulator
+from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_USERNAME
+
+
+@dataclass
+class PipelineRun:
+    settings: Settings
+    pipeline: Pipeline
+    tmp: Path
+
+    def produce(self, lines: list[tuple[str, str | bytes]]) -> None:
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        for key, line in lines:
+            producer.produce(
+                self.settings.claimx_events_topic,
+                key=key,
+                value=line if isinstance(line, bytes) else line.encode(),
+            )
+        assert producer.flush(30) == 0
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        path = self.settings.tables_dir / name
+        if not (path / "_delta_log").exists():
+            return []
+        return DeltaTable(str(path.resolve())).to_pyarrow_table().to_pylist()
+
+    def topic_messages(self, topic: str) -> list[Any]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "enable.partition.eof": True,
+            }
+        )
+        metadata = consumer.list_topics(topic, timeout=10)
+        parts = list(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        messages, done = [], set()
+        deadline = time.monotonic() + 30
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                done.add(msg.partition())
+                continue
+            messages.append(msg)
+        consumer.close()
+        return messages
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            dead = self.pipeline.dead()
+            assert not dead, f"stages died: {dead}; logs in {self.pipeline.log_dir}"
+            if condition():
+                return
+            time.sleep(1)
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-2000:]}" for p in self.pipeline.log_dir.glob("*.log")
+        )
+        raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+@pytest.fixture
+def pipeline_run(
+    kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path
+) -> Iterator[PipelineRun]:
+    prefix = f"e2e{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_api_url=sim.api_url,
+        claimx_api_username=SIMULATOR_USERNAME,
+        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
+        claimx_api_timeout_seconds=5,
+        claimx_events_topic=f"{prefix}.events.raw",
+        claimx_events_dlq_topic=f"{prefix}.events.dlq",
+        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
+        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
+        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
+        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
+        claimx_downloads_results_topic=f"{prefix}.downloads.results",
+        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
+        claimx_topic_partitions=2,
+        claimx_data_dir=tmp_path / "data",
+        claimx_snapshot_interval_seconds=1,
+        download_concurrency=20,
+    )
+    ensure_topics(admin_client(settings), pipeline_topics(settings))
+    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
+    try:
+        yield PipelineRun(settings, pipeline, tmp_path)
+    finally:
+        pipeline.stop()
+
+
+def header_map(message: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in (message.headers() or [])}
+
+
+def load(line: str | bytes) -> dict[str, Any]:
+    return json.loads(line)
