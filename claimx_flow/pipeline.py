@@ -7,6 +7,7 @@ runs: ``python -m bytewax.run dataflows.<stage>`` with a recovery directory.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -16,16 +17,50 @@ from pathlib import Path
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.stack.process import is_alive, start_detached, stop_process_group
+from claimx_flow.topics import admin_client
 
 STAGES = ("ingest", "enrich", "download", "upload", "results")
 
 
-def init_recovery(settings: Settings, stage: str) -> Path:
+CLUSTER_MARKER = "kafka-cluster-id"
+
+
+class RecoveryMismatch(ClaimxError):
+    """Recovery state that belongs to another Kafka cluster: its offsets mean nothing here."""
+
+
+def check_recovery_cluster(settings: Settings, stage: str, cluster_id: str) -> None:
+    """Refuse to resume from offsets recorded against a different Kafka cluster.
+
+    A recreated cluster starts its offsets at zero again; resuming from old snapshots would
+    skip or misread messages. The first run records the cluster; later runs must match it.
+    """
+    marker = settings.recovery_dir(stage) / CLUSTER_MARKER
+    if not marker.exists():
+        return
+    recorded = marker.read_text().strip()
+    if recorded != cluster_id:
+        raise RecoveryMismatch(
+            f"{stage}: recovery state in {marker.parent} was made against Kafka cluster "
+            f"{recorded}, but {settings.kafka_bootstrap_servers} is cluster {cluster_id}; "
+            f"reset it (delete the directory) to start from the beginning of the topics"
+        )
+
+
+def reset_recovery(settings: Settings, stage: str) -> None:
+    shutil.rmtree(settings.recovery_dir(stage), ignore_errors=True)
+
+
+def init_recovery(settings: Settings, stage: str, cluster_id: str | None = None) -> Path:
     """The stage's recovery directory, with its partitions created the first time."""
     directory = settings.recovery_dir(stage).resolve()
+    if cluster_id is not None:
+        check_recovery_cluster(settings, stage, cluster_id)
     if directory.exists() and any(directory.glob("part-*.sqlite3")):
         return directory
     directory.mkdir(parents=True, exist_ok=True)
+    if cluster_id is not None:
+        (directory / CLUSTER_MARKER).write_text(cluster_id + "\n")
     result = subprocess.run(
         [
             sys.executable,
@@ -43,7 +78,10 @@ def init_recovery(settings: Settings, stage: str) -> Path:
     return directory
 
 
-def stage_command(settings: Settings, stage: str, workers: int = 1) -> list[str]:
+def stage_command(
+    settings: Settings, stage: str, workers: int = 1, cluster_id: str | None = None
+) -> list[str]:
+    """``python -m bytewax.run dataflows.<stage>`` with the stage's recovery directory."""
     if stage not in STAGES:
         raise ClaimxError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
     command = [
@@ -52,7 +90,7 @@ def stage_command(settings: Settings, stage: str, workers: int = 1) -> list[str]
         "bytewax.run",
         f"dataflows.{stage}:flow",
         "-r",
-        str(init_recovery(settings, stage)),
+        str(init_recovery(settings, stage, cluster_id)),
         "-s",
         str(settings.claimx_snapshot_interval_seconds),
         "-b",
@@ -74,9 +112,10 @@ class Pipeline:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, stages: Iterable[str] = STAGES, workers: int = 1) -> None:
+        cluster = kafka_cluster_id(self.settings)
         for stage in stages:
             self.processes[stage] = start_detached(
-                stage_command(self.settings, stage, workers),
+                stage_command(self.settings, stage, workers, cluster),
                 log_path=self.log_dir / f"{stage}.log",
                 cwd=self.cwd,
                 env={**self.env, "PYTHONUNBUFFERED": "1"},
@@ -89,6 +128,11 @@ class Pipeline:
         for process in self.processes.values():
             stop_process_group(process.pid, grace_s=grace_s)
         self.processes.clear()
+
+
+def kafka_cluster_id(settings: Settings) -> str:
+    metadata = admin_client(settings).list_topics(timeout=15)
+    return str(metadata.cluster_id)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

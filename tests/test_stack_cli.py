@@ -78,7 +78,8 @@ def test_up_topics_down_leaves_nothing_behind(stack_env: dict[str, str], tmp_pat
     finally:
         down = run(["stack", "down"], stack_env, tmp_path)
     assert down.returncode == 0
-    assert "stopped: kafka" in down.stdout
+    assert "stopped: kafka, simulator" in down.stdout
+    assert "simulator" in state and not is_alive(state["simulator"]["pid"])
     deadline = time.monotonic() + 10
     while is_alive(kafka["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -127,8 +128,12 @@ def test_external_cluster_starts_nothing(
     stack_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     stack_env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
+    stack_env["CLAIMX_API_URL"] = "http://127.0.0.1:9/none"
     up = run(["stack", "up"], stack_env, tmp_path)
-    assert up.returncode == 0, up.stderr
-    assert "external Kafka" in up.stdout
-    status = run(["stack", "status"], stack_env, tmp_path)
-    assert "external" in status.stdout and "ready" in status.stdout
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "external Kafka" in up.stdout
+        status = run(["stack", "status"], stack_env, tmp_path)
+        assert "external" in status.stdout and "ready" in status.stdout
+    finally:
+        assert "nothing was running" in run(["stack", "down"], stack_env, tmp_path).stdout

@@ -20,8 +20,10 @@ def up() -> None:
         state = stack.up(default_services())
     for running in state.values():
         console.print(f"[green]✓[/] {running.name} ready at [bold]{running.endpoint}[/]")
-    if not state:
+    if "kafka" not in state:
         console.print("using the external Kafka cluster from KAFKA_BOOTSTRAP_SERVERS")
+    if "simulator" not in state:
+        console.print("using the ClaimX API at CLAIMX_API_URL")
     console.print(f"environment: [bold]source {stack.env_path}[/]")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from claimx_flow.stack.kafka import KafkaService, broker_reachable
 from claimx_flow.stack.process import is_alive, stop_process_group
 from claimx_flow.stack.services import RunningService, Service
+from claimx_flow.stack.simulator_service import SimulatorService, wants_simulator
 
 STATE_FILE = "state.json"
 ENV_FILE = "env"
@@ -43,6 +44,8 @@ def default_services() -> list[Service]:
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         port = os.environ.get("CLAIMX_KAFKA_PORT")
         services.append(KafkaService(port=int(port) if port else None))
+    if wants_simulator():
+        services.append(SimulatorService())
     return services
 
 
@@ -135,7 +138,10 @@ class Stack:
 
 
 # Every kind of service the stack knows, by name, so a later command can probe it.
-SERVICE_KINDS: dict[str, Callable[[], Service]] = {"kafka": KafkaService}
+SERVICE_KINDS: dict[str, Callable[[], Service]] = {
+    "kafka": KafkaService,
+    "simulator": SimulatorService,
+}
 
 
 def _probe(running: RunningService) -> bool:
