@@ -29,13 +29,13 @@ class PipelineRun:
     tmp: Path
 
     def produce(self, lines: list[tuple[str, str | bytes]]) -> None:
+        self.produce_to(self.settings.claimx_events_topic, lines)
+
+    def produce_to(self, topic: str, lines: list[tuple[str | bytes, str | bytes]]) -> None:
         producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
         for key, line in lines:
-            producer.produce(
-                self.settings.claimx_events_topic,
-                key=key,
-                value=line if isinstance(line, bytes) else line.encode(),
-            )
+            value = line if isinstance(line, bytes) else line.encode()
+            producer.produce(topic, key=key, value=value)
         assert producer.flush(30) == 0
 
     def table(self, name: str) -> list[dict[str, Any]]:
