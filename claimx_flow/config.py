@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     # Embedded storage root
     claimx_data_dir: Path = Path("claimx-data")
 
+    # Results
+    claimx_results_summary_seconds: int = Field(30, ge=1)
+
     # Recovery (Bytewax snapshots: where each stage's Kafka offsets and state live)
     claimx_recovery_partitions: int = Field(1, ge=1, le=1000)
     claimx_snapshot_interval_seconds: int = Field(5, ge=1)

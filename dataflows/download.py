@@ -16,10 +16,10 @@ from claimx_flow.stages.download import DownloadStage, SourcedDownload
 from operators.async_step import async_flat_map_batch
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs
-from operators.runtime import graceful_sigterm
+from operators.runtime import setup_process
 
 settings = load_settings()
-graceful_sigterm()
+setup_process()
 stage = DownloadStage.from_settings(settings)
 
 

@@ -28,12 +28,12 @@ from operators.async_step import async_flat_map_batch
 from operators.batching import batch_by_key
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs
-from operators.runtime import graceful_sigterm
+from operators.runtime import setup_process
 
 BATCH_LATENCY = timedelta(milliseconds=500)
 
 settings = load_settings()
-graceful_sigterm()
+setup_process()
 stage = EnrichStage.from_settings(settings)
 
 

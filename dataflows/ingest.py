@@ -13,10 +13,10 @@ from claimx_flow.stages.ingest import Ingester
 from claimx_flow.tables import EVENTS
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs
-from operators.runtime import graceful_sigterm
+from operators.runtime import setup_process
 
 settings = load_settings()
-graceful_sigterm()
+setup_process()
 
 flow = Dataflow("claimx-ingest")
 raw = op.input("raw-events", flow, KafkaInput(settings, "ingester", [settings.claimx_events_topic]))

@@ -19,13 +19,13 @@ from claimx_flow.records import KafkaRecord
 from claimx_flow.stages.results import ProjectTally, ResultDelta, Totals
 from operators.kafka import KafkaInput
 from operators.logging_sink import LogSink
-from operators.runtime import graceful_sigterm
+from operators.runtime import setup_process
 
-SUMMARY_EVERY = timedelta(seconds=30)
 log = logging.getLogger("claimx.results")
 
 settings = load_settings()
-graceful_sigterm()
+setup_process()
+SUMMARY_EVERY = timedelta(seconds=settings.claimx_results_summary_seconds)
 
 
 def read(record: KafkaRecord) -> UploadResult | None:

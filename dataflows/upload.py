@@ -20,11 +20,11 @@ from claimx_flow.tables import ATTACHMENTS
 from operators.async_step import async_flat_map_batch
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs
-from operators.runtime import graceful_sigterm
+from operators.runtime import setup_process
 from operators.upload_commit import UploadCommitSink
 
 settings = load_settings()
-graceful_sigterm()
+setup_process()
 stage = UploadStage.from_settings(settings)
 
 

@@ -8,6 +8,14 @@ import signal
 from types import FrameType
 
 
+def setup_process(level: int = logging.INFO) -> None:
+    """What every stage process does first: log to stderr, stop gracefully on SIGTERM."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    graceful_sigterm()
+
+
 def graceful_sigterm() -> None:
     """Make SIGTERM take Bytewax's SIGINT path: finish the epoch, close sinks, exit 0.
 

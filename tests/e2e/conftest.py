@@ -68,6 +68,12 @@ class PipelineRun:
         consumer.close()
         return messages
 
+    def last_summary(self) -> str:
+        """The results stage's latest summary line."""
+        lines = (self.pipeline.log_dir / "results.log").read_text().splitlines()
+        summaries = [line for line in lines if "results:" in line]
+        return summaries[-1] if summaries else ""
+
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -104,6 +110,7 @@ def pipeline_run(
         claimx_topic_partitions=2,
         claimx_data_dir=tmp_path / "data",
         claimx_snapshot_interval_seconds=1,
+        claimx_results_summary_seconds=1,
         download_concurrency=20,
     )
     ensure_topics(admin_client(settings), pipeline_topics(settings))

@@ -91,6 +91,9 @@ def check_outcome(run: PipelineRun, events: list[RawEvent], media: dict[str | No
         assert dead == [], [header_map(m) for m in dead[:3]]
     results = run.topic_messages(run.settings.claimx_downloads_results_topic)
     assert {json.loads(m.value())["media_id"] for m in results} == set(media)
+    # The results stage counts each file once, however often its result arrives.
+    expected = f"results: {len(media)} completed, 0 failed, {len(media) * MEDIA_BYTES} bytes"
+    run.wait_for(lambda: expected in run.last_summary(), 30, f"summary {expected!r}")
 
 
 def test_bad_input_ends_in_a_dlq_with_its_reason_and_the_counts_add_up(

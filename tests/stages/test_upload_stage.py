@@ -1,0 +1,104 @@
+"""The upload stage on the local file store: stored bytes verified, replays after the cache was
+released repaired from the store, corrupt cache files refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from claimx_flow.config import Settings
+from claimx_flow.models import CachedDownload, FailureInfo, UploadResult
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.stages.upload import UploadCompletion, UploadOutput, UploadStage
+from claimx_flow.storage import media_path
+
+CONTENT = b"\x89PNG" + bytes(range(256)) * 300
+
+
+def cached_file(
+    tmp_path: Path, media_id: str = "9001", name: str = "../../etc/roof.png"
+) -> CachedDownload:
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    local = cache / f"{media_id}.bin"
+    local.write_bytes(CONTENT)
+    return CachedDownload(
+        media_id=media_id,
+        project_id="77",
+        download_url="http://127.0.0.1/x",
+        file_name=name,
+        file_type="png",
+        source_event_id="evt-9",
+        local_path=str(local),
+        bytes=len(CONTENT),
+        sha256=hashlib.sha256(CONTENT).hexdigest(),
+        content_type="image/png",
+        downloaded_at=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+
+
+def upload(tmp_path: Path, items: list[CachedDownload]) -> list[UploadOutput]:
+    settings = Settings(claimx_data_dir=tmp_path / "data")
+    stage = UploadStage.from_settings(settings)
+    records = [
+        (KafkaRecord("downloads.cached", 0, i, None, c.kafka_key, c.to_json()), c)
+        for i, c in enumerate(items)
+    ]
+    return asyncio.run(stage.process(records))
+
+
+def test_upload_stores_the_file_under_a_safe_path(tmp_path: Path) -> None:
+    cached = cached_file(tmp_path)
+    (done,) = upload(tmp_path, [cached])
+    assert isinstance(done, UploadCompletion)
+    stored = tmp_path / "data" / "files" / media_path("77", "9001", cached.file_name, "png")
+    assert stored.read_bytes() == CONTENT
+    assert stored.is_relative_to(tmp_path / "data" / "files")
+    assert stored.name == "9001_roof.png"
+    assert done.row["sha256"] == cached.sha256 and done.row["bytes"] == len(CONTENT)
+    assert done.row["onelake_path"] == stored.as_uri()
+    result = UploadResult.from_json(done.result.value)
+    assert (result.status, result.media_id, result.bytes) == ("completed", "9001", len(CONTENT))
+    # The cache is released by the commit sink, after the row and the result, not here.
+    assert done.cache_file == Path(cached.local_path) and done.cache_file.exists()
+
+
+def test_a_replay_after_the_cache_was_released_is_completed_from_the_store(tmp_path: Path) -> None:
+    cached = cached_file(tmp_path)
+    upload(tmp_path, [cached])
+    Path(cached.local_path).unlink()
+    (again,) = upload(tmp_path, [cached])
+    assert isinstance(again, UploadCompletion)
+    assert again.cache_file is None
+    assert again.row["sha256"] == cached.sha256
+
+
+def test_a_cache_file_that_does_not_match_goes_to_the_dlq(tmp_path: Path) -> None:
+    cached = cached_file(tmp_path)
+    Path(cached.local_path).write_bytes(CONTENT[:-1] + b"!")
+    (failed,) = upload(tmp_path, [cached])
+    assert isinstance(failed, OutboundRecord)
+    info = FailureInfo.from_headers(failed.headers)
+    assert info.stage == "upload" and info.error_category == "permanent"
+    assert "does not match" in info.error_message
+    assert not (tmp_path / "data" / "files").exists() or not any(
+        (tmp_path / "data" / "files").rglob("*.png")
+    )
+
+
+def test_a_lost_cache_file_never_uploaded_goes_to_the_dlq(tmp_path: Path) -> None:
+    cached = cached_file(tmp_path)
+    Path(cached.local_path).unlink()
+    (failed,) = upload(tmp_path, [cached])
+    assert isinstance(failed, OutboundRecord)
+    assert "cache file missing" in FailureInfo.from_headers(failed.headers).error_message
+
+
+def test_same_name_in_one_project_never_collides(tmp_path: Path) -> None:
+    first = cached_file(tmp_path, "1", "photo.png")
+    second = cached_file(tmp_path, "2", "photo.png")
+    outputs = upload(tmp_path, [first, second])
+    paths = {o.row["onelake_path"] for o in outputs if isinstance(o, UploadCompletion)}
+    assert len(paths) == 2
