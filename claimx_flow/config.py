@@ -51,6 +51,9 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "api_timeout_seconds": "claimx_api_timeout_seconds",
         "api_max_retries": "claimx_api_max_retries",
         "api_concurrency": "claimx_api_concurrency",
+        "api_rate_limit_per_second": "claimx_api_rate_limit_per_second",
+        "api_breaker_failures": "claimx_api_breaker_failures",
+        "api_breaker_open_seconds": "claimx_api_breaker_open_seconds",
         "data_dir": "claimx_data_dir",
     },
     "recovery": {
@@ -138,6 +141,9 @@ class Settings(BaseSettings):
     claimx_api_timeout_seconds: float = Field(30.0, gt=0)
     claimx_api_max_retries: int = Field(3, ge=0, le=20)
     claimx_api_concurrency: int = Field(10, ge=1, le=1000)
+    claimx_api_rate_limit_per_second: float | None = Field(None, gt=0)
+    claimx_api_breaker_failures: int = Field(5, ge=1)
+    claimx_api_breaker_open_seconds: float = Field(60.0, gt=0)
 
     # Topics
     claimx_events_topic: str = "claimx.events.raw"

@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
+
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.models import (
@@ -23,6 +25,13 @@ from claimx_flow.models import (
     replace_failure_headers,
 )
 from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.retry import RetryLadder, due_time
+
+RETRY_ROUTED = Counter(
+    "claimx_failures_routed_total",
+    "Failed messages by stage and where they were sent (a retry tier or a DLQ).",
+    ["stage", "destination"],
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +60,22 @@ def previous_failure(record: KafkaRecord) -> FailureInfo | None:
 
 @dataclass(frozen=True)
 class FailureRouter:
-    """Turns a stage's failures into records for its dead-letter queue."""
+    """Turns a stage's failures into records for its retry tiers or its dead-letter queue."""
 
     stage: Stage
     dlq_topic: str
+    ladder: RetryLadder | None = None
     secrets: tuple[str, ...] = ()
 
     @classmethod
-    def for_stage(cls, settings: Settings, stage: Stage, dlq_topic: str) -> FailureRouter:
-        return cls(stage, dlq_topic, tuple(settings.secret_values()))
+    def for_stage(
+        cls,
+        settings: Settings,
+        stage: Stage,
+        dlq_topic: str,
+        ladder: RetryLadder | None = None,
+    ) -> FailureRouter:
+        return cls(stage, dlq_topic, ladder, tuple(settings.secret_values()))
 
     def route(
         self,
@@ -70,17 +86,26 @@ class FailureRouter:
         category: ErrorCategory,
         ids: MessageIds | None = None,
     ) -> OutboundRecord:
+        previous = previous_failure(record)
         info = FailureInfo.from_reason(
             redact(reason, self.secrets),
             error_class=error_class,
             origin=origin_of(record),
             stage=self.stage,
             category=category,
-            previous=previous_failure(record),
+            previous=previous,
             ids=ids,
         )
+        if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
+            info = info.model_copy(update={"attempt": previous.attempt if previous else 1})
+        tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
+        if tier is not None:
+            info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
+        RETRY_ROUTED.labels(
+            stage=self.stage, destination=tier.topic if tier else self.dlq_topic
+        ).inc()
         return OutboundRecord(
-            topic=self.dlq_topic,
+            topic=tier.topic if tier else self.dlq_topic,
             key=record.key,
             value=record.value,
             headers=[(k, v or b"") for k, v in replace_failure_headers(record.headers, info)],

@@ -19,7 +19,7 @@ from claimx_flow.errors import ClaimxError
 from claimx_flow.stack.process import is_alive, start_detached, stop_process_group
 from claimx_flow.topics import admin_client
 
-STAGES = ("ingest", "enrich", "download", "upload", "results")
+STAGES = ("ingest", "enrich", "download", "upload", "results", "retry")
 
 
 CLUSTER_MARKER = "kafka-cluster-id"

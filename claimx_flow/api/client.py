@@ -52,7 +52,7 @@ class ClaimXApiClient:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = settings.claimx_api_url.rstrip("/")
-        self.policy = policy or ApiPolicy()
+        self.policy = policy or ApiPolicy.from_settings(settings)
         self.timeout_s = settings.claimx_api_timeout_seconds
         self.max_retries = settings.claimx_api_max_retries
         self.concurrency = settings.claimx_api_concurrency

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from claimx_flow.api.breaker import BreakerPolicy
+from claimx_flow.config import Settings
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,17 @@ class ApiPolicy:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     check_project_id: str = "1"
     """The project ``check()`` asks for; a 404 for it still proves reach and credentials."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiPolicy:
+        """The operator-tunable numbers from the settings, the rest as defaults."""
+        return cls(
+            rate_limit_per_s=settings.claimx_api_rate_limit_per_second,
+            breaker=BreakerPolicy(
+                failure_threshold=settings.claimx_api_breaker_failures,
+                open_seconds=settings.claimx_api_breaker_open_seconds,
+            ),
+        )
 
     def retry_delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Wait before retry number ``attempt + 1``: the server's ``Retry-After`` (capped) if

@@ -25,6 +25,7 @@ from claimx_flow.models import (
     MessageIds,
 )
 from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.retry import download_ladder
 from claimx_flow.stages.outputs import StageOutput
 
 MAX_URL_REFRESHES = 2
@@ -46,7 +47,9 @@ class DownloadStage:
     def from_settings(cls, settings: Settings) -> DownloadStage:
         return cls(
             settings,
-            FailureRouter.for_stage(settings, "download", settings.claimx_downloads_dlq_topic),
+            FailureRouter.for_stage(
+                settings, "download", settings.claimx_downloads_dlq_topic, download_ladder(settings)
+            ),
             DownloadPolicy.from_settings(settings),
         )
 

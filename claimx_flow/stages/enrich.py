@@ -16,6 +16,7 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.failures import FailureRouter
 from claimx_flow.models import EnrichmentTask, MalformedMessageError, MessageIds
 from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.retry import enrichment_ladder
 from claimx_flow.stages.outputs import StageOutput
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
@@ -33,7 +34,12 @@ class EnrichStage:
     def from_settings(cls, settings: Settings) -> EnrichStage:
         return cls(
             settings,
-            FailureRouter.for_stage(settings, "enrich", settings.claimx_enrichment_dlq_topic),
+            FailureRouter.for_stage(
+                settings,
+                "enrich",
+                settings.claimx_enrichment_dlq_topic,
+                enrichment_ladder(settings),
+            ),
         )
 
     def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:

@@ -90,7 +90,7 @@ def test_an_expired_url_is_refreshed_and_retried_at_once(
     assert Path(cached.local_path).read_bytes() == expected_bytes(task.media_id)
 
 
-def test_urls_that_stay_expired_go_to_the_dlq_after_bounded_refreshes(
+def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
     settings = settings_for(api_settings, tmp_path)
@@ -98,9 +98,10 @@ def test_urls_that_stay_expired_go_to_the_dlq_after_bounded_refreshes(
     task = media_task(settings)
     media_calls = sim.stats.requests["media"]
     (out,) = run_stage(settings, [task])
-    assert out.topic == settings.claimx_downloads_dlq_topic
+    assert out.topic == settings.download_retry_topics[0]  # transient: the first retry tier
     info = FailureInfo.from_headers(out.headers)
     assert info.error_category == "transient" and "expired" in info.error_message
+    assert info.due_at is not None and info.attempt == 1
     assert info.media_id == task.media_id and info.stage == "download"
     assert sim.stats.requests["media"] - media_calls == MAX_URL_REFRESHES
     assert out.value == task.to_json()  # the original message, unchanged
@@ -139,4 +140,5 @@ def test_media_host_errors_are_transient(
     (out,) = run_stage(settings, [task])
     info = FailureInfo.from_headers(out.headers)
     assert info.error_category == "transient" and "503" in info.error_message
+    assert out.topic == settings.download_retry_topics[0]
     assert json.loads(out.value)["media_id"] == task.media_id

@@ -1,0 +1,133 @@
+"""The retry dataflow on real Kafka: messages go back to their pending topic never before their
+due time and soon after it, and a crash while it holds them loses none and releases none early."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.models import FailureInfo, MessageOrigin
+from claimx_flow.pipeline import Pipeline, settings_env
+from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+
+N = 60
+
+
+@pytest.fixture
+def retry_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    prefix = f"rt{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
+        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
+        claimx_events_topic=f"{prefix}.events.raw",
+        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
+        claimx_downloads_results_topic=f"{prefix}.downloads.results",
+        claimx_events_dlq_topic=f"{prefix}.events.dlq",
+        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
+        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
+        claimx_topic_partitions=2,
+        retry_delays=[3, 6, 9, 12],
+        claimx_data_dir=tmp_path / "data",
+        claimx_snapshot_interval_seconds=1,
+    )
+    ensure_topics(admin_client(settings), pipeline_topics(settings))
+    return settings
+
+
+@pytest.fixture
+def retry_stage(retry_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+    pipeline = Pipeline(retry_settings, settings_env(retry_settings), tmp_path / "logs")
+    yield pipeline
+    pipeline.stop()
+
+
+def fill_tier(settings: Settings, tier: str, delay: timedelta) -> dict[str, datetime]:
+    """N failed tasks in a tier, as the enrich stage writes them; returns due time by key."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    due: dict[str, datetime] = {}
+    for i in range(N):
+        failed_at = datetime.now(UTC)
+        info = FailureInfo.from_reason(
+            "HTTP 503",
+            error_class="ClaimXApiError",
+            origin=MessageOrigin(settings.claimx_enrichment_pending_topic, 0, i),
+            stage="enrich",
+            category=ErrorCategory.TRANSIENT,
+            due_at=failed_at + delay,
+            now=failed_at,
+        )
+        key = f"task-{i}"
+        due[key] = failed_at + delay
+        producer.produce(tier, key=key, value=f'{{"n": {i}}}'.encode(), headers=info.to_headers())
+        time.sleep(0.01)
+    assert producer.flush(30) == 0
+    return due
+
+
+def released(settings: Settings, expected: int, timeout_s: float) -> dict[str, list[datetime]]:
+    """Arrival times (broker timestamps) of each key on the pending topic."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.claimx_enrichment_pending_topic])
+    seen: dict[str, list[datetime]] = {}
+    deadline = time.monotonic() + timeout_s
+    while sum(map(len, seen.values())) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(100, 0.5):
+            if msg.error() is None:
+                at = datetime.fromtimestamp(msg.timestamp()[1] / 1000, tz=UTC)
+                seen.setdefault(msg.key().decode(), []).append(at)
+    for msg in consumer.consume(100, 2.0):  # and nothing more arrives
+        if msg.error() is None:
+            seen.setdefault(msg.key().decode(), []).append(datetime.now(UTC))
+    consumer.close()
+    return seen
+
+
+def assert_on_time(due: dict[str, datetime], arrivals: dict[str, list[datetime]]) -> None:
+    assert set(arrivals) == set(due)
+    lateness = []
+    for key, times in arrivals.items():
+        assert len(times) == 1, f"{key} released {len(times)} times"
+        late = (times[0] - due[key]).total_seconds()
+        assert late >= -0.01, f"{key} released {-late:.3f}s before it was due"
+        lateness.append(late)
+    assert max(lateness) < 3.0, f"released up to {max(lateness):.1f}s late"
+
+
+def test_messages_are_released_no_earlier_than_due(
+    retry_settings: Settings, retry_stage: Pipeline
+) -> None:
+    tier = retry_settings.enrichment_retry_topics[0]
+    due = fill_tier(retry_settings, tier, timedelta(seconds=3))
+    retry_stage.start(["retry"])
+    assert_on_time(due, released(retry_settings, N, timeout_s=60))
+
+
+def test_a_killed_retry_stage_loses_nothing_and_releases_nothing_early(
+    retry_settings: Settings, retry_stage: Pipeline
+) -> None:
+    tier = retry_settings.enrichment_retry_topics[1]
+    due = fill_tier(retry_settings, tier, timedelta(seconds=6))
+    retry_stage.start(["retry"])
+    time.sleep(3)  # holding the heads, nothing due yet
+    os.killpg(retry_stage.processes["retry"].pid, signal.SIGKILL)
+    retry_stage.processes["retry"].wait(10)
+    retry_stage.processes.clear()
+    retry_stage.start(["retry"])
+    assert_on_time(due, released(retry_settings, N, timeout_s=60))

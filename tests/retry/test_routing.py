@@ -1,0 +1,69 @@
+"""Failure routing: transient climbs the tiers, permanent goes to the DLQ at once, auth spends
+no attempt, and after MAX_RETRIES the DLQ."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.failures import FailureRouter
+from claimx_flow.models import FailureInfo
+from claimx_flow.records import KafkaRecord
+from claimx_flow.retry import enrichment_ladder
+
+SETTINGS = Settings()
+
+
+def router() -> FailureRouter:
+    return FailureRouter.for_stage(
+        SETTINGS, "enrich", SETTINGS.claimx_enrichment_dlq_topic, enrichment_ladder(SETTINGS)
+    )
+
+
+def fail(record: KafkaRecord, category: ErrorCategory) -> tuple[KafkaRecord, FailureInfo, str]:
+    out = router().route(record, reason="boom", error_class="X", category=category)
+    info = FailureInfo.from_headers(out.headers)
+    # What the retry stage sends back to the pending topic, read again by the stage.
+    again = KafkaRecord(out.topic, 0, record.offset + 100, None, out.key, out.value, out.headers)
+    return again, info, out.topic
+
+
+def test_transient_failures_climb_every_tier_then_reach_the_dlq() -> None:
+    record = KafkaRecord(
+        "claimx.enrichment.pending", 3, 17, 1_700_000_000_000, b"p", b"{}", [("x", b"1")]
+    )
+    topics, infos = [], []
+    for _ in range(5):
+        record, info, topic = fail(record, ErrorCategory.TRANSIENT)
+        topics.append(topic)
+        infos.append(info)
+    assert topics == [*SETTINGS.enrichment_retry_topics, SETTINGS.claimx_enrichment_dlq_topic]
+    assert [i.attempt for i in infos] == [1, 2, 3, 4, 5]
+    for info, delay in zip(infos, SETTINGS.retry_delays, strict=False):
+        assert info.due_at == info.last_failed_at + timedelta(seconds=delay)
+    assert infos[-1].due_at is None
+    # The origin stays the first one, whatever topic the message was read from later.
+    assert {(i.original_topic, i.original_partition, i.original_offset) for i in infos} == {
+        ("claimx.enrichment.pending", 3, 17)
+    }
+    assert ("x", b"1") in record.headers  # other headers travel along
+
+
+def test_permanent_failures_skip_the_tiers() -> None:
+    record = KafkaRecord("claimx.enrichment.pending", 0, 1, None, b"p", b"{}")
+    _, info, topic = fail(record, ErrorCategory.PERMANENT)
+    assert topic == SETTINGS.claimx_enrichment_dlq_topic and info.attempt == 1
+
+
+@pytest.mark.parametrize("failures_before", [0, 2])
+def test_auth_failures_wait_in_a_tier_without_spending_attempts(failures_before: int) -> None:
+    record = KafkaRecord("claimx.enrichment.pending", 0, 1, None, b"p", b"{}")
+    for _ in range(failures_before):
+        record, _, _ = fail(record, ErrorCategory.TRANSIENT)
+    for _ in range(6):  # however often the credentials are wrong, the message is kept
+        record, info, topic = fail(record, ErrorCategory.AUTH)
+        assert topic == SETTINGS.enrichment_retry_topics[max(failures_before, 1) - 1]
+        assert info.attempt == max(failures_before, 1)
