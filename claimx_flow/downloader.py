@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from claimx_flow.cache_runs import CacheRun
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import CachedDownload, DownloadTask
@@ -90,13 +90,13 @@ def cache_file(cache_dir: Path, media_id: str) -> Path:
 async def download_to_cache(
     session: aiohttp.ClientSession,
     task: DownloadTask,
-    cache_dir: Path,
+    run: CacheRun,
     policy: DownloadPolicy,
 ) -> CachedDownload:
     """Stream ``task``'s URL into the cache with its sha256; raise ``DownloadError`` on failure."""
     policy.check(task)
-    target = cache_file(cache_dir, task.media_id)
-    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.part")
+    target = cache_file(run.cache_dir, task.media_id)
+    partial = run.partial(target)
     try:
         async with asyncio.timeout(policy.timeout_s):
             size, digest, content_type = await _stream(session, task.download_url, partial, policy)

@@ -14,6 +14,7 @@ import aiohttp
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
+from claimx_flow.cache_runs import CacheRun, sweep_orphans
 from claimx_flow.config import Settings
 from claimx_flow.downloader import DownloadError, DownloadPolicy, download_to_cache
 from claimx_flow.errors import ErrorCategory
@@ -42,6 +43,7 @@ class DownloadStage:
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _client: ClaimXApiClient | None = field(default=None, init=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    _run: CacheRun | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DownloadStage:
@@ -86,12 +88,10 @@ class DownloadStage:
         )
 
     async def _download(self, task: DownloadTask) -> CachedDownload:
-        assert self._session is not None
+        assert self._session is not None and self._run is not None
         while True:
             try:
-                return await download_to_cache(
-                    self._session, task, self.settings.effective_cache_dir, self.policy
-                )
+                return await download_to_cache(self._session, task, self._run, self.policy)
             except DownloadError as exc:
                 if not exc.expired or task.refresh_count >= MAX_URL_REFRESHES:
                     raise
@@ -116,6 +116,9 @@ class DownloadStage:
 
     async def _ready(self) -> None:
         if self._session is None:
+            cache_dir = self.settings.effective_cache_dir
+            self._run = CacheRun(cache_dir)
+            sweep_orphans(cache_dir)
             self._slots = asyncio.Semaphore(self.settings.download_concurrency)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.settings.download_concurrency),

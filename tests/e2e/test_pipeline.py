@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from claimx_flow.cache_runs import cached_files
 from claimx_flow.models import DownloadTask, RawEvent
 from claimx_flow.simulator import RunningSimulator
 from claimx_flow.simulator import data as sim_data
@@ -80,7 +81,7 @@ def check_outcome(run: PipelineRun, events: list[RawEvent], media: dict[str | No
         assert stored.read_bytes() == expected
     stored_files = [p for p in files_root.rglob("*") if p.is_file()]
     assert len(stored_files) == len(media)
-    assert list(run.settings.effective_cache_dir.glob("*")) == []  # cache released
+    assert cached_files(run.settings.effective_cache_dir) == []  # cache released
 
     for dlq in (
         run.settings.claimx_events_dlq_topic,

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from claimx_flow.api import ClaimXApiClient
+from claimx_flow.cache_runs import CacheRun, cached_files, sweep_orphans
 from claimx_flow.config import Settings
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
 from claimx_flow.records import KafkaRecord, OutboundRecord
@@ -71,7 +72,7 @@ def test_downloads_land_in_the_cache_with_their_checksum(
         assert Path(cached.local_path).read_bytes() == content
         assert cached.sha256 == hashlib.sha256(content).hexdigest()
         assert cached.bytes == len(content)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+    assert sorted(p.name for p in cached_files(tmp_path / "cache")) == sorted(
         f"{t.media_id}.bin" for t in tasks
     )
 
@@ -105,7 +106,7 @@ def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
     assert info.media_id == task.media_id and info.stage == "download"
     assert sim.stats.requests["media"] - media_calls == MAX_URL_REFRESHES
     assert out.value == task.to_json()  # the original message, unchanged
-    assert list((tmp_path / "cache").glob("*")) == []  # no partial file left behind
+    assert cached_files(tmp_path / "cache") == []  # no partial file left behind
 
 
 def test_refusals_are_permanent_and_name_the_reason(
@@ -128,7 +129,7 @@ def test_refusals_are_permanent_and_name_the_reason(
         assert info.error_category == "permanent"
         assert reason in info.error_message, info.error_message
         assert "sig=" not in info.error_message  # presigned URLs never leak into headers
-    assert list((tmp_path / "cache").glob("*")) == []
+    assert cached_files(tmp_path / "cache") == []
 
 
 def test_media_host_errors_are_transient(
@@ -142,3 +143,16 @@ def test_media_host_errors_are_transient(
     assert info.error_category == "transient" and "503" in info.error_message
     assert out.topic == settings.download_retry_topics[0]
     assert json.loads(out.value)["media_id"] == task.media_id
+
+
+def test_partial_files_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    live = CacheRun(cache)
+    live_part = live.partial(cache / "1.bin")
+    live_part.write_bytes(b"in progress")
+    dead = CacheRun(cache)
+    dead_part = dead.partial(cache / "2.bin")
+    dead_part.write_bytes(b"abandoned")
+    dead._lock.close()  # what the kernel does when the process dies
+    assert sweep_orphans(cache) == 1
+    assert live_part.exists() and not dead_part.exists()

@@ -1,0 +1,69 @@
+"""Partial downloads in the shared cache, and who owns them.
+
+A download streams into a ``.part`` file and renames it when complete. A process killed
+mid-download leaves its ``.part`` behind; nobody else may delete a ``.part`` that a live process
+is still writing, even on another pod sharing the volume. So each downloader process holds an
+exclusive lock on a file of its own for as long as it lives, and names its partial files after
+it: a lock that can be taken belongs to a dead process, whose partial files are orphans.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = ".runs"
+
+
+class CacheRun:
+    """This process's claim on the partial files it writes into ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self.run_id = uuid.uuid4().hex
+        runs = cache_dir / RUNS_DIR
+        runs.mkdir(parents=True, exist_ok=True)
+        self._lock: IO[bytes] = (runs / f"{self.run_id}.lock").open("wb")
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock.write(f"{os.getpid()}\n".encode())
+        self._lock.flush()
+
+    def partial(self, target: Path) -> Path:
+        return target.with_name(f"{target.name}.{self.run_id}.part")
+
+
+def sweep_orphans(cache_dir: Path) -> int:
+    """Delete the partial files of every downloader process that no longer runs."""
+    runs = cache_dir / RUNS_DIR
+    if not runs.exists():
+        return 0
+    removed = 0
+    for lock_path in runs.glob("*.lock"):
+        try:
+            with lock_path.open("rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                run_id = lock_path.stem
+                for orphan in cache_dir.glob(f"*.{run_id}.part"):
+                    orphan.unlink(missing_ok=True)
+                    removed += 1
+                lock_path.unlink(missing_ok=True)
+        except BlockingIOError:
+            continue  # a live process holds it
+        except FileNotFoundError:
+            continue  # another sweeper got there first
+    if removed:
+        log.info("removed %d partial downloads left by stopped processes", removed)
+    return removed
+
+
+def cached_files(cache_dir: Path) -> list[Path]:
+    """Every downloaded or partial file in the cache (not the process locks)."""
+    if not cache_dir.exists():
+        return []
+    return [p for p in cache_dir.iterdir() if p.is_file()]
