@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
+from claimx_flow.storage.locations import table_location
 from claimx_flow.tables import TableSpec, WriteMode
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,9 @@ class DeltaWriter:
 
 
 def writer_for(settings: Settings, spec: TableSpec) -> DeltaWriter:
-    """The writer of ``spec`` where the settings put tables (local ``tables/<name>`` for now)."""
-    return DeltaWriter(spec, str((settings.tables_dir / spec.name).resolve()))
+    """The writer of ``spec`` where the settings put tables: local ``tables/<name>`` or OneLake."""
+    uri, storage_options = table_location(settings, spec.name)
+    return DeltaWriter(spec, uri, storage_options)
 
 
 def _q(column: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from claimx_flow.stack.azurite import AzuriteService
 from claimx_flow.stack.kafka import KafkaService, broker_reachable
 from claimx_flow.stack.process import is_alive, stop_process_group
 from claimx_flow.stack.services import RunningService, Service
@@ -141,6 +142,7 @@ class Stack:
 SERVICE_KINDS: dict[str, Callable[[], Service]] = {
     "kafka": KafkaService,
     "simulator": SimulatorService,
+    "azurite": AzuriteService,
 }
 
 

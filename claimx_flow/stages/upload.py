@@ -21,8 +21,10 @@ from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.failures import FailureRouter
 from claimx_flow.models import CachedDownload, MalformedMessageError, MessageIds, UploadResult
 from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.storage import FileStore, LocalFileStore, UnsafePathError, media_path
+from claimx_flow.storage import FileStore, UnsafePathError, media_path
 from claimx_flow.storage.base import StoredFile
+from claimx_flow.storage.locations import file_store
+from claimx_flow.storage.onelake import OneLakeError
 
 SourcedCached = tuple[KafkaRecord, CachedDownload]
 
@@ -56,7 +58,7 @@ class UploadStage:
         return cls(
             settings,
             FailureRouter.for_stage(settings, "upload", settings.claimx_downloads_dlq_topic),
-            LocalFileStore(settings.files_dir),
+            file_store(settings),
         )
 
     def parse(self, record: KafkaRecord) -> SourcedCached | OutboundRecord:
@@ -79,7 +81,7 @@ class UploadStage:
                 cached.project_id, cached.media_id, cached.file_name, cached.file_type
             )
             stored, cache_file = await self._store(cached, path)
-        except (UploadError, UnsafePathError, OSError) as exc:
+        except (UploadError, OneLakeError, UnsafePathError, OSError) as exc:
             category = getattr(exc, "category", ErrorCategory.PERMANENT)
             if isinstance(exc, OSError):
                 category = ErrorCategory.TRANSIENT

@@ -1,0 +1,260 @@
+"""Media files in OneLake through the ADLS Gen2 (DFS) API.
+
+The workspace is the file system and files live under ``{lakehouse}/Files/``. Uploads stream in
+bounded chunks (a 500 MB video never sits in memory), overwrite (a replay rewrites the same
+deterministic path instead of adding a copy) and report the size OneLake holds afterwards, so the
+upload stage verifies what was stored, not what was sent. Every SDK failure becomes a
+:class:`OneLakeError` whose ``category`` the stage routes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.storage.filedatalake.aio import DataLakeFileClient, DataLakeServiceClient
+
+from claimx_flow.errors import ClaimxError, ConfigError, ErrorCategory
+from claimx_flow.models import redact
+from claimx_flow.models.redaction import truncate
+from claimx_flow.storage.base import StoredFile
+from claimx_flow.storage.paths import UnsafePathError
+
+Area = Literal["Files", "Tables"]
+Credential = AzureNamedKeyCredential | AsyncTokenCredential
+
+ONELAKE_DFS_SUFFIX = ".dfs.fabric.microsoft.com"
+ADLS_DFS_SUFFIX = ".dfs.core.windows.net"
+MIB = 1024 * 1024
+# Workspace and lakehouse ids are GUIDs; OneLake also accepts names such as "claims.Lakehouse".
+_ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TRANSIENT_STATUS = {408, 409, 412, 429}  # timeouts, throttling, a concurrent writer of the path
+
+
+@dataclass(frozen=True)
+class OneLakeAddress:
+    """Where OneLake (or an ADLS Gen2 account, or an emulator) keeps one lakehouse.
+
+    ``endpoint`` is the DFS account URL. Emulators serve many accounts from one host and name
+    the account in the path (``http://127.0.0.1:10000/devstoreaccount1``); their ``abfss://``
+    URIs name the account's canonical host and the endpoint is passed alongside.
+    """
+
+    endpoint: str
+    workspace: str
+    lakehouse: str
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("ONELAKE_WORKSPACE_ID", self.workspace),
+            ("ONELAKE_LAKEHOUSE_ID", self.lakehouse),
+        ):
+            if not _ITEM.match(value):
+                raise ConfigError(f"{name}: {value!r} is not a OneLake item id or name")
+        if self.path_style and not self.account_name:
+            raise ConfigError(
+                "ONELAKE_ENDPOINT: expected https://onelake.dfs.fabric.microsoft.com, "
+                "https://ACCOUNT.dfs.core.windows.net or an emulator URL naming the account "
+                "(http://127.0.0.1:10000/devstoreaccount1)"
+            )
+
+    @property
+    def hostname(self) -> str:
+        return (urlsplit(self.endpoint).hostname or "").lower()
+
+    @property
+    def path_style(self) -> bool:
+        """True for emulators: the account is the URL's first path segment, not the host's."""
+        return not self.hostname.endswith((ONELAKE_DFS_SUFFIX, ADLS_DFS_SUFFIX))
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]``, without the emulator's account path."""
+        parts = urlsplit(self.endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def account_name(self) -> str:
+        if self.path_style:
+            return urlsplit(self.endpoint).path.strip("/").split("/")[0]
+        return self.hostname.split(".", 1)[0]
+
+    @property
+    def uri_host(self) -> str:
+        """The host an ``abfss://`` URI names (one that deltalake's object store recognises)."""
+        return f"{self.account_name}{ADLS_DFS_SUFFIX}" if self.path_style else self.hostname
+
+    def item_path(self, area: Area, relative: str) -> str:
+        """The path inside the workspace file system: ``{lakehouse}/{area}/{relative}``."""
+        return f"{self.lakehouse}/{area}/{_checked_relative(relative)}"
+
+    def uri(self, area: Area, relative: str) -> str:
+        return f"abfss://{self.workspace}@{self.uri_host}/{self.item_path(area, relative)}"
+
+
+def _checked_relative(path: str) -> str:
+    """Relative paths only, with no ``.``/``..`` or empty segments: nothing leaves the area."""
+    parts = path.split("/")
+    if not path or "\\" in path or any(part in {"", ".", ".."} for part in parts):
+        raise UnsafePathError(f"path {path!r} escapes the storage root")
+    return path
+
+
+class OneLakeError(ClaimxError):
+    """A OneLake call failed; ``category`` says whether to retry, dead-letter or alert."""
+
+    def __init__(self, category: ErrorCategory, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.category = category
+        self.status = status
+
+
+def classify(exc: AzureError) -> ErrorCategory:
+    """Transient: 5xx, timeouts, throttling, lost connections. Auth: 401/403 or no credential
+    from the chain. Anything else (a missing workspace, a bad request) will fail again."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) or status in {401, 403}:
+        return ErrorCategory.AUTH
+    if isinstance(exc, HttpResponseError) and status is not None:
+        if status >= 500 or status in _TRANSIENT_STATUS:
+            return ErrorCategory.TRANSIENT
+        return ErrorCategory.PERMANENT
+    return ErrorCategory.TRANSIENT  # ServiceRequestError / ServiceResponseError: no answer
+
+
+def describe(exc: AzureError) -> str:
+    """A short account of ``exc``: the status and service error code, or the first line."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, HttpResponseError) and status is not None:
+        code = getattr(exc, "error_code", None) or exc.reason or ""
+        return f"HTTP {status} {getattr(code, 'value', code)}".rstrip()
+    first_line = (str(exc.message or exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"
+
+
+@dataclass(frozen=True)
+class OneLakeTuning:
+    """Transfer knobs. The SDK's own retries stay short: the pipeline's retry tiers take the
+    long outages, and a stalled step holds up its whole batch."""
+
+    chunk_bytes: int = 4 * MIB
+    retries: int = 2
+    initial_backoff_s: float = 1.0
+    backoff_base: float = 2.0
+    jitter_s: float = 1.0
+    connect_timeout_s: float = 20.0
+    read_timeout_s: float = 60.0
+
+
+class OneLakeFileStore:
+    """A :class:`~claimx_flow.storage.base.FileStore` on OneLake's ``{lakehouse}/Files``."""
+
+    def __init__(
+        self,
+        address: OneLakeAddress,
+        credential: Credential,
+        *,
+        tuning: OneLakeTuning | None = None,
+        secrets: tuple[str, ...] = (),
+        owns_credential: bool = False,
+    ) -> None:
+        self.address = address
+        self.tuning = tuning or OneLakeTuning()
+        self._credential = credential
+        self._owns_credential = owns_credential
+        self._secrets = secrets
+        self._service = DataLakeServiceClient(
+            address.endpoint,
+            credential=credential,
+            retry_total=self.tuning.retries,
+            initial_backoff=self.tuning.initial_backoff_s,
+            increment_base=self.tuning.backoff_base,
+            random_jitter_range=self.tuning.jitter_s,
+            connection_timeout=self.tuning.connect_timeout_s,
+            read_timeout=self.tuning.read_timeout_s,
+        )
+        self._file_system = self._service.get_file_system_client(address.workspace)
+
+    def uri_of(self, path: str) -> str:
+        return self.address.uri("Files", path)
+
+    async def put(self, path: str, source: Path) -> StoredFile:
+        file = self._file(path)
+        async with self._classified("upload", path):
+            created = await file.create_file()  # replaces what is there: replays overwrite
+            offset = 0
+            async for chunk in _chunks(source, self.tuning.chunk_bytes):
+                await file.append_data(chunk, offset=offset, length=len(chunk))
+                offset += len(chunk)
+            # Only our own create may be flushed over: a concurrent writer fails this one.
+            await file.flush_data(
+                offset,
+                etag=str(created["etag"]),
+                match_condition=MatchConditions.IfNotModified,
+                close=True,
+            )
+            stored = await file.get_file_properties()
+        return StoredFile(path=path, uri=self.uri_of(path), bytes=int(stored.size))
+
+    async def size_of(self, path: str) -> int | None:
+        file = self._file(path)
+        async with self._classified("stat", path):
+            try:
+                properties = await file.get_file_properties()
+            except ResourceNotFoundError:
+                return None
+        return int(properties.size)
+
+    async def check_writable(self) -> None:
+        """Create and delete a probe file: proves the credential may write, not just read."""
+        probe = f".claimx-probe-{uuid.uuid4().hex}"
+        file = self._file(probe)
+        async with self._classified("probe", probe):
+            await file.create_file()
+            await file.delete_file()
+
+    async def close(self) -> None:
+        await self._service.close()
+        if self._owns_credential and isinstance(self._credential, AsyncTokenCredential):
+            await self._credential.close()
+
+    def _file(self, path: str) -> DataLakeFileClient:
+        return self._file_system.get_file_client(self.address.item_path("Files", path))
+
+    @asynccontextmanager
+    async def _classified(self, operation: str, path: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except AzureError as exc:
+            message = truncate(
+                redact(f"onelake {operation} {path}: {describe(exc)}", self._secrets)
+            )
+            raise OneLakeError(
+                classify(exc), message, status=getattr(exc, "status_code", None)
+            ) from exc
+
+
+async def _chunks(source: Path, size: int) -> AsyncIterator[bytes]:
+    """``source`` in chunks of ``size`` bytes, read off the event loop."""
+    handle = await asyncio.to_thread(source.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, size):
+            yield chunk
+    finally:
+        handle.close()

@@ -1,0 +1,315 @@
+"""A minimal ADLS Gen2 (DFS) endpoint: the few REST calls ``OneLakeFileStore`` makes, on disk.
+
+Why it exists: Azurite serves the Blob API but answers the DFS file calls (create, append,
+flush) with 400, and no OneLake is reachable from a test. With this server the real
+azure-storage-file-datalake SDK sends its real HTTP requests, signed with the real shared key,
+so the store's protocol use (create → append at offsets → flush with the create's ETag → HEAD
+for the stored size) is exercised end to end.
+
+It keeps OneLake's rules that matter to the store: a file system must exist, appends and
+flushes must name the right position, a flush must match the ETag it expects, uncommitted
+bytes are invisible, and a bad signature is refused with 403. Request bodies are streamed to
+disk. ``fail_next`` and ``stall_next`` inject throttling, outages, auth failures and timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import shutil
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+_SIGNED_HEADERS = (
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
+)
+
+
+@dataclass
+class _Fault:
+    status: int
+    code: str
+    remaining: int
+    stall_s: float = 0.0
+
+
+class DfsServer:
+    """Serves ``http://127.0.0.1:PORT/{account}/{file system}/{path}`` from ``root``."""
+
+    def __init__(self, root: Path, account: str, key: str | None = None) -> None:
+        self.root = root
+        self.account = account
+        self.key = key
+        self.port = 0
+        self.calls: Counter[str] = Counter()
+        self.largest_append = 0
+        self._faults: list[_Fault] = []
+        self._etags: dict[Path, str] = {}
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="dfs-server", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}/{self.account}"
+
+    # Test controls -------------------------------------------------------------------------
+
+    def create_file_system(self, name: str) -> None:
+        self._fs_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def stored(self, file_system: str, path: str) -> Path:
+        """Where the committed bytes of ``path`` are (the test reads them back from here)."""
+        return self._fs_dir(file_system) / path
+
+    def fail_next(self, status: int, code: str, count: int = 1) -> None:
+        """Answer the next ``count`` requests with ``status`` and service error ``code``."""
+        with self._lock:
+            self._faults.append(_Fault(status, code, count))
+
+    def stall_next(self, seconds: float, count: int = 1) -> None:
+        """Hold the next ``count`` requests for ``seconds`` before answering normally."""
+        with self._lock:
+            self._faults.append(_Fault(0, "", count, stall_s=seconds))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.calls.clear()
+            self.largest_append = 0
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> DfsServer:
+        self._thread.start()
+        if not self._ready.wait(timeout_s) or not self.port:
+            raise RuntimeError("DFS test server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def __enter__(self) -> DfsServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    # Requests ------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        action = request.query.get("action") or request.query.get("resource") or ""
+        self.calls[f"{request.method} {action}".strip()] += 1
+        fault = self._take_fault()
+        if fault is not None and fault.stall_s:
+            await asyncio.sleep(fault.stall_s)
+        elif fault is not None:
+            return _error(fault.status, fault.code)
+        if self.key is not None and not self._signed(request):
+            return _error(403, "AuthenticationFailed")
+        parts = unquote(request.url.raw_path).lstrip("/").split("/", 2)
+        if parts[0] != self.account or len(parts) < 2 or not parts[1]:
+            return _error(400, "InvalidUri")
+        fs_dir = self._fs_dir(parts[1])
+        if request.method == "PUT" and action == "filesystem":
+            return self._create_file_system(fs_dir)
+        if not fs_dir.is_dir():
+            return _error(404, "FilesystemNotFound")
+        target = (fs_dir / (parts[2] if len(parts) > 2 else "")).resolve()
+        if not target.is_relative_to(fs_dir.resolve()) or target == fs_dir.resolve():
+            return _error(400, "InvalidResourceName")
+        return await self._dispatch(request, action, target)
+
+    async def _dispatch(
+        self, request: web.Request, action: str, target: Path
+    ) -> web.StreamResponse:
+        match request.method, action:
+            case "PUT", "file":
+                return self._create_file(request, target)
+            case "PUT", "directory":
+                target.mkdir(parents=True, exist_ok=True)
+                return web.Response(status=201)
+            case "PATCH", "append":
+                return await self._append(request, target)
+            case "PATCH", "flush":
+                return self._flush(request, target)
+            case "HEAD", _:
+                return self._properties(target)
+            case "DELETE", _:
+                return self._delete(target)
+        return _error(400, "UnsupportedHttpVerb")
+
+    def _create_file_system(self, fs_dir: Path) -> web.StreamResponse:
+        if fs_dir.is_dir():
+            return _error(409, "FilesystemAlreadyExists")
+        fs_dir.mkdir(parents=True)
+        return web.Response(status=201, headers=self._stamp(fs_dir))
+
+    def _create_file(self, request: web.Request, target: Path) -> web.StreamResponse:
+        if request.headers.get("If-None-Match") == "*" and target.exists():
+            return _error(409, "PathAlreadyExists")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+        self._staging(target).unlink(missing_ok=True)
+        return web.Response(status=201, headers=self._stamp(target))
+
+    async def _append(self, request: web.Request, target: Path) -> web.StreamResponse:
+        if not target.is_file():
+            return _error(404, "PathNotFound")
+        staging = self._staging(target)
+        staged = staging.stat().st_size if staging.exists() else 0
+        if int(request.query.get("position", "-1")) != target.stat().st_size + staged:
+            return _error(400, "InvalidFlushPosition")
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        received = 0
+        with staging.open("ab") as out:
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                out.write(chunk)
+                received += len(chunk)
+        self.largest_append = max(self.largest_append, received)
+        return web.Response(status=202)
+
+    def _flush(self, request: web.Request, target: Path) -> web.StreamResponse:
+        if not target.is_file():
+            return _error(404, "PathNotFound")
+        expected = request.headers.get("If-Match")
+        if expected is not None and expected != self._etags.get(target):
+            return _error(412, "ConditionNotMet")
+        staging = self._staging(target)
+        staged = staging.stat().st_size if staging.exists() else 0
+        if int(request.query.get("position", "-1")) != target.stat().st_size + staged:
+            return _error(400, "InvalidFlushPosition")
+        if staged:
+            with staging.open("rb") as source, target.open("ab") as out:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+            staging.unlink()
+        return web.Response(status=200, headers=self._stamp(target))
+
+    def _properties(self, target: Path) -> web.StreamResponse:
+        if not target.is_file():
+            return _error(404, "BlobNotFound")
+        headers = {
+            **self._stamp(target, new=False),
+            "Content-Length": str(target.stat().st_size),
+            "Content-Type": "application/octet-stream",
+            "x-ms-resource-type": "file",
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-creation-time": formatdate(target.stat().st_ctime, usegmt=True),
+        }
+        return web.Response(status=200, headers=headers)
+
+    def _delete(self, target: Path) -> web.StreamResponse:
+        if not target.is_file():
+            return _error(404, "PathNotFound")
+        target.unlink()
+        self._staging(target).unlink(missing_ok=True)
+        self._etags.pop(target, None)
+        return web.Response(status=200)
+
+    # Helpers -------------------------------------------------------------------------------
+
+    def _fs_dir(self, name: str) -> Path:
+        return self.root / "filesystems" / name
+
+    def _staging(self, target: Path) -> Path:
+        digest = hashlib.sha256(str(target).encode()).hexdigest()
+        return self.root / "uncommitted" / digest
+
+    def _stamp(self, target: Path, new: bool = True) -> dict[str, str]:
+        if new or target not in self._etags:
+            self._etags[target] = f'"0x{next(self._versions):016X}"'
+        return {
+            "ETag": self._etags[target],
+            "Last-Modified": formatdate(target.stat().st_mtime, usegmt=True),
+        }
+
+    def _take_fault(self) -> _Fault | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.pop(0)
+            return fault
+
+    def _signed(self, request: web.Request) -> bool:
+        """Check the SharedKey signature as the storage service does."""
+        assert self.key is not None
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        account, _, signature = credential.partition(":")
+        if scheme != "SharedKey" or account != self.account:
+            return False
+        values = []
+        for name in _SIGNED_HEADERS:
+            value = request.headers.get(name, "")
+            values.append("" if name == "content-length" and value == "0" else value)
+        x_ms = sorted(
+            (name.lower(), value)
+            for name, value in request.headers.items()
+            if name.lower().startswith("x-ms-")
+        )
+        text = request.method + "\n" + "\n".join(values) + "\n"
+        text += "".join(f"{name}:{value}\n" for name, value in x_ms)
+        text += f"/{self.account}{request.url.raw_path}"
+        for name, value in sorted(request.query.items()):
+            text += f"\n{name.lower()}:{value}"
+        digest = hmac.new(base64.b64decode(self.key), text.encode(), hashlib.sha256).digest()
+        return hmac.compare_digest(base64.b64encode(digest).decode(), signature)
+
+
+def _error(status: int, code: str) -> web.Response:
+    body = f'{{"error":{{"code":"{code}","message":"{code} (DFS test server)"}}}}'
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="application/json",
+        headers={"x-ms-error-code": code},
+    )

@@ -1,0 +1,109 @@
+"""Delta tables in a OneLake-shaped place on Azurite: ``table_location`` and the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+
+import pytest
+from azure.storage.blob import ContainerClient
+
+from claimx_flow.delta_writer import writer_for
+from claimx_flow.errors import ConfigError
+from claimx_flow.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from claimx_flow.storage.locations import AZURITE_URL_ENV, file_store, table_location
+from claimx_flow.tables import ATTACHMENTS
+from tests.storage.conftest import LAKEHOUSE, onelake_settings
+
+
+def attachment(media_id: str, size: int) -> dict[str, object]:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    return {
+        "media_id": media_id,
+        "project_id": "P-1",
+        "file_name": f"{media_id}.jpg",
+        "file_type": "jpg",
+        "onelake_path": f"abfss://ws@onelake/claimx/P-1/media/{media_id}.jpg",
+        "bytes": size,
+        "sha256": "0" * 64,
+        "content_type": "image/jpeg",
+        "downloaded_at": now,
+        "uploaded_at": now,
+        "source_event_id": "E-1",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _emulator_url_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``table_location`` exports the emulator's URL for deltalake; undo it after each test."""
+    monkeypatch.delenv(AZURITE_URL_ENV, raising=False)
+
+
+def test_table_location_puts_deltalake_in_emulator_mode(azurite: str) -> None:
+    uri, options = table_location(onelake_settings(azurite, "ws-1"), "claimx_attachments")
+
+    host = f"{ACCOUNT_NAME}.dfs.core.windows.net"
+    assert uri == f"abfss://ws-1@{host}/{LAKEHOUSE}/Tables/claimx_attachments"
+    assert options == {
+        "azure_storage_use_emulator": "true",
+        "azure_storage_account_key": ACCOUNT_KEY,
+    }
+    assert azurite == os.environ[AZURITE_URL_ENV] + "/" + ACCOUNT_NAME
+
+
+def test_a_conflicting_emulator_url_is_refused(
+    azurite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(AZURITE_URL_ENV, "http://127.0.0.1:1")
+
+    with pytest.raises(ConfigError, match=AZURITE_URL_ENV):
+        table_location(onelake_settings(azurite, "ws-1"), "claimx_attachments")
+
+
+def test_attachments_merge_on_azurite_without_duplicates(
+    azurite: str, azurite_workspace: str
+) -> None:
+    settings = onelake_settings(azurite, azurite_workspace)
+    rows = [attachment("M-1", 10), attachment("M-2", 20)]
+
+    first = writer_for(settings, ATTACHMENTS).write(rows)
+    again = writer_for(settings, ATTACHMENTS).write([*rows, attachment("M-3", 30)])
+    table = writer_for(settings, ATTACHMENTS).read()
+
+    assert (first.inserted, again.inserted) == (2, 1)
+    assert sorted(table.column("media_id").to_pylist()) == ["M-1", "M-2", "M-3"]
+    container = ContainerClient(
+        azurite,
+        azurite_workspace,
+        credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
+    )
+    with container:
+        logs = [b.name for b in container.list_blobs(f"{LAKEHOUSE}/Tables/claimx_attachments/")]
+    assert any("/_delta_log/00000000000000000000.json" in name for name in logs)
+
+
+def test_file_sizes_are_read_over_the_blob_api_on_azurite(
+    azurite: str, azurite_workspace: str
+) -> None:
+    # get_file_properties goes to the Blob endpoint, which Azurite does serve.
+    settings = onelake_settings(azurite, azurite_workspace)
+    container = ContainerClient(
+        azurite,
+        azurite_workspace,
+        credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
+    )
+    with container:
+        container.upload_blob(f"{LAKEHOUSE}/Files/claimx/P-1/media/M-1_a.jpg", b"x" * 1234)
+
+    async def sizes() -> list[int | None]:
+        store = file_store(settings)
+        try:
+            return [
+                await store.size_of("claimx/P-1/media/M-1_a.jpg"),
+                await store.size_of("claimx/P-1/media/M-2_b.jpg"),
+            ]
+        finally:
+            await store.close()
+
+    assert asyncio.run(sizes()) == [1234, None]

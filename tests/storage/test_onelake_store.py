@@ -1,0 +1,248 @@
+"""OneLakeFileStore through the real azure SDK, over HTTP, against the DFS test server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from claimx_flow.stack.process import free_port
+from claimx_flow.storage import media_path
+from claimx_flow.storage.locations import file_store
+from claimx_flow.storage.onelake import (
+    OneLakeAddress,
+    OneLakeError,
+    OneLakeFileStore,
+    OneLakeTuning,
+)
+from tests.storage.conftest import LAKEHOUSE, onelake_settings
+from tests.storage.dfs_server import DfsServer
+
+T = TypeVar("T")
+PATH = media_path("P-7", "M-42", "roof.mp4", "mp4")
+MIB = 1024 * 1024
+# No SDK retries unless a test asks: each fault is seen once, and nothing sleeps.
+QUICK = OneLakeTuning(chunk_bytes=MIB, retries=0, initial_backoff_s=0.01, backoff_base=0)
+
+
+def run_store(
+    endpoint: str,
+    workspace: str,
+    scenario: Callable[[OneLakeFileStore], Awaitable[T]],
+    *,
+    key: str = ACCOUNT_KEY,
+    tuning: OneLakeTuning = QUICK,
+) -> T:
+    async def main() -> T:
+        store = OneLakeFileStore(
+            OneLakeAddress(endpoint, workspace, LAKEHOUSE),
+            AzureNamedKeyCredential(ACCOUNT_NAME, key),
+            tuning=tuning,
+            secrets=(key,),
+        )
+        try:
+            return await scenario(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def failed_put(server: DfsServer, workspace: str, source: Path, **options: object) -> OneLakeError:
+    async def scenario(store: OneLakeFileStore) -> OneLakeError:
+        with pytest.raises(OneLakeError) as caught:
+            await store.put(PATH, source)
+        return caught.value
+
+    error = run_store(server.endpoint, workspace, scenario, **options)  # type: ignore[arg-type]
+    assert ACCOUNT_KEY not in str(error) and ACCOUNT_KEY not in repr(error.__cause__)
+    return error
+
+
+# The protocol -------------------------------------------------------------------------------
+
+
+def test_upload_is_create_appends_in_chunks_flush(
+    dfs_server: DfsServer, dfs_workspace: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "roof.mp4"
+    source.write_bytes(os.urandom(5 * MIB + 123))
+
+    stored = run_store(dfs_server.endpoint, dfs_workspace, lambda s: s.put(PATH, source))
+
+    assert stored.bytes == 5 * MIB + 123
+    assert stored.uri == (
+        f"abfss://{dfs_workspace}@{ACCOUNT_NAME}.dfs.core.windows.net/{LAKEHOUSE}/Files/{PATH}"
+    )
+    on_disk = dfs_server.stored(dfs_workspace, f"{LAKEHOUSE}/Files/{PATH}")
+    assert on_disk.read_bytes() == source.read_bytes()
+    assert dfs_server.calls["PUT file"] == 1
+    assert dfs_server.calls["PATCH append"] == 6
+    assert dfs_server.calls["PATCH flush"] == 1
+    assert dfs_server.largest_append <= MIB
+
+
+def test_stored_size_is_read_back_from_the_service(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    run_store(dfs_server.endpoint, dfs_workspace, lambda s: s.put(PATH, source_file))
+
+    assert dfs_server.calls["HEAD"] == 1  # get_file_properties after the flush
+
+
+def test_settings_with_a_key_give_a_signed_onelake_store(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    async def scenario() -> int | None:
+        store = file_store(onelake_settings(dfs_server.endpoint, dfs_workspace))
+        try:
+            assert isinstance(store, OneLakeFileStore)
+            await store.put(PATH, source_file)
+            return await store.size_of(PATH)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == source_file.stat().st_size
+
+
+# Failures and their categories -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(503, "ServerBusy"), (500, "InternalError"), (429, "TooManyRequests")],
+)
+def test_outages_and_throttling_are_transient(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path, status: int, code: str
+) -> None:
+    dfs_server.fail_next(status, code, count=10)
+
+    error = failed_put(dfs_server, dfs_workspace, source_file)
+
+    assert error.category is ErrorCategory.TRANSIENT
+    assert error.status == status
+    assert str(error) == f"onelake upload {PATH}: HTTP {status} {code}"
+
+
+def test_the_sdk_retries_a_brief_outage_itself(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    dfs_server.fail_next(503, "ServerBusy", count=1)
+    patient = OneLakeTuning(retries=2, initial_backoff_s=0.01, backoff_base=0, jitter_s=0)
+
+    stored = run_store(
+        dfs_server.endpoint, dfs_workspace, lambda s: s.put(PATH, source_file), tuning=patient
+    )
+
+    assert stored.bytes == source_file.stat().st_size
+    assert dfs_server.calls["PUT file"] == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "InvalidAuthenticationInfo"), (403, "AuthorizationPermissionMismatch")],
+)
+def test_refusals_are_auth(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path, status: int, code: str
+) -> None:
+    dfs_server.fail_next(status, code)
+
+    error = failed_put(dfs_server, dfs_workspace, source_file)
+
+    assert error.category is ErrorCategory.AUTH
+    assert error.status == status
+
+
+def test_a_wrong_account_key_is_auth_and_never_shown(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    wrong = "V3Jvbmcga2V5IGZvciB0ZXN0cw=="
+
+    error = failed_put(dfs_server, dfs_workspace, source_file, key=wrong)
+
+    assert error.category is ErrorCategory.AUTH
+    assert "HTTP 403 AuthenticationFailed" in str(error)
+    assert wrong not in str(error) and wrong not in repr(error.__cause__)
+
+
+def test_a_missing_workspace_is_permanent(dfs_server: DfsServer, source_file: Path) -> None:
+    error = failed_put(dfs_server, "no-such-workspace", source_file)
+
+    assert error.category is ErrorCategory.PERMANENT
+    assert str(error).endswith("HTTP 404 FilesystemNotFound")
+
+
+def test_a_stalled_service_times_out_as_transient(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    dfs_server.stall_next(3.0)
+    impatient = OneLakeTuning(retries=0, read_timeout_s=0.5)
+
+    error = failed_put(dfs_server, dfs_workspace, source_file, tuning=impatient)
+
+    assert error.category is ErrorCategory.TRANSIENT
+    assert error.status is None
+
+
+def test_an_unreachable_service_is_transient(source_file: Path) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/{ACCOUNT_NAME}"
+
+    async def scenario(store: OneLakeFileStore) -> OneLakeError:
+        with pytest.raises(OneLakeError) as caught:
+            await store.put(PATH, source_file)
+        return caught.value
+
+    assert run_store(endpoint, "ws", scenario).category is ErrorCategory.TRANSIENT
+
+
+def test_no_identity_in_the_credential_chain_is_auth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source_file: Path
+) -> None:
+    # DefaultAzureCredential with nothing to find: no AZURE_* variables, no az/azd/pwsh on
+    # PATH, no token cache in HOME (and no managed identity on a test machine).
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "IDENTITY_", "MSI_", "ONELAKE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = onelake_settings(
+        f"https://127.0.0.1:{free_port()}/{ACCOUNT_NAME}", "ws", onelake_account_key=None
+    )
+
+    async def scenario() -> OneLakeError:
+        store = file_store(settings, QUICK)
+        try:
+            with pytest.raises(OneLakeError) as caught:
+                await store.put(PATH, source_file)
+            return caught.value
+        finally:
+            await store.close()
+
+    error = asyncio.run(scenario())
+    assert error.category is ErrorCategory.AUTH
+    assert "DefaultAzureCredential failed to retrieve a token" in str(error)
+
+
+def test_size_of_and_probe_classify_too(dfs_server: DfsServer, dfs_workspace: str) -> None:
+    async def scenario(store: OneLakeFileStore) -> list[ErrorCategory]:
+        categories = []
+        for call in (lambda: store.size_of(PATH), store.check_writable):
+            with pytest.raises(OneLakeError) as caught:
+                await call()
+            categories.append(caught.value.category)
+        return categories
+
+    dfs_server.fail_next(503, "ServerBusy")
+    dfs_server.fail_next(403, "AuthorizationPermissionMismatch")
+
+    assert run_store(dfs_server.endpoint, dfs_workspace, scenario) == [
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.AUTH,
+    ]
