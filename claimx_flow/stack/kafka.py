@@ -125,6 +125,15 @@ class KafkaService:
         )
         classpath = f"{lib}/*"
         self._format_storage(java, classpath, properties)
+        return self._launch(java, classpath, workdir, f"{LOOPBACK}:{port}")
+
+    def restart(self, running: RunningService) -> RunningService:
+        """Start a stopped broker again on its old port and data, as a crashed node would."""
+        java = java_executable()
+        classpath = f"{ensure_kafka_jars(self._version)}/*"
+        return self._launch(java, classpath, Path(running.workdir), running.endpoint)
+
+    def _launch(self, java: str, classpath: str, workdir: Path, bootstrap: str) -> RunningService:
         log = workdir / "kafka.log"
         process = start_detached(
             [
@@ -135,12 +144,11 @@ class KafkaService:
                 "-cp",
                 classpath,
                 "kafka.Kafka",
-                str(properties),
+                str(workdir / "server.properties"),
             ],
             log_path=log,
             cwd=workdir,
         )
-        bootstrap = f"{LOOPBACK}:{port}"
         running = RunningService(
             name=self.name,
             pid=process.pid,

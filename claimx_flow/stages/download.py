@@ -16,7 +16,7 @@ from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.cache_runs import CacheRun, sweep_orphans
 from claimx_flow.config import Settings
-from claimx_flow.downloader import DownloadError, DownloadPolicy, download_to_cache
+from claimx_flow.downloader import DownloadError, DownloadPolicy, cache_file, download_to_cache
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.failures import FailureRouter
 from claimx_flow.models import (
@@ -76,6 +76,8 @@ class DownloadStage:
             try:
                 cached = await self._download(task)
             except (DownloadError, ClaimXApiError) as exc:
+                # A file an earlier, unacknowledged attempt left in the cache is not wanted now.
+                cache_file(self.settings.effective_cache_dir, task.media_id).unlink(missing_ok=True)
                 return self.router.route(
                     record,
                     reason=str(exc),

@@ -21,6 +21,7 @@ from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.failures import FailureRouter
 from claimx_flow.models import CachedDownload, MalformedMessageError, MessageIds, UploadResult
 from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.retry import download_ladder
 from claimx_flow.storage import FileStore, UnsafePathError, media_path
 from claimx_flow.storage.base import StoredFile
 from claimx_flow.storage.locations import file_store
@@ -57,7 +58,9 @@ class UploadStage:
     def from_settings(cls, settings: Settings) -> UploadStage:
         return cls(
             settings,
-            FailureRouter.for_stage(settings, "upload", settings.claimx_downloads_dlq_topic),
+            FailureRouter.for_stage(
+                settings, "upload", settings.claimx_downloads_dlq_topic, download_ladder(settings)
+            ),
             file_store(settings),
         )
 
