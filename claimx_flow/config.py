@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     # Results
     claimx_results_summary_seconds: int = Field(30, ge=1)
 
+    # Health and metrics server of each stage process (unset port: the stage's runbook port)
+    claimx_health_port: int | None = Field(None, ge=0, le=65535)
+    claimx_health_host: str = "0.0.0.0"
+    claimx_liveness_stale_seconds: float = Field(600.0, gt=0)
+
     # Recovery (Bytewax snapshots: where each stage's Kafka offsets and state live)
     claimx_recovery_partitions: int = Field(1, ge=1, le=1000)
     claimx_snapshot_interval_seconds: int = Field(5, ge=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from claimx_flow import metrics
 from claimx_flow.cache_runs import CacheRun
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
@@ -97,10 +99,12 @@ async def download_to_cache(
     policy.check(task)
     target = cache_file(run.cache_dir, task.media_id)
     partial = run.partial(target)
+    started, outcome = time.perf_counter(), "failed"
     try:
         async with asyncio.timeout(policy.timeout_s):
             size, digest, content_type = await _stream(session, task.download_url, partial, policy)
         os.replace(partial, target)
+        outcome = "ok"
     except TimeoutError:
         raise DownloadError(
             ErrorCategory.TRANSIENT, f"download timed out after {policy.timeout_s:.0f}s"
@@ -111,6 +115,9 @@ async def download_to_cache(
         ) from None
     finally:
         partial.unlink(missing_ok=True)
+        metrics.DOWNLOAD_SECONDS.labels(outcome=outcome).observe(time.perf_counter() - started)
+    metrics.DOWNLOADS.inc()
+    metrics.DOWNLOAD_BYTES.inc(size)
     return CachedDownload.from_task(
         task,
         local_path=str(target),

@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prometheus_client import Counter
-
+from claimx_flow import health, metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.models import (
@@ -26,12 +25,6 @@ from claimx_flow.models import (
 )
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import RetryLadder, due_time
-
-RETRY_ROUTED = Counter(
-    "claimx_failures_routed_total",
-    "Failed messages by stage and where they were sent (a retry tier or a DLQ).",
-    ["stage", "destination"],
-)
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +91,16 @@ class FailureRouter:
         )
         if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
             info = info.model_copy(update={"attempt": previous.attempt if previous else 1})
+            health.auth_failure()
         tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
         if tier is not None:
             info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
-        RETRY_ROUTED.labels(
-            stage=self.stage, destination=tier.topic if tier else self.dlq_topic
-        ).inc()
+        metrics.failure(
+            self.stage,
+            category,
+            tier.delay_s if tier else None,
+            tier.topic if tier else self.dlq_topic,
+        )
         return OutboundRecord(
             topic=tier.topic if tier else self.dlq_topic,
             key=record.key,

@@ -19,7 +19,7 @@ from operators.outputs import write_outputs
 from operators.runtime import setup_process
 
 settings = load_settings()
-setup_process()
+setup_process("download", settings)
 stage = DownloadStage.from_settings(settings)
 
 

@@ -33,7 +33,7 @@ from operators.runtime import setup_process
 BATCH_LATENCY = timedelta(milliseconds=500)
 
 settings = load_settings()
-setup_process()
+setup_process("enrich", settings)
 stage = EnrichStage.from_settings(settings)
 
 

@@ -16,7 +16,7 @@ from operators.outputs import write_outputs
 from operators.runtime import setup_process
 
 settings = load_settings()
-setup_process()
+setup_process("ingest", settings)
 
 flow = Dataflow("claimx-ingest")
 raw = op.input("raw-events", flow, KafkaInput(settings, "ingester", [settings.claimx_events_topic]))

@@ -24,7 +24,7 @@ from operators.runtime import setup_process
 log = logging.getLogger("claimx.results")
 
 settings = load_settings()
-setup_process()
+setup_process("results", settings)
 SUMMARY_EVERY = timedelta(seconds=settings.claimx_results_summary_seconds)
 
 

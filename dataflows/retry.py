@@ -17,7 +17,7 @@ from operators.kafka import CheckedKafkaOutput
 from operators.runtime import setup_process
 
 settings = load_settings()
-setup_process()
+setup_process("retry", settings)
 tiers = {tier.topic: tier for tier in all_tiers(settings)}
 
 

@@ -24,7 +24,7 @@ from operators.runtime import setup_process
 from operators.upload_commit import UploadCommitSink
 
 settings = load_settings()
-setup_process()
+setup_process("upload", settings)
 stage = UploadStage.from_settings(settings)
 
 

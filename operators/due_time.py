@@ -16,29 +16,18 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from prometheus_client import Gauge, Histogram
 
+from claimx_flow import health
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.failures import previous_failure
 from claimx_flow.kafka_config import consumer_config
+from claimx_flow.metrics import HELD, RELEASE_LATENESS
 from claimx_flow.records import KafkaRecord
 from claimx_flow.retry import Tier, due_time, utc_from_ms
 from operators.kafka import KafkaInput, _bytes_headers
 
 log = logging.getLogger(__name__)
-
-RELEASE_LATENESS = Histogram(
-    "claimx_retry_release_lateness_seconds",
-    "How long after its due time a retried message was released.",
-    ["tier"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-)
-HELD = Gauge(
-    "claimx_retry_waiting_head_due_seconds",
-    "Seconds until the message at the head of a tier partition is due (0 when none waits).",
-    ["tier", "partition"],
-)
 
 # Fetch little ahead: a tier may hold 100,000s of messages that must not all sit in memory.
 _TIER_CONSUMER = {
@@ -87,6 +76,7 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
         if self._head is not None:
             assert self._head_due is not None
             if self._head_due > now:
+                health.heartbeat(quiet_until=self._head_due)
                 return []
             released.append(self._release(self._head, self._head_due, now))
             self._head = self._head_due = None
@@ -106,6 +96,7 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
                 break
             released.append(self._release(record, due, now))
         self._held.set((self._head_due - now).total_seconds() if self._head_due else 0)
+        health.heartbeat(quiet_until=self._head_due)  # asleep until the head is due
         return released
 
     def next_awake(self) -> datetime | None:

@@ -18,20 +18,14 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from prometheus_client import Gauge
 
+from claimx_flow import health, metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka_config import client_config, consumer_config, producer_config
 from claimx_flow.records import KafkaRecord, OutboundRecord
 
 log = logging.getLogger(__name__)
-
-CONSUMER_LAG = Gauge(
-    "claimx_consumer_lag_messages",
-    "Messages on the broker not yet read by the stage, per topic partition.",
-    ["stage", "topic", "partition"],
-)
 
 METADATA_TIMEOUT_S = 30.0
 
@@ -60,11 +54,15 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._offset = offset
         self._batch_size = batch_size
         self._at_end = False
-        self._lag = CONSUMER_LAG.labels(stage=stage, topic=topic, partition=str(partition))
+        labels = {"stage": metrics.stage(), "topic": topic, "partition": str(partition)}
+        self._lag = metrics.CONSUMER_LAG.labels(**labels)
+        self._consumed = metrics.CONSUMED.labels(**labels)
+        self._snapshots = metrics.OFFSET_SNAPSHOTS.labels(stage=labels["stage"], topic=topic)
 
     def next_batch(self) -> list[KafkaRecord]:
         if self._at_end:
             raise StopIteration
+        health.heartbeat()
         batch: list[KafkaRecord] = []
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
@@ -85,6 +83,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
             )
         if batch:
             self._offset = batch[-1].offset + 1
+            self._consumed.inc(len(batch))
             self._record_lag()
         return batch
 
@@ -105,6 +104,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
             self._lag.set(max(high - self._offset, 0))
 
     def snapshot(self) -> int:
+        self._snapshots.inc()
         return self._offset
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from typing import cast
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
+from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.delta_writer import writer_for
 from claimx_flow.records import OutboundRecord
@@ -28,7 +29,7 @@ def write_outputs(
     if tables and settings.enable_delta_writes:
         rows = cast(Stream[TableRow], split.falses)
         writers = {spec.name: partial(writer_for, settings, spec) for spec in tables}
-        op.output(f"{step_id}-delta", rows, DeltaTablesSink(writers))
+        op.output(f"{step_id}-delta", rows, DeltaTablesSink(writers, metrics.delta_written))
 
 
 def _is_record(output: StageOutput) -> bool:

@@ -7,13 +7,20 @@ import os
 import signal
 from types import FrameType
 
+from claimx_flow import metrics
+from claimx_flow.config import Settings
+from claimx_flow.health import serve
 
-def setup_process(level: int = logging.INFO) -> None:
-    """What every stage process does first: log to stderr, stop gracefully on SIGTERM."""
+
+def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> None:
+    """What every stage process does first: log to stderr, stop gracefully on SIGTERM, name
+    its stage on every metric, and serve health probes and metrics on the stage's port."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     graceful_sigterm()
+    metrics.set_stage(stage)
+    serve(stage, settings)
 
 
 def graceful_sigterm() -> None:

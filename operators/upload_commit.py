@@ -14,6 +14,7 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.delta_writer import DeltaWriter
 from claimx_flow.stages.upload import UploadCompletion
@@ -31,11 +32,13 @@ class _CommitPartition(StatefulSinkPartition[UploadCompletion, None]):
 
     def write_batch(self, values: list[UploadCompletion]) -> None:
         if self._writer is not None:
-            self._writer.write([done.row for done in values])
+            metrics.delta_written(self._writer.write([done.row for done in values]))
         self._producer.write_batch([done.result for done in values])
         for done in values:
             if done.cache_file is not None:
                 done.cache_file.unlink(missing_ok=True)
+        metrics.UPLOADS.inc(len(values))
+        metrics.UPLOAD_BYTES.inc(sum(int(done.row.get("bytes") or 0) for done in values))
 
     def snapshot(self) -> None:
         return None

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from claimx_flow import health, metrics
 from claimx_flow.api import shapes
 from claimx_flow.api.breaker import BreakerState, CircuitBreaker, StateHook
 from claimx_flow.api.check import CheckResult, check
@@ -57,7 +58,8 @@ class ClaimXApiClient:
         self.max_retries = settings.claimx_api_max_retries
         self.concurrency = settings.claimx_api_concurrency
         self.username = settings.claimx_api_username
-        self.breaker = CircuitBreaker(self.policy.breaker, on_breaker_change)
+        self.breaker = CircuitBreaker(self.policy.breaker, _observed(on_breaker_change))
+        _publish_breaker(self.breaker.state, self.breaker.state)
         self.calls: Counter[str] = Counter()
         """Logical calls per endpoint (what "API calls per event" counts)."""
         self.attempts: Counter[str] = Counter()
@@ -171,6 +173,7 @@ class ClaimXApiClient:
         body: dict[str, Any] | None = None,
     ) -> Any:
         self.calls[endpoint] += 1
+        metrics.api_call(endpoint)
         for attempt in range(self.max_retries + 1):
             if not self.breaker.acquire():
                 raise ClaimXApiError(
@@ -216,17 +219,18 @@ class ClaimXApiClient:
         async with self._semaphore:
             self.attempts[endpoint] += 1
             try:
-                async with self._session.request(
-                    method,
-                    self.base_url + path,
-                    params=params,
-                    json=body,
-                    headers=headers,
-                    allow_redirects=False,
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                with metrics.api_attempt(endpoint) as timed:
+                    async with self._session.request(
+                        method,
+                        self.base_url + path,
+                        params=params,
+                        json=body,
+                        headers=headers,
+                        allow_redirects=False,
+                    ) as response:
+                        raw = await response.read()
+                        status = timed.status = response.status
+                        retry_after = _retry_after(response.headers.get("Retry-After"))
             except TimeoutError:
                 raise self._error(
                     TRANSIENT, endpoint, f"{where}: no answer within {self.timeout_s:g}s"
@@ -264,6 +268,7 @@ class ClaimXApiClient:
         status: int | None = None,
         retry_after: float | None = None,
     ) -> ClaimXApiError:
+        metrics.api_error(endpoint, category)  # every failed HTTP attempt passes here
         return ClaimXApiError(
             category,
             endpoint,
@@ -271,6 +276,22 @@ class ClaimXApiClient:
             status=status,
             retry_after=retry_after,
         )
+
+
+def _observed(hook: StateHook | None) -> StateHook:
+    """``hook`` plus the breaker's state gauge and readiness check."""
+
+    def on_change(old: BreakerState, new: BreakerState) -> None:
+        _publish_breaker(old, new)
+        if hook is not None:
+            hook(old, new)
+
+    return on_change
+
+
+def _publish_breaker(old: BreakerState, new: BreakerState) -> None:
+    metrics.breaker_state(new.value)
+    health.breaker_changed(new.value)
 
 
 def _credentials(settings: Settings) -> tuple[str | None, list[str]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from claimx_flow import metrics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.cache_runs import CacheRun, sweep_orphans
@@ -68,6 +69,7 @@ class DownloadStage:
 
     async def process(self, batch: Sequence[SourcedDownload]) -> list[StageOutput]:
         await self._ready()
+        metrics.batch(len(batch))
         return list(await asyncio.gather(*(self._one(record, task) for record, task in batch)))
 
     async def _one(self, record: KafkaRecord, task: DownloadTask) -> StageOutput:
@@ -97,6 +99,7 @@ class DownloadStage:
             except DownloadError as exc:
                 if not exc.expired or task.refresh_count >= MAX_URL_REFRESHES:
                     raise
+            metrics.URL_REFRESHES.inc()
             task = task.model_copy(
                 update={
                     "download_url": await self._fresh_url(task),

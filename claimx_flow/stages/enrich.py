@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from claimx_flow import metrics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
@@ -56,10 +57,12 @@ class EnrichStage:
 
     async def process(self, batch: Sequence[SourcedTask]) -> list[StageOutput]:
         enricher = await self._ready()
+        metrics.batch(len(batch))
         enriched = await enricher.enrich([task for _, task in batch])
         outputs: list[StageOutput] = list(enriched.project_rows)
         for (record, task), outcome in zip(batch, enriched.outcomes, strict=True):
             if isinstance(outcome, Enriched):
+                metrics.EVENTS_ENRICHED.labels(event_type=task.event_type).inc()
                 outputs.extend(outcome.rows)
                 outputs.extend(
                     OutboundRecord(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.failures import FailureRouter
@@ -51,6 +52,7 @@ class Ingester:
         ]
         if self.write_events:
             outputs.append((EVENTS.name, event_row(event)))
+        metrics.EVENTS_INGESTED.inc()
         return outputs
 
 

@@ -10,15 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge
-
+from claimx_flow.metrics import PROJECTS_WITH_FILES, RESULT_BYTES, RESULTS
 from claimx_flow.models import UploadResult
 
-RESULTS = Counter(
-    "claimx_results_files_total", "Distinct media files by final upload status.", ["status"]
-)
-RESULT_BYTES = Counter("claimx_results_bytes_total", "Bytes of distinct uploaded files.")
-PROJECTS_WITH_FILES = Gauge("claimx_results_projects", "Projects with at least one result.")
 WINDOW_MINUTES = 60
 
 

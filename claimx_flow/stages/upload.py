@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.failures import FailureRouter
@@ -76,6 +77,7 @@ class UploadStage:
             )
 
     async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
+        metrics.batch(len(batch))
         return list(await asyncio.gather(*(self._one(record, item) for record, item in batch)))
 
     async def _one(self, record: KafkaRecord, cached: CachedDownload) -> UploadOutput:
@@ -118,7 +120,8 @@ class UploadStage:
                 ErrorCategory.PERMANENT,
                 f"cache file does not match its download ({size} bytes, sha256 {digest[:12]}…)",
             )
-        stored = await self.store.put(path, local)
+        with metrics.timed(metrics.UPLOAD_SECONDS):
+            stored = await self.store.put(path, local)
         if stored.bytes != cached.bytes:
             raise UploadError(
                 ErrorCategory.TRANSIENT,
