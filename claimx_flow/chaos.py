@@ -29,7 +29,7 @@ from claimx_flow.simulator import data as sim_data
 from claimx_flow.simulator.event_output import produce_lines
 from claimx_flow.simulator.events import EventPlan, event_lines
 from claimx_flow.stack.kafka import KafkaService
-from claimx_flow.stack.process import is_alive, stop_process_group
+from claimx_flow.stack.process import stop_process_group
 from claimx_flow.stack.services import RunningService
 from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
 
@@ -48,6 +48,7 @@ class ChaosPlan:
     settle_timeout_s: float = 240.0
     seed: int = 0
     media_bytes: int = 64 * 1024
+    processes: int = 1
 
 
 @dataclass
@@ -70,7 +71,7 @@ class BrokerControl:
     running: RunningService
 
     def restart(self) -> None:
-        os.killpg(self.running.pid, signal.SIGKILL)
+        os.killpg(self.running.pid, signal.SIGKILL)  # a crash, not a clean shutdown
         stop_process_group(self.running.pid, grace_s=10)
         time.sleep(1.0)
         self.running = KafkaService().restart(self.running)
@@ -108,7 +109,7 @@ def run_chaos(
     pipeline = Pipeline(settings, settings_env(settings), log_dir)
     report = ChaosReport()
     simulator.set(error_rates={"503": plan.api_error_rate}, apply_to=["api", "media"])
-    pipeline.start()
+    pipeline.start(processes=plan.processes)
     try:
         _storm(settings, plan, rng, lines, pipeline, broker, report, progress)
         simulator.set(error_rates={})
@@ -150,7 +151,7 @@ def _storm(
             if not victims:  # every stage once, in a random order, before any twice
                 victims = rng.sample(STAGES, len(STAGES))
             stage = victims.pop()
-            _kill(pipeline, stage)
+            _kill(pipeline, stage, rng)
             report.kills[stage] += 1
             progress(f"killed {stage} (SIGKILL), kill #{sum(report.kills.values())}")
             time.sleep(rng.uniform(0.2, 2.0))
@@ -164,13 +165,11 @@ def _storm(
         time.sleep(0.2)
 
 
-def _kill(pipeline: Pipeline, stage: str) -> None:
-    process = pipeline.processes.get(stage)
-    if process is not None and is_alive(process.pid):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    pipeline.processes.pop(stage, None)
-    pipeline.start([stage])
+def _kill(pipeline: Pipeline, stage: str, rng: random.Random) -> None:
+    """SIGKILL one process of the stage, then start its cluster again."""
+    _, processes = pipeline.shapes.get(stage, (1, 1))
+    pipeline.kill(stage, rng.randrange(processes))
+    pipeline.restart(stage)
 
 
 def _revive(pipeline: Pipeline) -> int:
@@ -178,8 +177,7 @@ def _revive(pipeline: Pipeline) -> int:
     dead = pipeline.dead()
     for stage in dead:
         log.warning("stage %s stopped by itself; starting it again", stage)
-        pipeline.processes.pop(stage, None)
-        pipeline.start([stage])
+        pipeline.restart(stage)
     return len(dead)
 
 
@@ -202,7 +200,7 @@ def _settle(
         result = reconcile(
             settings,
             events,
-            results_log=pipeline.log_dir / "results.log",
+            results_logs=pipeline.logs("results"),
             expected_content=expected,
         )
         if result.ok or time.monotonic() > deadline:

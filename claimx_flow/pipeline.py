@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,13 @@ from pathlib import Path
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.stack.process import is_alive, start_detached, stop_process_group
+from claimx_flow.stack.process import (
+    LOOPBACK,
+    free_port,
+    is_alive,
+    start_detached,
+    stop_process_group,
+)
 from claimx_flow.topics import admin_client
 
 STAGES = ("ingest", "enrich", "download", "upload", "results", "retry")
@@ -103,31 +110,72 @@ def stage_command(
 
 @dataclass
 class Pipeline:
-    """Stage processes started together, logging to ``log_dir``."""
+    """Stage processes started together, logging to ``log_dir``.
+
+    A stage may run as a Bytewax cluster of several processes (``-i``/``-a``) on this machine;
+    like a StatefulSet, the cluster is started, stopped and restarted as a whole.
+    """
 
     settings: Settings
     env: Mapping[str, str]
     log_dir: Path
     cwd: Path = field(default_factory=Path.cwd)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def start(self, stages: Iterable[str] = STAGES, workers: int = 1) -> None:
+    def start(self, stages: Iterable[str] = STAGES, workers: int = 1, processes: int = 1) -> None:
         cluster = kafka_cluster_id(self.settings)
         for stage in stages:
-            self.processes[stage] = start_detached(
-                stage_command(self.settings, stage, workers, cluster),
-                log_path=self.log_dir / f"{stage}.log",
-                cwd=self.cwd,
-                env={**self.env, "PYTHONUNBUFFERED": "1"},
-            )
+            command = stage_command(self.settings, stage, workers, cluster)
+            peers = [f"{LOOPBACK}:{free_port()}" for _ in range(processes)]
+            started = []
+            for index in range(processes):
+                mesh = ["-i", str(index), "-a", ";".join(peers)] if processes > 1 else []
+                log_name = f"{stage}.log" if processes == 1 else f"{stage}-{index}.log"
+                started.append(
+                    start_detached(
+                        [*command, *mesh],
+                        log_path=self.log_dir / log_name,
+                        cwd=self.cwd,
+                        env={**self.env, "PYTHONUNBUFFERED": "1"},
+                    )
+                )
+            self.processes[stage] = started
+            self.shapes[stage] = (workers, processes)
 
     def dead(self) -> list[str]:
-        return [stage for stage, p in self.processes.items() if not is_alive(p.pid)]
+        """Stages with a process that is no longer running."""
+        return [
+            stage
+            for stage, group in self.processes.items()
+            if any(not is_alive(p.pid) for p in group)
+        ]
+
+    def kill(self, stage: str, index: int | None = None) -> None:
+        """SIGKILL one process of the stage (or all of them): a crash, not a stop."""
+        group = self.processes.get(stage, [])
+        for i, process in enumerate(group):
+            if (index is None or i == index) and is_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def restart(self, stage: str) -> None:
+        """Stop what is left of the stage's cluster and start all of it again."""
+        workers, processes = self.shapes.get(stage, (1, 1))
+        for process in self.processes.pop(stage, []):
+            stop_process_group(process.pid, grace_s=10)
+        self.start([stage], workers, processes)
 
     def stop(self, grace_s: float = 30.0) -> None:
-        for process in self.processes.values():
-            stop_process_group(process.pid, grace_s=grace_s)
+        for group in self.processes.values():
+            for process in group:
+                stop_process_group(process.pid, grace_s=grace_s)
         self.processes.clear()
+
+    def logs(self, stage: str) -> list[Path]:
+        return sorted(self.log_dir.glob(f"{stage}.log")) + sorted(
+            self.log_dir.glob(f"{stage}-*.log")
+        )
 
 
 def kafka_cluster_id(settings: Settings) -> str:

@@ -52,7 +52,7 @@ def reconcile(
     settings: Settings,
     events: Iterable[RawEvent],
     *,
-    results_log: Path | None = None,
+    results_logs: list[Path] | None = None,
     expected_content: dict[str, bytes] | None = None,
 ) -> Reconciliation:
     events = list(events)
@@ -82,8 +82,8 @@ def reconcile(
     leftovers = cached_files(settings.effective_cache_dir)
     if leftovers:
         report.problems.append(f"{len(leftovers)} orphan cache files, e.g. {leftovers[0].name}")
-    if results_log is not None:
-        _check_results(results_log, len(stored), report)
+    if results_logs is not None:
+        _check_results(results_logs, len(stored), report)
     return report
 
 
@@ -117,12 +117,21 @@ def _check_file(
         report.problems.append(f"media {row['media_id']}: stored bytes differ from the source")
 
 
-def _check_results(results_log: Path, uploaded: int, report: Reconciliation) -> None:
-    matches = _SUMMARY.findall(results_log.read_text(errors="replace"))
-    if not matches:
+def _check_results(results_logs: list[Path], uploaded: int, report: Reconciliation) -> None:
+    """The latest summary line of the results stage (any of its processes) agrees."""
+    lines = [
+        line
+        for log in results_logs
+        for line in log.read_text(errors="replace").splitlines()
+        if _SUMMARY.search(line)
+    ]
+    if not lines:
         report.problems.append("the results stage logged no summary")
         return
-    completed = int(matches[-1][0])
+    latest = max(lines)  # lines start with their timestamp
+    match = _SUMMARY.search(latest)
+    assert match is not None
+    completed = int(match.group(1))
     if completed != uploaded:
         report.problems.append(f"results counted {completed} files, attachments hold {uploaded}")
 

@@ -79,6 +79,7 @@ class PipelineRun:
         while time.monotonic() < deadline:
             dead = self.pipeline.dead()
             assert not dead, f"stages died: {dead}; logs in {self.pipeline.log_dir}"
+
             if condition():
                 return
             time.sleep(1)

@@ -3,8 +3,6 @@ due time and soon after it, and a crash while it holds them loses none and relea
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,8 +124,6 @@ def test_a_killed_retry_stage_loses_nothing_and_releases_nothing_early(
     due = fill_tier(retry_settings, tier, timedelta(seconds=6))
     retry_stage.start(["retry"])
     time.sleep(3)  # holding the heads, nothing due yet
-    os.killpg(retry_stage.processes["retry"].pid, signal.SIGKILL)
-    retry_stage.processes["retry"].wait(10)
-    retry_stage.processes.clear()
-    retry_stage.start(["retry"])
+    retry_stage.kill("retry")
+    retry_stage.restart("retry")
     assert_on_time(due, released(retry_settings, N, timeout_s=60))
