@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -25,9 +25,12 @@ from claimx_flow.kafka_config import consumer_config
 from claimx_flow.metrics import HELD, RELEASE_LATENESS
 from claimx_flow.records import KafkaRecord
 from claimx_flow.retry import Tier, due_time, utc_from_ms
+from operators import shutdown
 from operators.kafka import KafkaInput, _bytes_headers
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_POLL = timedelta(seconds=1)
 
 # Fetch little ahead: a tier may hold 100,000s of messages that must not all sit in memory.
 _TIER_CONSUMER = {
@@ -71,6 +74,8 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._held = HELD.labels(tier=tier.topic, partition=str(partition))
 
     def next_batch(self) -> list[KafkaRecord]:
+        if shutdown.requested():
+            raise StopIteration
         now = datetime.now(UTC)
         released: list[KafkaRecord] = []
         if self._head is not None:
@@ -100,7 +105,9 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
         return released
 
     def next_awake(self) -> datetime | None:
-        return self._head_due
+        if self._head_due is None:
+            return None
+        return min(self._head_due, datetime.now(UTC) + SHUTDOWN_POLL)  # to notice a stop
 
     def _hold(self, record: KafkaRecord, due: datetime) -> None:
         """Keep only ``record``; forget what was fetched after it and stop fetching."""

@@ -16,7 +16,14 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from claimx_flow import health, metrics
@@ -24,6 +31,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka_config import client_config, consumer_config, producer_config
 from claimx_flow.records import KafkaRecord, OutboundRecord
+from operators import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._snapshots = metrics.OFFSET_SNAPSHOTS.labels(stage=labels["stage"], topic=topic)
 
     def next_batch(self) -> list[KafkaRecord]:
-        if self._at_end:
+        if self._at_end or shutdown.requested():
             raise StopIteration
         health.heartbeat()
         batch: list[KafkaRecord] = []
@@ -105,7 +113,21 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
 
     def snapshot(self) -> int:
         self._snapshots.inc()
+        self._publish_position()
         return self._offset
+
+    def _publish_position(self) -> None:
+        """Tell the stage's consumer group where it is, for lag tools (``kafka-consumer-groups``,
+        KEDA). Only informational: a resume always starts from the recovery snapshot."""
+        if self._offset < 0:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, self._offset)],
+                asynchronous=True,
+            )
+        except KafkaException as exc:
+            log.debug("offset not published for %s[%d]: %s", self._topic, self._partition, exc)
 
     def close(self) -> None:
         self._consumer.close()
