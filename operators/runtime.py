@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-from types import FrameType
 
 from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.health import serve
+from operators import shutdown
 
 
 def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> None:
@@ -24,14 +22,9 @@ def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> 
 
 
 def graceful_sigterm() -> None:
-    """Make SIGTERM take Bytewax's SIGINT path: finish the epoch, close sinks, exit 0.
+    """Make SIGTERM end the inputs so the dataflow drains and exits 0 (see ``shutdown``).
 
-    Bytewax only listens for SIGINT; Kubernetes stops pods with SIGTERM, which would otherwise
-    kill the process mid-batch (recovery would cover it, but a clean stop is cheaper).
+    Kubernetes stops pods with SIGTERM; a clean stop is cheaper than the replay after a kill
+    (which recovery covers too).
     """
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("SIGTERM: stopping gracefully")
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, forward)
+    shutdown.install()
