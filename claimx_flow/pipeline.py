@@ -122,6 +122,7 @@ class Pipeline:
     cwd: Path = field(default_factory=Path.cwd)
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    health_ports: dict[str, list[int]] = field(default_factory=dict)
 
     def start(self, stages: Iterable[str] = STAGES, workers: int = 1, processes: int = 1) -> None:
         cluster = kafka_cluster_id(self.settings)
@@ -129,19 +130,34 @@ class Pipeline:
             command = stage_command(self.settings, stage, workers, cluster)
             peers = [f"{LOOPBACK}:{free_port()}" for _ in range(processes)]
             started = []
+            ports = self._health_ports(processes)
             for index in range(processes):
                 mesh = ["-i", str(index), "-a", ";".join(peers)] if processes > 1 else []
                 log_name = f"{stage}.log" if processes == 1 else f"{stage}-{index}.log"
+                env = {
+                    **self.env,
+                    "PYTHONUNBUFFERED": "1",
+                    "CLAIMX_HEALTH_HOST": LOOPBACK,
+                    "CLAIMX_HEALTH_PORT": str(ports[index]),
+                }
                 started.append(
                     start_detached(
                         [*command, *mesh],
                         log_path=self.log_dir / log_name,
                         cwd=self.cwd,
-                        env={**self.env, "PYTHONUNBUFFERED": "1"},
+                        env=env,
                     )
                 )
             self.processes[stage] = started
+            self.health_ports[stage] = ports
             self.shapes[stage] = (workers, processes)
+
+    def _health_ports(self, processes: int) -> list[int]:
+        """Free ports on this machine: several stages and processes share one host here."""
+        fixed = self.settings.claimx_health_port
+        if fixed and processes == 1:
+            return [fixed]
+        return [free_port() for _ in range(processes)]
 
     def dead(self) -> list[str]:
         """Stages with a process that is no longer running."""
