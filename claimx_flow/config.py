@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     # Embedded storage root
     claimx_data_dir: Path = Path("claimx-data")
 
+    # Batch runs: each stage ends once its input topics are drained (benchmarks, one-off loads)
+    claimx_stop_at_end: bool = False
+
     # Results
     claimx_results_summary_seconds: int = Field(30, ge=1)
 

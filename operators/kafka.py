@@ -141,7 +141,8 @@ def _bytes_headers(raw: Any) -> list[tuple[str, bytes]]:
 class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
     """Every partition of ``topics``; the offset of each lives only in recovery snapshots.
 
-    ``stop_at_end`` ends the input when every partition is drained (benchmarks, batch runs).
+    ``stop_at_end`` (default ``CLAIMX_STOP_AT_END``) ends the input when every partition is
+    drained (benchmarks, batch runs).
     """
 
     def __init__(
@@ -151,13 +152,13 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
         topics: Iterable[str],
         *,
         batch_size: int = 1000,
-        stop_at_end: bool = False,
+        stop_at_end: bool | None = None,
     ) -> None:
         self._settings = settings
         self._stage = stage
         self._topics = list(topics)
         self._batch_size = batch_size
-        self._stop_at_end = stop_at_end
+        self._stop_at_end = settings.claimx_stop_at_end if stop_at_end is None else stop_at_end
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(client_config(self._settings))
