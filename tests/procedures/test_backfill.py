@@ -1,0 +1,98 @@
+"""The runbook's backfill: an export loaded twice into a backfill topic and ingested by
+configuration gives each event exactly once in claimx_events."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from claimx_flow.backfill import DEFAULT_TOPIC, backfill, export_lines, partition_key
+from claimx_flow.cli.backfill_cmd import backfill_command
+from claimx_flow.config import Settings
+from claimx_flow.inventory import stored_event_ids, table_rows
+from claimx_flow.models import RawEvent
+from claimx_flow.pipeline import Pipeline, settings_env
+from claimx_flow.simulator.events import EventPlan, event_lines
+from claimx_flow.topics import (
+    admin_client,
+    describe_topics,
+    ensure_topics,
+    pipeline_topics,
+)
+
+EVENTS = 20_000
+
+
+def test_a_backfill_run_twice_gives_each_event_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    prefix = f"bf{uuid.uuid4().hex[:6]}"
+    backfill_topic = f"{prefix}.events.backfill"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_events_topic=backfill_topic,
+        claimx_events_dlq_topic=f"{prefix}.events.dlq",
+        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
+        claimx_topic_partitions=2,
+        claimx_data_dir=tmp_path / "data",
+        claimx_stop_at_end=True,
+    )
+    admin = admin_client(settings)
+    ensure_topics(admin, [s for s in pipeline_topics(settings) if s.name.startswith(prefix)])
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(line + "\n" for _, line in event_lines(EventPlan(EVENTS, 300))))
+
+    for _ in range(2):  # the operator runs the backfill again, as the runbook allows
+        with export.open("rb") as source:
+            assert backfill(export_lines(source), backfill_topic, settings).lines == EVENTS
+    (state,) = describe_topics(settings, [backfill_topic])
+    assert state.messages == 2 * EVENTS
+
+    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
+    pipeline.start(["ingest"])
+    (process,) = pipeline.processes["ingest"]
+    assert process.wait(300) == 0  # drained its topic and ended
+    expected = {
+        RawEvent.from_source(json.loads(line)).event_id for line in export.read_text().splitlines()
+    }
+    assert table_rows(settings, "claimx_events") == EVENTS
+    assert stored_event_ids(settings) == expected
+
+
+def test_lines_keep_their_project_as_key_and_blank_lines_are_skipped() -> None:
+    source = io.BytesIO(
+        b'{"projectId": 42, "eventType": "X"}\n\n  \n{"project_id": "7"}\nnot json\n'
+    )
+    lines = list(export_lines(source))
+    assert [partition_key(line) for line in lines] == [b"42", b"7", None]
+
+
+def test_backfill_command_creates_the_topic_and_reports(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    export = tmp_path / "small.jsonl"
+    export.write_text("".join(line + "\n" for _, line in event_lines(EventPlan(50, 5))))
+    topic = f"bf{uuid.uuid4().hex[:6]}.events.backfill"
+    result = CliRunner().invoke(
+        _app(),
+        [str(export), "--topic", topic, "--rate", "1000"],
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+    )
+    assert result.exit_code == 0, result.output
+    assert f"50 lines loaded into {topic}" in result.output
+    (state,) = describe_topics(Settings(kafka_bootstrap_servers=kafka_bootstrap), [topic])
+    assert state.messages == 50
+
+
+def test_the_default_backfill_topic_is_the_runbooks() -> None:
+    assert DEFAULT_TOPIC == "claimx.events.backfill"
+
+
+def _app() -> typer.Typer:
+    """The command alone, as ``claimx backfill`` runs it."""
+    app = typer.Typer()
+    app.command()(backfill_command)
+    return app
