@@ -1,4 +1,6 @@
-# One image for every stage: `python -m bytewax.run dataflows.<stage>` is chosen by the command.
+# One image for every stage: the stage is the argument, `python -m bytewax.run dataflows.<stage>:flow`.
+# Pinned base (Python 3.11: bytewax 0.21.1 has no 3.13 wheel); pin it by digest in your registry
+# mirror for fully reproducible builds.
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,17 +8,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN useradd --create-home --uid 10001 claimx
+RUN useradd --create-home --uid 10001 --user-group claimx \
+    && mkdir -p /var/lib/claimx /var/cache/claimx /etc/bytewax \
+    && chown claimx:claimx /var/lib/claimx /var/cache/claimx /etc/bytewax
 WORKDIR /app
 
+# Dependencies first (cached while only the code changes), every version from the lock.
 COPY constraints.txt pyproject.toml README.md ./
 COPY claimx_flow ./claimx_flow
 COPY operators ./operators
 COPY dataflows ./dataflows
 RUN pip install -c constraints.txt . && rm -rf /root/.cache
 
-USER claimx
-ENV CLAIMX_DATA_DIR=/var/lib/claimx
-# Exec form: Python runs as PID 1 and receives SIGTERM itself (the dataflows handle it).
+USER 10001:10001
+ENV CLAIMX_DATA_DIR=/var/lib/claimx \
+    CACHE_DIR=/var/cache/claimx
+# Health and metrics (enrich 8081, download 8082, upload 8083, ingest 8084, results 8085,
+# retry 8086), Bytewax's API (:3030/metrics with BYTEWAX_DATAFLOW_API_ENABLED), cluster mesh.
+EXPOSE 8081 8082 8083 8084 8085 8086 3030 9999
+# Exec form: Python runs as PID 1 and receives SIGTERM itself; operators/runtime.py turns it
+# into Bytewax's graceful SIGINT path (finish the epoch, close the sinks, exit 0).
 ENTRYPOINT ["python", "-m", "bytewax.run"]
 CMD ["dataflows.ingest:flow"]

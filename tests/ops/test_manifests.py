@@ -1,0 +1,232 @@
+"""The Kubernetes manifests: valid for Kubernetes 1.33, consistent with the code and the
+runbook, and their init scripts really lay out a Bytewax cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from claimx_flow.health import STAGE_PORTS
+from tests.ops.conftest import REPO
+
+K8S = REPO / "k8s"
+CRD_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kustomized() -> list[Path]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [K8S / resource for resource in kustomization["resources"]]
+
+
+def all_objects() -> list[dict[str, Any]]:
+    files = [*kustomized(), K8S / "autoscaling/keda-scaledobjects.yaml"]
+    return [doc for path in files for doc in documents(path)]
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in all_objects() if o["kind"] == kind}
+
+
+def main_container(statefulset: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = statefulset["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_manifests_are_rendered_from_the_stage_table() -> None:
+    checked = subprocess.run(
+        [sys.executable, str(K8S / "render.py"), "--check"], capture_output=True
+    )
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_core_objects_pass_strict_validation_for_kubernetes_1_33() -> None:
+    core = [p for p in kustomized() if not {d["kind"] for d in documents(p)} & CRD_KINDS]
+    assert len(core) >= 9
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    ran = subprocess.run(
+        [str(validate), "--strict", "-k", "1.33", *map(str, core)],
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "ERROR" not in ran.stdout and "WARN" not in ran.stdout, ran.stdout
+
+
+def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> None:
+    sets, services = by_kind("StatefulSet"), by_kind("Service")
+    budgets = by_kind("PodDisruptionBudget")
+    assert {name.removeprefix("claimx-") for name in sets} == set(STAGE_PORTS)
+    for name, sts in sets.items():
+        stage = name.removeprefix("claimx-")
+        spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+        container, env = main_container(sts), env_of(main_container(sts))
+        assert container["args"] == [f"dataflows.{stage}:flow"]
+        # Process id from the pod name, peers from the headless service, recovery per pod.
+        assert env["BYTEWAX_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["BYTEWAX_STATEFULSET_NAME"] == name
+        assert env["CLAIMX_PROCESSES"] == str(spec["replicas"])
+        assert spec["serviceName"] == name and spec["podManagementPolicy"] == "Parallel"
+        service = services[name]["spec"]
+        assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"]
+        assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "recovery"
+        recovery_mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["recovery"]
+        assert env["BYTEWAX_RECOVERY_DIRECTORY"] == recovery_mount
+        init = {c["name"]: c for c in pod["initContainers"]}
+        assert "python -m bytewax.recovery" in init["recovery"]["command"][-1]
+        # Health on the runbook's port, probed there, and what the PodMonitor scrapes.
+        port = STAGE_PORTS[stage]
+        assert env["CLAIMX_HEALTH_PORT"] == str(port)
+        assert {"name": "health", "containerPort": port} in container["ports"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {
+            "path": "/health/ready",
+            "port": "health",
+        }
+        # The runbook's sizing; never root.
+        assert container["resources"] == {
+            "requests": {"memory": "512Mi", "cpu": "500m"},
+            "limits": {"memory": "2Gi", "cpu": "2"},
+        }
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert budgets[name]["spec"]["selector"] == spec["selector"]
+
+
+def test_secrets_are_referenced_never_written() -> None:
+    assert "Secret" not in {o["kind"] for o in all_objects()}
+    for sts in by_kind("StatefulSet").values():
+        env = env_of(main_container(sts))
+        for name in ("KAFKA_SASL_PASSWORD", "CLAIMX_API_PASSWORD"):
+            if name in env:
+                assert set(env[name]) == {"secretKeyRef"}
+        assert main_container(sts)["envFrom"] == [{"configMapRef": {"name": "claimx-config"}}]
+    config = by_kind("ConfigMap")["claimx-config"]["data"]
+    assert not any("PASSWORD" in key or "TOKEN" in key or "KEY" in key for key in config)
+
+
+def test_download_and_upload_share_the_cache_volume_at_cache_dir() -> None:
+    claim = documents(K8S / "download-cache-pvc.yaml")[0]["metadata"]["name"]
+    cache_dir = by_kind("ConfigMap")["claimx-config"]["data"]["CACHE_DIR"]
+    for name, sts in by_kind("StatefulSet").items():
+        volumes = {
+            v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+            for v in sts["spec"]["template"]["spec"]["volumes"]
+        }
+        mounts = {m["name"]: m["mountPath"] for m in main_container(sts)["volumeMounts"]}
+        shared = name in ("claimx-download", "claimx-upload")
+        assert (volumes.get("download-cache") == claim) is shared
+        assert (mounts.get("download-cache") == cache_dir) is shared
+
+
+def test_custom_resources_have_the_shape_their_operators_expect() -> None:
+    pods = {
+        name: sts["spec"]["template"]["metadata"]["labels"]
+        for name, sts in by_kind("StatefulSet").items()
+    }
+    (monitor,) = by_kind("PodMonitor").values()
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert all(selector.items() <= labels.items() for labels in pods.values())
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "health", "path": "/metrics", "interval": "15s"}
+    ]
+    for scaled in by_kind("ScaledObject").values():
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+        target = scaled["spec"]["scaleTargetRef"]
+        sts = by_kind("StatefulSet")[target["name"]]
+        assert target["kind"] == "StatefulSet"
+        # A Bytewax mesh is fixed at start: only idle (0) or the full cluster.
+        assert scaled["spec"]["idleReplicaCount"] == 0
+        assert scaled["spec"]["minReplicaCount"] == scaled["spec"]["maxReplicaCount"]
+        assert scaled["spec"]["maxReplicaCount"] == sts["spec"]["replicas"]
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["consumerGroup"].startswith("claimx-")
+        assert trigger["authenticationRef"]["name"] in by_kind("TriggerAuthentication")
+
+
+def run_init(script: str, env: dict[str, str]) -> None:
+    ran = subprocess.run(
+        ["sh", "-c", script],
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env},
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+@pytest.mark.parametrize("stage", ["enrich"])
+def test_init_scripts_lay_out_a_cluster_bytewax_accepts(stage: str, tmp_path: Path) -> None:
+    """Both init containers of every pod, run for real with paths moved under tmp, then the
+    cluster started from what they made."""
+    sts = by_kind("StatefulSet")[f"claimx-{stage}"]
+    init = {c["name"]: c["command"][-1] for c in sts["spec"]["template"]["spec"]["initContainers"]}
+    processes = 2
+    dirs = []
+    for index in range(processes):
+        pod = tmp_path / f"pod{index}"
+        dirs.append(pod / "recovery")
+        env = {
+            "BYTEWAX_POD_NAME": f"claimx-{stage}-{index}",
+            "BYTEWAX_STATEFULSET_NAME": f"claimx-{stage}",
+            "POD_NAMESPACE": "claimx",
+            "BYTEWAX_RECOVERY_DIRECTORY": str(pod / "recovery"),
+            "CLAIMX_PROCESSES": str(processes),
+            "CLAIMX_RECOVERY_PARTS_PER_PROCESS": "2",
+        }
+        (pod / "etc").mkdir(parents=True)
+        run_init(init["peers"].replace("/etc/bytewax", str(pod / "etc")), env)
+        run_init(init["recovery"], env)
+        run_init(init["recovery"], env)  # a restarted pod keeps its partitions
+        hosts = (pod / "etc/hostfile").read_text().split()
+        assert hosts == [
+            f"claimx-{stage}-{i}.claimx-{stage}.claimx.svc.cluster.local:9999"
+            for i in range(processes)
+        ]
+    assert sorted(p.name for p in dirs[0].iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
+    assert sorted(p.name for p in dirs[1].iterdir()) == ["part-2.sqlite3", "part-3.sqlite3"]
+
+    # The two "pods" as a real two-process Bytewax cluster resuming from those partitions.
+    flow = tmp_path / "tiny.py"
+    flow.write_text(
+        "import bytewax.operators as op\n"
+        "from bytewax.dataflow import Dataflow\n"
+        "from bytewax.testing import TestingSource\n"
+        "flow = Dataflow('tiny')\n"
+        "op.inspect('out', op.input('in', flow, TestingSource(range(4))))\n"
+    )
+    from claimx_flow.stack.process import free_port
+
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "tiny:flow", "-i", str(i), "-a", addresses],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "BYTEWAX_RECOVERY_DIRECTORY": str(dirs[i]),
+                "BYTEWAX_SNAPSHOT_INTERVAL": "1",
+                "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "0",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    outputs = [run.communicate(timeout=60)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert "MissingPartitions" not in "".join(outputs)

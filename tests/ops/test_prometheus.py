@@ -1,0 +1,212 @@
+"""A real Prometheus scraping real stage processes: the key series are there with plausible
+values, every dashboard query and rule runs, and readiness follows the ClaimX API."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+from pydantic import SecretStr
+
+from claimx_flow.config import Settings
+from claimx_flow.pipeline import Pipeline, settings_env
+from claimx_flow.simulator import RunningSimulator
+from claimx_flow.simulator.events import EventPlan, event_lines
+from claimx_flow.stack.process import LOOPBACK
+from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from tests.ops.conftest import REPO, RULES, Prometheus
+from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED, SIMULATOR_USERNAME
+
+EVENTS = 200
+
+
+@dataclass
+class Stages:
+    settings: Settings
+    pipeline: Pipeline
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {stage: ports[0] for stage, ports in self.pipeline.health_ports.items()}
+
+    def health(self, stage: str, probe: str) -> tuple[int, dict[str, Any]]:
+        url = f"http://{LOOPBACK}:{self.ports[stage]}/health/{probe}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, json.load(answer)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            dead = self.pipeline.dead()
+            assert not dead, f"stages died: {dead}\n{self.logs()}"
+            if condition():
+                return time.monotonic() - started
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def logs(self) -> str:
+        logs = self.pipeline.log_dir.glob("*")
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+
+
+@pytest.fixture
+def stages(kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path) -> Iterator[Stages]:
+    """ingest and enrich as `python -m bytewax.run` processes, each on its own health port
+    (a free one: the pipeline runner picks them)."""
+    prefix = f"ops{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_api_url=sim.api_url,
+        claimx_api_username=SIMULATOR_USERNAME,
+        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
+        claimx_api_timeout_seconds=2,
+        claimx_events_topic=f"{prefix}.events.raw",
+        claimx_events_dlq_topic=f"{prefix}.events.dlq",
+        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
+        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
+        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
+        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
+        claimx_downloads_results_topic=f"{prefix}.downloads.results",
+        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
+        claimx_topic_partitions=2,
+        claimx_data_dir=tmp_path / "data",
+        claimx_snapshot_interval_seconds=1,
+    )
+    ensure_topics(admin_client(settings), pipeline_topics(settings))
+    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
+    try:
+        pipeline.start(["ingest", "enrich"])
+        yield Stages(settings, pipeline)
+    finally:
+        pipeline.stop()
+
+
+def produce(settings: Settings, lines: list[tuple[str, str]]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for key, line in lines:
+        producer.produce(settings.claimx_events_topic, key=key, value=line.encode())
+    assert producer.flush(30) == 0
+
+
+def test_prometheus_scrapes_the_stages_and_readiness_follows_the_api(
+    stages: Stages, sim: RunningSimulator, prometheus: Callable[[dict[str, str]], Prometheus]
+) -> None:
+    prom = prometheus({f"claimx-{s}": f"{LOOPBACK}:{p}" for s, p in stages.ports.items()})
+    stages.wait_for(
+        lambda: len(prom.query("up == 1")) == 2, timeout_s=60, what="both stages scraped"
+    )
+    # Fed only once scraped, so the counters' rates see the work happen.
+    plan = EventPlan(count=EVENTS, projects=8, mix="mixed", seed=SIMULATOR_SEED)
+    produce(stages.settings, list(event_lines(plan)))
+
+    # Every event ingested and every task enriched or routed, as Prometheus sees it.
+    tasks = 'sum(claimx_events_enriched_total) + sum(claimx_errors_total{stage="enrich"})'
+    stages.wait_for(
+        lambda: (
+            prom.value("sum(claimx_events_ingested_total)") == EVENTS
+            and prom.value(tasks) == EVENTS
+        ),
+        timeout_s=120,
+        what=f"{EVENTS} events ingested and enriched in Prometheus",
+    )
+    assert prom.value('sum(claimx_events_enriched_total{event_type="PROJECT_FILE_ADDED"})')
+
+    # API latency by endpoint and status; calls batched by project (well under one per event).
+    ok_calls = prom.value(
+        'sum(claimx_api_request_duration_seconds_count{stage="enrich",status="200"})'
+    )
+    assert ok_calls is not None and ok_calls > 0
+    endpoints = {s["metric"]["endpoint"] for s in prom.query("claimx_api_calls_total")}
+    assert {"project", "media"} <= endpoints
+    p95 = prom.value(
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(claimx_api_request_duration_seconds_bucket[5m])))"
+    )
+    assert p95 is not None and 0 < p95 < 2.5
+    stages.wait_for(
+        lambda: prom.value("claimx:api_calls_per_event:ratio_rate5m") is not None,
+        timeout_s=15,
+        what="the batching recording rule",
+    )
+    ratio = prom.value("claimx:api_calls_per_event:ratio_rate5m")
+    assert ratio is not None and 0 < ratio < 1
+    assert (prom.value('sum(claimx_batch_size_count{stage="enrich"})') or 0) >= 1
+
+    # Breaker closed, lag per topic partition drained, offsets snapshotted, Delta rows merged.
+    assert prom.value('claimx_api_circuit_breaker_state{stage="enrich",state="closed"}') == 1
+    pending = stages.settings.claimx_enrichment_pending_topic
+    stages.wait_for(
+        lambda: prom.value(f'max(claimx_consumer_lag_messages{{topic="{pending}"}})') == 0,
+        timeout_s=15,
+        what="the enrichment lag to drain",
+    )
+    partitions = prom.query(f'claimx_consumer_lag_messages{{stage="enrich",topic="{pending}"}}')
+    assert sorted(s["metric"]["partition"] for s in partitions) == ["0", "1"]
+    assert (prom.value('sum(claimx_offset_snapshots_total{stage="enrich"})') or 0) > 0
+    assert (prom.value('sum(claimx_delta_rows_total{table="claimx_projects"})') or 0) > 0
+    assert (prom.value('sum(claimx_delta_rows_total{table="claimx_events",action="source"})')
+            or 0) >= EVENTS  # fmt: skip
+    assert (prom.value("sum(claimx_delta_write_duration_seconds_count)") or 0) > 0
+
+    # Every dashboard query and every rule expression is valid PromQL over these series.
+    for expr in dashboard_queries() + rule_expressions():
+        prom.query(expr)
+
+    # The probes on the same ports.
+    for stage in ("ingest", "enrich"):
+        assert stages.health(stage, "live")[0] == 200
+        status, ready = stages.health(stage, "ready")
+        assert status == 200, ready
+    _, ready = stages.health("enrich", "ready")
+    assert set(ready["checks"]) == {"worker", "kafka", "api", "circuit", "auth"}
+    _, ready = stages.health("ingest", "ready")
+    assert set(ready["checks"]) == {"worker", "kafka", "auth"}
+
+    # The API goes down: readiness turns red within seconds, and green again when it returns.
+    sim.set_faults(down=True)
+    took = stages.wait_for(
+        lambda: stages.health("enrich", "ready")[0] == 503, timeout_s=10, what="red readiness"
+    )
+    assert took < 5
+    _, ready = stages.health("enrich", "ready")
+    assert not ready["checks"]["api"]["ok"] and ready["checks"]["kafka"]["ok"]
+    assert stages.health("enrich", "live")[0] == 200  # down API: not ready, still alive
+    assert stages.health("ingest", "ready")[0] == 200  # ingest does not call the API
+    stages.wait_for(
+        lambda: prom.value('claimx_health_check_ok{stage="enrich",check="api"}') == 0,
+        timeout_s=10,
+        what="the failing check in Prometheus",
+    )
+    sim.set_faults(down=False)
+    took = stages.wait_for(
+        lambda: stages.health("enrich", "ready")[0] == 200, timeout_s=10, what="green readiness"
+    )
+    assert took < 5
+
+
+def dashboard_queries() -> list[str]:
+    spec = importlib.util.spec_from_file_location("render", REPO / "monitoring/render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    queries: list[str] = module.dashboard_queries()
+    return queries
+
+
+def rule_expressions() -> list[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
