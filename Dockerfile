@@ -26,7 +26,7 @@ ENV CLAIMX_DATA_DIR=/var/lib/claimx \
 # Health and metrics (enrich 8081, download 8082, upload 8083, ingest 8084, results 8085,
 # retry 8086), Bytewax's API (:3030/metrics with BYTEWAX_DATAFLOW_API_ENABLED), cluster mesh.
 EXPOSE 8081 8082 8083 8084 8085 8086 3030 9999
-# Exec form: Python runs as PID 1 and receives SIGTERM itself; operators/runtime.py turns it
-# into Bytewax's graceful SIGINT path (finish the epoch, close the sinks, exit 0).
+# Exec form: Python runs as PID 1 and receives SIGTERM itself; the stages then end their inputs
+# so the dataflow drains, closes its sinks and exits 0 (operators/shutdown.py).
 ENTRYPOINT ["python", "-m", "bytewax.run"]
 CMD ["dataflows.ingest:flow"]
