@@ -1,0 +1,41 @@
+"""``claimx check``: the runbook's dry run — configuration, Kafka, API, storage, recovery."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from claimx_flow.config import load_settings
+from claimx_flow.pipeline import STAGES
+from claimx_flow.preflight import run_checks
+
+console = Console()
+
+
+def check(
+    stage: list[str] = typer.Option(
+        [], "--stage", "-s", help=f"Check only these stages ({', '.join(STAGES)})."
+    ),
+) -> None:
+    """Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings."""
+    unknown = [s for s in stage if s not in STAGES]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
+    settings = load_settings()  # a bad value ends here, naming its variable
+    checks = run_checks(settings, tuple(stage) or STAGES)
+    table = Table(title="claimx check")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    table.add_row("configuration", "[green]pass[/]", "settings valid")
+    for item in checks:
+        verdict = (
+            "[green]pass[/]"
+            if item.ok
+            else ("[red]FAIL[/]" if item.blocking else "[yellow]FAIL[/]")
+        )
+        table.add_row(item.name, verdict, item.detail)
+    console.print(table)
+    if not all(item.ok for item in checks):
+        raise typer.Exit(1)
