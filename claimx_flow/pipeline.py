@@ -22,7 +22,7 @@ from claimx_flow.stack.process import (
     free_port,
     is_alive,
     start_detached,
-    stop_process_group,
+    stop_process_groups,
 )
 from claimx_flow.topics import admin_client
 
@@ -178,14 +178,12 @@ class Pipeline:
     def restart(self, stage: str) -> None:
         """Stop what is left of the stage's cluster and start all of it again."""
         workers, processes = self.shapes.get(stage, (1, 1))
-        for process in self.processes.pop(stage, []):
-            stop_process_group(process.pid, grace_s=10)
+        stop_process_groups([p.pid for p in self.processes.pop(stage, [])], grace_s=10)
         self.start([stage], workers, processes)
 
     def stop(self, grace_s: float = 30.0) -> None:
-        for group in self.processes.values():
-            for process in group:
-                stop_process_group(process.pid, grace_s=grace_s)
+        """Stop every stage gracefully, all at once (clusters finish together)."""
+        stop_process_groups([p.pid for g in self.processes.values() for p in g], grace_s)
         self.processes.clear()
 
     def logs(self, stage: str) -> list[Path]:

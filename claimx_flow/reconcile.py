@@ -26,6 +26,7 @@ from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka_config import client_config
 from claimx_flow.models import FailureInfo, MalformedHeadersError, RawEvent
 from claimx_flow.tables import TABLES
+from claimx_flow.topics import watermarks
 
 READ_TIMEOUT_S = 60.0
 MEDIA_EVENT = "PROJECT_FILE_ADDED"
@@ -175,7 +176,7 @@ def read_headers(settings: Settings, topic: str) -> list[list[tuple[str, bytes |
         wanted: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for partition in described.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
             if high > low:
                 wanted[partition] = high
                 starts.append(TopicPartition(topic, partition, low))

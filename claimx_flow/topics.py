@@ -197,7 +197,7 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
                 continue
             messages = 0
             for partition in topic.partitions:
-                low, high = _watermarks(consumer, TopicPartition(name, partition))
+                low, high = watermarks(consumer, TopicPartition(name, partition))
                 messages += max(high - low, 0)
             states.append(TopicState(name, len(topic.partitions), messages, retention.get(name)))
         return states
@@ -210,10 +210,11 @@ _SETTLING_CODES = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION,
 }
 
 
-def _watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
     """Low and high offsets, waiting out the moments after creation when no leader serves yet."""
     deadline = time.monotonic() + ADMIN_TIMEOUT_S
     while True:

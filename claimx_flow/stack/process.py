@@ -76,18 +76,34 @@ def _is_zombie(pid: int) -> bool:
 
 def stop_process_group(pid: int, grace_s: float = 20.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
+    stop_process_groups([pid], grace_s)
+
+
+def stop_process_groups(pids: list[int], grace_s: float = 20.0) -> None:
+    """Stop several process groups together: all are asked first, then all are waited for.
+
+    Processes of one Bytewax cluster only finish together, so asking them one at a time would
+    make each wait out its grace period for the next.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        running = [pid for pid in pids if _signal_group(pid, sig)]
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not is_alive(pid) and not _group_alive(pid):
-                return
+        while running and time.monotonic() < deadline:
+            running = [pid for pid in running if is_alive(pid) or _group_alive(pid)]
             time.sleep(0.1)
-    if is_alive(pid):
-        raise StackError(f"process {pid} did not stop after SIGKILL")
+        if not running:
+            return
+    stuck = [pid for pid in pids if is_alive(pid)]
+    if stuck:
+        raise StackError(f"processes {stuck} did not stop after SIGKILL")
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
