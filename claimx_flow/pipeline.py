@@ -146,6 +146,7 @@ class Pipeline:
                         log_path=self.log_dir / log_name,
                         cwd=self.cwd,
                         env=env,
+                        die_with_parent=True,  # stages never outlive what runs them
                     )
                 )
             self.processes[stage] = started

@@ -16,10 +16,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
 from claimx_flow.stack import KafkaService, RunningService
-from claimx_flow.stack.process import stop_process_group
+from claimx_flow.stack.process import TIE_ENV, stop_process_group
 from claimx_flow.topics import await_leaders
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Every server and stage a test starts dies with the test run, even a killed one.
+os.environ[TIE_ENV] = "1"
 
 
 @pytest.fixture(scope="session")

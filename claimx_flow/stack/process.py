@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -32,10 +33,25 @@ def require_free_port(port: int, what: str) -> int:
     return port
 
 
+TIE_ENV = "CLAIMX_CHILDREN_DIE_WITH_PARENT"
+
+
 def start_detached(
-    command: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+    command: Sequence[str],
+    log_path: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    die_with_parent: bool | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a server in its own session so it outlives the command that started it."""
+    """Start a server in its own session (its own process group, for stopping it whole).
+
+    It outlives the command that started it (``claimx stack up``) unless ``die_with_parent``
+    (default: the ``CLAIMX_CHILDREN_DIE_WITH_PARENT`` variable, which the test suite sets):
+    then the kernel kills it when its parent dies, so a killed test run leaves no server behind.
+    """
+    if die_with_parent is None:
+        die_with_parent = os.environ.get(TIE_ENV) == "1"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -46,7 +62,17 @@ def start_detached(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me when my parent thread exits (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def is_alive(pid: int) -> bool:
