@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: Path | None = None
+    # Azure Event Hubs' Kafka endpoint: the namespace connection string sets all of the above
+    eventhubs_connection_string: SecretStr | None = None
 
     # ClaimX API
     claimx_api_url: str = "http://127.0.0.1:8090/service/cxedirest"
@@ -230,6 +232,38 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _event_hubs(cls, values: Any) -> Any:
+        """An Event Hubs connection string means SASL_SSL/PLAIN on ``<namespace>:9093``.
+
+        Event Hubs takes the literal user name ``$ConnectionString`` and the whole string as
+        the password. Explicit KAFKA_* values still win.
+        """
+        if not isinstance(values, dict):
+            return values
+        raw = next(
+            (
+                values[k]
+                for k in ("eventhubs_connection_string", "EVENTHUBS_CONNECTION_STRING")
+                if values.get(k)
+            ),
+            None,
+        )
+        if raw is None:
+            return values
+        text = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw)
+        host = _event_hubs_host(text)
+        defaults = {
+            "kafka_bootstrap_servers": f"{host}:9093",
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_sasl_username": "$ConnectionString",
+            "kafka_sasl_password": text,
+        }
+        present = {k.lower() for k in values}
+        return {**values, **{k: v for k, v in defaults.items() if k not in present}}
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_retries > len(self.retry_delays):
@@ -265,6 +299,7 @@ class Settings(BaseSettings):
         """Every configured secret in clear, for redaction of text that leaves the process."""
         secrets = (
             self.kafka_sasl_password,
+            self.eventhubs_connection_string,
             self.claimx_api_password,
             self.claimx_api_token,
             self.onelake_account_key,
@@ -301,6 +336,19 @@ class Settings(BaseSettings):
     def download_retry_topics(self) -> list[str]:
         """The runbook's download tiers: ``….retry.300s``."""
         return [f"{self.claimx_downloads_pending_topic}.retry.{d}s" for d in self.retry_delays]
+
+
+def _event_hubs_host(connection_string: str) -> str:
+    """The namespace host of ``Endpoint=sb://<host>/;SharedAccessKeyName=…;SharedAccessKey=…``."""
+    for part in connection_string.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "endpoint":
+            host = value.strip().removeprefix("sb://").rstrip("/")
+            if host:
+                return host
+    raise _field_error(
+        "eventhubs_connection_string", "has no Endpoint=sb://<namespace>.servicebus.windows.net/"
+    )
 
 
 def _minutes_or_seconds(delay: int) -> str:

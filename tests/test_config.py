@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from claimx_flow.cli import app
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ConfigError
+from claimx_flow.kafka_config import client_config
 
 # (variable, value as an operator writes it, field, value the pipeline sees)
 RUNBOOK_VARIABLES: list[tuple[str, str, str, Any]] = [
@@ -217,3 +218,46 @@ def test_cli_help_and_config_show_hide_secrets(clean_env: pytest.MonkeyPatch) ->
     for secret in SECRETS.values():
         for output in outputs:
             assert secret not in output
+
+
+EVENT_HUBS = (
+    "Endpoint=sb://claimx-prod.servicebus.windows.net/;"
+    "SharedAccessKeyName=pipeline;SharedAccessKey=EhKey-Zz93-never-print="
+)
+
+
+def test_an_event_hubs_connection_string_configures_every_kafka_client(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("EVENTHUBS_CONNECTION_STRING", EVENT_HUBS)
+    settings = load_settings()
+    config = client_config(settings)
+    assert config["bootstrap.servers"] == "claimx-prod.servicebus.windows.net:9093"
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["sasl.mechanism"] == "PLAIN"
+    assert config["sasl.username"] == "$ConnectionString"
+    assert config["sasl.password"] == EVENT_HUBS
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("test").info("%s %r", settings, settings)
+    shown = CliRunner().invoke(app, ["config", "show"]).output
+    for text in (repr(settings), settings.model_dump_json(), caplog.text, shown):
+        assert "EhKey-Zz93" not in text
+    assert EVENT_HUBS in settings.secret_values()
+
+
+def test_explicit_kafka_settings_win_over_the_connection_string(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("EVENTHUBS_CONNECTION_STRING", EVENT_HUBS)
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "proxy.internal:9093")
+    assert load_settings().kafka_bootstrap_servers == "proxy.internal:9093"
+
+
+def test_a_connection_string_without_endpoint_is_named_not_echoed(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("EVENTHUBS_CONNECTION_STRING", "SharedAccessKey=EhKey-Zz93-never-print=")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "EVENTHUBS_CONNECTION_STRING" in str(caught.value)
+    assert "EhKey-Zz93" not in str(caught.value)
