@@ -26,6 +26,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 BREAKER_STATES = ("closed", "half_open", "open")
+API_ENDPOINTS = ("project", "media", "task_assignment", "video_collaboration")
 
 # Throughput ---------------------------------------------------------------------------------
 EVENTS_INGESTED = Counter(
@@ -161,16 +162,24 @@ _stage = "none"
 
 
 def set_stage(stage: str) -> None:
-    """Name the process's stage and publish zeros for its failure series.
+    """Name the process's stage and publish zeros for the series it will count.
 
-    Zeros matter: ``rate()`` of a counter that appears only with its first failure misses that
-    failure, and an alert on a ratio needs both sides to exist.
+    Zeros matter: ``rate()`` of a counter that appears only with its first increment misses
+    what happened before the first scrape, and a ratio needs both sides to exist.
     """
     global _stage
     _stage = stage
     STAGE_INFO.labels(stage=stage).set(1)
     for category in ErrorCategory:
         ERRORS.labels(stage=stage, category=category.value)
+    if stage in ("enrich", "download"):
+        for endpoint in API_ENDPOINTS:
+            API_CALLS.labels(stage=stage, endpoint=endpoint)
+    if stage == "enrich":
+        from claimx_flow.enrichment.handlers import KNOWN_EVENTS
+
+        for event_type in sorted(KNOWN_EVENTS):
+            EVENTS_ENRICHED.labels(event_type=event_type)
 
 
 def stage() -> str:

@@ -137,13 +137,12 @@ def test_prometheus_scrapes_the_stages_and_readiness_follows_the_api(
         "(rate(claimx_api_request_duration_seconds_bucket[5m])))"
     )
     assert p95 is not None and 0 < p95 < 2.5
+    # The batching ratio settles once both counters' windows hold the whole run.
     stages.wait_for(
-        lambda: prom.value("claimx:api_calls_per_event:ratio_rate5m") is not None,
-        timeout_s=15,
-        what="the batching recording rule",
+        lambda: 0 < (prom.value("claimx:api_calls_per_event:ratio_rate5m") or 0) < 1,
+        timeout_s=20,
+        what="a batching ratio under one API call per event",
     )
-    ratio = prom.value("claimx:api_calls_per_event:ratio_rate5m")
-    assert ratio is not None and 0 < ratio < 1
     assert (prom.value('sum(claimx_batch_size_count{stage="enrich"})') or 0) >= 1
 
     # Breaker closed, lag per topic partition drained, offsets snapshotted, Delta rows merged.

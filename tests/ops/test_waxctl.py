@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from claimx_flow.config import Settings
 from claimx_flow.health import STAGE_PORTS
+from claimx_flow.pipeline import settings_env
+from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
 from tests.ops.conftest import REPO
 from tests.ops.test_manifests import by_kind, env_of, main_container
 
@@ -23,7 +27,9 @@ def values_of(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def test_every_stage_has_values_naming_an_importable_dataflow() -> None:
+def test_every_stage_has_values_naming_an_importable_dataflow(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     assert {p.stem for p in VALUES} == set(STAGE_PORTS)
     modules = [values_of(p)["dataflow"]["module"] for p in VALUES]
     for path, module in zip(VALUES, modules, strict=True):
@@ -35,7 +41,19 @@ def test_every_stage_has_values_naming_an_importable_dataflow() -> None:
         "for name in sys.argv[1:]:\n"
         "    assert isinstance(importlib.import_module(name).flow, Dataflow), name\n"
     )
-    env = {**os.environ, "CLAIMX_HEALTH_PORT": "0", "CLAIMX_DATA_DIR": "/tmp/claimx-waxctl"}
+    # Importing a stage runs its start-up checks: give it a broker with its topics.
+    prefix = f"wax{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_data_dir=tmp_path,
+        **{
+            field: f"{prefix}.{default}"
+            for field, default in Settings().model_dump().items()
+            if field.startswith("claimx_") and field.endswith("_topic")
+        },
+    )
+    ensure_topics(admin_client(settings), pipeline_topics(settings))
+    env = {**settings_env(settings), "CLAIMX_HEALTH_PORT": "0"}
     ran = subprocess.run(
         [sys.executable, "-c", check, *modules], cwd=REPO, env=env, capture_output=True, text=True
     )
