@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,15 @@ def kustomized() -> list[Path]:
     return [K8S / resource for resource in kustomization["resources"]]
 
 
-def all_objects() -> list[dict[str, Any]]:
+@cache
+def _parsed() -> tuple[dict[str, Any], ...]:
     files = [*kustomized(), K8S / "autoscaling/keda-scaledobjects.yaml"]
-    return [doc for path in files for doc in documents(path)]
+    return tuple(doc for path in files for doc in documents(path))
+
+
+def all_objects() -> list[dict[str, Any]]:
+    """Every object, parsed once (read-only: tests must not change them)."""
+    return list(_parsed())
 
 
 def by_kind(kind: str) -> dict[str, dict[str, Any]]:
