@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from claimx_flow.cli import api_cmd, config_cmd, demo_cmd, simulate_cmd, stack_cmd, topics_cmd
+from claimx_flow.dlq import cli as dlq_cli
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka_config import LIBRDKAFKA_LOGGER
 from claimx_flow.stack import Stack
@@ -25,6 +26,7 @@ app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(api_cmd.app, name="api")
+app.add_typer(dlq_cli.app, name="dlq")
 app.command("demo")(demo_cmd.demo)
 
 EXIT_ERROR = 2

@@ -1,0 +1,3 @@
+from claimx_flow.dlq.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""The JSON documents of ``--json``: one parseable document per command, for scripts.
+
+Bytes are shown as UTF-8 text where they decode, else base64, with an ``*_encoding`` field
+saying which; instants are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from claimx_flow.dlq.browse import DlqSurvey
+from claimx_flow.dlq.purge import PurgePlan
+from claimx_flow.dlq.reader import DeadLetter
+from claimx_flow.dlq.replay import ReplayOutcome
+
+TOP = 5
+
+
+def as_text(data: bytes | None) -> tuple[str | None, str | None]:
+    """``(text, encoding)``: ``("…", "utf-8")``, ``("…", "base64")`` or ``(None, None)``."""
+    if data is None:
+        return None, None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def instant(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def letter_document(letter: DeadLetter) -> dict[str, Any]:
+    key, key_encoding = as_text(letter.key)
+    value, value_encoding = as_text(letter.value)
+    ids = letter.ids
+    return {
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "timestamp": instant(letter.timestamp),
+        "key": key,
+        "key_encoding": key_encoding,
+        "value": value,
+        "value_encoding": value_encoding,
+        "ids": {"event_id": ids.event_id, "project_id": ids.project_id, "media_id": ids.media_id},
+        "failure": letter.failure.model_dump(mode="json") if letter.failure else None,
+        "failure_error": letter.failure_error,
+        "headers": [_header_document(name, raw) for name, raw in letter.headers],
+    }
+
+
+def _header_document(name: str, raw: bytes | None) -> dict[str, Any]:
+    value, encoding = as_text(raw)
+    return {"name": name, "value": value, "encoding": encoding}
+
+
+def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": bootstrap,
+        "dlqs": [
+            {
+                "dlq": s.dlq.value,
+                "topic": s.topic,
+                "exists": s.exists,
+                "partitions": s.partitions,
+                "messages": s.messages,
+                "oldest": instant(s.oldest),
+                "newest": instant(s.newest),
+                "scanned": s.scanned,
+                "categories": dict(s.categories.most_common()),
+                "error_classes": dict(s.error_classes.most_common()),
+                "top_errors": [
+                    {"error_class": cls, "error_message": msg, "count": n}
+                    for (cls, msg), n in s.errors.most_common(TOP)
+                ],
+            }
+            for s in surveys
+        ],
+    }
+
+
+def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
+    done = outcome.done
+    return {
+        "dlq": outcome.dlq.value,
+        "topic": outcome.topic,
+        "session": outcome.session,
+        "group": outcome.group,
+        "dry_run": outcome.dry_run,
+        "replayed": done.replayed,
+        "skipped_by_filter": done.skipped,
+        "parked": len(done.parked),
+        "parked_records": [
+            {
+                "partition": p.partition,
+                "offset": p.offset,
+                "event_id": p.ids.event_id,
+                "media_id": p.ids.media_id,
+                "replay_count": p.replay_count,
+            }
+            for p in done.parked
+        ],
+        "by_target": dict(done.by_target.most_common()),
+        "by_category": dict(done.by_category.most_common()),
+        "by_error": dict(done.by_error.most_common()),
+        "start_offsets": _keyed(outcome.starts),
+        "end_offsets": _keyed(outcome.ends),
+        "committed_offsets": _keyed(outcome.committed),
+        "stopped_at_max": outcome.stopped_at_max,
+        "interrupted": outcome.interrupted,
+    }
+
+
+def plan_document(plan: PurgePlan, *, dry_run: bool, removed: int) -> dict[str, Any]:
+    return {
+        "dlq": plan.dlq.value,
+        "topic": plan.topic,
+        "before": instant(plan.before),
+        "dry_run": dry_run,
+        "to_remove": plan.removed,
+        "removed": removed,
+        "partitions": [
+            {
+                "partition": c.partition,
+                "low": c.low,
+                "cut": c.cut,
+                "high": c.high,
+                "to_remove": c.removed,
+            }
+            for c in plan.partitions
+        ],
+    }
+
+
+def _keyed(offsets: dict[int, int]) -> dict[str, int]:
+    """JSON object keys are strings: partition numbers become ``"0"``, ``"1"``…"""
+    return {str(p): o for p, o in sorted(offsets.items())}

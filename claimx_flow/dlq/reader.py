@@ -1,0 +1,159 @@
+"""Reading a DLQ topic into typed ``DeadLetter`` records, between offsets fixed up front.
+
+A read always stops at the high watermark seen when it started, so a replay never chases the
+failures its own replays cause, and a listing of a busy DLQ ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
+
+from claimx_flow.dlq.clients import DlqError
+from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
+
+RawHeaders = list[tuple[str, bytes | None]]
+
+# A partition that yields nothing for this long while offsets remain below its end is stuck.
+IDLE_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One DLQ record: where it sits, what it holds, and why it failed (if its headers say)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime | None
+    key: bytes | None
+    value: bytes | None
+    headers: RawHeaders
+    failure: FailureInfo | None
+    failure_error: str | None = None  # why ``claimx.*`` headers present could not be read
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @cached_property
+    def value_fields(self) -> dict[str, Any]:
+        """The value's top-level JSON fields, or nothing: a fallback for ids and the event type."""
+        try:
+            document = json.loads(self.value or b"")
+        except ValueError:
+            return {}
+        return document if isinstance(document, dict) else {}
+
+    @property
+    def ids(self) -> MessageIds:
+        """Ids from the failure headers, completed from the message body where they are absent."""
+        from_value = MessageIds(
+            _text(self.value_fields.get("project_id")),
+            _text(self.value_fields.get("event_id") or self.value_fields.get("source_event_id")),
+            _text(self.value_fields.get("media_id")),
+        )
+        return self.failure.ids.or_else(from_value) if self.failure else from_value
+
+    @property
+    def event_type(self) -> str | None:
+        return _text(self.value_fields.get("event_type"))
+
+    @property
+    def replay_count(self) -> int:
+        return self.failure.replay_count if self.failure else 0
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def dead_letter_from(message: Message) -> DeadLetter:
+    headers: RawHeaders = [
+        (name, value.encode() if isinstance(value, str) else value)
+        for name, value in _header_list(message)
+    ]
+    failure, failure_error = None, None
+    try:
+        failure = FailureInfo.maybe_from_headers(headers)
+    except MalformedHeadersError as exc:
+        failure_error = exc.reason
+    kind, millis = message.timestamp()
+    return DeadLetter(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        timestamp=None
+        if kind == TIMESTAMP_NOT_AVAILABLE
+        else datetime.fromtimestamp(millis / 1000, tz=UTC),
+        key=message.key(),
+        value=message.value(),
+        headers=headers,
+        failure=failure,
+        failure_error=failure_error,
+    )
+
+
+def _header_list(message: Message) -> list[tuple[str, bytes | str | None]]:
+    headers = message.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def read_range(
+    consumer: Consumer, topic: str, starts: dict[int, int], ends: dict[int, int]
+) -> Iterator[DeadLetter]:
+    """Every record at ``starts[p] <= offset < ends[p]``, in offset order within a partition.
+
+    Partitions are interleaved as the broker serves them. The consumer must have been made with
+    ``enable.partition.eof`` (see ``clients.reader``), which also ends a partition whose tail is
+    an open or aborted transaction.
+    """
+    remaining = {p for p, start in starts.items() if start < ends[p]}
+    if not remaining:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(remaining)])
+    try:
+        last_seen = time.monotonic()
+        while remaining:
+            messages = consumer.consume(500, 0.05)
+            if messages:
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen > IDLE_TIMEOUT_S:
+                raise DlqError(f"{topic}: no records arrive from partitions {sorted(remaining)}")
+            for message in messages:
+                yield from _take(message, remaining, ends)
+    finally:
+        consumer.unassign()
+
+
+def _take(message: Message, remaining: set[int], ends: dict[int, int]) -> Iterator[DeadLetter]:
+    partition = message.partition() or 0
+    error = message.error()
+    if error is not None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            remaining.discard(partition)
+            return
+        if error.retriable():  # the client retries on its own; the idle timeout bounds it
+            return
+        raise DlqError(f"cannot read {message.topic()}[{partition}]: {error.str()}")
+    if partition not in remaining:
+        return
+    offset = message.offset() or 0
+    if offset >= ends[partition]:
+        remaining.discard(partition)
+        return
+    yield dead_letter_from(message)
+    if offset + 1 >= ends[partition]:
+        remaining.discard(partition)

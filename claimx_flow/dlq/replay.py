@@ -1,0 +1,353 @@
+"""Replay: DLQ records back to a pending topic, exactly once per session, with a loop guard.
+
+Each chunk of replayed messages and the session's new offsets are written in one Kafka
+transaction (``send_offsets_to_transaction``): either both become visible or neither does. A run
+that dies between Kafka confirming the messages and the commit leaves an open transaction; the
+next run of the same session fences it (same ``transactional.id``), Kafka aborts it, and
+read-committed consumers (every stage) never see those copies. The run then resends the chunk
+from the last committed offsets, so each record reaches its pending topic once.
+
+With ``--no-transactions`` (clusters without transactions, such as Azure Event Hubs Standard)
+the offsets are committed right after Kafka confirms each chunk: a crash between the two resends
+that one chunk, which the pipeline's idempotent sinks absorb.
+
+A message is parked, not replayed, when it has already been replayed ``max_replays`` times: it
+stays in the DLQ and is listed, so a message that can never succeed does not loop forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from claimx_flow.config import Settings
+from claimx_flow.dlq import clients
+from claimx_flow.dlq.clients import DlqError, kafka_reason
+from claimx_flow.dlq.filters import ReplayFilter
+from claimx_flow.dlq.queues import DlqName, dlq_topic, replay_target
+from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
+from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
+from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
+
+REPLAYED_AT_HEADER = "claimx.replayed_at"
+REPLAYED_FROM_HEADER = "claimx.replayed_from"
+# ``FailureInfo.attempt`` counts failures and cannot be 0, so a replay restarts it at 1, the
+# lowest it can hold; the stage then records its next failure of the message as attempt 2.
+REPLAYED_ATTEMPT = 1
+COMMIT_EVERY_S = 5.0
+
+Progress = Callable[[int, int], None]
+"""Told (records read so far, records this run reads at most) after each record."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    selection: ReplayFilter = field(default_factory=ReplayFilter)
+    to_topic: str | None = None
+    max_messages: int | None = None
+    rate_per_s: float | None = None
+    dry_run: bool = False
+    max_replays: int = 3
+    session: str | None = None
+    chunk_size: int = 200
+    # Off only for clusters without transactions (Azure Event Hubs Standard): progress is then
+    # committed after each confirmed chunk, and a crash in between resends that one chunk.
+    transactional: bool = True
+
+
+@dataclass
+class Tally:
+    """What a run did (or, dry, would do); merged into the outcome only once Kafka has it."""
+
+    replayed: int = 0
+    skipped: int = 0
+    parked: list[DeadLetter] = field(default_factory=list)
+    by_target: Counter[str] = field(default_factory=Counter)
+    by_category: Counter[str] = field(default_factory=Counter)
+    by_error: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Tally) -> None:
+        self.replayed += other.replayed
+        self.skipped += other.skipped
+        self.parked.extend(other.parked)
+        self.by_target.update(other.by_target)
+        self.by_category.update(other.by_category)
+        self.by_error.update(other.by_error)
+
+
+@dataclass
+class ReplayOutcome:
+    dlq: DlqName
+    topic: str
+    session: str
+    group: str
+    dry_run: bool
+    starts: dict[int, int]
+    ends: dict[int, int]
+    done: Tally = field(default_factory=Tally)
+    committed: dict[int, int] = field(default_factory=dict)  # the session's offsets after
+    stopped_at_max: bool = False
+    interrupted: bool = False
+
+    @property
+    def to_scan(self) -> int:
+        return sum(self.ends[p] - self.starts[p] for p in self.starts)
+
+
+def replayed_headers(letter: DeadLetter, at: datetime) -> RawHeaders:
+    """The record's headers with the attempt count restarted, one more replay, and a replay mark.
+
+    An envelope that cannot be read is dropped: the stage then starts a fresh one.
+    """
+    marks = {REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER}
+    kept = [(name, value) for name, value in letter.headers if name not in marks]
+    added: RawHeaders = [
+        (REPLAYED_AT_HEADER, at.isoformat().encode()),
+        (REPLAYED_FROM_HEADER, letter.position.encode()),
+    ]
+    if letter.failure is None:
+        return [*[(n, v) for n, v in kept if not _envelope_header(n)], *added]
+    info = letter.failure.model_copy(
+        update={
+            "attempt": REPLAYED_ATTEMPT,
+            "replay_count": letter.failure.replay_count + 1,
+            "due_at": None,
+        }
+    )
+    return [*replace_failure_headers(kept, info), *added]
+
+
+def _envelope_header(name: str) -> bool:
+    return name.startswith(HEADER_PREFIX) and name[len(HEADER_PREFIX) :] in FailureInfo.model_fields
+
+
+def error_label(letter: DeadLetter) -> str:
+    if letter.failure is None:
+        return f"(no failure headers{': ' + letter.failure_error if letter.failure_error else ''})"
+    return f"{letter.failure.error_class}: {letter.failure.error_message}"
+
+
+class _Pace:
+    """At most ``rate`` sends a second, evenly spaced (a token bucket with a burst of one)."""
+
+    def __init__(self, rate_per_s: float | None) -> None:
+        self._interval = 1.0 / rate_per_s if rate_per_s else 0.0
+        self._next = time.monotonic()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        if self._next > now:
+            time.sleep(self._next - now)
+        self._next = max(self._next, now) + self._interval
+
+
+class ReplayRun:
+    """One run over a DLQ, from the session's offsets to the high watermarks seen at the start."""
+
+    def __init__(
+        self, settings: Settings, dlq: DlqName, options: ReplayOptions, timeout_s: float
+    ) -> None:
+        self.settings = settings
+        self.dlq = dlq
+        self.options = options
+        self.timeout_s = timeout_s
+        self._chunk = Tally()
+        self._positions: dict[int, int] = {}
+        self._failed: list[str] = []
+        self._topics: dict[str, Any] = {}
+        self._last_commit = time.monotonic()
+        self._producer: Producer | None = None
+        self._pace = _Pace(options.rate_per_s)
+        self._txn_open = False
+        self._unsaved = 0  # records read since the last commit
+
+    def run(self, progress: Progress | None = None) -> ReplayOutcome:
+        topic = dlq_topic(self.settings, self.dlq)
+        name = session_name(self.options.selection, self.options.to_topic, self.options.session)
+        group = session_group(self.settings, self.dlq, name)
+        consumer = clients.reader(self.settings, group)
+        try:
+            # Metadata is read once, up front: asked for while partitions are being fetched, it
+            # waits behind the broker's fetch long-polls.
+            self._topics = clients.cluster_topics(self.settings, consumer, self.timeout_s)
+            partitions = clients.partitions_of(self.settings, self._topics, topic)
+            bounds = clients.watermarks(self.settings, consumer, topic, partitions, self.timeout_s)
+            if self.options.to_topic:
+                self._require_topic(self.options.to_topic)
+            if not self.options.dry_run:
+                self._producer = self._start_producer(transactional_id(group))
+            starts = session_starts(self.settings, consumer, group, topic, bounds, self.timeout_s)
+            outcome = ReplayOutcome(
+                self.dlq,
+                topic,
+                name,
+                group,
+                self.options.dry_run,
+                starts,
+                {p: high for p, (_, high) in bounds.items()},
+            )
+            outcome.committed.update(starts)
+            self._loop(consumer, outcome, progress)
+            return outcome
+        finally:
+            consumer.close()
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+
+    def _loop(self, consumer: Consumer, outcome: ReplayOutcome, progress: Progress | None) -> None:
+        scanned = 0
+        try:
+            for letter in read_range(consumer, outcome.topic, outcome.starts, outcome.ends):
+                self._step(letter)
+                scanned += 1
+                if progress is not None:
+                    progress(scanned, outcome.to_scan)
+                if self._at_max(outcome):
+                    outcome.stopped_at_max = True
+                    break
+                if self._chunk_full(scanned):
+                    self._commit(consumer, outcome)
+            self._commit(consumer, outcome)
+        except KeyboardInterrupt:
+            self._abort()
+            outcome.interrupted = True
+        except (DlqError, KafkaException) as exc:
+            self._abort()
+            raise DlqError(
+                f"replay stopped, the unconfirmed chunk was rolled back "
+                f"({outcome.done.replayed} replayed and committed before; run the same command "
+                f"again to continue): {kafka_reason(self.settings, exc)}"
+            ) from None
+
+    def _step(self, letter: DeadLetter) -> None:
+        self._positions[letter.partition] = letter.offset + 1
+        self._unsaved += 1
+        if not self.options.selection.matches(letter):
+            self._chunk.skipped += 1
+            return
+        if letter.replay_count >= self.options.max_replays:
+            self._chunk.parked.append(letter)
+            return
+        target = self.options.to_topic or replay_target(self.settings, self.dlq, letter.failure)
+        self._require_topic(target)  # a dry run says so too, rather than promise a send
+        if self._producer is not None:
+            self._send(self._producer, target, letter)
+        self._chunk.replayed += 1
+        self._chunk.by_target[target] += 1
+        category = letter.failure.error_category.value if letter.failure else "unknown"
+        self._chunk.by_category[category] += 1
+        self._chunk.by_error[error_label(letter)] += 1
+
+    def _send(self, producer: Producer, target: str, letter: DeadLetter) -> None:
+        self._pace.wait()
+        self._open_transaction(producer)
+        headers: list[tuple[str, str | bytes | None]] = [*replayed_headers(letter, utc_now())]
+
+        def delivered(error: object, _message: object) -> None:
+            if error is not None:
+                self._failed.append(f"{letter.position} → {target}: {error}")
+
+        while True:
+            try:
+                producer.produce(
+                    target, letter.value, letter.key, headers=headers, on_delivery=delivered
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain, then try again
+                producer.poll(0.1)
+        producer.poll(0)
+
+    def _at_max(self, outcome: ReplayOutcome) -> bool:
+        limit = self.options.max_messages
+        return limit is not None and outcome.done.replayed + self._chunk.replayed >= limit
+
+    def _chunk_full(self, scanned: int) -> bool:
+        return (
+            scanned % self.options.chunk_size == 0
+            or time.monotonic() - self._last_commit > COMMIT_EVERY_S
+        )
+
+    def _commit(self, consumer: Consumer, outcome: ReplayOutcome) -> None:
+        """Confirm every send of the chunk, then make it and the new offsets visible at once."""
+        if self._producer is not None and self._unsaved:
+            self._confirm_deliveries(self._producer)
+            self._commit_progress(self._producer, consumer, outcome.topic)
+            outcome.committed.update(self._positions)
+        outcome.done.add(self._chunk)
+        self._chunk = Tally()
+        self._unsaved = 0
+        self._last_commit = time.monotonic()
+
+    def _confirm_deliveries(self, producer: Producer) -> None:
+        unconfirmed = producer.flush(self.timeout_s)
+        if unconfirmed:
+            raise DlqError(f"Kafka did not confirm {unconfirmed} replayed message(s)")
+        if self._failed:
+            raise DlqError(f"Kafka refused {len(self._failed)} message(s): {self._failed[0]}")
+
+    def _commit_progress(self, producer: Producer, consumer: Consumer, topic: str) -> None:
+        offsets = [TopicPartition(topic, p, o) for p, o in sorted(self._positions.items())]
+        if not self.options.transactional:  # the sends are confirmed; a crash now resends them
+            stored = consumer.commit(offsets=offsets, asynchronous=False) or []
+            refused = [tp for tp in stored if tp.error is not None]
+            if refused:
+                raise DlqError(f"Kafka did not store the replay progress: {refused[0].error}")
+            return
+        self._open_transaction(producer)
+        producer.send_offsets_to_transaction(
+            offsets, consumer.consumer_group_metadata(), self.timeout_s
+        )
+        producer.commit_transaction(self.timeout_s)
+        self._txn_open = False
+
+    def _open_transaction(self, producer: Producer) -> None:
+        if self.options.transactional and not self._txn_open:
+            producer.begin_transaction()
+            self._txn_open = True
+
+    def _abort(self) -> None:
+        self._chunk = Tally()
+        if self._producer is None or not self._txn_open:
+            return
+        self._txn_open = False
+        # If this fails the coordinator aborts the chunk anyway when the next run fences us.
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(self.timeout_s)
+
+    def _start_producer(self, tx_id: str) -> Producer:
+        if not self.options.transactional:
+            return clients.checked_producer(self.settings)
+        producer = clients.transactional_producer(self.settings, tx_id)
+        try:
+            producer.init_transactions(self.timeout_s)
+        except KafkaException as exc:
+            raise DlqError(
+                f"cannot start a Kafka transaction for the replay; on a cluster without "
+                f"transactions use --no-transactions: {kafka_reason(self.settings, exc)}"
+            ) from None
+        return producer
+
+    def _require_topic(self, topic: str) -> None:
+        clients.partitions_of(self.settings, self._topics, topic)
+
+
+def replay(
+    settings: Settings,
+    dlq: DlqName,
+    options: ReplayOptions,
+    *,
+    timeout_s: float = clients.DEFAULT_TIMEOUT_S,
+    progress: Progress | None = None,
+) -> ReplayOutcome:
+    """Replay (or with ``dry_run`` only count) the DLQ's records selected by ``options``."""
+    return ReplayRun(settings, dlq, options, timeout_s).run(progress)
