@@ -1,0 +1,103 @@
+"""Small measuring tools: percentiles, resident memory from /proc, machine facts, windows."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def percentiles(
+    values: Sequence[float], points: Sequence[float] = (50, 95, 99)
+) -> dict[str, float]:
+    """Nearest-rank percentiles plus the maximum; empty input gives an empty dict."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    result = {}
+    for point in points:
+        rank = max(1, -(-len(ordered) * point // 100))  # ceil, at least the first
+        result[f"p{point:g}"] = ordered[int(rank) - 1]
+    result["max"] = ordered[-1]
+    return result
+
+
+def rss_bytes(pid: int) -> int | None:
+    """The process's resident set size now, or None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the figures were measured on: cores, CPU model, memory, load, versions."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": round(_mem_total_kib() / MIB, 1),
+        "load_average": [round(x, 2) for x in load_average()],
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_kib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """The processing window of a run, in epoch seconds, and how its ends were found."""
+
+    start: float
+    end: float
+    method: str
+
+    @property
+    def seconds(self) -> float:
+        return max(self.end - self.start, 1e-3)
+
+    def rate(self, items: float) -> float:
+        return items / self.seconds
+
+
+class Stopwatch:
+    """Wall-clock seconds since it was made (``time.perf_counter``)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started

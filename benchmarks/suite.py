@@ -1,0 +1,58 @@
+"""Running stage benchmarks in order on one broker and simulator, into one report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks import download, enrich, ingest, retry, upload
+from benchmarks.harness import BenchConfig, BenchEnv
+from benchmarks.measure import load_average, machine_facts
+from benchmarks.progress import Phases
+from benchmarks.report import Report, StageResult
+
+log = logging.getLogger(__name__)
+
+Bench = Callable[[BenchEnv, Phases], list[StageResult]]
+
+BENCHES: dict[str, Bench] = {
+    "ingest": ingest.bench,
+    "enrich": enrich.bench,
+    "download": download.bench,
+    "upload": upload.bench,
+    "retry": retry.bench,
+}
+ORDER = tuple(BENCHES)
+
+
+def run_suite(
+    stages: Sequence[str], config: BenchConfig, phases: Phases, command: str = ""
+) -> Report:
+    """Each stage's benchmark in turn; a stage that fails is reported, the others still run."""
+    report = Report(machine_facts(), _config_json(config), command)
+    with BenchEnv(config) as env:
+        report.config["broker"] = env.broker_note
+        report.config["workdir"] = str(env.workdir)
+        for stage in stages:
+            phases.note(f"[bold]{stage}[/] (load {_load()})")
+            try:
+                report.results.extend(BENCHES[stage](env, phases))
+            except Exception as exc:  # one stage's failure must not hide the others' figures
+                log.debug("bench %s failed", stage, exc_info=True)
+                failed = StageResult(stage, "failed", "items", 0)
+                failed.problems.append(f"{type(exc).__name__}: {exc}")
+                report.results.append(failed)
+    report.finished_at = datetime.now(UTC).isoformat()
+    report.load_after = [round(x, 2) for x in load_average()]
+    return report
+
+
+def _config_json(config: BenchConfig) -> dict[str, object]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in load_average())

@@ -1,0 +1,62 @@
+"""A tiny run of the bench harness, so it cannot rot: the report's shape and sane numbers.
+
+Never a speed assertion: the figures depend on the machine and its load. What must hold is that
+every stage ran to the end, counted what it was given and reported each measure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks import REPORT_SCHEMA
+from claimx_flow.cli import bench_cmd
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def bench_env(clean_env: pytest.MonkeyPatch, kafka_bootstrap: str) -> pytest.MonkeyPatch:
+    """The session's broker, reused by the harness as it reuses ``KAFKA_BOOTSTRAP_SERVERS``."""
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    clean_env.setenv("CLAIMX_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache"))
+    return clean_env
+
+
+def test_ingest_and_upload_report(bench_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    for stage in ("ingest", "upload"):
+        result = CliRunner().invoke(
+            bench_cmd.app, [stage, "--events", "300", "--partitions", "2", "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text())
+        assert report["schema"] == REPORT_SCHEMA
+        assert report["machine"]["nproc"] >= 1
+        (row,) = report["results"]
+        assert row["stage"] == stage and row["ok"], row["problems"]
+        _sane(row)
+        assert {t["verdict"] for t in report["targets"]} <= {"pass", "miss"}
+        assert any("512 MiB" in t["target"] for t in report["targets"])
+        assert f"| {stage} |" in result.output
+
+
+def _sane(row: dict[str, object]) -> None:
+    assert row["items"] == 300
+    throughput, ratio, rss = row["throughput_per_s"], row["ratio"], row["peak_rss_mib"]
+    assert isinstance(throughput, float) and throughput > 0
+    assert isinstance(ratio, float) and ratio > 0
+    assert isinstance(rss, float) and 20 < rss < 4096
+    assert isinstance(row["window_s"], float) and row["window_s"] > 0
+    assert row["wall_s"] is not None and row["wall_s"] >= row["window_s"]
+    raw = row["raw"]
+    assert isinstance(raw, dict) and raw["per_s"] > 0 and raw["items"] == 300
+    if row["stage"] == "ingest":
+        latency = row["latency_ms"]
+        assert isinstance(latency, dict)
+        assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
+    else:
+        assert row["bytes"] == 300 * 64 * 1024
