@@ -9,7 +9,21 @@ import sys
 import typer
 from rich.console import Console
 
-from claimx_flow.cli import api_cmd, config_cmd, demo_cmd, simulate_cmd, stack_cmd, topics_cmd
+from claimx_flow.cli import (
+    api_cmd,
+    backfill_cmd,
+    bench_cmd,
+    chaos_cmd,
+    check_cmd,
+    config_cmd,
+    delta_cmd,
+    demo_cmd,
+    lag_cmd,
+    recovery_cmd,
+    simulate_cmd,
+    stack_cmd,
+    topics_cmd,
+)
 from claimx_flow.dlq import cli as dlq_cli
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka_config import LIBRDKAFKA_LOGGER
@@ -27,7 +41,14 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(api_cmd.app, name="api")
 app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(recovery_cmd.app, name="recovery")
+app.add_typer(delta_cmd.app, name="delta")
+app.add_typer(bench_cmd.app, name="bench")
 app.command("demo")(demo_cmd.demo)
+app.command("chaos")(chaos_cmd.chaos)
+app.command("check")(check_cmd.check)
+app.command("lag")(lag_cmd.lag)
+app.command("backfill")(backfill_cmd.backfill_command)
 
 EXIT_ERROR = 2
 
