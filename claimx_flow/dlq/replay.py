@@ -38,9 +38,9 @@ from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_heade
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
 REPLAYED_FROM_HEADER = "claimx.replayed_from"
-# ``FailureInfo.attempt`` counts failures and cannot be 0, so a replay restarts it at 1, the
-# lowest it can hold; the stage then records its next failure of the message as attempt 2.
-REPLAYED_ATTEMPT = 1
+# A replay restarts the count: the stage records the message's next failure as attempt 1, so
+# it climbs the retry tiers from the first again.
+REPLAYED_ATTEMPT = 0
 COMMIT_EVERY_S = 5.0
 
 Progress = Callable[[int, int], None]

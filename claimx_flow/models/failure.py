@@ -61,7 +61,8 @@ class FailureInfo(BaseModel):
     error_category: ErrorCategory
     error_class: str = Field(min_length=1)
     error_message: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=0)
+    """Failures so far; 0 after a replay, so the next failure starts at the first tier."""
     first_failed_at: UtcDateTime
     last_failed_at: UtcDateTime
     due_at: UtcDateTime | None = None

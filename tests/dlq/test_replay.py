@@ -59,7 +59,7 @@ def test_replay_keeps_key_and_value_restarts_attempts_and_counts_the_replay(
     for record in replayed:
         assert record.key == b"p1"
         info = FailureInfo.from_headers(list(record.headers.items()))
-        assert info.attempt == 1
+        assert info.attempt == 0
         assert info.replay_count == 1
         assert info.due_at is None
         assert info.original_topic == pipeline["enrichment.pending"]

@@ -67,3 +67,15 @@ def test_auth_failures_wait_in_a_tier_without_spending_attempts(failures_before:
         record, info, topic = fail(record, ErrorCategory.AUTH)
         assert topic == SETTINGS.enrichment_retry_topics[max(failures_before, 1) - 1]
         assert info.attempt == max(failures_before, 1)
+
+
+def test_a_replayed_message_starts_the_ladder_again() -> None:
+    record = KafkaRecord("claimx.enrichment.pending", 0, 1, None, b"p", b"{}")
+    for _ in range(5):
+        record, _, _ = fail(record, ErrorCategory.TRANSIENT)  # in the DLQ after five failures
+    info = FailureInfo.from_headers(record.headers)
+    replayed_headers = info.model_copy(update={"attempt": 0, "replay_count": 1}).to_headers()
+    replayed = KafkaRecord("claimx.enrichment.pending", 0, 99, None, b"p", b"{}", replayed_headers)
+    _, again, topic = fail(replayed, ErrorCategory.TRANSIENT)
+    assert topic == SETTINGS.enrichment_retry_topics[0]
+    assert (again.attempt, again.replay_count) == (1, 1)
