@@ -132,11 +132,11 @@ def test_prometheus_scrapes_the_stages_and_readiness_follows_the_api(
     assert ok_calls is not None and ok_calls > 0
     endpoints = {s["metric"]["endpoint"] for s in prom.query("claimx_api_calls_total")}
     assert {"project", "media"} <= endpoints
-    p95 = prom.value(
-        "histogram_quantile(0.95, sum by (le) "
-        "(rate(claimx_api_request_duration_seconds_bucket[5m])))"
+    mean = prom.value(
+        "sum(claimx_api_request_duration_seconds_sum) "
+        "/ sum(claimx_api_request_duration_seconds_count)"
     )
-    assert p95 is not None and 0 < p95 < 2.5
+    assert mean is not None and 0 < mean < 2.5  # seconds, under the 2 s timeout (+ slack)
     # The batching ratio settles once both counters' windows hold the whole run.
     stages.wait_for(
         lambda: 0 < (prom.value("claimx:api_calls_per_event:ratio_rate5m") or 0) < 1,
@@ -155,11 +155,18 @@ def test_prometheus_scrapes_the_stages_and_readiness_follows_the_api(
     )
     partitions = prom.query(f'claimx_consumer_lag_messages{{stage="enrich",topic="{pending}"}}')
     assert sorted(s["metric"]["partition"] for s in partitions) == ["0", "1"]
-    assert (prom.value('sum(claimx_offset_snapshots_total{stage="enrich"})') or 0) > 0
-    assert (prom.value('sum(claimx_delta_rows_total{table="claimx_projects"})') or 0) > 0
-    assert (prom.value('sum(claimx_delta_rows_total{table="claimx_events",action="source"})')
-            or 0) >= EVENTS  # fmt: skip
-    assert (prom.value("sum(claimx_delta_write_duration_seconds_count)") or 0) > 0
+    # Delta writes land in the sinks at the end of an epoch, a little after the counts above.
+    written = {
+        'sum(claimx_offset_snapshots_total{stage="enrich"})': 1,
+        'sum(claimx_delta_rows_total{table="claimx_projects",action="source"})': 1,
+        'sum(claimx_delta_rows_total{table="claimx_events",action="source"})': EVENTS,
+        "sum(claimx_delta_write_duration_seconds_count)": 2,
+    }
+    stages.wait_for(
+        lambda: all((prom.value(expr) or 0) >= least for expr, least in written.items()),
+        timeout_s=20,
+        what=f"Delta writes and offset snapshots in Prometheus: {list(written)}",
+    )
 
     # Every dashboard query and every rule expression is valid PromQL over these series.
     for expr in dashboard_queries() + rule_expressions():
