@@ -411,16 +411,15 @@ def test_project_created_and_file_heavy_mixes() -> None:
     assert all(20 <= len(burst) <= 100 for burst in bursts[:-1])
 
 
-def test_events_are_fast_enough_for_benchmarks(tmp_path: Path) -> None:
+def test_a_large_workload_is_written_in_full(tmp_path: Path) -> None:
+    """Benchmarks generate big workloads; how fast is for `claimx bench`, not for a test."""
     from claimx_flow.simulator.event_output import write_lines
 
     plan = EventPlan(count=200_000, projects=1000, mix="mixed", start=START)
-    started = time.perf_counter()
     with (tmp_path / "events.jsonl").open("w") as out:
         written = write_lines(event_lines(plan), out)
-    rate = written / (time.perf_counter() - started)
     assert written == 200_000
-    assert rate > 50_000, f"{rate:,.0f} events/s"  # ~150-250k/s unloaded; margin for busy CI
+    assert sum(1 for _ in (tmp_path / "events.jsonl").open()) == 200_000
 
 
 def test_cli_writes_events_to_a_file_and_to_stdout(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from claimx_flow.cache_runs import cached_files
 from claimx_flow.models import DownloadTask, RawEvent
+from claimx_flow.reconcile import reconcile
 from claimx_flow.simulator import RunningSimulator
 from claimx_flow.simulator import data as sim_data
 from claimx_flow.simulator.events import EventPlan, event_lines
@@ -33,12 +34,9 @@ def test_events_flow_to_every_table_file_and_result(
     run.pipeline.start(workers=workers)
 
     run.wait_for(
-        lambda: (
-            len(run.table("claimx_attachments")) >= len(media)
-            and len(run.table("claimx_events")) >= len({e.event_id for e in events})
-        ),
+        lambda: reconcile(run.settings, events, results_logs=run.pipeline.logs("results")).ok,
         timeout_s=180,
-        what=f"{len(media)} attachments and {len(events)} events",
+        what=f"{len(media)} attachments, {len(events)} events and their projects",
     )
     first_calls = sim.stats.api_calls
     check_outcome(run, events, media)

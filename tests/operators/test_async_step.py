@@ -33,7 +33,7 @@ def test_batch_items_run_concurrently(workers: int) -> None:
     started = time.monotonic()
     cluster_main(flow, [], 0, worker_count_per_proc=workers)
     assert sorted(out) == [x * 2 for x in range(50)]
-    assert time.monotonic() - started < 5  # 50 x 0.2 s serially would be 10 s
+    assert time.monotonic() - started < 8  # 50 x 0.2 s serially would be 10 s
 
 
 def test_batch_deadline_raises() -> None:

@@ -105,7 +105,7 @@ def assert_on_time(due: dict[str, datetime], arrivals: dict[str, list[datetime]]
         late = (times[0] - due[key]).total_seconds()
         assert late >= -0.01, f"{key} released {-late:.3f}s before it was due"
         lateness.append(late)
-    assert max(lateness) < 3.0, f"released up to {max(lateness):.1f}s late"
+    assert max(lateness) < 5.0, f"released up to {max(lateness):.1f}s late"
 
 
 def test_messages_are_released_no_earlier_than_due(
