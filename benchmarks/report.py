@@ -49,6 +49,8 @@ class StageResult:
     outputs: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    load: tuple[float, float] | None = None
+    """1-minute load average before and after the run: other work on the machine skews it."""
 
     @property
     def ok(self) -> bool:
@@ -119,11 +121,15 @@ def _bytes_per_s(result: StageResult) -> str:
     return "-" if result.bytes_per_s is None else f"{result.bytes_per_s / MIB:,.1f} MiB/s"
 
 
+def _load(result: StageResult) -> str:
+    return "-" if result.load is None else f"{result.load[0]:.1f} → {result.load[1]:.1f}"
+
+
 def results_markdown(results: list[StageResult]) -> str:
     lines = [
         "| stage | workload | items | throughput | raw limit (same run) | ratio "
-        "| latency p50 / p99 | peak RSS | API calls / item | bytes/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| latency p50 / p99 | peak RSS | API calls / item | bytes/s | load before → after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rate = f"{_num(r.throughput_per_s)} {r.unit}/s" if r.throughput_per_s else "-"
@@ -133,7 +139,7 @@ def results_markdown(results: list[StageResult]) -> str:
         flag = "" if r.ok else " ⚠"
         lines.append(
             f"| {r.stage}{flag} | {r.workload} | {r.items:,} | {rate} | {_raw(r)} | {ratio} "
-            f"| {_latency(r)} | {rss} | {calls} | {_bytes_per_s(r)} |"
+            f"| {_latency(r)} | {rss} | {calls} | {_bytes_per_s(r)} | {_load(r)} |"
         )
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from benchmarks.stage_process import StageProcess, StageRun
 from claimx_flow.config import Settings
 
 WINDOW_METHOD = (
-    "first message consumed (the stage's /metrics, scraped every 0.1 s) → last output "
+    "first message consumed (the stage's /metrics, scraped every 0.1 s until then) → last output "
     "(create time of the last Kafka message written, or the last Delta commit if later)"
 )
 

@@ -1,10 +1,10 @@
 """One stage's dataflow process, started as the pipeline starts it and watched while it runs.
 
 Consumption is read from the stage's own ``/metrics`` (``claimx_consumed_messages_total``) ten
-times a second: the last scrape before the first consumed message marks the start of the
-processing window, so interpreter start-up, imports, recovery set-up and Kafka metadata are not
-counted. Peak memory is the kernel's own figure for the process (``ru_maxrss`` from ``wait4``),
-with ``/proc`` samples beside it.
+times a second until it moves (then once a second): the last scrape before it moved marks the
+start of the processing window, so interpreter start-up, imports, recovery set-up and Kafka
+metadata are not counted. Peak memory is the kernel's own figure for the process
+(``ru_maxrss`` from ``wait4``), with ``/proc`` samples beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.stack.process import LOOPBACK
 
 SAMPLE_EVERY_S = 0.1
+SCRAPE_EVERY_S = 1.0
 _CONSUMED = "claimx_consumed_messages_total{"
 
 
@@ -153,13 +154,20 @@ class StageProcess:
         self.pipeline.processes[self.stage][0].returncode = self.run.exit_code
 
     def _sample(self) -> None:
-        last_zero = self._started
+        """RSS every 0.1 s; ``/metrics`` every 0.1 s until the stage consumes, then every
+        second (rendering the registry costs the stage CPU; the scrapes are only progress)."""
+        last_zero, next_scrape = self._started, 0.0
         while not self._done.is_set():
             now = time.time()
             rss = rss_bytes(self._pid)
             if rss is not None:
                 self.run.rss_samples.append((now, rss))
+            if now < next_scrape:
+                self._done.wait(SAMPLE_EVERY_S)
+                continue
             consumed = self._consumed()
+            started = self.run.first_consumed_at is not None
+            next_scrape = now + (SCRAPE_EVERY_S if started else SAMPLE_EVERY_S)
             if consumed is not None:
                 if consumed == 0:
                     last_zero = now

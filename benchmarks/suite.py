@@ -38,13 +38,17 @@ def run_suite(
         report.config["workdir"] = str(env.workdir)
         for stage in stages:
             phases.note(f"[bold]{stage}[/] (load {_load()})")
+            before = load_average()[0]
             try:
-                report.results.extend(BENCHES[stage](env, phases))
+                results = BENCHES[stage](env, phases)
             except Exception as exc:  # one stage's failure must not hide the others' figures
                 log.debug("bench %s failed", stage, exc_info=True)
                 failed = StageResult(stage, "failed", "items", 0)
                 failed.problems.append(f"{type(exc).__name__}: {exc}")
-                report.results.append(failed)
+                results = [failed]
+            for result in results:  # the machine is shared: say how busy it was
+                result.load = (round(before, 2), round(load_average()[0], 2))
+            report.results.extend(results)
     report.finished_at = datetime.now(UTC).isoformat()
     report.load_after = [round(x, 2) for x in load_average()]
     return report
