@@ -75,7 +75,6 @@ def _bench_size(env: BenchEnv, phases: Phases, size: int, files: int) -> StageRe
     result.bytes = int(stats["media_bytes_served"])
     result.bytes_per_s = drained.window.rate(result.bytes)
     result.extra["media_requests"] = stats["requests"].get("media_download", 0)
-    result.extra["media_max_in_flight"] = stats["media_max_in_flight"]
     expect(result, "files cached", drained.output(cached), files)
     expect(result, "files failed", sum(drained.output(t) for t in outputs[1:]), 0)
     shutil.rmtree(settings.effective_cache_dir, ignore_errors=True)
