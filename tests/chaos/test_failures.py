@@ -31,8 +31,9 @@ from claimx_flow.simulator.event_output import produce_lines
 from claimx_flow.simulator.events import EventPlan, event_lines
 from claimx_flow.stack import KafkaService
 from claimx_flow.stack.process import stop_process_group
-from claimx_flow.topics import admin_client, await_leaders, ensure_topics, pipeline_topics
+from claimx_flow.topics import admin_client, await_leaders
 from operators.kafka import CheckedKafkaOutput, DeliveryError
+from tests.isolation import isolated_settings
 
 
 @pytest.fixture
@@ -136,16 +137,7 @@ def test_a_delta_commit_killed_mid_write_leaves_a_readable_table_and_rows_once(
 
 
 def test_sigterm_takes_the_graceful_path(kafka_bootstrap: str, tmp_path: Path) -> None:
-    prefix = f"st{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_topic_partitions=1,
-        claimx_data_dir=tmp_path / "data",
-    )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data", claimx_topic_partitions=1)
     lines = list(event_lines(EventPlan(count=200, projects=5, mix="mixed")))
     produce_lines(lines[:100], settings.claimx_events_topic, settings)
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")

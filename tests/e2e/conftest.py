@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
-from pydantic import SecretStr
 
 from claimx_flow.config import Settings
 from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.simulator import RunningSimulator
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
-from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_USERNAME
+from tests.isolation import isolated_settings
 
 
 @dataclass
@@ -93,28 +91,13 @@ class PipelineRun:
 def pipeline_run(
     kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path
 ) -> Iterator[PipelineRun]:
-    prefix = f"e2e{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_api_url=sim.api_url,
-        claimx_api_username=SIMULATOR_USERNAME,
-        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
-        claimx_api_timeout_seconds=5,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
-        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
-        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
-        claimx_downloads_results_topic=f"{prefix}.downloads.results",
-        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
-        claimx_topic_partitions=2,
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
+    settings = isolated_settings(
+        kafka_bootstrap,
+        tmp_path / "data",
+        sim=sim,
         claimx_results_summary_seconds=1,
         download_concurrency=20,
     )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
     try:
         yield PipelineRun(settings, pipeline, tmp_path)

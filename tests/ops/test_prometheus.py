@@ -8,7 +8,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,15 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Producer
-from pydantic import SecretStr
 
 from claimx_flow.config import Settings
 from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.simulator import RunningSimulator
 from claimx_flow.simulator.events import EventPlan, event_lines
 from claimx_flow.stack.process import LOOPBACK
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from tests.isolation import isolated_settings
 from tests.ops.conftest import REPO, RULES, Prometheus
-from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED, SIMULATOR_USERNAME
+from tests.simulator_fixtures import SIMULATOR_SEED
 
 EVENTS = 200
 
@@ -67,26 +65,9 @@ class Stages:
 def stages(kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path) -> Iterator[Stages]:
     """ingest and enrich as `python -m bytewax.run` processes, each on its own health port
     (a free one: the pipeline runner picks them)."""
-    prefix = f"ops{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_api_url=sim.api_url,
-        claimx_api_username=SIMULATOR_USERNAME,
-        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
-        claimx_api_timeout_seconds=2,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
-        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
-        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
-        claimx_downloads_results_topic=f"{prefix}.downloads.results",
-        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
-        claimx_topic_partitions=2,
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path / "data", sim=sim, claimx_api_timeout_seconds=2
     )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
     try:
         pipeline.start(["ingest", "enrich"])

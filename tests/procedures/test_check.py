@@ -3,7 +3,6 @@ broken dependency; a stage refuses to start on a blocking failure."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,33 +15,19 @@ from claimx_flow.config import Settings
 from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.preflight import PreflightError, require_ready, run_checks
 from claimx_flow.simulator import RunningSimulator
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
-from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_USERNAME
+from tests.isolation import isolated_settings
 
 
 @pytest.fixture
 def healthy(kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path) -> Settings:
-    prefix = f"ck{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_api_url=sim.api_url,
-        claimx_api_username=SIMULATOR_USERNAME,
-        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
+    return isolated_settings(
+        kafka_bootstrap,
+        tmp_path / "data",
+        sim=sim,
         claimx_api_timeout_seconds=2,
         claimx_api_max_retries=0,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
-        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
-        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
-        claimx_downloads_results_topic=f"{prefix}.downloads.results",
-        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
         claimx_topic_partitions=1,
-        claimx_data_dir=tmp_path / "data",
     )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
-    return settings
 
 
 def failures(settings: Settings) -> dict[str, str]:

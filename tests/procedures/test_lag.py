@@ -8,27 +8,18 @@ import time
 import uuid
 from pathlib import Path
 
-from claimx_flow.config import Settings
 from claimx_flow.lag import stage_lag
 from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.simulator.event_output import produce_lines
 from claimx_flow.simulator.events import EventPlan, event_lines
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from tests.isolation import isolated_settings
 
 
 def test_ingester_lag_rises_falls_and_ends_at_zero(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = f"lg{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_consumer_group_prefix=prefix,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_topic_partitions=2,
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path / "data", kafka_consumer_group_prefix=prefix
     )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
     produce_lines(list(event_lines(EventPlan(20_000, 200))), settings.claimx_events_topic, settings)
 
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")

@@ -4,7 +4,6 @@ a datetime replays exactly the events after it, idempotently; a running stage is
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,24 +15,13 @@ from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.recovery_state import RecoveryStateError, input_positions, reset_positions
 from claimx_flow.simulator.event_output import produce_lines
 from claimx_flow.simulator.events import EventPlan, event_lines
-from claimx_flow.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
+from claimx_flow.topics import describe_topics
+from tests.isolation import isolated_settings
 
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    prefix = f"rs{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_topic_partitions=2,
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
-        claimx_stop_at_end=True,
-    )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
-    return settings
+    return isolated_settings(kafka_bootstrap, tmp_path / "data", claimx_stop_at_end=True)
 
 
 def run_ingest_to_the_end(settings: Settings, logs: Path) -> None:

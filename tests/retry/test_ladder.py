@@ -4,23 +4,20 @@ and lands in the DLQ while failures persist, and succeeds once they stop."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from pydantic import SecretStr
 
-from claimx_flow.config import Settings
 from claimx_flow.inventory import table_rows
 from claimx_flow.models import EnrichmentTask, FailureInfo
 from claimx_flow.pipeline import Pipeline, settings_env
 from claimx_flow.simulator import RunningSimulator
-from claimx_flow.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
+from claimx_flow.topics import describe_topics
 from tests.e2e.conftest import PipelineRun
-from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_USERNAME
+from tests.isolation import isolated_settings
 
 TASKS = 3
 
@@ -29,29 +26,16 @@ TASKS = 3
 def ladder_run(
     kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path
 ) -> Iterator[PipelineRun]:
-    prefix = f"ld{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_api_url=sim.api_url,
-        claimx_api_username=SIMULATOR_USERNAME,
-        claimx_api_password=SecretStr(SIMULATOR_PASSWORD),
+    settings = isolated_settings(
+        kafka_bootstrap,
+        tmp_path / "data",
+        sim=sim,
         claimx_api_timeout_seconds=2,
         claimx_api_max_retries=0,
         claimx_api_breaker_open_seconds=0.5,
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
-        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
-        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
-        claimx_downloads_results_topic=f"{prefix}.downloads.results",
-        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
         claimx_topic_partitions=1,
         retry_delays=[1, 2, 3, 4],
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
     )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
     try:
         yield PipelineRun(settings, pipeline, tmp_path)

@@ -16,31 +16,14 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.models import FailureInfo, MessageOrigin
 from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from tests.isolation import isolated_settings
 
 N = 60
 
 
 @pytest.fixture
 def retry_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    prefix = f"rt{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_downloads_pending_topic=f"{prefix}.downloads.pending",
-        claimx_events_topic=f"{prefix}.events.raw",
-        claimx_downloads_cached_topic=f"{prefix}.downloads.cached",
-        claimx_downloads_results_topic=f"{prefix}.downloads.results",
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_dlq_topic=f"{prefix}.enrichment.dlq",
-        claimx_downloads_dlq_topic=f"{prefix}.downloads.dlq",
-        claimx_topic_partitions=2,
-        retry_delays=[3, 6, 9, 12],
-        claimx_data_dir=tmp_path / "data",
-        claimx_snapshot_interval_seconds=1,
-    )
-    ensure_topics(admin_client(settings), pipeline_topics(settings))
-    return settings
+    return isolated_settings(kafka_bootstrap, tmp_path / "data", retry_delays=[3, 6, 9, 12])
 
 
 @pytest.fixture
