@@ -1,15 +1,17 @@
 """A Kafka source that releases each message of a retry tier no earlier than its due time.
 
 Messages in a tier partition are in due-time order (one fixed delay per tier), so a partition
-only ever waits for its head: everything behind it is due later. The head is the only message
-held in memory; while it waits, the partition is paused so nothing else is fetched, and the
-partition sleeps until the head is due. The snapshot is the head's offset, so a crash neither
-loses a held message (it is read again) nor releases it early (its due time is in its headers).
+only ever waits for its head: everything behind it is due later. A partition holds at most
+the one fetch its head came in (bounded, like librdkafka's own read-ahead) and fetches nothing
+more while the head waits; it sleeps until the head is due. The snapshot is the head's offset,
+so a crash neither loses a held message (it is read again) nor releases it early (its due time
+is in its headers).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,9 +22,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from claimx_flow import health
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.failures import previous_failure
 from claimx_flow.kafka_config import consumer_config
 from claimx_flow.metrics import HELD, RELEASE_LATENESS
+from claimx_flow.models import HEADER_PREFIX
 from claimx_flow.records import KafkaRecord
 from claimx_flow.retry import Tier, due_time, utc_from_ms
 from operators import shutdown
@@ -41,21 +43,34 @@ _TIER_CONSUMER = {
 }
 
 
+DUE_HEADER = HEADER_PREFIX + "due_at"
+
+
 def message_due_at(record: KafkaRecord, tier: Tier) -> datetime:
-    """The due time in the failure headers; else the tier's delay after the record's timestamp.
+    """The ``claimx.due_at`` header; else the tier's delay after the record's timestamp.
 
     Never earlier than the tier's delay after the record was written to the tier: a header
-    cannot make a message jump the queue.
+    cannot make a message jump the queue. Only this one header is read (a full failure-metadata
+    parse per message would cost more than the release itself); an unreadable one counts as
+    absent.
     """
-    info = previous_failure(record)
     floor = (
         due_time(tier, utc_from_ms(record.timestamp_ms))
         if record.timestamp_ms is not None
         else datetime.now(UTC)
     )
-    if info is not None and info.due_at is not None:
-        return max(info.due_at, floor)
-    return floor
+    return max(_header_due(record) or floor, floor)
+
+
+def _header_due(record: KafkaRecord) -> datetime | None:
+    for name, value in record.headers:
+        if name == DUE_HEADER:
+            try:
+                due = datetime.fromisoformat(value.decode())
+            except (UnicodeDecodeError, ValueError):
+                return None
+            return due if due.tzinfo else due.replace(tzinfo=UTC)
+    return None
 
 
 class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
@@ -63,29 +78,42 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
         self, config: dict[str, Any], tier: Tier, partition: int, offset: int, batch_size: int
     ) -> None:
         self._consumer = Consumer(config)
-        self._tp = TopicPartition(tier.topic, partition, offset)
-        self._consumer.assign([self._tp])
+        self._consumer.assign([TopicPartition(tier.topic, partition, offset)])
         self._tier = tier
         self._partition = partition
         self._offset = offset
         self._batch_size = batch_size
-        self._head: KafkaRecord | None = None
-        self._head_due: datetime | None = None
+        # The records of the last fetch not yet released, with their due times: the first is
+        # the head. At most one fetch, however many messages the tier holds.
+        self._ahead: deque[tuple[KafkaRecord, datetime]] = deque()
         self._held = HELD.labels(tier=tier.topic, partition=str(partition))
+        self._lateness = RELEASE_LATENESS.labels(tier=tier.topic)
 
     def next_batch(self) -> list[KafkaRecord]:
         if shutdown.requested():
             raise StopIteration
         now = datetime.now(UTC)
+        if not self._ahead:
+            self._fetch()
         released: list[KafkaRecord] = []
-        if self._head is not None:
-            assert self._head_due is not None
-            if self._head_due > now:
-                health.heartbeat(quiet_until=self._head_due)
-                return []
-            released.append(self._release(self._head, self._head_due, now))
-            self._head = self._head_due = None
-            self._consumer.resume([self._at(self._offset)])  # fetching goes on after the head
+        while self._ahead and self._ahead[0][1] <= now:
+            record, due = self._ahead.popleft()
+            self._lateness.observe(max((now - due).total_seconds(), 0))
+            released.append(record)
+            self._offset = record.offset + 1
+        head_due = self._ahead[0][1] if self._ahead else None
+        self._held.set((head_due - now).total_seconds() if head_due else 0)
+        health.heartbeat(quiet_until=head_due)  # asleep until the head is due
+        return released
+
+    def next_awake(self) -> datetime | None:
+        if not self._ahead:
+            return None
+        return min(self._ahead[0][1], datetime.now(UTC) + SHUTDOWN_POLL)  # to notice a stop
+
+    def _fetch(self) -> None:
+        """Take the next fetch. Nothing more is taken while a head waits, so librdkafka's own
+        read-ahead stops at queued.max.messages.kbytes and memory stays flat."""
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is not None:
@@ -95,31 +123,7 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
                     log.warning("tier %s[%d]: %s", self._tier.topic, self._partition, error)
                 continue
             record = self._record(msg)
-            due = message_due_at(record, self._tier)
-            if due > now:
-                self._hold(record, due)
-                break
-            released.append(self._release(record, due, now))
-        self._held.set((self._head_due - now).total_seconds() if self._head_due else 0)
-        health.heartbeat(quiet_until=self._head_due)  # asleep until the head is due
-        return released
-
-    def next_awake(self) -> datetime | None:
-        if self._head_due is None:
-            return None
-        return min(self._head_due, datetime.now(UTC) + SHUTDOWN_POLL)  # to notice a stop
-
-    def _hold(self, record: KafkaRecord, due: datetime) -> None:
-        """Keep only ``record``; forget what was fetched after it and stop fetching."""
-        self._head, self._head_due = record, due
-        self._offset = record.offset
-        self._consumer.seek(self._at(record.offset + 1))
-        self._consumer.pause([self._at(record.offset + 1)])
-
-    def _release(self, record: KafkaRecord, due: datetime, now: datetime) -> KafkaRecord:
-        RELEASE_LATENESS.labels(tier=self._tier.topic).observe(max((now - due).total_seconds(), 0))
-        self._offset = record.offset + 1
-        return record
+            self._ahead.append((record, message_due_at(record, self._tier)))
 
     def _record(self, msg: Any) -> KafkaRecord:
         kind, timestamp = msg.timestamp()
@@ -133,11 +137,9 @@ class TierPartition(StatefulSourcePartition[KafkaRecord, int]):
             headers=_bytes_headers(msg.headers()),
         )
 
-    def _at(self, offset: int) -> TopicPartition:
-        return TopicPartition(self._tier.topic, self._partition, offset)
-
     def snapshot(self) -> int:
-        return self._offset
+        """The first record not released: a crash reads it (and what follows) again."""
+        return self._ahead[0][0].offset if self._ahead else self._offset
 
     def close(self) -> None:
         self._consumer.close()
