@@ -36,6 +36,8 @@ def load_json_object(value: bytes) -> dict[str, Any]:
         raise MalformedMessageError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
     except RecursionError:
         raise MalformedMessageError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number past Python's int-from-text limit (4300 digits)
+        raise MalformedMessageError(f"invalid JSON: {_short(str(exc))[:120]}") from None
     if not isinstance(document, dict):
         raise MalformedMessageError(f"not a JSON object (got {_json_kind(document)})")
     return document

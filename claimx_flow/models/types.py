@@ -6,11 +6,15 @@ both at the edge means everything downstream compares, hashes and keys on one sp
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 from pydantic_core import PydanticCustomError
+
+MAX_ID_CHARS = 256
+_UNPRINTABLE = frozenset({"Cc", "Cs"})
 
 
 def utc_now() -> datetime:
@@ -19,10 +23,17 @@ def utc_now() -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC (ClaimX and Kusto write UTC); aware ones are converted."""
+    """Naive datetimes are taken as UTC (ClaimX and Kusto write UTC); aware ones are converted.
+
+    An instant at the edge of the calendar (``9999-12-31T23:59-12:00``) has no UTC form; that
+    is a bad value in the message, not a crash of the stage reading it.
+    """
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "out of range in UTC") from None
 
 
 def normalise_id(value: Any) -> str:
@@ -34,19 +45,31 @@ def normalise_id(value: Any) -> str:
     if isinstance(value, bool):
         raise PydanticCustomError("id_type", "must be a string or an integer, not a boolean")
     if isinstance(value, int):
-        return str(value)
+        return _bounded(str(value))
     if isinstance(value, float):
         if not value.is_integer():
             raise PydanticCustomError("id_value", "must be a whole number")
-        return str(int(value))
+        return _bounded(str(int(value)))  # 1e308 is "whole" and 309 digits long
     if isinstance(value, str):
         stripped = value.strip()
         if not stripped:
             raise PydanticCustomError("id_value", "must not be empty")
-        return stripped
+        if any(unicodedata.category(char) in _UNPRINTABLE for char in stripped):
+            # Ids become Kafka keys, Delta values and path segments: text that cannot be
+            # encoded (lone surrogates) or that hides (control characters) is not an id.
+            raise PydanticCustomError("id_value", "contains control or unencodable characters")
+        return _bounded(stripped)
     raise PydanticCustomError(
         "id_type", "must be a string or an integer, not {kind}", {"kind": type(value).__name__}
     )
+
+
+def _bounded(text: str) -> str:
+    if len(text) > MAX_ID_CHARS:
+        raise PydanticCustomError(
+            "id_value", "longer than {limit} characters", {"limit": MAX_ID_CHARS}
+        )
+    return text
 
 
 def _iso(value: datetime) -> str:
