@@ -33,6 +33,13 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+# The producer's own cap on a request. librdkafka's default (1 MB) is below what a topic may be
+# configured to hold: a dead-letter copy of a large message the broker accepted on the way in
+# would then fail in the client and stop the stage. The broker still enforces each topic's
+# ``max.message.bytes``; this only keeps the client from refusing first.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """A producer that never loses or duplicates on its own retries: idempotent, acks=all."""
     return {
@@ -41,6 +48,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        "message.max.bytes": MAX_MESSAGE_BYTES,
         **extra,
     }
 

@@ -35,6 +35,9 @@ IDENTITY_FIELDS = (
     "master_file_name",
 )
 
+# ClaimX events are a few hundred bytes. Parsing a message far beyond that costs memory and CPU
+# for nothing the pipeline keeps (only the identity fields travel on), so it is refused unread.
+MAX_EVENT_BYTES = 1024 * 1024
 
 EventType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -94,6 +97,10 @@ class RawEvent(BaseModel):
         """Parse a ``claimx.events.raw`` message value; raises ``MalformedMessageError``."""
         if value is None:
             raise MalformedMessageError("empty message (no value)")
+        if len(value) > MAX_EVENT_BYTES:
+            raise MalformedMessageError(
+                f"message of {len(value)} bytes over the limit of {MAX_EVENT_BYTES} for an event"
+            )
         return cls.from_source(load_json_object(value))
 
 
