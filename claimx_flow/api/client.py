@@ -228,12 +228,16 @@ class ClaimXApiClient:
                         headers=headers,
                         allow_redirects=False,
                     ) as response:
-                        raw = await response.read()
                         status = timed.status = response.status
+                        raw = await _read_bounded(response, self.policy.max_response_bytes)
                         retry_after = _retry_after(response.headers.get("Retry-After"))
             except TimeoutError:
                 raise self._error(
                     TRANSIENT, endpoint, f"{where}: no answer within {self.timeout_s:g}s"
+                ) from None
+            except _TooLarge as exc:
+                raise self._error(
+                    PERMANENT, endpoint, f"{where}: {exc}", status=timed.status
                 ) from None
             except aiohttp.ClientPayloadError as exc:
                 raise self._error(TRANSIENT, endpoint, f"{where}: truncated body ({exc})") from None
@@ -258,6 +262,10 @@ class ClaimXApiClient:
             raise self._error(
                 TRANSIENT, endpoint, f"{where}: malformed JSON ({len(raw)} bytes)", status=status
             ) from None
+        except RecursionError:  # asking again gets the same document
+            raise self._error(
+                PERMANENT, endpoint, f"{where}: JSON nested too deeply", status=status
+            ) from None
 
     def _error(
         self,
@@ -276,6 +284,27 @@ class ClaimXApiClient:
             status=status,
             retry_after=retry_after,
         )
+
+
+class _TooLarge(Exception):
+    """A response body over the policy's limit."""
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refusing one over ``limit`` bytes before or while it arrives, never after.
+
+    The API's answer is untrusted input like any message: an endless or enormous body must
+    cost a bounded amount of memory, announced or not (and after decompression).
+    """
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise _TooLarge(f"response of {announced} bytes over the limit of {limit}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge(f"response over the limit of {limit} bytes")
+    return bytes(body)
 
 
 def _observed(hook: StateHook | None) -> StateHook:

@@ -24,6 +24,8 @@ class ApiPolicy:
     """Token-bucket rate over all calls; None turns it off."""
     rate_limit_burst: int = 50
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    max_response_bytes: int = 64 * 1024 * 1024
+    """A larger body is refused unread (a project's whole media list is a few MB)."""
     check_project_id: str = "1"
     """The project ``check()`` asks for; a 404 for it still proves reach and credentials."""
 
