@@ -51,7 +51,7 @@ def coerce(value: Any, kind: pa.DataType, column: str) -> Any:
         if pa.types.is_integer(kind):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("not an integer")
-            return int(value)
+            return _in_range(int(value), kind)
         if pa.types.is_floating(kind):
             if isinstance(value, bool):
                 raise ValueError("not a number")
@@ -59,10 +59,29 @@ def coerce(value: Any, kind: pa.DataType, column: str) -> Any:
         if pa.types.is_string(kind):
             if isinstance(value, dict | list):
                 raise ValueError(f"a {type(value).__name__}, not a scalar")
-            return str(value)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"field {column}: {exc}") from None
+            text = str(value)
+            text.encode("utf-8")  # a lone surrogate (valid JSON: "\ud800") has no UTF-8 form
+            return text
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Caught here, not in the Delta sink: a value Arrow cannot hold would fail the whole
+        # batch's write, again on every replay, instead of dead-lettering the one event.
+        raise PayloadError(f"field {column}: {_short(exc)}") from None
     return value
+
+
+def _in_range(number: int, kind: pa.DataType) -> int:
+    bits = kind.bit_width
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if pa.types.is_unsigned_integer(kind):
+        low, high = 0, 2**bits - 1
+    if not low <= number <= high:
+        raise ValueError(f"integer out of range for {kind}")
+    return number
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -225,13 +244,19 @@ def contact_rows(response: JsonObject, project_id: str, event_id: str, at: datet
 
 
 def media_row(item: JsonObject, project_id: str, event_id: str, at: datetime) -> Row:
-    return row_from(
+    """ClaimX spells the id ``mediaID`` or ``mediaId``; the handler matches either, so must this
+    (a row without its key would fail the table's whole write, not just this event)."""
+    identifier = item.get("mediaID", item.get("mediaId"))
+    row = row_from(
         MEDIA,
         item,
-        renames={"media_id": "mediaID"},
+        media_id=coerce(identifier, pa.string(), "mediaID"),
         project_id=project_id,
         **lineage(event_id, at),
     )
+    if row["media_id"] is None:
+        raise PayloadError("media item without mediaID")
+    return row
 
 
 def task_rows(
