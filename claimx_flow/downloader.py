@@ -2,9 +2,11 @@
 
 The URL arrives in a message, so nothing about it is trusted: the host must be on the
 allowlist, redirects are not followed, the size limit is enforced while streaming (not after),
-compressed transfer encodings are not inflated, and a body shorter or longer than announced is
-an error. The cache file name is derived from the media id, so a replayed download overwrites
-its own earlier attempt instead of leaving an orphan.
+a compressed response (``Content-Encoding``) is refused rather than inflated, and a body shorter
+than announced is an error. In production (``DOWNLOAD_REQUIRE_HTTPS``) the host must also be,
+and resolve to, public addresses only (:mod:`claimx_flow.addresses`). The cache file name is
+derived from the media id, so a replayed download overwrites its own earlier attempt instead of
+leaving an orphan.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from claimx_flow import metrics
+from claimx_flow import addresses, metrics
 from claimx_flow.cache_runs import CacheRun
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import CachedDownload, DownloadTask
-from claimx_flow.storage.paths import check_id
+from claimx_flow.storage.paths import UnsafePathError, check_id
 
 CHUNK_BYTES = 256 * 1024
 _PERMANENT_STATUSES = {404, 410}
@@ -54,6 +56,8 @@ class DownloadPolicy:
     max_bytes: int
     require_https: bool
     timeout_s: float
+    public_only: bool = False
+    """Refuse hosts that are, or resolve to, loopback, private, link-local… addresses."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DownloadPolicy:
@@ -63,7 +67,14 @@ class DownloadPolicy:
             max_bytes=settings.download_max_bytes,
             require_https=settings.download_require_https,
             timeout_s=settings.download_timeout_seconds,
+            # Production mode: media comes from S3 and claimxperience.com, never from inside.
+            public_only=settings.download_require_https,
         )
+
+    def connector(self, limit: int) -> aiohttp.TCPConnector:
+        """The connection pool downloads go through: it connects only to checked addresses."""
+        resolver = addresses.PublicOnlyResolver() if self.public_only else None
+        return aiohttp.TCPConnector(limit=limit, resolver=resolver)
 
     def check(self, task: DownloadTask) -> None:
         """Refuse, before any request, what must never be fetched."""
@@ -82,6 +93,10 @@ class DownloadPolicy:
         host = (parts.hostname or "").lower()
         if not host or not any(fnmatch(host, pattern) for pattern in self.allowed_hosts):
             raise DownloadError(ErrorCategory.PERMANENT, f"host {host!r} not in the allowlist")
+        literal = addresses.parse_ip(host)
+        if self.public_only and literal is not None and not addresses.is_public(literal):
+            # The HTTP client skips the resolver for literal addresses: check them here.
+            raise DownloadError(ErrorCategory.PERMANENT, f"host {host!r} is not a public address")
 
 
 def cache_file(cache_dir: Path, media_id: str) -> Path:
@@ -97,7 +112,10 @@ async def download_to_cache(
 ) -> CachedDownload:
     """Stream ``task``'s URL into the cache with its sha256; raise ``DownloadError`` on failure."""
     policy.check(task)
-    target = cache_file(run.cache_dir, task.media_id)
+    try:
+        target = cache_file(run.cache_dir, task.media_id)
+    except UnsafePathError as exc:
+        raise DownloadError(ErrorCategory.PERMANENT, str(exc)) from None
     partial = run.partial(target)
     started, outcome = time.perf_counter(), "failed"
     try:
@@ -109,7 +127,12 @@ async def download_to_cache(
         raise DownloadError(
             ErrorCategory.TRANSIENT, f"download timed out after {policy.timeout_s:.0f}s"
         ) from None
+    except aiohttp.InvalidURL:
+        raise DownloadError(ErrorCategory.PERMANENT, "invalid URL") from None
     except aiohttp.ClientError as exc:
+        refused = addresses.describe(exc)
+        if refused is not None:
+            raise DownloadError(ErrorCategory.PERMANENT, refused) from None
         raise DownloadError(
             ErrorCategory.TRANSIENT, f"connection failed: {type(exc).__name__}"
         ) from None
@@ -135,6 +158,13 @@ async def _stream(
         url, allow_redirects=False, auto_decompress=False, headers={"Accept-Encoding": "identity"}
     ) as response:
         await _raise_for_status(response)
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # We asked for identity. Inflating could turn kilobytes into gigabytes, and storing
+            # the compressed bytes would store something other than the file.
+            raise DownloadError(
+                ErrorCategory.PERMANENT, f"compressed response (Content-Encoding: {encoding[:40]})"
+            )
         announced = response.content_length
         if announced is not None and announced > policy.max_bytes:
             raise DownloadError(

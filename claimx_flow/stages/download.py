@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -29,6 +30,7 @@ from claimx_flow.models import (
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import download_ladder
 from claimx_flow.stages.outputs import StageOutput
+from claimx_flow.storage.paths import UnsafePathError
 
 MAX_URL_REFRESHES = 2
 
@@ -79,7 +81,10 @@ class DownloadStage:
                 cached = await self._download(task)
             except (DownloadError, ClaimXApiError) as exc:
                 # A file an earlier, unacknowledged attempt left in the cache is not wanted now.
-                cache_file(self.settings.effective_cache_dir, task.media_id).unlink(missing_ok=True)
+                with suppress(UnsafePathError):  # an id that is no file name has no cache file
+                    cache_file(self.settings.effective_cache_dir, task.media_id).unlink(
+                        missing_ok=True
+                    )
                 return self.router.route(
                     record,
                     reason=str(exc),
@@ -126,7 +131,7 @@ class DownloadStage:
             sweep_orphans(cache_dir)
             self._slots = asyncio.Semaphore(self.settings.download_concurrency)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.download_concurrency),
+                connector=self.policy.connector(self.settings.download_concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
             )
             self._client = await self.make_client(self.settings).open()
