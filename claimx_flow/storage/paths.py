@@ -12,7 +12,10 @@ import unicodedata
 
 MAX_NAME_CHARS = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The media id leads the file name, separated by "_": without "_" in it the id can always be
+# told apart from the name, so two media never share a path.
+_MEDIA_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Windows device names: harmless on Linux, but OneLake files are opened from Windows too.
 _RESERVED = {
     "con",
@@ -45,22 +48,23 @@ def safe_file_name(name: str | None, media_id: str, file_type: str | None) -> st
         cleaned = f"media_{check_id(media_id, 'media_id')}" + (f".{extension}" if extension else "")
     if len(cleaned) > MAX_NAME_CHARS:
         stem, dot, ext = cleaned.rpartition(".")
+        # The cut may land just after a dot: strip again, or "a." + ".jpg" makes "a..jpg".
         if dot and 0 < len(ext) <= 10:
-            cleaned = stem[: MAX_NAME_CHARS - len(ext) - 1] + "." + ext
+            cleaned = stem[: MAX_NAME_CHARS - len(ext) - 1].rstrip("._-") + "." + ext
         else:
-            cleaned = cleaned[:MAX_NAME_CHARS]
+            cleaned = cleaned[:MAX_NAME_CHARS].rstrip("._-")
     return cleaned
 
 
 def _safe_extension(file_type: str | None) -> str:
     if not file_type:
         return ""
-    return _UNSAFE.sub("", file_type.lower().lstrip("."))[:10]
+    return re.sub(r"[^a-z0-9]", "", file_type.lower())[:10]
 
 
 def check_id(value: str, what: str) -> str:
     """Ids become path segments: allow only plain identifier characters."""
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise UnsafePathError(f"{what} {value!r} cannot be used in a storage path")
     return value
 
@@ -69,4 +73,6 @@ def media_path(project_id: str, media_id: str, file_name: str | None, file_type:
     """The relative storage path of one media file (§6 of the domain reference)."""
     project = check_id(project_id, "project_id")
     media = check_id(media_id, "media_id")
+    if not _MEDIA_ID.fullmatch(media):
+        raise UnsafePathError(f"media_id {media_id!r} cannot lead a file name (no '_')")
     return f"claimx/{project}/media/{media}_{safe_file_name(file_name, media, file_type)}"
