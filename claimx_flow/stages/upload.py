@@ -108,16 +108,19 @@ class UploadStage:
         )
 
     async def _store(self, cached: CachedDownload, path: str) -> tuple[StoredFile, Path | None]:
-        local = Path(cached.local_path)
+        local = self._cached_file(cached)
         if not local.exists():
             size = await self.store.size_of(path)
             if size == cached.bytes:  # uploaded before a crash; the cache was already released
                 return StoredFile(path, self.store.uri_of(path), size), None
-            raise UploadError(ErrorCategory.PERMANENT, "cache file missing and file not stored")
+            # Gone before it was stored (a duplicate download's failure cleaned it up, a lost
+            # volume): transient, because the retry tiers lead back to the downloader, which
+            # fetches the file anew.
+            raise UploadError(ErrorCategory.TRANSIENT, "cache file missing and file not stored")
         size, digest = await asyncio.to_thread(_size_and_sha256, local)
         if (size, digest) != (cached.bytes, cached.sha256):
             raise UploadError(
-                ErrorCategory.PERMANENT,
+                ErrorCategory.TRANSIENT,  # fetched anew through the retry tiers, as above
                 f"cache file does not match its download ({size} bytes, sha256 {digest[:12]}…)",
             )
         with metrics.timed(metrics.UPLOAD_SECONDS):
@@ -128,6 +131,14 @@ class UploadStage:
                 f"store holds {stored.bytes} bytes, {cached.bytes} were uploaded",
             )
         return stored, local
+
+    def _cached_file(self, cached: CachedDownload) -> Path:
+        """The message's cache file, which must lie in ``CACHE_DIR``: the stage reads, uploads
+        and then deletes it, so a path from a message must never reach anything else."""
+        local = Path(cached.local_path)
+        if not local.resolve().is_relative_to(self.settings.effective_cache_dir.resolve()):
+            raise UploadError(ErrorCategory.PERMANENT, "cache file path outside CACHE_DIR")
+        return local
 
 
 def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def cached_file(
 
 
 def upload(tmp_path: Path, items: list[CachedDownload]) -> list[UploadOutput]:
-    settings = Settings(claimx_data_dir=tmp_path / "data")
+    settings = Settings(claimx_data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     stage = UploadStage.from_settings(settings)
     records = [
         (KafkaRecord("downloads.cached", 0, i, None, c.kafka_key, c.to_json()), c)
@@ -75,25 +75,28 @@ def test_a_replay_after_the_cache_was_released_is_completed_from_the_store(tmp_p
     assert again.row["sha256"] == cached.sha256
 
 
-def test_a_cache_file_that_does_not_match_goes_to_the_dlq(tmp_path: Path) -> None:
+def test_a_cache_file_that_does_not_match_is_fetched_anew(tmp_path: Path) -> None:
     cached = cached_file(tmp_path)
     Path(cached.local_path).write_bytes(CONTENT[:-1] + b"!")
     (failed,) = upload(tmp_path, [cached])
     assert isinstance(failed, OutboundRecord)
     info = FailureInfo.from_headers(failed.headers)
-    assert info.stage == "upload" and info.error_category == "permanent"
+    assert info.stage == "upload" and info.error_category == "transient"
+    assert failed.topic == Settings().download_retry_topics[0]  # back to the downloader
     assert "does not match" in info.error_message
     assert not (tmp_path / "data" / "files").exists() or not any(
         (tmp_path / "data" / "files").rglob("*.png")
     )
 
 
-def test_a_lost_cache_file_never_uploaded_goes_to_the_dlq(tmp_path: Path) -> None:
+def test_a_lost_cache_file_never_uploaded_is_fetched_anew(tmp_path: Path) -> None:
     cached = cached_file(tmp_path)
     Path(cached.local_path).unlink()
     (failed,) = upload(tmp_path, [cached])
     assert isinstance(failed, OutboundRecord)
-    assert "cache file missing" in FailureInfo.from_headers(failed.headers).error_message
+    assert failed.topic == Settings().download_retry_topics[0]
+    info = FailureInfo.from_headers(failed.headers)
+    assert "cache file missing" in info.error_message and info.error_category == "transient"
 
 
 def test_same_name_in_one_project_never_collides(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ def cached_download(source: Path) -> CachedDownload:
 
 
 def upload(server: DfsServer, workspace: str, cached: CachedDownload) -> UploadOutput:
-    settings = onelake_settings(server.endpoint, workspace)
+    settings = onelake_settings(
+        server.endpoint, workspace, cache_dir=Path(cached.local_path).parent
+    )
     record = KafkaRecord("claimx.downloads.cached", 0, 7, None, b"M-9", cached.to_json())
 
     async def main() -> UploadOutput:
