@@ -7,7 +7,12 @@ admin client alike.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
 
 from claimx_flow.config import Settings
 
@@ -22,6 +27,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
         "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": _on_client_error,
     }
     if settings.kafka_security_protocol.startswith("SASL_"):
         assert settings.kafka_sasl_password is not None  # enforced by Settings validation
@@ -31,6 +37,54 @@ def client_config(settings: Settings) -> dict[str, Any]:
     if settings.kafka_ssl_ca_location is not None:
         config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
     return config
+
+
+_AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+_RECENT_S = 5.0
+
+
+@dataclass
+class _Refusal:
+    """The latest refused login any client of this process reported, and when."""
+
+    text: str = ""
+    at: float = -_RECENT_S
+
+
+_refused = _Refusal()
+_refused_lock = threading.Lock()
+
+
+def _on_client_error(error: KafkaError) -> None:
+    """librdkafka's asynchronous errors, logged as librdkafka logs them without a callback.
+
+    A refused login reaches the caller only as "broker transport failure"; it is remembered
+    here so that the caller's message can say what happened.
+    """
+    if error.code() not in _AUTH_ERRORS:
+        LIBRDKAFKA_LOGGER.error("%s", error.str())
+        return
+    with _refused_lock:
+        repeated = _refused.text == error.str()
+        _refused.text, _refused.at = error.str(), time.monotonic()
+    if not repeated:  # librdkafka retries every few hundred ms: say it once
+        LIBRDKAFKA_LOGGER.error("%s", error.str())
+
+
+def failure_reason(client: Any, error: KafkaException) -> str:
+    """Why a Kafka request failed, in librdkafka's words, naming a refused login as such.
+
+    Serves the client's queued events first: that is where its authentication failure waits
+    (librdkafka keeps retrying the login until the request times out). librdkafka never puts
+    the password in its messages.
+    """
+    cause = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
+    client.poll(0)
+    with _refused_lock:
+        refused = _refused.text if time.monotonic() - _refused.at < _RECENT_S else None
+    if refused and cause is not None and cause.code() == KafkaError._TRANSPORT:
+        return f"authentication failed ({refused})"
+    return cause.str() if cause is not None else str(error)
 
 
 # The producer's own cap on a request. librdkafka's default (1 MB) is below what a topic may be

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import KafkaAdminError
-from claimx_flow.kafka_config import client_config
+from claimx_flow.kafka_config import client_config, failure_reason
 from claimx_flow.retry import all_tiers
 from claimx_flow.topics import ADMIN_TIMEOUT_S, admin_client, watermarks
 
@@ -95,7 +95,7 @@ def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
     try:
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
-        raise KafkaAdminError(f"cannot reach Kafka: {exc}") from None
+        raise KafkaAdminError(f"cannot reach Kafka: {failure_reason(admin, exc)}") from None
     consumer = Consumer({**client_config(settings), "group.id": f"{group}-lag-reader"})
     try:
         rows = []

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
+from claimx_flow.kafka_config import failure_reason
 from claimx_flow.pipeline import STAGES, RecoveryMismatch, check_recovery_cluster, kafka_cluster_id
 from claimx_flow.retry import download_ladder, enrichment_ladder
 from claimx_flow.storage.locations import file_store
@@ -107,10 +108,11 @@ def require_ready(settings: Settings, stage: str) -> list[Check]:
 
 def _kafka(settings: Settings, stages: tuple[str, ...]) -> Check:
     wanted = sorted({t for stage in stages for t in stage_topics(settings, stage)})
+    admin = admin_client(settings)
     try:
-        metadata = admin_client(settings).list_topics(timeout=10)
+        metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
-        detail = f"{settings.kafka_bootstrap_servers} unreachable: {exc.args[0].str()}"
+        detail = f"{settings.kafka_bootstrap_servers} unreachable: {failure_reason(admin, exc)}"
         return Check("Kafka", False, detail)
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:

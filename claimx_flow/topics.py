@@ -23,7 +23,7 @@ from confluent_kafka.admin import (
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import KafkaAdminError
-from claimx_flow.kafka_config import client_config
+from claimx_flow.kafka_config import client_config, failure_reason
 
 TopicRole = Literal["main", "retry", "dlq"]
 
@@ -168,7 +168,8 @@ def _list_topic_names(admin: AdminClient) -> list[str]:
     try:
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
-        raise KafkaAdminError(f"cannot reach Kafka to list topics: {exc.args[0].str()}") from None
+        reason = failure_reason(admin, exc)
+        raise KafkaAdminError(f"cannot reach Kafka to list topics: {reason}") from None
     return list(metadata.topics)
 
 
@@ -183,7 +184,8 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
         raise KafkaAdminError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc.args[0].str()}"
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: "
+            f"{failure_reason(admin, exc)}"
         ) from None
     present = [n for n in names if n in metadata.topics]
     retention = _retention_of(admin, present)

@@ -15,7 +15,12 @@ from confluent_kafka.admin import AdminClient
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import client_config, consumer_config, producer_config
+from claimx_flow.kafka_config import (
+    client_config,
+    consumer_config,
+    failure_reason,
+    producer_config,
+)
 from claimx_flow.models import redact
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -65,9 +70,9 @@ def cluster_topics(settings: Settings, client: Consumer, timeout_s: float) -> di
     try:
         metadata: Any = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        reason = redact(failure_reason(client, exc), settings.secret_values())
         raise DlqError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: "
-            f"{kafka_reason(settings, exc)}"
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {reason}"
         ) from None
     return dict(metadata.topics)
 
