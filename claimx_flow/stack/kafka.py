@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}{sasl_listener}
+advertised.listeners=PLAINTEXT://{host}:{port}{sasl_listener}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{sasl_map}
 log.dirs={log_dirs}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -51,6 +52,17 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.cleaner.dedupe.buffer.size=1048577
 """
+
+# A second client listener that needs SASL/PLAIN logins (the production protocol minus TLS);
+# the broker and its controller keep talking PLAINTEXT to each other.
+_SASL_PROPERTIES = """\
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required {users};
+"""
+SASL_ENDPOINT = "sasl_endpoint"
+"""Key of ``RunningService.extra`` holding ``host:port`` of the SASL listener, if any."""
 
 
 def cache_root() -> Path:
@@ -106,9 +118,18 @@ class KafkaService:
 
     name = "kafka"
 
-    def __init__(self, port: int | None = None, version: str = KAFKA_VERSION) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        version: str = KAFKA_VERSION,
+        *,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
+        """``sasl_users`` (user → password) adds a ``SASL_PLAINTEXT``/``PLAIN`` listener beside
+        the plaintext one, for proving that clients really authenticate; tests only."""
         self._port = port
         self._version = version
+        self._sasl_users = dict(sasl_users or {})
 
     def start(self, workdir: Path) -> RunningService:
         java = java_executable()
@@ -118,22 +139,37 @@ class KafkaService:
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         properties = workdir / "server.properties"
-        properties.write_text(
-            _SERVER_PROPERTIES.format(
-                host=LOOPBACK, port=port, controller_port=controller_port, log_dirs=data
-            )
+        sasl_port = free_port() if self._sasl_users else None
+        text = _SERVER_PROPERTIES.format(
+            host=LOOPBACK,
+            port=port,
+            controller_port=controller_port,
+            log_dirs=data,
+            sasl_listener=f",SASL_PLAINTEXT://{LOOPBACK}:{sasl_port}" if sasl_port else "",
+            sasl_map=",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl_port else "",
         )
+        if sasl_port:
+            text += _SASL_PROPERTIES.format(users=_jaas_users(self._sasl_users))
+        properties.write_text(text)
         classpath = f"{lib}/*"
         self._format_storage(java, classpath, properties)
-        return self._launch(java, classpath, workdir, f"{LOOPBACK}:{port}")
+        extra = {SASL_ENDPOINT: f"{LOOPBACK}:{sasl_port}"} if sasl_port else {}
+        return self._launch(java, classpath, workdir, f"{LOOPBACK}:{port}", extra)
 
     def restart(self, running: RunningService) -> RunningService:
         """Start a stopped broker again on its old port and data, as a crashed node would."""
         java = java_executable()
         classpath = f"{ensure_kafka_jars(self._version)}/*"
-        return self._launch(java, classpath, Path(running.workdir), running.endpoint)
+        return self._launch(java, classpath, Path(running.workdir), running.endpoint, running.extra)
 
-    def _launch(self, java: str, classpath: str, workdir: Path, bootstrap: str) -> RunningService:
+    def _launch(
+        self,
+        java: str,
+        classpath: str,
+        workdir: Path,
+        bootstrap: str,
+        extra: dict[str, str] | None = None,
+    ) -> RunningService:
         log = workdir / "kafka.log"
         process = start_detached(
             [
@@ -156,6 +192,7 @@ class KafkaService:
             env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap},
             log=str(log),
             workdir=str(workdir),
+            extra=dict(extra or {}),
         )
         wait_until(
             lambda: self.is_ready(running),
@@ -185,6 +222,14 @@ class KafkaService:
 
         cluster_id = tool("random-uuid").splitlines()[-1]
         tool("format", "-t", cluster_id, "-c", str(properties))
+
+
+def _jaas_users(users: Mapping[str, str]) -> str:
+    """``user_<name>="<password>"`` entries; JAAS has no escaping, so quotes are refused."""
+    for name, password in users.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or re.search(r'["\\\s;]', password):
+            raise StackError(f"SASL user {name!r}: names are plain words, passwords unquoted")
+    return " ".join(f'user_{name}="{password}"' for name, password in users.items())
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
