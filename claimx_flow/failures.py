@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from claimx_flow import health, metrics
 from claimx_flow.config import Settings
@@ -17,9 +18,11 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.models import (
     FailureInfo,
     MalformedHeadersError,
+    MalformedMessageError,
     MessageIds,
     MessageOrigin,
     Stage,
+    StageMessage,
     redact,
     replace_failure_headers,
 )
@@ -27,6 +30,8 @@ from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import RetryLadder, due_time
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=StageMessage)
 
 
 def origin_of(record: KafkaRecord) -> MessageOrigin:
@@ -69,6 +74,18 @@ class FailureRouter:
         ladder: RetryLadder | None = None,
     ) -> FailureRouter:
         return cls(stage, dlq_topic, ladder, tuple(settings.secret_values()))
+
+    def read(self, record: KafkaRecord, model: type[M]) -> tuple[KafkaRecord, M] | OutboundRecord:
+        """The stage message in ``record``, or a DLQ record saying why it cannot be read."""
+        try:
+            return record, model.from_json(record.value)
+        except MalformedMessageError as exc:
+            return self.route(
+                record,
+                reason=exc.reason,
+                error_class=type(exc).__name__,
+                category=ErrorCategory.PERMANENT,
+            )
 
     def route(
         self,

@@ -24,7 +24,6 @@ from claimx_flow.failures import FailureRouter
 from claimx_flow.models import (
     CachedDownload,
     DownloadTask,
-    MalformedMessageError,
     MessageIds,
 )
 from claimx_flow.records import KafkaRecord, OutboundRecord
@@ -59,15 +58,8 @@ class DownloadStage:
         )
 
     def parse(self, record: KafkaRecord) -> SourcedDownload | OutboundRecord:
-        try:
-            return record, DownloadTask.from_json(record.value)
-        except MalformedMessageError as exc:
-            return self.router.route(
-                record,
-                reason=exc.reason,
-                error_class=type(exc).__name__,
-                category=ErrorCategory.PERMANENT,
-            )
+        """The message in ``record``, or a DLQ record if it cannot be read."""
+        return self.router.read(record, DownloadTask)
 
     async def process(self, batch: Sequence[SourcedDownload]) -> list[StageOutput]:
         await self._ready()

@@ -13,9 +13,8 @@ from claimx_flow import metrics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
-from claimx_flow.errors import ErrorCategory
 from claimx_flow.failures import FailureRouter
-from claimx_flow.models import EnrichmentTask, MalformedMessageError, MessageIds
+from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import enrichment_ladder
 from claimx_flow.stages.outputs import StageOutput
@@ -44,16 +43,8 @@ class EnrichStage:
         )
 
     def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:
-        """The task in ``record``, or a DLQ record if it cannot be read."""
-        try:
-            return record, EnrichmentTask.from_json(record.value)
-        except MalformedMessageError as exc:
-            return self.router.route(
-                record,
-                reason=exc.reason,
-                error_class=type(exc).__name__,
-                category=ErrorCategory.PERMANENT,
-            )
+        """The message in ``record``, or a DLQ record if it cannot be read."""
+        return self.router.read(record, EnrichmentTask)
 
     async def process(self, batch: Sequence[SourcedTask]) -> list[StageOutput]:
         enricher = await self._ready()

@@ -20,7 +20,7 @@ from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.failures import FailureRouter
-from claimx_flow.models import CachedDownload, MalformedMessageError, MessageIds, UploadResult
+from claimx_flow.models import CachedDownload, MessageIds, UploadResult
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import download_ladder
 from claimx_flow.storage import FileStore, UnsafePathError, media_path
@@ -66,15 +66,8 @@ class UploadStage:
         )
 
     def parse(self, record: KafkaRecord) -> SourcedCached | OutboundRecord:
-        try:
-            return record, CachedDownload.from_json(record.value)
-        except MalformedMessageError as exc:
-            return self.router.route(
-                record,
-                reason=exc.reason,
-                error_class=type(exc).__name__,
-                category=ErrorCategory.PERMANENT,
-            )
+        """The message in ``record``, or a DLQ record if it cannot be read."""
+        return self.router.read(record, CachedDownload)
 
     async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
         metrics.batch(len(batch))
