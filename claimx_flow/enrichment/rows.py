@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ class PayloadError(ClaimxError, ValueError):
     """An API response whose values do not fit the table (a wrong type, a bad date)."""
 
 
+@cache  # a few hundred column names, asked for once per column of every row
 def camel(column: str) -> str:
     head, *rest = column.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
