@@ -9,10 +9,10 @@ the expected size, the upload is complete and its row and result are produced ag
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from claimx_flow.models import CachedDownload, MessageIds, UploadResult
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.retry import download_ladder
 from claimx_flow.storage import FileStore, UnsafePathError, media_path
-from claimx_flow.storage.base import StoredFile
+from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile
 from claimx_flow.storage.locations import file_store
 from claimx_flow.storage.onelake import OneLakeError
 
@@ -102,22 +102,24 @@ class UploadStage:
 
     async def _store(self, cached: CachedDownload, path: str) -> tuple[StoredFile, Path | None]:
         local = self._cached_file(cached)
-        if not local.exists():
+        try:
+            with metrics.timed(metrics.UPLOAD_SECONDS):
+                stored = await self.store.put(path, local, Fingerprint(cached.bytes, cached.sha256))
+        except FileNotFoundError:
             size = await self.store.size_of(path)
             if size == cached.bytes:  # uploaded before a crash; the cache was already released
                 return StoredFile(path, self.store.uri_of(path), size), None
             # Gone before it was stored (a duplicate download's failure cleaned it up, a lost
             # volume): transient, because the retry tiers lead back to the downloader, which
             # fetches the file anew.
-            raise UploadError(ErrorCategory.TRANSIENT, "cache file missing and file not stored")
-        size, digest = await asyncio.to_thread(_size_and_sha256, local)
-        if (size, digest) != (cached.bytes, cached.sha256):
+            raise UploadError(
+                ErrorCategory.TRANSIENT, "cache file missing and file not stored"
+            ) from None
+        except ContentMismatch as exc:
             raise UploadError(
                 ErrorCategory.TRANSIENT,  # fetched anew through the retry tiers, as above
-                f"cache file does not match its download ({size} bytes, sha256 {digest[:12]}…)",
-            )
-        with metrics.timed(metrics.UPLOAD_SECONDS):
-            stored = await self.store.put(path, local)
+                f"cache file does not match its download ({exc})",
+            ) from None
         if stored.bytes != cached.bytes:
             raise UploadError(
                 ErrorCategory.TRANSIENT,
@@ -129,9 +131,11 @@ class UploadStage:
         """The message's cache file, which must lie in ``CACHE_DIR``: the stage reads, uploads
         and then deletes it, so a path from a message must never reach anything else."""
         local = Path(cached.local_path)
-        if not local.resolve().is_relative_to(self.settings.effective_cache_dir.resolve()):
+        if local.name in ("", "..") or not _real_dir(local.parent).is_relative_to(
+            _real_dir(self.settings.effective_cache_dir)
+        ):
             raise UploadError(ErrorCategory.PERMANENT, "cache file path outside CACHE_DIR")
-        return local
+        return _real_dir(local.parent) / local.name
 
 
 def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) -> dict[str, Any]:
@@ -150,11 +154,8 @@ def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) ->
     }
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as source:
-        while chunk := source.read(1024 * 1024):
-            size += len(chunk)
-            digest.update(chunk)
-    return size, digest.hexdigest()
+@lru_cache(maxsize=64)
+def _real_dir(folder: Path) -> Path:
+    """``folder`` with its links resolved, once per folder: messages name a handful of folders
+    (the cache), and ``realpath`` costs a system call per path component."""
+    return folder.resolve()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from claimx_flow.errors import ClaimxError
+
+READ_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -16,10 +21,33 @@ class StoredFile:
     bytes: int
 
 
-class FileStore(Protocol):
-    """Uploaded media. ``put`` is idempotent: the same path is overwritten, never duplicated."""
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a file's content must be: its size and sha256, as recorded when it was downloaded."""
 
-    async def put(self, path: str, source: Path) -> StoredFile: ...
+    bytes: int
+    sha256: str
+
+
+class ContentMismatch(ClaimxError):
+    """The source file is not the content it was expected to be; nothing was stored."""
+
+    def __init__(self, actual: Fingerprint) -> None:
+        super().__init__(f"{actual.bytes} bytes, sha256 {actual.sha256[:12]}…")
+        self.actual = actual
+
+
+class FileStore(Protocol):
+    """Uploaded media. ``put`` is idempotent: the same path is overwritten, never duplicated.
+
+    With ``expected``, ``put`` stores ``source`` only if its content matches it and raises
+    :class:`ContentMismatch` otherwise, leaving ``path`` as it was. A missing ``source``
+    raises ``FileNotFoundError``, also before anything at ``path`` changes.
+    """
+
+    async def put(
+        self, path: str, source: Path, expected: Fingerprint | None = None
+    ) -> StoredFile: ...
 
     async def size_of(self, path: str) -> int | None: ...
 
@@ -28,3 +56,14 @@ class FileStore(Protocol):
     async def check_writable(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def fingerprint_of(path: Path) -> Fingerprint:
+    """Size and sha256 of the file at ``path``, read in bounded chunks (blocking)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while chunk := source.read(READ_CHUNK_BYTES):
+            size += len(chunk)
+            digest.update(chunk)
+    return Fingerprint(size, digest.hexdigest())

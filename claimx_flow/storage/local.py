@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 
-from claimx_flow.storage.base import StoredFile
+from claimx_flow.storage.base import READ_CHUNK_BYTES, ContentMismatch, Fingerprint, StoredFile
 from claimx_flow.storage.paths import UnsafePathError
 
 
 class LocalFileStore:
-    """Writes through a temporary file and an atomic rename: a reader never sees half a file."""
+    """Writes through a temporary file and an atomic rename: a reader never sees half a file.
+
+    The confinement check is lexical (no ``realpath`` per file, which costs a system call per
+    path component): paths come from :func:`media_path`, and the store's own root is trusted.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._prefix = str(self.root) + os.sep
 
     def _target(self, path: str) -> Path:
-        target = (self.root / path).resolve()
-        if not target.is_relative_to(self.root):
+        target = os.path.normpath(os.path.join(self.root, path))
+        if not target.startswith(self._prefix):
             raise UnsafePathError(f"path {path!r} escapes the storage root")
-        return target
+        return Path(target)
 
-    async def put(self, path: str, source: Path) -> StoredFile:
+    async def put(self, path: str, source: Path, expected: Fingerprint | None = None) -> StoredFile:
         target = self._target(path)
-        size = await asyncio.to_thread(_copy_atomically, source, target)
+        size = await asyncio.to_thread(_copy_atomically, source, target, expected)
         return StoredFile(path=path, uri=target.as_uri(), bytes=size)
 
     def uri_of(self, path: str) -> str:
@@ -49,15 +54,32 @@ class LocalFileStore:
         return None
 
 
-def _copy_atomically(source: Path, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-    try:
-        with source.open("rb") as src, temporary.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return target.stat().st_size
+def _copy_atomically(source: Path, target: Path, expected: Fingerprint | None) -> int:
+    """Copy ``source`` to ``target`` through a synced temporary file, checking ``expected``
+    on the way: the source is read once, and a mismatch never reaches ``target``."""
+    # O_NOFOLLOW: a link in the cache is never followed to something else's content.
+    with open(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            dst = temporary.open("wb")
+        except FileNotFoundError:  # the first file of a project: its folder comes first
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dst = temporary.open("wb")
+        try:
+            with dst:
+                digest, size = hashlib.sha256(), 0
+                while chunk := src.read(READ_CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+                if expected is not None:
+                    actual = Fingerprint(size, digest.hexdigest())
+                    if actual != expected:
+                        raise ContentMismatch(actual)
+                dst.flush()
+                os.fsync(dst.fileno())
+                stored = os.fstat(dst.fileno()).st_size
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return stored

@@ -33,7 +33,7 @@ from azure.storage.filedatalake.aio import DataLakeFileClient, DataLakeServiceCl
 from claimx_flow.errors import ClaimxError, ConfigError, ErrorCategory
 from claimx_flow.models import redact
 from claimx_flow.models.redaction import truncate
-from claimx_flow.storage.base import StoredFile
+from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, fingerprint_of
 from claimx_flow.storage.paths import UnsafePathError
 
 Area = Literal["Files", "Tables"]
@@ -194,8 +194,13 @@ class OneLakeFileStore:
     def uri_of(self, path: str) -> str:
         return self.address.uri("Files", path)
 
-    async def put(self, path: str, source: Path) -> StoredFile:
+    async def put(self, path: str, source: Path, expected: Fingerprint | None = None) -> StoredFile:
         file = self._file(path)
+        if expected is not None:
+            # Checked before the create below, which would already replace what is stored.
+            actual = await asyncio.to_thread(fingerprint_of, source)
+            if actual != expected:
+                raise ContentMismatch(actual)
         async with self._classified("upload", path):
             created = await file.create_file()  # replaces what is there: replays overwrite
             offset = 0

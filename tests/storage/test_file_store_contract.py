@@ -17,6 +17,7 @@ import pytest
 
 from claimx_flow.config import Settings
 from claimx_flow.storage import FileStore, UnsafePathError, media_path
+from claimx_flow.storage.base import ContentMismatch, Fingerprint, fingerprint_of
 from claimx_flow.storage.locations import file_store
 from tests.storage.conftest import LAKEHOUSE, onelake_settings
 from tests.storage.dfs_server import DfsServer
@@ -88,6 +89,38 @@ def test_put_again_overwrites_in_place(harness: Harness, tmp_path: Path) -> None
     assert harness.run(scenario) == [50_000, 50_000, 7]
     assert harness.files() == [PATH]
     assert harness.read(PATH) == b"shorter"
+
+
+def test_put_checks_the_expected_content_before_replacing(
+    harness: Harness, tmp_path: Path, source_file: Path
+) -> None:
+    """A cache file that is not what was downloaded never replaces what the store holds."""
+    good = fingerprint_of(source_file)
+    altered = tmp_path / "altered.bin"
+    altered.write_bytes(source_file.read_bytes()[:-1] + b"!")
+
+    async def scenario(store: FileStore) -> Fingerprint:
+        await store.put(PATH, source_file, good)
+        with pytest.raises(ContentMismatch) as refused:
+            await store.put(PATH, altered, good)
+        return refused.value.actual
+
+    actual = harness.run(scenario)
+    assert actual == fingerprint_of(altered) and actual != good
+    assert harness.files() == [PATH]
+    assert harness.read(PATH) == source_file.read_bytes()
+
+
+def test_put_of_a_missing_source_changes_nothing(harness: Harness, tmp_path: Path) -> None:
+    missing = tmp_path / "gone.bin"
+
+    async def scenario(store: FileStore) -> int | None:
+        with pytest.raises(FileNotFoundError):
+            await store.put(PATH, missing, Fingerprint(10, "0" * 64))
+        return await store.size_of(PATH)
+
+    assert harness.run(scenario) is None
+    assert harness.files() == []
 
 
 def test_size_of_tells_stored_from_absent(harness: Harness, source_file: Path) -> None:
