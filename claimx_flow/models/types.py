@@ -42,6 +42,16 @@ def normalise_id(value: Any) -> str:
     Booleans, fractional numbers and empty strings are not ids; accepting them would silently
     key two different things the same way.
     """
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped:
+            raise PydanticCustomError("id_value", "must not be empty")
+        # Printable text holds no Cc or Cs at all; the per-character scan is for the rest.
+        if not stripped.isprintable() and _has_unprintable(stripped):
+            # Ids become Kafka keys, Delta values and path segments: text that cannot be
+            # encoded (lone surrogates) or that hides (control characters) is not an id.
+            raise PydanticCustomError("id_value", "contains control or unencodable characters")
+        return _bounded(stripped)
     if isinstance(value, bool):
         raise PydanticCustomError("id_type", "must be a string or an integer, not a boolean")
     if isinstance(value, int):
@@ -50,18 +60,18 @@ def normalise_id(value: Any) -> str:
         if not value.is_integer():
             raise PydanticCustomError("id_value", "must be a whole number")
         return _bounded(str(int(value)))  # 1e308 is "whole" and 309 digits long
-    if isinstance(value, str):
-        stripped = value.strip()
-        if not stripped:
-            raise PydanticCustomError("id_value", "must not be empty")
-        if any(unicodedata.category(char) in _UNPRINTABLE for char in stripped):
-            # Ids become Kafka keys, Delta values and path segments: text that cannot be
-            # encoded (lone surrogates) or that hides (control characters) is not an id.
-            raise PydanticCustomError("id_value", "contains control or unencodable characters")
-        return _bounded(stripped)
     raise PydanticCustomError(
         "id_type", "must be a string or an integer, not {kind}", {"kind": type(value).__name__}
     )
+
+
+def _has_unprintable(text: str) -> bool:
+    """Whether ``text`` has a control character or a lone surrogate.
+
+    ``str.isprintable`` is stricter (it also refuses format characters and separators such as
+    U+200B or U+00A0, which ids may hold), so only its "no" needs this slower answer.
+    """
+    return any(unicodedata.category(char) in _UNPRINTABLE for char in text)
 
 
 def _bounded(text: str) -> str:
