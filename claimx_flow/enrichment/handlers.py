@@ -228,10 +228,10 @@ class Enricher:
         media_id = _required(task.media_id, "media_id", task.event_type)
         ids = wanted[task.project_id]
         selective = ids if len(ids) <= SELECTIVE_MEDIA_LIMIT else None
-        items = await calls.once(
-            ("media", task.project_id), lambda: self._api.get_media(task.project_id, selective)
+        by_id = await calls.once(
+            ("media", task.project_id), lambda: self._media_by_id(task.project_id, selective)
         )
-        item = next((m for m in items if str(m.get("mediaID", m.get("mediaId"))) == media_id), None)
+        item = by_id.get(media_id)
         if item is None:
             raise EnrichmentError(
                 "MEDIA_NOT_FOUND", f"media {media_id} is not in project {task.project_id}"
@@ -249,6 +249,15 @@ class Enricher:
             source_event_id=task.event_id,
         )
         return Enriched(task, [(MEDIA.name, row)], [download])
+
+    async def _media_by_id(
+        self, project_id: str, selective: list[str] | None
+    ) -> dict[str, dict[str, Any]]:
+        """The project's media by id, indexed once per call rather than scanned once per event."""
+        by_id: dict[str, dict[str, Any]] = {}
+        for item in await self._api.get_media(project_id, selective):
+            by_id.setdefault(str(item.get("mediaID", item.get("mediaId"))), item)
+        return by_id
 
     async def _video(self, task: EnrichmentTask, calls: _Calls, now: datetime) -> Outcome:
         found = await calls.once(

@@ -7,7 +7,7 @@ is filled here without another list to keep in step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
@@ -33,52 +33,98 @@ class PayloadError(ClaimxError, ValueError):
     """An API response whose values do not fit the table (a wrong type, a bad date)."""
 
 
-@cache  # a few hundred column names, asked for once per column of every row
+@cache  # a few hundred column names
 def camel(column: str) -> str:
     head, *rest = column.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+Convert = Callable[[Any], Any]
 
 
 def coerce(value: Any, kind: pa.DataType, column: str) -> Any:
     """A JSON value as the Python value the column's Arrow type takes."""
     if value is None or value == "":
         return None
+    return _convert(_converter(kind), value, column)
+
+
+def _convert(convert: Convert | None, value: Any, column: str) -> Any:
+    if convert is None:
+        return value
     try:
-        if pa.types.is_timestamp(kind):
-            return parse_timestamp(value)
-        if pa.types.is_date(kind):
-            return parse_timestamp(value).date() if not isinstance(value, date) else value
-        if pa.types.is_boolean(kind):
-            return _boolean(value)
-        if pa.types.is_integer(kind):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("not an integer")
-            return _in_range(int(value), kind)
-        if pa.types.is_floating(kind):
-            if isinstance(value, bool):
-                raise ValueError("not a number")
-            return float(value)
-        if pa.types.is_string(kind):
-            if isinstance(value, dict | list):
-                raise ValueError(f"a {type(value).__name__}, not a scalar")
-            text = str(value)
-            text.encode("utf-8")  # a lone surrogate (valid JSON: "\ud800") has no UTF-8 form
-            return text
+        return convert(value)
     except (TypeError, ValueError, OverflowError) as exc:
         # Caught here, not in the Delta sink: a value Arrow cannot hold would fail the whole
         # batch's write, again on every replay, instead of dead-lettering the one event.
         raise PayloadError(f"field {column}: {_short(exc)}") from None
-    return value
 
 
-def _in_range(number: int, kind: pa.DataType) -> int:
+@cache  # the type tests cost more than most conversions, so each type is tested once
+def _converter(kind: pa.DataType) -> Convert | None:
+    """How a non-empty JSON value becomes the column's Python value; None keeps it as it is."""
+    if pa.types.is_timestamp(kind):
+        return parse_timestamp
+    if pa.types.is_date(kind):
+        return _date
+    if pa.types.is_boolean(kind):
+        return _boolean
+    if pa.types.is_integer(kind):
+        return _integer_of(kind)
+    if pa.types.is_floating(kind):
+        return _float
+    if pa.types.is_string(kind):
+        return _text
+    return None
+
+
+def as_text(value: Any, column: str) -> str | None:
+    """``coerce`` for a text column, without looking up the conversion of its type."""
+    if value is None or value == "":
+        return None
+    converted: str = _convert(_text, value, column)
+    return converted
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else parse_timestamp(value).date()
+
+
+def _integer_of(kind: pa.DataType) -> Convert:
     bits = kind.bit_width
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
     if pa.types.is_unsigned_integer(kind):
         low, high = 0, 2**bits - 1
-    if not low <= number <= high:
-        raise ValueError(f"integer out of range for {kind}")
-    return number
+
+    def integer(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("not an integer")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"integer out of range for {kind}")
+        return number
+
+    return integer
+
+
+def _float(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if type(value) is str and value.isascii():
+        return value  # the common case first: ASCII text always encodes
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, dict | list):
+        raise ValueError(f"a {type(value).__name__}, not a scalar")
+    text = str(value)
+    text.encode("utf-8")  # a lone surrogate (valid JSON: "\ud800") has no UTF-8 form
+    return text
 
 
 def _short(error: Exception) -> str:
@@ -109,6 +155,11 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+Column = tuple[str, str | None, Convert | None]  # name, payload field (None: not filled), how
+PlanKey = tuple[int, tuple[tuple[str, str], ...], frozenset[str]]
+_PLANS: dict[PlanKey, tuple[TableSpec, tuple[Column, ...]]] = {}
+
+
 def row_from(
     spec: TableSpec,
     payload: JsonObject,
@@ -118,16 +169,44 @@ def row_from(
     **values: Any,
 ) -> Row:
     """One row of ``spec`` from ``payload``; ``values`` are set as given (already typed)."""
-    renames = renames or {}
     row: Row = {}
-    for field in spec.schema:
-        name = field.name
-        if name in values:
-            row[name] = values[name]
-        elif name not in skip and not pa.types.is_nested(field.type):
-            source = renames.get(name, camel(name))
-            row[name] = coerce(payload.get(source), field.type, name)
+    name = ""
+    try:
+        for name, source, convert in _columns(spec, renames, skip):
+            if name in values:
+                row[name] = values[name]
+            elif source is not None:
+                value = payload.get(source)
+                if value is None or value == "":
+                    row[name] = None
+                else:
+                    row[name] = value if convert is None else convert(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PayloadError(f"field {name}: {_short(exc)}") from None  # as ``coerce`` says it
     return row
+
+
+def _columns(
+    spec: TableSpec, renames: Mapping[str, str] | None, skip: frozenset[str]
+) -> tuple[Column, ...]:
+    """Each column's source field and conversion, worked out once per table (hashing a spec
+    hashes its whole schema, so the plans are keyed by the spec's identity)."""
+    key = (id(spec), tuple(renames.items()) if renames else (), skip)
+    planned = _PLANS.get(key)
+    if planned is None or planned[0] is not spec:
+        names = renames or {}
+        columns = tuple(
+            (
+                field.name,
+                None
+                if field.name in skip or pa.types.is_nested(field.type)
+                else names.get(field.name, camel(field.name)),
+                _converter(field.type),
+            )
+            for field in spec.schema
+        )
+        planned = _PLANS[key] = (spec, columns)
+    return planned[1]
 
 
 def lineage(event_id: str, enriched_at: datetime) -> dict[str, Any]:
@@ -174,17 +253,15 @@ def project_row(response: JsonObject, event_id: str, enriched_at: datetime) -> R
         PROJECTS,
         flat,
         skip=_PROJECT_OWN,
-        company_name=coerce(response.get("companyName"), pa.string(), "company_name"),
-        primary_contact_user_name=coerce(
-            primary_member.get("userName") if primary_member else None, pa.string(), "userName"
+        company_name=as_text(response.get("companyName"), "company_name"),
+        primary_contact_user_name=as_text(
+            primary_member.get("userName") if primary_member else None, "userName"
         ),
         customer_emails=[str(e["emailAddress"]) for e in emails if e.get("emailAddress")],
         customer_phones=[
             {
-                "phone_number": coerce(p.get("phoneNumber"), pa.string(), "phoneNumber"),
-                "phone_country_code": coerce(
-                    p.get("phoneCountryCode"), pa.string(), "phoneCountryCode"
-                ),
+                "phone_number": as_text(p.get("phoneNumber"), "phoneNumber"),
+                "phone_country_code": as_text(p.get("phoneCountryCode"), "phoneCountryCode"),
             }
             for p in phones
         ],
@@ -209,18 +286,14 @@ def contact_rows(response: JsonObject, project_id: str, event_id: str, at: datet
                 "project_id": project_id,
                 "contact_email": str(primary["emailAddress"]),
                 "contact_type": "POLICYHOLDER",
-                "first_name": coerce(customer.get("firstName"), pa.string(), "firstName"),
-                "last_name": coerce(customer.get("lastName"), pa.string(), "lastName"),
-                "business_name": coerce(
-                    customer.get("customBusinessName"), pa.string(), "customBusinessName"
+                "first_name": as_text(customer.get("firstName"), "firstName"),
+                "last_name": as_text(customer.get("lastName"), "lastName"),
+                "business_name": as_text(customer.get("customBusinessName"), "customBusinessName"),
+                "phone_number": as_text(
+                    phones[0].get("phoneNumber") if phones else None, "phoneNumber"
                 ),
-                "phone_number": coerce(
-                    phones[0].get("phoneNumber") if phones else None, pa.string(), "phoneNumber"
-                ),
-                "phone_country_code": coerce(
-                    phones[0].get("phoneCountryCode") if phones else None,
-                    pa.string(),
-                    "phoneCountryCode",
+                "phone_country_code": as_text(
+                    phones[0].get("phoneCountryCode") if phones else None, "phoneCountryCode"
                 ),
                 **lineage(event_id, at),
             }
@@ -235,7 +308,7 @@ def contact_rows(response: JsonObject, project_id: str, event_id: str, at: datet
                     "is_primary_contact": coerce(
                         member.get("primaryContact"), pa.bool_(), "primaryContact"
                     ),
-                    "mfn": coerce(member.get("mfn"), pa.string(), "mfn"),
+                    "mfn": as_text(member.get("mfn"), "mfn"),
                     **lineage(event_id, at),
                 }
             )
@@ -252,7 +325,7 @@ def media_row(item: JsonObject, project_id: str, event_id: str, at: datetime) ->
     row = row_from(
         MEDIA,
         item,
-        media_id=coerce(identifier, pa.string(), "mediaID"),
+        media_id=as_text(identifier, "mediaID"),
         project_id=project_id,
         **lineage(event_id, at),
     )
@@ -270,9 +343,7 @@ def task_rows(
     task = row_from(
         TASKS,
         assignment,
-        link_id=coerce(link.get("linkId"), pa.string(), "linkId")
-        if isinstance(link, dict)
-        else None,
+        link_id=as_text(link.get("linkId"), "linkId") if isinstance(link, dict) else None,
         **lineage(event_id, at),
     )
     if task["assignment_id"] is None:
@@ -313,7 +384,7 @@ def video_row(item: JsonObject, project_id: str, event_id: str, at: datetime) ->
     row = row_from(
         VIDEO_COLLAB,
         item,
-        video_collaboration_id=coerce(identifier, pa.string(), "videoCollaborationId"),
+        video_collaboration_id=as_text(identifier, "videoCollaborationId"),
         project_id=project_id,
         **lineage(event_id, at),
     )

@@ -1,0 +1,182 @@
+"""Row building without a server: the per-table column plans and the fast paths for common
+values must give the rows and the refusals the type-by-type conversion gives."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, rows
+from claimx_flow.models import EnrichmentTask
+from claimx_flow.tables import MEDIA, TASK_TEMPLATES, TableSpec
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+ITEM = {
+    "mediaID": 5000004,
+    "taskAssignmentId": 5000001,
+    "mediaType": "jpg",
+    "mediaName": "IMG_5000004.jpg",
+    "mediaDescription": "Roof",
+    "mediaComment": "",
+    "latitude": 32.5,
+    "longitude": -95,
+    "takenDate": "2024-02-24T21:11:48+02:00",
+    "fullDownloadLink": "https://example.test/media/5000/5000004?sig=abc",
+    "expiresAt": 1_790_000_000_000,
+}
+
+
+def test_a_media_row_has_every_column_typed_in_schema_order() -> None:
+    row = rows.media_row(ITEM, "5000", "e-1", NOW)
+    assert list(row) == MEDIA.schema.names
+    assert row["media_id"] == "5000004"
+    assert row["task_assignment_id"] == "5000001"
+    assert row["media_comment"] is None
+    assert row["latitude"] == 32.5
+    assert row["longitude"] == -95.0 and isinstance(row["longitude"], float)
+    assert row["taken_date"] == datetime(
+        2024, 2, 24, 21, 11, 48, tzinfo=timezone(timedelta(hours=2))
+    )
+    assert row["expires_at"] == datetime.fromtimestamp(1_790_000_000, tz=UTC)
+    assert row["gps_source"] is None
+    assert (row["event_id"], row["last_enriched_at"]) == ("e-1", NOW)
+    MEDIA.to_arrow([row])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("mediaName", "caf\ud800", "field media_name"),
+        ("mediaName", {"a": 1}, "field media_name: a dict, not a scalar"),
+        ("mediaType", [1], "field media_type: a list, not a scalar"),
+        ("latitude", True, "field latitude: not a number"),
+        ("latitude", "north", "field latitude"),
+        ("latitude", 10**400, "field latitude"),
+        ("takenDate", "yesterday", "field taken_date"),
+        ("takenDate", False, "field taken_date: not a timestamp"),
+        ("mediaID", "\ud800", "field mediaID"),
+    ],
+)
+def test_a_value_the_column_cannot_hold_fails_the_row(field: str, value: Any, reason: str) -> None:
+    with pytest.raises(rows.PayloadError, match=reason):
+        rows.media_row({**ITEM, field: value}, "5000", "e-1", NOW)
+
+
+def test_non_ascii_text_that_encodes_is_kept() -> None:
+    assert rows.media_row({**ITEM, "mediaName": "façade.jpg"}, "5", "e", NOW)["media_name"] == (
+        "façade.jpg"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        (pa.int64(), "12", 12),
+        (pa.int64(), 12.0, 12),
+        (pa.int32(), 2**31 - 1, 2**31 - 1),
+        (pa.uint8(), 255, 255),
+        (pa.bool_(), "yes", True),
+        (pa.date32(), "2024-02-24T21:11:48Z", date(2024, 2, 24)),
+        (pa.string(), 7, "7"),
+        (pa.string(), 7.5, "7.5"),
+        (pa.float64(), 3, 3.0),
+    ],
+)
+def test_coerce_converts_what_the_column_can_hold(
+    kind: pa.DataType, value: Any, expected: Any
+) -> None:
+    assert rows.coerce(value, kind, "c") == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        (pa.int64(), 1.5),
+        (pa.int64(), True),
+        (pa.int64(), 2**63),
+        (pa.int32(), -(2**31) - 1),
+        (pa.uint8(), -1),
+        (pa.bool_(), 2),
+    ],
+)
+def test_coerce_refuses_what_the_column_cannot_hold(kind: pa.DataType, value: Any) -> None:
+    with pytest.raises(rows.PayloadError, match="field c"):
+        rows.coerce(value, kind, "c")
+
+
+def test_column_plans_follow_each_spec_and_its_renames() -> None:
+    template = {"taskId": 1, "default": True, "isDefault": False, "allowReSubmit": "true"}
+    renamed = rows.row_from(
+        TASK_TEMPLATES,
+        template,
+        renames={"is_default": "default", "allow_resubmit": "allowReSubmit"},
+    )
+    plain = rows.row_from(TASK_TEMPLATES, template)
+    assert (renamed["is_default"], renamed["allow_resubmit"]) == (True, True)
+    assert (plain["is_default"], plain["allow_resubmit"]) == (False, None)
+    other = TableSpec("other", pa.schema([("task_id", pa.int64())]), keys=("task_id",))
+    assert rows.row_from(other, template) == {"task_id": 1}
+    assert (
+        rows.row_from(TASK_TEMPLATES, template, skip=frozenset({"task_id"})).get("task_id") is None
+    )
+
+
+class _MediaOnlyApi:
+    """Answers the media call from a canned list; a file event needs nothing else once the
+    project is cached."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+        self.media_calls = 0
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        return {"project": {"projectId": project_id}}
+
+    async def get_media(
+        self, project_id: str, media_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.media_calls += 1
+        return self.items
+
+    async def get_task_assignment(self, assignment_id: str) -> dict[str, Any]:
+        raise AssertionError("not a task event")
+
+    async def get_video_collaboration(self, project_id: str) -> dict[str, Any] | None:
+        raise AssertionError("not a video event")
+
+
+def _file_added(media_id: str) -> EnrichmentTask:
+    return EnrichmentTask(
+        event_id=f"e-{media_id}",
+        event_type="PROJECT_FILE_ADDED",
+        project_id="5000",
+        media_id=media_id,
+        ingested_at=NOW,
+    )
+
+
+def test_media_are_looked_up_by_either_spelling_of_the_id_first_item_winning() -> None:
+    link = "https://example.test/m"
+    items = [
+        {"mediaID": 1, "fullDownloadLink": f"{link}/1", "mediaName": "first"},
+        {"mediaId": "2", "fullDownloadLink": f"{link}/2"},
+        {"mediaID": 1, "fullDownloadLink": f"{link}/1b", "mediaName": "second"},
+        {"mediaName": "no id"},
+        *({"mediaID": n, "fullDownloadLink": f"{link}/{n}"} for n in range(3, 10)),
+    ]
+    api = _MediaOnlyApi(items)
+    tasks = [_file_added(m) for m in ("1", "2", "9", "404")]
+    batch = asyncio.run(Enricher(api, clock=lambda: NOW).enrich(tasks))
+    first, second, last, missing = batch.outcomes
+    assert isinstance(first, Enriched) and first.rows[0][1]["media_name"] == "first"
+    assert first.downloads[0].download_url == f"{link}/1"
+    assert isinstance(second, Enriched) and second.downloads[0].media_id == "2"
+    assert isinstance(last, Enriched) and last.downloads[0].download_url == f"{link}/9"
+    assert isinstance(missing, EnrichmentFailed)
+    assert missing.message.startswith("MEDIA_NOT_FOUND: media 404 is not in project 5000")
+    assert api.media_calls == 1
