@@ -74,20 +74,19 @@ class TableSpec:
         """
         rows = list(rows)
         columns = set(self.schema.names)
-        for index, row in enumerate(rows):
-            unknown = row.keys() - columns
-            if unknown:
-                raise RowSchemaError(
-                    f"{self.name}: row {index} has keys that are not columns: {sorted(unknown)}"
-                )
-        arrays = [
-            self._column(field, [row.get(field.name) for row in rows]) for field in self.schema
-        ]
+        if not all(map(columns.issuperset, rows)):
+            for index, row in enumerate(rows):
+                unknown = row.keys() - columns
+                if unknown:
+                    raise RowSchemaError(
+                        f"{self.name}: row {index} has keys that are not columns: {sorted(unknown)}"
+                    )
+        arrays = [self._column(field, _values(rows, field.name)) for field in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _column(self, field: pa.Field, values: list[Any]) -> pa.Array:
         accepted = _python_types(field.type)
-        if accepted is not None:
+        if accepted is not None and not _only_exactly(values, accepted):
             for value in values:
                 if value is not None and not _is_a(value, accepted):
                     # The type only: a value (a presigned URL, say) may be a secret.
@@ -102,6 +101,12 @@ class TableSpec:
         if not field.nullable and array.null_count:
             raise RowSchemaError(f"{self.name}.{field.name}: required, but null in some rows")
         return array
+
+
+def _values(rows: list[Mapping[str, Any]], name: str) -> list[Any]:
+    """One column's values. ``name`` is bound once: Arrow's ``Field.name`` builds a new str on
+    every read, which cost more per row than the rest of the conversion."""
+    return [row.get(name) for row in rows]
 
 
 def _python_types(kind: pa.DataType) -> tuple[type, ...] | None:
@@ -129,6 +134,18 @@ def _python_types(kind: pa.DataType) -> tuple[type, ...] | None:
     if pa.types.is_struct(kind):
         return (dict,)
     return None
+
+
+def _only_exactly(values: list[Any], accepted: tuple[type, ...]) -> bool:
+    """Whether every value is None or of exactly an accepted type: then each passes ``_is_a``.
+
+    One pass at C speed over the column instead of a Python call per value; anything else
+    (a subclass, a wrong type) is left to the per-value check, so its answer and its error
+    stay those of ``_is_a``.
+    """
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    return kinds.issubset(accepted)
 
 
 def _is_a(value: object, accepted: tuple[type, ...]) -> bool:

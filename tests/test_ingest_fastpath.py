@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
 from claimx_flow.models.types import MAX_ID_CHARS, normalise_id
+from claimx_flow.tables import EVENTS, PROJECTS, RowSchemaError
 
 
 def reference_id(value: str) -> str:
@@ -56,3 +59,44 @@ def test_numbers_and_padded_strings_are_one_id(value: object, expected: str) -> 
 def test_non_ids_are_still_refused(value: object) -> None:
     with pytest.raises(PydanticCustomError):
         normalise_id(value)
+
+
+# Table conversion: the per-column type check and the key check answer as the per-value ones --
+
+ROW: dict[str, Any] = {
+    "event_id": "e1",
+    "event_type": "PROJECT_CREATED",
+    "project_id": "1",
+    "ingested_at": datetime(2024, 1, 4, 12, 0, tzinfo=UTC),
+    "created_at": datetime(2024, 1, 4, 12, 1, tzinfo=UTC),
+    "event_date": date(2024, 1, 4),
+}
+
+
+class Name(str):
+    """A str subclass: accepted before, by isinstance, so accepted still."""
+
+
+def test_the_first_bad_value_of_a_column_is_the_one_named() -> None:
+    rows = [ROW, {**ROW, "media_id": 5}, {**ROW, "media_id": b"5"}, {**ROW, "media_id": 6.0}]
+    with pytest.raises(RowSchemaError, match=r"media_id: expected string, got int$"):
+        EVENTS.to_arrow(rows)
+
+
+def test_subclasses_take_the_per_value_check() -> None:
+    table = EVENTS.to_arrow([ROW, {**ROW, "event_id": "e2", "media_id": Name("m")}])
+    assert table.column("media_id").to_pylist() == [None, "m"]
+    with pytest.raises(RowSchemaError, match=r"event_date: expected date32\[day\], got datetime"):
+        EVENTS.to_arrow([ROW, {**ROW, "event_date": datetime(2024, 1, 4, tzinfo=UTC)}])
+    with pytest.raises(RowSchemaError, match="year_built: expected int64, got bool"):
+        PROJECTS.to_arrow(
+            [{"project_id": "1", "year_built": 1}, {"project_id": "2", "year_built": True}]
+        )
+
+
+def test_the_first_row_with_unknown_keys_is_the_one_named() -> None:
+    rows = [ROW, {**ROW, "zz": 1, "aa": 2}, {**ROW, "yy": 3}]
+    with pytest.raises(
+        RowSchemaError, match=r"row 1 has keys that are not columns: \['aa', 'zz'\]"
+    ):
+        EVENTS.to_arrow(rows)
