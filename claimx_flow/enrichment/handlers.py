@@ -148,26 +148,52 @@ class Enricher:
         now = self._clock()
         media_wanted = _media_ids_by_project(tasks)
         project_rows: dict[str, list[TableRow]] = {}
-        outcomes = await asyncio.gather(
-            *(self._one(task, calls, now, media_wanted, project_rows) for task in tasks),
+        groups = _groups(tasks)
+        done = await asyncio.gather(
+            *(
+                self._group([tasks[i] for i in group], calls, now, media_wanted, project_rows)
+                for group in groups
+            ),
             return_exceptions=True,
         )
+        outcomes: dict[int, Outcome] = {}
+        for group, result in zip(groups, done, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # cancellation and the like are not the tasks' fault
+            outcomes.update(zip(group, result, strict=True))
         return EnrichedBatch(
-            [
-                outcome if not isinstance(outcome, BaseException) else _failed(task, outcome)
-                for task, outcome in zip(tasks, outcomes, strict=True)
-            ],
+            [outcomes[index] for index in range(len(tasks))],
             [row for batch_rows in project_rows.values() for row in batch_rows],
         )
+
+    async def _group(
+        self,
+        group: list[EnrichmentTask],
+        calls: _Calls,
+        now: datetime,
+        media_wanted: dict[str, list[str]],
+        project_rows: dict[str, list[TableRow]],
+    ) -> list[Outcome]:
+        """A task alone, or one project's file events together: those wait once for the project
+        and its media, then build their rows in turn (an asyncio task each cost more than that).
+        """
+        first = group[0]
+        if first.event_type not in MEDIA_EVENTS:
+            return [await _caught(first, self._one(first, calls, now, project_rows))]
+        try:
+            await self._pre_flight(first, calls, now, project_rows)
+        except Exception as error:
+            return [EnrichmentFailed.from_error(task, error) for task in group]
+        return [await _caught(task, self._media(task, calls, now, media_wanted)) for task in group]
 
     async def _one(
         self,
         task: EnrichmentTask,
         calls: _Calls,
         now: datetime,
-        media_wanted: dict[str, list[str]],
         project_rows: dict[str, list[TableRow]],
     ) -> Outcome:
+        """Any task but a file event (those go by project, through ``_group``)."""
         kind = task.event_type
         if kind not in KNOWN_EVENTS:
             raise EnrichmentError("UNKNOWN_EVENT_TYPE", f"no handler for event type {kind!r}")
@@ -178,8 +204,6 @@ class Enricher:
             return Enriched(task, _mfn_rows(task, now))
         if kind in POLICYHOLDER_EVENTS:
             return Enriched(task, [_policyholder_row(task, now)])
-        if kind in MEDIA_EVENTS:
-            return await self._media(task, calls, now, media_wanted)
         if kind in TASK_EVENTS:
             assignment_id = _required(task.task_assignment_id, "task_assignment_id", kind)
             assignment = await calls.once(
@@ -284,6 +308,30 @@ def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str
     return wanted
 
 
+def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:
+    """Task positions to enrich together, in order of first position: each project's file
+    events as one group, every other task alone."""
+    groups: list[list[int]] = []
+    files: dict[str, list[int]] = {}
+    for index, task in enumerate(tasks):
+        if task.event_type not in MEDIA_EVENTS:
+            groups.append([index])
+        elif task.project_id in files:
+            files[task.project_id].append(index)
+        else:
+            files[task.project_id] = [index]
+            groups.append(files[task.project_id])
+    return groups
+
+
+async def _caught(task: EnrichmentTask, work: Awaitable[Outcome]) -> Outcome:
+    """The task's outcome, its failure included; cancellation and the like are passed on."""
+    try:
+        return await work
+    except Exception as error:
+        return EnrichmentFailed.from_error(task, error)
+
+
 def _required(value: str | None, name: str, event_type: str) -> str:
     if not value:
         raise EnrichmentError("MISSING_FIELD", f"{event_type} event without {name}")
@@ -312,9 +360,3 @@ def _xa_row(task: EnrichmentTask, now: datetime) -> TableRow:
 def _partial_project(task: EnrichmentTask, now: datetime, **values: Any) -> dict[str, Any]:
     """Only the columns an event sets; the merge keeps every other column as it is."""
     return {"project_id": task.project_id, **values, **rows.lineage(task.event_id, now)}
-
-
-def _failed(task: EnrichmentTask, error: BaseException) -> EnrichmentFailed:
-    if not isinstance(error, Exception):
-        raise error  # cancellation and the like are not the task's fault
-    return EnrichmentFailed.from_error(task, error)

@@ -3,15 +3,13 @@ values must give the rows and the refusals the type-by-type conversion gives."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, rows
-from claimx_flow.models import EnrichmentTask
+from claimx_flow.enrichment import rows
 from claimx_flow.tables import MEDIA, TASK_TEMPLATES, TableSpec
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -124,59 +122,3 @@ def test_column_plans_follow_each_spec_and_its_renames() -> None:
     assert (
         rows.row_from(TASK_TEMPLATES, template, skip=frozenset({"task_id"})).get("task_id") is None
     )
-
-
-class _MediaOnlyApi:
-    """Answers the media call from a canned list; a file event needs nothing else once the
-    project is cached."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-        self.media_calls = 0
-
-    async def get_project(self, project_id: str) -> dict[str, Any]:
-        return {"project": {"projectId": project_id}}
-
-    async def get_media(
-        self, project_id: str, media_ids: list[str] | None = None
-    ) -> list[dict[str, Any]]:
-        self.media_calls += 1
-        return self.items
-
-    async def get_task_assignment(self, assignment_id: str) -> dict[str, Any]:
-        raise AssertionError("not a task event")
-
-    async def get_video_collaboration(self, project_id: str) -> dict[str, Any] | None:
-        raise AssertionError("not a video event")
-
-
-def _file_added(media_id: str) -> EnrichmentTask:
-    return EnrichmentTask(
-        event_id=f"e-{media_id}",
-        event_type="PROJECT_FILE_ADDED",
-        project_id="5000",
-        media_id=media_id,
-        ingested_at=NOW,
-    )
-
-
-def test_media_are_looked_up_by_either_spelling_of_the_id_first_item_winning() -> None:
-    link = "https://example.test/m"
-    items = [
-        {"mediaID": 1, "fullDownloadLink": f"{link}/1", "mediaName": "first"},
-        {"mediaId": "2", "fullDownloadLink": f"{link}/2"},
-        {"mediaID": 1, "fullDownloadLink": f"{link}/1b", "mediaName": "second"},
-        {"mediaName": "no id"},
-        *({"mediaID": n, "fullDownloadLink": f"{link}/{n}"} for n in range(3, 10)),
-    ]
-    api = _MediaOnlyApi(items)
-    tasks = [_file_added(m) for m in ("1", "2", "9", "404")]
-    batch = asyncio.run(Enricher(api, clock=lambda: NOW).enrich(tasks))
-    first, second, last, missing = batch.outcomes
-    assert isinstance(first, Enriched) and first.rows[0][1]["media_name"] == "first"
-    assert first.downloads[0].download_url == f"{link}/1"
-    assert isinstance(second, Enriched) and second.downloads[0].media_id == "2"
-    assert isinstance(last, Enriched) and last.downloads[0].download_url == f"{link}/9"
-    assert isinstance(missing, EnrichmentFailed)
-    assert missing.message.startswith("MEDIA_NOT_FOUND: media 404 is not in project 5000")
-    assert api.media_calls == 1

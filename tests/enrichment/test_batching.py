@@ -1,0 +1,155 @@
+"""How a batch is enriched, against a canned in-process API: file events of a project go
+together (one wait for the project and media calls), every other task alone, and the outcomes
+still come back one per task, in order, each failure confined to the tasks it concerns."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from claimx_flow.api.errors import ClaimXApiError
+from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, ProjectCache
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.models import EnrichmentTask
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+LINK = "https://example.test/m"
+
+
+class CannedApi:
+    """Projects and media lists from dicts; a project id in ``broken`` answers with an error."""
+
+    def __init__(
+        self, media: dict[str, list[dict[str, Any]]], broken: frozenset[str] = frozenset()
+    ) -> None:
+        self.media = media
+        self.broken = broken
+        self.calls: list[tuple[str, str]] = []
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        self.calls.append(("project", project_id))
+        await asyncio.sleep(0)
+        if project_id in self.broken:
+            raise ClaimXApiError(ErrorCategory.TRANSIENT, "project", "HTTP 503")
+        return {"project": {"projectId": project_id}, "companyName": "Co"}
+
+    async def get_media(
+        self, project_id: str, media_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("media", project_id))
+        await asyncio.sleep(0)
+        return self.media.get(project_id, [])
+
+    async def get_task_assignment(self, assignment_id: str) -> dict[str, Any]:
+        raise AssertionError("not a task event")
+
+    async def get_video_collaboration(self, project_id: str) -> dict[str, Any] | None:
+        raise AssertionError("not a video event")
+
+
+def task(event_type: str, project_id: str, media_id: str | None = None) -> EnrichmentTask:
+    return EnrichmentTask(
+        event_id=f"e-{event_type}-{project_id}-{media_id}",
+        event_type=event_type,
+        project_id=project_id,
+        media_id=media_id,
+        ingested_at=NOW,
+    )
+
+
+def files(project_id: str, *ids: str) -> list[EnrichmentTask]:
+    return [task("PROJECT_FILE_ADDED", project_id, media_id) for media_id in ids]
+
+
+def items(*ids: int) -> list[dict[str, Any]]:
+    return [{"mediaID": n, "fullDownloadLink": f"{LINK}/{n}"} for n in ids]
+
+
+def enrich(api: CannedApi, tasks: list[EnrichmentTask], cache: ProjectCache | None = None) -> Any:
+    return asyncio.run(Enricher(api, cache, clock=lambda: NOW).enrich(tasks))
+
+
+def test_media_are_looked_up_by_either_spelling_of_the_id_first_item_winning() -> None:
+    media = [
+        {"mediaID": 1, "fullDownloadLink": f"{LINK}/1", "mediaName": "first"},
+        {"mediaId": "2", "fullDownloadLink": f"{LINK}/2"},
+        {"mediaID": 1, "fullDownloadLink": f"{LINK}/1b", "mediaName": "second"},
+        {"mediaName": "no id"},
+        *items(*range(3, 10)),
+    ]
+    api = CannedApi({"5": media})
+    first, second, last, missing = enrich(api, files("5", "1", "2", "9", "404")).outcomes
+    assert isinstance(first, Enriched) and first.rows[0][1]["media_name"] == "first"
+    assert first.downloads[0].download_url == f"{LINK}/1"
+    assert isinstance(second, Enriched) and second.downloads[0].media_id == "2"
+    assert isinstance(last, Enriched) and last.downloads[0].download_url == f"{LINK}/9"
+    assert isinstance(missing, EnrichmentFailed)
+    assert missing.message.startswith("MEDIA_NOT_FOUND: media 404 is not in project 5")
+    assert api.calls == [("project", "5"), ("media", "5")]
+
+
+def test_interleaved_projects_keep_task_order_and_one_call_each() -> None:
+    api = CannedApi({"5": items(1, 2, 3), "6": items(4, 5, 6)})
+    tasks = [
+        *files("5", "1"),
+        *files("6", "4"),
+        task("PROJECT_CREATED", "7"),
+        *files("5", "2"),
+        task("PROJECT_FILE_ADDED", "6"),  # no media id
+        *files("6", "5", "6"),
+        *files("5", "3"),
+    ]
+    batch = enrich(api, tasks)
+    assert [outcome.task for outcome in batch.outcomes] == tasks
+    failed = [o for o in batch.outcomes if isinstance(o, EnrichmentFailed)]
+    assert [(o.task, o.message) for o in failed] == [
+        (tasks[4], "MISSING_FIELD: PROJECT_FILE_ADDED event without media_id")
+    ]
+    enriched = [o for o in batch.outcomes if isinstance(o, Enriched)]
+    done = [o.downloads[0].media_id for o in enriched if o.downloads]
+    assert done == ["1", "4", "2", "5", "6", "3"]
+    assert sorted(api.calls) == [
+        ("media", "5"),
+        ("media", "6"),
+        ("project", "5"),
+        ("project", "6"),
+        ("project", "7"),
+    ]
+    assert sorted(row["project_id"] for _, row in batch.project_rows) == ["5", "6", "7"]
+    first_of_5 = next(row for _, row in batch.project_rows if row["project_id"] == "5")
+    assert first_of_5["event_id"] == tasks[0].event_id
+
+
+def test_a_failed_project_call_fails_that_projects_file_events_only() -> None:
+    api = CannedApi({"5": items(1, 2), "6": items(3)}, broken=frozenset({"5"}))
+    tasks = [*files("5", "1"), *files("6", "3"), *files("5", "2")]
+    first, other, second = enrich(api, tasks).outcomes
+    for failed in (first, second):
+        assert isinstance(failed, EnrichmentFailed)
+        assert failed.category is ErrorCategory.TRANSIENT
+        assert "HTTP 503" in failed.message
+    assert isinstance(other, Enriched)
+    assert ("media", "5") not in api.calls
+
+
+def test_a_cached_project_spares_its_call_for_file_events() -> None:
+    cache = ProjectCache()
+    cache.put("5", {"project": {"projectId": "5"}})
+    api = CannedApi({"5": items(1, 2)})
+    batch = enrich(api, files("5", "1", "2"), cache)
+    assert all(isinstance(o, Enriched) for o in batch.outcomes)
+    assert api.calls == [("media", "5")] and batch.project_rows == []
+
+
+def test_cancellation_is_not_turned_into_failures() -> None:
+    class Cancelled(CannedApi):
+        async def get_media(
+            self, project_id: str, media_ids: list[str] | None = None
+        ) -> list[dict[str, Any]]:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        enrich(Cancelled({}), files("5", "1", "2"))
