@@ -304,6 +304,11 @@ def test_messages_round_trip_through_json_exactly(message: StageMessage) -> None
 
 
 @given(messages)
+def test_to_json_is_model_dump_json_as_utf8(message: StageMessage) -> None:
+    assert message.to_json() == message.model_dump_json().encode("utf-8")
+
+
+@given(messages)
 def test_datetimes_are_written_with_their_utc_offset(message: StageMessage) -> None:
     document = json.loads(message.to_json())
     for name, value in message:

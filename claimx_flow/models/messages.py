@@ -36,7 +36,8 @@ class StageMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode("utf-8")
+        """The bytes ``model_dump_json`` would give, without its decode and re-encode."""
+        return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def from_json(cls, value: bytes | None) -> Self:
