@@ -51,9 +51,10 @@ class EnrichStage:
         metrics.batch(len(batch))
         enriched = await enricher.enrich([task for _, task in batch])
         outputs: list[StageOutput] = list(enriched.project_rows)
+        done: dict[str, int] = {}  # counted once per event type, not per event
         for (record, task), outcome in zip(batch, enriched.outcomes, strict=True):
             if isinstance(outcome, Enriched):
-                metrics.EVENTS_ENRICHED.labels(event_type=task.event_type).inc()
+                done[task.event_type] = done.get(task.event_type, 0) + 1
                 outputs.extend(outcome.rows)
                 outputs.extend(
                     OutboundRecord(
@@ -73,6 +74,8 @@ class EnrichStage:
                         ids=MessageIds(task.project_id, task.event_id, task.media_id),
                     )
                 )
+        for event_type, count in done.items():
+            metrics.EVENTS_ENRICHED.labels(event_type=event_type).inc(count)
         return outputs
 
     async def _ready(self) -> Enricher:

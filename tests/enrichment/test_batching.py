@@ -9,11 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from claimx_flow.api.errors import ClaimXApiError
+from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.models import EnrichmentTask
+from claimx_flow.models import DownloadTask, EnrichmentTask
+from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.stages.enrich import EnrichStage
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 LINK = "https://example.test/m"
@@ -153,3 +157,30 @@ def test_cancellation_is_not_turned_into_failures() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         enrich(Cancelled({}), files("5", "1", "2"))
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_stage_counts_enriched_events_by_type_and_writes_each_download() -> None:
+    api = CannedApi({"5": items(1, 2, 3)})
+    settings = Settings()
+    stage = EnrichStage.from_settings(settings)
+    stage._enricher = Enricher(api, clock=lambda: NOW)
+    tasks = [*files("5", "1", "2", "404"), task("PROJECT_CREATED", "5")]
+    records = [
+        KafkaRecord(settings.claimx_enrichment_pending_topic, 0, i, None, t.kafka_key, t.to_json())
+        for i, t in enumerate(tasks)
+    ]
+
+    def count(event_type: str) -> float:
+        sample = "claimx_events_enriched_total"
+        return REGISTRY.get_sample_value(sample, {"event_type": event_type}) or 0.0
+
+    before = {kind: count(kind) for kind in ("PROJECT_FILE_ADDED", "PROJECT_CREATED")}
+    outputs = asyncio.run(stage.process(list(zip(records, tasks, strict=True))))
+    assert count("PROJECT_FILE_ADDED") - before["PROJECT_FILE_ADDED"] == 2
+    assert count("PROJECT_CREATED") - before["PROJECT_CREATED"] == 1
+    sent = [o for o in outputs if isinstance(o, OutboundRecord)]
+    downloads = [o for o in sent if o.topic == settings.claimx_downloads_pending_topic]
+    assert [DownloadTask.from_json(o.value).media_id for o in downloads] == ["1", "2"]
+    assert [o.key for o in downloads] == [b"1", b"2"]
+    assert len(sent) == 3  # and the missing media's failure, routed
