@@ -297,15 +297,12 @@ class Enricher:
 
 
 def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str]]:
-    wanted: dict[str, list[str]] = defaultdict(list)
+    """Each project's distinct media ids, in order (a dict per project, so no list scan each)."""
+    wanted: dict[str, dict[str, None]] = defaultdict(dict)
     for task in tasks:
-        if (
-            task.event_type in MEDIA_EVENTS
-            and task.media_id
-            and task.media_id not in wanted[task.project_id]
-        ):
-            wanted[task.project_id].append(task.media_id)
-    return wanted
+        if task.event_type in MEDIA_EVENTS and task.media_id:
+            wanted[task.project_id][task.media_id] = None
+    return defaultdict(list, {project: list(ids) for project, ids in wanted.items()})
 
 
 def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:
