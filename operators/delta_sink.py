@@ -2,7 +2,8 @@
 
 Concurrent writers on one table fight over commits. Making each table a partition of a
 ``FixedPartitionedSink`` gives every table exactly one writer in the whole cluster, and each
-batch of rows becomes one keyed MERGE (idempotent, so a replay after a crash is harmless).
+batch of rows becomes one keyed MERGE (idempotent, so a replay after a crash is harmless), run
+behind the worker (:mod:`operators.pipelined`) so the next batch is processed meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from claimx_flow.delta_writer import DeltaWriter, WriteOutcome
+from operators.pipelined import CommitBehind
 
 TableRow = tuple[str, Mapping[str, Any]]
 
@@ -23,14 +25,21 @@ class _TablePartition(StatefulSinkPartition[Mapping[str, Any], None]):
     ) -> None:
         self._writer = writer
         self._on_write = on_write
+        self._behind = CommitBehind(writer.spec.name)
 
     def write_batch(self, values: list[Mapping[str, Any]]) -> None:
+        self._behind.submit(self._commit, values)
+
+    def _commit(self, values: list[Mapping[str, Any]]) -> None:
         outcome = self._writer.write(values)
         if self._on_write is not None:
             self._on_write(outcome)
 
     def snapshot(self) -> None:
-        return None
+        self._behind.wait()
+
+    def close(self) -> None:
+        self._behind.close()
 
 
 class DeltaTablesSink(FixedPartitionedSink[Mapping[str, Any], None]):

@@ -3,7 +3,8 @@
 A file's cache copy may go only once its row is in ``claimx_attachments`` and its result is in
 Kafka. Running the three in one sink partition makes the order explicit, and the single
 partition makes this the one committer of ``claimx_attachments``. Each step is idempotent, so a
-crash between them is repaired by the replay.
+crash between them is repaired by the replay. Commits run behind the worker
+(:mod:`operators.pipelined`): the next batch uploads while this one commits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from claimx_flow.config import Settings
 from claimx_flow.delta_writer import DeltaWriter
 from claimx_flow.stages.upload import UploadCompletion
 from operators.kafka import CheckedProducerPartition, checked_producer
+from operators.pipelined import CommitBehind
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,12 @@ class _CommitPartition(StatefulSinkPartition[UploadCompletion, None]):
     def __init__(self, writer: DeltaWriter | None, producer: CheckedProducerPartition) -> None:
         self._writer = writer
         self._producer = producer
+        self._behind = CommitBehind(PART)
 
     def write_batch(self, values: list[UploadCompletion]) -> None:
+        self._behind.submit(self._commit, values)
+
+    def _commit(self, values: list[UploadCompletion]) -> None:
         if self._writer is not None:
             metrics.delta_written(self._writer.write([done.row for done in values]))
         self._producer.write_batch([done.result for done in values])
@@ -41,10 +47,13 @@ class _CommitPartition(StatefulSinkPartition[UploadCompletion, None]):
         metrics.UPLOAD_BYTES.inc(sum(int(done.row.get("bytes") or 0) for done in values))
 
     def snapshot(self) -> None:
-        return None
+        self._behind.wait()
 
     def close(self) -> None:
-        self._producer.close()
+        try:
+            self._behind.close()
+        finally:
+            self._producer.close()
 
 
 class UploadCommitSink(FixedPartitionedSink[UploadCompletion, None]):
