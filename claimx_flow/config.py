@@ -91,6 +91,7 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "require_https": "download_require_https",
         "timeout_seconds": "download_timeout_seconds",
     },
+    "upload": {"batch_size": "upload_batch_size"},
     "enrichment": {
         "batch_size": "enrichment_batch_size",
         "enable_delta_writes": "enable_delta_writes",
@@ -185,6 +186,7 @@ class Settings(BaseSettings):
     download_require_https: bool = False
     download_timeout_seconds: float = Field(60.0, gt=0)
     cache_dir: Path | None = None
+    upload_batch_size: int = Field(100, ge=1, le=10_000)
     enrichment_batch_size: int = Field(100, ge=1, le=100_000)
     enable_delta_writes: bool = True
 

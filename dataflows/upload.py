@@ -46,7 +46,14 @@ def completion(item: UploadOutput) -> tuple[str, UploadCompletion] | None:
 
 flow = Dataflow("claimx-upload")
 cached = op.input(
-    "cached", flow, KafkaInput(settings, "uploader", [settings.claimx_downloads_cached_topic])
+    "cached",
+    flow,
+    KafkaInput(
+        settings,
+        "uploader",
+        [settings.claimx_downloads_cached_topic],
+        batch_size=settings.upload_batch_size,
+    ),
 )
 read = op.map("read", cached, stage.parse)
 items = op.redistribute("spread", op.filter_map("readable", read, readable))

@@ -71,7 +71,12 @@ class UploadStage:
 
     async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
         metrics.batch(len(batch))
-        return list(await asyncio.gather(*(self._one(record, item) for record, item in batch)))
+        outputs = list(await asyncio.gather(*(self._one(r, item) for r, item in batch)))
+        if any(isinstance(out, UploadCompletion) for out in outputs):
+            # Before any row, result or cache release: a failure here fails the whole batch,
+            # which recovery replays.
+            await self.store.flush()
+        return outputs
 
     async def _one(self, record: KafkaRecord, cached: CachedDownload) -> UploadOutput:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from claimx_flow.errors import ClaimxError
 
@@ -49,6 +49,10 @@ class FileStore(Protocol):
         self, path: str, source: Path, expected: Fingerprint | None = None
     ) -> StoredFile: ...
 
+    async def flush(self) -> None:
+        """Make every ``put`` so far durable; a file counts as stored only after this."""
+        ...
+
     async def size_of(self, path: str) -> int | None: ...
 
     def uri_of(self, path: str) -> str: ...
@@ -60,10 +64,14 @@ class FileStore(Protocol):
 
 def fingerprint_of(path: Path) -> Fingerprint:
     """Size and sha256 of the file at ``path``, read in bounded chunks (blocking)."""
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as source:
-        while chunk := source.read(READ_CHUNK_BYTES):
-            size += len(chunk)
-            digest.update(chunk)
+        return read_fingerprint(source)
+
+
+def read_fingerprint(source: BinaryIO) -> Fingerprint:
+    """Size and sha256 of what is left to read in ``source`` (blocking)."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(READ_CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
     return Fingerprint(size, digest.hexdigest())

@@ -195,3 +195,24 @@ def test_check_writable_leaves_nothing_behind(harness: Harness) -> None:
     harness.run(lambda store: store.check_writable())
 
     assert harness.files() == []
+
+
+def test_flush_after_puts_keeps_every_file(harness: Harness, tmp_path: Path) -> None:
+    """What the upload stage does per batch: many puts, then one flush before any commit."""
+    sources = []
+    for i in range(20):
+        source = tmp_path / f"s{i}.bin"
+        source.write_bytes(os.urandom(1000 + i))
+        sources.append(source)
+    paths = [media_path("P-100", f"M-{i}", "f.jpg", "jpg") for i in range(20)]
+
+    async def scenario(store: FileStore) -> None:
+        await store.flush()  # nothing stored yet: still fine
+        for path, source in zip(paths, sources, strict=True):
+            await store.put(path, source, fingerprint_of(source))
+        await store.flush()
+
+    harness.run(scenario)
+    assert harness.files() == sorted(paths)
+    for path, source in zip(paths, sources, strict=True):
+        assert harness.read(path) == source.read_bytes()
