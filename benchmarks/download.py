@@ -18,6 +18,7 @@ import aiohttp
 
 from benchmarks import kafka_io
 from benchmarks.harness import KIB, BenchEnv, reset_simulator, simulator_stats
+from benchmarks.measure import settle_disk
 from benchmarks.progress import Phases, Update
 from benchmarks.report import Limit, StageResult
 from benchmarks.runner import expect, fill_run, run_until_drained
@@ -61,6 +62,7 @@ def _bench_size(env: BenchEnv, phases: Phases, size: int, files: int) -> StageRe
     urls = [t.download_url for t in tasks]
     raw = asyncio.run(fetch_loop(urls, bare_dir, size, update, settings.download_concurrency))
     shutil.rmtree(bare_dir, ignore_errors=True)
+    settle_disk()
     reset_simulator(sim)
     cached, dlq = settings.claimx_downloads_cached_topic, settings.claimx_downloads_dlq_topic
     outputs = [cached, dlq, *settings.download_retry_topics]

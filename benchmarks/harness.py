@@ -45,6 +45,8 @@ class BenchConfig:
     own_broker: bool = False
     keep: bool = False
     profile_dir: Path | None = None
+    workers: int = 1
+    """Worker threads of each stage process (``-w``)."""
     """Where to write py-spy profiles of each stage process (None: no profiling)."""
 
     def size(self, default: int) -> int:

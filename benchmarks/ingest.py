@@ -112,7 +112,8 @@ def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: flo
     settings = env.stage_settings("ingest-latency", claimx_stop_at_end=False)
     plan = EventPlan(count, projects=max(10, count // 50), mix="mixed", seed=env.config.seed + 1)
     lines = list(event_lines(plan))
-    process = StageProcess(settings, "ingest", settings.claimx_data_dir / "logs").start()
+    logs = settings.claimx_data_dir / "logs"
+    process = StageProcess(settings, "ingest", logs, workers=env.config.workers).start()
     try:
         process.wait_ready()
         update = phases.start(f"ingest: paced feed at {rate:,.0f} events/s", count)

@@ -40,6 +40,12 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def settle_disk() -> None:
+    """Write back what earlier phases left dirty (preloaded files, the bare loop's copies), so a
+    measured run pays for its own disk writes and not for the harness's."""
+    os.sync()
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 

@@ -49,6 +49,7 @@ class StageResult:
     outputs: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
     load: tuple[float, float] | None = None
     """1-minute load average before and after the run: other work on the machine skews it."""
 
@@ -136,7 +137,7 @@ def results_markdown(results: list[StageResult]) -> str:
         ratio = f"{r.ratio:.0%}" if r.ratio is not None else "-"
         rss = f"{_num(r.peak_rss_mib)} MiB" if r.peak_rss_mib is not None else "-"
         calls = _num(r.api_calls_per_item, 3) if r.api_calls_per_item is not None else "-"
-        flag = "" if r.ok else " ⚠"
+        flag = (f" -w {r.workers}" if r.workers > 1 else "") + ("" if r.ok else " ⚠")
         lines.append(
             f"| {r.stage}{flag} | {r.workload} | {r.items:,} | {rate} | {_raw(r)} | {ratio} "
             f"| {_latency(r)} | {rss} | {calls} | {_bytes_per_s(r)} | {_load(r)} |"

@@ -42,7 +42,7 @@ def run_until_drained(
 ) -> Drained:
     """Start the stage with ``CLAIMX_STOP_AT_END``, wait for it to exit, read its outputs."""
     logs, profile = settings.claimx_data_dir / "logs", env.config.profile(label)
-    process = StageProcess(settings, stage, logs, profile).start()
+    process = StageProcess(settings, stage, logs, profile, env.config.workers).start()
     update = phases.start(f"{label}: {stage} dataflow", expected)
     try:
         run = process.wait(env.config.stage_timeout_s, on_poll=lambda r: update(r.consumed))

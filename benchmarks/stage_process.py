@@ -62,9 +62,15 @@ class StageProcess:
     """``python -m bytewax.run dataflows.<stage>:flow`` with recovery, via ``Pipeline``."""
 
     def __init__(
-        self, settings: Settings, stage: str, log_dir: Path, profile: Path | None = None
+        self,
+        settings: Settings,
+        stage: str,
+        log_dir: Path,
+        profile: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.stage = stage
+        self._workers = workers
         self._profile = profile
         self._profiler: subprocess.Popen[bytes] | None = None
         self.pipeline = Pipeline(settings, settings_env(settings), log_dir)
@@ -76,7 +82,7 @@ class StageProcess:
         self._sampler = threading.Thread(target=self._sample, daemon=True, name="bench-sampler")
 
     def start(self) -> StageProcess:
-        self.pipeline.start([self.stage])
+        self.pipeline.start([self.stage], workers=self._workers)
         self._pid = self.pipeline.processes[self.stage][0].pid
         self._port = self.pipeline.health_ports[self.stage][0]
         self._started = time.time()

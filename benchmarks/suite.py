@@ -48,6 +48,7 @@ def run_suite(
                 results = [failed]
             for result in results:  # the machine is shared: say how busy it was
                 result.load = (round(before, 2), round(load_average()[0], 2))
+                result.workers = config.workers
             report.results.extend(results)
     report.finished_at = datetime.now(UTC).isoformat()
     report.load_after = [round(x, 2) for x in load_average()]

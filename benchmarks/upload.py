@@ -21,6 +21,7 @@ from pathlib import Path
 from benchmarks import kafka_io
 from benchmarks.download import size_label
 from benchmarks.harness import BenchEnv
+from benchmarks.measure import settle_disk
 from benchmarks.progress import Phases, Update
 from benchmarks.report import Limit, StageResult
 from benchmarks.runner import expect, fill_run, run_until_drained
@@ -43,7 +44,9 @@ def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     messages = [(c.kafka_key, c.to_json(), None) for c in cached]
     kafka_io.produce(settings, settings.claimx_downloads_cached_topic, messages, update)
     update = phases.start("upload: bare file write loop", files)
+    settle_disk()
     raw = write_loop([Path(c.local_path) for c in cached], env.workdir / "bare-upload", update)
+    settle_disk()
     results, dlq = settings.claimx_downloads_results_topic, settings.claimx_downloads_dlq_topic
     outputs = [results, dlq, *settings.download_retry_topics]
     drained = run_until_drained(env, settings, "upload", files, outputs, phases, "upload")

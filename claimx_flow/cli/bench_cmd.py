@@ -45,6 +45,9 @@ OWN_BROKER = typer.Option(
 KEEP = typer.Option(False, "--keep", help="Keep the work directory (logs, tables, files).")
 JSON_OUT = typer.Option(False, "--json", help="Print the JSON report on stdout instead.")
 OUT = typer.Option(None, "--out", help="Also write the JSON report to this file.")
+WORKERS = typer.Option(
+    1, "--workers", "-w", min=1, help="Worker threads of each stage process (bytewax -w)."
+)
 PROFILE = typer.Option(
     None, "--profile", help="Profile each stage process with py-spy into this directory."
 )
@@ -97,6 +100,7 @@ def _command(stages: tuple[str, ...], doc: str) -> None:
         json_out: bool = JSON_OUT,
         out: Path | None = OUT,
         profile: Path | None = PROFILE,
+        workers: int = WORKERS,
     ) -> None:
         config = BenchConfig(
             seed=seed,
@@ -112,6 +116,7 @@ def _command(stages: tuple[str, ...], doc: str) -> None:
             own_broker=own_broker,
             keep=keep,
             profile_dir=profile.resolve() if profile is not None else None,
+            workers=workers,
         )
         _run(stages, config, json_out, out)
 
