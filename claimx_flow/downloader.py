@@ -12,8 +12,6 @@ leaving an orphan.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +23,7 @@ import aiohttp
 
 from claimx_flow import addresses, metrics
 from claimx_flow.cache_runs import CacheRun
+from claimx_flow.cache_spool import CacheSpool
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import CachedDownload, DownloadTask
@@ -116,12 +115,13 @@ async def download_to_cache(
         target = cache_file(run.cache_dir, task.media_id)
     except UnsafePathError as exc:
         raise DownloadError(ErrorCategory.PERMANENT, str(exc)) from None
-    partial = run.partial(target)
+    spool = CacheSpool(run.partial(target))
     started, outcome = time.perf_counter(), "failed"
     try:
         async with asyncio.timeout(policy.timeout_s):
-            size, digest, content_type = await _stream(session, task.download_url, partial, policy)
-        os.replace(partial, target)
+            content_type = await _stream(session, task.download_url, spool, policy)
+            digest = await spool.commit(target)
+        size = spool.size
         outcome = "ok"
     except TimeoutError:
         raise DownloadError(
@@ -137,7 +137,8 @@ async def download_to_cache(
             ErrorCategory.TRANSIENT, f"connection failed: {type(exc).__name__}"
         ) from None
     finally:
-        partial.unlink(missing_ok=True)
+        if outcome != "ok":
+            spool.discard()
         metrics.DOWNLOAD_SECONDS.labels(outcome=outcome).observe(time.perf_counter() - started)
     metrics.DOWNLOADS.inc()
     metrics.DOWNLOAD_BYTES.inc(size)
@@ -152,8 +153,9 @@ async def download_to_cache(
 
 
 async def _stream(
-    session: aiohttp.ClientSession, url: str, partial: Path, policy: DownloadPolicy
-) -> tuple[int, str, str]:
+    session: aiohttp.ClientSession, url: str, spool: CacheSpool, policy: DownloadPolicy
+) -> str:
+    """Stream ``url``'s body into ``spool`` within the policy; the content type served."""
     async with session.get(
         url, allow_redirects=False, auto_decompress=False, headers={"Accept-Encoding": "identity"}
     ) as response:
@@ -171,24 +173,18 @@ async def _stream(
                 ErrorCategory.PERMANENT,
                 f"file of {announced} bytes over the limit of {policy.max_bytes}",
             )
-        digest = hashlib.sha256()
-        size = 0
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("wb") as out:
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                size += len(chunk)
-                if size > policy.max_bytes:
-                    raise DownloadError(
-                        ErrorCategory.PERMANENT, f"file over the limit of {policy.max_bytes} bytes"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-        if announced is not None and size != announced:
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            if spool.size + len(chunk) > policy.max_bytes:
+                raise DownloadError(
+                    ErrorCategory.PERMANENT, f"file over the limit of {policy.max_bytes} bytes"
+                )
+            await spool.add(chunk)
+        if announced is not None and spool.size != announced:
             raise DownloadError(
-                ErrorCategory.TRANSIENT, f"body of {size} bytes, {announced} announced"
+                ErrorCategory.TRANSIENT, f"body of {spool.size} bytes, {announced} announced"
             )
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        return size, digest.hexdigest(), content_type.split(";")[0].strip()
+        return content_type.split(";")[0].strip()
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse) -> None:

@@ -1,0 +1,84 @@
+"""One download's bytes on their way into the cache, written and hashed off the event loop.
+
+The event loop that streams twenty downloads at once must not also open, write, hash and rename
+their files: at thousands of small files a second those calls saturate it. Chunks are held in
+memory until ``SPILL_BYTES`` have arrived, then written by a worker thread; a small file is
+written, hashed and renamed by a single thread call when its body ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+SPILL_BYTES = 1024 * 1024
+
+
+class CacheSpool:
+    """Bytes for ``partial``, renamed to the cache file by :meth:`commit`; else :meth:`discard`."""
+
+    def __init__(self, partial: Path) -> None:
+        self.partial = partial
+        self.size = 0
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._file: BinaryIO | None = None
+        self._digest = hashlib.sha256()
+        # A cancelled download may leave a write running in its thread: discard waits for it.
+        self._lock = threading.Lock()
+        self._discarded = False
+
+    async def add(self, chunk: bytes) -> None:
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+        self.size += len(chunk)
+        if self._held_bytes >= SPILL_BYTES:
+            await asyncio.to_thread(self._write_held)
+
+    async def commit(self, target: Path) -> str:
+        """Write what is held, close, rename onto ``target``; the sha256 of all the bytes."""
+        return await asyncio.to_thread(self._commit, target)
+
+    def discard(self) -> None:
+        """Drop the partial file, if any was written (blocking, briefly)."""
+        with self._lock:
+            self._discarded = True
+            self._held.clear()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+                self.partial.unlink(missing_ok=True)
+
+    def _write_held(self) -> None:
+        with self._lock:
+            if self._discarded:  # a write queued before its download was cancelled
+                return
+            if self._file is None:
+                try:
+                    self._file = self.partial.open("wb")
+                except FileNotFoundError:  # the cache folder went away (or never was)
+                    self.partial.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = self.partial.open("wb")
+            for chunk in self._held:
+                self._digest.update(chunk)
+                self._file.write(chunk)
+            self._held.clear()
+            self._held_bytes = 0
+
+    def _commit(self, target: Path) -> str:
+        self._write_held()
+        with self._lock:
+            if self._file is None:
+                raise FileNotFoundError(f"{self.partial} was discarded")
+            self._file.close()
+            self._file = None
+            try:
+                os.replace(self.partial, target)
+            except BaseException:
+                self.partial.unlink(missing_ok=True)
+                raise
+        return self._digest.hexdigest()
