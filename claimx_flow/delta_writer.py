@@ -154,6 +154,8 @@ def collapse_by_key(
     (by ``version_column``, else arrival order), each non-null value overwriting the one before,
     the same rule the merge applies against the stored row.
     """
+    if mode == "insert_if_absent" and len(keys) == 1:
+        return _first_per_key(rows, keys[0])
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     ordered = list(rows)
     if version_column is not None and mode == "upsert":
@@ -168,3 +170,19 @@ def collapse_by_key(
         elif mode == "upsert":
             current.update({c: v for c, v in row.items() if v is not None})
     return list(merged.values())
+
+
+def _first_per_key(rows: Iterable[Row], key: str) -> list[dict[str, Any]]:
+    """``collapse_by_key`` of insert-if-absent rows on one key column (``claimx_events``).
+
+    The same answer without a key tuple and a generator per row: this runs on every ingested
+    event, on the thread that commits behind the worker.
+    """
+    first: dict[Any, Row] = {}
+    for row in rows:
+        value = row.get(key)
+        if value is None:
+            raise ValueError(f"row without its key {(key,)}: {(value,)}")
+        if value not in first:
+            first[value] = row
+    return [dict(row) for row in first.values()]

@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
+from hypothesis import given
+from hypothesis import strategies as st
 
 from claimx_flow.delta_writer import DeltaWriter, collapse_by_key
 from claimx_flow.tables import TableSpec
@@ -105,3 +108,33 @@ def test_collapse_folds_a_batch_oldest_to_newest() -> None:
         "policyholder_joined_at": t(1),
         "last_enriched_at": t(12),
     }
+
+
+def _first_row_per_key(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Insert-if-absent collapsing written plainly: the first row of each key, in key order."""
+    kept: dict[object, dict[str, object]] = {}
+    for row in rows:
+        if row.get("event_id") is None:
+            raise ValueError("row without its key")
+        kept.setdefault(row["event_id"], dict(row))
+    return list(kept.values())
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"event_id": st.sampled_from(["a", "b", "c", "d"]), "n": st.integers(0, 9)},
+            optional={"event_date": st.sampled_from(["2024-01-01", "2024-01-02"])},
+        ),
+        max_size=30,
+    )
+)
+def test_insert_if_absent_keeps_the_first_row_of_each_key(rows: list[dict[str, object]]) -> None:
+    collapsed = collapse_by_key(rows, EVENTS.keys, None, "insert_if_absent")
+    assert collapsed == _first_row_per_key(rows)
+    assert all(c is not r for c in collapsed for r in rows)  # copies: the caller's rows stay
+
+
+def test_insert_if_absent_refuses_a_row_without_its_key() -> None:
+    with pytest.raises(ValueError, match="without its key"):
+        collapse_by_key([{"event_id": "a"}, {"n": 1}], EVENTS.keys, None, "insert_if_absent")

@@ -428,3 +428,41 @@ def test_newer_fields_from_a_newer_producer_are_tolerated() -> None:
         )
     )
     assert task.event_id == "e"
+
+
+# The ingest fast path: a task written straight from its event --------------------------------
+
+raw_events = st.fixed_dictionaries(
+    {
+        "event_type": texts.filter(str.strip),
+        "project_id": ids | st.integers(min_value=0, max_value=10**15),
+        "ingested_at": st.tuples(instants, offsets).map(lambda p: p[0].astimezone(p[1])),
+    },
+    optional={
+        "event_id": ids,
+        "media_id": ids,
+        "task_assignment_id": ids,
+        "video_collaboration_id": ids,
+        "master_file_name": ids,
+        "extra": texts,
+    },
+).map(lambda d: {**d, "ingested_at": d["ingested_at"].isoformat()})
+
+
+@given(raw_events)
+def test_message_from_event_is_the_task_from_event_byte_for_byte(source: dict[str, Any]) -> None:
+    event = RawEvent.from_kafka(encode(source))
+    task = EnrichmentTask.from_event(event)
+    assert EnrichmentTask.message_from_event(event) == (task.kafka_key, task.to_json())
+
+
+def test_message_from_event_writes_every_task_field_in_order() -> None:
+    """A field added to the task must be added to its fast path too, or this fails."""
+    from claimx_flow.models.messages import _TaskFields
+
+    assert list(_TaskFields.__annotations__) == list(EnrichmentTask.model_fields)
+
+
+def test_raw_data_is_the_decoded_message_itself() -> None:
+    value = encode({**SNAKE_EVENT, "nested": {"a": [1, 2]}})
+    assert RawEvent.from_kafka(value).raw_data == json.loads(value)

@@ -15,9 +15,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from claimx_flow.models.events import RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
@@ -82,9 +84,47 @@ class EnrichmentTask(StageMessage):
             ingested_at=event.ingested_at,
         )
 
+    @classmethod
+    def message_from_event(cls, event: RawEvent) -> tuple[bytes, bytes]:
+        """Kafka key and value of ``from_event(event)``, the same bytes, without the model.
+
+        A validated event holds every field already normalised, so building the task validates
+        nothing new; skipping it (and the serializer's model walk) saves ~3.5 us of the ~20 us
+        an ingested event costs. ``tests/test_models.py`` holds the two paths to the same bytes.
+        """
+        fields: _TaskFields = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "project_id": event.project_id,
+            "media_id": event.media_id,
+            "task_assignment_id": event.task_assignment_id,
+            "video_collaboration_id": event.video_collaboration_id,
+            "master_file_name": event.master_file_name,
+            "ingested_at": event.ingested_at,
+            "retry_count": 0,
+        }
+        return event.project_id.encode("utf-8"), _TASK_JSON.dump_json(fields)
+
     @property
     def kafka_key(self) -> bytes:
         return self.project_id.encode("utf-8")
+
+
+class _TaskFields(TypedDict):
+    """An ``EnrichmentTask``'s fields in its order, for writing one straight from an event."""
+
+    event_id: str
+    event_type: str
+    project_id: str
+    media_id: str | None
+    task_assignment_id: str | None
+    video_collaboration_id: str | None
+    master_file_name: str | None
+    ingested_at: UtcDateTime
+    retry_count: int
+
+
+_TASK_JSON = TypeAdapter(_TaskFields)
 
 
 class MediaMessage(StageMessage):

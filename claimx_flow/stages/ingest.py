@@ -7,6 +7,7 @@ every event ends in Delta or a DLQ.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,25 +36,39 @@ class Ingester:
         )
 
     def __call__(self, record: KafkaRecord) -> list[StageOutput]:
-        try:
-            event = RawEvent.from_kafka(record.value)
-        except MalformedMessageError as exc:
-            return [
-                self.router.route(
-                    record,
-                    reason=exc.reason,
-                    error_class=type(exc).__name__,
-                    category=ErrorCategory.PERMANENT,
-                )
-            ]
-        task = EnrichmentTask.from_event(event)
-        outputs: list[StageOutput] = [
-            OutboundRecord(self.pending_topic, task.kafka_key, task.to_json())
-        ]
-        if self.write_events:
-            outputs.append((EVENTS.name, event_row(event)))
-        metrics.EVENTS_INGESTED.inc()
+        return self.ingest_batch([record])
+
+    def ingest_batch(self, records: Iterable[KafkaRecord]) -> list[StageOutput]:
+        """Every record's outputs, in record order.
+
+        A batch at a time, so the clock is read and the counter moved once per batch rather
+        than once per event (the per-event work is a few microseconds; those were two of them).
+        """
+        now = datetime.now(UTC)
+        outputs: list[StageOutput] = []
+        ingested = 0
+        for record in records:
+            try:
+                event = RawEvent.from_kafka(record.value)
+            except MalformedMessageError as exc:
+                outputs.append(self._dead_letter(record, exc))
+                continue
+            key, task = EnrichmentTask.message_from_event(event)
+            outputs.append(OutboundRecord(self.pending_topic, key, task))
+            if self.write_events:
+                outputs.append((EVENTS.name, event_row(event, now)))
+            ingested += 1
+        if ingested:
+            metrics.EVENTS_INGESTED.inc(ingested)
         return outputs
+
+    def _dead_letter(self, record: KafkaRecord, exc: MalformedMessageError) -> OutboundRecord:
+        return self.router.route(
+            record,
+            reason=exc.reason,
+            error_class=type(exc).__name__,
+            category=ErrorCategory.PERMANENT,
+        )
 
 
 def event_row(event: RawEvent, now: datetime | None = None) -> dict[str, object]:

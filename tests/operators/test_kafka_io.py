@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -9,6 +10,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka_config import consumer_config
@@ -74,6 +76,28 @@ def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     assert any(isinstance(e, DeliveryError) for e in _chain(caught.value))
+
+
+def test_message_the_broker_refuses_fails_the_step(
+    kafka_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    """Only failed deliveries are reported back to the sink; a refusal must still stop it."""
+    topic = make_topic(partitions=1)
+    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    cap = ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)
+    limit = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[cap])
+    for future in admin.incremental_alter_configs([limit]).values():
+        future.result(timeout=30)
+    fits, too_big = os.urandom(100), os.urandom(50_000)  # random: lz4 cannot shrink it
+    flow = Dataflow("kafka-too-big")
+    records = op.input(
+        "in", flow, TestingSource([OutboundRecord(topic, b"k", v) for v in (fits, too_big)])
+    )
+    op.output("out", records, CheckedKafkaOutput(kafka_settings, flush_timeout_s=20))
+    with pytest.raises(Exception) as caught:
+        cluster_main(flow, [], 0)
+    refused = [e for e in _chain(caught.value) if isinstance(e, DeliveryError)]
+    assert refused and "refused by Kafka" in str(refused[0])
 
 
 def _chain(error: BaseException | None) -> list[BaseException]:
