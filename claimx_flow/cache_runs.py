@@ -10,6 +10,7 @@ it: a lock that can be taken belongs to a dead process, whose partial files are 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import uuid
@@ -27,6 +28,7 @@ class CacheRun:
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
         self.run_id = uuid.uuid4().hex
+        self._attempts = itertools.count()
         runs = cache_dir / RUNS_DIR
         runs.mkdir(parents=True, exist_ok=True)
         self._lock: IO[bytes] = (runs / f"{self.run_id}.lock").open("wb")
@@ -35,7 +37,9 @@ class CacheRun:
         self._lock.flush()
 
     def partial(self, target: Path) -> Path:
-        return target.with_name(f"{target.name}.{self.run_id}.part")
+        """A partial file of its own for every download, even two of the same media at once
+        (a duplicate task in one batch): each renames only what it wrote itself."""
+        return target.with_name(f"{target.name}.{next(self._attempts)}.{self.run_id}.part")
 
 
 def sweep_orphans(cache_dir: Path) -> int:

@@ -136,6 +136,10 @@ async def download_to_cache(
         raise DownloadError(
             ErrorCategory.TRANSIENT, f"connection failed: {type(exc).__name__}"
         ) from None
+    except OSError as exc:  # the cache volume: full, gone, read-only
+        raise DownloadError(
+            ErrorCategory.TRANSIENT, f"cache write failed: {exc.strerror or type(exc).__name__}"
+        ) from None
     finally:
         if outcome != "ok":
             spool.discard()

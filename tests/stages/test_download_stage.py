@@ -77,6 +77,21 @@ def test_downloads_land_in_the_cache_with_their_checksum(
     )
 
 
+def test_the_same_media_twice_in_one_batch_is_cached_once_without_a_failure(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A replayed or duplicated task lands in the same batch as its original: both download
+    at once into partial files of their own, and both end as cached downloads."""
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    out = run_stage(settings, [task] * 4)
+    assert [o.topic for o in out] == [settings.claimx_downloads_cached_topic] * 4
+    assert [p.name for p in cached_files(tmp_path / "cache")] == [f"{task.media_id}.bin"]
+    assert (tmp_path / "cache" / f"{task.media_id}.bin").read_bytes() == expected_bytes(
+        task.media_id
+    )
+
+
 def test_an_expired_url_is_refreshed_and_retried_at_once(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
