@@ -3,7 +3,8 @@
 Concurrent writers on one table fight over commits. Making each table a partition of a
 ``FixedPartitionedSink`` gives every table exactly one writer in the whole cluster, and each
 batch of rows becomes one keyed MERGE (idempotent, so a replay after a crash is harmless), run
-behind the worker (:mod:`operators.pipelined`) so the next batch is processed meanwhile.
+behind the worker (:mod:`operators.pipelined`) so the next batches are processed meanwhile
+and committed together.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ class _TablePartition(StatefulSinkPartition[Mapping[str, Any], None]):
     ) -> None:
         self._writer = writer
         self._on_write = on_write
-        self._behind = CommitBehind(writer.spec.name)
+        self._behind: CommitBehind[Mapping[str, Any]] = CommitBehind(writer.spec.name, self._commit)
 
     def write_batch(self, values: list[Mapping[str, Any]]) -> None:
-        self._behind.submit(self._commit, values)
+        self._behind.add(values)
 
     def _commit(self, values: list[Mapping[str, Any]]) -> None:
         outcome = self._writer.write(values)

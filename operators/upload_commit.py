@@ -4,7 +4,7 @@ A file's cache copy may go only once its row is in ``claimx_attachments`` and it
 Kafka. Running the three in one sink partition makes the order explicit, and the single
 partition makes this the one committer of ``claimx_attachments``. Each step is idempotent, so a
 crash between them is repaired by the replay. Commits run behind the worker
-(:mod:`operators.pipelined`): the next batch uploads while this one commits.
+(:mod:`operators.pipelined`): the next batches upload while one commits.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ class _CommitPartition(StatefulSinkPartition[UploadCompletion, None]):
     def __init__(self, writer: DeltaWriter | None, producer: CheckedProducerPartition) -> None:
         self._writer = writer
         self._producer = producer
-        self._behind = CommitBehind(PART)
+        self._behind: CommitBehind[UploadCompletion] = CommitBehind(PART, self._commit)
 
     def write_batch(self, values: list[UploadCompletion]) -> None:
-        self._behind.submit(self._commit, values)
+        self._behind.add(values)
 
     def _commit(self, values: list[UploadCompletion]) -> None:
         if self._writer is not None:

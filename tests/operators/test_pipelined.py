@@ -1,4 +1,5 @@
-"""Commits behind the worker: in order, one at a time, and never past the epoch's snapshot."""
+"""Commits behind the worker: in order, one at a time, gathered while one runs, and never past
+the epoch's snapshot."""
 
 from __future__ import annotations
 
@@ -10,60 +11,103 @@ import pytest
 from operators.pipelined import CommitBehind
 
 
-def test_commits_run_in_order_one_at_a_time_off_the_caller() -> None:
-    behind = CommitBehind("t")
+def test_items_are_committed_in_order_one_commit_at_a_time_off_the_caller() -> None:
     done: list[int] = []
     in_flight = 0
     overlap = False
     lock = threading.Lock()
 
-    def commit(batch: int) -> None:
+    def commit(items: list[int]) -> None:
         nonlocal in_flight, overlap
         with lock:
             in_flight += 1
             overlap |= in_flight > 1
-        time.sleep(0.01)
-        done.append(batch)
         assert threading.current_thread() is not threading.main_thread()
+        time.sleep(0.01)
+        done.extend(items)
         with lock:
             in_flight -= 1
 
-    for batch in range(5):
-        behind.submit(commit, batch)
+    behind: CommitBehind[int] = CommitBehind("t", commit)
+    for batch in range(20):
+        behind.add([batch * 10 + i for i in range(10)])
     behind.close()
 
-    assert done == [0, 1, 2, 3, 4]
+    assert done == list(range(200))
     assert not overlap
 
 
-def test_wait_returns_only_once_the_commit_is_done() -> None:
-    behind = CommitBehind("t")
+def test_what_arrives_during_a_commit_is_committed_together() -> None:
     release = threading.Event()
-    committed = threading.Event()
+    commits: list[list[str]] = []
 
-    def commit(batch: str) -> None:
+    def commit(items: list[str]) -> None:
+        commits.append(items)
         release.wait(5)
-        committed.set()
 
-    behind.submit(commit, "rows")
-    assert not committed.is_set()  # the caller went on while it commits
+    behind: CommitBehind[str] = CommitBehind("t", commit)
+    behind.add(["a"])
+    while not commits:  # the first commit has started and is held
+        time.sleep(0.001)
+    for item in ("b", "c", "d"):
+        behind.add([item])  # returns at once: gathered behind the running commit
+    release.set()
+    behind.close()
+
+    assert commits == [["a"], ["b", "c", "d"]]
+
+
+def test_wait_returns_only_once_everything_is_committed() -> None:
+    release = threading.Event()
+    committed: list[str] = []
+
+    def commit(items: list[str]) -> None:
+        release.wait(5)
+        committed.extend(items)
+
+    behind: CommitBehind[str] = CommitBehind("t", commit)
+    behind.add(["rows"])
+    behind.add(["more rows"])
+    assert committed == []  # the caller went on while it commits
     threading.Timer(0.2, release.set).start()
     behind.wait()  # what the partition's snapshot does at the epoch's end
-    assert committed.is_set()
+    assert committed == ["rows", "more rows"]
     behind.close()
 
 
-def test_a_failed_commit_fails_the_snapshot_and_stops_later_commits() -> None:
-    behind = CommitBehind("t")
-    done: list[str] = []
+def test_the_worker_waits_once_max_pending_items_are_waiting() -> None:
+    release = threading.Event()
+    behind: CommitBehind[int] = CommitBehind("t", lambda items: release.wait(5), max_pending=2)
+    behind.add([1])
+    time.sleep(0.05)  # the commit of [1] is running and held
+    behind.add([2, 3])  # pending is now full
+    blocked = threading.Event()
 
-    def commit(batch: str) -> None:
-        if batch == "bad":
+    def third() -> None:
+        behind.add([4])
+        blocked.set()
+
+    threading.Thread(target=third).start()
+    assert not blocked.wait(0.2)  # held back: memory stays bounded
+    release.set()
+    assert blocked.wait(5)
+    behind.close()
+
+
+def test_a_failed_commit_fails_the_snapshot_and_every_later_hand_over() -> None:
+    committed: list[str] = []
+
+    def commit(items: list[str]) -> None:
+        if "bad" in items:
             raise OSError("broker gone")
-        done.append(batch)
+        committed.extend(items)
 
-    behind.submit(commit, "bad")
+    behind: CommitBehind[str] = CommitBehind("t", commit)
+    behind.add(["bad"])
     with pytest.raises(OSError, match="broker gone"):
-        behind.submit(commit, "next")  # the next write waits for, and fails on, the one before
-    assert done == []
-    behind.close()
+        behind.wait()
+    with pytest.raises(OSError, match="broker gone"):
+        behind.add(["next"])
+    with pytest.raises(OSError, match="broker gone"):
+        behind.close()
+    assert committed == []
