@@ -32,6 +32,10 @@ from operators.outputs import write_outputs
 from operators.runtime import setup_process
 
 BATCH_LATENCY = timedelta(milliseconds=500)
+INPUT_BATCH = 500
+"""Tasks read per partition at a time. What is read together is enriched together: its API
+answers, rows and download tasks are all in memory at once, so this bounds the stage's memory
+(1,000 per partition took file-heavy bursts past the 512 MiB pod request)."""
 GC_THRESHOLDS = (10_000, 10, 10)
 """A batch allocates tens of thousands of short-lived objects (rows, messages, API documents);
 with Python's default of 700 the youngest generation was collected every few hundred of them,
@@ -62,7 +66,14 @@ async def enrich_batches(batches: list[tuple[str, list[SourcedTask]]]) -> list[S
 
 flow = Dataflow("claimx-enrich")
 pending = op.input(
-    "pending", flow, KafkaInput(settings, "enricher", [settings.claimx_enrichment_pending_topic])
+    "pending",
+    flow,
+    KafkaInput(
+        settings,
+        "enricher",
+        [settings.claimx_enrichment_pending_topic],
+        batch_size=INPUT_BATCH,
+    ),
 )
 read = op.map("read-task", pending, stage.parse)
 tasks = op.filter_map("readable", read, readable)
