@@ -1,9 +1,11 @@
-"""One download's bytes on their way into the cache, written and hashed off the event loop.
+"""One download's bytes on their way into the cache, with their sha256.
 
-The event loop that streams twenty downloads at once must not also open, write, hash and rename
-their files: at thousands of small files a second those calls saturate it. Chunks are held in
-memory until ``SPILL_BYTES`` have arrived, then written by a worker thread; a small file is
-written, hashed and renamed by a single thread call when its body ends.
+Chunks are held in memory until ``SPILL_BYTES`` have arrived, then written by a worker thread,
+so a large file never blocks the event loop that streams twenty downloads at once. A small file
+(at most ``INLINE_BYTES``) is written, hashed and renamed right on the loop when its body ends:
+measured with 64 KiB files, a thread hand-off per file cost more than the ~100 µs of system
+calls it moved (370 µs of CPU per download inline against 700 µs through the thread pool,
+the loop thread waiting to get the GIL back after every socket call).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 SPILL_BYTES = 1024 * 1024
+INLINE_BYTES = 256 * 1024
 
 
 class CacheSpool:
@@ -41,6 +44,8 @@ class CacheSpool:
 
     async def commit(self, target: Path) -> str:
         """Write what is held, close, rename onto ``target``; the sha256 of all the bytes."""
+        if self._file is None and self._held_bytes <= INLINE_BYTES:
+            return self._commit(target)
         return await asyncio.to_thread(self._commit, target)
 
     def discard(self) -> None:
