@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
@@ -22,7 +21,7 @@ from benchmarks.report import Limit, StageResult
 from benchmarks.runner import expect, fill_run, run_until_drained
 from benchmarks.stage_process import StageProcess
 from claimx_flow.config import Settings
-from claimx_flow.kafka_config import consumer_config, producer_config
+from claimx_flow.kafka_config import consumer_config, produce_or_wait, producer_config
 from claimx_flow.models import RawEvent
 from claimx_flow.simulator.events import EventPlan, event_lines
 
@@ -77,7 +76,9 @@ def bare_passthrough(settings: Settings, source: str, target: str) -> Limit:
                     done.add(int(msg.partition() or 0))
                 continue
             clock = clock or Stopwatch()
-            produce_one(producer, target, msg.key(), msg.value(), msg.headers())
+            produce_or_wait(
+                producer, target, value=msg.value(), key=msg.key(), headers=msg.headers()
+            )
             moved += 1
         producer.poll(0)
     producer.flush(60)
@@ -90,21 +91,6 @@ def bare_passthrough(settings: Settings, source: str, target: str) -> Limit:
         moved,
         round(seconds, 3),
     )
-
-
-def produce_one(
-    producer: Producer,
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Any = None,
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: float) -> None:
@@ -159,6 +145,6 @@ def _paced_produce(
             producer.poll(0)
             update(index)
             time.sleep(wait)
-        produce_one(producer, topic, key.encode(), line.encode())
+        produce_or_wait(producer, topic, value=line.encode(), key=key.encode())
     producer.flush(60)
     update(len(lines))

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import client_config, producer_config
+from claimx_flow.kafka_config import client_config, produce_or_wait, producer_config
 from claimx_flow.topics import await_leaders
 
 Headers = list[tuple[str, bytes]]
@@ -157,12 +157,7 @@ def produce(
     sent = 0
     for key, value, headers in messages:
         wire: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=wire, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_or_wait(producer, topic, value=value, key=key, headers=wire, on_delivery=delivered)
         sent += 1
         if sent % 5000 == 0:
             producer.poll(0)

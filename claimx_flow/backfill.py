@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import producer_config
+from claimx_flow.kafka_config import produce_or_wait, producer_config
 
 DEFAULT_TOPIC = "claimx.events.backfill"
 
@@ -77,12 +77,7 @@ def backfill(
             ahead = count / rate_per_s - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-        while True:
-            try:
-                producer.produce(topic, value=line, key=partition_key(line), on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_or_wait(producer, topic, value=line, key=partition_key(line), on_delivery=delivered)
         count += 1
         if count % 1000 == 0:
             producer.poll(0)

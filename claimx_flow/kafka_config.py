@@ -107,6 +107,17 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     }
 
 
+def produce_or_wait(producer: Any, topic: str, **message: Any) -> None:
+    """``producer.produce(topic, **message)``, waiting while the local queue is full: a full
+    queue means deliveries are behind, so serve their reports and try again."""
+    while True:
+        try:
+            producer.produce(topic, **message)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
     """A consumer that commits only what the caller says is done."""
     return {

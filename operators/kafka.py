@@ -29,7 +29,12 @@ from confluent_kafka.admin import AdminClient
 from claimx_flow import health, metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import client_config, consumer_config, producer_config
+from claimx_flow.kafka_config import (
+    client_config,
+    consumer_config,
+    produce_or_wait,
+    producer_config,
+)
 from claimx_flow.records import KafkaRecord, OutboundRecord
 from operators import shutdown
 
@@ -224,18 +229,14 @@ class CheckedProducerPartition(StatelessSinkPartition[OutboundRecord]):
             )
 
     def _produce(self, record: OutboundRecord, on_delivery: _Deliveries) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    record.topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=list(record.headers) if record.headers else None,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:  # local queue full: let deliveries drain, then go on
-                self._producer.poll(0.1)
+        produce_or_wait(
+            self._producer,
+            record.topic,
+            value=record.value,
+            key=record.key,
+            headers=list(record.headers) if record.headers else None,
+            on_delivery=on_delivery,
+        )
 
     def close(self) -> None:
         self._producer.flush(self._flush_timeout_s)

@@ -34,6 +34,7 @@ from claimx_flow.dlq.filters import ReplayFilter
 from claimx_flow.dlq.queues import DlqName, dlq_topic, replay_target
 from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
 from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
+from claimx_flow.kafka_config import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
@@ -257,14 +258,14 @@ class ReplayRun:
             if error is not None:
                 self._failed.append(f"{letter.position} → {target}: {error}")
 
-        while True:
-            try:
-                producer.produce(
-                    target, letter.value, letter.key, headers=headers, on_delivery=delivered
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain, then try again
-                producer.poll(0.1)
+        produce_or_wait(
+            producer,
+            target,
+            value=letter.value,
+            key=letter.key,
+            headers=headers,
+            on_delivery=delivered,
+        )
         producer.poll(0)
 
     def _at_max(self, outcome: ReplayOutcome) -> bool:

@@ -7,13 +7,13 @@ of its input would measure nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import TextIO
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import producer_config
+from claimx_flow.kafka_config import produce_or_wait, producer_config
 
 _WRITE_BATCH = 4096
 
@@ -52,7 +52,9 @@ def produce_lines(
 
     count = 0
     for key, line in lines:
-        _produce(producer, topic, key, line, delivered)
+        produce_or_wait(
+            producer, topic, value=line.encode(), key=key.encode(), on_delivery=delivered
+        )
         count += 1
         if count % 1000 == 0:
             producer.poll(0)
@@ -62,12 +64,3 @@ def produce_lines(
         detail = f": {failures[0]}" if failures else f" (still queued after {flush_timeout_s}s)"
         raise EventDeliveryError(f"{lost} of {count} events not delivered to {topic}{detail}")
     return count
-
-
-def _produce(producer: Producer, topic: str, key: str, line: str, callback: Any) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=line.encode(), key=key.encode(), on_delivery=callback)
-            return
-        except BufferError:
-            producer.poll(0.1)  # the local queue is full: let deliveries drain it

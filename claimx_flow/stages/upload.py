@@ -136,11 +136,12 @@ class UploadStage:
         """The message's cache file, which must lie in ``CACHE_DIR``: the stage reads, uploads
         and then deletes it, so a path from a message must never reach anything else."""
         local = Path(cached.local_path)
-        if local.name in ("", "..") or not _real_dir(local.parent).is_relative_to(
+        folder = _real_dir(local.parent)
+        if local.name in ("", "..") or not folder.is_relative_to(
             _real_dir(self.settings.effective_cache_dir)
         ):
             raise UploadError(ErrorCategory.PERMANENT, "cache file path outside CACHE_DIR")
-        return _real_dir(local.parent) / local.name
+        return folder / local.name
 
 
 def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) -> dict[str, Any]:
