@@ -10,7 +10,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from claimx_flow.config import load_settings
-from claimx_flow.records import OutboundRecord
+from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import DownloadStage, SourcedDownload
 from operators.async_step import async_flat_map_batch

@@ -13,10 +13,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from claimx_flow.config import load_settings
-from claimx_flow.records import OutboundRecord
-from claimx_flow.stages import StageOutput
-from claimx_flow.stages.enrich import EnrichStage, SourcedTask
-from claimx_flow.tables import (
+from claimx_flow.delta.tables import (
     CONTACTS,
     EXTERNAL_LINKS,
     MEDIA,
@@ -25,6 +22,9 @@ from claimx_flow.tables import (
     TASKS,
     VIDEO_COLLAB,
 )
+from claimx_flow.kafka.records import OutboundRecord
+from claimx_flow.stages import StageOutput
+from claimx_flow.stages.enrich import EnrichStage, SourcedTask
 from operators.async_step import async_flat_map_batch
 from operators.batching import batch_by_key
 from operators.kafka import KafkaInput

@@ -9,8 +9,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from claimx_flow.config import load_settings
+from claimx_flow.delta.tables import EVENTS
 from claimx_flow.stages.ingest import Ingester
-from claimx_flow.tables import EVENTS
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs
 from operators.runtime import setup_process

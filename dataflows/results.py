@@ -14,8 +14,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from claimx_flow.config import load_settings
+from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import MalformedMessageError, UploadResult
-from claimx_flow.records import KafkaRecord
 from claimx_flow.stages.results import ProjectTally, ResultDelta, Totals
 from operators.kafka import KafkaInput
 from operators.logging_sink import LogSink

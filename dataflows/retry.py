@@ -10,8 +10,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from claimx_flow.config import load_settings
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.retry import all_tiers
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.routing.tiers import all_tiers
 from operators.due_time import RetryTierInput
 from operators.kafka import CheckedKafkaOutput
 from operators.runtime import setup_process

@@ -12,11 +12,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from claimx_flow.config import load_settings
-from claimx_flow.delta_writer import writer_for
-from claimx_flow.records import OutboundRecord
+from claimx_flow.delta.tables import ATTACHMENTS
+from claimx_flow.delta.writer import writer_for
+from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.upload import SourcedCached, UploadCompletion, UploadOutput, UploadStage
-from claimx_flow.tables import ATTACHMENTS
 from operators.async_step import async_flat_map_batch
 from operators.kafka import KafkaInput
 from operators.outputs import write_outputs

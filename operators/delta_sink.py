@@ -14,7 +14,7 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from claimx_flow.delta_writer import DeltaWriter, WriteOutcome
+from claimx_flow.delta.writer import DeltaWriter, WriteOutcome
 from operators.pipelined import CommitBehind
 
 TableRow = tuple[str, Mapping[str, Any]]

@@ -19,14 +19,14 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from claimx_flow import health
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import consumer_config
-from claimx_flow.metrics import HELD, RELEASE_LATENESS
+from claimx_flow.kafka.clients import consumer_config
+from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import HEADER_PREFIX
-from claimx_flow.records import KafkaRecord
-from claimx_flow.retry import Tier, due_time, utc_from_ms
+from claimx_flow.routing.tiers import Tier, due_time, utc_from_ms
+from claimx_flow.runtime import health
+from claimx_flow.runtime.metrics import HELD, RELEASE_LATENESS
 from operators import shutdown
 from operators.kafka import KafkaInput, _bytes_headers
 

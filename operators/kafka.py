@@ -26,16 +26,16 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow import health, metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import (
+from claimx_flow.kafka.clients import (
     client_config,
     consumer_config,
     produce_or_wait,
     producer_config,
 )
-from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.runtime import health, metrics
 from operators import shutdown
 
 log = logging.getLogger(__name__)

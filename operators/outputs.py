@@ -9,12 +9,12 @@ from typing import cast
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from claimx_flow import metrics
 from claimx_flow.config import Settings
-from claimx_flow.delta_writer import writer_for
-from claimx_flow.records import OutboundRecord
+from claimx_flow.delta.tables import TableSpec
+from claimx_flow.delta.writer import writer_for
+from claimx_flow.kafka.records import OutboundRecord
+from claimx_flow.runtime import metrics
 from claimx_flow.stages import StageOutput, TableRow
-from claimx_flow.tables import TableSpec
 from operators.delta_sink import DeltaTablesSink
 from operators.kafka import CheckedKafkaOutput
 

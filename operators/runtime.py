@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from claimx_flow import metrics
 from claimx_flow.config import Settings
-from claimx_flow.health import serve
-from claimx_flow.preflight import PreflightError, require_ready
+from claimx_flow.runtime import metrics
+from claimx_flow.runtime.health import serve
+from claimx_flow.runtime.preflight import PreflightError, require_ready
 from operators import shutdown
 
 

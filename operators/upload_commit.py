@@ -15,9 +15,9 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from claimx_flow import metrics
 from claimx_flow.config import Settings
-from claimx_flow.delta_writer import DeltaWriter
+from claimx_flow.delta.writer import DeltaWriter
+from claimx_flow.runtime import metrics
 from claimx_flow.stages.upload import UploadCompletion
 from operators.kafka import CheckedProducerPartition, checked_producer
 from operators.pipelined import CommitBehind

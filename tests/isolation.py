@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from claimx_flow.config import Settings
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from claimx_flow.kafka.topics import admin_client, ensure_topics, pipeline_topics
+from claimx_flow.lab.simulator import RunningSimulator
 from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_USERNAME
 
 TOPICS = {

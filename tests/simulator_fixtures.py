@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from claimx_flow.config import Settings
-from claimx_flow.simulator import RunningSimulator, SimulatorConfig, start_in_thread
+from claimx_flow.lab.simulator import RunningSimulator, SimulatorConfig, start_in_thread
 
 SIMULATOR_SEED = 1234
 SIMULATOR_USERNAME = "sim-user"

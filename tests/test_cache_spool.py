@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from claimx_flow.cache_spool import SPILL_BYTES, CacheSpool
+from claimx_flow.media.cache_spool import SPILL_BYTES, CacheSpool
 
 
 def _feed(spool: CacheSpool, body: bytes, chunk: int = 256 * 1024) -> None:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from claimx_flow.cli import app
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ConfigError
-from claimx_flow.kafka_config import client_config
+from claimx_flow.kafka.clients import client_config
 
 # (variable, value as an operator writes it, field, value the pipeline sees)
 RUNBOOK_VARIABLES: list[tuple[str, str, str, Any]] = [

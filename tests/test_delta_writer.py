@@ -11,8 +11,8 @@ from deltalake import DeltaTable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimx_flow.delta_writer import DeltaWriter, collapse_by_key
-from claimx_flow.tables import TableSpec
+from claimx_flow.delta.tables import TableSpec
+from claimx_flow.delta.writer import DeltaWriter, collapse_by_key
 
 TS = pa.timestamp("us", tz="UTC")
 

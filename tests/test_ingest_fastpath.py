@@ -12,8 +12,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
+from claimx_flow.delta.tables import EVENTS, PROJECTS, RowSchemaError
 from claimx_flow.models.types import MAX_ID_CHARS, normalise_id
-from claimx_flow.tables import EVENTS, PROJECTS, RowSchemaError
 
 
 def reference_id(value: str) -> str:

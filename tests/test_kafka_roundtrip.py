@@ -7,7 +7,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Producer
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka_config import consumer_config, producer_config
+from claimx_flow.kafka.clients import consumer_config, producer_config
 
 MESSAGES = 10_000
 

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from claimx_flow.cli import app
-from claimx_flow.simulator import RunningSimulator, SimulatorConfig, start_subprocess
-from claimx_flow.simulator import data as simdata
-from claimx_flow.simulator.events import MIXED_WEIGHTS, EventPlan, event_lines
+from claimx_flow.lab.simulator import RunningSimulator, SimulatorConfig, start_subprocess
+from claimx_flow.lab.simulator import data as simdata
+from claimx_flow.lab.simulator.events import MIXED_WEIGHTS, EventPlan, event_lines
 from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED, SIMULATOR_USERNAME
 
 GOOD_AUTH = (
@@ -286,7 +286,7 @@ def test_admin_endpoint_changes_replaces_clears_and_validates(sim: RunningSimula
 
 
 def test_faults_given_at_start_and_restored_by_reset() -> None:
-    from claimx_flow.simulator import Faults, start_in_thread
+    from claimx_flow.lab.simulator import Faults, start_in_thread
 
     config = SimulatorConfig(faults=Faults(error_rates={418: 1.0}))
     with start_in_thread(config) as running:
@@ -336,7 +336,7 @@ def test_runs_as_a_subprocess(tmp_path: Path) -> None:
 
 def test_port_in_use_is_a_clear_error() -> None:
     from claimx_flow.errors import StackError
-    from claimx_flow.simulator import start_in_thread
+    from claimx_flow.lab.simulator import start_in_thread
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -413,7 +413,7 @@ def test_project_created_and_file_heavy_mixes() -> None:
 
 def test_a_large_workload_is_written_in_full(tmp_path: Path) -> None:
     """Benchmarks generate big workloads; how fast is for `claimx bench`, not for a test."""
-    from claimx_flow.simulator.event_output import write_lines
+    from claimx_flow.lab.simulator.event_output import write_lines
 
     plan = EventPlan(count=200_000, projects=1000, mix="mixed", start=START)
     with (tmp_path / "events.jsonl").open("w") as out:

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from claimx_flow.tables import (
+from claimx_flow.delta.tables import (
     ATTACHMENTS,
     EVENTS,
     PROJECTS,

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from claimx_flow.config import Settings
-from claimx_flow.topics import (
+from claimx_flow.kafka.topics import (
     RETENTION_MS,
     admin_client,
     describe_topics,

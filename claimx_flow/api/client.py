@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 import aiohttp
 
-from claimx_flow import health, metrics
 from claimx_flow.api import shapes
 from claimx_flow.api.breaker import BreakerState, CircuitBreaker, StateHook
 from claimx_flow.api.check import CheckResult, check
@@ -32,6 +31,7 @@ from claimx_flow.api.policy import ApiPolicy
 from claimx_flow.api.ratelimit import TokenBucket
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.runtime import health, metrics
 
 TRANSIENT, PERMANENT = ErrorCategory.TRANSIENT, ErrorCategory.PERMANENT
 T = TypeVar("T")

@@ -1,56 +1,140 @@
-"""The ``claimx`` command: one Typer app, one sub-command group per concern."""
+"""The ``claimx`` command: one Typer app, one sub-command per concern, each loaded when it runs.
+
+Every sub-command lives in a module of its own, named in :data:`COMMANDS` with the one line
+``claimx --help`` shows for it. The module is imported only when its command runs, so
+``claimx --help`` and a quick ``claimx lag`` do not pay for Delta, Arrow or the lab, and the
+lab's commands (stack, simulate, demo, chaos, bench) load nothing of it until one of them runs.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
+from typer import _click as click  # typer 0.29 carries its own click; its groups use it
+from typer.core import TyperCommand, TyperGroup
 
-from claimx_flow.cli import (
-    api_cmd,
-    backfill_cmd,
-    bench_cmd,
-    chaos_cmd,
-    check_cmd,
-    config_cmd,
-    delta_cmd,
-    demo_cmd,
-    lag_cmd,
-    recovery_cmd,
-    simulate_cmd,
-    stack_cmd,
-    topics_cmd,
-)
-from claimx_flow.dlq import cli as dlq_cli
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import LIBRDKAFKA_LOGGER
-from claimx_flow.stack import Stack
+
+EXIT_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A sub-command: ``target`` is ``module:attr``, a Typer app or a command function."""
+
+    target: str
+    help: str
+
+
+COMMANDS: dict[str, Entry] = {
+    "stack": Entry(
+        "claimx_flow.lab.cli.stack_cmd:app",
+        "Start, inspect and stop the local stack (Kafka on 127.0.0.1).",
+    ),
+    "topics": Entry(
+        "claimx_flow.cli.topics_cmd:app", "Create and list the pipeline's Kafka topics."
+    ),
+    "config": Entry(
+        "claimx_flow.cli.config_cmd:app", "Show and validate the effective configuration."
+    ),
+    "simulate": Entry(
+        "claimx_flow.lab.cli.simulate_cmd:app",
+        "Simulate the ClaimX API and generate raw events that refer to it.",
+    ),
+    "api": Entry("claimx_flow.cli.api_cmd:app", "Talk to the ClaimX API."),
+    "dlq": Entry(
+        "claimx_flow.dlq.cli:app",
+        "Inspect, replay and purge the dead-letter queues (events, enrichment, download).",
+    ),
+    "recovery": Entry(
+        "claimx_flow.cli.recovery_cmd:app",
+        "Create, show and reset the stages' recovery state.",
+    ),
+    "delta": Entry(
+        "claimx_flow.cli.delta_cmd:app", "Maintain the Delta tables (local or OneLake)."
+    ),
+    "bench": Entry(
+        "claimx_flow.lab.cli.bench_cmd:app",
+        "Benchmark the stages on a dedicated broker and the API simulator.",
+    ),
+    "demo": Entry(
+        "claimx_flow.lab.cli.demo_cmd:demo",
+        "Run the whole pipeline on a generated workload and summarise what landed.",
+    ),
+    "chaos": Entry(
+        "claimx_flow.lab.cli.chaos_cmd:chaos",
+        "Run the pipeline while killing stages and the broker; check the law afterwards.",
+    ),
+    "check": Entry(
+        "claimx_flow.cli.check_cmd:check",
+        "Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings.",
+    ),
+    "lag": Entry(
+        "claimx_flow.cli.lag_cmd:lag",
+        "Show topic, partition, end offset, committed offset and lag for each stage's group.",
+    ),
+    "backfill": Entry(
+        "claimx_flow.cli.backfill_cmd:backfill_command",
+        "Load an export into a topic; then run the ingester with CLAIMX_EVENTS_TOPIC=<topic>.",
+    ),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """Import the module behind ``name`` and turn what it defines into a click command."""
+    module_name, attr = COMMANDS[name].target.split(":")
+    target: Any = getattr(importlib.import_module(module_name), attr)
+    command: click.Command
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)  # a group even when it holds one command
+    else:
+        holder = typer.Typer(add_completion=False)
+        holder.command(name)(target)
+        command = typer.main.get_command(holder)
+    command.name = name
+    return command
+
+
+class _Listed(TyperCommand):
+    """What ``claimx --help`` lists for a command it has not loaded."""
+
+    def __init__(self, name: str, help: str) -> None:
+        super().__init__(name, short_help=help, help=help)
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group whose sub-commands are imported when they run, not when it starts."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            return _Listed(cmd_name, COMMANDS[cmd_name].help)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in COMMANDS:
+            return args[0], load_command(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="claimx",
+    cls=LazyGroup,
     help="Operate the ClaimX ingestion pipeline.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(stack_cmd.app, name="stack")
-app.add_typer(topics_cmd.app, name="topics")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(simulate_cmd.app, name="simulate")
-app.add_typer(api_cmd.app, name="api")
-app.add_typer(dlq_cli.app, name="dlq")
-app.add_typer(recovery_cmd.app, name="recovery")
-app.add_typer(delta_cmd.app, name="delta")
-app.add_typer(bench_cmd.app, name="bench")
-app.command("demo")(demo_cmd.demo)
-app.command("chaos")(chaos_cmd.chaos)
-app.command("check")(check_cmd.check)
-app.command("lag")(lag_cmd.lag)
-app.command("backfill")(backfill_cmd.backfill_command)
-
-EXIT_ERROR = 2
 
 
 @app.callback()
@@ -60,9 +144,23 @@ def _configure(
     """Quiet the Kafka client unless asked, and use the local stack when nothing else is set."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if not verbose:
+        from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
+
         LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
-    for key, value in Stack().live_env().items():
+    for key, value in _local_stack_env().items():
         os.environ.setdefault(key, value)
+
+
+def _local_stack_env() -> dict[str, str]:
+    """The addresses of a local stack started on this machine (``claimx stack up``), if any.
+
+    Only a developer's machine has one; elsewhere nothing of the lab is imported.
+    """
+    if not Path(os.environ.get("CLAIMX_STACK_DIR", ".claimx-stack")).is_dir():
+        return {}
+    from claimx_flow.lab.stack import Stack
+
+    return Stack().live_env()
 
 
 def main() -> None:
@@ -70,5 +168,7 @@ def main() -> None:
     try:
         app()
     except ClaimxError as exc:
+        from rich.console import Console
+
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_ERROR)

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from claimx_flow.backfill import DEFAULT_TOPIC, backfill, export_lines
 from claimx_flow.config import load_settings
-from claimx_flow.topics import TopicSpec, admin_client, ensure_topics
+from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines
+from claimx_flow.kafka.topics import TopicSpec, admin_client, ensure_topics
 
 console = Console(stderr=True)
 

@@ -6,24 +6,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
-from claimx_flow.pipeline import STAGES
-from claimx_flow.preflight import run_checks
+from claimx_flow.runtime.preflight import run_checks
 
 console = Console()
 
 
 def check(
     stage: list[str] = typer.Option(
-        [], "--stage", "-s", help=f"Check only these stages ({', '.join(STAGES)})."
+        [], "--stage", "-s", help=f"Check only these stages ({', '.join(STAGE_NAMES)})."
     ),
 ) -> None:
     """Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings."""
-    unknown = [s for s in stage if s not in STAGES]
+    unknown = [s for s in stage if s not in STAGE_NAMES]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
     settings = load_settings()  # a bad value ends here, naming its variable
-    checks = run_checks(settings, tuple(stage) or STAGES)
+    checks = run_checks(settings, tuple(stage) or STAGE_NAMES)
     table = Table(title="claimx check")
     table.add_column("check")
     table.add_column("result")

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from claimx_flow import delta_maintenance as upkeep
 from claimx_flow.config import load_settings
+from claimx_flow.delta import maintenance as upkeep
 
 app = typer.Typer(help="Maintain the Delta tables (local or OneLake).")
 console = Console()

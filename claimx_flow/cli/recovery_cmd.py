@@ -8,9 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
-from claimx_flow.pipeline import STAGES, init_recovery, kafka_cluster_id
-from claimx_flow.recovery_state import InputPosition, Target, input_positions, reset_positions
+from claimx_flow.runtime.recovery import init_recovery, kafka_cluster_id
+from claimx_flow.runtime.recovery_state import (
+    InputPosition,
+    Target,
+    input_positions,
+    reset_positions,
+)
 
 app = typer.Typer(help="Create, show and reset the stages' recovery state.")
 console = Console()
@@ -56,10 +62,10 @@ def reset(
 
 
 def _stages(stages: list[str] | None) -> list[str]:
-    unknown = [s for s in stages or [] if s not in STAGES]
+    unknown = [s for s in stages or [] if s not in STAGE_NAMES]
     if unknown:
-        raise typer.BadParameter(f"unknown stage(s) {unknown}; one of {', '.join(STAGES)}")
-    return list(stages or STAGES)
+        raise typer.BadParameter(f"unknown stage(s) {unknown}; one of {', '.join(STAGE_NAMES)}")
+    return list(stages or STAGE_NAMES)
 
 
 def _table(title: str, positions: list[InputPosition]) -> None:

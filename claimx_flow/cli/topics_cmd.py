@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.config import load_settings
-from claimx_flow.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
+from claimx_flow.kafka.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
 
 app = typer.Typer(help="Create and list the pipeline's Kafka topics.")
 console = Console()

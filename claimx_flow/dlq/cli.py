@@ -41,8 +41,8 @@ from claimx_flow.dlq.queues import DlqName
 from claimx_flow.dlq.render import letter_view, outcome_view, plan_view, survey_view
 from claimx_flow.dlq.replay import ReplayOptions, ReplayOutcome, replay
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import LIBRDKAFKA_LOGGER
-from claimx_flow.stack import Stack
+from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
+from claimx_flow.lab.stack import Stack
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka_config import (
+from claimx_flow.kafka.clients import (
     client_config,
     consumer_config,
     failure_reason,

@@ -34,7 +34,7 @@ from claimx_flow.dlq.filters import ReplayFilter
 from claimx_flow.dlq.queues import DlqName, dlq_topic, replay_target
 from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
 from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
-from claimx_flow.kafka_config import produce_or_wait
+from claimx_flow.kafka.clients import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"

@@ -17,10 +17,10 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
+from claimx_flow.delta.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import DownloadTask, EnrichmentTask
-from claimx_flow.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB
 
 T = TypeVar("T")
 TableRow = tuple[str, dict[str, Any]]

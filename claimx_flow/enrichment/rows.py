@@ -14,8 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from claimx_flow.errors import ClaimxError
-from claimx_flow.tables import (
+from claimx_flow.delta.tables import (
     EXTERNAL_LINKS,
     MEDIA,
     PROJECTS,
@@ -24,6 +23,7 @@ from claimx_flow.tables import (
     VIDEO_COLLAB,
     TableSpec,
 )
+from claimx_flow.errors import ClaimxError
 
 Row = dict[str, Any]
 JsonObject = Mapping[str, Any]

@@ -12,7 +12,6 @@ from claimx_flow.models.failure import (
     MalformedHeadersError,
     MessageIds,
     MessageOrigin,
-    Stage,
     replace_failure_headers,
 )
 from claimx_flow.models.messages import (
@@ -39,7 +38,6 @@ __all__ = [
     "MessageIds",
     "MessageOrigin",
     "RawEvent",
-    "Stage",
     "StageMessage",
     "UploadResult",
     "UtcDateTime",

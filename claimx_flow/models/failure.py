@@ -11,18 +11,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Literal, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from claimx_flow.catalog import StageName
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models.parsing import MalformedMessageError, reason_from
 from claimx_flow.models.redaction import describe_error, redact_credentials, truncate
 from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_now
 
 HEADER_PREFIX = "claimx."
-
-Stage = Literal["ingest", "enrich", "download", "upload", "results"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -57,7 +56,7 @@ class FailureInfo(BaseModel):
     original_partition: int = Field(ge=0)
     original_offset: int = Field(ge=0)
     original_timestamp: UtcDateTime | None = None
-    stage: Stage
+    stage: StageName
     error_category: ErrorCategory
     error_class: str = Field(min_length=1)
     error_message: str
@@ -84,7 +83,7 @@ class FailureInfo(BaseModel):
         error: BaseException,
         *,
         origin: MessageOrigin,
-        stage: Stage,
+        stage: StageName,
         category: ErrorCategory,
         previous: FailureInfo | None = None,
         due_at: datetime | None = None,
@@ -107,7 +106,7 @@ class FailureInfo(BaseModel):
 
     @classmethod
     def from_parse_error(
-        cls, error: MalformedMessageError, *, origin: MessageOrigin, stage: Stage = "ingest"
+        cls, error: MalformedMessageError, *, origin: MessageOrigin, stage: StageName = "ingest"
     ) -> Self:
         """A message that cannot be read: permanent, nothing to retry."""
         return cls.from_reason(
@@ -125,7 +124,7 @@ class FailureInfo(BaseModel):
         *,
         error_class: str,
         origin: MessageOrigin,
-        stage: Stage,
+        stage: StageName,
         category: ErrorCategory,
         previous: FailureInfo | None = None,
         due_at: datetime | None = None,

@@ -13,21 +13,26 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from claimx_flow import metrics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
-from claimx_flow.cache_runs import CacheRun, sweep_orphans
 from claimx_flow.config import Settings
-from claimx_flow.downloader import DownloadError, DownloadPolicy, cache_file, download_to_cache
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
+from claimx_flow.media.downloader import (
+    DownloadError,
+    DownloadPolicy,
+    cache_file,
+    download_to_cache,
+)
 from claimx_flow.models import (
     CachedDownload,
     DownloadTask,
     MessageIds,
 )
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.retry import download_ladder
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.tiers import download_ladder
+from claimx_flow.runtime import metrics
 from claimx_flow.stages.outputs import StageOutput
 from claimx_flow.storage.paths import UnsafePathError
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from claimx_flow import metrics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import EnrichmentTask, MessageIds
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.retry import enrichment_ladder
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.tiers import enrichment_ladder
+from claimx_flow.runtime import metrics
 from claimx_flow.stages.outputs import StageOutput
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]

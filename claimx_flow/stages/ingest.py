@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from claimx_flow import metrics
 from claimx_flow.config import Settings
+from claimx_flow.delta.tables import EVENTS
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import EnrichmentTask, MalformedMessageError, RawEvent
-from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.runtime import metrics
 from claimx_flow.stages.outputs import StageOutput
-from claimx_flow.tables import EVENTS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from claimx_flow.records import OutboundRecord
+from claimx_flow.kafka.records import OutboundRecord
 
 TableRow = tuple[str, dict[str, Any]]
 StageOutput = TableRow | OutboundRecord

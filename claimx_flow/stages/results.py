@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from claimx_flow.metrics import PROJECTS_WITH_FILES, RESULT_BYTES, RESULTS
 from claimx_flow.models import UploadResult
+from claimx_flow.runtime.metrics import PROJECTS_WITH_FILES, RESULT_BYTES, RESULTS
 
 WINDOW_MINUTES = 60
 

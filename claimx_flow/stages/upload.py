@@ -16,13 +16,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from claimx_flow import metrics
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import CachedDownload, MessageIds, UploadResult
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.retry import download_ladder
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.tiers import download_ladder
+from claimx_flow.runtime import metrics
 from claimx_flow.storage import FileStore, UnsafePathError, media_path
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile
 from claimx_flow.storage.locations import file_store

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks import REPORT_SCHEMA
-from claimx_flow.cli import bench_cmd
+from claimx_flow.lab.cli import bench_cmd
+from claimx_flow.lab.bench import REPORT_SCHEMA
 
 pytestmark = pytest.mark.timeout(180)
 

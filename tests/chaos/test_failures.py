@@ -22,16 +22,16 @@ from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
-from claimx_flow.chaos import BrokerControl
 from claimx_flow.config import Settings
-from claimx_flow.inventory import table_rows
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.records import OutboundRecord
-from claimx_flow.simulator.event_output import produce_lines
-from claimx_flow.simulator.events import EventPlan, event_lines
-from claimx_flow.stack import KafkaService
-from claimx_flow.stack.process import stop_process_group
-from claimx_flow.topics import admin_client, await_leaders
+from claimx_flow.kafka.records import OutboundRecord
+from claimx_flow.kafka.topics import admin_client, await_leaders
+from claimx_flow.lab.chaos import BrokerControl
+from claimx_flow.lab.inventory import table_rows
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator.event_output import produce_lines
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.lab.stack import KafkaService
+from claimx_flow.lab.stack.process import stop_process_group
 from operators.kafka import CheckedKafkaOutput, DeliveryError
 from tests.isolation import isolated_settings
 
@@ -100,8 +100,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from datetime import UTC, date, datetime
-    from claimx_flow.delta_writer import DeltaWriter
-    from claimx_flow.tables import EVENTS
+    from claimx_flow.delta.writer import DeltaWriter
+    from claimx_flow.delta.tables import EVENTS
 
     writer = DeltaWriter(EVENTS, sys.argv[1])
     at = datetime(2026, 11, 27, tzinfo=UTC)

@@ -14,11 +14,12 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner, Result
 
+from claimx_flow.catalog import StageName
 from claimx_flow.cli import app
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.models import FailureInfo, MessageIds, MessageOrigin, Stage
-from claimx_flow.topics import await_leaders
+from claimx_flow.kafka.topics import await_leaders
+from claimx_flow.models import FailureInfo, MessageIds, MessageOrigin
 
 PARTITIONS = 2
 
@@ -81,7 +82,7 @@ def failure(
     message: str = "API call failed: 500 Internal Server Error",
     project_id: str = "p1",
     media_id: str | None = None,
-    stage: Stage = "enrich",
+    stage: StageName = "enrich",
     attempt: int = 4,
     replay_count: int = 0,
 ) -> FailureInfo:

@@ -16,9 +16,9 @@ from confluent_kafka import Consumer, Message, Producer
 from claimx_flow.dlq.queues import DlqName, replay_target
 from claimx_flow.dlq.replay import ReplayOptions, replay
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import FailureInfo
-from claimx_flow.records import KafkaRecord
+from claimx_flow.routing.failures import FailureRouter
 from tests.dlq.crash_replay import CRASH_EXIT_CODE
 from tests.dlq.helpers import (
     Pipeline,

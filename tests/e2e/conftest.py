@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
 
 from claimx_flow.config import Settings
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.simulator import RunningSimulator
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator import RunningSimulator
 from tests.isolation import isolated_settings
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import time
 
+from claimx_flow.catalog import STAGE_NAMES
+from claimx_flow.lab.reconcile import reconcile
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator import data as sim_data
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.models import RawEvent
-from claimx_flow.pipeline import STAGES
-from claimx_flow.reconcile import reconcile
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.simulator import data as sim_data
-from claimx_flow.simulator.events import EventPlan, event_lines
 from tests.e2e.conftest import PipelineRun
 from tests.simulator_fixtures import SIMULATOR_SEED
 
@@ -30,7 +30,7 @@ def test_two_process_clusters_survive_a_killed_process(
     run.produce(lines[:150])
     run.pipeline.start(processes=2)
     time.sleep(4)
-    for index, stage in enumerate(STAGES):  # one process of every stage dies mid-stream
+    for index, stage in enumerate(STAGE_NAMES):  # one process of every stage dies mid-stream
         run.pipeline.kill(stage, index % 2)
         run.pipeline.restart(stage)
     run.produce(lines[150:])

@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 
-from claimx_flow.cache_runs import cached_files
+from claimx_flow.lab.reconcile import reconcile
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator import data as sim_data
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.media.cache_runs import cached_files
 from claimx_flow.models import DownloadTask, RawEvent
-from claimx_flow.reconcile import reconcile
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.simulator import data as sim_data
-from claimx_flow.simulator.events import EventPlan, event_lines
 from claimx_flow.storage import media_path
 from tests.e2e.conftest import PipelineRun, header_map
 from tests.simulator_fixtures import SIMULATOR_SEED

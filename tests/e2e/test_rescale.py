@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import time
 
+from claimx_flow.lab.reconcile import reconcile
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.models import RawEvent
-from claimx_flow.reconcile import reconcile
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.simulator.events import EventPlan, event_lines
 from tests.e2e.conftest import PipelineRun
 from tests.simulator_fixtures import SIMULATOR_SEED
 

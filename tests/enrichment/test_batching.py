@@ -15,8 +15,8 @@ from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import DownloadTask, EnrichmentTask
-from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.stages.enrich import EnrichStage
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

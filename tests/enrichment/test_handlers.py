@@ -11,12 +11,12 @@ import pytest
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
+from claimx_flow.delta.tables import TABLES
 from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.models import EnrichmentTask
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.simulator import data as sim_data
-from claimx_flow.tables import TABLES
 from tests.simulator_fixtures import SIMULATOR_SEED as SEED
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

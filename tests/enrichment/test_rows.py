@@ -9,8 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from claimx_flow.delta.tables import MEDIA, TASK_TEMPLATES, TableSpec
 from claimx_flow.enrichment import rows
-from claimx_flow.tables import MEDIA, TASK_TEMPLATES, TableSpec
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

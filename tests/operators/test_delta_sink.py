@@ -13,8 +13,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main
 from deltalake import DeltaTable
 
-from claimx_flow.delta_writer import DeltaWriter, WriteOutcome
-from claimx_flow.tables import TableSpec
+from claimx_flow.delta.tables import TableSpec
+from claimx_flow.delta.writer import DeltaWriter, WriteOutcome
 from operators.delta_sink import DeltaTablesSink
 
 TABLES = {

@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka_config import consumer_config
-from claimx_flow.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.clients import consumer_config
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from operators.kafka import CheckedKafkaOutput, DeliveryError, KafkaInput
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from claimx_flow import health, metrics
+from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
-from claimx_flow.records import KafkaRecord
-from claimx_flow.stack.process import free_port
+from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.lab.stack.process import free_port
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.runtime import health, metrics
 
 
 class Clock:
@@ -153,7 +154,7 @@ def _eventually(port: int, done: Any) -> tuple[int, Any]:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("stage", sorted(health.STAGE_PORTS))
+@pytest.mark.parametrize("stage", STAGE_NAMES)
 def test_each_stage_checks_what_it_depends_on(stage: str) -> None:
     names = [check.name for check in health.active_checks(stage, Settings())]
     expected = ["kafka"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from claimx_flow.health import STAGE_PORTS
+from claimx_flow.catalog import STAGES
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
@@ -77,7 +77,7 @@ def test_core_objects_pass_strict_validation_for_kubernetes_1_33() -> None:
 def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> None:
     sets, services = by_kind("StatefulSet"), by_kind("Service")
     budgets = by_kind("PodDisruptionBudget")
-    assert {name.removeprefix("claimx-") for name in sets} == set(STAGE_PORTS)
+    assert {name.removeprefix("claimx-") for name in sets} == set(STAGES)
     for name, sts in sets.items():
         stage = name.removeprefix("claimx-")
         spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
@@ -96,7 +96,7 @@ def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> No
         init = {c["name"]: c for c in pod["initContainers"]}
         assert "python -m bytewax.recovery" in init["recovery"]["command"][-1]
         # Health on the runbook's port, probed there, and what the PodMonitor scrapes.
-        port = STAGE_PORTS[stage]
+        port = STAGES[stage].port
         assert env["CLAIMX_HEALTH_PORT"] == str(port)
         assert {"name": "health", "containerPort": port} in container["ports"]
         assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
@@ -215,7 +215,7 @@ def test_init_scripts_lay_out_a_cluster_bytewax_accepts(stage: str, tmp_path: Pa
         "flow = Dataflow('tiny')\n"
         "op.inspect('out', op.input('in', flow, TestingSource(range(4))))\n"
     )
-    from claimx_flow.stack.process import free_port
+    from claimx_flow.lab.stack.process import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     runs = [

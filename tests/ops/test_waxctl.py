@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
+from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
-from claimx_flow.health import STAGE_PORTS
-from claimx_flow.pipeline import settings_env
-from claimx_flow.topics import admin_client, ensure_topics, pipeline_topics
+from claimx_flow.kafka.topics import admin_client, ensure_topics, pipeline_topics
+from claimx_flow.lab.pipeline import settings_env
 from tests.ops.conftest import REPO
 from tests.ops.test_manifests import by_kind, env_of, main_container
 
@@ -30,7 +30,7 @@ def values_of(path: Path) -> dict[str, Any]:
 def test_every_stage_has_values_naming_an_importable_dataflow(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    assert {p.stem for p in VALUES} == set(STAGE_PORTS)
+    assert {p.stem for p in VALUES} == set(STAGES)
     modules = [values_of(p)["dataflow"]["module"] for p in VALUES]
     for path, module in zip(VALUES, modules, strict=True):
         assert (REPO / values_of(path)["dataflow"]["file"]).is_file()
@@ -77,7 +77,7 @@ def test_values_agree_with_the_statefulsets() -> None:
         assert str(recovery["partsPerProcess"]) == env["CLAIMX_RECOVERY_PARTS_PER_PROCESS"]
         claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
         assert recovery["size"] == claim["storage"]
-        assert values["health"]["port"] == STAGE_PORTS[path.stem]
+        assert values["health"]["port"] == STAGES[path.stem].port
         for name, value in values["env"].items():
             assert env.get(name, value) == value  # CACHE_DIR comes from the ConfigMap
         secrets = {
@@ -99,7 +99,7 @@ def test_the_script_deploys_lists_and_removes_every_stage() -> None:
         return ran.stdout.splitlines()
 
     deploys = run("deploy")
-    assert len(deploys) == len(STAGE_PORTS)
+    assert len(deploys) == len(STAGES)
     for line, path in zip(deploys, sorted(VALUES, key=_order), strict=True):
         values = values_of(path)
         words = line.split()

@@ -11,19 +11,19 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from claimx_flow.backfill import DEFAULT_TOPIC, backfill, export_lines, partition_key
 from claimx_flow.cli.backfill_cmd import backfill_command
 from claimx_flow.config import Settings
-from claimx_flow.inventory import stored_event_ids, table_rows
-from claimx_flow.models import RawEvent
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.simulator.events import EventPlan, event_lines
-from claimx_flow.topics import (
+from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines, partition_key
+from claimx_flow.kafka.topics import (
     admin_client,
     describe_topics,
     ensure_topics,
     pipeline_topics,
 )
+from claimx_flow.lab.inventory import stored_event_ids, table_rows
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.models import RawEvent
 
 EVENTS = 20_000
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from claimx_flow import delta_maintenance as upkeep
 from claimx_flow.config import Settings
-from claimx_flow.delta_writer import writer_for
-from claimx_flow.inventory import table_rows
-from claimx_flow.tables import EVENTS
+from claimx_flow.delta import maintenance as upkeep
+from claimx_flow.delta.tables import EVENTS
+from claimx_flow.delta.writer import writer_for
+from claimx_flow.lab.inventory import table_rows
 
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ import time
 import uuid
 from pathlib import Path
 
-from claimx_flow.lag import stage_lag
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.simulator.event_output import produce_lines
-from claimx_flow.simulator.events import EventPlan, event_lines
+from claimx_flow.kafka.lag import stage_lag
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator.event_output import produce_lines
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from tests.isolation import isolated_settings
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from claimx_flow.config import Settings
-from claimx_flow.inventory import table_rows
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.recovery_state import RecoveryStateError, input_positions, reset_positions
-from claimx_flow.simulator.event_output import produce_lines
-from claimx_flow.simulator.events import EventPlan, event_lines
-from claimx_flow.topics import describe_topics
+from claimx_flow.kafka.topics import describe_topics
+from claimx_flow.lab.inventory import table_rows
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator.event_output import produce_lines
+from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.runtime.recovery_state import RecoveryStateError, input_positions, reset_positions
 from tests.isolation import isolated_settings
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from claimx_flow.inventory import table_rows
+from claimx_flow.kafka.topics import describe_topics
+from claimx_flow.lab.inventory import table_rows
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.topics import describe_topics
 from tests.e2e.conftest import PipelineRun
 from tests.isolation import isolated_settings
 

@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.models import FailureInfo, MessageOrigin
-from claimx_flow.pipeline import Pipeline, settings_env
 from tests.isolation import isolated_settings
 
 N = 60

@@ -9,10 +9,10 @@ import pytest
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import FailureInfo
-from claimx_flow.records import KafkaRecord
-from claimx_flow.retry import enrichment_ladder
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.tiers import enrichment_ladder
 
 SETTINGS = Settings()
 

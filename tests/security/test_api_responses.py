@@ -20,9 +20,9 @@ import pytest
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.policy import ApiPolicy
 from claimx_flow.config import Settings
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.simulator import RunningSimulator
 from claimx_flow.stages.enrich import EnrichStage
 from claimx_flow.stages.outputs import StageOutput
 from tests.security import hostile

@@ -18,12 +18,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from claimx_flow.cache_runs import CacheRun
 from claimx_flow.config import Settings
-from claimx_flow.downloader import DownloadError, DownloadPolicy, download_to_cache
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.media.cache_runs import CacheRun
+from claimx_flow.media.downloader import DownloadError, DownloadPolicy, download_to_cache
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
-from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.stages.download import DownloadStage
 from tests.security import hostile
 from tests.security.conftest import counted

@@ -19,12 +19,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.topics import admin_client
+from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo, RawEvent
 from claimx_flow.models.events import MAX_EVENT_BYTES
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.simulator import RunningSimulator
 from claimx_flow.stages.ingest import Ingester
-from claimx_flow.topics import admin_client
 from tests.e2e.conftest import PipelineRun, header_map
 from tests.security.conftest import counted, iter_samples
 

@@ -17,14 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from claimx_flow.config import Settings
-from claimx_flow.enrichment import rows
-from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter, previous_failure
-from claimx_flow.models import EnrichmentTask, FailureInfo, MalformedHeadersError, MessageOrigin
-from claimx_flow.models.failure import HEADER_PREFIX
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.stages.ingest import Ingester
-from claimx_flow.tables import (
+from claimx_flow.delta.tables import (
     CONTACTS,
     EVENTS,
     EXTERNAL_LINKS,
@@ -34,6 +27,13 @@ from claimx_flow.tables import (
     TASKS,
     VIDEO_COLLAB,
 )
+from claimx_flow.enrichment import rows
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.models import EnrichmentTask, FailureInfo, MalformedHeadersError, MessageOrigin
+from claimx_flow.models.failure import HEADER_PREFIX
+from claimx_flow.routing.failures import FailureRouter, previous_failure
+from claimx_flow.stages.ingest import Ingester
 from tests.security.conftest import fuzz
 
 SETTINGS = Settings()

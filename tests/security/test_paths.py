@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import CachedDownload, FailureInfo
-from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.stages.upload import UploadCompletion, UploadStage
 from claimx_flow.storage import UnsafePathError, media_path, safe_file_name
 from claimx_flow.storage.local import LocalFileStore

@@ -26,8 +26,8 @@ from pydantic import SecretStr
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.config import Settings
-from claimx_flow.pipeline import Pipeline, settings_env
-from claimx_flow.topics import pipeline_topics
+from claimx_flow.kafka.topics import pipeline_topics
+from claimx_flow.lab.pipeline import Pipeline, settings_env
 from tests.e2e.conftest import PipelineRun
 from tests.isolation import isolated_settings
 from tests.security import hostile

@@ -27,25 +27,26 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from claimx_flow import health, topics
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.cli import app
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka_config import (
+from claimx_flow.kafka import topics
+from claimx_flow.kafka.clients import (
     LIBRDKAFKA_LOGGER,
     client_config,
     consumer_config,
     failure_reason,
     producer_config,
 )
+from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.lab.pipeline import Pipeline, settings_env, stage_command
+from claimx_flow.lab.stack import KafkaService, RunningService
+from claimx_flow.lab.stack.kafka import SASL_ENDPOINT
+from claimx_flow.lab.stack.process import stop_process_group
 from claimx_flow.models import DownloadTask, FailureInfo
-from claimx_flow.pipeline import Pipeline, settings_env, stage_command
-from claimx_flow.records import KafkaRecord
-from claimx_flow.stack import KafkaService, RunningService
-from claimx_flow.stack.kafka import SASL_ENDPOINT
-from claimx_flow.stack.process import stop_process_group
+from claimx_flow.runtime import health
 from claimx_flow.stages.download import DownloadStage
 from claimx_flow.storage.locations import delta_storage_options, file_store
 from claimx_flow.storage.onelake import OneLakeAddress, OneLakeError, OneLakeTuning
@@ -371,12 +372,12 @@ def test_a_wrong_password_is_refused_everywhere_and_never_printed(
 
 def test_every_kafka_client_in_the_code_base_takes_its_config_from_kafka_config() -> None:
     """Each ``Producer(…)``, ``Consumer(…)`` and ``AdminClient(…)`` the shipped code makes is in
-    a module built on ``claimx_flow.kafka_config``; the one exception is the local broker's
+    a module built on ``claimx_flow.kafka.clients``; the one exception is the local broker's
     readiness probe, which talks to the plaintext listener the stack itself started."""
-    exempt = {"claimx_flow/stack/kafka.py"}
+    exempt = {"claimx_flow/lab/stack/kafka.py"}
     makers = {"Producer", "Consumer", "AdminClient"}
     unconfigured = []
-    for package in ("claimx_flow", "operators", "dataflows", "benchmarks"):
+    for package in ("claimx_flow", "operators", "dataflows"):
         for path in (REPO / package).rglob("*.py"):
             relative = path.relative_to(REPO).as_posix()
             tree = ast.parse(path.read_text())
@@ -390,6 +391,6 @@ def test_every_kafka_client_in_the_code_base_takes_its_config_from_kafka_config(
             if not calls or relative in exempt:
                 continue
             source = path.read_text()
-            if "claimx_flow.kafka_config import" not in source:
+            if "claimx_flow.kafka.clients import" not in source:
                 unconfigured.append(relative)
     assert unconfigured == []

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 from claimx_flow.api import ClaimXApiClient
-from claimx_flow.cache_runs import CacheRun, cached_files, sweep_orphans
 from claimx_flow.config import Settings
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator import data as sim_data
+from claimx_flow.media.cache_runs import CacheRun, cached_files, sweep_orphans
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.simulator import RunningSimulator
-from claimx_flow.simulator import data as sim_data
 from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage
 from tests.simulator_fixtures import SIMULATOR_SEED
 

@@ -7,10 +7,10 @@ import json
 from prometheus_client import REGISTRY
 
 from claimx_flow.config import Settings
+from claimx_flow.delta.tables import EVENTS
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import EnrichmentTask, FailureInfo, RawEvent
-from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.stages.ingest import Ingester, event_row
-from claimx_flow.tables import EVENTS
 
 SETTINGS = Settings()
 GOOD = {"event_type": "PROJECT_FILE_ADDED", "project_id": 7, "ingested_at": "2024-03-01T10:00:00Z"}

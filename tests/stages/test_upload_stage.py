@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import CachedDownload, FailureInfo, UploadResult
-from claimx_flow.records import KafkaRecord, OutboundRecord
 from claimx_flow.stages.upload import UploadCompletion, UploadOutput, UploadStage
 from claimx_flow.storage import media_path
 

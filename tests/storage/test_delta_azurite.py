@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from azure.storage.blob import ContainerClient
 
-from claimx_flow.delta_writer import writer_for
+from claimx_flow.delta.tables import ATTACHMENTS
+from claimx_flow.delta.writer import writer_for
 from claimx_flow.errors import ConfigError
-from claimx_flow.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from claimx_flow.storage.locations import AZURITE_URL_ENV, file_store, table_location
-from claimx_flow.tables import ATTACHMENTS
 from tests.storage.conftest import LAKEHOUSE, onelake_settings
 
 

@@ -9,13 +9,13 @@ import pytest
 from pydantic import SecretStr
 
 from claimx_flow.config import Settings
-from claimx_flow.delta_writer import writer_for
+from claimx_flow.delta.tables import ATTACHMENTS
+from claimx_flow.delta.writer import writer_for
 from claimx_flow.errors import ConfigError
 from claimx_flow.storage import LocalFileStore
 from claimx_flow.storage.base import FileStore
 from claimx_flow.storage.locations import file_store, table_location
 from claimx_flow.storage.onelake import OneLakeFileStore
-from claimx_flow.tables import ATTACHMENTS
 
 WORKSPACE = "8e3f7c1a-0000-4000-8000-000000000001"
 LAKEHOUSE = "2b9d4e6f-0000-4000-8000-000000000002"

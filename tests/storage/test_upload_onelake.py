@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.failures import FailureRouter
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.lab.stack.azurite import ACCOUNT_KEY
 from claimx_flow.models import CachedDownload, FailureInfo
-from claimx_flow.records import KafkaRecord, OutboundRecord
-from claimx_flow.stack.azurite import ACCOUNT_KEY
+from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.stages.upload import UploadCompletion, UploadOutput, UploadStage
 from claimx_flow.storage.locations import file_store
 from claimx_flow.storage.onelake import OneLakeTuning

@@ -1,0 +1,1 @@
+"""Delta Lake: table schemas, the keyed writer, and table upkeep."""

@@ -1,0 +1,1 @@
+"""Kafka: client settings, topics, records, lag and backfill."""

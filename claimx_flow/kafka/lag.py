@@ -1,0 +1,91 @@
+"""Consumer lag per stage, as ``kafka-consumer-groups --describe`` and KEDA see it.
+
+Each stage publishes the offsets of its recovery snapshots to its consumer group
+(``claimx-ingester``, ``claimx-enricher``, …); lag is the distance from there to the end of
+each input partition. It trails the stage by up to a snapshot interval, which is also how
+far a restart would rewind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from claimx_flow import catalog
+from claimx_flow.config import Settings
+from claimx_flow.errors import KafkaAdminError
+from claimx_flow.kafka.clients import client_config, failure_reason
+from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, admin_client, watermarks
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    end: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed if self.committed is not None else 0)
+
+
+_COORDINATOR_SETTLING = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
+def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, waiting out a coordinator that is still loading."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while True:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        try:
+            answer = future.result(timeout=ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            waiting = error.retriable() or error.code() in _COORDINATOR_SETTLING
+            if not waiting or time.monotonic() > deadline:
+                raise KafkaAdminError(f"cannot read the offsets of {group}: {exc}") from None
+            time.sleep(0.5)
+            continue
+        return {
+            (tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0
+        }
+
+
+def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
+    spec = catalog.stage(stage)
+    group = settings.consumer_group(spec.consumer)
+    topics = catalog.input_topics(settings, spec)
+    admin = admin_client(settings)
+    committed = _committed(admin, group)
+    try:
+        metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        raise KafkaAdminError(f"cannot reach Kafka: {failure_reason(admin, exc)}") from None
+    consumer = Consumer({**client_config(settings), "group.id": f"{group}-lag-reader"})
+    try:
+        rows = []
+        for topic in topics:
+            described = metadata.topics.get(topic)
+            for partition in sorted(described.partitions if described else []):
+                _, end = watermarks(consumer, TopicPartition(topic, partition))
+                rows.append(
+                    PartitionLag(group, topic, partition, end, committed.get((topic, partition)))
+                )
+        return rows
+    finally:
+        consumer.close()

@@ -1,0 +1,215 @@
+"""One stage's dataflow process, started as the pipeline starts it and watched while it runs.
+
+Consumption is read from the stage's own ``/metrics`` (``claimx_consumed_messages_total``) ten
+times a second until it moves (then once a second): the last scrape before it moved marks the
+start of the processing window, so interpreter start-up, imports, recovery set-up and Kafka
+metadata are not counted. Peak memory is the kernel's own figure for the process
+(``ru_maxrss`` from ``wait4``), with ``/proc`` samples beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from claimx_flow.config import Settings
+from claimx_flow.errors import ClaimxError
+from claimx_flow.lab.bench.measure import rss_bytes
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.stack.process import LOOPBACK
+
+SAMPLE_EVERY_S = 0.1
+SCRAPE_EVERY_S = 1.0
+_CONSUMED = "claimx_consumed_messages_total{"
+
+
+class StageFailed(ClaimxError):
+    """The stage process exited with an error or did not finish in time."""
+
+
+@dataclass
+class StageRun:
+    """What the process did: wall time start → exit, exit code, peak RSS, CPU time."""
+
+    stage: str
+    wall_s: float = 0.0
+    exit_code: int | None = None
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
+    first_consumed_at: float | None = None
+    consumed: int = 0
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)
+    stopped_by_harness: bool = False
+    last_metrics: str = ""
+    """The stage's ``/metrics`` as last scraped (moments before it exited)."""
+
+    def peak_rss_between(self, start: float, end: float) -> int:
+        return max((rss for at, rss in self.rss_samples if start <= at <= end), default=0)
+
+
+class StageProcess:
+    """``python -m bytewax.run dataflows.<stage>:flow`` with recovery, via ``Pipeline``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: str,
+        log_dir: Path,
+        profile: Path | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.stage = stage
+        self._workers = workers
+        self._profile = profile
+        self._profiler: subprocess.Popen[bytes] | None = None
+        self.pipeline = Pipeline(settings, settings_env(settings), log_dir)
+        self.run = StageRun(stage)
+        self._pid = 0
+        self._port = 0
+        self._started = 0.0
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True, name="bench-sampler")
+
+    def start(self) -> StageProcess:
+        self.pipeline.start([self.stage], workers=self._workers)
+        self._pid = self.pipeline.processes[self.stage][0].pid
+        self._port = self.pipeline.health_ports[self.stage][0]
+        self._started = time.time()
+        self._sampler.start()
+        if self._profile is not None:
+            self._profiler = start_profiler(self._pid, self._profile)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until the stage answers ``/health/ready`` with 200 (its worker polls Kafka)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._reap()
+            if self.run.exit_code is not None:
+                raise StageFailed(f"{self.stage} exited during start-up: {self.log_tail()}")
+            if self._get("/health/ready", timeout_s=1.0) is not None:
+                return
+            time.sleep(SAMPLE_EVERY_S)
+        raise StageFailed(f"{self.stage} not ready after {timeout_s:.0f}s: {self.log_tail()}")
+
+    def wait(
+        self,
+        timeout_s: float,
+        *,
+        stop_when: Callable[[], bool] | None = None,
+        on_poll: Callable[[StageRun], None] | None = None,
+    ) -> StageRun:
+        """Until the process exits (by itself, or after SIGTERM once ``stop_when`` holds)."""
+        deadline = time.monotonic() + timeout_s
+        while self.run.exit_code is None:
+            if time.monotonic() > deadline:
+                self.pipeline.stop(grace_s=10)
+                raise StageFailed(f"{self.stage} did not finish in {timeout_s:.0f}s")
+            if on_poll is not None:
+                on_poll(self.run)
+            if stop_when is not None and not self.run.stopped_by_harness and stop_when():
+                self.stop()
+            time.sleep(SAMPLE_EVERY_S)
+            self._reap()
+        self._done.set()
+        self._sampler.join(2)
+        if self._profiler is not None:
+            self._profiler.wait(30)
+        if self.run.exit_code != 0:
+            raise StageFailed(f"{self.stage} exited with {self.run.exit_code}: {self.log_tail()}")
+        return self.run
+
+    def stop(self) -> None:
+        """SIGTERM: the stage's graceful stop (inputs end, sinks flush, exit 0)."""
+        self.run.stopped_by_harness = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._done.set()
+        self.pipeline.stop(grace_s=5)
+
+    def log_tail(self, lines: int = 12) -> str:
+        text = "\n".join(p.read_text(errors="replace") for p in self.pipeline.logs(self.stage))
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _reap(self) -> None:
+        if self.run.exit_code is not None:
+            return
+        try:
+            pid, status, usage = os.wait4(self._pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        self.run.wall_s = time.time() - self._started
+        self.run.exit_code = os.waitstatus_to_exitcode(status)
+        self.run.peak_rss_bytes = int(usage.ru_maxrss) * 1024
+        self.run.cpu_s = usage.ru_utime + usage.ru_stime
+        self.pipeline.processes[self.stage][0].returncode = self.run.exit_code
+
+    def _sample(self) -> None:
+        """RSS every 0.1 s; ``/metrics`` every 0.1 s until the stage consumes, then every
+        second (rendering the registry costs the stage CPU; the scrapes are only progress)."""
+        last_zero, next_scrape = self._started, 0.0
+        while not self._done.is_set():
+            now = time.time()
+            rss = rss_bytes(self._pid)
+            if rss is not None:
+                self.run.rss_samples.append((now, rss))
+            if now < next_scrape:
+                self._done.wait(SAMPLE_EVERY_S)
+                continue
+            consumed = self._consumed()
+            started = self.run.first_consumed_at is not None
+            next_scrape = now + (SCRAPE_EVERY_S if started else SAMPLE_EVERY_S)
+            if consumed is not None:
+                if consumed == 0:
+                    last_zero = now
+                elif self.run.first_consumed_at is None:
+                    self.run.first_consumed_at = last_zero
+                self.run.consumed = max(self.run.consumed, consumed)
+            self._done.wait(SAMPLE_EVERY_S)
+
+    def _consumed(self) -> int | None:
+        body = self._get("/metrics", timeout_s=0.5)
+        if body is None:
+            return None
+        self.run.last_metrics = body
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(_CONSUMED):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
+
+    def _get(self, path: str, timeout_s: float) -> str | None:
+        url = f"http://{LOOPBACK}:{self._port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+
+def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` until it exits, as collapsed stacks (one per thread) in
+    ``output``. py-spy is not a dependency: ``pip install py-spy`` to profile."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise StageFailed("--profile needs py-spy: pip install py-spy")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--threads"]
+    command += ["--format", "raw", "--output", str(output), "--nonblocking"]
+    with output.with_suffix(".log").open("wb") as log:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)

@@ -1,0 +1,1 @@
+"""The lab's ``claimx`` commands, loaded only when one of them runs."""

@@ -1,0 +1,188 @@
+"""The four ClaimX REST calls and the media files, answered from ``data.py``.
+
+Auth, faults and counting happen before these run (``server.py``); a handler only knows which
+entity was asked for and in which response shape to return it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from claimx_flow.lab.simulator import data
+from claimx_flow.lab.simulator.faults import stable_fraction
+from claimx_flow.lab.simulator.server import SIMULATOR, Simulator
+from claimx_flow.lab.simulator.signing import UrlCheck, expiry_iso, now_millis
+from claimx_flow.lab.simulator.stats import MEDIA_DOWNLOAD
+
+_CONTENT_TYPES = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "heic": "image/heic",
+    "mp4": "video/mp4",
+    "pdf": "application/pdf",
+}
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    router = app.router
+    router.add_get(f"{base}/export/project/{{projectId}}", project, name="project")
+    router.add_get(f"{base}/export/project/{{projectId}}/media", media, name="media")
+    router.add_get(
+        f"{base}/customTasks/assignment/{{assignmentId}}", task_assignment, name="task_assignment"
+    )
+    router.add_post(f"{base}/data", video_report, name="video_collaboration")
+    router.add_get("/media/{projectId}/{mediaId}", media_download, name=MEDIA_DOWNLOAD)
+    router.add_get("/health", health, name="health")
+    if base:
+        router.add_get(f"{base}/health", health, name="api_health")
+
+
+def _problem(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+def _numeric(value: Any) -> int | None:
+    text = str(value)
+    return int(text) if text.isdigit() else None
+
+
+def _pick(sim: Simulator, choice: str, options: tuple[str, ...], entity_id: int) -> str:
+    """The configured shape; for ``mixed``, a stable pick per entity."""
+    if choice != "mixed":
+        return choice
+    return options[int(stable_fraction(sim.seed, "shape", entity_id) * len(options))]
+
+
+def _known_project(sim: Simulator, raw_id: str) -> int | web.Response:
+    project_id = _numeric(raw_id)
+    if project_id is None:
+        return _problem(400, f"invalid project id {raw_id!r}")
+    if sim.injector.project_not_found(project_id):
+        return _problem(404, f"project {project_id} not found")
+    return project_id
+
+
+async def project(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    project_id = _known_project(sim, request.match_info["projectId"])
+    if isinstance(project_id, web.Response):
+        return project_id
+    body = data.project_response(sim.seed, project_id)
+    shape = _pick(sim, sim.injector.faults.project_shape, ("wrapped", "bare"), project_id)
+    return web.json_response(body if shape == "wrapped" else body["data"])
+
+
+async def media(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    project_id = _known_project(sim, request.match_info["projectId"])
+    if isinstance(project_id, web.Response):
+        return project_id
+    ids = data.media_ids(sim.seed, project_id)
+    selected = request.query.get("mediaIds")
+    if selected is not None:
+        parts = [part.strip() for part in selected.split(",") if part.strip()]
+        if not all(part.isdigit() for part in parts):
+            return _problem(400, f"invalid mediaIds {selected!r}")
+        known = set(ids)
+        ids = [media_id for media_id in dict.fromkeys(map(int, parts)) if media_id in known]
+    origin = f"{request.scheme}://{request.host}"
+    issued, ttl = now_millis(), sim.ttl_ms()
+    if sim.injector.faults.expired_urls:
+        issued -= ttl + 60_000
+    expires_at = expiry_iso(issued, ttl)
+    items = [
+        data.media_item(
+            sim.seed,
+            media_id,
+            sim.signer.sign(origin, f"/media/{project_id}/{media_id}", ttl, issued),
+            expires_at,
+        )
+        for media_id in ids
+    ]
+    shape = _pick(sim, sim.injector.faults.media_shape, ("list", "data", "media"), project_id)
+    return web.json_response(items if shape == "list" else {shape: items})
+
+
+async def task_assignment(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    assignment_id = _numeric(request.match_info["assignmentId"])
+    if assignment_id is None:
+        return _problem(400, "invalid assignment id")
+    project_id = _known_project(sim, str(data.project_of(assignment_id)))
+    if isinstance(project_id, web.Response):
+        return project_id
+    full = request.query.get("full", "false").lower() == "true"
+    return web.json_response(data.task_assignment(sim.seed, assignment_id, full=full))
+
+
+async def video_report(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _problem(400, "request body is not JSON")
+    if not isinstance(body, dict) or body.get("reportType") != "VIDEO_COLLABORATION":
+        return _problem(400, "reportType must be VIDEO_COLLABORATION")
+    raw_id = body.get("projectId")
+    if isinstance(raw_id, bool) or _numeric(raw_id) is None:
+        return _problem(400, "projectId must be a number")
+    project_id = _known_project(sim, str(raw_id))
+    if isinstance(project_id, web.Response):
+        return project_id
+    item = data.video_collaboration(sim.seed, data.video_collaboration_id(project_id))
+    shapes = ("object", "list", "data", "collaborations", "videoCollaboration")
+    shape = _pick(sim, sim.injector.faults.video_shape, shapes, project_id)
+    if shape == "object":
+        return web.json_response(item)
+    # A report lists other claims too: the client must pick this project's item.
+    neighbour = data.video_collaboration(sim.seed, data.video_collaboration_id(project_id + 1))
+    items = [neighbour, item]
+    if shape == "list":
+        return web.json_response(items)
+    return web.json_response({shape: item if shape == "videoCollaboration" else items})
+
+
+async def media_download(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    query = request.query
+    check = sim.signer.check(
+        request.path, query.get("systemDate", ""), query.get("expires", ""), query.get("sig", "")
+    )
+    if check is UrlCheck.EXPIRED:
+        return web.Response(
+            status=403,
+            text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            content_type="application/xml",
+        )
+    if check is UrlCheck.BAD_SIGNATURE:
+        return web.Response(
+            status=403,
+            text="<Error><Code>SignatureDoesNotMatch</Code></Error>",
+            content_type="application/xml",
+        )
+    project_id = _numeric(request.match_info["projectId"])
+    media_id = _numeric(request.match_info["mediaId"])
+    if (
+        project_id is None
+        or media_id is None
+        or sim.injector.project_not_found(project_id)
+        or not data.is_media_of(sim.seed, project_id, media_id)
+    ):
+        return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>")
+    content = data.media_content(sim.seed, media_id, sim.config.media_bytes)
+    sim.stats.media_bytes_served += len(content)
+    extension = data.media_type(sim.seed, media_id)
+    return web.Response(
+        body=content,
+        content_type=_CONTENT_TYPES.get(extension, "application/octet-stream"),
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    if sim.injector.faults.down:
+        return web.json_response({"status": "down"}, status=503)
+    return web.json_response({"status": "ok", "seed": sim.seed})

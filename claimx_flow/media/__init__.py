@@ -1,0 +1,1 @@
+"""Media files: the downloader, its cache files and the address checks."""

@@ -1,0 +1,1 @@
+"""Failure routing: which retry tier or DLQ a failed message goes to."""

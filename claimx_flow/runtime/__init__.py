@@ -1,0 +1,1 @@
+"""What a stage process runs beside its dataflow: health, metrics, preflight, recovery."""

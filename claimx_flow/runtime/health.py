@@ -1,0 +1,319 @@
+"""Liveness and readiness of a stage process, served with its metrics on the stage's port.
+
+Alive means the dataflow still makes progress: every worker that reads a source polls it, and
+each poll is a heartbeat; a worker stuck in a step stops polling and its heartbeat goes stale.
+Ready means the stage can do useful work now: Kafka answers, the ClaimX API answers and its
+circuit is not open (stages that call it), the file store takes writes (upload), and no
+credentials were refused lately.
+
+The server runs its own event loop on a daemon thread, so a probe never waits for the dataflow
+and the dataflow never waits for a probe. Active checks run in the background, each on its own
+cadence and bounded by a timeout; a probe only reads their latest results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from claimx_flow import catalog
+from claimx_flow.config import Settings
+from claimx_flow.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+AUTH_HOLD_S = 60.0
+"""Readiness stays red this long after the last refused credential."""
+PROBE_TIMEOUT_S = 2.0
+
+Probe = Callable[[], Awaitable[str]]
+"""An active check: returns a short detail when healthy, raises when not."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+    at: float = 0.0
+    """``time.monotonic()`` when it was found (0 for checks computed on the spot)."""
+
+
+@dataclass(frozen=True)
+class ActiveCheck:
+    name: str
+    probe: Probe
+    every_s: float
+    timeout_s: float = PROBE_TIMEOUT_S
+
+
+class HealthState:
+    """What the dataflow and the checks report; read by the probes. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started = clock()
+        self._beats: dict[int, float] = {}
+        self._auth_failed_at: float | None = None
+        self._breaker: str | None = None
+        self._results: dict[str, CheckResult] = {}
+
+    def beat(self, quiet_for_s: float = 0.0) -> None:
+        """The calling worker made progress; it may stay quiet ``quiet_for_s`` (a timer)."""
+        with self._lock:
+            self._beats[threading.get_ident()] = self._clock() + max(quiet_for_s, 0.0)
+
+    def auth_failed(self) -> None:
+        with self._lock:
+            self._auth_failed_at = self._clock()
+
+    def breaker(self, state: str) -> None:
+        with self._lock:
+            self._breaker = state
+
+    def record(self, name: str, ok: bool, detail: str) -> None:
+        with self._lock:
+            self._results[name] = CheckResult(ok, detail, self._clock())
+
+    def liveness(self, stale_s: float) -> dict[str, CheckResult]:
+        now = self._clock()
+        with self._lock:
+            beats = dict(self._beats)
+        if not beats:
+            waited = now - self.started
+            ok = waited < stale_s
+            return {"heartbeat": CheckResult(ok, f"no worker has polled yet ({waited:.0f}s)")}
+        stalest = max(now - beat for beat in beats.values())
+        detail = f"{len(beats)} worker(s); stalest heartbeat {max(stalest, 0):.1f}s ago"
+        return {"heartbeat": CheckResult(stalest < stale_s, detail)}
+
+    def readiness(self, active: Sequence[ActiveCheck], api: bool) -> dict[str, CheckResult]:
+        now = self._clock()
+        with self._lock:
+            results = dict(self._results)
+            started, breaker, auth_at = bool(self._beats), self._breaker, self._auth_failed_at
+        checks = {"worker": CheckResult(started, "polling" if started else "not started")}
+        for check in active:
+            result = results.get(check.name, CheckResult(False, "not checked yet"))
+            if result.at and now - result.at > 3 * check.every_s + check.timeout_s:
+                result = CheckResult(False, f"last result {now - result.at:.0f}s old", result.at)
+            checks[check.name] = result
+        if api:
+            checks["circuit"] = CheckResult(breaker != "open", f"breaker {breaker or 'unused'}")
+        since = now - auth_at if auth_at is not None else None
+        if since is not None and since < AUTH_HOLD_S:
+            checks["auth"] = CheckResult(False, f"credentials refused {since:.0f}s ago")
+        else:
+            checks["auth"] = CheckResult(True, "no refusals")
+        return checks
+
+
+STATE = HealthState()
+"""The process's one state: a process runs one stage."""
+
+
+def heartbeat(quiet_until: datetime | None = None) -> None:
+    """Called by sources on every poll; ``quiet_until`` when they sleep until a due time."""
+    quiet = (quiet_until - datetime.now(UTC)).total_seconds() if quiet_until else 0.0
+    STATE.beat(quiet)
+
+
+def auth_failure() -> None:
+    """Credentials were refused (``ErrorCategory.AUTH``): readiness goes red for a while."""
+    STATE.auth_failed()
+
+
+def breaker_changed(state: str) -> None:
+    STATE.breaker(state)
+
+
+# Active checks ------------------------------------------------------------------------------
+
+
+def kafka_probe(settings: Settings) -> Probe:
+    """Broker metadata through one long-lived admin client."""
+    from claimx_flow.kafka.topics import admin_client
+
+    admin: Any = None
+
+    async def probe() -> str:
+        nonlocal admin
+        if admin is None:
+            admin = admin_client(settings)
+        metadata = await asyncio.to_thread(admin.list_topics, timeout=PROBE_TIMEOUT_S)
+        return f"{len(metadata.brokers)} broker(s)"
+
+    return probe
+
+
+def api_probe(settings: Settings) -> Probe:
+    """``GET {CLAIMX_API_URL}/health``: any answer below 500 means the API is there."""
+    url = f"{settings.claimx_api_url}/health"
+    session: aiohttp.ClientSession | None = None
+
+    async def probe() -> str:
+        nonlocal session
+        if session is None:
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S))
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status >= 500:
+                raise ConnectionError(f"GET /health answered HTTP {response.status}")
+            return f"HTTP {response.status}"
+
+    return probe
+
+
+def storage_probe(settings: Settings) -> Probe:
+    """Write and delete a probe file where uploads go."""
+    from claimx_flow.storage.base import FileStore
+
+    store: FileStore | None = None
+
+    async def probe() -> str:
+        nonlocal store
+        if store is None:
+            from claimx_flow.storage.locations import file_store
+
+            store = file_store(settings)
+        await store.check_writable()
+        return "writable"
+
+    return probe
+
+
+def active_checks(stage: str, settings: Settings) -> list[ActiveCheck]:
+    spec = catalog.stage(stage)
+    checks = [ActiveCheck("kafka", kafka_probe(settings), every_s=5.0)]
+    if spec.calls_api:
+        checks.append(ActiveCheck("api", api_probe(settings), every_s=1.0))
+    if spec.stores_files:
+        checks.append(ActiveCheck("storage", storage_probe(settings), every_s=10.0))
+    return checks
+
+
+# The server ---------------------------------------------------------------------------------
+
+
+class HealthServer:
+    """``/health/live``, ``/health/ready`` and ``/metrics`` on a daemon thread of its own."""
+
+    def __init__(
+        self,
+        stage: str,
+        checks: Sequence[ActiveCheck],
+        *,
+        host: str,
+        port: int,
+        stale_s: float,
+        state: HealthState = STATE,
+    ) -> None:
+        self.stage = stage
+        self.checks = list(checks)
+        self.host = host
+        self.port = port
+        self.stale_s = stale_s
+        self.state = state
+        self._bound = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="claimx-health", daemon=True)
+
+    def start(self, timeout_s: float = 10.0) -> HealthServer:
+        self._thread.start()
+        if not self._bound.wait(timeout_s):
+            raise TimeoutError(f"health server not listening after {timeout_s:.0f}s")
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start(), or logged if it comes later
+            self._failure = exc
+            if self._bound.is_set():
+                log.exception("health server stopped")
+            self._bound.set()
+
+    async def _main(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health/live", self._live)
+        app.router.add_get("/health/ready", self._ready)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        refreshers = [asyncio.create_task(self._refresh(check)) for check in self.checks]
+        self._bound.set()
+        await asyncio.gather(*refreshers)
+
+    async def _refresh(self, check: ActiveCheck) -> None:
+        gauge = metrics.HEALTH_CHECK.labels(stage=self.stage, check=check.name)
+        while True:
+            try:
+                detail = await asyncio.wait_for(check.probe(), check.timeout_s)
+                ok = True
+            except Exception as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
+            self.state.record(check.name, ok, detail)
+            gauge.set(1 if ok else 0)
+            await asyncio.sleep(check.every_s)
+
+    def _answer(self, checks: dict[str, CheckResult]) -> web.Response:
+        ok = all(result.ok for result in checks.values())
+        body = {
+            "status": "ok" if ok else "fail",
+            "stage": self.stage,
+            "checks": {name: {"ok": r.ok, "detail": r.detail} for name, r in checks.items()},
+        }
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _live(self, request: web.Request) -> web.Response:
+        return self._answer(self.state.liveness(self.stale_s))
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        return self._answer(
+            self.state.readiness(self.checks, api=catalog.stage(self.stage).calls_api)
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def serve(stage: str, settings: Settings) -> HealthServer | None:
+    """Start the stage's health server on its port; 0 turns it off.
+
+    A port that cannot be bound is logged, not fatal: the dataflow's work matters more than
+    its probes, and a failing liveness probe will tell Kubernetes soon enough.
+    """
+    port = settings.claimx_health_port
+    if port is None:
+        port = catalog.stage(stage).port
+    if port == 0:
+        return None
+    server = HealthServer(
+        stage,
+        active_checks(stage, settings),
+        host=settings.claimx_health_host,
+        port=port,
+        stale_s=settings.claimx_liveness_stale_seconds,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("%s: health server cannot listen on %s:%d: %s", stage, server.host, port, exc)
+        return None
+    log.info("%s: health and metrics on http://%s:%d", stage, server.host, server.port)
+    return server
