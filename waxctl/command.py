@@ -2,6 +2,7 @@
 
     python waxctl/command.py deploy waxctl/values/enrich.yaml        # the command, one arg a line
     python waxctl/command.py chart-values waxctl/values/enrich.yaml  # Helm values for --values
+    python waxctl/command.py stages                                  # the stages, from the catalog
 
 waxctl is a closed binary no registry ships, so this is the part we can test offline: the
 values files are rendered from the same table as k8s/ (``python k8s/render.py``), and the
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from claimx_flow.catalog import STAGE_NAMES
 
 NAMESPACE = "claimx"
 
@@ -79,6 +84,9 @@ def ref_of(ref: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["stages"]:
+        print("\n".join(STAGE_NAMES))
+        return 0
     if len(argv) != 2 or argv[0] not in ("deploy", "chart-values"):
         print(__doc__)
         return 2

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 NAMESPACE=claimx
-STAGES=(ingest enrich download upload results retry)
+mapfile -t STAGES < <("$PYTHON" waxctl/command.py stages)
 
 run() {
   if [[ "${DRY_RUN:-}" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi

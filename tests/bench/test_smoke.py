@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from claimx_flow.lab.cli import bench_cmd
 from claimx_flow.lab.bench import REPORT_SCHEMA
+from claimx_flow.lab.cli import bench_cmd
 
 pytestmark = pytest.mark.timeout(180)
 
