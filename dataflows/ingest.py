@@ -8,18 +8,23 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from claimx_flow.config import load_settings
-from claimx_flow.delta.tables import EVENTS
+from claimx_flow.catalog import STAGES
+from claimx_flow.config import Settings
 from claimx_flow.stages.ingest import Ingester
-from operators.kafka import KafkaInput
-from operators.outputs import write_outputs
-from operators.runtime import setup_process
+from dataflows._process import flow_attribute
+from dataflows._wiring import kafka_input, write_outputs
 
-settings = load_settings()
-setup_process("ingest", settings)
+STAGE = STAGES["ingest"]
 
-flow = Dataflow("claimx-ingest")
-raw = op.input("raw-events", flow, KafkaInput(settings, "ingester", [settings.claimx_events_topic]))
-spread = op.redistribute("spread", raw)
-outputs = op.flat_map_batch("ingest", spread, Ingester.from_settings(settings).ingest_batch)
-write_outputs("out", outputs, settings, [EVENTS])
+
+def build(settings: Settings) -> Dataflow:
+    flow = Dataflow(STAGE.app)
+    raw = op.input("raw-events", flow, kafka_input(settings, STAGE))
+    spread = op.redistribute("spread", raw)
+    outputs = op.flat_map_batch("ingest", spread, Ingester.from_settings(settings).ingest_batch)
+    write_outputs("out", outputs, settings, STAGE.tables)
+    return flow
+
+
+def __getattr__(name: str) -> Dataflow:
+    return flow_attribute(name, STAGE.name, build)

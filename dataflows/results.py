@@ -13,19 +13,17 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
-from claimx_flow.config import load_settings
+from claimx_flow.catalog import STAGES
+from claimx_flow.config import Settings
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import MalformedMessageError, UploadResult
 from claimx_flow.stages.results import ProjectTally, ResultDelta, Totals
-from operators.kafka import KafkaInput
+from dataflows._process import flow_attribute
+from dataflows._wiring import kafka_input
 from operators.logging_sink import LogSink
-from operators.runtime import setup_process
 
 log = logging.getLogger("claimx.results")
-
-settings = load_settings()
-setup_process("results", settings)
-SUMMARY_EVERY = timedelta(seconds=settings.claimx_results_summary_seconds)
+STAGE = STAGES["results"]
 
 
 def read(record: KafkaRecord) -> UploadResult | None:
@@ -44,18 +42,19 @@ def tally(
 
 
 class Summary(StatefulLogic[ResultDelta, str, Totals]):
-    """Totals across every project; a summary line every ``SUMMARY_EVERY``."""
+    """Totals across every project; a summary line every ``every``."""
 
-    def __init__(self, resume: Totals | None) -> None:
+    def __init__(self, resume: Totals | None, every: timedelta) -> None:
         self.totals = resume or Totals()
-        self.next_at = datetime.now(UTC) + SUMMARY_EVERY
+        self.every = every
+        self.next_at = datetime.now(UTC) + every
 
     def on_item(self, value: ResultDelta) -> tuple[list[str], bool]:
         self.totals.add(value)
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[str], bool]:
-        self.next_at = datetime.now(UTC) + SUMMARY_EVERY
+        self.next_at = datetime.now(UTC) + self.every
         return [self.totals.summary()], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[str], bool]:
@@ -74,18 +73,20 @@ class Summary(StatefulLogic[ResultDelta, str, Totals]):
         )
 
 
-flow = Dataflow("claimx-results")
-records = op.input(
-    "results",
-    flow,
-    KafkaInput(settings, "result-processor", [settings.claimx_downloads_results_topic]),
-)
-results = op.filter_map("read", records, read)
-per_project = op.stateful_map(
-    "tally", op.key_on("by-project", results, lambda r: r.project_id), tally
-)
-deltas = op.filter_map_value("new", per_project, lambda delta: delta)
-totals = op.stateful(
-    "totals", op.key_on("all", op.map("unkey", deltas, lambda kv: kv[1]), lambda _: "all"), Summary
-)
-op.output("summary", op.map("line", totals, lambda kv: kv[1]), LogSink(log))
+def build(settings: Settings) -> Dataflow:
+    every = timedelta(seconds=settings.claimx_results_summary_seconds)
+    flow = Dataflow(STAGE.app)
+    records = op.input("results", flow, kafka_input(settings, STAGE))
+    results = op.filter_map("read", records, read)
+    per_project = op.stateful_map(
+        "tally", op.key_on("by-project", results, lambda r: r.project_id), tally
+    )
+    deltas = op.filter_map_value("new", per_project, lambda delta: delta)
+    everything = op.key_on("all", op.map("unkey", deltas, lambda kv: kv[1]), lambda _: "all")
+    totals = op.stateful("totals", everything, lambda resume: Summary(resume, every))
+    op.output("summary", op.map("line", totals, lambda kv: kv[1]), LogSink(log))
+    return flow
+
+
+def __getattr__(name: str) -> Dataflow:
+    return flow_attribute(name, STAGE.name, build)

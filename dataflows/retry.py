@@ -6,28 +6,51 @@ its due time.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from claimx_flow.config import load_settings
+from claimx_flow.catalog import STAGES
+from claimx_flow.config import Settings
+from claimx_flow.kafka.clients import client_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.routing.tiers import all_tiers
-from operators.due_time import RetryTierInput
-from operators.kafka import CheckedKafkaOutput
-from operators.runtime import setup_process
+from claimx_flow.routing.tiers import all_tiers, release_time
+from claimx_flow.runtime.observers import StageObserver
+from dataflows._process import flow_attribute
+from dataflows._wiring import kafka_output
+from operators.due_time import DueTimeInput
 
-settings = load_settings()
-setup_process("retry", settings)
-tiers = {tier.topic: tier for tier in all_tiers(settings)}
+STAGE = STAGES["retry"]
 
 
-def back_to_pending(record: KafkaRecord) -> OutboundRecord:
-    """The message as it was, failure headers included, so its attempts keep counting."""
-    return OutboundRecord(
-        tiers[record.topic].pending_topic, record.key, record.value, record.headers
+def build(settings: Settings) -> Dataflow:
+    tiers = {tier.topic: tier for tier in all_tiers(settings)}
+
+    def due_at(record: KafkaRecord) -> datetime:
+        return release_time(record, tiers[record.topic])
+
+    def back_to_pending(record: KafkaRecord) -> OutboundRecord:
+        """The message as it was, failure headers included, so its attempts keep counting."""
+        return OutboundRecord(
+            tiers[record.topic].pending_topic, record.key, record.value, record.headers
+        )
+
+    due = DueTimeInput(
+        client_config(settings),
+        settings.consumer_group(STAGE.consumer),
+        tiers,
+        due_at,
+        stop_at_end=settings.claimx_stop_at_end,
+        observer=StageObserver(),
     )
+    flow = Dataflow(STAGE.app)
+    released = op.input("due", flow, due)
+    op.output(
+        "pending", op.map("back-to-pending", released, back_to_pending), kafka_output(settings)
+    )
+    return flow
 
 
-flow = Dataflow("claimx-retry")
-due = op.input("due", flow, RetryTierInput(settings, tiers.values()))
-op.output("pending", op.map("back-to-pending", due, back_to_pending), CheckedKafkaOutput(settings))
+def __getattr__(name: str) -> Dataflow:
+    return flow_attribute(name, STAGE.name, build)

@@ -1,18 +1,20 @@
-"""Kafka input and output for the dataflows, with positions in recovery and checked deliveries.
+"""Kafka input and output with positions in recovery and checked deliveries.
 
 Why not Bytewax's stock connectors: its sink registers no delivery callback and never checks
 ``flush()``, so a message the broker refused is lost without a trace. Ours fails the step, so the
-epoch is not committed and recovery replays it. Our source uses the project's client settings
-(SASL/SSL reach it like every other client) and hands the dataflow domain ``KafkaRecord``s that
-remember their topic, partition and offset.
+epoch is not committed and recovery replays it. Our source takes the caller's client settings
+(SASL/SSL reach it like every other client), hands the dataflow ``KafkaRecord``s that remember
+their topic, partition and offset, and reports what it does to an :class:`InputObserver`, so
+metrics and liveness stay the caller's business.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -21,21 +23,14 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow.config import Settings
-from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka.clients import (
-    client_config,
-    consumer_config,
-    produce_or_wait,
-    producer_config,
-)
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.runtime import health, metrics
+from claimx_flow.kafka.clients import produce_or_wait
+from claimx_flow.kafka.records import Headers, KafkaRecord, OutboundRecord
 from operators import shutdown
 
 log = logging.getLogger(__name__)
@@ -43,8 +38,63 @@ log = logging.getLogger(__name__)
 METADATA_TIMEOUT_S = 30.0
 
 
-class DeliveryError(ClaimxError):
+class KafkaInputError(RuntimeError):
+    """The input cannot go on: a topic is missing, or the client hit a fatal error."""
+
+
+class DeliveryError(RuntimeError):
     """Kafka did not confirm a message; the step fails so recovery replays the epoch."""
+
+
+class InputObserver(Protocol):
+    """What a source partition reports as it reads: for metrics and liveness."""
+
+    def polled(self, quiet_until: datetime | None = None) -> None:
+        """A poll: the worker is alive (and may legitimately sleep until ``quiet_until``)."""
+
+    def consumed(self, topic: str, partition: int, count: int, lag: int | None) -> None:
+        """``count`` records read; ``lag`` messages left behind them, when known."""
+
+    def snapshotted(self, topic: str, partition: int, offset: int) -> None:
+        """The partition's position went into a snapshot."""
+
+
+class QuietObserver:
+    """Reports nothing."""
+
+    def polled(self, quiet_until: datetime | None = None) -> None:
+        pass
+
+    def consumed(self, topic: str, partition: int, count: int, lag: int | None) -> None:
+        pass
+
+    def snapshotted(self, topic: str, partition: int, offset: int) -> None:
+        pass
+
+
+def record_of(msg: Message, topic: str, partition: int) -> KafkaRecord:
+    kind, timestamp = msg.timestamp()
+    return KafkaRecord(
+        topic=topic,
+        partition=partition,
+        offset=int(msg.offset() or 0),
+        timestamp_ms=timestamp if kind else None,
+        key=msg.key(),
+        value=msg.value(),
+        headers=bytes_headers(msg.headers()),
+    )
+
+
+def bytes_headers(raw: Any) -> Headers:
+    """Headers as (name, bytes) pairs; a header sent without a value becomes ``b""``."""
+    return [(name, value or b"") for name, value in (raw or [])]
+
+
+def fatal_or_logged(error: KafkaError, where: str) -> None:
+    """Raise on a fatal client error; log the rest (librdkafka reconnects by itself)."""
+    if error.fatal():
+        raise KafkaInputError(f"fatal Kafka error on {where}: {error}")
+    log.warning("Kafka consumer on %s: %s", where, error)
 
 
 class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
@@ -52,13 +102,14 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
 
     def __init__(
         self,
-        config: dict[str, Any],
-        stage: str,
+        config: Mapping[str, Any],
         topic: str,
         partition: int,
         offset: int,
+        *,
         batch_size: int,
         stop_at_end: bool,
+        observer: InputObserver,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -67,62 +118,44 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._offset = offset
         self._batch_size = batch_size
         self._at_end = False
-        labels = {"stage": metrics.stage(), "topic": topic, "partition": str(partition)}
-        self._lag = metrics.CONSUMER_LAG.labels(**labels)
-        self._consumed = metrics.CONSUMED.labels(**labels)
-        self._snapshots = metrics.OFFSET_SNAPSHOTS.labels(stage=labels["stage"], topic=topic)
+        self._observer = observer
 
     def next_batch(self) -> list[KafkaRecord]:
         if self._at_end or shutdown.requested():
             raise StopIteration
-        health.heartbeat()
+        self._observer.polled()
         batch: list[KafkaRecord] = []
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is not None:
                 self._on_error(error)
                 continue
-            kind, timestamp = msg.timestamp()
-            batch.append(
-                KafkaRecord(
-                    topic=self._topic,
-                    partition=self._partition,
-                    offset=int(msg.offset() or 0),
-                    timestamp_ms=timestamp if kind else None,
-                    key=msg.key(),
-                    value=msg.value(),
-                    headers=_bytes_headers(msg.headers()),
-                )
-            )
+            batch.append(record_of(msg, self._topic, self._partition))
         if batch:
             self._offset = batch[-1].offset + 1
-            self._consumed.inc(len(batch))
-            self._record_lag()
+            self._observer.consumed(self._topic, self._partition, len(batch), self._lag())
         return batch
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             self._at_end = True
-            self._lag.set(0)
-        elif error.fatal():
-            raise ClaimxError(f"fatal Kafka error on {self._topic}[{self._partition}]: {error}")
-        else:  # broker restarts and the like: librdkafka reconnects on its own
-            log.warning("Kafka consumer on %s[%d]: %s", self._topic, self._partition, error)
+            self._observer.consumed(self._topic, self._partition, 0, 0)
+        else:
+            fatal_or_logged(error, f"{self._topic}[{self._partition}]")
 
-    def _record_lag(self) -> None:
+    def _lag(self) -> int | None:
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self._topic, self._partition), cached=True
         )
-        if high is not None and high >= 0:
-            self._lag.set(max(high - self._offset, 0))
+        return max(high - self._offset, 0) if high is not None and high >= 0 else None
 
     def snapshot(self) -> int:
-        self._snapshots.inc()
+        self._observer.snapshotted(self._topic, self._partition, self._offset)
         self._publish_position()
         return self._offset
 
     def _publish_position(self) -> None:
-        """Tell the stage's consumer group where it is, for lag tools (``kafka-consumer-groups``,
+        """Tell the consumer group where it is, for lag tools (``kafka-consumer-groups``,
         KEDA). Only informational: a resume always starts from the recovery snapshot."""
         if self._offset < 0:
             return
@@ -138,61 +171,72 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._consumer.close()
 
 
-def _bytes_headers(raw: Any) -> list[tuple[str, bytes]]:
-    """Headers as (name, bytes) pairs; a header sent without a value becomes ``b""``."""
-    return [(name, value or b"") for name, value in (raw or [])]
+def list_partitions(admin_config: Mapping[str, Any], topics: Iterable[str]) -> list[str]:
+    """Every partition of ``topics`` as a Bytewax partition key, ``<partition>-<topic>``."""
+    metadata = AdminClient(dict(admin_config)).list_topics(timeout=METADATA_TIMEOUT_S)
+    parts: list[str] = []
+    for topic in topics:
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise KafkaInputError(f"topic {topic} is missing (run `claimx topics create`)")
+        parts.extend(f"{p}-{topic}" for p in sorted(described.partitions))
+    return parts
+
+
+def split_part(for_part: str) -> tuple[int, str]:
+    index, topic = for_part.split("-", 1)
+    return int(index), topic
+
+
+def consumer_settings(client: Mapping[str, Any], group_id: str, **extra: Any) -> dict[str, Any]:
+    """A consumer of ``group_id`` that commits only what the source says is done."""
+    return {
+        **client,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        **extra,
+    }
 
 
 class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
-    """Every partition of ``topics``; the offset of each lives only in recovery snapshots.
+    """Every partition of ``topics``; the offset of each lives in recovery snapshots.
 
-    ``stop_at_end`` (default ``CLAIMX_STOP_AT_END``) ends the input when every partition is
-    drained (benchmarks, batch runs).
+    ``client`` is the librdkafka client configuration (brokers, security); ``group_id`` the
+    consumer group the positions are published to. ``stop_at_end`` ends the input when every
+    partition is drained (benchmarks, batch runs).
     """
 
     def __init__(
         self,
-        settings: Settings,
-        stage: str,
+        client: Mapping[str, Any],
+        group_id: str,
         topics: Iterable[str],
         *,
         batch_size: int = 1000,
-        stop_at_end: bool | None = None,
+        stop_at_end: bool = False,
+        observer: InputObserver | None = None,
     ) -> None:
-        self._settings = settings
-        self._stage = stage
+        self._client = dict(client)
+        self._group_id = group_id
         self._topics = list(topics)
         self._batch_size = batch_size
-        self._stop_at_end = settings.claimx_stop_at_end if stop_at_end is None else stop_at_end
+        self._stop_at_end = stop_at_end
+        self._observer = observer or QuietObserver()
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(client_config(self._settings))
-        metadata = admin.list_topics(timeout=METADATA_TIMEOUT_S)
-        parts: list[str] = []
-        for topic in self._topics:
-            described = metadata.topics.get(topic)
-            if described is None or described.error is not None:
-                raise ClaimxError(
-                    f"{self._stage}: topic {topic} is missing (run `claimx topics create`)"
-                )
-            parts.extend(f"{p}-{topic}" for p in sorted(described.partitions))
-        return parts
+        return list_partitions(self._client, self._topics)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
-        index, topic = for_part.split("-", 1)
-        config = consumer_config(
-            self._settings,
-            group_id=self._settings.consumer_group(self._stage),
-            **{"fetch.wait.max.ms": 50},
-        )
+        partition, topic = split_part(for_part)
         return KafkaPartition(
-            config,
-            self._stage,
+            consumer_settings(self._client, self._group_id, **{"fetch.wait.max.ms": 50}),
             topic,
-            int(index),
+            partition,
             OFFSET_BEGINNING if resume_state is None else resume_state,
-            self._batch_size,
-            self._stop_at_end,
+            batch_size=self._batch_size,
+            stop_at_end=self._stop_at_end,
+            observer=self._observer,
         )
 
 
@@ -205,17 +249,38 @@ class _Deliveries:
             self.failed.append(f"{msg.topic()}: {error.str()}")
 
 
-class CheckedProducerPartition(StatelessSinkPartition[OutboundRecord]):
+def checked_settings(producer: Mapping[str, Any], flush_timeout_s: float) -> dict[str, Any]:
+    """Producer settings of a checked sink.
+
+    Only failed deliveries are reported back (``delivery.report.only.error``): a message still
+    in the queue shows in ``flush()``'s count and a refused one in a report, so reports of
+    successes told nothing, and each cost a Python callback per message on the worker.
+    """
+    return {
+        **producer,
+        "delivery.timeout.ms": int(flush_timeout_s * 1000),
+        "delivery.report.only.error": True,
+    }
+
+
+class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
     """Writes a batch and returns only once Kafka confirmed every message of it."""
 
-    def __init__(self, config: dict[str, Any], flush_timeout_s: float) -> None:
-        self._producer = Producer(config)
+    def __init__(self, producer: Mapping[str, Any], flush_timeout_s: float = 60.0) -> None:
+        self._producer = Producer(checked_settings(producer, flush_timeout_s))
         self._flush_timeout_s = flush_timeout_s
 
     def write_batch(self, items: list[OutboundRecord]) -> None:
         deliveries = _Deliveries([])
         for record in items:
-            self._produce(record, deliveries)
+            produce_or_wait(
+                self._producer,
+                record.topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers) if record.headers else None,
+                on_delivery=deliveries,
+            )
         remaining = self._producer.flush(self._flush_timeout_s)
         if remaining:
             raise DeliveryError(
@@ -228,50 +293,20 @@ class CheckedProducerPartition(StatelessSinkPartition[OutboundRecord]):
                 f"{deliveries.failed[0]}"
             )
 
-    def _produce(self, record: OutboundRecord, on_delivery: _Deliveries) -> None:
-        produce_or_wait(
-            self._producer,
-            record.topic,
-            value=record.value,
-            key=record.key,
-            headers=list(record.headers) if record.headers else None,
-            on_delivery=on_delivery,
-        )
-
     def close(self) -> None:
         self._producer.flush(self._flush_timeout_s)
-
-
-def checked_producer(settings: Settings, flush_timeout_s: float = 60.0) -> CheckedProducerPartition:
-    """A producer that confirms every batch, for any sink that writes to Kafka."""
-    return CheckedProducerPartition(_checked_config(settings, flush_timeout_s), flush_timeout_s)
-
-
-def _checked_config(settings: Settings, flush_timeout_s: float) -> dict[str, Any]:
-    """Producer settings of a checked sink.
-
-    Only failed deliveries are reported back (``delivery.report.only.error``): a message still
-    in the queue shows in ``flush()``'s count and a refused one in a report, so reports of
-    successes told nothing, and each cost a Python callback per message on the worker.
-    """
-    return producer_config(
-        settings,
-        **{
-            "delivery.timeout.ms": int(flush_timeout_s * 1000),
-            "delivery.report.only.error": True,
-        },
-    )
 
 
 class CheckedKafkaOutput(DynamicSink[OutboundRecord]):
     """Kafka sink with an idempotent producer (acks=all) and a checked delivery per message.
 
-    The records carry their own topic, so one sink serves a stage's every output topic.
+    ``producer`` is the librdkafka producer configuration. The records carry their own topic,
+    so one sink serves a stage's every output topic.
     """
 
-    def __init__(self, settings: Settings, *, flush_timeout_s: float = 60.0) -> None:
-        self._config = _checked_config(settings, flush_timeout_s)
+    def __init__(self, producer: Mapping[str, Any], *, flush_timeout_s: float = 60.0) -> None:
+        self._producer = dict(producer)
         self._flush_timeout_s = flush_timeout_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> CheckedProducerPartition:
-        return CheckedProducerPartition(dict(self._config), self._flush_timeout_s)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> CheckedProducer:
+        return CheckedProducer(self._producer, self._flush_timeout_s)

@@ -16,8 +16,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import await_leaders
+from claimx_flow.lab.process import TIE_ENV, stop_process_group
 from claimx_flow.lab.stack import KafkaService, RunningService
-from claimx_flow.lab.stack.process import TIE_ENV, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,9 @@ from claimx_flow.api import (
 from claimx_flow.cli import app
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as simdata
-from claimx_flow.lab.stack.process import free_port
 from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED
 
 T = TypeVar("T")

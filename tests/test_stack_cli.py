@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from claimx_flow.lab.stack.process import is_alive
+from claimx_flow.lab.process import is_alive
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMX = [sys.executable, "-m", "claimx_flow"]

@@ -142,25 +142,24 @@ def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Kafka client logs."),
 ) -> None:
     """Quiet the Kafka client unless asked, and use the local stack when nothing else is set."""
+    prepare(verbose)
+
+
+def prepare(verbose: bool = False) -> None:
+    """What every command does first: quiet the Kafka client's logs unless asked, and take
+    the addresses of a local stack started on this machine (``claimx stack up``) for any
+    setting the environment leaves unset."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if not verbose:
         from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
 
         LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
-    for key, value in _local_stack_env().items():
-        os.environ.setdefault(key, value)
+    if Path(os.environ.get("CLAIMX_STACK_DIR", ".claimx-stack")).is_dir():
+        # Only a developer's machine has one; elsewhere nothing of the lab is imported.
+        from claimx_flow.lab.stack import Stack
 
-
-def _local_stack_env() -> dict[str, str]:
-    """The addresses of a local stack started on this machine (``claimx stack up``), if any.
-
-    Only a developer's machine has one; elsewhere nothing of the lab is imported.
-    """
-    if not Path(os.environ.get("CLAIMX_STACK_DIR", ".claimx-stack")).is_dir():
-        return {}
-    from claimx_flow.lab.stack import Stack
-
-    return Stack().live_env()
+        for key, value in Stack().live_env().items():
+            os.environ.setdefault(key, value)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
-from claimx_flow.runtime.preflight import run_checks
+from claimx_flow.startup.preflight import run_checks
 
 console = Console()
 

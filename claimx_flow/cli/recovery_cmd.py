@@ -10,8 +10,8 @@ from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
-from claimx_flow.runtime.recovery import init_recovery, kafka_cluster_id
-from claimx_flow.runtime.recovery_state import (
+from claimx_flow.startup.recovery import init_recovery, kafka_cluster_id
+from claimx_flow.startup.recovery_state import (
     InputPosition,
     Target,
     input_positions,

@@ -13,8 +13,6 @@ Exit codes, the same for every command, so scripts can rely on them:
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from claimx_flow.cli import prepare
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.dlq import browse
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
@@ -41,8 +40,6 @@ from claimx_flow.dlq.queues import DlqName
 from claimx_flow.dlq.render import letter_view, outcome_view, plan_view, survey_view
 from claimx_flow.dlq.replay import ReplayOptions, ReplayOutcome, replay
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
-from claimx_flow.lab.stack import Stack
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
@@ -308,8 +305,5 @@ def _confirm(plan: PurgePlan) -> None:
 
 def main() -> None:
     """``python -m claimx_flow.dlq``: the same commands, quiet Kafka logs, the local stack's env."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
-    for key, value in Stack().live_env().items():
-        os.environ.setdefault(key, value)
+    prepare()
     app(prog_name="python -m claimx_flow.dlq")

@@ -25,12 +25,12 @@ from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import admin_client, ensure_topics, pipeline_topics
 from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.reconcile import Reconciliation, reconcile
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack.kafka import KafkaService
-from claimx_flow.lab.stack.process import stop_process_group
 from claimx_flow.lab.stack.services import RunningService
 from claimx_flow.models import RawEvent
 

@@ -18,14 +18,14 @@ from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.lab.stack.process import (
+from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
     is_alive,
     start_detached,
     stop_process_groups,
 )
-from claimx_flow.runtime.recovery import init_recovery, kafka_cluster_id
+from claimx_flow.startup.recovery import init_recovery, kafka_cluster_id
 
 
 def stage_command(

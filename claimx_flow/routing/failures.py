@@ -87,6 +87,16 @@ class FailureRouter:
                 category=ErrorCategory.PERMANENT,
             )
 
+    def reject(self, record: KafkaRecord, error: Exception) -> OutboundRecord:
+        """A record that made the stage's own code fail: to the DLQ, with the error as reason,
+        so the record cannot stop the stage (a replay sends it back once the code is fixed)."""
+        return self.route(
+            record,
+            reason=f"{type(error).__name__}: {error}",
+            error_class=type(error).__name__,
+            category=ErrorCategory.PERMANENT,
+        )
+
     def route(
         self,
         record: KafkaRecord,

@@ -14,6 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.models import HEADER_PREFIX
+
+DUE_HEADER = HEADER_PREFIX + "due_at"
 
 
 @dataclass(frozen=True)
@@ -70,3 +74,30 @@ def due_time(tier: Tier, failed_at: datetime) -> datetime:
 
 def utc_from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def release_time(record: KafkaRecord, tier: Tier) -> datetime:
+    """When a message in ``tier`` may go back: its ``claimx.due_at`` header, never earlier than
+    the tier's delay after it was written to the tier.
+
+    A header cannot make a message jump the queue. Only this one header is read (a full
+    failure-metadata parse per message would cost more than the release itself); an
+    unreadable one counts as absent.
+    """
+    floor = (
+        due_time(tier, utc_from_ms(record.timestamp_ms))
+        if record.timestamp_ms is not None
+        else datetime.now(UTC)
+    )
+    return max(_header_due(record) or floor, floor)
+
+
+def _header_due(record: KafkaRecord) -> datetime | None:
+    for name, value in record.headers:
+        if name == DUE_HEADER:
+            try:
+                due = datetime.fromisoformat(value.decode())
+            except (UnicodeDecodeError, ValueError):
+                return None
+            return due if due.tzinfo else due.replace(tzinfo=UTC)
+    return None

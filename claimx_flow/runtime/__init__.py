@@ -1,1 +1,1 @@
-"""What a stage process runs beside its dataflow: health, metrics, preflight, recovery."""
+"""What a stage process runs beside its dataflow: health probes, metrics, source observers."""

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from claimx_flow.config import Settings
+from claimx_flow.delta.writer import DeltaWriter
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import CachedDownload, MessageIds, UploadResult
@@ -47,6 +48,41 @@ class UploadCompletion:
 
 
 UploadOutput = UploadCompletion | OutboundRecord
+
+
+class RecordSender(Protocol):
+    """Writes records to Kafka and returns once each is confirmed."""
+
+    def write_batch(self, items: list[OutboundRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class UploadCommitter:
+    """The last steps of uploads, in order: attachments row, result message, cache release.
+
+    A file's cache copy may go only once its row is in ``claimx_attachments`` and its result is
+    in Kafka. Each step is idempotent, so a crash between them is repaired by the replay. The
+    dataflow gives this committer one sink partition in the whole cluster, which also makes it
+    the one writer of ``claimx_attachments``.
+    """
+
+    writer: DeltaWriter | None
+    sender: RecordSender
+
+    def commit(self, values: list[UploadCompletion]) -> None:
+        if self.writer is not None:
+            metrics.delta_written(self.writer.write([done.row for done in values]))
+        self.sender.write_batch([done.result for done in values])
+        for done in values:
+            if done.cache_file is not None:
+                done.cache_file.unlink(missing_ok=True)
+        metrics.UPLOADS.inc(len(values))
+        metrics.UPLOAD_BYTES.inc(sum(int(done.row.get("bytes") or 0) for done in values))
+
+    def close(self) -> None:
+        self.sender.close()
 
 
 @dataclass

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from claimx_flow.config import Settings
 from claimx_flow.lab.chaos import BrokerControl, ChaosPlan, SimulatorFaults, run_chaos
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.stack import KafkaService
-from claimx_flow.lab.stack.process import stop_process_group
 from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED, SIMULATOR_USERNAME
 
 

@@ -23,15 +23,16 @@ from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.clients import producer_config
 from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.kafka.topics import admin_client, await_leaders
 from claimx_flow.lab.chaos import BrokerControl
 from claimx_flow.lab.inventory import table_rows
 from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack import KafkaService
-from claimx_flow.lab.stack.process import stop_process_group
 from operators.kafka import CheckedKafkaOutput, DeliveryError
 from tests.isolation import isolated_settings
 
@@ -71,7 +72,7 @@ def test_a_stopped_broker_fails_the_step_and_the_message_arrives_after_restart(
         records = [OutboundRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(20)]
         dataflow = Dataflow("delivery")
         stream = op.input("in", dataflow, TestingSource(records, batch_size=20))
-        op.output("out", stream, CheckedKafkaOutput(settings, flush_timeout_s=4))
+        op.output("out", stream, CheckedKafkaOutput(producer_config(settings), flush_timeout_s=4))
         return dataflow
 
     stop_process_group(own_broker.running.pid, grace_s=0.1)  # the broker goes away

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import consumer_config
+from claimx_flow.kafka.clients import client_config, consumer_config, producer_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from operators.kafka import CheckedKafkaOutput, DeliveryError, KafkaInput
 
@@ -54,8 +54,14 @@ def test_input_to_checked_output_moves_every_record(
         return OutboundRecord(target, record.key, record.value, headers)
 
     flow = Dataflow("kafka-io")
-    records = op.input("in", flow, KafkaInput(kafka_settings, "test", [source], stop_at_end=True))
-    op.output("out", op.map("forward", records, forward), CheckedKafkaOutput(kafka_settings))
+    records = op.input(
+        "in", flow, KafkaInput(client_config(kafka_settings), "test", [source], stop_at_end=True)
+    )
+    op.output(
+        "out",
+        op.map("forward", records, forward),
+        CheckedKafkaOutput(producer_config(kafka_settings)),
+    )
     cluster_main(flow, [], 0, worker_count_per_proc=workers)
 
     out = _drain(kafka_settings, target, 2_000)
@@ -72,7 +78,9 @@ def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:
     """A message Kafka cannot store must stop the dataflow, never vanish."""
     flow = Dataflow("kafka-refused")
     records = op.input("in", flow, TestingSource([OutboundRecord("no.such.topic", b"k", b"v")]))
-    op.output("out", records, CheckedKafkaOutput(kafka_settings, flush_timeout_s=3))
+    op.output(
+        "out", records, CheckedKafkaOutput(producer_config(kafka_settings), flush_timeout_s=3)
+    )
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     assert any(isinstance(e, DeliveryError) for e in _chain(caught.value))
@@ -93,7 +101,9 @@ def test_message_the_broker_refuses_fails_the_step(
     records = op.input(
         "in", flow, TestingSource([OutboundRecord(topic, b"k", v) for v in (fits, too_big)])
     )
-    op.output("out", records, CheckedKafkaOutput(kafka_settings, flush_timeout_s=20))
+    op.output(
+        "out", records, CheckedKafkaOutput(producer_config(kafka_settings), flush_timeout_s=20)
+    )
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     refused = [e for e in _chain(caught.value) if isinstance(e, DeliveryError)]
@@ -112,7 +122,9 @@ def _chain(error: BaseException | None) -> list[BaseException]:
 def test_missing_input_topic_is_a_clear_error(kafka_settings: Settings) -> None:
     flow = Dataflow("kafka-missing")
     records = op.input(
-        "in", flow, KafkaInput(kafka_settings, "test", ["absent.topic"], stop_at_end=True)
+        "in",
+        flow,
+        KafkaInput(client_config(kafka_settings), "test", ["absent.topic"], stop_at_end=True),
     )
     op.inspect("seen", records)
     with pytest.raises(Exception) as caught:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from claimx_flow.lab.stack.process import (
+from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
     start_detached,

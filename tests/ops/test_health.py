@@ -14,7 +14,7 @@ from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
-from claimx_flow.lab.stack.process import free_port
+from claimx_flow.lab.process import free_port
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.runtime import health, metrics
 

@@ -215,7 +215,7 @@ def test_init_scripts_lay_out_a_cluster_bytewax_accepts(stage: str, tmp_path: Pa
         "flow = Dataflow('tiny')\n"
         "op.inspect('out', op.input('in', flow, TestingSource(range(4))))\n"
     )
-    from claimx_flow.lab.stack.process import free_port
+    from claimx_flow.lab.process import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     runs = [

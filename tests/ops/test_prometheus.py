@@ -19,9 +19,9 @@ from confluent_kafka import Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.process import LOOPBACK
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
-from claimx_flow.lab.stack.process import LOOPBACK
 from tests.isolation import isolated_settings
 from tests.ops.conftest import REPO, RULES, Prometheus
 from tests.simulator_fixtures import SIMULATOR_SEED

@@ -14,7 +14,7 @@ from claimx_flow.cli.check_cmd import check
 from claimx_flow.config import Settings
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator import RunningSimulator
-from claimx_flow.runtime.preflight import PreflightError, require_ready, run_checks
+from claimx_flow.startup.preflight import PreflightError, require_ready, run_checks
 from tests.isolation import isolated_settings
 
 

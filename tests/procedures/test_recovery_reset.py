@@ -15,7 +15,7 @@ from claimx_flow.lab.inventory import table_rows
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
-from claimx_flow.runtime.recovery_state import RecoveryStateError, input_positions, reset_positions
+from claimx_flow.startup.recovery_state import RecoveryStateError, input_positions, reset_positions
 from tests.isolation import isolated_settings
 
 

@@ -42,9 +42,9 @@ from claimx_flow.kafka.clients import (
 )
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.lab.pipeline import Pipeline, settings_env, stage_command
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.stack import KafkaService, RunningService
 from claimx_flow.lab.stack.kafka import SASL_ENDPOINT
-from claimx_flow.lab.stack.process import stop_process_group
 from claimx_flow.models import DownloadTask, FailureInfo
 from claimx_flow.runtime import health
 from claimx_flow.stages.download import DownloadStage

@@ -18,8 +18,8 @@ from azure.storage.blob import BlobServiceClient
 from pydantic import SecretStr
 
 from claimx_flow.config import Settings
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, ENDPOINT_ENV, AzuriteService
-from claimx_flow.lab.stack.process import stop_process_group
 from tests.conftest import REPO
 from tests.storage.dfs_server import DfsServer
 

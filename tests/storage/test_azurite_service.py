@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from claimx_flow.errors import StackError
+from claimx_flow.lab.process import free_port
 from claimx_flow.lab.stack.azurite import AzuriteService, azurite_answers, ensure_azurite
 from claimx_flow.lab.stack.manager import SERVICE_KINDS
-from claimx_flow.lab.stack.process import free_port
 
 
 def test_the_running_azurite_answers(azurite: str) -> None:

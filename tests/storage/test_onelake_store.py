@@ -12,8 +12,8 @@ import pytest
 from azure.core.credentials import AzureNamedKeyCredential
 
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.lab.process import free_port
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
-from claimx_flow.lab.stack.process import free_port
 from claimx_flow.storage import media_path
 from claimx_flow.storage.locations import file_store
 from claimx_flow.storage.onelake import (

@@ -20,9 +20,9 @@ from typing import Any
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.kafka.topics import admin_client, ensure_topics, pipeline_topics
 from claimx_flow.lab.bench import kafka_io
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.simulator import SimulatorConfig, SimulatorProcess, start_subprocess
 from claimx_flow.lab.stack import KafkaService, RunningService
-from claimx_flow.lab.stack.process import stop_process_group
 
 KIB = 1024
 

@@ -27,7 +27,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.lab.bench.measure import rss_bytes
 from claimx_flow.lab.pipeline import Pipeline, settings_env
-from claimx_flow.lab.stack.process import LOOPBACK
+from claimx_flow.lab.process import LOOPBACK
 
 SAMPLE_EVERY_S = 0.1
 SCRAPE_EVERY_S = 1.0

@@ -131,14 +131,3 @@ _command(("download",), "download of 64 KiB and 5 MiB files, beside a bare fetch
 _command(("upload",), "upload to local storage, beside a bare file write loop.")
 _command(("retry",), "retry: 100,000 messages held in one tier, memory and release lateness.")
 _command(ORDER, "Every stage in turn, then the targets table.")
-
-
-def main() -> None:
-    """``python -m claimx_flow.lab.bench``: the bench commands without the rest of ``claimx``."""
-    import logging
-
-    from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
-    app(prog_name="python -m claimx_flow.lab.bench")

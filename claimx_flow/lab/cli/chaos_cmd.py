@@ -13,10 +13,10 @@ from rich.table import Table
 
 from claimx_flow.config import load_settings
 from claimx_flow.lab.chaos import BrokerControl, ChaosPlan, ChaosReport, SimulatorFaults, run_chaos
+from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.simulator.runner import start_subprocess
 from claimx_flow.lab.simulator.server import SimulatorConfig
 from claimx_flow.lab.stack import KafkaService
-from claimx_flow.lab.stack.process import stop_process_group
 
 console = Console()
 

@@ -28,7 +28,7 @@ from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack import Stack
 from claimx_flow.models import RawEvent
-from claimx_flow.runtime.recovery import (
+from claimx_flow.startup.recovery import (
     RecoveryMismatch,
     check_recovery_cluster,
     kafka_cluster_id,

@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from claimx_flow.errors import StackError
+from claimx_flow.lab.process import LOOPBACK, free_port, wait_until
 from claimx_flow.lab.simulator.app import build_app
 from claimx_flow.lab.simulator.server import Simulator, SimulatorConfig
 from claimx_flow.lab.simulator.stats import Stats
-from claimx_flow.lab.stack.process import LOOPBACK, free_port, wait_until
 
 PASSWORD_ENV = "CLAIMX_SIMULATOR_PASSWORD"
 # Hanging ("timeout") requests must not hold up a stop for long.

@@ -13,14 +13,14 @@ import urllib.request
 from pathlib import Path
 
 from claimx_flow.errors import StackError
-from claimx_flow.lab.stack.kafka import cache_root
-from claimx_flow.lab.stack.process import (
+from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
     require_free_port,
     start_detached,
     wait_until,
 )
+from claimx_flow.lab.stack.kafka import cache_root
 from claimx_flow.lab.stack.services import RunningService
 
 AZURITE_VERSION = "3.35.0"  # the newest that runs on Node 20

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from claimx_flow.errors import StackError
 from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
-from claimx_flow.lab.stack.process import (
+from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
     require_free_port,

@@ -12,14 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from claimx_flow.lab.simulator.server import DEFAULT_BASE_PATH, DEFAULT_PASSWORD, DEFAULT_USERNAME
-from claimx_flow.lab.stack.process import (
+from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
     require_free_port,
     start_detached,
     wait_until,
 )
+from claimx_flow.lab.simulator.server import DEFAULT_BASE_PATH, DEFAULT_PASSWORD, DEFAULT_USERNAME
 from claimx_flow.lab.stack.services import RunningService
 
 READY_TIMEOUT_S = 30.0

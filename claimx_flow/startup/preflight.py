@@ -23,7 +23,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import failure_reason
 from claimx_flow.kafka.topics import admin_client
-from claimx_flow.runtime.recovery import RecoveryMismatch, check_recovery_cluster, kafka_cluster_id
+from claimx_flow.startup.recovery import RecoveryMismatch, check_recovery_cluster, kafka_cluster_id
 from claimx_flow.storage.locations import file_store
 
 

@@ -1,10 +1,13 @@
-"""Rows routed by table reach one committer per table: no conflicts, no duplicates."""
+"""Items routed by name reach one committer per name: Delta tables without conflicts or
+duplicates."""
 
 from __future__ import annotations
 
 import threading
-from functools import partial
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 import pyarrow as pa
@@ -14,8 +17,8 @@ from bytewax.testing import TestingSource, cluster_main
 from deltalake import DeltaTable
 
 from claimx_flow.delta.tables import TableSpec
-from claimx_flow.delta.writer import DeltaWriter, WriteOutcome
-from operators.delta_sink import DeltaTablesSink
+from claimx_flow.delta.writer import DeltaWriter
+from operators.commit_sink import CommitSink
 
 TABLES = {
     name: TableSpec(
@@ -34,15 +37,23 @@ def test_each_table_has_one_committer(tmp_path: Path, workers: int) -> None:
     rows = [(name, {"id": f"{name}-{i}", "n": i}) for name in TABLES for i in range(200)]
     committers: dict[str, set[int]] = {name: set() for name in TABLES}
 
-    def record(outcome: WriteOutcome) -> None:
-        committers[outcome.table].add(threading.get_ident())
+    @dataclass
+    class Table:
+        writer: DeltaWriter
 
-    writers = {
-        name: partial(DeltaWriter, spec, str(tmp_path / name)) for name, spec in TABLES.items()
-    }
-    flow = Dataflow("delta-sink")
+        def commit(self, items: list[Mapping[str, Any]]) -> None:
+            committers[self.writer.spec.name].add(threading.get_ident())
+            self.writer.write(items)
+
+        def close(self) -> None:
+            pass
+
+    def table(name: str) -> Table:
+        return Table(DeltaWriter(TABLES[name], str(tmp_path / name)))
+
+    flow = Dataflow("commit-sink")
     stream = op.input("in", flow, TestingSource(rows + rows[::-1], batch_size=50))
-    op.output("tables", stream, DeltaTablesSink(writers, on_write=record))
+    op.output("tables", stream, CommitSink({name: (lambda n=name: table(n)) for name in TABLES}))
     cluster_main(flow, [], 0, worker_count_per_proc=workers)
 
     for name in TABLES:
