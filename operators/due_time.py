@@ -15,17 +15,17 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from claimx_flow.kafka.records import KafkaRecord
 from operators import shutdown
 from operators.kafka import (
     InputObserver,
+    KafkaInput,
     QuietObserver,
     consumer_settings,
     fatal_or_logged,
-    list_partitions,
     record_of,
     split_part,
 )
@@ -135,7 +135,7 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
         self._consumer.close()
 
 
-class DueTimeInput(FixedPartitionedSource[KafkaRecord, int]):
+class DueTimeInput(KafkaInput):
     """Every partition of ``topics``; each releases its records when ``due_at`` says.
 
     ``stop_at_end`` ends a partition once it is drained and holds nothing (batch runs).
@@ -152,18 +152,13 @@ class DueTimeInput(FixedPartitionedSource[KafkaRecord, int]):
         stop_at_end: bool = False,
         observer: ReleaseObserver | None = None,
     ) -> None:
-        self._client = dict(client)
-        self._group_id = group_id
-        self._topics = list(topics)
+        super().__init__(client, group_id, topics, batch_size=batch_size, stop_at_end=stop_at_end)
         self._due_at = due_at
-        self._batch_size = batch_size
-        self._stop_at_end = stop_at_end
-        self._observer = observer or QuietReleases()
+        self._releases = observer or QuietReleases()
 
-    def list_parts(self) -> list[str]:
-        return list_partitions(self._client, self._topics)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> DueTimePartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[KafkaRecord, int]:
         partition, topic = split_part(for_part)
         return DueTimePartition(
             consumer_settings(self._client, self._group_id, **_HOLDING_CONSUMER),
@@ -173,5 +168,5 @@ class DueTimeInput(FixedPartitionedSource[KafkaRecord, int]):
             due_at=self._due_at,
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,
-            observer=self._observer,
+            observer=self._releases,
         )

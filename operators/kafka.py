@@ -227,7 +227,9 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
     def list_parts(self) -> list[str]:
         return list_partitions(self._client, self._topics)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[KafkaRecord, int]:
         partition, topic = split_part(for_part)
         return KafkaPartition(
             consumer_settings(self._client, self._group_id, **{"fetch.wait.max.ms": 50}),

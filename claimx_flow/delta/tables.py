@@ -28,6 +28,10 @@ PHONES = pa.list_(pa.struct([("phone_number", pa.string()), ("phone_country_code
 WriteMode = Literal["upsert", "insert_if_absent"]
 
 
+TableRow = tuple[str, dict[str, Any]]
+"""A row and the name of the table it goes to: what stages hand the Delta sinks."""
+
+
 class RowSchemaError(ClaimxError, ValueError):
     """Rows that do not fit a table's schema: a programming error, named by table and column."""
 

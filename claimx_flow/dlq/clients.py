@@ -7,7 +7,6 @@ secrets before it is shown.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -20,6 +19,7 @@ from claimx_flow.kafka.clients import (
     consumer_config,
     failure_reason,
     producer_config,
+    settled,
 )
 from claimx_flow.models import redact
 
@@ -104,30 +104,15 @@ def watermarks(
     }
 
 
-# What a partition answers while its leader is still being elected or loading it.
-_SETTLING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
-
-
 def _watermark(
     settings: Settings, client: Consumer, partition: TopicPartition, timeout_s: float
 ) -> tuple[int, int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = client.get_watermark_offsets(partition, timeout=timeout_s, cached=False)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            settling = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in _SETTLING
-            )
-            if not settling or time.monotonic() > deadline:
-                raise DlqError(
-                    f"cannot read offsets of {partition.topic}[{partition.partition}]: "
-                    f"{kafka_reason(settings, exc)}"
-                ) from None
-            time.sleep(0.1)
+    low, high = settled(
+        lambda: client.get_watermark_offsets(partition, timeout=timeout_s, cached=False),
+        what=f"read offsets of {partition.topic}[{partition.partition}]",
+        timeout_s=timeout_s,
+        reason=lambda exc: kafka_reason(settings, exc),
+        pause_s=0.1,
+        error=DlqError,
+    )
+    return int(low), int(high)

@@ -17,13 +17,12 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
-from claimx_flow.delta.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB
+from claimx_flow.delta.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB, TableRow
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import DownloadTask, EnrichmentTask
 
 T = TypeVar("T")
-TableRow = tuple[str, dict[str, Any]]
 
 SELECTIVE_MEDIA_LIMIT = 5
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
 from claimx_flow.config import Settings
+from claimx_flow.errors import ClaimxError, KafkaAdminError
+
+T = TypeVar("T")
 
 # librdkafka's own log lines (connection refused, retries…) go through this logger rather than
 # straight to stderr, so a command line can keep them quiet and a worker can keep them.
@@ -127,3 +131,45 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
         "auto.offset.reset": "earliest",
         **extra,
     }
+
+
+# What a partition answers while its leader is still being elected, or a group while its
+# coordinator is still loading: a cluster that is settling, not one that refuses.
+SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+
+
+def settled(
+    call: Callable[[], T],
+    *,
+    what: str,
+    timeout_s: float,
+    reason: Callable[[KafkaException], str] = str,
+    settling: Collection[int] = SETTLING,
+    pause_s: float = 0.2,
+    error: type[ClaimxError] = KafkaAdminError,
+) -> T:
+    """``call()``, tried again while the cluster is settling (new topics without a leader,
+    a coordinator still loading), for at most ``timeout_s``; then an ``error`` that says it
+    could not ``what``, in ``reason``'s words."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            cause = exc.args[0] if exc.args else None
+            waiting = isinstance(cause, KafkaError) and (
+                cause.retriable() or cause.code() in settling
+            )
+            if not waiting or time.monotonic() > deadline:
+                raise error(f"cannot {what}: {reason(exc)}") from None
+            time.sleep(pause_s)

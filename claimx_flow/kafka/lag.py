@@ -8,13 +8,11 @@ far a restart would rewind.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     TopicPartition,
 )
@@ -23,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import KafkaAdminError
-from claimx_flow.kafka.clients import client_config, failure_reason
+from claimx_flow.kafka.clients import client_config, failure_reason, settled
 from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, admin_client, watermarks
 
 
@@ -40,30 +38,17 @@ class PartitionLag:
         return self.end - (self.committed if self.committed is not None else 0)
 
 
-_COORDINATOR_SETTLING = {
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR,
-}
-
-
 def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
     """The group's committed offsets, waiting out a coordinator that is still loading."""
-    deadline = time.monotonic() + ADMIN_TIMEOUT_S
-    while True:
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        try:
-            answer = future.result(timeout=ADMIN_TIMEOUT_S)
-        except KafkaException as exc:
-            error = exc.args[0]
-            waiting = error.retriable() or error.code() in _COORDINATOR_SETTLING
-            if not waiting or time.monotonic() > deadline:
-                raise KafkaAdminError(f"cannot read the offsets of {group}: {exc}") from None
-            time.sleep(0.5)
-            continue
-        return {
-            (tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0
-        }
+    answer = settled(
+        lambda: admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[
+            group
+        ].result(timeout=ADMIN_TIMEOUT_S),
+        what=f"read the offsets of {group}",
+        timeout_s=ADMIN_TIMEOUT_S,
+        pause_s=0.5,
+    )
+    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
 
 
 def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:

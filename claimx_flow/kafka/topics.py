@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -23,7 +23,7 @@ from confluent_kafka.admin import (
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import KafkaAdminError
-from claimx_flow.kafka.clients import client_config, failure_reason
+from claimx_flow.kafka.clients import client_config, failure_reason, settled
 
 TopicRole = Literal["main", "retry", "dlq"]
 
@@ -207,32 +207,14 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
         consumer.close()
 
 
-# Errors a freshly created partition gives until its leader has loaded it.
-_SETTLING_CODES = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_PARTITION,
-}
-
-
 def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
     """Low and high offsets, waiting out the moments after creation when no leader serves yet."""
-    deadline = time.monotonic() + ADMIN_TIMEOUT_S
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                partition, timeout=ADMIN_TIMEOUT_S, cached=False
-            )
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            settling = error.retriable() or error.code() in _SETTLING_CODES
-            if not settling or time.monotonic() > deadline:
-                raise KafkaAdminError(
-                    f"cannot read offsets of {partition.topic}[{partition.partition}]: {exc}"
-                ) from None
-            time.sleep(0.2)
+    low, high = settled(
+        lambda: consumer.get_watermark_offsets(partition, timeout=ADMIN_TIMEOUT_S, cached=False),
+        what=f"read offsets of {partition.topic}[{partition.partition}]",
+        timeout_s=ADMIN_TIMEOUT_S,
+    )
+    return int(low), int(high)
 
 
 def _retention_of(admin: AdminClient, names: list[str]) -> dict[str, int]:

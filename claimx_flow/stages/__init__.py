@@ -4,6 +4,6 @@ The dataflows only wire these to Kafka, Delta and each other; the logic runs and
 without a stream runtime.
 """
 
-from claimx_flow.stages.outputs import StageOutput, TableRow, split_outputs
+from claimx_flow.stages.outputs import StageOutput, TableRow
 
-__all__ = ["StageOutput", "TableRow", "split_outputs"]
+__all__ = ["StageOutput", "TableRow"]
