@@ -71,6 +71,7 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "downloads_cached": "claimx_downloads_cached_topic",
         "downloads_results": "claimx_downloads_results_topic",
         "downloads_dlq": "claimx_downloads_dlq_topic",
+        "dlq_max_message_bytes": "claimx_dlq_max_message_bytes",
         "partitions": "claimx_topic_partitions",
         "replication_factor": "claimx_topic_replication_factor",
     },
@@ -80,7 +81,11 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "endpoint": "onelake_endpoint",
         "account_key": "onelake_account_key",
     },
-    "retry": {"delays": "retry_delays", "max_retries": "max_retries"},
+    "retry": {
+        "delays": "retry_delays",
+        "max_retries": "max_retries",
+        "retention_allowance_seconds": "claimx_retry_retention_allowance_seconds",
+    },
     "download": {
         "concurrency": "download_concurrency",
         "batch_size": "download_batch_size",
@@ -91,7 +96,11 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "require_https": "download_require_https",
         "timeout_seconds": "download_timeout_seconds",
     },
-    "upload": {"batch_size": "upload_batch_size"},
+    "upload": {
+        "batch_size": "upload_batch_size",
+        "concurrency": "upload_concurrency",
+        "timeout_seconds": "upload_timeout_seconds",
+    },
     "enrichment": {
         "batch_size": "enrichment_batch_size",
         "enable_delta_writes": "enable_delta_writes",
@@ -160,6 +169,7 @@ class Settings(BaseSettings):
     claimx_downloads_cached_topic: str = "claimx.downloads.cached"
     claimx_downloads_results_topic: str = "claimx.downloads.results"
     claimx_downloads_dlq_topic: str = "claimx.downloads.dlq"
+    claimx_dlq_max_message_bytes: int = Field(1_000_000, ge=16 * 1024)
     claimx_topic_partitions: int = Field(6, ge=1, le=1000)
     claimx_topic_replication_factor: int = Field(1, ge=1, le=10)
 
@@ -172,6 +182,8 @@ class Settings(BaseSettings):
     # Retry tiers
     retry_delays: Annotated[list[int], NoDecode] = [300, 600, 1200, 2400]
     max_retries: int = Field(4, ge=0)
+    # A tier keeps messages twice its delay plus this, so a retry stage down this long loses none
+    claimx_retry_retention_allowance_seconds: int = Field(86_400, ge=0)
 
     # Workers
     download_concurrency: int = Field(10, ge=1, le=1000)
@@ -187,6 +199,8 @@ class Settings(BaseSettings):
     download_timeout_seconds: float = Field(60.0, gt=0)
     cache_dir: Path | None = None
     upload_batch_size: int = Field(100, ge=1, le=10_000)
+    upload_concurrency: int = Field(10, ge=1, le=1000)
+    upload_timeout_seconds: float = Field(60.0, gt=0)
     enrichment_batch_size: int = Field(100, ge=1, le=100_000)
     enable_delta_writes: bool = True
 

@@ -40,7 +40,7 @@ def build(settings: Settings) -> Dataflow:
         stage.process,
         batch_timeout_s=settings.download_timeout_seconds * 4,
     )
-    write_outputs("out", op.merge("all-out", downloaded, tasks.errs), settings, STAGE.tables)
+    write_outputs("out", op.merge("all-out", downloaded, tasks.errs), settings, STAGE)
     return flow
 
 

@@ -55,10 +55,11 @@ def build(settings: Settings) -> Dataflow:
     batches = batch_by_key(
         "batch", by_project, max_size=settings.enrichment_batch_size, max_latency=BATCH_LATENCY
     )
+    # Each task has its own deadline; this backstop only catches a batch that is stuck.
     enriched = async_flat_map_batch(
-        "enrich", batches, enrich_batches, batch_timeout_s=settings.claimx_api_timeout_seconds * 10
+        "enrich", batches, enrich_batches, batch_timeout_s=stage.item_deadline_s + 60
     )
-    write_outputs("out", op.merge("all-out", enriched, tasks.errs), settings, STAGE.tables)
+    write_outputs("out", op.merge("all-out", enriched, tasks.errs), settings, STAGE)
     return flow
 
 

@@ -22,7 +22,7 @@ def build(settings: Settings) -> Dataflow:
     raw = op.input("raw-events", flow, kafka_input(settings, STAGE))
     spread = op.redistribute("spread", raw)
     outputs = op.flat_map_batch("ingest", spread, Ingester.from_settings(settings).ingest_batch)
-    write_outputs("out", outputs, settings, STAGE.tables)
+    write_outputs("out", outputs, settings, STAGE)
     return flow
 
 

@@ -58,7 +58,7 @@ def build(settings: Settings) -> Dataflow:
     commits = CommitSink({ATTACHMENTS.name: partial(committer, settings)})
     op.output("commit", op.filter_map("completed", uploaded, completion), commits)
     upload_failures: Stream[StageOutput] = op.filter_map("upload-failed", uploaded, failed)
-    write_outputs("out", op.merge("failures", upload_failures, items.errs), settings, ())
+    write_outputs("out", op.merge("failures", upload_failures, items.errs), settings, STAGE, ())
     return flow
 
 

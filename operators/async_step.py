@@ -10,6 +10,7 @@ forever.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -17,14 +18,14 @@ from typing import Any, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from claimx_flow.errors import ClaimxError
-
 X = TypeVar("X")
 Y = TypeVar("Y")
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
 
-class BatchTimeout(ClaimxError):
+
+class BatchTimeout(RuntimeError):
     """A whole batch outlived its deadline; the step fails and recovery replays the batch."""
 
 
@@ -55,7 +56,11 @@ class EventLoopThread:
             return future.result(timeout=timeout_s)
         except TimeoutError:
             future.cancel()
+            log.error("async batch did not finish within %.0fs; the step fails", timeout_s)
             raise BatchTimeout(f"async batch did not finish within {timeout_s:.0f}s") from None
+        except Exception:
+            log.exception("async batch failed; the step fails and recovery replays the epoch")
+            raise
 
 
 def async_flat_map_batch(

@@ -10,7 +10,9 @@ done before its items are committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -18,6 +20,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from operators.pipelined import CommitBehind
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Committer(Protocol[T]):
@@ -30,14 +34,29 @@ class Committer(Protocol[T]):
 
 class _CommitPartition(StatefulSinkPartition[T, None], Generic[T]):
     def __init__(self, name: str, committer: Committer[T]) -> None:
+        self._name = name
         self._committer = committer
         self._behind: CommitBehind[T] = CommitBehind(name, committer.commit)
 
     def write_batch(self, values: list[T]) -> None:
-        self._behind.add(values)
+        with self._logged():
+            self._behind.add(values)
 
     def snapshot(self) -> None:
-        self._behind.wait()
+        with self._logged():
+            self._behind.wait()
+
+    @contextmanager
+    def _logged(self) -> Iterator[None]:
+        """A failed commit fails the step; Bytewax reports that as a panic of its own, so the
+        Python error is logged here first, where it can still be read."""
+        try:
+            yield
+        except Exception:
+            log.exception(
+                "commit of %s failed; the step fails and recovery replays the epoch", self._name
+            )
+            raise
 
     def close(self) -> None:
         try:

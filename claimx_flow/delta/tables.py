@@ -73,8 +73,9 @@ class TableSpec:
     def to_arrow(self, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         """Rows (dicts by column name) as a table of exactly this schema.
 
-        Missing columns become null; a key that is not a column, a value of the wrong type or a
-        null in a required column raises ``RowSchemaError`` naming the column.
+        Missing columns become null; a key that is not a column, a value of the wrong type, a
+        text Arrow cannot encode (a lone surrogate), or a null or empty merge key raises
+        ``RowSchemaError`` naming the column.
         """
         rows = list(rows)
         columns = set(self.schema.names)
@@ -100,10 +101,12 @@ class TableSpec:
                     )
         try:
             array = pa.array(values, type=field.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError) as exc:
             raise RowSchemaError(f"{self.name}.{field.name}: {exc}") from None
         if not field.nullable and array.null_count:
             raise RowSchemaError(f"{self.name}.{field.name}: required, but null in some rows")
+        if not field.nullable and pa.types.is_string(field.type) and "" in values:
+            raise RowSchemaError(f"{self.name}.{field.name}: required, but empty in some rows")
         return array
 
 

@@ -33,6 +33,15 @@ COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """Rows ready for one MERGE: ``source`` None when there was nothing to write."""
+
+    source: pa.Table | None
+    rows: int
+    started: float
+
+
+@dataclass(frozen=True)
 class WriteOutcome:
     table: str
     source_rows: int
@@ -57,21 +66,35 @@ class DeltaWriter:
 
     def write(self, rows: Sequence[Row]) -> WriteOutcome:
         """Merge ``rows`` into the table by its write mode; safe to repeat with the same rows."""
+        return self.merge(self.prepare(rows))
+
+    def prepare(self, rows: Sequence[Row]) -> Prepared:
+        """The rows collapsed by key and converted to the table's schema: pure, no I/O.
+
+        Raises ``RowSchemaError`` when a row does not fit, before anything is written.
+        """
         started = time.perf_counter()
-        mode = self.spec.write_mode
-        collapsed = collapse_by_key(rows, self.spec.keys, self.spec.version_column, mode)
-        if not collapsed:
+        collapsed = collapse_by_key(rows, self.spec.keys, self.spec.version_column, self.mode)
+        source = self.spec.to_arrow(collapsed) if collapsed else None
+        return Prepared(source, len(collapsed), started)
+
+    @property
+    def mode(self) -> WriteMode:
+        return self.spec.write_mode
+
+    def merge(self, prepared: Prepared) -> WriteOutcome:
+        """One keyed MERGE of prepared rows."""
+        if prepared.source is None:
             return WriteOutcome(self.spec.name, 0, 0, 0, 0.0)
-        source = self.spec.to_arrow(collapsed)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = self._open()
             merger = table.merge(
-                source,
+                prepared.source,
                 predicate=self._match_predicate(),
                 source_alias="s",
                 target_alias="t",
             )
-            if mode == "upsert":
+            if self.mode == "upsert":
                 merger = merger.when_matched_update(
                     self._coalescing_updates(), predicate=self._newer_predicate()
                 )
@@ -86,12 +109,23 @@ class DeltaWriter:
                 continue
             return WriteOutcome(
                 self.spec.name,
-                len(collapsed),
+                prepared.rows,
                 int(metrics.get("num_target_rows_inserted", 0)),
                 int(metrics.get("num_target_rows_updated", 0)),
-                time.perf_counter() - started,
+                time.perf_counter() - prepared.started,
             )
         raise AssertionError("unreachable")
+
+    def answers(self) -> bool:
+        """Whether the table's storage answers now: after a failed write, it tells a refused
+        row (the storage answers) from storage that is down."""
+        try:
+            self._table = None
+            self._open().version()
+        except Exception as exc:
+            log.warning("%s: storage does not answer: %s", self.spec.name, exc)
+            return False
+        return True
 
     def read(self) -> pa.Table:
         return self._open().to_pyarrow_table()

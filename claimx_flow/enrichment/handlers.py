@@ -126,7 +126,9 @@ class _Calls:
         if task is None:
             task = asyncio.ensure_future(call())
             self._started[key] = task
-        return task
+        # Shielded: a task that gives up waiting (its deadline) must not cancel the call for
+        # the others that share it.
+        return asyncio.shield(task)  # type: ignore[return-value]
 
 
 class Enricher:
@@ -137,10 +139,12 @@ class Enricher:
         api: ClaimXApi,
         cache: ProjectCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        deadline_s: float | None = None,
     ) -> None:
         self._api = api
         self._cache = cache or ProjectCache()
         self._clock = clock
+        self._deadline_s = deadline_s
 
     async def enrich(self, tasks: Sequence[EnrichmentTask]) -> EnrichedBatch:
         calls = _Calls()
@@ -150,7 +154,10 @@ class Enricher:
         groups = _groups(tasks)
         done = await asyncio.gather(
             *(
-                self._group([tasks[i] for i in group], calls, now, media_wanted, project_rows)
+                self._bounded(
+                    [tasks[i] for i in group],
+                    lambda g: self._group(g, calls, now, media_wanted, project_rows),
+                )
                 for group in groups
             ),
             return_exceptions=True,
@@ -164,6 +171,24 @@ class Enricher:
             [outcomes[index] for index in range(len(tasks))],
             [row for batch_rows in project_rows.values() for row in batch_rows],
         )
+
+    async def _bounded(
+        self,
+        group: list[EnrichmentTask],
+        work: Callable[[list[EnrichmentTask]], Awaitable[list[Outcome]]],
+    ) -> list[Outcome]:
+        """``work`` on ``group`` within the deadline; past it, each task is a transient
+        failure (its retry tier), and the batch's other tasks keep what they finished."""
+        if self._deadline_s is None:
+            return await work(group)
+        try:
+            return await asyncio.wait_for(work(group), self._deadline_s)
+        except TimeoutError:
+            reason = f"not enriched within {self._deadline_s:.0f}s (a slow API)"
+            return [
+                EnrichmentFailed(task, ErrorCategory.TRANSIENT, "TimeoutError", reason)
+                for task in group
+            ]
 
     async def _group(
         self,

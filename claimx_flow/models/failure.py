@@ -177,7 +177,7 @@ class FailureInfo(BaseModel):
     def to_headers(self) -> Headers:
         """One ``claimx.<field>`` header per field that has a value, as UTF-8 text."""
         return [
-            (HEADER_PREFIX + name, _header_text(value).encode("utf-8"))
+            (HEADER_PREFIX + name, _header_text(value).encode("utf-8", "backslashreplace"))
             for name, value in self
             if value is not None
         ]

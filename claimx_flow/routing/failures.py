@@ -3,20 +3,30 @@
 Every stage routes its failures here, so the rule is written once: the original message,
 unchanged, plus ``claimx.*`` headers saying what went wrong, where the message first came from
 and how many times it has been tried.
+
+Routing is total: whatever the message holds (an out-of-range timestamp, ids that are not ids,
+text that is not UTF-8, a value near the broker's size limit), it gets a record to send. A copy
+that would not fit the DLQ topic (``CLAIMX_DLQ_MAX_MESSAGE_BYTES``) is stored truncated, with
+headers giving its original size and sha256; one that would not fit a retry tier intact goes
+to the DLQ that way instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
+
+from pydantic_core import PydanticCustomError
 
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import (
+    HEADER_PREFIX,
     FailureInfo,
     MalformedHeadersError,
     MalformedMessageError,
@@ -26,6 +36,7 @@ from claimx_flow.models import (
     redact,
     replace_failure_headers,
 )
+from claimx_flow.models.types import normalise_id
 from claimx_flow.routing.tiers import RetryLadder, due_time
 from claimx_flow.runtime import health, metrics
 
@@ -34,13 +45,28 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=StageMessage)
 
 
+TRUNCATED_HEADER = HEADER_PREFIX + "truncated"
+ORIGINAL_SIZE_HEADER = HEADER_PREFIX + "original_size"
+ORIGINAL_SHA256_HEADER = HEADER_PREFIX + "original_sha256"
+RECORD_OVERHEAD = 512
+"""Bytes a Kafka record spends beyond its key, value and headers (batch and record framing),
+rounded up."""
+
+
 def origin_of(record: KafkaRecord) -> MessageOrigin:
-    timestamp = (
-        datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
-        if record.timestamp_ms is not None
-        else None
-    )
-    return MessageOrigin(record.topic, record.partition, record.offset, timestamp)
+    return MessageOrigin(record.topic, record.partition, record.offset, _moment(record))
+
+
+def _moment(record: KafkaRecord) -> datetime | None:
+    """The record's timestamp, or None when it names no moment a datetime can hold (a producer
+    that sent microseconds as milliseconds, say)."""
+    if record.timestamp_ms is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment if 1 <= moment.year <= 9998 else None
 
 
 def previous_failure(record: KafkaRecord) -> FailureInfo | None:
@@ -64,6 +90,7 @@ class FailureRouter:
     dlq_topic: str
     ladder: RetryLadder | None = None
     secrets: tuple[str, ...] = ()
+    max_message_bytes: int = 1_000_000
 
     @classmethod
     def for_stage(
@@ -73,7 +100,13 @@ class FailureRouter:
         dlq_topic: str,
         ladder: RetryLadder | None = None,
     ) -> FailureRouter:
-        return cls(stage, dlq_topic, ladder, tuple(settings.secret_values()))
+        return cls(
+            stage,
+            dlq_topic,
+            ladder,
+            tuple(settings.secret_values()),
+            settings.claimx_dlq_max_message_bytes,
+        )
 
     def read(self, record: KafkaRecord, model: type[M]) -> tuple[KafkaRecord, M] | OutboundRecord:
         """The stage message in ``record``, or a DLQ record saying why it cannot be read."""
@@ -107,21 +140,19 @@ class FailureRouter:
         ids: MessageIds | None = None,
     ) -> OutboundRecord:
         previous = previous_failure(record)
-        info = FailureInfo.from_reason(
-            redact(reason, self.secrets),
-            error_class=error_class,
-            origin=origin_of(record),
-            stage=self.stage,
-            category=category,
-            previous=previous,
-            ids=ids,
-        )
+        info = self._info(record, reason, error_class, category, previous, ids)
         if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
             info = info.model_copy(update={"attempt": previous.attempt if previous else 1})
             health.auth_failure()
         tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
         if tier is not None:
             info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
+        headers = [(k, v or b"") for k, v in replace_failure_headers(record.headers, info)]
+        value = record.value
+        if _size(record.key, value, headers) > self.max_message_bytes:
+            # Too large for a copy with our headers: intact to no tier, truncated to the DLQ.
+            tier = None
+            value, headers = self._truncated(record, headers)
         metrics.failure(
             self.stage,
             category,
@@ -131,6 +162,61 @@ class FailureRouter:
         return OutboundRecord(
             topic=tier.topic if tier else self.dlq_topic,
             key=record.key,
-            value=record.value,
-            headers=[(k, v or b"") for k, v in replace_failure_headers(record.headers, info)],
+            value=value,
+            headers=headers,
         )
+
+    def _info(
+        self,
+        record: KafkaRecord,
+        reason: str,
+        error_class: str,
+        category: ErrorCategory,
+        previous: FailureInfo | None,
+        ids: MessageIds | None,
+    ) -> FailureInfo:
+        """The failure envelope; ids that are not valid ids are left out rather than fail it."""
+        arguments = {
+            "error_class": error_class or "Error",
+            "origin": origin_of(record),
+            "stage": self.stage,
+            "category": category,
+            "previous": previous,
+        }
+        message = redact(reason, self.secrets)
+        return FailureInfo.from_reason(message, ids=_valid(ids), **arguments)  # type: ignore[arg-type]
+
+    def _truncated(
+        self, record: KafkaRecord, headers: list[tuple[str, bytes]]
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+        original = record.value or b""
+        headers = [
+            *headers,
+            (TRUNCATED_HEADER, b"true"),
+            (ORIGINAL_SIZE_HEADER, str(len(original)).encode()),
+            (ORIGINAL_SHA256_HEADER, hashlib.sha256(original).hexdigest().encode()),
+        ]
+        room = max(self.max_message_bytes - _size(record.key, b"", headers), 0)
+        return original[:room], headers
+
+
+def _valid(ids: MessageIds | None) -> MessageIds | None:
+    """The ids that are ids: one a message or an API answer garbled (a lone surrogate, say) is
+    left out of the headers, not allowed to fail the routing of its message."""
+    if ids is None:
+        return None
+    return MessageIds(*(_id_or_none(i) for i in (ids.project_id, ids.event_id, ids.media_id)))
+
+
+def _id_or_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalise_id(value)
+    except PydanticCustomError:
+        return None
+
+
+def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    named = sum(len(name) + len(data) for name, data in headers)
+    return len(key or b"") + len(value or b"") + named + RECORD_OVERHEAD

@@ -4,6 +4,6 @@ The dataflows only wire these to Kafka, Delta and each other; the logic runs and
 without a stream runtime.
 """
 
-from claimx_flow.stages.outputs import StageOutput, TableRow
+from claimx_flow.stages.outputs import RowOutput, SourcedRow, StageOutput, TableRow
 
-__all__ = ["StageOutput", "TableRow"]
+__all__ = ["RowOutput", "SourcedRow", "StageOutput", "TableRow"]

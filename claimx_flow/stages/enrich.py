@@ -17,7 +17,7 @@ from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import enrichment_ladder
 from claimx_flow.runtime import metrics
-from claimx_flow.stages.outputs import StageOutput
+from claimx_flow.stages.outputs import StageOutput, TableRow, sourced
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
 
@@ -42,6 +42,15 @@ class EnrichStage:
             ),
         )
 
+    @property
+    def item_deadline_s(self) -> float:
+        """How long one task may take: two API calls (its project's and its own), each with
+        every retry the client makes. Past it the task goes to its retry tier."""
+        per_call = self.settings.claimx_api_timeout_seconds * (
+            self.settings.claimx_api_max_retries + 1
+        )
+        return 2 * per_call
+
     def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, EnrichmentTask)
@@ -50,12 +59,12 @@ class EnrichStage:
         enricher = await self._ready()
         metrics.batch(len(batch))
         enriched = await enricher.enrich([task for _, task in batch])
-        outputs: list[StageOutput] = list(enriched.project_rows)
+        outputs: list[StageOutput] = self._project_rows(batch, enriched.project_rows)
         done: dict[str, int] = {}  # counted once per event type, not per event
         for (record, task), outcome in zip(batch, enriched.outcomes, strict=True):
             if isinstance(outcome, Enriched):
                 done[task.event_type] = done.get(task.event_type, 0) + 1
-                outputs.extend(outcome.rows)
+                outputs.extend(sourced(outcome.rows, record))
                 outputs.extend(
                     OutboundRecord(
                         self.settings.claimx_downloads_pending_topic,
@@ -78,8 +87,22 @@ class EnrichStage:
             metrics.EVENTS_ENRICHED.labels(event_type=event_type).inc(count)
         return outputs
 
+    @staticmethod
+    def _project_rows(batch: Sequence[SourcedTask], rows: list[TableRow]) -> list[StageOutput]:
+        """A batch's project rows, each marked with the first message of its project: the one
+        dead-lettered should its row be refused."""
+        if not rows:
+            return []
+        first: dict[str, KafkaRecord] = {}
+        for record, task in batch:
+            first.setdefault(task.project_id, record)
+        any_record = batch[0][0]
+        return [
+            (table, (row, first.get(str(row.get("project_id")), any_record))) for table, row in rows
+        ]
+
     async def _ready(self) -> Enricher:
         if self._enricher is None:
             self._client = await self.make_client(self.settings).open()
-            self._enricher = Enricher(self._client, ProjectCache())
+            self._enricher = Enricher(self._client, ProjectCache(), deadline_s=self.item_deadline_s)
         return self._enricher

@@ -50,13 +50,17 @@ class Ingester:
         for record in records:
             try:
                 event = RawEvent.from_kafka(record.value)
+                key, task = EnrichmentTask.message_from_event(event)
+                row = event_row(event, now) if self.write_events else None
             except MalformedMessageError as exc:
                 outputs.append(self._dead_letter(record, exc))
                 continue
-            key, task = EnrichmentTask.message_from_event(event)
+            except Exception as exc:  # whatever one record causes stops that record only
+                outputs.append(self.router.reject(record, exc))
+                continue
             outputs.append(OutboundRecord(self.pending_topic, key, task))
-            if self.write_events:
-                outputs.append((EVENTS.name, event_row(event, now)))
+            if row is not None:
+                outputs.append((EVENTS.name, (row, record)))
             ingested += 1
         if ingested:
             metrics.EVENTS_INGESTED.inc(ingested)

@@ -1,7 +1,7 @@
 """Shared pieces of the hostile-input suite: how long to fuzz, and how to read a metric.
 
 Fuzzing runs briefly in CI and longer on demand: ``CLAIMX_FUZZ_EXAMPLES=20000 pytest
-tests/security -k fuzz`` (README "Security model").
+tests/security -k fuzz`` (docs/security.md).
 """
 
 from __future__ import annotations

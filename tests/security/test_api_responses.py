@@ -58,7 +58,7 @@ class Enriched:
 
     def project_rows(self) -> list[str]:
         return [
-            o[1]["project_id"]
+            o[1][0]["project_id"]
             for o in self.outputs
             if isinstance(o, tuple) and o[0] == "claimx_projects"
         ]

@@ -48,8 +48,8 @@ def test_a_batch_gives_each_records_outputs_in_record_order() -> None:
     def comparable(output: object) -> object:
         if isinstance(output, OutboundRecord):
             return output.topic, output.key, output.value, _without_timestamps(output.headers)
-        table, row = output  # type: ignore[misc]
-        return table, {k: v for k, v in row.items() if k != "created_at"}
+        table, (row, source) = output  # type: ignore[misc]
+        return table, source, {k: v for k, v in row.items() if k != "created_at"}
 
     assert [comparable(o) for o in outputs] == [comparable(o) for o in one_by_one]
     assert good == 2  # counted once per good event, not per output
@@ -67,14 +67,14 @@ def test_every_record_ends_as_a_task_and_row_or_a_dead_letter() -> None:
     event = RawEvent.from_kafka(batch()[0].value)
     task = EnrichmentTask.from_event(event)
     assert (tasks[0].key, tasks[0].value) == (task.kafka_key, task.to_json())
-    row = rows[0][1]
-    assert rows[0][0] == EVENTS.name
+    row, source = rows[0][1]  # type: ignore[misc]
+    assert rows[0][0] == EVENTS.name and source == batch()[0]
     assert {**row, "created_at": None} == {**event_row(event), "created_at": None}
 
 
 def test_one_clock_reading_per_batch() -> None:
     outputs = Ingester.from_settings(SETTINGS).ingest_batch(batch())
-    stamps = {o[1]["created_at"] for o in outputs if not isinstance(o, OutboundRecord)}
+    stamps = {o[1][0]["created_at"] for o in outputs if not isinstance(o, OutboundRecord)}
     assert len(stamps) == 1
 
 

@@ -1,0 +1,107 @@
+"""Rows a Delta table refuses dead-letter the message they came from; the rest of the batch
+commits. Real Delta tables on disk and a real broker for the DLQ records."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+from claimx_flow.delta.tables import EVENTS, PROJECTS
+from claimx_flow.delta.writer import DeltaWriter
+from claimx_flow.kafka.clients import producer_config
+from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.models import FailureInfo
+from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.stages.outputs import SourcedRow
+from claimx_flow.stages.tables import TableCommitter
+from operators.kafka import CheckedProducer
+from tests.dlq.helpers import read_all
+from tests.isolation import isolated_settings
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def event_row(event_id: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_type": "PROJECT_CREATED",
+        "project_id": "p1",
+        "ingested_at": NOW,
+        "created_at": NOW,
+        "event_date": date(2026, 1, 2),
+        **changes,
+    }
+
+
+def source(offset: int) -> KafkaRecord:
+    value = json.dumps({"n": offset}).encode()
+    return KafkaRecord("claimx.events.raw", 0, offset, 1_700_000_000_000, b"k", value)
+
+
+@pytest.fixture
+def committer_for(kafka_bootstrap: str, tmp_path: Path) -> Any:
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
+
+    def make(spec: Any) -> tuple[TableCommitter, str]:
+        router = FailureRouter.for_stage(settings, "ingest", settings.claimx_events_dlq_topic)
+        writer = DeltaWriter(spec, str(tmp_path / spec.name))
+        committer = TableCommitter(
+            writer, router, lambda: CheckedProducer(producer_config(settings))
+        )
+        return committer, settings.claimx_events_dlq_topic
+
+    return make
+
+
+def stored(path: Path) -> list[dict[str, Any]]:
+    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+
+
+def test_refused_rows_dead_letter_their_messages_and_the_rest_commit(
+    committer_for: Any, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    committer, dlq = committer_for(EVENTS)
+    poisons = {
+        3: event_row("e3", media_id="lone \ud800 surrogate"),
+        7: event_row("e7", project_id=""),
+        11: event_row("e11", event_type=None),
+        12: event_row("e12", ingested_at="not a time"),
+    }
+    items: list[SourcedRow] = [(poisons.get(i, event_row(f"e{i}")), source(i)) for i in range(20)]
+    committer.commit(items)
+    committer.close()
+
+    landed = {row["event_id"] for row in stored(tmp_path / EVENTS.name)}
+    assert landed == {f"e{i}" for i in range(20) if i not in poisons}
+    letters = read_all(kafka_bootstrap, dlq)
+    assert sorted(json.loads(m.value or b"")["n"] for m in letters) == sorted(poisons)
+    for letter in letters:
+        info = FailureInfo.maybe_from_headers(list(letter.headers.items()))
+        assert info is not None and info.error_category.value == "permanent"
+        assert info.error_message.startswith("claimx_events.")
+        assert info.error_class == "RowSchemaError"
+
+
+def test_two_refused_rows_of_one_message_make_one_letter(
+    committer_for: Any, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    committer, dlq = committer_for(PROJECTS)
+    bad = {"project_id": "p9", "mfn": "\udfff", "last_enriched_at": NOW}
+    worse = {"project_id": "p8", "year_built": 2**70, "last_enriched_at": NOW}
+    good = {"project_id": "p1", "mfn": "fine", "last_enriched_at": NOW}
+    committer.commit([(bad, source(1)), (worse, source(1)), (good, source(2))])
+    committer.close()
+    assert [r["project_id"] for r in stored(tmp_path / PROJECTS.name)] == ["p1"]
+    assert len(read_all(kafka_bootstrap, dlq)) == 1
+
+
+def test_a_table_whose_storage_is_gone_fails_the_commit(committer_for: Any, tmp_path: Path) -> None:
+    committer, _ = committer_for(EVENTS)
+    (tmp_path / EVENTS.name).write_text("a file where the table's directory should be")
+    with pytest.raises(Exception):  # noqa: B017 - whatever delta-rs raises: the step must fail
+        committer.commit([(event_row("e1"), source(1))])
