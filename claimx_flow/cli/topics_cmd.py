@@ -1,4 +1,9 @@
-"""``claimx topics create|list``: the pipeline's own topic bootstrap."""
+"""``claimx topics create|list``: the pipeline's own topic bootstrap.
+
+``create`` raises retention on existing topics that keep messages for less than the pipeline
+needs (a retry tier: twice its delay + ``CLAIMX_RETRY_RETENTION_ALLOWANCE_SECONDS``) and never
+lowers a longer one set by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from rich.table import Table
 
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
+from claimx_flow.routing.tiers import orphan_tiers
 
 app = typer.Typer(help="Create and list the pipeline's Kafka topics.")
 console = Console()
@@ -19,20 +25,25 @@ def create(
         None, min=1, help="Partitions per topic (default: CLAIMX_TOPIC_PARTITIONS)."
     ),
 ) -> None:
-    """Create every pipeline topic with the runbook's retention; safe to run again."""
+    """Create every pipeline topic and raise retention that is too short; safe to run again."""
     settings = load_settings()
     specs = pipeline_topics(settings, partitions)
     outcome = ensure_topics(admin_client(settings), specs)
     created = [name for name, what in outcome.items() if what == "created"]
+    raised = [name for name, what in outcome.items() if what == "raised"]
+    for spec in specs:
+        if spec.name in raised:
+            console.print(f"retention of {spec.name} raised to {_human_ms(spec.retention_ms)}")
     console.print(
         f"{len(created)} created, {len(specs) - len(created)} already present "
-        f"on {settings.kafka_bootstrap_servers}"
+        f"({len(raised)} with retention raised) on {settings.kafka_bootstrap_servers}"
     )
 
 
 @app.command("list")
 def list_topics() -> None:
-    """Show each pipeline topic with its partitions, messages and retention."""
+    """Show each pipeline topic with its partitions, messages and retention, and any orphan
+    retry tier (one the configuration no longer names) that still holds messages."""
     settings = load_settings()
     specs = pipeline_topics(settings)
     states = describe_topics(settings, [s.name for s in specs])
@@ -55,6 +66,14 @@ def list_topics() -> None:
             f"{state.messages:,}",
             _human_ms(state.retention_ms),
         )
+    for orphan in orphan_tiers(settings):
+        table.add_row(
+            orphan.tier.topic,
+            "[yellow]orphan tier[/]",
+            str(orphan.state.partitions),
+            f"{orphan.messages:,}",
+            _human_ms(orphan.state.retention_ms),
+        )
     console.print(table)
     if missing:
         console.print(f"[red]{missing} topic(s) missing[/]: run [bold]claimx topics create[/]")
@@ -62,10 +81,14 @@ def list_topics() -> None:
 
 
 def _human_ms(ms: int | None) -> str:
+    """``7d``, ``1h``, ``1d10m`` (a 300 s tier: twice its delay + 1 day), ``forever`` for -1."""
     if ms is None:
         return "-"
-    if ms % 86_400_000 == 0:
-        return f"{ms // 86_400_000}d"
-    if ms % 3_600_000 == 0:
-        return f"{ms // 3_600_000}h"
-    return f"{ms // 1000}s"
+    if ms < 0:
+        return "forever"
+    seconds, parts = ms // 1000, []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"

@@ -2,7 +2,13 @@
 
 Auto-creation is off on a well-run cluster, so the project owns its topic bootstrap: names from
 the settings, partitions from ``CLAIMX_TOPIC_PARTITIONS``, retention from the runbook (main
-topics 7 days, retry tiers 1 hour, DLQs 30 days).
+topics 7 days, DLQs 30 days) except for the retry tiers, whose retention follows their delays:
+a tier keeps messages twice its delay plus ``CLAIMX_RETRY_RETENTION_ALLOWANCE_SECONDS``, so
+neither a long delay nor a retry stage that is down for a while lets Kafka delete a message
+before it is released.
+
+Retention is only ever raised on a topic that exists: a longer one (or ``-1``, forever) that an
+operator set by hand stays, because lowering it could delete messages nobody has read.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ TopicRole = Literal["main", "retry", "dlq"]
 
 RETENTION_MS: dict[TopicRole, int] = {
     "main": 7 * 24 * 3600 * 1000,
-    "retry": 3600 * 1000,
     "dlq": 30 * 24 * 3600 * 1000,
 }
+"""Retention by role; a retry tier's follows its delay (:func:`tier_retention_ms`)."""
 
 ADMIN_TIMEOUT_S = 15.0
 
@@ -42,10 +48,40 @@ class TopicSpec:
     role: TopicRole
     partitions: int
     replication_factor: int
+    tier_retention_ms: int | None = None
+    """A retry tier's retention (it depends on the tier's delay, not only on its role)."""
 
     @property
     def retention_ms(self) -> int:
+        if self.tier_retention_ms is not None:
+            return self.tier_retention_ms
+        if self.role not in RETENTION_MS:
+            raise ValueError(f"retry tier {self.name} needs its retention from its delay")
         return RETENTION_MS[self.role]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a topic keeps messages, as the broker says: ``retention.ms`` (-1: forever)
+    and ``cleanup.policy``."""
+
+    ms: int
+    policy: str = "delete"
+
+    @property
+    def compacts(self) -> bool:
+        """Compaction keeps only the last message of a key: the others are lost to a tier."""
+        return "compact" in self.policy.split(",")
+
+    def keeps(self, seconds: int) -> bool:
+        """Whether every message stays at least ``seconds``."""
+        return not self.compacts and (self.ms < 0 or self.ms >= seconds * 1000)
+
+
+def tier_retention_ms(settings: Settings, delay_s: int) -> int:
+    """Twice the delay plus the allowance: a message is due after one delay, and the retry
+    stage may be down for the allowance (or behind by another delay) before it is released."""
+    return (2 * delay_s + settings.claimx_retry_retention_allowance_seconds) * 1000
 
 
 @dataclass(frozen=True)
@@ -66,12 +102,18 @@ def pipeline_topics(settings: Settings, partitions: int | None = None) -> list[T
     def spec(name: str, role: TopicRole) -> TopicSpec:
         return TopicSpec(name, role, count, rf)
 
+    def tiers(names: list[str]) -> list[TopicSpec]:
+        return [
+            TopicSpec(name, "retry", count, rf, tier_retention_ms(settings, delay))
+            for name, delay in zip(names, settings.retry_delays, strict=True)
+        ]
+
     return [
         spec(settings.claimx_events_topic, "main"),
         spec(settings.claimx_enrichment_pending_topic, "main"),
-        *(spec(t, "retry") for t in settings.enrichment_retry_topics),
+        *tiers(settings.enrichment_retry_topics),
         spec(settings.claimx_downloads_pending_topic, "main"),
-        *(spec(t, "retry") for t in settings.download_retry_topics),
+        *tiers(settings.download_retry_topics),
         spec(settings.claimx_downloads_cached_topic, "main"),
         spec(settings.claimx_downloads_results_topic, "main"),
         spec(settings.claimx_events_dlq_topic, "dlq"),
@@ -85,10 +127,12 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, str]:
-    """Create missing topics and set retention on all of them; safe to run any number of times.
+    """Create missing topics and raise retention where it is shorter than the spec's; safe to
+    run any number of times.
 
-    Returns, per topic, ``"created"`` or ``"exists"``. Existing topics keep their partition
-    count (shrinking is impossible, growing would move keys between partitions).
+    Returns, per topic, ``"created"``, ``"raised"`` (its retention was) or ``"exists"``.
+    Existing topics keep their partition count (shrinking is impossible, growing would move
+    keys between partitions), their cleanup policy and any longer retention.
     """
     specs = list(specs)
     existing = set(_list_topic_names(admin))
@@ -101,7 +145,7 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, s
                     s.name,
                     num_partitions=s.partitions,
                     replication_factor=s.replication_factor,
-                    config={"retention.ms": str(s.retention_ms)},
+                    config={"retention.ms": str(s.retention_ms), "cleanup.policy": "delete"},
                 )
                 for s in missing
             ],
@@ -116,7 +160,8 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, s
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # lost a race: fine
                     raise KafkaAdminError(f"cannot create topic {name}: {exc}") from None
                 outcome[name] = "exists"
-    _set_retention(admin, [s for s in specs if outcome[s.name] == "exists"])
+    for name in _raise_retention(admin, [s for s in specs if outcome[s.name] == "exists"]):
+        outcome[name] = "raised"
     await_leaders(admin, [s.name for s in specs])
     return outcome
 
@@ -140,9 +185,15 @@ def await_leaders(admin: AdminClient, names: list[str], timeout_s: float = ADMIN
         time.sleep(0.2)
 
 
-def _set_retention(admin: AdminClient, specs: list[TopicSpec]) -> None:
-    if not specs:
-        return
+def _raise_retention(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
+    """Set the spec's retention where the topic keeps messages for less; returns those topics.
+
+    Never lowers: a longer retention, or -1 (forever), was someone's decision to keep more.
+    """
+    current = topic_retention(admin, [s.name for s in specs])
+    short = [s for s in specs if s.name in current and 0 <= current[s.name].ms < s.retention_ms]
+    if not short:
+        return []
     resources = [
         ConfigResource(
             ConfigResource.Type.TOPIC,
@@ -155,13 +206,36 @@ def _set_retention(admin: AdminClient, specs: list[TopicSpec]) -> None:
                 )
             ],
         )
-        for s in specs
+        for s in short
     ]
     for resource, future in admin.incremental_alter_configs(resources).items():
         try:
             future.result(timeout=ADMIN_TIMEOUT_S)
         except KafkaException as exc:
             raise KafkaAdminError(f"cannot set retention on {resource.name}: {exc}") from None
+    _await_retention(admin, {s.name: s.retention_ms for s in short})
+    return [s.name for s in short]
+
+
+def _await_retention(
+    admin: AdminClient, wanted: dict[str, int], timeout_s: float = ADMIN_TIMEOUT_S
+) -> None:
+    """Wait until the broker reports the raised retention: a change goes through the
+    controller first, and a check run right after ``claimx topics create`` must see it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = topic_retention(admin, list(wanted))
+        behind = [n for n, ms in wanted.items() if n in current and 0 <= current[n].ms < ms]
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaAdminError(f"retention not raised after {timeout_s:.0f}s: {behind}")
+        time.sleep(0.2)
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic on the cluster."""
+    return _list_topic_names(admin_client(settings))
 
 
 def _list_topic_names(admin: AdminClient) -> list[str]:
@@ -188,7 +262,7 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
             f"{failure_reason(admin, exc)}"
         ) from None
     present = [n for n in names if n in metadata.topics]
-    retention = _retention_of(admin, present)
+    retention = topic_retention(admin, present)
     consumer = Consumer({**client_config(settings), "group.id": "claimx-topics-inspector"})
     try:
         states = []
@@ -201,7 +275,10 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
             for partition in topic.partitions:
                 low, high = watermarks(consumer, TopicPartition(name, partition))
                 messages += max(high - low, 0)
-            states.append(TopicState(name, len(topic.partitions), messages, retention.get(name)))
+            kept = retention.get(name)
+            states.append(
+                TopicState(name, len(topic.partitions), messages, kept.ms if kept else None)
+            )
         return states
     finally:
         consumer.close()
@@ -217,14 +294,23 @@ def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]
     return int(low), int(high)
 
 
-def _retention_of(admin: AdminClient, names: list[str]) -> dict[str, int]:
+def topic_retention(admin: AdminClient, names: list[str]) -> dict[str, Retention]:
+    """Retention and cleanup policy of each topic that exists, as the broker applies them
+    (the topic's own setting, else the broker's default)."""
     if not names:
         return {}
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
     result = {}
     for resource, future in admin.describe_configs(resources).items():
-        entries = future.result(timeout=ADMIN_TIMEOUT_S)
-        entry = entries.get("retention.ms")
-        if entry is not None and entry.value is not None:
-            result[resource.name] = int(entry.value)
+        try:
+            entries = future.result(timeout=ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaAdminError(f"cannot read the retention of {resource.name}: {exc}") from None
+        ms = entries.get("retention.ms")
+        if ms is None or ms.value is None:
+            continue
+        policy = entries.get("cleanup.policy")
+        result[resource.name] = Retention(
+            int(ms.value), policy.value if policy is not None and policy.value else "delete"
+        )
     return result

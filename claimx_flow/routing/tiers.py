@@ -5,19 +5,29 @@ order and a reader only ever waits for the head. A transient failure climbs one 
 attempt and, after ``MAX_RETRIES``, lands in the DLQ; a permanent one goes to the DLQ at once;
 an auth failure does not spend an attempt (the credentials, not the message, are at fault) and
 waits in the tier of its current attempt.
+
+A tier that the configuration no longer names (``RETRY_DELAYS`` changed, or a pending topic's
+tiers were renamed) is an *orphan*: its name still says its delay and its pending topic, so the
+retry stage drains it like any other tier rather than strand what it holds.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.kafka.topics import TopicState, describe_topics, topic_names
 from claimx_flow.models import HEADER_PREFIX
 
 DUE_HEADER = HEADER_PREFIX + "due_at"
+
+_TIER_NAME = re.compile(r"(?P<pending>.+)\.retry\.(?P<amount>[0-9]+)(?P<unit>[ms])")
+_UNIT_S = {"m": 60, "s": 1}
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,46 @@ def _ladder(settings: Settings, pending: str, topics: list[str]) -> RetryLadder:
 
 def all_tiers(settings: Settings) -> list[Tier]:
     return [*enrichment_ladder(settings).tiers, *download_ladder(settings).tiers]
+
+
+def parse_tier(topic: str, pending_topics: Iterable[str]) -> Tier | None:
+    """The tier a topic's name describes, ``<pending>.retry.5m`` or ``.retry.300s``, when
+    ``<pending>`` is one of ``pending_topics``; else None."""
+    match = _TIER_NAME.fullmatch(topic)
+    if match is None or match["pending"] not in set(pending_topics):
+        return None
+    delay = int(match["amount"]) * _UNIT_S[match["unit"]]
+    return Tier(topic, delay, match["pending"]) if delay > 0 else None
+
+
+@dataclass(frozen=True)
+class OrphanTier:
+    """A tier topic on the broker that no configured ladder names, and what it holds."""
+
+    tier: Tier
+    state: TopicState
+
+    @property
+    def messages(self) -> int:
+        return self.state.messages
+
+
+def orphan_tiers(settings: Settings) -> list[OrphanTier]:
+    """Tier topics of the configured pending topics that the ladders no longer name and that
+    hold messages (released or not: Kafka keeps them until retention removes them)."""
+    configured = {tier.topic for tier in all_tiers(settings)}
+    pending = (settings.claimx_enrichment_pending_topic, settings.claimx_downloads_pending_topic)
+    found = [
+        tier
+        for name in sorted(topic_names(settings))
+        if name not in configured and (tier := parse_tier(name, pending)) is not None
+    ]
+    states = describe_topics(settings, [tier.topic for tier in found])
+    return [
+        OrphanTier(tier, state)
+        for tier, state in zip(found, states, strict=True)
+        if state.messages > 0
+    ]
 
 
 def due_time(tier: Tier, failed_at: datetime) -> datetime:

@@ -4,6 +4,12 @@
 stops at once with a clear message when one fails, rather than failing later mid-stream. A
 ClaimX API that cannot be reached is reported but does not stop a stage (its failures go to the
 retry tiers and readiness shows it); credentials the API refuses do.
+
+A retry tier that keeps messages for less than its delay stops every stage that writes or reads
+it: Kafka would delete messages before they are due. A tier below the retention that
+``claimx topics create`` sets (twice the delay + the allowance) is reported, and so are tier
+topics that the configuration no longer names but that still hold messages; neither stops a
+stage.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import failure_reason
-from claimx_flow.kafka.topics import admin_client
+from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
+from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
 from claimx_flow.startup.recovery import RecoveryMismatch, check_recovery_cluster, kafka_cluster_id
 from claimx_flow.storage.locations import file_store
 
@@ -42,6 +49,12 @@ class Check:
 def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[Check]:
     specs = [catalog.stage(name) for name in stages]
     checks = [_kafka(settings, specs)]
+    kafka_ok = checks[0].ok
+    tiers = _stage_tiers(settings, specs)
+    if tiers and kafka_ok:
+        checks.append(_tier_retention(settings, tiers))
+    if kafka_ok and any(spec.releases for spec in specs):
+        checks.append(_orphans(settings))
     if any(spec.calls_api for spec in specs):
         checks.append(_api(settings))
     local_tables = settings.onelake_workspace_id is None
@@ -51,7 +64,7 @@ def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[
         checks.append(_writable("download cache", settings.effective_cache_dir))
     if any(spec.stores_files for spec in specs):
         checks.append(_file_store(settings))
-    checks.extend(_recovery(settings, stage, checks[0].ok) for stage in stages)
+    checks.extend(_recovery(settings, stage, kafka_ok) for stage in stages)
     return checks
 
 
@@ -79,6 +92,78 @@ def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> Check:
         detail = f"topics missing: {', '.join(missing)} (run `claimx topics create`)"
         return Check("Kafka", False, detail)
     return Check("Kafka", True, f"{settings.kafka_bootstrap_servers}: {len(wanted)} topics exist")
+
+
+def _stage_tiers(settings: Settings, specs: Sequence[StageSpec]) -> list[Tier]:
+    """The tiers the stages write their failures to or read and release."""
+    ladders = {spec.ladder for spec in specs if spec.ladder}
+    ladders |= {ladder for spec in specs for ladder in spec.releases}
+    topics = {topic for ladder in ladders for topic in catalog.ladder_topics(settings, ladder)}
+    return [tier for tier in all_tiers(settings) if tier.topic in topics]
+
+
+def _tier_retention(settings: Settings, tiers: Sequence[Tier]) -> Check:
+    name = "retry retention"
+    try:
+        kept = topic_retention(admin_client(settings), [tier.topic for tier in tiers])
+    except ClaimxError as exc:
+        return Check(name, False, str(exc))
+    losing: list[str] = []
+    short: list[str] = []
+    for tier in tiers:
+        retention = kept.get(tier.topic)
+        if retention is None:  # a missing topic is the Kafka check's to report
+            continue
+        if not retention.keeps(tier.delay_s):
+            losing.append(_loss(tier, retention))
+        elif 0 <= retention.ms < tier_retention_ms(settings, tier.delay_s):
+            short.append(f"{tier.topic} ({_seconds(retention.ms)})")
+    allowance = settings.claimx_retry_retention_allowance_seconds
+    if losing:
+        return Check(name, False, "; ".join(losing))
+    if short:
+        detail = (
+            f"below twice the delay + {allowance}s: {', '.join(short)}; a retry stage down "
+            "that long would lose messages (run `claimx topics create` to raise it)"
+        )
+        return Check(name, False, detail, blocking=False)
+    return Check(name, True, f"{len(tiers)} tiers keep twice their delay + {allowance}s or more")
+
+
+def _loss(tier: Tier, retention: Retention) -> str:
+    """Why Kafka would delete a tier's messages before they are due, and the fix."""
+    if retention.compacts:
+        return (
+            f"{tier.topic} has cleanup.policy={retention.policy}: compaction drops all but "
+            "the last message of each key (set cleanup.policy=delete)"
+        )
+    return (
+        f"{tier.topic} keeps messages {_seconds(retention.ms)}, less than its {tier.delay_s}s "
+        "delay (run `claimx topics create` to raise it)"
+    )
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:g}s"
+
+
+def _orphans(settings: Settings) -> Check:
+    name = "orphan retry tiers"
+    try:
+        orphans = orphan_tiers(settings)
+    except ClaimxError as exc:
+        return Check(name, False, str(exc), blocking=False)
+    if not orphans:
+        return Check(name, True, "no tier topic outside the configuration holds messages")
+    held = ", ".join(
+        f"{o.tier.topic} ({o.messages:,} held, {o.tier.delay_s}s delay → {o.tier.pending_topic})"
+        for o in orphans
+    )
+    detail = (
+        f"not configured but holding messages: {held}; the retry stage drains them when it "
+        "starts (restart it), then delete each topic"
+    )
+    return Check(name, False, detail, blocking=False)
 
 
 def _api(settings: Settings) -> Check:

@@ -1,17 +1,24 @@
 """The dry run: `claimx check` is green when all is well and red, naming the cause, for each
-broken dependency; a stage refuses to start on a blocking failure."""
+broken dependency; a stage refuses to start on a blocking failure, among them a retry tier that
+would delete messages before they are due; tiers the configuration no longer names but that
+hold messages are reported."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
 import typer
+from confluent_kafka import Producer
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from claimx_flow.cli.check_cmd import check
 from claimx_flow.config import Settings
+from claimx_flow.kafka.topics import admin_client, await_leaders, topic_retention
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.startup.preflight import PreflightError, require_ready, run_checks
@@ -95,3 +102,96 @@ def test_a_stage_refuses_to_start_and_says_why(healthy: Settings, tmp_path: Path
     assert process.wait(60) == 2
     log = (tmp_path / "logs" / "ingest.log").read_text()
     assert "ingest cannot start" in log and "no.such.topic" in log
+
+
+def set_topic_config(settings: Settings, topic: str, **config: str) -> None:
+    """``retention_ms="60000"`` → ``retention.ms=60000``, applied and visible to describe."""
+    admin = admin_client(settings)
+    entries = [
+        ConfigEntry(key.replace("_", "."), value, incremental_operation=AlterConfigOpType.SET)
+        for key, value in config.items()
+    ]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = topic_retention(admin, [topic])[topic]
+        if (str(now.ms), now.policy) == (
+            config.get("retention_ms", str(now.ms)),
+            config.get("cleanup_policy", now.policy),
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{topic}: {config} not applied")
+
+
+def test_a_tier_that_keeps_less_than_its_delay_blocks_its_stages(healthy: Settings) -> None:
+    tier = healthy.enrichment_retry_topics[2]  # 1200 s
+    set_topic_config(healthy, tier, retention_ms="600000")
+    detail = failures(healthy)["retry retention"]
+    assert tier in detail and "600s, less than its 1200s delay" in detail
+    for stage in ("enrich", "retry"):  # writes to it, reads from it
+        with pytest.raises(PreflightError, match=re.escape(tier)):
+            require_ready(healthy, stage)
+    require_ready(healthy, "download")  # its tiers are the download ladder's
+
+
+def test_a_compacted_tier_blocks_and_a_tier_kept_forever_does_not(healthy: Settings) -> None:
+    compacted, forever = healthy.download_retry_topics[0], healthy.download_retry_topics[1]
+    set_topic_config(healthy, compacted, cleanup_policy="compact")
+    set_topic_config(healthy, forever, retention_ms="-1")
+    with pytest.raises(PreflightError) as refused:
+        require_ready(healthy, "upload")
+    assert f"{compacted} has cleanup.policy=compact" in str(refused.value)
+    assert forever not in str(refused.value)
+
+
+def test_a_tier_above_its_delay_but_below_the_allowance_is_reported_not_blocking(
+    healthy: Settings,
+) -> None:
+    tier = healthy.download_retry_topics[0]  # 300 s
+    set_topic_config(healthy, tier, retention_ms="3600000")  # the old hour
+    (retention,) = [c for c in require_ready(healthy, "download") if c.name == "retry retention"]
+    assert not retention.ok and not retention.blocking
+    assert f"{tier} (3600s)" in retention.detail and "claimx topics create" in retention.detail
+
+
+def test_a_stage_refuses_a_short_tier_in_one_line_naming_it(
+    healthy: Settings, tmp_path: Path
+) -> None:
+    tier = healthy.enrichment_retry_topics[0]
+    set_topic_config(healthy, tier, retention_ms="60000")
+    pipeline = Pipeline(healthy, settings_env(healthy), tmp_path / "logs")
+    pipeline.start(["retry"])
+    (process,) = pipeline.processes["retry"]
+    assert process.wait(60) == 2
+    log = (tmp_path / "logs" / "retry.log").read_text().splitlines()
+    (line,) = [line for line in log if "cannot start" in line]
+    assert "retry cannot start: retry retention:" in line and tier in line
+
+
+def test_an_orphan_tier_with_messages_is_reported(healthy: Settings) -> None:
+    """RETRY_DELAYS no longer has 420 s, but its tier still holds a message."""
+    orphan = f"{healthy.claimx_enrichment_pending_topic}.retry.7m"
+    empty = f"{healthy.claimx_downloads_pending_topic}.retry.420s"
+    admin = admin_client(healthy)
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (orphan, empty)]).values():
+        future.result(timeout=30)
+    await_leaders(admin, [orphan, empty])
+    producer = Producer({"bootstrap.servers": healthy.kafka_bootstrap_servers})
+    producer.produce(orphan, key=b"p1", value=b"stranded")
+    assert producer.flush(30) == 0
+
+    (found,) = [c for c in run_checks(healthy) if c.name == "orphan retry tiers"]
+    assert not found.ok and not found.blocking
+    assert orphan in found.detail and empty not in found.detail
+    assert f"1 held, 420s delay → {healthy.claimx_enrichment_pending_topic}" in found.detail
+    assert [c.name for c in require_ready(healthy, "enrich")].count("orphan retry tiers") == 0
+
+    env = {k.upper(): v for k, v in settings_env(healthy).items()} | {"COLUMNS": "400"}
+    app = typer.Typer()
+    app.command()(check)
+    ran = CliRunner().invoke(app, [], env=env)
+    assert ran.exit_code == 1, ran.output
+    assert "orphan retry tiers" in ran.output and orphan in ran.output
