@@ -372,23 +372,26 @@ def test_a_wrong_password_is_refused_everywhere_and_never_printed(
 
 def test_every_kafka_client_in_the_code_base_takes_its_config_from_kafka_config() -> None:
     """Each ``Producer(…)``, ``Consumer(…)`` and ``AdminClient(…)`` the shipped code makes is in
-    a module built on ``claimx_flow.kafka.clients``; the one exception is the local broker's
-    readiness probe, which talks to the plaintext listener the stack itself started."""
+    a module built on ``claimx_flow.kafka.clients``, or in a generic operator that takes its
+    client configuration from its caller — and every module that builds one of those operators
+    is built on ``claimx_flow.kafka.clients``. The one exception is the local broker's readiness
+    probe, which talks to the plaintext listener the stack itself started."""
     exempt = {"claimx_flow/lab/stack/kafka.py"}
     makers = {"Producer", "Consumer", "AdminClient"}
+    operators = {"KafkaInput", "DueTimeInput", "CheckedKafkaOutput", "CheckedProducer"}
     unconfigured = []
     for package in ("claimx_flow", "operators", "dataflows"):
         for path in (REPO / package).rglob("*.py"):
             relative = path.relative_to(REPO).as_posix()
             tree = ast.parse(path.read_text())
-            calls = [
-                node
+            called = {
+                node.func.id
                 for node in ast.walk(tree)
-                if isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in makers
-            ]
-            if not calls or relative in exempt:
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            }
+            # Operators take the configuration as an argument; their callers must build it.
+            wanted = operators if package == "operators" else makers | operators
+            if not called & wanted or relative in exempt:
                 continue
             source = path.read_text()
             if "claimx_flow.kafka.clients import" not in source:
