@@ -1,11 +1,14 @@
 """retry: the retry tier topics → back to their pending topics, each message no earlier than
-its due time.
+its due time. The tiers are the configured ones plus any orphan tier found at start (a tier
+topic the configuration no longer names that still holds messages), so renaming or removing a
+tier strands nothing.
 
     python -m bytewax.run dataflows.retry
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import bytewax.operators as op
@@ -15,7 +18,7 @@ from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.routing.tiers import all_tiers, release_time
+from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_time
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_output
@@ -23,9 +26,11 @@ from operators.due_time import DueTimeInput
 
 STAGE = STAGES["retry"]
 
+log = logging.getLogger(__name__)
+
 
 def build(settings: Settings) -> Dataflow:
-    tiers = {tier.topic: tier for tier in all_tiers(settings)}
+    tiers = {tier.topic: tier for tier in [*all_tiers(settings), *_orphans(settings)]}
 
     def due_at(record: KafkaRecord) -> datetime:
         return release_time(record, tiers[record.topic])
@@ -50,6 +55,22 @@ def build(settings: Settings) -> Dataflow:
         "pending", op.map("back-to-pending", released, back_to_pending), kafka_output(settings)
     )
     return flow
+
+
+def _orphans(settings: Settings) -> list[Tier]:
+    """Orphan tiers to drain as well; their recovery offsets keep a restart from releasing
+    anything twice."""
+    found = orphan_tiers(settings)
+    for orphan in found:
+        tier = orphan.tier
+        log.warning(
+            "draining orphan tier %s (%d messages, %ds delay) to %s",
+            tier.topic,
+            orphan.messages,
+            tier.delay_s,
+            tier.pending_topic,
+        )
+    return [orphan.tier for orphan in found]
 
 
 def __getattr__(name: str) -> Dataflow:

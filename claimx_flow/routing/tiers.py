@@ -110,6 +110,8 @@ def orphan_tiers(settings: Settings) -> list[OrphanTier]:
         for name in sorted(topic_names(settings))
         if name not in configured and (tier := parse_tier(name, pending)) is not None
     ]
+    if not found:
+        return []
     states = describe_topics(settings, [tier.topic for tier in found])
     return [
         OrphanTier(tier, state)
