@@ -38,7 +38,8 @@ def build(settings: Settings) -> Dataflow:
         "download",
         op.redistribute("spread", tasks.oks),
         stage.process,
-        batch_timeout_s=settings.download_timeout_seconds * 4,
+        # Each download keeps its own deadline; this only catches a loop that stopped answering.
+        batch_timeout_s=stage.batch_backstop_s,
     )
     write_outputs("out", op.merge("all-out", downloaded, tasks.errs), settings, STAGE)
     return flow

@@ -53,7 +53,11 @@ def build(settings: Settings) -> Dataflow:
         "read", cached, stage.parse, error_type=OutboundRecord, on_exception=stage.router.reject
     )
     uploaded = async_flat_map_batch(
-        "upload", op.redistribute("spread", items.oks), stage.process, batch_timeout_s=600
+        "upload",
+        op.redistribute("spread", items.oks),
+        stage.process,
+        # Each upload keeps its own deadline; this only catches a loop that stopped answering.
+        batch_timeout_s=stage.batch_backstop_s,
     )
     commits = CommitSink({ATTACHMENTS.name: partial(committer, settings)})
     op.output("commit", op.filter_map("completed", uploaded, completion), commits)

@@ -68,12 +68,13 @@ def async_flat_map_batch(
     up: Stream[X],
     mapper: Callable[[list[X]], Awaitable[Iterable[Y]]],
     *,
-    batch_timeout_s: float,
+    batch_timeout_s: float | Callable[[int], float],
 ) -> Stream[Y]:
     """Hand each batch to an async ``mapper`` running on the process's event loop.
 
     The mapper is expected to turn per-item failures into values (failure envelopes) and to
-    apply its own per-call timeouts; ``batch_timeout_s`` is the backstop for the whole batch.
+    apply its own per-call timeouts; ``batch_timeout_s`` is the backstop for the whole batch,
+    or a function of the batch's length giving it (batches are not bounded by a fixed size).
     """
     loop = EventLoopThread.shared()
 
@@ -81,6 +82,8 @@ def async_flat_map_batch(
         return list(await mapper(batch))
 
     def shim(batch: list[X]) -> list[Y]:
+        if callable(batch_timeout_s):
+            return loop.run(call(batch), batch_timeout_s(len(batch)))
         return loop.run(call(batch), batch_timeout_s)
 
     return op.flat_map_batch(step_id, up, shim)

@@ -22,7 +22,11 @@ INLINE_BYTES = 256 * 1024
 
 
 class CacheSpool:
-    """Bytes for ``partial``, renamed to the cache file by :meth:`commit`; else :meth:`discard`."""
+    """Bytes for ``partial``, renamed to the cache file by :meth:`commit`; else :meth:`discard`.
+
+    ``committed`` says whether the rename happened: a download cancelled while its commit ran
+    in a thread may still have put its file in place, and only it knows the file is its own.
+    """
 
     def __init__(self, partial: Path) -> None:
         self.partial = partial
@@ -34,6 +38,7 @@ class CacheSpool:
         # A cancelled download may leave a write running in its thread: discard waits for it.
         self._lock = threading.Lock()
         self._discarded = False
+        self.committed = False
 
     async def add(self, chunk: bytes) -> None:
         self._held.append(chunk)
@@ -49,7 +54,8 @@ class CacheSpool:
         return await asyncio.to_thread(self._commit, target)
 
     def discard(self) -> None:
-        """Drop the partial file, if any was written (blocking, briefly)."""
+        """Drop the partial file, if any was written (blocking, briefly); after this no commit
+        can happen, and ``committed`` is final."""
         with self._lock:
             self._discarded = True
             self._held.clear()
@@ -86,4 +92,5 @@ class CacheSpool:
             except BaseException:
                 self.partial.unlink(missing_ok=True)
                 raise
+            self.committed = True
         return self._digest.hexdigest()

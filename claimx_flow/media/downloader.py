@@ -1,37 +1,50 @@
 """Fetching one media file from its presigned URL into the local cache, defensively.
 
-The URL arrives in a message, so nothing about it is trusted: the host must be on the
-allowlist, redirects are not followed, the size limit is enforced while streaming (not after),
-a compressed response (``Content-Encoding``) is refused rather than inflated, and a body shorter
-than announced is an error. In production (``DOWNLOAD_REQUIRE_HTTPS``) the host must also be,
-and resolve to, public addresses only (:mod:`claimx_flow.media.addresses`). The cache file name is
-derived from the media id, so a replayed download overwrites its own earlier attempt instead of
-leaving an orphan.
+The URL arrives in a message, so nothing about it is trusted: it is parsed once, by the parser
+the HTTP client uses, and that parsed URL is both what is checked and what is fetched; the host
+must be on the allowlist, redirects are not followed, the size limit is enforced while streaming
+(not after), a compressed response (``Content-Encoding``) is refused rather than inflated, and a
+body shorter than announced is an error. In production (``DOWNLOAD_REQUIRE_HTTPS``) the host
+must also be, and resolve to, public addresses only (:mod:`claimx_flow.media.addresses`).
+
+Each attempt writes a cache file of its own (``{media_id}.{attempt}.bin``), so one attempt's
+failure never touches a file another attempt wrote, and a file its cached message still points
+to stays until the upload releases it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.media import addresses
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.cache_spool import CacheSpool
+from claimx_flow.media.tasks import InvalidMediaTask, storage_path
 from claimx_flow.models import CachedDownload, DownloadTask
 from claimx_flow.runtime import metrics
 from claimx_flow.storage.paths import UnsafePathError, check_id
 
 CHUNK_BYTES = 256 * 1024
+MAX_URL_CHARS = 8192
+"""A presigned S3 URL is 1-2 kB; web servers refuse request lines much past 8 kB anyway."""
 _PERMANENT_STATUSES = {404, 410}
+# A host name as DNS can carry it (IDNA already applied): labels of letters, digits, "-", "_".
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*\.?")
+# A served media type worth recording; anything else is recorded as the generic one.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+GENERIC_TYPE = "application/octet-stream"
 
 
 class DownloadError(ClaimxError):
@@ -45,6 +58,10 @@ class DownloadError(ClaimxError):
         self.category = category
         self.reason = reason
         self.expired = expired
+
+
+def _refused(reason: str) -> DownloadError:
+    return DownloadError(ErrorCategory.PERMANENT, reason)
 
 
 @dataclass(frozen=True)
@@ -76,32 +93,65 @@ class DownloadPolicy:
         resolver = addresses.PublicOnlyResolver() if self.public_only else None
         return aiohttp.TCPConnector(limit=limit, resolver=resolver)
 
-    def check(self, task: DownloadTask) -> None:
-        """Refuse, before any request, what must never be fetched."""
+    def check(self, task: DownloadTask) -> URL:
+        """Refuse, before any request, what must never be fetched; the URL to fetch."""
         file_type = task.file_type.lower().lstrip(".")
         if file_type not in self.allowed_types:
-            raise DownloadError(ErrorCategory.PERMANENT, f"file type {file_type!r} not allowed")
-        self.check_url(task.download_url)
+            raise _refused(f"file type {file_type[:40]!r} not allowed")
+        try:
+            storage_path(task)
+        except InvalidMediaTask as exc:
+            raise _refused(exc.reason) from None
+        return self.check_url(task.download_url)
 
-    def check_url(self, url: str) -> None:
-        parts = urlsplit(url)
+    def check_url(self, url: str) -> URL:
+        """``url`` parsed as the HTTP client parses it, if it may be fetched."""
+        if len(url) > MAX_URL_CHARS:
+            raise _refused(f"URL of {len(url)} characters over the limit of {MAX_URL_CHARS}")
+        try:
+            url.encode("utf-8")
+            address = URL(url)
+            port = address.port
+        except ValueError as exc:  # UnicodeError too: a bad IPv6 literal, port, IDNA label
+            raise _refused(f"malformed URL ({_first_line(exc)})") from None
         allowed_schemes = ("https",) if self.require_https else ("https", "http")
-        if parts.scheme not in allowed_schemes:
-            raise DownloadError(ErrorCategory.PERMANENT, f"URL scheme {parts.scheme!r} not allowed")
-        if parts.username or parts.password:
-            raise DownloadError(ErrorCategory.PERMANENT, "URL with credentials not allowed")
-        host = (parts.hostname or "").lower()
-        if not host or not any(fnmatch(host, pattern) for pattern in self.allowed_hosts):
-            raise DownloadError(ErrorCategory.PERMANENT, f"host {host!r} not in the allowlist")
+        if address.scheme not in allowed_schemes:
+            raise _refused(f"URL scheme {address.scheme[:20]!r} not allowed")
+        if address.user or address.password:
+            raise _refused("URL with credentials not allowed")
+        host = (address.raw_host or "").lower()
         literal = addresses.parse_ip(host)
-        if self.public_only and literal is not None and not addresses.is_public(literal):
+        if literal is None and not _HOST_NAME.fullmatch(host):
+            raise _refused(f"malformed host {host[:80]!r}")
+        if port is not None and not 0 < port < 65536:
+            raise _refused(f"port {port} not allowed")
+        if literal is not None and self.public_only and not addresses.is_public(literal):
             # The HTTP client skips the resolver for literal addresses: check them here.
-            raise DownloadError(ErrorCategory.PERMANENT, f"host {host!r} is not a public address")
+            raise _refused(f"host {host!r} is not a public address")
+        if not self._allowed(host, literal):
+            raise _refused(f"host {host[:80]!r} not in the allowlist")
+        return address
+
+    def _allowed(self, host: str, literal: addresses.IPAddress | None) -> bool:
+        """On the allowlist by name pattern, or (for an address) as the same address written
+        another way (``::ffff:127.0.0.1`` is ``::ffff:7f00:1``)."""
+        for pattern in self.allowed_hosts:
+            if fnmatch(host, pattern):
+                return True
+            if literal is not None and addresses.parse_ip(pattern) == literal:
+                return True
+        return False
 
 
-def cache_file(cache_dir: Path, media_id: str) -> Path:
-    """The one cache path of a media file."""
-    return cache_dir / f"{check_id(media_id, 'media_id')}.bin"
+def cache_file(cache_dir: Path, media_id: str, attempt: str | None = None) -> Path:
+    """The cache path of one download attempt of a media file (``attempt``: its tag)."""
+    name = check_id(media_id, "media_id")
+    return cache_dir / (f"{name}.{attempt}.bin" if attempt else f"{name}.bin")
+
+
+def new_attempt() -> str:
+    """A tag no other attempt has."""
+    return uuid.uuid4().hex[:16]
 
 
 async def download_to_cache(
@@ -109,31 +159,43 @@ async def download_to_cache(
     task: DownloadTask,
     run: CacheRun,
     policy: DownloadPolicy,
+    attempt: str | None = None,
 ) -> CachedDownload:
-    """Stream ``task``'s URL into the cache with its sha256; raise ``DownloadError`` on failure."""
-    policy.check(task)
+    """Stream ``task``'s URL into the cache with its sha256; raise ``DownloadError`` on failure.
+
+    The file is named after ``attempt`` (a fresh tag if not given). On failure nothing of this
+    attempt is left in the cache, and nothing of any other attempt is touched.
+    """
+    url = policy.check(task)
     try:
-        target = cache_file(run.cache_dir, task.media_id)
+        target = cache_file(run.cache_dir, task.media_id, attempt or new_attempt())
     except UnsafePathError as exc:
-        raise DownloadError(ErrorCategory.PERMANENT, str(exc)) from None
+        raise _refused(str(exc)) from None
     spool = CacheSpool(run.partial(target))
     started, outcome = time.perf_counter(), "failed"
     try:
         async with asyncio.timeout(policy.timeout_s):
-            content_type = await _stream(session, task.download_url, spool, policy)
+            content_type = await _stream(session, url, spool, policy)
             digest = await spool.commit(target)
-        size = spool.size
+        cached = CachedDownload.from_task(
+            task,
+            local_path=str(target),
+            size=spool.size,
+            sha256=digest,
+            content_type=content_type,
+            downloaded_at=datetime.now(UTC),
+        )
         outcome = "ok"
     except TimeoutError:
         raise DownloadError(
-            ErrorCategory.TRANSIENT, f"download timed out after {policy.timeout_s:.0f}s"
+            ErrorCategory.TRANSIENT, f"download timed out after {policy.timeout_s:g}s"
         ) from None
     except aiohttp.InvalidURL:
-        raise DownloadError(ErrorCategory.PERMANENT, "invalid URL") from None
+        raise _refused("invalid URL") from None
     except aiohttp.ClientError as exc:
         refused = addresses.describe(exc)
         if refused is not None:
-            raise DownloadError(ErrorCategory.PERMANENT, refused) from None
+            raise _refused(refused) from None
         raise DownloadError(
             ErrorCategory.TRANSIENT, f"connection failed: {type(exc).__name__}"
         ) from None
@@ -143,22 +205,21 @@ async def download_to_cache(
         ) from None
     finally:
         if outcome != "ok":
-            spool.discard()
+            spool.discard()  # waits for a commit running in its thread, so this is final:
+            if spool.committed:  # a file this attempt renamed into place is its own
+                target.unlink(missing_ok=True)
         metrics.DOWNLOAD_SECONDS.labels(outcome=outcome).observe(time.perf_counter() - started)
     metrics.DOWNLOADS.inc()
-    metrics.DOWNLOAD_BYTES.inc(size)
-    return CachedDownload.from_task(
-        task,
-        local_path=str(target),
-        size=size,
-        sha256=digest,
-        content_type=content_type,
-        downloaded_at=datetime.now(UTC),
-    )
+    metrics.DOWNLOAD_BYTES.inc(cached.bytes)
+    return cached
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 async def _stream(
-    session: aiohttp.ClientSession, url: str, spool: CacheSpool, policy: DownloadPolicy
+    session: aiohttp.ClientSession, url: URL, spool: CacheSpool, policy: DownloadPolicy
 ) -> str:
     """Stream ``url``'s body into ``spool`` within the policy; the content type served."""
     async with session.get(
@@ -188,8 +249,7 @@ async def _stream(
             raise DownloadError(
                 ErrorCategory.TRANSIENT, f"body of {spool.size} bytes, {announced} announced"
             )
-        content_type = response.headers.get("Content-Type", "application/octet-stream")
-        return content_type.split(";")[0].strip()
+        return media_type(response.headers.get("Content-Type", GENERIC_TYPE))
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
@@ -208,3 +268,10 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     if status == 429 or status >= 500:
         raise DownloadError(ErrorCategory.TRANSIENT, f"HTTP {status} from media host")
     raise DownloadError(ErrorCategory.PERMANENT, f"HTTP {status} from media host")
+
+
+def media_type(header: str) -> str:
+    """The served type without its parameters, if it is a plain ``type/subtype``: a header is
+    the media host's text, and it travels on into the cached message and the attachment row."""
+    value = header.split(";", 1)[0].strip()
+    return value if _MEDIA_TYPE.fullmatch(value) else GENERIC_TYPE

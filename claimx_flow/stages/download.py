@@ -2,14 +2,22 @@
 
 An expired presigned URL is refreshed from the media API and tried again at once (a bounded
 number of times); only then does the failure take the normal route.
+
+Every failure a task causes is that task's: a URL that does not parse, a field that cannot be a
+path, a hostile host, a full cache volume, a bug no check foresaw. Each ends as a retry-tier or
+DLQ record with a category and a reason while its batch-mates land; the stage fails only when
+its own machinery does (the session, the cache folder, the output). The cached message carries
+the task's failure headers on, so the upload's failures keep counting its attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -19,26 +27,34 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
-from claimx_flow.media.downloader import (
-    DownloadError,
-    DownloadPolicy,
-    cache_file,
-    download_to_cache,
-)
-from claimx_flow.models import (
-    CachedDownload,
-    DownloadTask,
-    MessageIds,
-)
-from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.media.deadlines import batch_backstop_s
+from claimx_flow.media.downloader import DownloadError, DownloadPolicy, download_to_cache
+from claimx_flow.models import CachedDownload, DownloadTask, MessageIds
+from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
 from claimx_flow.stages.outputs import StageOutput
-from claimx_flow.storage.paths import UnsafePathError
+
+log = logging.getLogger(__name__)
 
 MAX_URL_REFRESHES = 2
 
 SourcedDownload = tuple[KafkaRecord, DownloadTask]
+
+
+def attempt_of(record: KafkaRecord) -> str:
+    """The tag of the cache file a task record's download writes: its own for every record
+    (a duplicate task, a retry, a DLQ replay), the same when recovery replays that record, so
+    the replay replaces what the crashed run wrote instead of leaving it behind."""
+    position = f"{record.topic}/{record.partition}/{record.offset}/{record.timestamp_ms}"
+    return hashlib.sha256(position.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
+
+def carried_headers(record: KafkaRecord) -> list[tuple[str, bytes]]:
+    """The task's failure envelope, for its cached message: an upload failure then counts on
+    from the download's attempts and reaches the DLQ after ``MAX_RETRIES``."""
+    previous = previous_failure(record)
+    return previous.to_headers() if previous is not None else []
 
 
 @dataclass
@@ -62,6 +78,15 @@ class DownloadStage:
             DownloadPolicy.from_settings(settings),
         )
 
+    @property
+    def item_bound_s(self) -> float:
+        """The longest one task holds its slot: each fetch and each URL refresh within
+        ``DOWNLOAD_TIMEOUT_SECONDS``."""
+        return (2 * MAX_URL_REFRESHES + 1) * self.policy.timeout_s
+
+    def batch_backstop_s(self, items: int) -> float:
+        return batch_backstop_s(items, self.settings.download_concurrency, self.item_bound_s)
+
     def parse(self, record: KafkaRecord) -> SourcedDownload | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, DownloadTask)
@@ -73,40 +98,56 @@ class DownloadStage:
 
     async def _one(self, record: KafkaRecord, task: DownloadTask) -> StageOutput:
         assert self._slots is not None
-        async with self._slots:
+        async with self._slots:  # the deadlines below count from here, not from the queue
+            cached: CachedDownload | None = None
             try:
-                cached = await self._download(task)
-            except (DownloadError, ClaimXApiError) as exc:
-                # A file an earlier, unacknowledged attempt left in the cache is not wanted now.
-                with suppress(UnsafePathError):  # an id that is no file name has no cache file
-                    cache_file(self.settings.effective_cache_dir, task.media_id).unlink(
-                        missing_ok=True
-                    )
-                return self.router.route(
-                    record,
-                    reason=str(exc),
-                    error_class=type(exc).__name__,
-                    category=exc.category,
-                    ids=MessageIds(task.project_id, task.source_event_id, task.media_id),
+                cached = await self._download(task, attempt_of(record))
+                return OutboundRecord(
+                    self.settings.claimx_downloads_cached_topic,
+                    cached.kafka_key,
+                    cached.to_json(),
+                    carried_headers(record),
                 )
-        return OutboundRecord(
-            self.settings.claimx_downloads_cached_topic, cached.kafka_key, cached.to_json()
+            except Exception as exc:
+                if cached is not None:  # this attempt's own file, which nothing will announce
+                    Path(cached.local_path).unlink(missing_ok=True)
+                return self._failed(record, task, exc)
+
+    def _failed(self, record: KafkaRecord, task: DownloadTask, exc: Exception) -> OutboundRecord:
+        if isinstance(exc, DownloadError | ClaimXApiError):
+            reason, category = str(exc), exc.category
+        else:
+            # A case no check foresaw: the task's failure all the same, dead-lettered with the
+            # error so a replay can send it back once the code handles it.
+            log.warning("%s: download failed unexpectedly", record.position, exc_info=exc)
+            reason, category = f"{type(exc).__name__}: {exc}", ErrorCategory.PERMANENT
+        return self.router.route(
+            record,
+            reason=reason,
+            error_class=type(exc).__name__,
+            category=category,
+            ids=MessageIds(task.project_id, task.source_event_id, task.media_id),
         )
 
-    async def _download(self, task: DownloadTask) -> CachedDownload:
+    async def _download(self, task: DownloadTask, attempt: str) -> CachedDownload:
         assert self._session is not None and self._run is not None
         while True:
             try:
-                return await download_to_cache(self._session, task, self._run, self.policy)
+                return await download_to_cache(self._session, task, self._run, self.policy, attempt)
             except DownloadError as exc:
                 if not exc.expired or task.refresh_count >= MAX_URL_REFRESHES:
                     raise
             metrics.URL_REFRESHES.inc()
+            try:
+                async with asyncio.timeout(self.policy.timeout_s):
+                    fresh = await self._fresh_url(task)
+            except TimeoutError:
+                raise DownloadError(
+                    ErrorCategory.TRANSIENT,
+                    f"URL refresh timed out after {self.policy.timeout_s:g}s",
+                ) from None
             task = task.model_copy(
-                update={
-                    "download_url": await self._fresh_url(task),
-                    "refresh_count": task.refresh_count + 1,
-                }
+                update={"download_url": fresh, "refresh_count": task.refresh_count + 1}
             )
 
     async def _fresh_url(self, task: DownloadTask) -> str:
@@ -121,11 +162,21 @@ class DownloadStage:
             ErrorCategory.PERMANENT, f"media {task.media_id} no longer offers a download link"
         )
 
+    async def close(self) -> None:
+        """Close the media session and the API client (tests; a stage process just ends)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
     async def _ready(self) -> None:
         if self._session is None:
             cache_dir = self.settings.effective_cache_dir
-            self._run = CacheRun(cache_dir)
-            sweep_orphans(cache_dir)
+            if self._run is None:
+                self._run = CacheRun(cache_dir)
+                sweep_orphans(cache_dir)
             self._slots = asyncio.Semaphore(self.settings.download_concurrency)
             self._session = aiohttp.ClientSession(
                 connector=self.policy.connector(self.settings.download_concurrency),

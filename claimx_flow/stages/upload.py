@@ -2,15 +2,22 @@
 result message, and only then the cache file's removal.
 
 A replay after a crash may find the cache file already gone: if the store holds the file with
-the expected size, the upload is complete and its row and result are produced again
-(idempotently); otherwise the message goes to the download DLQ to be fetched anew.
+the expected size and sha256, the upload is complete and its row and result are produced again
+(idempotently); otherwise the message goes back through the download retry tiers to be fetched
+anew.
+
+Each upload has its own deadline (``UPLOAD_TIMEOUT_SECONDS``, from when it holds one of
+``UPLOAD_CONCURRENCY`` slots); one that runs out is a transient failure, and the rest of its
+batch is kept. A failed upload releases its cache file at once: a retry tier leads back to the
+downloader, which fetches the file anew, and the DLQ needs no file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -20,14 +27,18 @@ from claimx_flow.config import Settings
 from claimx_flow.delta.writer import DeltaWriter
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.media.deadlines import batch_backstop_s
+from claimx_flow.media.tasks import storage_path
 from claimx_flow.models import CachedDownload, MessageIds, UploadResult
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
-from claimx_flow.storage import FileStore, UnsafePathError, media_path
+from claimx_flow.storage import FileStore
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile
 from claimx_flow.storage.locations import file_store
-from claimx_flow.storage.onelake import OneLakeError
+from claimx_flow.storage.onelake import DISCARD_TIMEOUT_S
+
+log = logging.getLogger(__name__)
 
 SourcedCached = tuple[KafkaRecord, CachedDownload]
 
@@ -90,6 +101,8 @@ class UploadStage:
     settings: Settings
     router: FailureRouter
     store: FileStore
+    _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    _slots_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadStage:
@@ -101,55 +114,98 @@ class UploadStage:
             file_store(settings),
         )
 
+    @property
+    def item_bound_s(self) -> float:
+        """The longest one upload holds its slot: its deadline, plus the clean-up of a staging
+        file it was cut off from."""
+        return self.settings.upload_timeout_seconds + DISCARD_TIMEOUT_S
+
+    def batch_backstop_s(self, items: int) -> float:
+        return batch_backstop_s(items, self.settings.upload_concurrency, self.item_bound_s)
+
     def parse(self, record: KafkaRecord) -> SourcedCached | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, CachedDownload)
 
     async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
         metrics.batch(len(batch))
-        outputs = list(await asyncio.gather(*(self._one(r, item) for r, item in batch)))
+        slots = self._slots_here()
+        outputs = list(await asyncio.gather(*(self._one(r, item, slots) for r, item in batch)))
         if any(isinstance(out, UploadCompletion) for out in outputs):
             # Before any row, result or cache release: a failure here fails the whole batch,
             # which recovery replays.
             await self.store.flush()
         return outputs
 
-    async def _one(self, record: KafkaRecord, cached: CachedDownload) -> UploadOutput:
+    async def _one(
+        self, record: KafkaRecord, cached: CachedDownload, slots: asyncio.Semaphore
+    ) -> UploadOutput:
+        local: Path | None = None
         try:
-            path = media_path(
-                cached.project_id, cached.media_id, cached.file_name, cached.file_type
+            local = self._cached_file(cached)
+            path = storage_path(cached)
+            async with slots:  # the deadline counts from here, not from the queue
+                async with asyncio.timeout(self.settings.upload_timeout_seconds):
+                    stored, cache_file = await self._store(cached, path, local)
+            now = datetime.now(UTC)
+            result = UploadResult.completed(cached, stored.uri, finished_at=now)
+            return UploadCompletion(
+                row=attachment_row(cached, stored, now),
+                result=OutboundRecord(
+                    self.settings.claimx_downloads_results_topic,
+                    result.kafka_key,
+                    result.to_json(),
+                ),
+                cache_file=cache_file,
             )
-            stored, cache_file = await self._store(cached, path)
-        except (UploadError, OneLakeError, UnsafePathError, OSError) as exc:
-            category = getattr(exc, "category", ErrorCategory.PERMANENT)
-            if isinstance(exc, OSError):
-                category = ErrorCategory.TRANSIENT
-            return self.router.route(
-                record,
-                reason=str(exc),
-                error_class=type(exc).__name__,
-                category=category,
-                ids=MessageIds(cached.project_id, cached.source_event_id, cached.media_id),
-            )
-        now = datetime.now(UTC)
-        result = UploadResult.completed(cached, stored.uri, finished_at=now)
-        return UploadCompletion(
-            row=attachment_row(cached, stored, now),
-            result=OutboundRecord(
-                self.settings.claimx_downloads_results_topic, result.kafka_key, result.to_json()
-            ),
-            cache_file=cache_file,
+        except Exception as exc:
+            failure = self._failed(record, cached, exc)
+            if local is not None:  # nothing reads it again: see the module docstring
+                local.unlink(missing_ok=True)
+            return failure
+
+    def _failed(
+        self, record: KafkaRecord, cached: CachedDownload, exc: Exception
+    ) -> OutboundRecord:
+        category = getattr(exc, "category", None)
+        reason = str(exc)
+        if isinstance(exc, TimeoutError):
+            category = ErrorCategory.TRANSIENT
+            reason = f"upload timed out after {self.settings.upload_timeout_seconds:g}s"
+        elif isinstance(exc, OSError):  # the cache volume or the local store
+            category = ErrorCategory.TRANSIENT
+        elif not isinstance(category, ErrorCategory):
+            # A case no check foresaw: this message's failure all the same, dead-lettered with
+            # the error so a replay can send it back once the code handles it.
+            log.warning("%s: upload failed unexpectedly", record.position, exc_info=exc)
+            category, reason = ErrorCategory.PERMANENT, f"{type(exc).__name__}: {exc}"
+        return self.router.route(
+            record,
+            reason=reason,
+            error_class=type(exc).__name__,
+            category=category,
+            ids=MessageIds(cached.project_id, cached.source_event_id, cached.media_id),
         )
 
-    async def _store(self, cached: CachedDownload, path: str) -> tuple[StoredFile, Path | None]:
-        local = self._cached_file(cached)
+    def _slots_here(self) -> asyncio.Semaphore:
+        """``UPLOAD_CONCURRENCY`` slots on the running loop (tests run a stage on several)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots = asyncio.Semaphore(self.settings.upload_concurrency)
+            self._slots_loop = loop
+        return self._slots
+
+    async def _store(
+        self, cached: CachedDownload, path: str, local: Path
+    ) -> tuple[StoredFile, Path | None]:
+        content = Fingerprint(cached.bytes, cached.sha256)
         try:
             with metrics.timed(metrics.UPLOAD_SECONDS):
-                stored = await self.store.put(path, local, Fingerprint(cached.bytes, cached.sha256))
+                stored = await self.store.put(path, local, content)
         except FileNotFoundError:
-            size = await self.store.size_of(path)
-            if size == cached.bytes:  # uploaded before a crash; the cache was already released
-                return StoredFile(path, self.store.uri_of(path), size), None
+            held = await self.store.holds(path, content)
+            if held is not None:  # uploaded before a crash; the cache was already released
+                return held, None
             # Gone before it was stored (a duplicate download's failure cleaned it up, a lost
             # volume): transient, because the retry tiers lead back to the downloader, which
             # fetches the file anew.

@@ -42,7 +42,9 @@ class FileStore(Protocol):
 
     With ``expected``, ``put`` stores ``source`` only if its content matches it and raises
     :class:`ContentMismatch` otherwise, leaving ``path`` as it was. A missing ``source``
-    raises ``FileNotFoundError``, also before anything at ``path`` changes.
+    raises ``FileNotFoundError``, also before anything at ``path`` changes. A ``put`` that
+    fails, however far it got, leaves what was at ``path`` as it was: a replayed upload never
+    damages a good file.
     """
 
     async def put(
@@ -54,6 +56,10 @@ class FileStore(Protocol):
         ...
 
     async def size_of(self, path: str) -> int | None: ...
+
+    async def holds(self, path: str, expected: Fingerprint) -> StoredFile | None:
+        """The file at ``path`` if it is known to hold exactly ``expected``, else None."""
+        ...
 
     def uri_of(self, path: str) -> str: ...
 

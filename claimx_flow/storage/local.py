@@ -58,6 +58,13 @@ class LocalFileStore:
         except FileNotFoundError:
             return None
 
+    async def holds(self, path: str, expected: Fingerprint) -> StoredFile | None:
+        target = self._target(path)
+        actual = await asyncio.to_thread(_fingerprint_if_sized, target, expected.bytes)
+        if actual != expected:
+            return None
+        return StoredFile(path=path, uri=target.as_uri(), bytes=expected.bytes)
+
     async def flush(self) -> None:
         await asyncio.to_thread(_sync_filesystem, self.root)
 
@@ -130,6 +137,18 @@ def _copy_atomically(source: Path, target: Path, expected: Fingerprint | None) -
         finally:
             temporary.unlink(missing_ok=True)
     return stored
+
+
+def _fingerprint_if_sized(target: Path, size: int) -> Fingerprint | None:
+    """``target``'s fingerprint if it exists with ``size`` bytes (read only then; blocking)."""
+    try:
+        descriptor = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with open(descriptor, "rb") as stored:
+        if os.fstat(stored.fileno()).st_size != size:
+            return None
+        return read_fingerprint(stored)
 
 
 def _temporary(target: Path) -> Path:

@@ -1,15 +1,19 @@
 """Media files in OneLake through the ADLS Gen2 (DFS) API.
 
 The workspace is the file system and files live under ``{lakehouse}/Files/``. Uploads stream in
-bounded chunks (a 500 MB video never sits in memory), overwrite (a replay rewrites the same
-deterministic path instead of adding a copy) and report the size OneLake holds afterwards, so the
-upload stage verifies what was stored, not what was sent. Every SDK failure becomes a
-:class:`OneLakeError` whose ``category`` the stage routes on.
+bounded chunks (a 500 MB video never sits in memory) into a staging file beside the target,
+which is renamed onto the target once flushed: a replay rewrites the same deterministic path
+instead of adding a copy, and an upload that fails halfway leaves the file already there as it
+was (creating the target itself would empty it first). Each file carries its sha256 as
+metadata, so a replay of an upload that already landed is skipped. The size OneLake holds
+afterwards is read back, so the upload stage verifies what was stored, not what was sent. Every
+SDK failure becomes a :class:`OneLakeError` whose ``category`` the stage routes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +32,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
+from azure.storage.filedatalake import FileProperties
 from azure.storage.filedatalake.aio import DataLakeFileClient, DataLakeServiceClient
 
 from claimx_flow.errors import ClaimxError, ConfigError, ErrorCategory
@@ -35,6 +40,8 @@ from claimx_flow.models import redact
 from claimx_flow.models.redaction import truncate
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, fingerprint_of
 from claimx_flow.storage.paths import UnsafePathError
+
+log = logging.getLogger(__name__)
 
 Area = Literal["Files", "Tables"]
 Credential = AzureNamedKeyCredential | AsyncTokenCredential
@@ -45,6 +52,9 @@ MIB = 1024 * 1024
 # Workspace and lakehouse ids are GUIDs; OneLake also accepts names such as "claims.Lakehouse".
 _ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRANSIENT_STATUS = {408, 409, 412, 429}  # timeouts, throttling, a concurrent writer of the path
+SHA256_METADATA = "claimx_sha256"
+DISCARD_TIMEOUT_S = 10.0
+"""How long a failed upload may spend deleting its staging file (best effort)."""
 
 
 @dataclass(frozen=True)
@@ -195,39 +205,71 @@ class OneLakeFileStore:
         return self.address.uri("Files", path)
 
     async def put(self, path: str, source: Path, expected: Fingerprint | None = None) -> StoredFile:
-        file = self._file(path)
-        if expected is not None:
-            # Checked before the create below, which would already replace what is stored.
-            actual = await asyncio.to_thread(fingerprint_of, source)
-            if actual != expected:
-                raise ContentMismatch(actual)
+        target = self._file(path)
+        # Read before anything is sent: the check, and the sha256 the file will carry.
+        actual = await asyncio.to_thread(fingerprint_of, source)
+        if expected is not None and actual != expected:
+            raise ContentMismatch(actual)
         async with self._classified("upload", path):
-            created = await file.create_file()  # replaces what is there: replays overwrite
+            held = _holding(await self._properties(target), actual)
+            if held is None:
+                await self._upload_staged(path, source, actual)
+                held = int((await target.get_file_properties()).size)
+        return StoredFile(path=path, uri=self.uri_of(path), bytes=held)
+
+    async def _upload_staged(self, path: str, source: Path, content: Fingerprint) -> None:
+        """Stream ``source`` into a staging file of its own, then rename it onto ``path``."""
+        staging = self._file(_staging_path(path))
+        try:
+            created = await staging.create_file(metadata={SHA256_METADATA: content.sha256})
             offset = 0
             async for chunk in _chunks(source, self.tuning.chunk_bytes):
-                await file.append_data(chunk, offset=offset, length=len(chunk))
+                await staging.append_data(chunk, offset=offset, length=len(chunk))
                 offset += len(chunk)
             # Only our own create may be flushed over: a concurrent writer fails this one.
-            await file.flush_data(
+            await staging.flush_data(
                 offset,
                 etag=str(created["etag"]),
                 match_condition=MatchConditions.IfNotModified,
                 close=True,
             )
-            stored = await file.get_file_properties()
-        return StoredFile(path=path, uri=self.uri_of(path), bytes=int(stored.size))
+            destination = self.address.item_path("Files", path)
+            await staging.rename_file(f"{self.address.workspace}/{destination}")
+        except BaseException:
+            await self._discard(staging)
+            raise
+
+    async def _discard(self, staging: DataLakeFileClient) -> None:
+        """Delete a failed upload's staging file if it can be done quickly; one left behind
+        is hidden (a dot name) and never read."""
+        try:
+            async with asyncio.timeout(DISCARD_TIMEOUT_S):
+                await staging.delete_file()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            log.info("staging file %s left behind: %s", staging.path_name, describe(exc))
+        except TimeoutError:
+            log.info("staging file %s left behind: no answer in time", staging.path_name)
+
+    async def holds(self, path: str, expected: Fingerprint) -> StoredFile | None:
+        async with self._classified("stat", path):
+            size = _holding(await self._properties(self._file(path)), expected)
+        return None if size is None else StoredFile(path, self.uri_of(path), size)
+
+    async def _properties(self, file: DataLakeFileClient) -> FileProperties | None:
+        try:
+            return await file.get_file_properties()
+        except ResourceNotFoundError:
+            return None
 
     async def flush(self) -> None:
         return None  # each put ends with flush_data(close=True): already committed
 
     async def size_of(self, path: str) -> int | None:
-        file = self._file(path)
         async with self._classified("stat", path):
-            try:
-                properties = await file.get_file_properties()
-            except ResourceNotFoundError:
-                return None
-        return int(properties.size)
+            properties = await self._properties(self._file(path))
+        return None if properties is None else int(properties.size)
 
     async def check_writable(self) -> None:
         """Create and delete a probe file: proves the credential may write, not just read."""
@@ -256,6 +298,22 @@ class OneLakeFileStore:
             raise OneLakeError(
                 classify(exc), message, status=getattr(exc, "status_code", None)
             ) from exc
+
+
+def _holding(properties: FileProperties | None, content: Fingerprint) -> int | None:
+    """The stored size, if the stored file is known to hold ``content``: its size and the
+    sha256 it was uploaded with (a file without one is uploaded again)."""
+    if properties is None or int(properties.size) != content.bytes:
+        return None
+    metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
+    return content.bytes if metadata.get(SHA256_METADATA) == content.sha256 else None
+
+
+def _staging_path(path: str) -> str:
+    """A hidden name beside ``path``, its own for every upload attempt."""
+    folder, _, name = path.rpartition("/")
+    staged = f".{name}.{uuid.uuid4().hex[:16]}.part"
+    return f"{folder}/{staged}" if folder else staged
 
 
 async def _chunks(source: Path, size: int) -> AsyncIterator[bytes]:

@@ -115,7 +115,7 @@ def refused_then_good(
     assert downloads.delta == 1
     cache = settings.effective_cache_dir
     left = sorted(p.name for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock")
-    assert left == ["4343.bin"]  # no partial file, no file of the refused download
+    assert left == [Path(cached.local_path).name]  # no partial, nothing of the refused one
     return info
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -194,10 +195,11 @@ def cached(tmp_path: Path, **changes: object) -> CachedDownload:
     content = b"\x89PNG roof"
     cache = tmp_path / "cache"
     cache.mkdir(exist_ok=True)
-    local = cache / "9001.bin"
+    media_id = str(changes.get("media_id", "9001"))
+    local = cache / f"{media_id}.{uuid.uuid4().hex[:16]}.bin"  # each attempt's own file
     local.write_bytes(content)
     values: dict[str, object] = {
-        "media_id": "9001",
+        "media_id": media_id,
         "project_id": "77",
         "download_url": "http://127.0.0.1/x",
         "file_name": "roof.png",
@@ -251,6 +253,8 @@ def test_the_upload_stage_dead_letters_what_it_must_not_touch(
     assert reason in info.error_message and info.error_category == "permanent"
     assert errors.delta == 1
     assert secret.exists() and Path("/etc/hostname").exists()  # nothing outside was touched
+    if "local_path" not in changes:  # its own cache file, dead-lettered: released at once
+        assert not Path(bad.local_path).exists()
     assert isinstance(done, UploadCompletion)
     files = tmp_path / "data" / "files"
     stored = [p for p in files.rglob("*") if p.is_file()]

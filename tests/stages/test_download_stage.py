@@ -1,5 +1,6 @@
 """The download stage against the simulator's signed URLs over HTTP: bytes and sha256 right,
-expired URLs refreshed and retried at once, refusals routed with their reason."""
+expired URLs refreshed and retried at once, refusals routed with their reason, each attempt in
+a cache file of its own, failure headers carried on to the cached message."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.media.cache_runs import CacheRun, cached_files, sweep_orphans
-from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
-from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage
+from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, MessageOrigin
+from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage, attempt_of
 from tests.simulator_fixtures import SIMULATOR_SEED
 
 PROJECT = 4711
@@ -37,18 +39,30 @@ def media_task(settings: Settings, index: int = 0) -> DownloadTask:
     )
 
 
-def record_of(task: DownloadTask) -> KafkaRecord:
-    return KafkaRecord("downloads.pending", 0, 42, None, task.kafka_key, task.to_json())
+def record_of(
+    task: DownloadTask, offset: int = 42, headers: list[tuple[str, bytes]] | None = None
+) -> KafkaRecord:
+    return KafkaRecord(
+        "downloads.pending", 0, offset, None, task.kafka_key, task.to_json(), headers or []
+    )
 
 
-def run_stage(settings: Settings, tasks: list[DownloadTask]) -> list[OutboundRecord]:
+def run_records(settings: Settings, records: list[KafkaRecord]) -> list[OutboundRecord]:
     stage = DownloadStage.from_settings(settings)
 
     async def go() -> list[OutboundRecord]:
-        out = await stage.process([(record_of(t), t) for t in tasks])
+        try:
+            out = await stage.process([(r, DownloadTask.from_json(r.value)) for r in records])
+        finally:
+            await stage.close()
         return [o for o in out if isinstance(o, OutboundRecord)]
 
     return asyncio.run(go())
+
+
+def run_stage(settings: Settings, tasks: list[DownloadTask]) -> list[OutboundRecord]:
+    """Each task as a record of its own (its own offset), in one batch."""
+    return run_records(settings, [record_of(t, offset) for offset, t in enumerate(tasks)])
 
 
 def settings_for(api_settings: Settings, tmp_path: Path, **changes: object) -> Settings:
@@ -73,23 +87,75 @@ def test_downloads_land_in_the_cache_with_their_checksum(
         assert cached.sha256 == hashlib.sha256(content).hexdigest()
         assert cached.bytes == len(content)
     assert sorted(p.name for p in cached_files(tmp_path / "cache")) == sorted(
-        f"{t.media_id}.bin" for t in tasks
+        f"{t.media_id}.{attempt_of(record_of(t, offset))}.bin" for offset, t in enumerate(tasks)
     )
 
 
-def test_the_same_media_twice_in_one_batch_is_cached_once_without_a_failure(
+def test_the_same_media_twice_in_one_batch_is_cached_once_per_task(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    """A replayed or duplicated task lands in the same batch as its original: both download
-    at once into partial files of their own, and both end as cached downloads."""
+    """A duplicated task lands in the same batch as its original: each downloads into a file of
+    its own, and each cached message names its own file, which its upload releases."""
     settings = settings_for(api_settings, tmp_path)
     task = media_task(settings)
     out = run_stage(settings, [task] * 4)
     assert [o.topic for o in out] == [settings.claimx_downloads_cached_topic] * 4
-    assert [p.name for p in cached_files(tmp_path / "cache")] == [f"{task.media_id}.bin"]
-    assert (tmp_path / "cache" / f"{task.media_id}.bin").read_bytes() == expected_bytes(
-        task.media_id
-    )
+    paths = {CachedDownload.from_json(o.value).local_path for o in out}
+    assert sorted(paths) == sorted(str(p) for p in cached_files(tmp_path / "cache"))
+    assert len(paths) == 4
+    assert all(Path(p).read_bytes() == expected_bytes(task.media_id) for p in paths)
+
+
+def test_a_failed_duplicate_leaves_the_file_another_attempt_wrote(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The file of a cached message waiting for upload is not the business of a later attempt
+    of the same media: its failure cleans up only what it wrote itself."""
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    (done,) = run_records(settings, [record_of(task, offset=1)])
+    sim.set_faults(error_rates={"503": 1.0}, apply_to=["media"])
+    (failed,) = run_records(settings, [record_of(task, offset=2)])
+    assert failed.topic == settings.download_retry_topics[0]
+    cached = CachedDownload.from_json(done.value)
+    assert Path(cached.local_path).read_bytes() == expected_bytes(task.media_id)
+    assert cached_files(tmp_path / "cache") == [Path(cached.local_path)]
+
+
+def test_a_replayed_record_writes_over_its_own_earlier_file(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Recovery replays a record whose download finished before the crash: the replay writes
+    the same file again instead of leaving the first copy behind as an orphan."""
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    (first,) = run_records(settings, [record_of(task, offset=7)])
+    (again,) = run_records(settings, [record_of(task, offset=7)])
+    path = CachedDownload.from_json(first.value).local_path
+    assert CachedDownload.from_json(again.value).local_path == path
+    assert cached_files(tmp_path / "cache") == [Path(path)]
+
+
+def test_the_cached_message_carries_the_tasks_failure_headers(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A task on its third attempt stays on its third attempt through the download, so an
+    upload failure counts on from there."""
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    info = FailureInfo.from_reason(
+        "HTTP 503 from media host",
+        error_class="DownloadError",
+        origin=MessageOrigin(settings.claimx_downloads_pending_topic, 0, 3),
+        stage="download",
+        category=ErrorCategory.TRANSIENT,
+    ).model_copy(update={"attempt": 3})
+    headers = [("traceparent", b"00-abc-01"), *info.to_headers()]
+    (done,) = run_records(settings, [record_of(task, headers=headers)])
+    assert done.topic == settings.claimx_downloads_cached_topic
+    carried = FailureInfo.from_headers(done.headers)
+    assert (carried.attempt, carried.original_offset) == (3, 3)
+    assert all(name.startswith("claimx.") for name, _ in done.headers)
 
 
 def test_an_expired_url_is_refreshed_and_retried_at_once(

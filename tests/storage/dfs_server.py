@@ -1,15 +1,19 @@
 """A minimal ADLS Gen2 (DFS) endpoint: the few REST calls ``OneLakeFileStore`` makes, on disk.
 
 Why it exists: Azurite serves the Blob API but answers the DFS file calls (create, append,
-flush) with 400, and no OneLake is reachable from a test. With this server the real
+flush, rename) with 400, and no OneLake is reachable from a test. With this server the real
 azure-storage-file-datalake SDK sends its real HTTP requests, signed with the real shared key,
-so the store's protocol use (create → append at offsets → flush with the create's ETag → HEAD
-for the stored size) is exercised end to end.
+so the store's protocol use (HEAD for what is stored → create a staging file with metadata →
+append at offsets → flush with the create's ETag → rename onto the target → HEAD for the
+stored size) is exercised end to end.
 
 It keeps OneLake's rules that matter to the store: a file system must exist, appends and
 flushes must name the right position, a flush must match the ETag it expects, uncommitted
-bytes are invisible, and a bad signature is refused with 403. Request bodies are streamed to
-disk. ``fail_next`` and ``stall_next`` inject throttling, outages, auth failures and timeouts.
+bytes are invisible, creating a file empties what was there, a rename replaces its destination
+and carries the metadata (``x-ms-properties`` on create, ``x-ms-meta-*`` on HEAD), and a bad
+signature is refused with 403. Request bodies are streamed to disk. ``fail_next``,
+``stall_next`` and ``drop_next`` inject throttling, outages, auth failures, timeouts and lost
+connections, on the next request or on the next request of one kind (``on="PATCH flush"``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import itertools
+import os
 import shutil
 import threading
 from collections import Counter
@@ -52,6 +57,10 @@ class _Fault:
     code: str
     remaining: int
     stall_s: float = 0.0
+    on: str | None = None
+    """The call it hits (``"PATCH append"``, ``"PUT rename"``…); None: any call."""
+    drop_after: int | None = None
+    """Read this many body bytes, then drop the connection without an answer."""
 
 
 class DfsServer:
@@ -66,6 +75,7 @@ class DfsServer:
         self.largest_append = 0
         self._faults: list[_Fault] = []
         self._etags: dict[Path, str] = {}
+        self._metadata: dict[Path, dict[str, str]] = {}
         self._versions = itertools.count(1)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -86,15 +96,30 @@ class DfsServer:
         """Where the committed bytes of ``path`` are (the test reads them back from here)."""
         return self._fs_dir(file_system) / path
 
-    def fail_next(self, status: int, code: str, count: int = 1) -> None:
-        """Answer the next ``count`` requests with ``status`` and service error ``code``."""
+    def fail_next(self, status: int, code: str, count: int = 1, on: str | None = None) -> None:
+        """Answer the next ``count`` requests (of kind ``on``) with ``status`` and ``code``."""
         with self._lock:
-            self._faults.append(_Fault(status, code, count))
+            self._faults.append(_Fault(status, code, count, on=on))
 
-    def stall_next(self, seconds: float, count: int = 1) -> None:
-        """Hold the next ``count`` requests for ``seconds`` before answering normally."""
+    def stall_next(self, seconds: float, count: int = 1, on: str | None = None) -> None:
+        """Hold the next ``count`` requests (of kind ``on``) for ``seconds``, then answer."""
         with self._lock:
-            self._faults.append(_Fault(0, "", count, stall_s=seconds))
+            self._faults.append(_Fault(0, "", count, stall_s=seconds, on=on))
+
+    def drop_next(self, on: str, after_bytes: int = 0, count: int = 1) -> None:
+        """Drop the connection of the next ``count`` requests of kind ``on`` once
+        ``after_bytes`` of the body have arrived, answering nothing."""
+        with self._lock:
+            self._faults.append(_Fault(0, "", count, on=on, drop_after=after_bytes))
+
+    def metadata(self, file_system: str, path: str) -> dict[str, str]:
+        """The metadata stored with ``path``."""
+        return dict(self._metadata.get(self.stored(file_system, path).resolve(), {}))
+
+    def files(self, file_system: str) -> list[str]:
+        """Every committed file of ``file_system``, relative to it, staging files included."""
+        root = self._fs_dir(file_system)
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
     def reset(self) -> None:
         with self._lock:
@@ -146,8 +171,13 @@ class DfsServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         action = request.query.get("action") or request.query.get("resource") or ""
-        self.calls[f"{request.method} {action}".strip()] += 1
-        fault = self._take_fault()
+        if request.method == "PUT" and "x-ms-rename-source" in request.headers:
+            action = "rename"
+        call = f"{request.method} {action}".strip()
+        self.calls[call] += 1
+        fault = self._take_fault(call)
+        if fault is not None and fault.drop_after is not None:
+            return await self._drop(request, fault.drop_after)
         if fault is not None and fault.stall_s:
             await asyncio.sleep(fault.stall_s)
         elif fault is not None:
@@ -173,6 +203,8 @@ class DfsServer:
         match request.method, action:
             case "PUT", "file":
                 return self._create_file(request, target)
+            case "PUT", "rename":
+                return self._rename(request, target)
             case "PUT", "directory":
                 target.mkdir(parents=True, exist_ok=True)
                 return web.Response(status=201)
@@ -198,7 +230,35 @@ class DfsServer:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"")
         self._staging(target).unlink(missing_ok=True)
+        self._metadata[target] = _properties(request.headers.get("x-ms-properties", ""))
         return web.Response(status=201, headers=self._stamp(target))
+
+    def _rename(self, request: web.Request, target: Path) -> web.StreamResponse:
+        source_text = unquote(request.headers["x-ms-rename-source"].split("?", 1)[0])
+        file_system, _, relative = source_text.lstrip("/").partition("/")
+        fs_dir = self._fs_dir(file_system).resolve()
+        source = (fs_dir / relative).resolve()
+        if not relative or not source.is_relative_to(fs_dir) or not source.is_file():
+            return _error(404, "SourcePathNotFound")
+        if request.headers.get("If-None-Match") == "*" and target.exists():
+            return _error(409, "PathAlreadyExists")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)  # the destination is replaced, as the service does
+        self._staging(source).unlink(missing_ok=True)
+        self._metadata[target] = self._metadata.pop(source, {})
+        self._etags.pop(source, None)
+        return web.Response(status=201, headers=self._stamp(target))
+
+    async def _drop(self, request: web.Request, after_bytes: int) -> web.StreamResponse:
+        received = 0
+        while received < after_bytes:
+            chunk = await request.content.read(min(64 * 1024, after_bytes - received))
+            if not chunk:
+                break
+            received += len(chunk)
+        assert request.transport is not None
+        request.transport.abort()  # no answer: the client sees its connection reset
+        return web.Response(status=500)
 
     async def _append(self, request: web.Request, target: Path) -> web.StreamResponse:
         if not target.is_file():
@@ -235,8 +295,10 @@ class DfsServer:
     def _properties(self, target: Path) -> web.StreamResponse:
         if not target.is_file():
             return _error(404, "BlobNotFound")
+        metadata = {f"x-ms-meta-{k}": v for k, v in self._metadata.get(target, {}).items()}
         headers = {
             **self._stamp(target, new=False),
+            **metadata,
             "Content-Length": str(target.stat().st_size),
             "Content-Type": "application/octet-stream",
             "x-ms-resource-type": "file",
@@ -251,6 +313,7 @@ class DfsServer:
         target.unlink()
         self._staging(target).unlink(missing_ok=True)
         self._etags.pop(target, None)
+        self._metadata.pop(target, None)
         return web.Response(status=200)
 
     # Helpers -------------------------------------------------------------------------------
@@ -270,15 +333,15 @@ class DfsServer:
             "Last-Modified": formatdate(target.stat().st_mtime, usegmt=True),
         }
 
-    def _take_fault(self) -> _Fault | None:
+    def _take_fault(self, call: str) -> _Fault | None:
         with self._lock:
-            if not self._faults:
-                return None
-            fault = self._faults[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self._faults.pop(0)
-            return fault
+            for index, fault in enumerate(self._faults):
+                if fault.on is None or fault.on == call:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.pop(index)
+                    return fault
+            return None
 
     def _signed(self, request: web.Request) -> bool:
         """Check the SharedKey signature as the storage service does."""
@@ -303,6 +366,12 @@ class DfsServer:
             text += f"\n{name.lower()}:{value}"
         digest = hmac.new(base64.b64decode(self.key), text.encode(), hashlib.sha256).digest()
         return hmac.compare_digest(base64.b64encode(digest).decode(), signature)
+
+
+def _properties(header: str) -> dict[str, str]:
+    """``x-ms-properties``: ``name=base64(value)`` pairs separated by commas."""
+    pairs = (item.partition("=") for item in header.split(",") if item)
+    return {name: base64.b64decode(value).decode() for name, _, value in pairs}
 
 
 def _error(status: int, code: str) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +16,10 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from claimx_flow.storage import media_path
+from claimx_flow.storage.base import Fingerprint, StoredFile, fingerprint_of
 from claimx_flow.storage.locations import file_store
 from claimx_flow.storage.onelake import (
+    SHA256_METADATA,
     OneLakeAddress,
     OneLakeError,
     OneLakeFileStore,
@@ -69,7 +72,7 @@ def failed_put(server: DfsServer, workspace: str, source: Path, **options: objec
 # The protocol -------------------------------------------------------------------------------
 
 
-def test_upload_is_create_appends_in_chunks_flush(
+def test_upload_is_create_appends_in_chunks_flush_rename(
     dfs_server: DfsServer, dfs_workspace: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "roof.mp4"
@@ -86,7 +89,13 @@ def test_upload_is_create_appends_in_chunks_flush(
     assert dfs_server.calls["PUT file"] == 1
     assert dfs_server.calls["PATCH append"] == 6
     assert dfs_server.calls["PATCH flush"] == 1
+    assert dfs_server.calls["PUT rename"] == 1
     assert dfs_server.largest_append <= MIB
+    assert dfs_server.files(dfs_workspace) == [f"{LAKEHOUSE}/Files/{PATH}"]  # no staging file
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert dfs_server.metadata(dfs_workspace, f"{LAKEHOUSE}/Files/{PATH}") == {
+        SHA256_METADATA: sha256
+    }
 
 
 def test_stored_size_is_read_back_from_the_service(
@@ -94,7 +103,8 @@ def test_stored_size_is_read_back_from_the_service(
 ) -> None:
     run_store(dfs_server.endpoint, dfs_workspace, lambda s: s.put(PATH, source_file))
 
-    assert dfs_server.calls["HEAD"] == 1  # get_file_properties after the flush
+    # One look for a stored copy before the upload, and the stored size after the rename.
+    assert dfs_server.calls["HEAD"] == 2
 
 
 def test_settings_with_a_key_give_a_signed_onelake_store(
@@ -110,6 +120,97 @@ def test_settings_with_a_key_give_a_signed_onelake_store(
             await store.close()
 
     assert asyncio.run(scenario()) == source_file.stat().st_size
+
+
+# Replays never damage a good file ---------------------------------------------------------
+
+
+def stored_bytes(server: DfsServer, workspace: str) -> bytes:
+    return server.stored(workspace, f"{LAKEHOUSE}/Files/{PATH}").read_bytes()
+
+
+def put_checked(server: DfsServer, workspace: str, source: Path) -> StoredFile:
+    """``put`` as the upload stage calls it, with the content it expects."""
+    return run_store(
+        server.endpoint, workspace, lambda s: s.put(PATH, source, fingerprint_of(source))
+    )
+
+
+def test_a_replay_of_a_stored_file_is_skipped(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    put_checked(dfs_server, dfs_workspace, source_file)
+    dfs_server.reset()
+
+    stored = put_checked(dfs_server, dfs_workspace, source_file)
+
+    assert stored.bytes == source_file.stat().st_size
+    assert dict(dfs_server.calls) == {"HEAD": 1}  # nothing created, nothing emptied
+
+
+def test_a_stored_file_of_the_same_size_but_other_content_is_replaced(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(source_file.stat().st_size))
+    put_checked(dfs_server, dfs_workspace, other)
+
+    put_checked(dfs_server, dfs_workspace, source_file)
+
+    assert stored_bytes(dfs_server, dfs_workspace) == source_file.read_bytes()
+
+
+def test_the_store_holds_only_what_carries_its_sha256(
+    dfs_server: DfsServer, dfs_workspace: str, source_file: Path
+) -> None:
+    content = fingerprint_of(source_file)
+    put_checked(dfs_server, dfs_workspace, source_file)
+
+    async def scenario(store: OneLakeFileStore) -> list[StoredFile | None]:
+        wrong = Fingerprint(content.bytes, "0" * 64)
+        return [await store.holds(PATH, content), await store.holds(PATH, wrong)]
+
+    held, not_held = run_store(dfs_server.endpoint, dfs_workspace, scenario)
+    assert held is not None and held.bytes == content.bytes
+    assert not_held is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda s: s.fail_next(500, "InternalError", 10, on="PATCH flush"), id="flush"),
+        pytest.param(lambda s: s.drop_next("PATCH append", after_bytes=100_000), id="dropped"),
+        pytest.param(lambda s: s.fail_next(503, "ServerBusy", 10, on="PUT rename"), id="rename"),
+        pytest.param(lambda s: s.stall_next(3.0, on="PATCH append"), id="stalled"),
+    ],
+)
+def test_an_upload_failing_halfway_leaves_the_good_file_intact(
+    dfs_server: DfsServer,
+    dfs_workspace: str,
+    source_file: Path,
+    tmp_path: Path,
+    fault: Callable[[DfsServer], None],
+) -> None:
+    """The replay of an upload whose first copy is good, with a new body (the media fetched
+    anew): the upload fails halfway, and the good copy is still there, whole, with nothing
+    else beside it."""
+    put_checked(dfs_server, dfs_workspace, source_file)
+    good = stored_bytes(dfs_server, dfs_workspace)
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(os.urandom(2 * MIB + 5))
+    fault(dfs_server)
+
+    async def scenario(store: OneLakeFileStore) -> OneLakeError:
+        with pytest.raises(OneLakeError) as caught:
+            await store.put(PATH, newer, fingerprint_of(newer))
+        return caught.value
+
+    impatient = OneLakeTuning(chunk_bytes=MIB, retries=0, read_timeout_s=1.0)
+    error = run_store(dfs_server.endpoint, dfs_workspace, scenario, tuning=impatient)
+
+    assert error.category is ErrorCategory.TRANSIENT
+    assert stored_bytes(dfs_server, dfs_workspace) == good
+    assert dfs_server.files(dfs_workspace) == [f"{LAKEHOUSE}/Files/{PATH}"]  # staging deleted
 
 
 # Failures and their categories -----------------------------------------------------------
@@ -134,7 +235,7 @@ def test_outages_and_throttling_are_transient(
 def test_the_sdk_retries_a_brief_outage_itself(
     dfs_server: DfsServer, dfs_workspace: str, source_file: Path
 ) -> None:
-    dfs_server.fail_next(503, "ServerBusy", count=1)
+    dfs_server.fail_next(503, "ServerBusy", count=1, on="PUT file")
     patient = OneLakeTuning(retries=2, initial_backoff_s=0.01, backoff_base=0, jitter_s=0)
 
     stored = run_store(
