@@ -27,6 +27,9 @@ STAGE = STAGES["results"]
 
 
 def read(record: KafkaRecord) -> UploadResult | None:
+    if record.error is not None:
+        log.warning("%s: unreadable result skipped: %s", record.position, record.error)
+        return None
     try:
         return UploadResult.from_json(record.value)
     except MalformedMessageError as exc:  # nothing downstream to lose: results are a report

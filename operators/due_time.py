@@ -6,6 +6,8 @@ behind it is due later. A partition holds at most the one fetch its head came in
 like librdkafka's own read-ahead), fetches nothing more while the head waits, and sleeps until
 the head is due. The snapshot is the head's offset, so a crash neither loses a held message
 (it is read again) nor releases it early (the caller's ``due_at`` reads its due time again).
+Positions reach the consumer group as the Kafka input's do (:class:`operators.kafka.Progress`).
+A message the client cannot read is logged and skipped: it has no value to release.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.inputs import StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from claimx_flow.kafka.records import KafkaRecord
 from operators import shutdown
 from operators.kafka import (
     InputObserver,
     KafkaInput,
+    Progress,
     QuietObserver,
     consumer_settings,
     fatal_or_logged,
     record_of,
     split_part,
+    starting_offset,
 )
 
 SHUTDOWN_POLL = timedelta(seconds=1)
@@ -68,7 +72,7 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
         config: Mapping[str, Any],
         topic: str,
         partition: int,
-        offset: int,
+        resumed: int | None,
         *,
         due_at: DueAt,
         batch_size: int,
@@ -76,10 +80,11 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
         observer: ReleaseObserver,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._offset = starting_offset(self._consumer, topic, partition, resumed)
+        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._topic = topic
         self._partition = partition
-        self._offset = offset
+        self._progress = Progress(self._consumer, topic, partition)
         self._due_at = due_at
         self._batch_size = batch_size
         self._observer = observer
@@ -91,6 +96,7 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
     def next_batch(self) -> list[KafkaRecord]:
         if shutdown.requested() or (self._at_end and not self._ahead):
             raise StopIteration
+        self._progress.publish()
         now = datetime.now(UTC)
         if not self._ahead:
             self._fetch()
@@ -129,6 +135,7 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
         """The first record not released: a crash reads it (and what follows) again."""
         offset = self._ahead[0][0].offset if self._ahead else self._offset
         self._observer.snapshotted(self._topic, self._partition, offset)
+        self._progress.snapshotted(offset)
         return offset
 
     def close(self) -> None:
@@ -164,7 +171,7 @@ class DueTimeInput(KafkaInput):
             consumer_settings(self._client, self._group_id, **_HOLDING_CONSUMER),
             topic,
             partition,
-            OFFSET_BEGINNING if resume_state is None else resume_state,
+            resume_state,
             due_at=self._due_at,
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,

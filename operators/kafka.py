@@ -11,9 +11,10 @@ metrics and liveness stay the caller's business.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -97,44 +98,121 @@ def fatal_or_logged(error: KafkaError, where: str) -> None:
     log.warning("Kafka consumer on %s: %s", where, error)
 
 
+IDLE_POLL = timedelta(milliseconds=25)
+"""How soon an idle partition polls again: Bytewax's default after an empty batch is 1 ms, a
+busy loop on an idle topic."""
+
+
+class Progress:
+    """Offsets published to the consumer group only once the outputs they cover are done.
+
+    Bytewax starts no new epoch on an input before every output of the previous epochs has
+    been written (and, with recovery, snapshotted): so when a partition is polled, each epoch
+    before the current one is complete. The offset published is the one snapshotted an epoch
+    earlier still, because a batching step may hold what it read near an epoch's end into the
+    next (``batch_by_key``'s latency is far below an epoch). A start without a recovery snapshot
+    resumes from this offset, so a bare ``python -m bytewax.run`` re-reads at most the last two
+    epochs, never the topic.
+    """
+
+    def __init__(self, consumer: Consumer, topic: str, partition: int) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._partition = partition
+        self._snapshots: deque[int] = deque(maxlen=2)
+        self._published: int | None = None
+
+    def snapshotted(self, offset: int) -> None:
+        self._snapshots.append(offset)
+
+    def publish(self) -> None:
+        """Commit the offset of the epoch before the last finished one, if it moved."""
+        if len(self._snapshots) < 2:
+            return
+        offset = self._snapshots[0]
+        if offset < 0 or offset == self._published:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=True
+            )
+        except KafkaException as exc:  # a later epoch publishes again
+            log.debug("offset not published for %s[%d]: %s", self._topic, self._partition, exc)
+            return
+        self._published = offset
+
+
+def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int | None) -> int:
+    """The recovery snapshot's offset when there is one; else the consumer group's committed
+    offset (see :class:`Progress`); else the beginning of the partition."""
+    if resumed is not None:
+        return resumed
+    (committed,) = consumer.committed(
+        [TopicPartition(topic, partition)], timeout=METADATA_TIMEOUT_S
+    )
+    offset = committed.offset
+    return offset if offset is not None and offset >= 0 else OFFSET_BEGINNING
+
+
+def unreadable(msg: Message, error: KafkaError, topic: str, partition: int) -> KafkaRecord | None:
+    """A message the client could not read (corrupt, not decompressible) as a record with its
+    ``error``, so the stage can dead-letter it; None for errors that are about no message."""
+    offset = msg.offset()
+    if offset is None or offset < 0 or error.code() == KafkaError._PARTITION_EOF:
+        return None
+    return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
+
+
 class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
-    """One topic partition, read from the offset in the recovery snapshot."""
+    """One topic partition, read from the offset in the recovery snapshot, or else from its
+    consumer group's committed offset."""
 
     def __init__(
         self,
         config: Mapping[str, Any],
         topic: str,
         partition: int,
-        offset: int,
+        resumed: int | None,
         *,
         batch_size: int,
         stop_at_end: bool,
         observer: InputObserver,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._offset = starting_offset(self._consumer, topic, partition, resumed)
+        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._topic = topic
         self._partition = partition
-        self._offset = offset
         self._batch_size = batch_size
         self._at_end = False
+        self._idle = False
         self._observer = observer
+        self._progress = Progress(self._consumer, topic, partition)
 
     def next_batch(self) -> list[KafkaRecord]:
         if self._at_end or shutdown.requested():
             raise StopIteration
         self._observer.polled()
+        self._progress.publish()
         batch: list[KafkaRecord] = []
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
-            if error is not None:
-                self._on_error(error)
+            if error is None:
+                batch.append(record_of(msg, self._topic, self._partition))
                 continue
-            batch.append(record_of(msg, self._topic, self._partition))
+            lost = unreadable(msg, error, self._topic, self._partition)
+            if lost is not None:
+                batch.append(lost)
+            else:
+                self._on_error(error)
         if batch:
             self._offset = batch[-1].offset + 1
             self._observer.consumed(self._topic, self._partition, len(batch), self._lag())
+        self._idle = not batch
         return batch
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(UTC) + IDLE_POLL if self._idle else None
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -151,21 +229,8 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
 
     def snapshot(self) -> int:
         self._observer.snapshotted(self._topic, self._partition, self._offset)
-        self._publish_position()
+        self._progress.snapshotted(self._offset)
         return self._offset
-
-    def _publish_position(self) -> None:
-        """Tell the consumer group where it is, for lag tools (``kafka-consumer-groups``,
-        KEDA). Only informational: a resume always starts from the recovery snapshot."""
-        if self._offset < 0:
-            return
-        try:
-            self._consumer.commit(
-                offsets=[TopicPartition(self._topic, self._partition, self._offset)],
-                asynchronous=True,
-            )
-        except KafkaException as exc:
-            log.debug("offset not published for %s[%d]: %s", self._topic, self._partition, exc)
 
     def close(self) -> None:
         self._consumer.close()
@@ -200,10 +265,11 @@ def consumer_settings(client: Mapping[str, Any], group_id: str, **extra: Any) ->
 
 
 class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
-    """Every partition of ``topics``; the offset of each lives in recovery snapshots.
+    """Every partition of ``topics``; the offset of each lives in recovery snapshots and, once
+    its outputs are done, in the consumer group (:class:`Progress`).
 
     ``client`` is the librdkafka client configuration (brokers, security); ``group_id`` the
-    consumer group the positions are published to. ``stop_at_end`` ends the input when every
+    consumer group the positions are committed to. ``stop_at_end`` ends the input when every
     partition is drained (benchmarks, batch runs).
     """
 
@@ -235,7 +301,7 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
             consumer_settings(self._client, self._group_id, **{"fetch.wait.max.ms": 50}),
             topic,
             partition,
-            OFFSET_BEGINNING if resume_state is None else resume_state,
+            resume_state,
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,
             observer=self._observer,

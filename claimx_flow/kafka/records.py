@@ -22,6 +22,9 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers = field(default_factory=list)
+    error: str | None = None
+    """Set when the Kafka client could not read the message (corrupt, not decompressible):
+    it has no value, only a place, and belongs in a DLQ."""
 
     @property
     def position(self) -> str:

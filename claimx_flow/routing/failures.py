@@ -110,6 +110,8 @@ class FailureRouter:
 
     def read(self, record: KafkaRecord, model: type[M]) -> tuple[KafkaRecord, M] | OutboundRecord:
         """The stage message in ``record``, or a DLQ record saying why it cannot be read."""
+        if record.error is not None:
+            return self.unreadable(record)
         try:
             return record, model.from_json(record.value)
         except MalformedMessageError as exc:
@@ -119,6 +121,16 @@ class FailureRouter:
                 error_class=type(exc).__name__,
                 category=ErrorCategory.PERMANENT,
             )
+
+    def unreadable(self, record: KafkaRecord) -> OutboundRecord:
+        """A message the Kafka client could not read (corrupt, not decompressible): to the DLQ,
+        which keeps where it was, since its value is lost."""
+        return self.route(
+            record,
+            reason=f"unreadable by the Kafka client: {record.error}",
+            error_class="KafkaMessageError",
+            category=ErrorCategory.PERMANENT,
+        )
 
     def reject(self, record: KafkaRecord, error: Exception) -> OutboundRecord:
         """A record that made the stage's own code fail: to the DLQ, with the error as reason,

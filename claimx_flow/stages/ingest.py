@@ -48,6 +48,9 @@ class Ingester:
         outputs: list[StageOutput] = []
         ingested = 0
         for record in records:
+            if record.error is not None:
+                outputs.append(self.router.unreadable(record))
+                continue
             try:
                 event = RawEvent.from_kafka(record.value)
                 key, task = EnrichmentTask.message_from_event(event)

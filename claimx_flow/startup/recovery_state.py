@@ -20,8 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config
@@ -95,6 +97,8 @@ def _snapshots(path: Path, epoch: int) -> Iterator[tuple[str, str, int, bytes | 
 def reset_positions(settings: Settings, stage: str, target: Target) -> list[InputPosition]:
     """Point every input partition of a stopped stage at ``target``; returns the new positions.
 
+    Both places a stage resumes from move: its recovery snapshots (when it has any) and its
+    consumer group's committed offsets (what a start without a snapshot resumes from).
     Downstream state (batches in flight, tallies) is left as it is; the sinks are idempotent,
     so events read again are written again harmlessly.
     """
@@ -105,10 +109,15 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
         raise RecoveryStateError(
             f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
         )
-    positions = input_positions(settings, stage)
+    positions = input_positions(settings, stage) if files else []
+    partitions = [(p.topic, p.partition) for p in positions] or _input_partitions(settings, stage)
+    offsets = _target_offsets(settings, partitions, target)
+    _commit_group(settings, stage, offsets)
     if not positions:
-        raise RecoveryStateError(f"{stage}: no input position recorded yet; run it once first")
-    offsets = _target_offsets(settings, [(p.topic, p.partition) for p in positions], target)
+        return [
+            InputPosition("-", topic, partition, offset, 0, directory)
+            for (topic, partition), offset in sorted(offsets.items())
+        ]
     updated = []
     for position in positions:
         offset = offsets[(position.topic, position.partition)]
@@ -134,6 +143,35 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
             )
         )
     return updated
+
+
+def _input_partitions(settings: Settings, stage: str) -> list[tuple[str, int]]:
+    """Every partition of the stage's input topics, as the broker has them now."""
+    topics = catalog.input_topics(settings, catalog.stage(stage))
+    admin = AdminClient(client_config(settings))
+    metadata = admin.list_topics(timeout=15)
+    return [
+        (topic, partition)
+        for topic in topics
+        if topic in metadata.topics
+        for partition in sorted(metadata.topics[topic].partitions)
+    ]
+
+
+def _commit_group(settings: Settings, stage: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Set the stage's consumer group to ``offsets`` (the stage must be stopped: a group with
+    members refuses commits from outside)."""
+    group = settings.consumer_group(catalog.stage(stage).consumer)
+    consumer = Consumer({**client_config(settings), "group.id": group})
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            asynchronous=False,
+        )
+    except KafkaException as exc:
+        raise RecoveryStateError(f"{stage}: cannot move the offsets of {group}: {exc}") from None
+    finally:
+        consumer.close()
 
 
 def _target_offsets(
