@@ -24,9 +24,13 @@ class PrivateAddressError(OSError):
 
 
 def parse_ip(host: str) -> IPAddress | None:
-    """``host`` as an IP address if it is one (IPv6 without brackets), else None."""
+    """``host`` as an IP address if it is one (IPv6 with or without brackets or a zone),
+    else None. Only IPv6 has a zone: ``127.0.0.1%2f`` is no address (and no host either)."""
+    text = host.strip("[]")
+    if ":" in text:
+        text = text.split("%", 1)[0]
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 

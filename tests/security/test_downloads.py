@@ -10,6 +10,7 @@ downloader refused before it could connect.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,20 +68,23 @@ def settings_for(tmp_path: Path, **changes: object) -> Settings:
 
 
 def run_stage(settings: Settings, tasks: list[DownloadTask]) -> list[OutboundRecord]:
-    stage = DownloadStage.from_settings(settings)
     records = [
         KafkaRecord(settings.claimx_downloads_pending_topic, 0, i, None, t.kafka_key, t.to_json())
         for i, t in enumerate(tasks)
     ]
+    return run_records(settings, list(zip(records, tasks, strict=True)))
+
+
+def run_records(
+    settings: Settings, batch: list[tuple[KafkaRecord, DownloadTask]]
+) -> list[OutboundRecord]:
+    stage = DownloadStage.from_settings(settings)
 
     async def go() -> list[OutboundRecord]:
         try:
-            out = await stage.process(list(zip(records, tasks, strict=True)))
+            out = await stage.process(batch)
         finally:
-            if stage._session is not None:
-                await stage._session.close()
-            if stage._client is not None:
-                await stage._client.close()
+            await stage.close()
         return [o for o in out if isinstance(o, OutboundRecord)]
 
     return asyncio.run(go())
@@ -134,6 +138,17 @@ def refused_then_good(
         ("javascript:alert(1)", "URL scheme 'javascript' not allowed"),
         ("//127.0.0.1/x.jpg", "URL scheme '' not allowed"),
         ("http://user:hunter2@127.0.0.1/x.jpg", "URL with credentials not allowed"),
+        # Malformed: once a plain ValueError that failed the whole batch, and on every restart.
+        ("http://[::1/x", "malformed URL (Invalid IPv6 URL)"),
+        ("http://127.0.0.1:99999/a.jpg", "malformed URL (Port out of range 0-65535)"),
+        ("http://127.0.0.1:-1/a.jpg", "malformed URL"),
+        ("http://127.0.0.1:http/a.jpg", "malformed URL"),
+        ("http://127.0.0.1\\@evil.example/a.jpg", "malformed URL"),
+        ("http://127.0.0.1:0/a.jpg", "port 0 not allowed"),
+        ("http://a..b/x.jpg", "malformed"),
+        ("http://ex ample.com/x.jpg", "malformed host 'ex ample.com'"),
+        ("http://127.0.0.1%2f/x.jpg", "malformed host"),
+        ("http://127.0.0.1/" + "a" * 9000, "URL of 9017 characters over the limit of 8192"),
     ],
 )
 def test_a_url_that_must_never_be_fetched_is_refused(tmp_path: Path, url: str, reason: str) -> None:
@@ -147,6 +162,93 @@ def test_a_url_that_must_never_be_fetched_is_refused(tmp_path: Path, url: str, r
         )
         assert [r.path for r in host.requests] == ["/good.jpg"]
     assert "hunter2" not in info.error_message
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"media_id": "1_2"}, "cannot lead a file name"),
+        ({"project_id": "../x"}, "project_id '../x' cannot be used in a storage path"),
+        ({"source_event_id": "e" * 70_000}, "over the limit of 65536"),
+    ],
+)
+def test_a_task_media_path_refuses_is_never_downloaded(
+    tmp_path: Path, changes: dict[str, str], reason: str
+) -> None:
+    """What could never be stored, or never travel on as a cached message, is refused before
+    the request, not found out after the download."""
+    with media_host(hostile.answer(200, b"never")) as host:
+        bad = media(host.url("/x.jpg")).model_copy(update=changes)
+        refused_then_good(
+            settings_for(tmp_path), bad, host.url("/good.jpg"), category="permanent", reason=reason
+        )
+        assert [r.path for r in host.requests] == ["/good.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [("file_name", "cannot be encoded as UTF-8"), ("file_type", "not allowed")],
+)
+def test_text_that_is_not_utf8_is_refused_not_a_crash(
+    tmp_path: Path, field: str, reason: str
+) -> None:
+    """JSON may escape a lone surrogate (``\\udc80``): the parser takes it, but no message,
+    row or header can carry it on. Once, the cached message failed to serialise after the
+    download, and the whole batch with it."""
+    with media_host(hostile.answer(200, b"never")) as host:
+        document = json.loads(media(host.url("/x.jpg")).to_json())
+        document[field] = "SURROGATE"
+        raw = json.dumps(document).replace("SURROGATE", "roof\\udc80.jpg").encode()
+        bad = DownloadTask.from_json(raw)
+        good = media(host.url("/good.jpg"), media_id="4343")
+        settings = settings_for(tmp_path)
+        records = [
+            KafkaRecord(settings.claimx_downloads_pending_topic, 0, 0, None, b"4242", raw),
+            KafkaRecord(
+                settings.claimx_downloads_pending_topic, 0, 1, None, b"4343", good.to_json()
+            ),
+        ]
+        failed, done = run_records(settings, list(zip(records, [bad, good], strict=True)))
+        assert [r.path for r in host.requests] == ["/good.jpg"]
+    assert failed.topic == settings.claimx_downloads_dlq_topic and failed.value == raw
+    assert reason in FailureInfo.from_headers(failed.headers).error_message
+    assert done.topic == settings.claimx_downloads_cached_topic
+
+
+@pytest.mark.parametrize(
+    ("served", "recorded"),
+    [
+        ("image/jpeg; charset=binary", "image/jpeg"),
+        ("image/\xe9", "application/octet-stream"),
+        ("<script>", "application/octet-stream"),
+        ("a" * 200 + "/b", "application/octet-stream"),
+    ],
+)
+def test_a_served_content_type_is_recorded_only_if_it_is_one(
+    tmp_path: Path, served: str, recorded: str
+) -> None:
+    """The header is the media host's text and travels into the cached message and the
+    attachment row: a value that is no media type is recorded as the generic one."""
+    with media_host(hostile.answer(200, GOOD_BYTES, Content_Type=served)) as host:
+        (done,) = run_stage(settings_for(tmp_path), [media(host.url("/x.jpg"))])
+    assert CachedDownload.from_json(done.value).content_type == recorded
+
+
+def test_the_deadline_counts_from_the_slot_not_the_queue(tmp_path: Path) -> None:
+    """Three downloads of 0.6 s each through one slot with a 1 s deadline: each is within its
+    own deadline, though the last finishes 1.8 s after the batch began."""
+
+    async def slow(exchange: hostile.Exchange) -> None:
+        await asyncio.sleep(0.6)
+        await exchange.respond(200, GOOD_BYTES, {"Content-Type": "image/jpeg"})
+
+    settings = settings_for(tmp_path, download_concurrency=1, download_timeout_seconds=1.0)
+    with media_host(slow) as host:
+        started = time.monotonic()
+        out = run_stage(settings, [media(host.url(f"/{i}.jpg"), str(i)) for i in range(3)])
+        elapsed = time.monotonic() - started
+    assert [o.topic for o in out] == [settings.claimx_downloads_cached_topic] * 3
+    assert elapsed >= 1.8
 
 
 def test_plain_http_is_refused_when_https_is_required(tmp_path: Path) -> None:

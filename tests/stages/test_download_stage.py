@@ -9,6 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
@@ -17,7 +19,9 @@ from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.media.cache_runs import CacheRun, cached_files, sweep_orphans
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, MessageOrigin
+from claimx_flow.stages import download as download_module
 from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage, attempt_of
+from claimx_flow.stages.upload import UploadStage
 from tests.simulator_fixtures import SIMULATOR_SEED
 
 PROJECT = 4711
@@ -237,3 +241,53 @@ def test_partial_files_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: 
     dead._lock.close()  # what the kernel does when the process dies
     assert sweep_orphans(cache) == 1
     assert live_part.exists() and not dead_part.exists()
+
+
+def test_a_file_that_fails_upload_after_the_last_download_retry_is_dead_lettered(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Download on the last retry, then an upload failure: the attempts counted through both
+    stages take the message to the DLQ, not back to the first tier."""
+    settings = settings_for(api_settings, tmp_path, claimx_data_dir=tmp_path / "data")
+    task = media_task(settings)
+    info = FailureInfo.from_reason(
+        "HTTP 503 from media host",
+        error_class="DownloadError",
+        origin=MessageOrigin(settings.claimx_downloads_pending_topic, 0, 9),
+        stage="download",
+        category=ErrorCategory.TRANSIENT,
+    ).model_copy(update={"attempt": settings.max_retries})
+    (done,) = run_records(settings, [record_of(task, headers=info.to_headers())])
+    cached = CachedDownload.from_json(done.value)
+    Path(cached.local_path).write_bytes(b"changed on disk")  # the upload will refuse it
+    record = KafkaRecord("claimx.downloads.cached", 0, 1, None, done.key, done.value, done.headers)
+    (failed,) = asyncio.run(UploadStage.from_settings(settings).process([(record, cached)]))
+    assert isinstance(failed, OutboundRecord)
+    assert failed.topic == settings.claimx_downloads_dlq_topic
+    assert FailureInfo.from_headers(failed.headers).attempt == settings.max_retries + 1
+
+
+def test_an_unforeseen_error_dead_letters_its_task_not_the_batch(
+    api_settings: Settings,
+    sim: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug is the one failure no real peer can be asked to cause, so this test plants one
+    (monkeypatch) in the download of one task: that task goes to the DLQ with the error as its
+    reason, and its batch-mate lands."""
+    settings = settings_for(api_settings, tmp_path)
+    broken, fine = media_task(settings, 0), media_task(settings, 1)
+    real = download_module.download_to_cache
+
+    async def planted(session, task, run, policy, attempt=None):  # type: ignore[no-untyped-def]
+        if task.media_id == broken.media_id:
+            raise KeyError("planted")
+        return await real(session, task, run, policy, attempt)
+
+    monkeypatch.setattr(download_module, "download_to_cache", planted)
+    failed, done = run_stage(settings, [broken, fine])
+    info = FailureInfo.from_headers(failed.headers)
+    assert failed.topic == settings.claimx_downloads_dlq_topic
+    assert (info.error_class, info.error_message) == ("KeyError", "KeyError: 'planted'")
+    assert done.topic == settings.claimx_downloads_cached_topic

@@ -1,5 +1,6 @@
 """The upload stage on the local file store: stored bytes verified, replays after the cache was
-released repaired from the store, corrupt cache files refused."""
+released repaired from the store, corrupt cache files refused and released, attempts counted on
+from the download's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.models import CachedDownload, FailureInfo, UploadResult
+from claimx_flow.models import CachedDownload, FailureInfo, MessageOrigin, UploadResult
 from claimx_flow.stages.upload import UploadCompletion, UploadOutput, UploadStage
 from claimx_flow.storage import media_path
 
@@ -39,14 +43,32 @@ def cached_file(
     )
 
 
-def upload(tmp_path: Path, items: list[CachedDownload]) -> list[UploadOutput]:
+def upload(
+    tmp_path: Path, items: list[CachedDownload], headers: list[tuple[str, bytes]] | None = None
+) -> list[UploadOutput]:
     settings = Settings(claimx_data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     stage = UploadStage.from_settings(settings)
     records = [
-        (KafkaRecord("downloads.cached", 0, i, None, c.kafka_key, c.to_json()), c)
+        (KafkaRecord("downloads.cached", 0, i, None, c.kafka_key, c.to_json(), headers or []), c)
         for i, c in enumerate(items)
     ]
     return asyncio.run(stage.process(records))
+
+
+def download_attempts(attempt: int) -> list[tuple[str, bytes]]:
+    """The failure headers a task on its ``attempt``-th failure carries, as the download stage
+    passes them on to its cached message."""
+    return (
+        FailureInfo.from_reason(
+            "HTTP 503 from media host",
+            error_class="DownloadError",
+            origin=MessageOrigin("claimx.downloads.pending", 0, 5),
+            stage="download",
+            category=ErrorCategory.TRANSIENT,
+        )
+        .model_copy(update={"attempt": attempt})
+        .to_headers()
+    )
 
 
 def test_upload_stores_the_file_under_a_safe_path(tmp_path: Path) -> None:
@@ -84,6 +106,7 @@ def test_a_cache_file_that_does_not_match_is_fetched_anew(tmp_path: Path) -> Non
     assert info.stage == "upload" and info.error_category == "transient"
     assert failed.topic == Settings().download_retry_topics[0]  # back to the downloader
     assert "does not match" in info.error_message
+    assert not Path(cached.local_path).exists()  # released: the retry fetches the file anew
     assert not (tmp_path / "data" / "files").exists() or not any(
         (tmp_path / "data" / "files").rglob("*.png")
     )
@@ -105,3 +128,29 @@ def test_same_name_in_one_project_never_collides(tmp_path: Path) -> None:
     outputs = upload(tmp_path, [first, second])
     paths = {o.row["onelake_path"] for o in outputs if isinstance(o, UploadCompletion)}
     assert len(paths) == 2
+
+
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_an_upload_failure_counts_on_from_the_download_attempts(
+    tmp_path: Path, attempt: int
+) -> None:
+    cached = cached_file(tmp_path)
+    Path(cached.local_path).unlink()
+    (failed,) = upload(tmp_path, [cached], download_attempts(attempt))
+    assert isinstance(failed, OutboundRecord)
+    info = FailureInfo.from_headers(failed.headers)
+    assert (info.attempt, info.stage, info.original_offset) == (attempt + 1, "upload", 5)
+    assert failed.topic == Settings().download_retry_topics[attempt]
+
+
+def test_an_upload_failing_after_the_last_download_retry_reaches_the_dlq(tmp_path: Path) -> None:
+    """Before, a successful download dropped the headers: upload failures started at attempt 1
+    again, each sending the file back through the downloader, forever."""
+    cached = cached_file(tmp_path)
+    Path(cached.local_path).write_bytes(b"not the file")
+    (failed,) = upload(tmp_path, [cached], download_attempts(Settings().max_retries))
+    assert isinstance(failed, OutboundRecord)
+    assert failed.topic == Settings().claimx_downloads_dlq_topic
+    info = FailureInfo.from_headers(failed.headers)
+    assert info.attempt == Settings().max_retries + 1
+    assert not Path(cached.local_path).exists()  # dead-lettered: no file left in the cache
