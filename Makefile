@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck tools clean
+.PHONY: install demo test lint typecheck tools locks clean
 
 # The monitoring tests run a real Prometheus and promtool (Debian's `prometheus` package);
 # installed only when missing. CI runs as root; elsewhere sudo is used.
@@ -38,6 +38,17 @@ tools:
 
 test: lint typecheck tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# constraints-runtime.txt: what `pip install .` resolves to from constraints.txt (the image's lock).
+locks: $(STAMP)
+	$(BIN)/pip install -q --dry-run --ignore-installed -c constraints.txt --report .runtime-report.json .
+	$(BIN)/python -c "import json; r = json.load(open('.runtime-report.json')); \
+	  pins = sorted((i['metadata']['name'], i['metadata']['version']) for i in r['install'] \
+	  if i['metadata']['name'] != 'claimx-flow'); \
+	  head = open('constraints-runtime.txt').read().split(chr(10))[:3]; \
+	  open('constraints-runtime.txt', 'w').write(chr(10).join(head) + chr(10) \
+	  + ''.join(f'{n}=={v}' + chr(10) for n, v in pins))"
+	rm -f .runtime-report.json
 
 clean:
 	-$(BIN)/claimx stack down

@@ -1,10 +1,13 @@
-"""The Dockerfile, read without Docker: pinned slim Python 3.11, installed from the lock,
-non-root, Bytewax as the exec-form entry point; the build context leaves secrets out."""
+"""The Dockerfile, read without Docker: pinned slim Python 3.11, the project installed as a
+wheel from the runtime lock (dependencies in a layer of their own, before the code), non-root,
+Bytewax as the exec-form entry point; the build context leaves secrets out. The image itself is
+built and run in test_image.py where podman exists."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 from tests.ops.conftest import REPO
 from tests.ops.test_manifests import by_kind, main_container
@@ -21,22 +24,50 @@ def instructions() -> list[tuple[str, str]]:
 
 
 def test_base_is_a_pinned_slim_python_3_11() -> None:
-    (base,) = [arg for op, arg in instructions() if op == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
-
-
-def test_installed_from_the_lock_and_run_as_non_root() -> None:
     steps = instructions()
-    runs = " ".join(arg for op, arg in steps if op == "RUN")
-    assert "pip install -c constraints.txt ." in runs
+    (default,) = [arg.split("=", 1)[1] for op, arg in steps if op == "ARG" and "BASE_IMAGE=" in arg]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", default), default
+    bases = [arg.split()[0] for op, arg in steps if op == "FROM"]
+    assert bases and all(base == "${BASE_IMAGE}" for base in bases)
+
+
+def test_a_wheel_installed_from_the_runtime_lock_as_non_root() -> None:
+    steps = instructions()
+    runs = [arg for op, arg in steps if op == "RUN"]
+    assert any("pip wheel --no-deps" in run for run in runs)
+    deps = next(i for i, run in enumerate(runs) if "pip install -r constraints-runtime.txt" in run)
+    wheel = next(i for i, run in enumerate(runs) if "--no-index -c constraints-runtime.txt" in run)
+    assert deps < wheel  # the dependency layer is cached while only the code changes
     users = [arg for op, arg in steps if op == "USER"]
     assert users, "no USER: the image would run as root"
     user = users[-1].split(":")[0]
     assert user.isdigit() and int(user) != 0  # numeric, so runAsNonRoot can verify it
     for op, arg in steps:
-        if op == "COPY":
+        if op == "COPY" and not arg.startswith("--from="):
             for source in arg.split()[:-1]:
                 assert (REPO / source).exists(), source
+
+
+def pins(name: str) -> dict[str, str]:
+    lines = (REPO / name).read_text().splitlines()
+    pairs = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {canonical(package): version for package, version in pairs}
+
+
+def canonical(package: str) -> str:
+    """A package name as PEP 503 compares them: ``prometheus_client`` is ``prometheus-client``."""
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+def test_the_runtime_lock_is_the_dev_lock_without_the_tools() -> None:
+    runtime, dev = pins("constraints-runtime.txt"), pins("constraints.txt")
+    assert {p: v for p, v in runtime.items() if dev.get(p) != v} == {}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        package, version = requirement.split("==")
+        assert runtime[canonical(package)] == version, package
+    tools = {"pytest", "hypothesis", "mypy", "ruff", "import-linter", "kubernetes-validate"}
+    assert not tools & set(runtime)
 
 
 def test_entry_is_bytewax_run_in_exec_form_for_every_stage() -> None:
