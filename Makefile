@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck tools locks clean
+.PHONY: install demo test lint typecheck tools locks image-test clean
 
 # The monitoring tests run a real Prometheus and promtool (Debian's `prometheus` package);
 # installed only when missing. CI runs as root; elsewhere sudo is used.
@@ -38,6 +38,15 @@ tools:
 
 test: lint typecheck tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The container image built and run for real, without a Docker daemon: podman with vfs storage
+# and runc, a Debian base made by mmdebstrap (tests/ops/test_image.py; several minutes, ~4 GB).
+image-test: $(STAMP)
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    podman buildah runc mmdebstrap uidmap; }
+	$(BIN)/pytest tests/ops/test_image.py $(PYTEST_ARGS)
 
 # constraints-runtime.txt: what `pip install .` resolves to from constraints.txt (the image's lock).
 locks: $(STAMP)

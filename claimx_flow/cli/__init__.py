@@ -66,15 +66,17 @@ COMMANDS: dict[str, Entry] = {
     ),
     "demo": Entry(
         "claimx_flow.lab.cli.demo_cmd:demo",
-        "Run the whole pipeline on a generated workload and summarise what landed.",
+        "Run the pipeline end to end on a generated workload and summarise the outcome.",
     ),
     "chaos": Entry(
         "claimx_flow.lab.cli.chaos_cmd:chaos",
-        "Run the pipeline while killing stages and the broker; check the law afterwards.",
+        "Run the pipeline on its own broker and simulator under SIGKILLs, broker restarts and "
+        "API faults, then reconcile exactly. Exit code 0 when nothing was lost or doubled.",
     ),
     "check": Entry(
         "claimx_flow.cli.check_cmd:check",
-        "Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings.",
+        "Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings "
+        "or an unreachable Kafka or API.",
     ),
     "lag": Entry(
         "claimx_flow.cli.lag_cmd:lag",
@@ -169,5 +171,5 @@ def main() -> None:
     except ClaimxError as exc:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_ERROR)

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
+from claimx_flow.errors import ClaimxError
 from claimx_flow.startup.preflight import run_checks
 
 console = Console()
@@ -18,7 +19,8 @@ def check(
         [], "--stage", "-s", help=f"Check only these stages ({', '.join(STAGE_NAMES)})."
     ),
 ) -> None:
-    """Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings."""
+    """Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings
+    or an unreachable Kafka or API."""
     unknown = [s for s in stage if s not in STAGE_NAMES]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
@@ -37,5 +39,8 @@ def check(
         )
         table.add_row(item.name, verdict, item.detail)
     console.print(table)
+    down = [item for item in checks if item.unreachable]
+    if down:
+        raise ClaimxError(f"{down[0].name}: {down[0].detail}")
     if not all(item.ok for item in checks):
         raise typer.Exit(1)

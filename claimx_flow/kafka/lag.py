@@ -56,11 +56,14 @@ def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
     group = settings.consumer_group(spec.consumer)
     topics = catalog.input_topics(settings, spec)
     admin = admin_client(settings)
-    committed = _committed(admin, group)
-    try:
+    try:  # first: an unreachable broker is one clear error, not a timeout deeper down
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     except KafkaException as exc:
-        raise KafkaAdminError(f"cannot reach Kafka: {failure_reason(admin, exc)}") from None
+        raise KafkaAdminError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: "
+            f"{failure_reason(admin, exc)}"
+        ) from None
+    committed = _committed(admin, group)
     consumer = Consumer({**client_config(settings), "group.id": f"{group}-lag-reader"})
     try:
         rows = []

@@ -44,6 +44,8 @@ class Check:
     ok: bool
     detail: str
     blocking: bool = True
+    unreachable: bool = False
+    """The peer did not answer at all (an outage, not a misconfiguration)."""
 
 
 def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[Check]:
@@ -86,7 +88,7 @@ def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> Check:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
         detail = f"{settings.kafka_bootstrap_servers} unreachable: {failure_reason(admin, exc)}"
-        return Check("Kafka", False, detail)
+        return Check("Kafka", False, detail, unreachable=True)
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:
         detail = f"topics missing: {', '.join(missing)} (run `claimx topics create`)"
@@ -179,7 +181,8 @@ def _api(settings: Settings) -> Check:
     if ok:
         return Check("ClaimX API", True, f"{settings.claimx_api_url}: credentials accepted")
     # Unreachable is an outage, not a misconfiguration: report it, don't refuse to start.
-    return Check("ClaimX API", False, detail, blocking=problem != "unreachable")
+    unreachable = problem == "unreachable"
+    return Check("ClaimX API", False, detail, blocking=not unreachable, unreachable=unreachable)
 
 
 def _writable(name: str, directory: Path) -> Check:
