@@ -212,6 +212,8 @@ class Settings(BaseSettings):
 
     # Results
     claimx_results_summary_seconds: int = Field(30, ge=1)
+    # A project's counted media are forgotten after this long without a result for it
+    claimx_results_project_idle_seconds: int = Field(7 * 86_400, ge=60)
 
     # Health and metrics server of each stage process (unset port: the stage's runbook port)
     claimx_health_port: int | None = Field(None, ge=0, le=65535)

@@ -37,11 +37,26 @@ def read(record: KafkaRecord) -> UploadResult | None:
         return None
 
 
-def tally(
-    state: ProjectTally | None, result: UploadResult
-) -> tuple[ProjectTally, ResultDelta | None]:
-    state = state or ProjectTally()
-    return state, state.apply(result)
+class Tally(StatefulLogic[UploadResult, ResultDelta, ProjectTally]):
+    """One project's counted media; forgotten once the project has been quiet for ``idle``."""
+
+    def __init__(self, resume: ProjectTally | None, idle: timedelta) -> None:
+        self.state = resume or ProjectTally()
+        self.idle = idle
+
+    def on_item(self, value: UploadResult) -> tuple[list[ResultDelta], bool]:
+        delta = self.state.apply(value, datetime.now(UTC))
+        return ([delta] if delta else []), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[ResultDelta], bool]:
+        return [], StatefulLogic.DISCARD
+
+    def notify_at(self) -> datetime | None:
+        seen = self.state.last_seen
+        return seen + self.idle if seen is not None else None
+
+    def snapshot(self) -> ProjectTally:
+        return self.state
 
 
 class Summary(StatefulLogic[ResultDelta, str, Totals]):
@@ -49,6 +64,7 @@ class Summary(StatefulLogic[ResultDelta, str, Totals]):
 
     def __init__(self, resume: Totals | None, every: timedelta) -> None:
         self.totals = resume or Totals()
+        self.totals.restore_metrics()
         self.every = every
         self.next_at = datetime.now(UTC) + every
 
@@ -78,13 +94,12 @@ class Summary(StatefulLogic[ResultDelta, str, Totals]):
 
 def build(settings: Settings) -> Dataflow:
     every = timedelta(seconds=settings.claimx_results_summary_seconds)
+    idle = timedelta(seconds=settings.claimx_results_project_idle_seconds)
     flow = Dataflow(STAGE.app)
     records = op.input("results", flow, kafka_input(settings, STAGE))
     results = op.filter_map("read", records, read)
-    per_project = op.stateful_map(
-        "tally", op.key_on("by-project", results, lambda r: r.project_id), tally
-    )
-    deltas = op.filter_map_value("new", per_project, lambda delta: delta)
+    by_project = op.key_on("by-project", results, lambda r: r.project_id)
+    deltas = op.stateful("tally", by_project, lambda resume: Tally(resume, idle))
     everything = op.key_on("all", op.map("unkey", deltas, lambda kv: kv[1]), lambda _: "all")
     totals = op.stateful("totals", everything, lambda resume: Summary(resume, every))
     op.output("summary", op.map("line", totals, lambda kv: kv[1]), LogSink(log))

@@ -31,7 +31,7 @@ from claimx_flow.models import FailureInfo, MalformedHeadersError, RawEvent
 READ_TIMEOUT_S = 60.0
 MEDIA_EVENT = "PROJECT_FILE_ADDED"
 NO_API_EVENTS = {"PROJECT_AUTO_XA_LINKING_UNSUCCESSFUL"}
-_SUMMARY = re.compile(r"results: (\d+) completed, (\d+) failed, (\d+) bytes")
+_SUMMARY = re.compile(r"results: (\d+) completed, (\d+) failed \([^)]*\), (\d+) bytes")
 
 
 @dataclass

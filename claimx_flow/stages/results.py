@@ -2,7 +2,10 @@
 counts, published as metrics and a periodic summary line.
 
 Results arrive at least once (replays), so each project's tally remembers which media it has
-counted: a repeated result changes nothing, and the totals equal ``claimx_attachments``.
+counted: a repeated result changes nothing, and the totals equal ``claimx_attachments``. A
+project's tally is dropped once the project has been quiet for
+``CLAIMX_RESULTS_PROJECT_IDLE_SECONDS``, which bounds the stage's memory by the projects active
+in that time (a replay older than that would be counted again).
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ class ProjectTally:
     completed: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     bytes: int = 0
+    last_seen: datetime | None = None
 
-    def apply(self, result: UploadResult) -> ResultDelta | None:
+    def apply(self, result: UploadResult, now: datetime | None = None) -> ResultDelta | None:
+        self.last_seen = now
+        return self._counted(result)
+
+    def _counted(self, result: UploadResult) -> ResultDelta | None:
         new_project = not self.completed and not self.failed
         minute = result.finished_at.replace(second=0, microsecond=0)
         if result.status == "completed":
@@ -85,12 +93,29 @@ class Totals:
         last = max(self.minutes) if self.minutes else None
         window = self.minutes.get(last, (0, 0, 0)) if last else (0, 0, 0)
         return (
-            f"results: {self.completed} completed, {self.failed} failed, "
+            f"results: {self.completed} completed, {self.failed} failed "
+            f"({success_rate(self.completed, self.failed)} success), "
             f"{self.bytes} bytes, {self.projects} projects; last minute "
-            f"({last:%H:%M} UTC): {window[0]} completed, {window[1]} failed, {window[2]} bytes"
+            f"({last:%H:%M} UTC): {window[0]} completed, {window[1]} failed "
+            f"({success_rate(window[0], window[1])} success), {window[2]} bytes"
             if last
             else "results: none yet"
         )
+
+    def restore_metrics(self) -> None:
+        """After a resume, put the totals kept in recovery back into this process's metrics,
+        so the running counts go on from where they were instead of from zero."""
+        if self.completed:
+            RESULTS.labels(status="completed").inc(self.completed)
+            RESULT_BYTES.inc(self.bytes)
+        if self.failed:
+            RESULTS.labels(status="failed").inc(self.failed)
+        PROJECTS_WITH_FILES.set(self.projects)
+
+
+def success_rate(completed: int, failed: int) -> str:
+    total = completed + failed
+    return f"{completed / total:.1%}" if total else "n/a"
 
 
 def publish(delta: ResultDelta) -> None:

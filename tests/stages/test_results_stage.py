@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from bytewax.operators import StatefulLogic
+
 from claimx_flow.models import UploadResult
 from claimx_flow.stages.results import WINDOW_MINUTES, ProjectTally, Totals
+from dataflows.results import Tally
 
 T0 = datetime(2026, 11, 27, 10, 0, 30, tzinfo=UTC)
 
@@ -51,3 +54,19 @@ def test_windows_keep_the_last_hour_per_minute() -> None:
     assert len(totals.minutes) == WINDOW_MINUTES
     assert totals.completed == WINDOW_MINUTES + 10
     assert "completed" in totals.summary()
+
+
+def test_a_quiet_project_is_forgotten_after_the_idle_time() -> None:
+    """The per-project state is bounded: a tally asks to be woken ``idle`` after its last
+    result and is then discarded."""
+    tally = Tally(None, timedelta(hours=1))
+    deltas, _ = tally.on_item(result("a"))
+    assert len(deltas) == 1
+    seen = tally.state.last_seen
+    assert seen is not None and tally.notify_at() == seen + timedelta(hours=1)
+    assert tally.on_notify() == ([], StatefulLogic.DISCARD)
+
+
+def test_the_summary_gives_the_success_rate() -> None:
+    totals = fold([result("a"), result("b"), result("c"), result("d", "failed")])
+    assert "3 completed, 1 failed (75.0% success)" in totals.summary()
