@@ -66,6 +66,7 @@ class ClaimXApiClient:
         """HTTP requests per endpoint, retries included."""
         self._auth_header, self._secrets = _credentials(settings)
         self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._in_flight = ByteBudget(self.policy.max_bytes_in_flight)
         self._bucket = (
             TokenBucket(self.policy.rate_limit_per_s, self.policy.rate_limit_burst)
             if self.policy.rate_limit_per_s
@@ -229,7 +230,9 @@ class ClaimXApiClient:
                         allow_redirects=False,
                     ) as response:
                         status = timed.status = response.status
-                        raw = await _read_bounded(response, self.policy.max_response_bytes)
+                        raw = await _read_bounded(
+                            response, self.policy.max_response_bytes, self._in_flight
+                        )
                         retry_after = _retry_after(response.headers.get("Retry-After"))
             except TimeoutError:
                 raise self._error(
@@ -239,6 +242,10 @@ class ClaimXApiClient:
                 raise self._error(
                     PERMANENT, endpoint, f"{where}: {exc}", status=timed.status
                 ) from None
+            except _OverBudget as exc:
+                raise self._error(
+                    TRANSIENT, endpoint, f"{where}: {exc}", status=timed.status
+                ) from None
             except aiohttp.ClientPayloadError as exc:
                 raise self._error(TRANSIENT, endpoint, f"{where}: truncated body ({exc})") from None
             except aiohttp.InvalidURL as exc:
@@ -246,7 +253,10 @@ class ClaimXApiClient:
             except aiohttp.ClientError as exc:
                 detail = f"{where}: connection failed ({type(exc).__name__}: {exc})"
                 raise self._error(TRANSIENT, endpoint, detail) from None
-        return self._parse(endpoint, where, status, raw, retry_after)
+        try:
+            return self._parse(endpoint, where, status, raw, retry_after)
+        finally:
+            self._in_flight.give(len(raw))
 
     def _parse(
         self, endpoint: str, where: str, status: int, raw: bytes, retry_after: float | None
@@ -290,20 +300,52 @@ class _TooLarge(Exception):
     """A response body over the policy's limit."""
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, refusing one over ``limit`` bytes before or while it arrives, never after.
+class _OverBudget(Exception):
+    """A response body that would pass the bytes all concurrent calls may hold at once."""
+
+
+class ByteBudget:
+    """Bytes held by response bodies across the client's concurrent calls (one event loop)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, budget: ByteBudget) -> bytes:
+    """The body, refusing one over ``limit`` bytes before or while it arrives, never after,
+    and holding its bytes in ``budget`` (given back by the caller once it is parsed).
 
     The API's answer is untrusted input like any message: an endless or enormous body must
-    cost a bounded amount of memory, announced or not (and after decompression).
+    cost a bounded amount of memory, announced or not (and after decompression), and so must
+    many large answers at once. Waiting for room could deadlock two half-read bodies, so a body
+    that finds none fails (transient) instead.
     """
     announced = response.content_length
     if announced is not None and announced > limit:
         raise _TooLarge(f"response of {announced} bytes over the limit of {limit}")
     body = bytearray()
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge(f"response over the limit of {limit} bytes")
+    try:
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            if not budget.take(len(chunk)):
+                raise _OverBudget(
+                    f"responses in flight over {budget.limit} bytes; this one is tried again"
+                )
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge(f"response over the limit of {limit} bytes")
+    except BaseException:
+        budget.give(len(body))
+        raise
     return bytes(body)
 
 

@@ -26,6 +26,10 @@ class ApiPolicy:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_response_bytes: int = 64 * 1024 * 1024
     """A larger body is refused unread (a project's whole media list is a few MB)."""
+    max_bytes_in_flight: int = 192 * 1024 * 1024
+    """Response bytes held at once over all concurrent calls. A body that would pass it is a
+    transient failure (its task retries later): concurrency times the per-response limit would
+    otherwise let a few large answers take the process's memory."""
     check_project_id: str = "1"
     """The project ``check()`` asks for; a 404 for it still proves reach and credentials."""
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from claimx_flow.api import ClaimXApiClient
+from claimx_flow.api import ClaimXApiClient, ClaimXApiError
 from claimx_flow.api.policy import ApiPolicy
 from claimx_flow.config import Settings
+from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo
@@ -27,6 +28,7 @@ from claimx_flow.stages.enrich import EnrichStage
 from claimx_flow.stages.outputs import StageOutput
 from tests.security import hostile
 from tests.security.conftest import counted
+from tests.security.hostile import Exchange, head, serving
 
 GOOD, BAD = "5000001", "5000666"
 BASE = "/service/cxedirest"
@@ -339,3 +341,32 @@ def test_html_instead_of_json_is_transient() -> None:
     info = FailureInfo.from_headers(routed.headers)
     assert routed.topic == result.settings.enrichment_retry_topics[0]
     assert info.error_category == "transient" and "malformed JSON" in info.error_message
+
+
+def test_answers_held_at_once_are_bounded() -> None:
+    """Concurrent answers share one byte budget: one that finds no room is a transient failure
+    (its task retries later), the other is read, and every byte is given back."""
+    body = json.dumps([{"mediaID": i, "mediaName": "x" * 200} for i in range(1000)]).encode()
+
+    async def in_halves(exchange: Exchange) -> None:
+        headers = {"Content-Length": str(len(body)), "Content-Type": "application/json"}
+        await exchange.send(head(200, {**headers, "Connection": "close"}))
+        await exchange.send(body[: len(body) // 2])
+        await asyncio.sleep(0.5)  # both answers are half read when the second halves come
+        await exchange.send(body[len(body) // 2 :])
+
+    policy = ApiPolicy(max_bytes_in_flight=len(body) + len(body) // 4, backoff_base_s=0.01)
+    with serving(in_halves) as server:
+        settings = api_settings_for(server.origin)
+
+        async def both() -> tuple[list[object], int]:
+            async with ClaimXApiClient(settings, policy) as client:
+                calls = [client.request("media", "GET", "/media") for _ in range(2)]
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+                return outcomes, client._in_flight.used
+
+        outcomes, held = asyncio.run(both())
+    failed = [o for o in outcomes if isinstance(o, ClaimXApiError)]
+    assert len(failed) == 1 and failed[0].category is ErrorCategory.TRANSIENT, outcomes
+    assert "in flight" in str(failed[0])
+    assert held == 0
