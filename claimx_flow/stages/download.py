@@ -16,8 +16,8 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 
@@ -28,7 +28,12 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
 from claimx_flow.media.deadlines import batch_backstop_s
-from claimx_flow.media.downloader import DownloadError, DownloadPolicy, download_to_cache
+from claimx_flow.media.downloader import (
+    DownloadError,
+    DownloadPolicy,
+    cache_file,
+    download_to_cache,
+)
 from claimx_flow.models import CachedDownload, DownloadTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
@@ -45,7 +50,8 @@ SourcedDownload = tuple[KafkaRecord, DownloadTask]
 def attempt_of(record: KafkaRecord) -> str:
     """The tag of the cache file a task record's download writes: its own for every record
     (a duplicate task, a retry, a DLQ replay), the same when recovery replays that record, so
-    the replay replaces what the crashed run wrote instead of leaving it behind."""
+    the replay replaces (or, failing, removes) what the crashed run wrote instead of leaving
+    it behind."""
     position = f"{record.topic}/{record.partition}/{record.offset}/{record.timestamp_ms}"
     return hashlib.sha256(position.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
@@ -98,10 +104,10 @@ class DownloadStage:
 
     async def _one(self, record: KafkaRecord, task: DownloadTask) -> StageOutput:
         assert self._slots is not None
+        attempt = attempt_of(record)
         async with self._slots:  # the deadlines below count from here, not from the queue
-            cached: CachedDownload | None = None
             try:
-                cached = await self._download(task, attempt_of(record))
+                cached = await self._download(task, attempt)
                 return OutboundRecord(
                     self.settings.claimx_downloads_cached_topic,
                     cached.kafka_key,
@@ -109,9 +115,16 @@ class DownloadStage:
                     carried_headers(record),
                 )
             except Exception as exc:
-                if cached is not None:  # this attempt's own file, which nothing will announce
-                    Path(cached.local_path).unlink(missing_ok=True)
+                self._forget(task, attempt)
                 return self._failed(record, task, exc)
+
+    def _forget(self, task: DownloadTask, attempt: str) -> None:
+        """Remove this record's cache file, if any: written by this try, or by a run that
+        crashed before announcing it; the failure record sends the task on instead. The
+        files of other records (a duplicate task, an earlier retry) are theirs to keep."""
+        assert self._run is not None
+        with suppress(ValueError, OSError):  # an id that is no file name has no file
+            cache_file(self._run.cache_dir, task.media_id, attempt).unlink(missing_ok=True)
 
     def _failed(self, record: KafkaRecord, task: DownloadTask, exc: Exception) -> OutboundRecord:
         if isinstance(exc, DownloadError | ClaimXApiError):

@@ -160,8 +160,8 @@ class UploadStage:
             )
         except Exception as exc:
             failure = self._failed(record, cached, exc)
-            if local is not None:  # nothing reads it again: see the module docstring
-                local.unlink(missing_ok=True)
+            if local is not None and self._downloaded_for(cached, local):
+                local.unlink(missing_ok=True)  # nothing reads it again: see the module docstring
             return failure
 
     def _failed(
@@ -234,6 +234,17 @@ class UploadStage:
         ):
             raise UploadError(ErrorCategory.PERMANENT, "cache file path outside CACHE_DIR")
         return folder / local.name
+
+    def _downloaded_for(self, cached: CachedDownload, local: Path) -> bool:
+        """Whether ``local`` is a file the downloader wrote for this message's media (in the
+        cache folder itself, ``{media_id}[.{attempt}].bin``): a failed message, unchecked
+        against any content, may release only that, never another media's file or a lock."""
+        name = local.name
+        return (
+            local.parent == _real_dir(self.settings.effective_cache_dir)
+            and name.startswith(f"{cached.media_id}.")
+            and name.endswith(".bin")
+        )
 
 
 def attachment_row(cached: CachedDownload, stored: StoredFile, now: datetime) -> dict[str, Any]:

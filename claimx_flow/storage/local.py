@@ -22,7 +22,8 @@ from claimx_flow.storage.paths import UnsafePathError
 
 
 class LocalFileStore:
-    """Writes through a temporary file and an atomic rename: a reader never sees half a file.
+    """Writes through a temporary file and an atomic rename: a reader never sees half a file,
+    and a write that fails (a full disk, a content mismatch) leaves what was stored as it was.
 
     Durability comes per batch, not per file: ``flush`` syncs the whole filesystem once
     (``syncfs``), which costs one journal commit where an ``fsync`` per file cost one each and

@@ -259,3 +259,17 @@ def test_the_upload_stage_dead_letters_what_it_must_not_touch(
     files = tmp_path / "data" / "files"
     stored = [p for p in files.rglob("*") if p.is_file()]
     assert [p.relative_to(files).as_posix() for p in stored] == ["claimx/77/media/9002_roof.png"]
+
+
+@pytest.mark.parametrize("victim", ["4242.0123456789abcdef.bin", ".runs/live.lock", "9001.part"])
+def test_a_failed_upload_releases_no_file_but_its_own(tmp_path: Path, victim: str) -> None:
+    """A failed message's cache file is released unchecked against any content, so only a
+    file the downloader wrote for the message's own media qualifies: not another media's
+    cache file, not a process lock, not a partial file, even inside CACHE_DIR."""
+    target = tmp_path / "cache" / victim
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"someone else's")
+    bad = cached(tmp_path, local_path=str(target))  # size and sha256 of another content
+    (failed,) = upload(tmp_path, [bad])
+    assert isinstance(failed, OutboundRecord)
+    assert target.read_bytes() == b"someone else's"

@@ -140,6 +140,21 @@ def test_a_replayed_record_writes_over_its_own_earlier_file(
     assert cached_files(tmp_path / "cache") == [Path(path)]
 
 
+def test_a_replayed_record_that_fails_removes_its_own_earlier_file(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The first run downloaded the file and crashed before its cached message was written;
+    the replay of the same record fails: the task goes on through a retry tier, and the file
+    nothing will announce is not left behind."""
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    run_records(settings, [record_of(task, offset=7)])
+    sim.set_faults(error_rates={"503": 1.0}, apply_to=["media"])
+    (failed,) = run_records(settings, [record_of(task, offset=7)])
+    assert failed.topic == settings.download_retry_topics[0]
+    assert cached_files(tmp_path / "cache") == []
+
+
 def test_the_cached_message_carries_the_tasks_failure_headers(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
