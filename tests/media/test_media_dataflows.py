@@ -6,13 +6,17 @@ through the upload to the DLQ."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 from bytewax.testing import cluster_main
+from confluent_kafka import Consumer, TopicPartition
 
 from claimx_flow.api import ClaimXApiClient
+from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.clients import consumer_config, settled
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.media.cache_runs import cached_files
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, MessageOrigin
@@ -38,6 +42,27 @@ def simulator_task(settings: Settings) -> DownloadTask:
         file_type=str(item["mediaType"]),
         source_event_id="evt-1",
     )
+
+
+def settle_groups(settings: Settings) -> None:
+    """Ask for the stages' committed offsets until their group coordinator answers. The stage
+    input asks once at start (operators/kafka.py ``starting_offset``) and a busy test broker
+    sometimes answers NOT_COORDINATOR then, which fails the dataflow before it reads."""
+    for stage, topic in (
+        ("download", settings.claimx_downloads_pending_topic),
+        ("upload", settings.claimx_downloads_cached_topic),
+    ):
+        group = settings.consumer_group(STAGES[stage].consumer)
+        consumer = Consumer(consumer_config(settings, group))
+        partitions = [TopicPartition(topic, 0)]
+        try:
+            settled(
+                partial(consumer.committed, partitions, timeout=10),
+                what=f"read the {stage} group's offsets",
+                timeout_s=30,
+            )
+        finally:
+            consumer.close()
 
 
 def test_a_malformed_link_is_dead_lettered_and_the_last_attempt_ends_in_the_dlq(
@@ -67,6 +92,7 @@ def test_a_malformed_link_is_dead_lettered_and_the_last_attempt_ends_in_the_dlq(
         ],
     )
     bootstrap = settings.kafka_bootstrap_servers
+    settle_groups(settings)
 
     cluster_main(download.build(settings), [], 0, worker_count_per_proc=1)
 
