@@ -1,16 +1,20 @@
 """Turn a stage's values file into its ``waxctl dataflow deploy`` command and chart values.
 
-    python waxctl/command.py deploy waxctl/values/enrich.yaml        # the command, one arg a line
-    python waxctl/command.py chart-values waxctl/values/enrich.yaml  # Helm values for --values
+    python waxctl/command.py deploy waxctl/values/enrich.yaml CHART  # the command, one arg a line
+    python waxctl/command.py chart-values waxctl/values/enrich.yaml  # what CHART (-V) must hold
     python waxctl/command.py stages                                  # the stages, from the catalog
 
-waxctl is a closed binary no registry ships, so this is the part we can test offline: the
-values files are rendered from the same table as k8s/ (``python k8s/render.py``), and the
-tests check each command names a real dataflow and agrees with the manifests.
+The values files are rendered from the same table as k8s/ (``python k8s/render.py``): their
+``deploy`` part becomes flags, their ``chart`` part is the Bytewax Helm chart values file.
+Only flags waxctl 0.12.0 documents and keys the chart reads are used; both are recorded with
+their sources in tests/ops/fixtures/bytewax_deploy_contract.yaml and the tests hold this file
+to them. ``IMAGE_REPOSITORY`` / ``IMAGE_TAG`` in the environment override the image (e.g. a
+registry path such as myregistry.azurecr.io/claimx-flow).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claimx_flow.catalog import STAGE_NAMES
 
-NAMESPACE = "claimx"
-
 
 def load(path: Path) -> dict[str, Any]:
     values = yaml.safe_load(path.read_text())
@@ -30,73 +32,49 @@ def load(path: Path) -> dict[str, Any]:
     return values
 
 
+def recovery_parts(values: dict[str, Any]) -> int:
+    """Partitions the chart's init-recovery makes: every process's share."""
+    deploy = values["deploy"]
+    return int(deploy["processes"]) * int(deploy["recovery"]["partsPerProcess"])
+
+
 def deploy_command(values: dict[str, Any], chart_values: str) -> list[str]:
-    flow, image, recovery = values["dataflow"], values["image"], values["recovery"]
-    command = [
-        "waxctl", "dataflow", "deploy", flow["file"],
-        "--name", flow["name"],
-        "--namespace", NAMESPACE,
-        "--processes", str(flow["processes"]),
-        "--workers", str(flow["workers"]),
-        "--image-name", image["name"],
-        "--image-tag", str(image["tag"]),
-        "--values", chart_values,
+    deploy, recovery = values["deploy"], values["deploy"]["recovery"]
+    return [
+        "waxctl", "dataflow", "deploy", deploy["path"],
+        "-N", deploy["name"],
+        "-n", deploy["namespace"],
+        "-p", str(deploy["processes"]),
+        "-w", str(deploy["workers"]),
+        "-i", os.environ.get("IMAGE_REPOSITORY") or deploy["imageRepository"],
+        "-t", os.environ.get("IMAGE_TAG") or str(deploy["imageTag"]),
+        "-V", chart_values,
+        "--recovery",
+        "--recovery-parts", str(recovery_parts(values)),
+        "--recovery-snapshot-interval", str(recovery["snapshotInterval"]),
+        "--recovery-backup-interval", str(recovery["backupInterval"]),
+        "--recovery-size", str(recovery["size"]),
     ]  # fmt: skip
-    if recovery["enabled"]:
-        command += [
-            "--recovery",
-            "--recovery-snapshot-interval", str(recovery["snapshotInterval"]),
-            "--recovery-backup-interval", str(recovery["backupInterval"]),
-            "--recovery-size", str(recovery["size"]),
-        ]  # fmt: skip
-    return command
 
 
-def chart_values(values: dict[str, Any]) -> dict[str, Any]:
-    """The Bytewax Helm chart values waxctl passes on: environment, secrets, resources, cache."""
-    env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in values["env"].items()]
-    env += [
-        {"name": "CLAIMX_RECOVERY_PARTS_PER_PROCESS",
-         "value": str(values["recovery"]["partsPerProcess"])},
-    ]  # fmt: skip
-    env += [
-        {"name": name, "valueFrom": {"secretKeyRef": {**ref_of(ref), "optional": True}}}
-        for name, ref in values["envFromSecrets"].items()
-    ]
-    chart: dict[str, Any] = {
-        "env": env,
-        "envFrom": [{"configMapRef": {"name": values["envFromConfigMap"]}}],
-        "resources": values["resources"],
-    }
-    if "CACHE_DIR" in values["env"]:
-        chart["extraVolumes"] = [
-            {"name": "download-cache",
-             "persistentVolumeClaim": {"claimName": "claimx-download-cache"}},
-        ]  # fmt: skip
-        chart["extraVolumeMounts"] = [
-            {"name": "download-cache", "mountPath": values["env"]["CACHE_DIR"]}
-        ]
-    return chart
-
-
-def ref_of(ref: dict[str, str]) -> dict[str, str]:
-    return {"name": ref["secret"], "key": ref["key"]}
+def chart_values(values: dict[str, Any]) -> str:
+    """The chart-values file: the values file's ``chart`` part, verbatim."""
+    header = f"# Bytewax Helm chart values for {values['deploy']['name']} (waxctl -V).\n"
+    return header + yaml.safe_dump(values["chart"], sort_keys=False)
 
 
 def main(argv: list[str]) -> int:
     if argv == ["stages"]:
         print("\n".join(STAGE_NAMES))
         return 0
-    if len(argv) != 2 or argv[0] not in ("deploy", "chart-values"):
-        print(__doc__)
-        return 2
-    values = load(Path(argv[1]))
-    if argv[0] == "chart-values":
-        print(yaml.safe_dump(chart_values(values), sort_keys=False), end="")
-    else:
-        chart = f"${{CHART_VALUES_DIR}}/{values['dataflow']['name']}.yaml"
-        print("\n".join(deploy_command(values, chart)))
-    return 0
+    if argv[:1] == ["chart-values"] and len(argv) == 2:
+        print(chart_values(load(Path(argv[1]))), end="")
+        return 0
+    if argv[:1] == ["deploy"] and len(argv) == 3:
+        print("\n".join(deploy_command(load(Path(argv[1])), argv[2])))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

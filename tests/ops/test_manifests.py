@@ -4,6 +4,7 @@ runbook, and their init scripts really lay out a Bytewax cluster."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from functools import cache
@@ -17,6 +18,7 @@ from claimx_flow.catalog import STAGES
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
+IDENTITY = yaml.safe_load((REPO / "tests/ops/fixtures/azure_workload_identity.yaml").read_text())
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
@@ -24,9 +26,11 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def kustomized() -> list[Path]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [K8S / resource for resource in kustomization["resources"]]
+def kustomized(root: Path = K8S) -> list[Path]:
+    """The files a kustomization lists, those of the kustomizations it includes too."""
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    paths = [root / resource for resource in kustomization["resources"]]
+    return [f for p in paths for f in (kustomized(p) if p.is_dir() else [p])]
 
 
 @cache
@@ -163,6 +167,58 @@ def test_custom_resources_have_the_shape_their_operators_expect() -> None:
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["metadata"]["consumerGroup"].startswith("claimx-")
         assert trigger["authenticationRef"]["name"] in by_kind("TriggerAuthentication")
+
+
+def test_every_stage_pod_runs_with_azure_workload_identity() -> None:
+    """The label and annotation Azure's webhook reads (fixture, with its sources): every pod
+    carries the label and names a ServiceAccount that carries the client-id annotation."""
+    accounts = by_kind("ServiceAccount")
+    label, annotation = IDENTITY["pod"]["label"], IDENTITY["service_account"]["annotation"]
+    assert by_kind("StatefulSet")
+    for sts in by_kind("StatefulSet").values():
+        template = sts["spec"]["template"]
+        assert template["metadata"]["labels"][label] == IDENTITY["pod"]["label_value"]
+        account = accounts[template["spec"]["serviceAccountName"]]
+        assert account["metadata"]["annotations"][annotation]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "identity" in kustomization["resources"]
+    # The operator's client id reaches that annotation (run by kustomize in the next test).
+    identity = yaml.safe_load((K8S / "identity/kustomization.yaml").read_text())
+    (replacement,) = identity["replacements"]
+    (config,) = documents(K8S / "identity/client-id.yaml")
+    assert replacement["source"] == {
+        "kind": "ConfigMap",
+        "name": config["metadata"]["name"],
+        "fieldPath": "data.clientId",
+    }
+    assert config["metadata"]["annotations"] == {"config.kubernetes.io/local-config": "true"}
+    (target,) = replacement["targets"]
+    assert target["fieldPaths"] == [f"metadata.annotations.[{annotation}]"]
+    assert target["select"]["name"] in accounts
+
+
+def test_the_operator_sets_the_client_id_in_one_place(tmp_path: Path) -> None:
+    """kustomize (kubectl's) copies clientId from k8s/identity/client-id.yaml into the
+    ServiceAccount's annotation and leaves that ConfigMap out of what it applies."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (its built-in kustomize) is not installed")
+    identity = tmp_path / "identity"
+    shutil.copytree(K8S / "identity", identity)
+    client_id = "11111111-2222-3333-4444-555555555555"
+    config = identity / "client-id.yaml"
+    loaded = yaml.safe_load(config.read_text())
+    loaded["data"]["clientId"] = client_id
+    config.write_text(yaml.safe_dump(loaded))
+    built = subprocess.run([kubectl, "kustomize", str(identity)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    objects = [o for o in yaml.safe_load_all(built.stdout) if o]
+    assert [o["kind"] for o in objects] == ["ServiceAccount"]
+    (account,) = objects
+    assert account["metadata"]["namespace"] == "claimx"
+    assert account["metadata"]["annotations"] == {
+        IDENTITY["service_account"]["annotation"]: client_id
+    }
 
 
 def run_init(script: str, env: dict[str, str]) -> None:
