@@ -219,6 +219,8 @@ class Settings(BaseSettings):
     claimx_health_port: int | None = Field(None, ge=0, le=65535)
     claimx_health_host: str = "0.0.0.0"
     claimx_liveness_stale_seconds: float = Field(600.0, gt=0)
+    # How often a stage reads the depth of the DLQ it writes (claimx_dlq_depth); 0: never
+    claimx_dlq_depth_interval_seconds: float = Field(30.0, ge=0)
 
     # Recovery (Bytewax snapshots: where each stage's Kafka offsets and state live)
     claimx_recovery_partitions: int = Field(1, ge=1, le=1000)

@@ -45,8 +45,8 @@ def flow_attribute(
 
 def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> None:
     """What every stage process does first: log to stderr, stop gracefully on SIGTERM, name
-    its stage on every metric, check it can run (or exit 2 saying why), and serve health
-    probes and metrics on the stage's port."""
+    its stage on every metric, check it can run (or exit 2 saying why), serve health
+    probes and metrics on the stage's port, and export the depth of the DLQ it writes."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
@@ -62,3 +62,4 @@ def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> 
         log.error("%s", exc)
         raise SystemExit(2) from None
     serve(stage, settings)
+    metrics.watch_dlq_depth(stage, settings)

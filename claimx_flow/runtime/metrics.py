@@ -5,23 +5,36 @@ All live in ``prometheus_client``'s default registry, which both Bytewax's ``:30
 and the stage's health port ``/metrics`` serve. A process runs exactly one stage, so the
 ``stage`` label is set once per process (:func:`set_stage`) instead of being threaded through
 every call that counts something.
+
+No ``_created`` series: importing this module turns them off for the whole process (every
+process that serves these metrics imports it), so a counter is one series, not two.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from claimx_flow import catalog
 from claimx_flow.errors import ErrorCategory
 
 if TYPE_CHECKING:  # the writer pulls in deltalake; metrics must stay cheap to import
+    from claimx_flow.config import Settings
     from claimx_flow.delta.writer import WriteOutcome
+
+# ``_created`` series double every counter and histogram and say nothing a restart does not:
+# off before the first scrape (prometheus_client reads this flag at every exposition).
+_disable_created: Any = disable_created_metrics  # untyped in prometheus_client
+_disable_created()
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -46,6 +59,12 @@ DOWNLOAD_SECONDS = Histogram(
     ["outcome"],
     buckets=_TRANSFER_BUCKETS,
 )
+DOWNLOAD_NOT_FOUND = Counter(
+    "claimx_download_not_found_total",
+    "Downloads the media host answered 404 or 410 (permanent: the task goes to the DLQ).",
+    ["status"],
+)
+NOT_FOUND_STATUSES = (404, 410)
 URL_REFRESHES = Counter(
     "claimx_download_url_refreshes_total", "Expired presigned URLs refreshed from the media API."
 )
@@ -106,6 +125,17 @@ RETRIES = Counter(
 DLQ_MESSAGES = Counter(
     "claimx_dlq_messages_total", "Messages sent to a dead-letter queue.", ["stage", "topic"]
 )
+DLQ_DEPTH = Gauge(
+    "claimx_dlq_depth",
+    "Records still in a dead-letter queue: high minus low watermark, summed over partitions "
+    "(a purge or retention raises the low watermark; a replay leaves records in place).",
+    ["topic"],
+)
+DLQ_DEPTH_POLLED = Gauge(
+    "claimx_dlq_depth_last_poll_timestamp_seconds",
+    "When claimx_dlq_depth was last read from Kafka (Unix time; stale when Kafka is unreachable).",
+    ["topic"],
+)
 RELEASE_LATENESS = Histogram(
     "claimx_retry_release_lateness_seconds",
     "How long after its due time a retried message was released.",
@@ -141,7 +171,14 @@ DELTA_SECONDS = Histogram(
     buckets=_TRANSFER_BUCKETS,
 )
 DELTA_ROWS = Counter(
-    "claimx_delta_rows_total", "Rows merged into Delta tables, by action.", ["table", "action"]
+    "claimx_delta_rows_total",
+    "Rows a MERGE changed in a Delta table, by action (inserted, updated).",
+    ["table", "action"],
+)
+DELTA_SOURCE_ROWS = Counter(
+    "claimx_delta_source_rows_total",
+    "Rows given to a MERGE into a Delta table (inserted + updated + unchanged duplicates).",
+    ["table"],
 )
 
 # Results ------------------------------------------------------------------------------------
@@ -176,6 +213,9 @@ def set_stage(stage: str) -> None:
     if catalog.stage(stage).calls_api:
         for endpoint in API_ENDPOINTS:
             API_CALLS.labels(stage=stage, endpoint=endpoint)
+    if stage == "download":
+        for status in NOT_FOUND_STATUSES:
+            DOWNLOAD_NOT_FOUND.labels(status=str(status))
     if stage == "enrich":
         from claimx_flow.enrichment.handlers import KNOWN_EVENTS
 
@@ -244,6 +284,11 @@ def failure(stage: str, category: ErrorCategory, retry_delay_s: int | None, topi
         RETRIES.labels(stage=stage, tier=str(retry_delay_s)).inc()
 
 
+def download_not_found(status: int) -> None:
+    """The media host answered 404 or 410 for a download (the runbook's ``404_errors``)."""
+    DOWNLOAD_NOT_FOUND.labels(status=str(status)).inc()
+
+
 def batch(size: int) -> None:
     BATCH_SIZE.labels(stage=_stage).observe(size)
 
@@ -253,6 +298,67 @@ def delta_written(outcome: WriteOutcome) -> None:
     if not outcome.source_rows:
         return
     DELTA_SECONDS.labels(table=outcome.table).observe(outcome.seconds)
-    DELTA_ROWS.labels(table=outcome.table, action="source").inc(outcome.source_rows)
+    DELTA_SOURCE_ROWS.labels(table=outcome.table).inc(outcome.source_rows)
     DELTA_ROWS.labels(table=outcome.table, action="inserted").inc(outcome.inserted)
     DELTA_ROWS.labels(table=outcome.table, action="updated").inc(outcome.updated)
+
+
+# DLQ depth ----------------------------------------------------------------------------------
+DepthRead = Callable[[], dict[str, int]]
+"""Reads the depth of each DLQ watched (a topic that does not exist is left out)."""
+
+
+class DlqDepthWatcher:
+    """Sets ``claimx_dlq_depth`` from Kafka every ``every_s`` on a daemon thread of its own,
+    never on the dataflow's path. A read that fails keeps the last values (their poll
+    timestamp then ages) and is logged once per outage."""
+
+    def __init__(self, topics: list[str], read: DepthRead, every_s: float) -> None:
+        self.topics = topics
+        self.read = read
+        self.every_s = every_s
+        self.stopped = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="claimx-dlq-depth", daemon=True)
+
+    def start(self) -> DlqDepthWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.stopped.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            self.poll()
+            if self.stopped.wait(self.every_s):
+                return
+
+    def poll(self) -> None:
+        try:
+            depths = self.read()
+        except Exception as exc:  # Kafka away: the next poll tries again
+            if not self._failing:
+                log.warning("cannot read the depth of %s: %s", ", ".join(self.topics), exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("reading the depth of %s again", ", ".join(self.topics))
+        self._failing = False
+        now = time.time()
+        for topic, depth in depths.items():
+            DLQ_DEPTH.labels(topic=topic).set(depth)
+            DLQ_DEPTH_POLLED.labels(topic=topic).set(now)
+
+
+def watch_dlq_depth(stage: str, settings: Settings) -> DlqDepthWatcher | None:
+    """Export the depth of the DLQ ``stage`` writes (none for results and retry), every
+    ``CLAIMX_DLQ_DEPTH_INTERVAL_SECONDS`` (0: not at all), through one Kafka admin client."""
+    from claimx_flow.kafka.lag import DlqDepthReader, dlq_topics
+
+    topics = dlq_topics(settings, [stage])
+    every_s = settings.claimx_dlq_depth_interval_seconds
+    if not topics or every_s <= 0:
+        return None
+    return DlqDepthWatcher(topics, DlqDepthReader(settings, topics).read, every_s).start()

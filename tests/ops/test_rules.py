@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from types import ModuleType
 
 import yaml
 
+from claimx_flow.catalog import STAGE_NAMES
 from tests.ops.conftest import REPO, RULES, tool
 
 RUNBOOK_ALERTS = {
@@ -17,6 +20,15 @@ RUNBOOK_ALERTS = {
     "ClaimXDownloadLatencyHigh": "warning",
     "ClaimXUploadFailureRate": "warning",
 }
+AVAILABILITY_ALERTS = {"ClaimXStageDown": "critical", "ClaimXStageAbsent": "critical"}
+
+
+def render_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("render", REPO / "monitoring/render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rules() -> list[dict[str, object]]:
@@ -45,8 +57,38 @@ def test_rules_are_valid_and_every_alert_is_unit_tested_both_ways() -> None:
 
 def test_the_runbooks_alerts_keep_their_names_and_severities() -> None:
     severities = {r["alert"]: r["labels"]["severity"] for r in rules() if "alert" in r}  # type: ignore[index]
-    for name, severity in RUNBOOK_ALERTS.items():
+    for name, severity in (RUNBOOK_ALERTS | AVAILABILITY_ALERTS).items():
         assert severities[name] == severity
+
+
+def test_every_stage_of_the_catalog_has_an_absence_alert() -> None:
+    absent = [r for r in rules() if r.get("alert") == "ClaimXStageAbsent"]
+    assert [r["expr"] for r in absent] == [f'absent(up{{stage="{s}"}})' for s in STAGE_NAMES]
+    # The quiet case scrapes every stage, so a stage added to the catalog without a series
+    # there makes promtool fail rather than pass silently.
+    cases = yaml.safe_load((REPO / "monitoring/tests/claimx.rules.test.yaml").read_text())
+    (quiet,) = [
+        case
+        for case in cases["tests"]
+        if (
+            checks := [
+                c for c in case.get("alert_rule_test", []) if c["alertname"] == "ClaimXStageAbsent"
+            ]
+        )
+        and not any(c["exp_alerts"] for c in checks)
+    ]
+    scraped = {s["series"].split('stage="')[1].split('"')[0] for s in quiet["input_series"]}
+    assert scraped == set(STAGE_NAMES)
+
+
+def test_the_generated_group_is_rewritten_and_the_hand_written_rest_kept() -> None:
+    render = render_module()
+    text = RULES.read_text()
+    assert render.rules_text(text) == text  # in sync (render --check says the same)
+    head, _, rest = text.partition(render.ABSENT_BEGIN)
+    _, _, tail = rest.partition(render.ABSENT_END)
+    stale = head + render.ABSENT_BEGIN + "  - name: claimx.absent\n" + render.ABSENT_END + tail
+    assert render.rules_text(stale) == text
 
 
 def test_prometheusrule_and_dashboard_are_rendered_from_the_sources() -> None:
