@@ -38,6 +38,9 @@ RUN useradd --create-home --uid 10001 --user-group claimx \
     && chown claimx:claimx /var/lib/claimx /var/cache/claimx /etc/bytewax \
     && python3 -m venv /opt/venv
 WORKDIR /app
+# What the Bytewax Helm chart (waxctl) starts in the image's working directory: the stage named by
+# BYTEWAX_PYTHON_FILE_PATH, and the recovery partitions (docs/kubernetes.md, "waxctl").
+COPY image/entrypoint.sh image/entrypoint-recovery.sh ./
 # Dependencies first, from the runtime lock: this layer stays cached while only the code changes.
 COPY constraints-runtime.txt ./
 RUN pip install -r constraints-runtime.txt
