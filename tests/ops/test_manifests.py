@@ -4,6 +4,7 @@ runbook, and their init scripts really lay out a Bytewax cluster."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,9 +153,28 @@ def test_custom_resources_have_the_shape_their_operators_expect() -> None:
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert all(selector.items() <= labels.items() for labels in pods.values())
-    assert monitor["spec"]["podMetricsEndpoints"] == [
-        {"port": "health", "path": "/metrics", "interval": "15s"}
-    ]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == (
+        "health",
+        "/metrics",
+        True,
+    )
+    # Prometheus' Kubernetes discovery names a pod label __meta_kubernetes_pod_label_<name>, with
+    # every character that is not a letter, digit or underscore replaced by an underscore; the
+    # relabeling must name the pod templates' stage label that way, and the values are stages.
+    (relabel,) = endpoint["relabelings"]
+    (source,) = relabel["sourceLabels"]
+    stage_labels = {
+        name
+        for labels in pods.values()
+        for name in labels
+        if re.sub(r"[^A-Za-z0-9_]", "_", name)
+        == source.removeprefix("__meta_kubernetes_pod_label_")
+    }
+    assert source.startswith("__meta_kubernetes_pod_label_") and len(stage_labels) == 1
+    (label,) = stage_labels
+    assert {labels[label] for labels in pods.values()} == set(STAGES)
+    assert (relabel["targetLabel"], relabel["action"]) == ("stage", "replace")
     for scaled in by_kind("ScaledObject").values():
         assert scaled["apiVersion"] == "keda.sh/v1alpha1"
         target = scaled["spec"]["scaleTargetRef"]
