@@ -30,7 +30,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow.kafka.clients import produce_or_wait
+from claimx_flow.kafka.clients import produce_or_wait, settled
 from claimx_flow.kafka.records import Headers, KafkaRecord, OutboundRecord
 from operators import shutdown
 
@@ -147,8 +147,10 @@ def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int
     offset (see :class:`Progress`); else the beginning of the partition."""
     if resumed is not None:
         return resumed
-    (committed,) = consumer.committed(
-        [TopicPartition(topic, partition)], timeout=METADATA_TIMEOUT_S
+    (committed,) = settled(  # a busy group coordinator answers "not yet" for a while
+        lambda: consumer.committed([TopicPartition(topic, partition)], timeout=METADATA_TIMEOUT_S),
+        what=f"read the committed offset of {topic}[{partition}]",
+        timeout_s=METADATA_TIMEOUT_S,
     )
     offset = committed.offset
     return offset if offset is not None and offset >= 0 else OFFSET_BEGINNING

@@ -264,6 +264,7 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     if 300 <= status < 400:
         raise DownloadError(ErrorCategory.PERMANENT, f"redirect (HTTP {status}) not followed")
     if status in _PERMANENT_STATUSES:
+        metrics.download_not_found(status)
         raise DownloadError(ErrorCategory.PERMANENT, f"HTTP {status}: media gone")
     if status == 429 or status >= 500:
         raise DownloadError(ErrorCategory.TRANSIENT, f"HTTP {status} from media host")

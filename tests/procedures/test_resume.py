@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.lag import stage_lag
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.startup.recovery import reset_recovery
@@ -36,6 +37,11 @@ def produce(settings: Settings, lines: list[tuple[str, str]]) -> None:
 
 def tasks(settings: Settings) -> int:
     return len(read_all(settings.kafka_bootstrap_servers, settings.claimx_enrichment_pending_topic))
+
+
+def caught_up(settings: Settings) -> bool:
+    """Whether ingest's consumer group has committed the end of every input partition."""
+    return all(row.lag == 0 for row in stage_lag(settings, "ingest"))
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
@@ -77,14 +83,14 @@ def test_the_bare_command_resumes_instead_of_replaying(
     stage = bare_ingest(settings, log)
     try:
         wait_until(lambda: tasks(settings) >= len(first), "the first workload's tasks")
-        time.sleep(4 * EPOCH_S)  # idle epochs: the group catches up with what is done
+        wait_until(lambda: caught_up(settings), "the group to commit what is done")
         stage.send_signal(signal.SIGTERM)
         assert stage.wait(60) == 0, log.read_text()[-3000:]
 
         produce(settings, second)
         stage = bare_ingest(settings, log)
         wait_until(lambda: tasks(settings) >= len(first) + len(second), "the second workload")
-        time.sleep(4 * EPOCH_S)
+        wait_until(lambda: caught_up(settings), "the group to commit what is done")
         assert tasks(settings) == len(first) + len(second)  # nothing read twice
     finally:
         stage.send_signal(signal.SIGTERM)
@@ -101,7 +107,7 @@ def test_a_killed_bare_stage_rereads_at_most_its_last_epochs(
     stage = bare_ingest(settings, log)
     try:
         wait_until(lambda: tasks(settings) >= len(first), "the first workload's tasks")
-        time.sleep(4 * EPOCH_S)
+        wait_until(lambda: caught_up(settings), "the group to commit what is done")
         stage.kill()
         stage.wait(30)
         stage = bare_ingest(settings, log)
@@ -131,7 +137,7 @@ def test_rescaling_onto_fresh_recovery_keeps_the_progress(
             reset_recovery(settings, "ingest")  # a fresh volume
             pipeline.start(["ingest"], processes=processes)
             wait_until(lambda n=produced: tasks(settings) >= n, f"{produced} tasks")
-            time.sleep(4 * EPOCH_S)
+            wait_until(lambda: caught_up(settings), "the group to commit what is done")
             pipeline.stop()
             assert not pipeline.dead()
         assert tasks(settings) == produced

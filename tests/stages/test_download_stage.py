@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
@@ -243,6 +244,22 @@ def test_media_host_errors_are_transient(
     assert info.error_category == "transient" and "503" in info.error_message
     assert out.topic == settings.download_retry_topics[0]
     assert json.loads(out.value)["media_id"] == task.media_id
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_media_gone_is_permanent_and_counted_as_not_found(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path, status: int
+) -> None:
+    settings = settings_for(api_settings, tmp_path)
+    task = media_task(settings)
+    counted = {"status": str(status)}
+    before = REGISTRY.get_sample_value("claimx_download_not_found_total", counted) or 0.0
+    sim.set_faults(error_rates={str(status): 1.0}, apply_to=["media"])
+    (out,) = run_stage(settings, [task])
+    assert out.topic == settings.claimx_downloads_dlq_topic
+    assert FailureInfo.from_headers(out.headers).error_category == "permanent"
+    after = REGISTRY.get_sample_value("claimx_download_not_found_total", counted)
+    assert after == before + 1
 
 
 def test_partial_files_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
