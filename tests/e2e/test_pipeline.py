@@ -91,7 +91,10 @@ def check_outcome(run: PipelineRun, events: list[RawEvent], media: dict[str | No
     results = run.topic_messages(run.settings.claimx_downloads_results_topic)
     assert {json.loads(m.value())["media_id"] for m in results} == set(media)
     # The results stage counts each file once, however often its result arrives.
-    expected = f"results: {len(media)} completed, 0 failed, {len(media) * MEDIA_BYTES} bytes"
+    expected = (
+        f"results: {len(media)} completed, 0 failed (100.0% success), "
+        f"{len(media) * MEDIA_BYTES} bytes"
+    )
     run.wait_for(lambda: expected in run.last_summary(), 30, f"summary {expected!r}")
 
 
