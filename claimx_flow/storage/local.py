@@ -18,7 +18,7 @@ from claimx_flow.storage.base import (
     StoredFile,
     read_fingerprint,
 )
-from claimx_flow.storage.paths import UnsafePathError
+from claimx_flow.storage.paths import UnsafePathError, probe_path
 
 
 class LocalFileStore:
@@ -70,8 +70,8 @@ class LocalFileStore:
         await asyncio.to_thread(_sync_filesystem, self.root)
 
     async def check_writable(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".probe-{uuid.uuid4().hex}"
+        probe = self.root / probe_path()
+        probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
 

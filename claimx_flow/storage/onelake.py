@@ -39,7 +39,7 @@ from claimx_flow.errors import ClaimxError, ConfigError, ErrorCategory
 from claimx_flow.models import redact
 from claimx_flow.models.redaction import truncate
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, fingerprint_of
-from claimx_flow.storage.paths import UnsafePathError
+from claimx_flow.storage.paths import UnsafePathError, probe_path
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class OneLakeFileStore:
 
     async def check_writable(self) -> None:
         """Create and delete a probe file: proves the credential may write, not just read."""
-        probe = f".claimx-probe-{uuid.uuid4().hex}"
+        probe = probe_path()
         file = self._file(probe)
         async with self._classified("probe", probe):
             await file.create_file()

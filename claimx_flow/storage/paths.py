@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
 
 MAX_NAME_CHARS = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -69,10 +70,20 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+MEDIA_ROOT = "claimx"
+"""The folder every media file goes under, in OneLake's ``Files`` and the local files root."""
+
+
 def media_path(project_id: str, media_id: str, file_name: str | None, file_type: str | None) -> str:
     """The relative storage path of one media file (§6 of the domain reference)."""
     project = check_id(project_id, "project_id")
     media = check_id(media_id, "media_id")
     if not _MEDIA_ID.fullmatch(media):
         raise UnsafePathError(f"media_id {media_id!r} cannot lead a file name (no '_')")
-    return f"claimx/{project}/media/{media}_{safe_file_name(file_name, media, file_type)}"
+    return f"{MEDIA_ROOT}/{project}/media/{media}_{safe_file_name(file_name, media, file_type)}"
+
+
+def probe_path() -> str:
+    """Where a readiness probe writes: inside ``MEDIA_ROOT``, the only folder an identity of
+    least privilege may write (the runbook grants ``claimx/*``)."""
+    return f"{MEDIA_ROOT}/.claimx-probe-{uuid.uuid4().hex}"

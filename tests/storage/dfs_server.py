@@ -74,6 +74,9 @@ class DfsServer:
         self.calls: Counter[str] = Counter()
         self.largest_append = 0
         self._faults: list[_Fault] = []
+        self.writable_under: str | None = None
+        """When set, a write outside this folder (``Files/claimx``, say) is refused with 403, as
+        OneLake does for an identity granted only that folder."""
         self._etags: dict[Path, str] = {}
         self._metadata: dict[Path, dict[str, str]] = {}
         self._versions = itertools.count(1)
@@ -195,7 +198,14 @@ class DfsServer:
         target = (fs_dir / (parts[2] if len(parts) > 2 else "")).resolve()
         if not target.is_relative_to(fs_dir.resolve()) or target == fs_dir.resolve():
             return _error(400, "InvalidResourceName")
+        if request.method != "HEAD" and not self._may_write(target.relative_to(fs_dir.resolve())):
+            return _error(403, "AuthorizationPermissionMismatch")
         return await self._dispatch(request, action, target)
+
+    def _may_write(self, relative: Path) -> bool:
+        if self.writable_under is None:
+            return True
+        return f"/{self.writable_under}/" in f"/{relative.as_posix()}"
 
     async def _dispatch(
         self, request: web.Request, action: str, target: Path

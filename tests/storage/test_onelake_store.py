@@ -347,3 +347,27 @@ def test_size_of_and_probe_classify_too(dfs_server: DfsServer, dfs_workspace: st
         ErrorCategory.TRANSIENT,
         ErrorCategory.AUTH,
     ]
+
+
+def test_an_identity_granted_only_the_claimx_folder_can_probe_and_upload(
+    dfs_server: DfsServer, dfs_workspace: str, tmp_path: Path
+) -> None:
+    """The runbook grants the pipeline's identity ``Files/claimx/*`` only: the readiness probe
+    and every upload (its staging file included) must stay inside it."""
+    source = tmp_path / "roof.mp4"
+    source.write_bytes(os.urandom(1000))
+    dfs_server.writable_under = f"{LAKEHOUSE}/Files/claimx"
+    try:
+        run_store(dfs_server.endpoint, dfs_workspace, lambda s: s.check_writable())
+        run_store(dfs_server.endpoint, dfs_workspace, lambda s: s.put(PATH, source))
+        outside = media_path("P-7", "M-43", "roof.mp4", "mp4").replace("claimx/", "other/", 1)
+
+        async def refused(store: OneLakeFileStore) -> OneLakeError:
+            with pytest.raises(OneLakeError) as caught:
+                await store.put(outside, source)
+            return caught.value
+
+        assert run_store(dfs_server.endpoint, dfs_workspace, refused).status == 403
+    finally:
+        dfs_server.writable_under = None
+    assert dfs_server.files(dfs_workspace) == [f"{LAKEHOUSE}/Files/{PATH}"]
