@@ -372,6 +372,20 @@ class CheckedKafkaOutput(DynamicSink[OutboundRecord]):
 
     ``producer`` is the librdkafka producer configuration. The records carry their own topic,
     so one sink serves a stage's every output topic.
+
+    What recovery covers (Bytewax 0.21.1). ``write_batch`` returns only once Kafka confirmed
+    every message of the batch, or raises; Bytewax calls it on the worker, holding the batch's
+    epoch, and a raise stops the worker before that epoch ends here. But Bytewax records an
+    epoch as done (its resume frontier) and lets the inputs read on ("input sources do not
+    start reading new data until all data in the previous epoch has been output and recovery
+    data written", src/inputs.rs) by probing the *snapshot* stream only (``write_recovery``,
+    src/recovery.rs: "We do not have to monitor output progress because that only makes sense
+    on stateful outputs"). This sink is a DynamicSink and takes no snapshot: records still
+    travelling through the steps after the last stateful one can reach it after their epoch
+    was recorded as done, and a SIGKILL then resumes past them; at the end of the input the
+    worker may stop before they are written. The stages' short step chains did not show it in
+    experiments, but only operator scheduling keeps it so; a FixedPartitionedSink is covered
+    (tests/procedures/test_bytewax_sink_frontier.py pins both).
     """
 
     def __init__(self, producer: Mapping[str, Any], *, flush_timeout_s: float = 60.0) -> None:

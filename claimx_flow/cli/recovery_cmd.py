@@ -10,11 +10,18 @@ from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
-from claimx_flow.startup.recovery import init_recovery, kafka_cluster_id
+from claimx_flow.startup.recovery import (
+    describe_input_topics,
+    init_recovery,
+    kafka_cluster_id,
+    record_identity,
+    recovery_directory,
+)
 from claimx_flow.startup.recovery_state import (
     InputPosition,
     Target,
     input_positions,
+    read_recovery,
     reset_positions,
 )
 
@@ -24,19 +31,25 @@ console = Console()
 
 @app.command()
 def init(stages: list[str] = typer.Argument(None, help="Stages (default: all).")) -> None:
-    """Create each stage's recovery partitions (CLAIMX_RECOVERY_PARTITIONS) if missing."""
+    """Create each stage's recovery partitions (CLAIMX_RECOVERY_PARTITIONS) if missing, and
+    record the Kafka cluster and input topic ids they belong to."""
     settings = load_settings()
     cluster = kafka_cluster_id(settings)
     for stage in _stages(stages):
         directory = init_recovery(settings, stage, cluster)
+        topics = describe_input_topics(settings, stage)
+        record_identity(settings, stage, cluster, topics.values(), replace=False)
         console.print(f"{stage}: {directory}")
 
 
 @app.command()
 def show(stage: str = typer.Argument(..., help="The stage.")) -> None:
-    """Print the offsets the stage resumes from, per topic partition."""
+    """Print the offsets the stage resumes from, per topic partition (Bytewax's resume rule)."""
     (stage,) = _stages([stage])
-    _table(f"{stage} resumes from", input_positions(load_settings(), stage))
+    settings = load_settings()
+    positions = input_positions(settings, stage)
+    epoch = read_recovery(recovery_directory(settings, stage)).resume_epoch()
+    _table(f"{stage} resumes at epoch {epoch} from", positions)
 
 
 @app.command()

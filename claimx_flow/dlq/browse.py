@@ -14,13 +14,15 @@ from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError
 from claimx_flow.dlq.queues import DlqName, dlq_topic
 from claimx_flow.dlq.reader import DeadLetter, read_range
+from claimx_flow.models.redaction import mask_url_queries
 
 Bounds = dict[int, tuple[int, int]]
 
 
 @dataclass
 class DlqSurvey:
-    """One DLQ at a glance. Error counts cover the ``scanned`` newest records (all, if fewer)."""
+    """One DLQ at a glance. Error counts cover the ``scanned`` newest records (all, if fewer);
+    error messages are counted with their URL query strings masked."""
 
     dlq: DlqName
     topic: str
@@ -40,11 +42,13 @@ class DlqSurvey:
         if letter.failure is None:
             self.categories["unknown"] += 1
             self.error_classes["(no failure headers)"] += 1
-            self.errors["(no failure headers)", letter.failure_error or ""] += 1
+            self.errors["(no failure headers)", mask_url_queries(letter.failure_error or "")] += 1
             return
         self.categories[letter.failure.error_category.value] += 1
         self.error_classes[letter.failure.error_class] += 1
-        self.errors[letter.failure.error_class, letter.failure.error_message] += 1
+        # URL queries masked: presigned URLs differing only in their signature are one error
+        message = mask_url_queries(letter.failure.error_message)
+        self.errors[letter.failure.error_class, message] += 1
 
     def see_time(self, at: datetime | None) -> None:
         if at is None:

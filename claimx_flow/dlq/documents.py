@@ -1,12 +1,15 @@
 """The JSON documents of ``--json``: one parseable document per command, for scripts.
 
 Bytes are shown as UTF-8 text where they decode, else base64, with an ``*_encoding`` field
-saying which; instants are ISO 8601 in UTC.
+saying which; instants are ISO 8601 in UTC. Every URL's query string in a message's text (key,
+value, headers, error messages) is masked (``https://host/path?***``): presigned URLs carry
+their signature and credential there. Only ``replay`` sends the raw bytes on.
 """
 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +17,7 @@ from claimx_flow.dlq.browse import DlqSurvey
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
+from claimx_flow.models.redaction import mask_url_queries
 
 TOP = 5
 
@@ -28,14 +32,36 @@ def as_text(data: bytes | None) -> tuple[str | None, str | None]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
+def shown(data: bytes | None) -> tuple[str | None, str | None]:
+    """:func:`as_text` for people and exports: URL query strings masked in text (bytes that
+    are not UTF-8 stay base64, as they are)."""
+    text, encoding = as_text(data)
+    return (mask_url_queries(text), encoding) if encoding == "utf-8" and text else (text, encoding)
+
+
+def masked(text: str | None) -> str | None:
+    return mask_url_queries(text) if text else text
+
+
+def masked_counts(counts: Counter[str]) -> Counter[str]:
+    """Counts keyed by text, with URL queries masked (keys that become equal are added up)."""
+    merged: Counter[str] = Counter()
+    for name, count in counts.items():
+        merged[mask_url_queries(name)] += count
+    return merged
+
+
 def instant(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
 def letter_document(letter: DeadLetter) -> dict[str, Any]:
-    key, key_encoding = as_text(letter.key)
-    value, value_encoding = as_text(letter.value)
+    key, key_encoding = shown(letter.key)
+    value, value_encoding = shown(letter.value)
     ids = letter.ids
+    failure = letter.failure.model_dump(mode="json") if letter.failure else None
+    if failure is not None:
+        failure["error_message"] = masked(failure["error_message"])
     return {
         "topic": letter.topic,
         "partition": letter.partition,
@@ -46,14 +72,14 @@ def letter_document(letter: DeadLetter) -> dict[str, Any]:
         "value": value,
         "value_encoding": value_encoding,
         "ids": {"event_id": ids.event_id, "project_id": ids.project_id, "media_id": ids.media_id},
-        "failure": letter.failure.model_dump(mode="json") if letter.failure else None,
-        "failure_error": letter.failure_error,
+        "failure": failure,
+        "failure_error": masked(letter.failure_error),
         "headers": [_header_document(name, raw) for name, raw in letter.headers],
     }
 
 
 def _header_document(name: str, raw: bytes | None) -> dict[str, Any]:
-    value, encoding = as_text(raw)
+    value, encoding = shown(raw)
     return {"name": name, "value": value, "encoding": encoding}
 
 
@@ -73,7 +99,7 @@ def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
                 "categories": dict(s.categories.most_common()),
                 "error_classes": dict(s.error_classes.most_common()),
                 "top_errors": [
-                    {"error_class": cls, "error_message": msg, "count": n}
+                    {"error_class": cls, "error_message": masked(msg), "count": n}
                     for (cls, msg), n in s.errors.most_common(TOP)
                 ],
             }
@@ -105,7 +131,7 @@ def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
         ],
         "by_target": dict(done.by_target.most_common()),
         "by_category": dict(done.by_category.most_common()),
-        "by_error": dict(done.by_error.most_common()),
+        "by_error": dict(masked_counts(done.by_error).most_common()),
         "start_offsets": _keyed(outcome.starts),
         "end_offsets": _keyed(outcome.ends),
         "committed_offsets": _keyed(outcome.committed),

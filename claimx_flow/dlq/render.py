@@ -1,7 +1,8 @@
 """Rich views of the DLQ commands: tables an operator reads at a terminal.
 
 Everything taken from a message is wrapped in ``Text``, never parsed as markup: an error message
-holding ``[brackets]`` must show as written.
+holding ``[brackets]`` must show as written. URL query strings in a message's text are masked
+(presigned URLs carry their signature there; see ``documents.shown``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from claimx_flow.dlq.browse import DlqSurvey
-from claimx_flow.dlq.documents import as_text
+from claimx_flow.dlq.documents import masked, masked_counts, shown
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
@@ -75,7 +76,7 @@ def _top_errors(s: DlqSurvey) -> Table:
     table.add_column("error class", min_width=12)
     table.add_column("error message", min_width=20)
     for (cls, message), count in s.errors.most_common(5):
-        table.add_row(f"{count:,}", Text(cls), Text(message))
+        table.add_row(f"{count:,}", Text(cls), Text(masked(message) or ""))
     return table
 
 
@@ -88,7 +89,7 @@ def letter_view(letter: DeadLetter, dlq: str) -> Panel:
     fields.add_column()
     rows: list[tuple[str, Text]] = [
         ("timestamp", Text(f"{when(letter.timestamp)} UTC")),
-        ("key", Text(as_text(letter.key)[0] or "-")),
+        ("key", Text(shown(letter.key)[0] or "-")),
         ("event id", Text(ids.event_id or "-")),
         ("project id", Text(ids.project_id or "-")),
         ("media id", Text(ids.media_id or "-")),
@@ -100,14 +101,14 @@ def letter_view(letter: DeadLetter, dlq: str) -> Panel:
             ("stage", Text(info.stage)),
             ("category", _category(info.error_category.value)),
             ("error class", Text(info.error_class, style="bold")),
-            ("error message", Text(info.error_message)),
+            ("error message", Text(masked(info.error_message) or "")),
             ("attempts", Text(str(info.attempt))),
             ("replay count", Text(str(info.replay_count))),
             ("failed", Text(failed)),
             ("origin", Text(origin)),
         ]
     else:
-        reason = letter.failure_error or "no claimx.* failure headers"
+        reason = masked(letter.failure_error) or "no claimx.* failure headers"
         rows.append(("failure", Text(reason, style="red")))
     for name, value in rows:
         fields.add_row(name, value)
@@ -124,14 +125,14 @@ def _headers_table(letter: DeadLetter) -> Table:
     table.add_column("name", style="dim", no_wrap=True)
     table.add_column("value")
     for name, raw in letter.headers:
-        text, encoding = as_text(raw)
-        shown = "(none)" if text is None else text if encoding == "utf-8" else f"base64:{text}"
-        table.add_row(Text(name), Text(shown))
+        text, encoding = shown(raw)
+        value = "(none)" if text is None else text if encoding == "utf-8" else f"base64:{text}"
+        table.add_row(Text(name), Text(value))
     return table
 
 
 def _value_preview(letter: DeadLetter) -> Text:
-    text, encoding = as_text(letter.value)
+    text, encoding = shown(letter.value)
     if text is None:
         return Text("value: (none)", style="dim")
     label = "value" if encoding == "utf-8" else "value (base64)"
@@ -175,7 +176,7 @@ def outcome_view(outcome: ReplayOutcome) -> RenderableType:
     if outcome.dry_run and done.replayed:
         parts += [
             histogram(f"{verb} by category", "category", done.by_category),
-            histogram(f"{verb} by error", "error", done.by_error),
+            histogram(f"{verb} by error", "error", masked_counts(done.by_error)),
         ]
     if done.by_target:
         parts.append(histogram(f"{verb} to", "topic", done.by_target))

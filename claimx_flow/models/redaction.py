@@ -51,6 +51,26 @@ def redact_credentials(text: str) -> str:
     return text
 
 
+# A URL's query string: http(s) and ws(s), also JSON-escaped (``https:\/\/``) or percent-encoded
+# (``https%3A%2F%2F…%3F``). Its base ends at the first ``?`` (or ``%3F``); the query runs to
+# whitespace, a quote or an angle bracket.
+_URL_QUERY = re.compile(
+    r"(?i)(?P<base>\b(?:https?|wss?)(?::|%3a)(?:\\?/|%2f){2}[^\s\"'<>?]*?)"
+    r"(?P<sep>\?|%3f)(?P<query>[^\s\"'<>]+)"
+)
+
+
+def mask_url_queries(text: str) -> str:
+    """Every URL's query string masked: ``https://host/path?***``.
+
+    Presigned URLs carry their authority in the query (``X-Amz-Signature``,
+    ``X-Amz-Credential``, the ClaimX ``systemDate``/``expires`` signatures, SAS tokens), so
+    text shown to people or exported keeps where a URL points and loses what it grants.
+    Masking twice changes nothing.
+    """
+    return _URL_QUERY.sub(lambda m: f"{m.group('base')}{m.group('sep')}{MASK}", text)
+
+
 def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """At most ``limit`` characters, ending in ``…`` when something was cut."""
     if len(text) <= limit:

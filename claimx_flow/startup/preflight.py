@@ -30,7 +30,8 @@ from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
-from claimx_flow.startup.recovery import RecoveryMismatch, check_recovery_cluster, kafka_cluster_id
+from claimx_flow.startup.recovery import recovery_directory
+from claimx_flow.startup.recovery_state import check_recovery_identity
 from claimx_flow.storage.locations import file_store
 
 
@@ -201,13 +202,16 @@ def _file_store(settings: Settings) -> Check:
 
 
 def _recovery(settings: Settings, stage: str, kafka_ok: bool) -> Check:
-    directory = settings.recovery_dir(stage)
+    """The recovery directory is writable, and its offsets belong to this cluster and to the
+    input topics as they are now (ids recorded on the first start, no offset beyond a
+    partition's end, the consumer group's included)."""
+    directory = recovery_directory(settings, stage)
     name = f"recovery ({stage})"
     try:
         _probe_dir(directory)
         if kafka_ok:
-            check_recovery_cluster(settings, stage, kafka_cluster_id(settings))
-    except RecoveryMismatch as exc:
+            check_recovery_identity(settings, stage)
+    except ClaimxError as exc:
         return Check(name, False, str(exc))
     except (OSError, KafkaException) as exc:
         return Check(name, False, f"{directory}: {exc}")

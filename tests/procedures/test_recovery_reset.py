@@ -1,8 +1,10 @@
 """Offset reset on Bytewax: `claimx recovery show` prints where a stage resumes, and a reset to
-a datetime replays exactly the events after it, idempotently; a running stage is refused."""
+a datetime replays exactly the events after it, idempotently; a running stage is refused; after
+a SIGKILL mid-stream, the restart resumes exactly where the reset said."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,12 @@ from claimx_flow.lab.inventory import table_rows
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
-from claimx_flow.startup.recovery_state import RecoveryStateError, input_positions, reset_positions
+from claimx_flow.startup.recovery_state import (
+    RecoveryStateError,
+    input_positions,
+    read_recovery,
+    reset_positions,
+)
 from tests.isolation import isolated_settings
 
 
@@ -25,6 +32,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def run_ingest_to_the_end(settings: Settings, logs: Path) -> None:
+    settings = settings.model_copy(update={"claimx_stop_at_end": True})
     pipeline = Pipeline(settings, settings_env(settings), logs)
     pipeline.start(["ingest"])
     (process,) = pipeline.processes["ingest"]
@@ -79,3 +87,63 @@ def test_a_running_stage_cannot_be_reset(settings: Settings, tmp_path: Path) -> 
             reset_positions(settings, "ingest", "earliest")
     finally:
         pipeline.stop()
+
+
+def test_after_a_sigkill_mid_stream_the_restart_resumes_where_the_reset_said(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A backup interval keeps Bytewax's garbage collection (``commits``) epochs behind its
+    resume frontier, so a reset that chose its snapshot by ``commits`` would rewrite a row
+    Bytewax never loads; the restart's output proves which rows it loaded."""
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path / "data", claimx_backup_interval_seconds=3
+    )
+    events, pending = settings.claimx_events_topic, settings.claimx_enrichment_pending_topic
+    lines = list(event_lines(EventPlan(4000, 40)))
+    produce_lines(lines[:300], events, settings)
+    time.sleep(1.5)
+    cut = datetime.now(UTC)
+    time.sleep(1.5)
+    feeding = threading.Event()
+    feeding.set()
+
+    def feed() -> None:  # keeps the stage mid-stream until it is killed
+        for start in range(300, len(lines), 40):
+            if not feeding.is_set():
+                return
+            produce_lines(lines[start : start + 40], events, settings)
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
+    pipeline.start(["ingest"])
+    try:
+        deadline = time.monotonic() + 90
+        directory = settings.recovery_dir("ingest")
+        while time.monotonic() < deadline:
+            if messages(settings, pending) >= 800 and read_recovery(directory).resume_epoch() >= 8:
+                break
+            time.sleep(0.3)
+        pipeline.kill("ingest")  # SIGKILL: no drain, whatever was in flight stays unconfirmed
+    finally:
+        feeding.clear()
+        feeder.join(60)
+        pipeline.stop()
+
+    state = read_recovery(settings.recovery_dir("ingest"))
+    epoch = state.check_resumable()
+    collected = min(state.commits.values())
+    assert collected < epoch - 1, (collected, epoch)  # the two rules pick different rows here
+    by_commits = {r.epoch for r in state.snapshots if r.epoch <= collected}
+    assert by_commits and max(by_commits) < epoch - 1
+
+    total = messages(settings, events)
+    moved = reset_positions(settings, "ingest", cut)
+    assert sum(p.offset for p in moved) == 300  # the events produced before the cut
+    assert [(p.topic, p.partition, p.offset) for p in input_positions(settings, "ingest")] == [
+        (p.topic, p.partition, p.offset) for p in moved
+    ]
+    before = messages(settings, pending)
+    run_ingest_to_the_end(settings, tmp_path / "logs-again")
+    assert messages(settings, pending) - before == total - 300  # one task per event re-read

@@ -1,0 +1,118 @@
+"""Presigned URLs in dead letters: every view and export of ``claimx dlq`` masks their query
+strings (signatures, credentials, the ClaimX ``systemDate``/``expires`` signature) in values,
+keys, headers and error messages; ``replay`` sends the bytes on unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from claimx_flow.models.redaction import mask_url_queries
+from tests.dlq.helpers import Pipeline, claimx, failure, hour, put, read_all
+
+S3_QUERY = (
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAMASKME7%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+    "&X-Amz-Signature=5ec2e7b1a9d0c0ffee5ec2e7b1a9d0c0ffee"
+)
+S3_URL = f"https://claims-media.s3.amazonaws.com/claimx/5/media/9_roof.jpg?{S3_QUERY}"
+CLAIMX_URL = (
+    "https://api.claimx.example/media/9/content"
+    "?systemDate=2019-07-04T10%3A11%3A12Z&expires=1562235072&signature=CxSigQzV81"
+)
+SECRETS = (
+    "AKIAMASKME7",
+    "5ec2e7b1a9d0c0ffee",
+    "20240101T000000Z",
+    "2019-07-04T10",
+    "1562235072",
+    "CxSigQzV81",
+    "HdrSig0042",
+)
+
+
+def _letter(pipeline: Pipeline) -> tuple[bytes, list[tuple[str, bytes]]]:
+    value = json.dumps(
+        {
+            "media_id": "9",
+            "project_id": "5",
+            "download_url": S3_URL,
+            "source_url": CLAIMX_URL,
+        }
+    ).encode()
+    info = failure(
+        "evt_9",
+        origin_topic=pipeline["downloads.pending"],
+        stage="download",
+        project_id="5",
+        media_id="9",
+        error_class="DownloadError",
+        message=f"GET {CLAIMX_URL} answered 403 (expired)",
+    )
+    headers = [
+        ("x-source", b"https://api.claimx.example/media/9?expires=1562235072&sig=HdrSig0042"),
+        *info.to_headers(),
+    ]
+    put(pipeline.bootstrap, pipeline["downloads.dlq"], [(b"5", value, headers)], [hour(1)])
+    return value, headers
+
+
+def _no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, secret
+
+
+def test_views_and_exports_mask_url_queries_and_replay_sends_the_bytes(
+    pipeline: Pipeline,
+) -> None:
+    value, headers = _letter(pipeline)
+
+    table = claimx(pipeline, "inspect", "download")
+    assert table.exit_code == 0, table.output
+    _no_secret(table.output)
+    for kept in ("download_url", "claims-media.s3.amazonaws.com", "api.claimx.example", "***"):
+        assert kept in table.output, kept
+
+    exported = claimx(pipeline, "inspect", "download", "--json")
+    assert exported.exit_code == 0, exported.output
+    _no_secret(exported.output)
+    (message,) = json.loads(exported.output)["messages"]
+    assert json.loads(message["value"]) == {
+        "media_id": "9",
+        "project_id": "5",
+        "download_url": S3_URL.split("?")[0] + "?***",
+        "source_url": CLAIMX_URL.split("?")[0] + "?***",
+    }
+    assert message["failure"]["error_message"] == (
+        "GET https://api.claimx.example/media/9/content?*** answered 403 (expired)"
+    )
+    shown = {h["name"]: h["value"] for h in message["headers"]}
+    assert shown["x-source"] == "https://api.claimx.example/media/9?***"
+
+    for args in (("list",), ("list", "--json"), ("replay", "download", "--dry-run")):
+        result = claimx(pipeline, *args)
+        assert result.exit_code == 0, (args, result.output)
+        _no_secret(result.output)
+        assert "api.claimx.example/media/9/content?***" in result.output.replace("\n", ""), args
+
+    replayed = claimx(pipeline, "replay", "download")
+    assert replayed.exit_code == 0, replayed.output
+    _no_secret(replayed.output)
+    (sent,) = read_all(pipeline.bootstrap, pipeline["downloads.pending"])
+    assert sent.value == value  # byte for byte: the signatures still work downstream
+    assert sent.headers["x-source"] == dict(headers)["x-source"]
+
+
+def test_masking_keeps_where_a_url_points_and_is_idempotent() -> None:
+    for text, expected in (
+        (f"GET {S3_URL} failed", "GET " + S3_URL.split("?")[0] + "?*** failed"),
+        (json.dumps({"u": CLAIMX_URL}), json.dumps({"u": CLAIMX_URL.split("?")[0] + "?***"})),
+        ('{"u":"https:\\/\\/h\\/p?sig=x\\u0026se=1"}', '{"u":"https:\\/\\/h\\/p?***"}'),
+        (
+            "next=https%3A%2F%2Fh%2Fp%3FX-Amz-Signature%3Dabc end",
+            "next=https%3A%2F%2Fh%2Fp%3F*** end",
+        ),
+        ("https://h/p and https://h/q", "https://h/p and https://h/q"),
+    ):
+        assert mask_url_queries(text) == expected
+        assert mask_url_queries(expected) == expected
