@@ -3,7 +3,8 @@
 The knobs are one pydantic model, because they arrive as JSON on ``/_admin/faults`` and a typo
 there should be a 400, not a silently ignored setting. Rates are drawn from a seeded generator,
 so a run with the same seed and the same request order injects the same faults; ``fail_next``
-is the fully deterministic form for tests ("the next two calls answer 503").
+is the fully deterministic form for tests ("the next two calls answer 503"), and ``hostile``
+the per-entity one ("project 5000001 answers HTML, media 5000001003 a URL with port 99999").
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections import deque
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from claimx_flow.lab.simulator.hostile import Hostility
 
 FailureKind = Literal["timeout", "malformed", "truncated", "disconnect"]
 Target = Literal["api", "media"]
@@ -56,6 +59,8 @@ class Faults(BaseModel):
     project_shape: ProjectShape = "wrapped"
     media_shape: MediaShape = "list"
     video_shape: VideoShape = "object"
+    hostile: Hostility = Hostility()
+    """Hostile answers for chosen projects, task assignments and media (``hostile.py``)."""
 
     @field_validator("error_rates")
     @classmethod

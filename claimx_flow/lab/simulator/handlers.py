@@ -1,7 +1,8 @@
 """The four ClaimX REST calls and the media files, answered from ``data.py``.
 
 Auth, faults and counting happen before these run (``server.py``); a handler only knows which
-entity was asked for and in which response shape to return it.
+entity was asked for and in which response shape to return it, and whether that entity is to
+be answered with poison (``Faults.hostile``, made in ``hostile.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from claimx_flow.lab.simulator import data
+from claimx_flow.lab.simulator import data, hostile
 from claimx_flow.lab.simulator.faults import stable_fraction
 from claimx_flow.lab.simulator.server import SIMULATOR, Simulator
 from claimx_flow.lab.simulator.signing import UrlCheck, expiry_iso, now_millis
@@ -72,6 +73,14 @@ async def project(request: web.Request) -> web.Response:
         return project_id
     body = data.project_response(sim.seed, project_id)
     shape = _pick(sim, sim.injector.faults.project_shape, ("wrapped", "bare"), project_id)
+    hostility = sim.injector.faults.hostile
+    poison = hostility.projects.get(str(project_id))
+    if poison is not None:
+        sim.stats.record_fault(hostile.served_kind(poison))
+        wrap = (lambda inner: {"data": inner}) if shape == "wrapped" else (lambda inner: inner)
+        return hostile.answer(
+            sim.seed, "project", project_id, body["data"], poison, hostility.huge_chars, wrap
+        )
     return web.json_response(body if shape == "wrapped" else body["data"])
 
 
@@ -94,16 +103,42 @@ async def media(request: web.Request) -> web.Response:
         issued -= ttl + 60_000
     expires_at = expiry_iso(issued, ttl)
     items = [
-        data.media_item(
-            sim.seed,
+        _media_item(
+            sim,
             media_id,
             sim.signer.sign(origin, f"/media/{project_id}/{media_id}", ttl, issued),
             expires_at,
+            request.url.port or 80,
         )
         for media_id in ids
     ]
     shape = _pick(sim, sim.injector.faults.media_shape, ("list", "data", "media"), project_id)
+    hostility = sim.injector.faults.hostile
+    poison = hostility.media_lists.get(str(project_id))
+    if poison is not None:
+        sim.stats.record_fault(hostile.served_kind(poison))
+        wrap = (lambda inner: inner) if shape == "list" else (lambda inner: {shape: inner})
+        return hostile.answer(
+            sim.seed, "media", project_id, items, poison, hostility.huge_chars, wrap
+        )
+    if not hostility.empty:  # a spoiled item may hold what only Python's own JSON writes
+        return hostile.json_answer(items if shape == "list" else {shape: items})
     return web.json_response(items if shape == "list" else {shape: items})
+
+
+def _media_item(sim: Simulator, media_id: int, link: str, expires_at: str, port: int) -> Any:
+    """One item of a media list, with its link and its fields spoiled where asked."""
+    hostility = sim.injector.faults.hostile
+    url_poison = hostility.media_urls.get(str(media_id))
+    if url_poison is not None:
+        sim.stats.record_fault(hostile.served_kind(url_poison))
+        link = hostile.media_url(sim.seed, media_id, link, port, url_poison, hostility.huge_chars)
+    item = data.media_item(sim.seed, media_id, link, expires_at)
+    item_poison = hostility.media_items.get(str(media_id))
+    if item_poison is None:
+        return item
+    sim.stats.record_fault(hostile.served_kind(item_poison))
+    return hostile.spoil_item(sim.seed, media_id, item, item_poison, hostility.huge_chars)
 
 
 async def task_assignment(request: web.Request) -> web.Response:
@@ -115,7 +150,15 @@ async def task_assignment(request: web.Request) -> web.Response:
     if isinstance(project_id, web.Response):
         return project_id
     full = request.query.get("full", "false").lower() == "true"
-    return web.json_response(data.task_assignment(sim.seed, assignment_id, full=full))
+    assignment = data.task_assignment(sim.seed, assignment_id, full=full)
+    hostility = sim.injector.faults.hostile
+    poison = hostility.task_assignments.get(str(assignment_id))
+    if poison is not None:
+        sim.stats.record_fault(hostile.served_kind(poison))
+        return hostile.answer(
+            sim.seed, "task_assignment", assignment_id, assignment, poison, hostility.huge_chars
+        )
+    return web.json_response(assignment)
 
 
 async def video_report(request: web.Request) -> web.Response:
@@ -135,17 +178,34 @@ async def video_report(request: web.Request) -> web.Response:
     item = data.video_collaboration(sim.seed, data.video_collaboration_id(project_id))
     shapes = ("object", "list", "data", "collaborations", "videoCollaboration")
     shape = _pick(sim, sim.injector.faults.video_shape, shapes, project_id)
+    hostility = sim.injector.faults.hostile
+    poison = hostility.video_reports.get(str(project_id))
+    if poison is not None:
+        sim.stats.record_fault(hostile.served_kind(poison))
+        return hostile.answer(
+            sim.seed,
+            "video_collaboration",
+            project_id,
+            item,
+            poison,
+            hostility.huge_chars,
+            lambda spoiled: _video_shaped(sim, project_id, spoiled, shape),
+        )
+    return web.json_response(_video_shaped(sim, project_id, item, shape))
+
+
+def _video_shaped(sim: Simulator, project_id: int, item: Any, shape: str) -> Any:
     if shape == "object":
-        return web.json_response(item)
+        return item
     # A report lists other claims too: the client must pick this project's item.
     neighbour = data.video_collaboration(sim.seed, data.video_collaboration_id(project_id + 1))
     items = [neighbour, item]
     if shape == "list":
-        return web.json_response(items)
-    return web.json_response({shape: item if shape == "videoCollaboration" else items})
+        return items
+    return {shape: item if shape == "videoCollaboration" else items}
 
 
-async def media_download(request: web.Request) -> web.Response:
+async def media_download(request: web.Request) -> web.StreamResponse:
     sim = request.app[SIMULATOR]
     query = request.query
     check = sim.signer.check(
@@ -175,10 +235,12 @@ async def media_download(request: web.Request) -> web.Response:
     content = data.media_content(sim.seed, media_id, sim.config.media_bytes)
     sim.stats.media_bytes_served += len(content)
     extension = data.media_type(sim.seed, media_id)
-    return web.Response(
-        body=content,
-        content_type=_CONTENT_TYPES.get(extension, "application/octet-stream"),
-    )
+    content_type = _CONTENT_TYPES.get(extension, "application/octet-stream")
+    poison = sim.injector.faults.hostile.media_bodies.get(str(media_id))
+    if poison is not None:
+        sim.stats.record_fault(hostile.served_kind(poison))
+        return await hostile.media_body(request, sim.seed, media_id, content, content_type, poison)
+    return web.Response(body=content, content_type=content_type)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,0 +1,235 @@
+"""The API-answer boundary: hostile ClaimX answers through a real enrich process.
+
+Hypothesis draws a plan: simulator projects, their enrichment tasks, and hostile answers for
+some projects, media lists, media items and links, task assignments and video reports (the
+simulator's hostile mode). The tasks are produced to ``claimx.enrichment.pending``,
+``python -m bytewax.run dataflows.enrich`` drains it once over real HTTP, and then every
+task must be where its plan says: a good task's rows in Delta (and, for a file, its download
+task), a task whose answer is unusable in the enrichment DLQ or a retry tier with a reason
+and none of its rows, an odd one in exactly one of those; and the process ended with 0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from claimx_flow.config import Settings
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.models import DownloadTask, EnrichmentTask
+from tests.isolation import isolated_settings
+from tests.poison.checks import Findings, no_duplicates
+from tests.poison.harness import (
+    RawRecord,
+    Read,
+    StageExit,
+    poison_settings,
+    produce_exact,
+    read_topic,
+    read_topics,
+    run_stage_process,
+    table,
+    unreadable_timestamps,
+)
+from tests.poison.hostile_plans import (
+    PlannedTask,
+    ProjectCase,
+    hostility,
+    planned_tasks,
+    project_cases,
+)
+
+PROJECTS = 5
+"""Projects per run: about 35 tasks (an MFN, an invitation, 1-3 files, a task, a video each)."""
+ENTITY_TABLES = (
+    ("claimx_projects", "project_id"),
+    ("claimx_media", "media_id"),
+    ("claimx_tasks", "assignment_id"),
+    ("claimx_video_collab", "video_collaboration_id"),
+)
+
+
+def enrich_settings(
+    kafka_bootstrap: str, sim: RunningSimulator, data_dir: Path, **overrides: Any
+) -> Settings:
+    """Isolated topics and tables; one API retry, and a breaker that does not open: this
+    property is about each task alone (the breaker sending good tasks to a retry tier after
+    a run of transient answers is by design, and tested elsewhere)."""
+    return isolated_settings(
+        kafka_bootstrap,
+        data_dir,
+        sim=sim,
+        claimx_api_max_retries=1,
+        claimx_api_breaker_failures=100_000,
+        **overrides,
+    )
+
+
+def produce_tasks(settings: Settings, planned: list[PlannedTask]) -> None:
+    records = [RawRecord(p.task.to_json(), p.task.kafka_key) for p in planned]
+    produce_exact(settings, settings.claimx_enrichment_pending_topic, records)
+
+
+def failures_by_event(reads: list[Read]) -> dict[str, list[Read]]:
+    found: dict[str, list[Read]] = defaultdict(list)
+    for read in reads:
+        found[EnrichmentTask.from_json(read.value).event_id].append(read)
+    return found
+
+
+def _own(row: dict[str, Any], task: EnrichmentTask, key: str) -> bool:
+    """A row the task wrote: it names the task's event, or has the task's id as its key (an
+    answer may carry another id than the event: the row is the task's all the same)."""
+    ids = {
+        "media_id": task.media_id,
+        "assignment_id": task.task_assignment_id,
+        "video_collaboration_id": task.video_collaboration_id,
+    }
+    return bool(row.get("event_id") == task.event_id or row.get(key) == ids[key])
+
+
+def landed(
+    planned: PlannedTask, tables: dict[str, list[dict[str, Any]]], downloads: Counter[str]
+) -> list[str]:
+    """The task's own outputs found in Delta and the downloads topic (empty: none)."""
+    task = planned.task
+    kind, found = task.event_type, []
+    if kind == "PROJECT_MFN_ADDED":
+        found += [
+            "claimx_projects.master_file_name"
+            for row in tables["claimx_projects"]
+            if row["project_id"] == task.project_id
+            and row["master_file_name"] == task.master_file_name
+        ]
+    elif kind == "POLICYHOLDER_INVITED":
+        found += [
+            "claimx_projects.policyholder_invited_at"
+            for row in tables["claimx_projects"]
+            if row["project_id"] == task.project_id and row["policyholder_invited_at"]
+        ]
+    elif kind == "PROJECT_FILE_ADDED":
+        media = tables["claimx_media"]
+        found += ["claimx_media" for row in media if _own(row, task, "media_id")]
+        found += ["downloads.pending"] * downloads[task.media_id or ""]
+    elif kind == "CUSTOM_TASK_ASSIGNED":
+        tasks = tables["claimx_tasks"]
+        found += ["claimx_tasks" for row in tasks if _own(row, task, "assignment_id")]
+    else:
+        videos = tables["claimx_video_collab"]
+        found += [
+            "claimx_video_collab" for row in videos if _own(row, task, "video_collaboration_id")
+        ]
+    return found
+
+
+def check_enrich(
+    settings: Settings, planned: list[PlannedTask], exit: StageExit, findings: Findings
+) -> list[DownloadTask]:
+    """The enrich stage's part of the law; returns the download tasks it wrote."""
+    findings.stage_ran(exit)
+    for name, _ in ENTITY_TABLES:
+        for where in unreadable_timestamps(settings, name):
+            findings.add(
+                f"{name} holds an instant no Python datetime can (year 0 or 10000): {where}"
+            )
+    tables = {name: table(settings, name, lenient=True) for name, _ in ENTITY_TABLES}
+    for name, key in ENTITY_TABLES:
+        no_duplicates(findings, name, [row[key] for row in tables[name]])
+    contacts = table(settings, "claimx_contacts")
+    no_duplicates(
+        findings,
+        "claimx_contacts",
+        [(r["project_id"], r["contact_email"], r["contact_type"]) for r in contacts],
+    )
+    downloads = [
+        DownloadTask.from_json(r.value)
+        for r in read_topic(settings, settings.claimx_downloads_pending_topic)
+    ]
+    per_media = Counter(d.media_id for d in downloads)
+    tiers = read_topics(settings, settings.enrichment_retry_topics)
+    dead = read_topic(settings, settings.claimx_enrichment_dlq_topic)
+    failed = failures_by_event([*dead, *tiers])
+    failed_projects: Counter[str] = Counter()
+    for plan in planned:
+        task = plan.task
+        outputs = sorted(set(landed(plan, tables, per_media)))
+        letters = failed.pop(task.event_id, [])
+        where = [
+            f"{r.topic.rsplit('.', 2)[-1]}: {r.header('claimx.error_message')}" for r in letters
+        ]
+        if letters:
+            failed_projects[task.project_id] += 1
+        findings.saw(
+            f"{task.event_type[:12]} {plan.why.split('#')[0] if plan.why != 'good' else 'good'}",
+            "landed" if outputs else "/".join(r.topic[-8:] for r in letters) or "nowhere",
+        )
+        if task.event_type == "PROJECT_FILE_ADDED" and outputs and len(outputs) != 2:
+            findings.add(f"{plan.describe()}: only part of a file event landed: {outputs}")
+        if len(letters) > 1:
+            findings.add(f"{plan.describe()}: failed {len(letters)} times: {where}")
+        for letter in letters:
+            info = letter.failure()
+            if info is None or not info.error_message.strip():
+                findings.add(f"{plan.describe()}: a failure without a reason in {letter.topic}")
+        if outputs and letters:
+            findings.add(f"{plan.describe()}: both landed {outputs} and failed {where}")
+        elif not outputs and not letters:
+            findings.add(f"{plan.describe()}: neither landed nor in a DLQ or retry tier")
+        elif plan.expect == "land" and letters:
+            findings.add(f"{plan.describe()}: a good task failed: {where}")
+        elif plan.expect == "fail" and outputs:
+            findings.add(f"{plan.describe()}: poisoned task landed {outputs}")
+        if task.event_type == "PROJECT_FILE_ADDED" and per_media[task.media_id or ""] > 1:
+            findings.add(f"{plan.describe()}: {per_media[task.media_id or '']} download tasks")
+    for case in {id(p.case): p.case for p in planned}.values():
+        poison = case.project
+        if poison and poison.kind == "lone_surrogates" and not failed_projects[case.project_id]:
+            findings.add(
+                f"project {case.project_id} answered with an unencodable value "
+                f"(variant {poison.variant}) and no task of it failed"
+            )
+    for event_id, strays in failed.items():
+        findings.add(f"{len(strays)} failure record(s) for unknown event {event_id}")
+    return downloads
+
+
+def describe_cases(cases: list[ProjectCase]) -> str:
+    def kind(poison: Any) -> str:
+        return f"{poison.kind}#{poison.variant}" if poison else "-"
+
+    return "; ".join(
+        f"{c.project_id}: project={kind(c.project)} list={kind(c.media_list)} "
+        f"task={kind(c.assignment)} video={kind(c.video)} media="
+        + ",".join(f"{m.media_id}[{kind(m.item)}/{kind(m.url)}/{kind(m.body)}]" for m in c.media)
+        for c in cases
+    )
+
+
+def served_hostile(sim: RunningSimulator) -> int:
+    return sum(n for kind, n in sim.stats.faults.items() if kind.startswith("hostile:"))
+
+
+@poison_settings
+@given(cases=project_cases(PROJECTS))
+def test_every_enrichment_task_lands_or_fails_alone_whatever_the_api_answers(
+    kafka_bootstrap: str,
+    sim: RunningSimulator,
+    tmp_path_factory: pytest.TempPathFactory,
+    cases: list[ProjectCase],
+) -> None:
+    tmp = tmp_path_factory.mktemp("enrich-poison")
+    settings = enrich_settings(kafka_bootstrap, sim, tmp / "data")
+    sim.reset()
+    sim.set_faults(hostile=hostility(cases))
+    planned = planned_tasks(cases)
+    produce_tasks(settings, planned)
+    exit = run_stage_process(settings, "enrich", tmp / "logs", timeout_s=150)
+    findings = Findings(f"enrich boundary [{describe_cases(cases)}]")
+    check_enrich(settings, planned, exit, findings)
+    if not hostility(cases).empty and not served_hostile(sim):
+        findings.add("the simulator served no hostile answer: the plan did not take effect")
+    findings.check()
