@@ -32,9 +32,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v tmux >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus tmux; }
 
 test: lint typecheck tools
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -82,6 +82,14 @@ COMMANDS: dict[str, Entry] = {
         "claimx_flow.cli.lag_cmd:lag",
         "Show topic, partition, end offset, committed offset and lag for each stage's group.",
     ),
+    "trace": Entry(
+        "claimx_flow.cli.trace_cmd:trace_command",
+        "Follow one event, project or media file through the pipeline and say where it ended.",
+    ),
+    "top": Entry(
+        "claimx_flow.cli.top_cmd:top",
+        "Watch the pipeline live: rates, lag, retry tiers, DLQs and readiness per stage process.",
+    ),
     "backfill": Entry(
         "claimx_flow.cli.backfill_cmd:backfill_command",
         "Load an export into a topic; then run the ingester with CLAIMX_EVENTS_TOPIC=<topic>.",

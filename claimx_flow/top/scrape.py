@@ -1,0 +1,165 @@
+"""One look at one stage process: its ``/metrics`` counters and its ``/health/ready`` answer.
+
+A process that does not answer is a result too (``reachable`` false, with the reason), never
+an exception: the view shows it and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from claimx_flow.catalog import StageName
+from claimx_flow.top.endpoints import Endpoint
+
+CONSUMED = "claimx_consumed_messages_total"
+"""Input: messages read from Kafka, every stage."""
+OUTPUT: dict[StageName, str] = {
+    "ingest": "claimx_events_ingested_total",
+    "enrich": "claimx_events_enriched_total",
+    "download": "claimx_downloads_total",
+    "upload": "claimx_uploads_total",
+    "results": "claimx_results_files_total",
+    "retry": "claimx_retry_release_lateness_seconds_count",
+}
+"""Output: what each stage counts as work done (the retry stage: messages released)."""
+FAILED = "claimx_failures_routed_total"
+"""Messages sent to a retry tier or a DLQ."""
+LAG = "claimx_consumer_lag_messages"
+BREAKER = "claimx_api_circuit_breaker_state"
+STAGE_INFO = "claimx_stage_info"
+
+MAX_BODY = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scrape:
+    endpoint: Endpoint
+    at: float
+    """``time.monotonic()`` when the metrics were read."""
+    wall: datetime
+    reachable: bool
+    error: str | None = None
+    consumed: float = 0.0
+    produced: float = 0.0
+    failed: float = 0.0
+    lag: float | None = None
+    """The stage's own view of its lag: the sum of its lag gauges."""
+    breaker: str | None = None
+    serves: str | None = None
+    """The stage the process says it runs (``claimx_stage_info``)."""
+    ready: bool | None = None
+    not_ready: tuple[str, ...] = field(default_factory=tuple)
+    """The readiness checks that fail, with their detail."""
+
+
+def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Accept": "text/plain, application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return int(answer.status), answer.read(MAX_BODY)
+    except urllib.error.HTTPError as exc:  # readiness answers 503 with its reasons
+        return exc.code, exc.read(MAX_BODY)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, urllib.error.URLError):
+        reason = error.reason
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        return str(text)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+@dataclass(frozen=True)
+class Numbers:
+    consumed: float
+    produced: float
+    failed: float
+    lag: float | None
+    breaker: str | None
+    serves: str | None
+
+
+def parse_metrics(text: str, stage: StageName) -> Numbers:
+    """The numbers ``top`` shows, from a Prometheus text exposition."""
+    consumed = produced = failed = 0.0
+    lag: float | None = None
+    breaker: str | None = None
+    serves: str | None = None
+    output = OUTPUT[stage]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, value = sample.name, float(sample.value)
+            if name == CONSUMED:
+                consumed += value
+            elif name == output:
+                produced += value
+            elif name == FAILED:
+                failed += value
+            elif name == LAG:
+                lag = (lag or 0.0) + value
+            elif name == BREAKER and value == 1:
+                breaker = sample.labels.get("state")
+            elif name == STAGE_INFO and value == 1:
+                serves = sample.labels.get("stage")
+    return Numbers(consumed, produced, failed, lag, breaker, serves)
+
+
+def _readiness(body: bytes) -> tuple[str, ...]:
+    try:
+        checks = json.loads(body).get("checks", {})
+    except (ValueError, AttributeError):
+        return ("unreadable answer",)
+    return tuple(
+        f"{name}: {check.get('detail', '')}"
+        for name, check in sorted(checks.items())
+        if isinstance(check, dict) and not check.get("ok")
+    )
+
+
+def scrape(endpoint: Endpoint, timeout_s: float) -> Scrape:
+    """Metrics, then readiness; the first failure makes the process unreachable."""
+    wall = datetime.now(UTC)
+    try:
+        status, body = _get(endpoint.url("/metrics"), timeout_s)
+        at = time.monotonic()
+        if status != 200:
+            return Scrape(endpoint, at, wall, False, f"/metrics answered HTTP {status}")
+        numbers = parse_metrics(body.decode("utf-8", "replace"), endpoint.stage)
+        status, body = _get(endpoint.url("/health/ready"), timeout_s)
+    except (OSError, ValueError) as exc:
+        return Scrape(endpoint, time.monotonic(), wall, False, _reason(exc))
+    ready = status == 200
+    return Scrape(
+        endpoint,
+        at,
+        wall,
+        True,
+        **vars(numbers),
+        ready=ready,
+        not_ready=() if ready else _readiness(body),
+    )
+
+
+class Scraper:
+    """Scrapes every endpoint at once, on threads of its own."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], timeout_s: float) -> None:
+        self.endpoints = list(endpoints)
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=min(max(len(self.endpoints), 1), 16))
+
+    def all(self) -> dict[Endpoint, Scrape]:
+        futures = [self._pool.submit(scrape, e, self.timeout_s) for e in self.endpoints]
+        return {f.result().endpoint: f.result() for f in futures}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

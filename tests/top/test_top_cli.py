@@ -1,0 +1,58 @@
+"""``claimx top --once`` with nothing to watch: every endpoint and Kafka reported unreachable
+in the document, exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from claimx_flow.catalog import STAGE_NAMES
+from claimx_flow.cli import app
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_nothing_answers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "CLAIMX_STACK_DIR": str(tmp_path / "no-stack"),
+    }
+    endpoints = tmp_path / "endpoints"
+    endpoints.write_text("".join(f"{s} 127.0.0.1:{closed_port()}\n" for s in STAGE_NAMES))
+    claimx = str(Path(sys.executable).with_name("claimx"))
+    options = ["--once", "-o", "json", "--interval", "0.2", "--timeout", "1"]
+    done = subprocess.run(
+        [claimx, "top", *options, "--endpoints-file", str(endpoints)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    document = json.loads(done.stdout)
+    assert "127.0.0.1:9" in document["kafka"]["error"]
+    assert [row["stage"] for row in document["stages"]] == list(STAGE_NAMES)
+    for row in document["stages"]:
+        (process,) = row["processes"]
+        assert process["reachable"] is False and process["error"]
+        assert row["lag"] is None
+
+
+def test_json_needs_once_and_endpoints_must_parse(tmp_path: Path) -> None:
+    env = {"CLAIMX_STACK_DIR": str(tmp_path / "no-stack")}
+    result = CliRunner().invoke(app, ["top", "-o", "json"], env=env)
+    assert result.exit_code == 2 and "--output json needs --once" in result.output
+    result = CliRunner().invoke(app, ["top", "--once", "-e", "enrich=nowhere"], env=env)
+    assert result.exit_code == 2 and "not host:port" in result.output
