@@ -27,7 +27,7 @@ from claimx_flow.runtime.observers import StageObserver
 from claimx_flow.stages import RowOutput, StageOutput
 from claimx_flow.stages.tables import TableCommitter
 from operators.commit_sink import CommitSink
-from operators.kafka import CheckedKafkaOutput, CheckedProducer, KafkaInput
+from operators.kafka import CheckedProducer, KafkaInput, checked_kafka_output
 
 
 def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) -> KafkaInput:
@@ -40,10 +40,6 @@ def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) 
         stop_at_end=settings.claimx_stop_at_end,
         observer=StageObserver(),
     )
-
-
-def kafka_output(settings: Settings) -> CheckedKafkaOutput:
-    return CheckedKafkaOutput(producer_config(settings))
 
 
 def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCommitter:
@@ -71,7 +67,7 @@ def write_outputs(
     tables = spec.tables if tables is None else tables
     split = op.branch(f"{step_id}-split", up, _is_record)
     records = cast(Stream[OutboundRecord], split.trues)
-    op.output(f"{step_id}-kafka", records, kafka_output(settings))
+    checked_kafka_output(f"{step_id}-kafka", records, producer_config(settings))
     if tables and settings.enable_delta_writes:
         rows = cast(Stream[RowOutput], split.falses)
         committers = {name: partial(table_committer, settings, spec, name) for name in tables}

@@ -16,13 +16,13 @@ from bytewax.dataflow import Dataflow
 
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import client_config
+from claimx_flow.kafka.clients import client_config, producer_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_time
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
-from dataflows._wiring import kafka_output
 from operators.due_time import DueTimeInput
+from operators.kafka import checked_kafka_output
 
 STAGE = STAGES["retry"]
 
@@ -51,9 +51,8 @@ def build(settings: Settings) -> Dataflow:
     )
     flow = Dataflow(STAGE.app)
     released = op.input("due", flow, due)
-    op.output(
-        "pending", op.map("back-to-pending", released, back_to_pending), kafka_output(settings)
-    )
+    pending = op.map("back-to-pending", released, back_to_pending)
+    checked_kafka_output("pending", pending, producer_config(settings))
     return flow
 
 

@@ -59,10 +59,11 @@ class _CommitPartition(StatefulSinkPartition[T, None], Generic[T]):
             raise
 
     def close(self) -> None:
+        self._behind.close()
         try:
-            self._behind.close()
-        finally:
             self._committer.close()
+        except Exception:  # never a second error while Bytewax unwinds (see CommitBehind.close)
+            log.exception("%s: closing its committer failed", self._name)
 
 
 class CommitSink(FixedPartitionedSink[T, None]):

@@ -11,14 +11,18 @@ metrics and liveness stay the caller's business.
 from __future__ import annotations
 
 import logging
+import threading
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -33,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 from claimx_flow.kafka.clients import produce_or_wait, settled
 from claimx_flow.kafka.records import Headers, KafkaRecord, OutboundRecord
 from operators import shutdown
+from operators.pipelined import CommitBehind
 
 log = logging.getLogger(__name__)
 
@@ -367,30 +372,91 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
         self._producer.flush(self._flush_timeout_s)
 
 
-class CheckedKafkaOutput(DynamicSink[OutboundRecord]):
-    """Kafka sink with an idempotent producer (acks=all) and a checked delivery per message.
+LANES = 4
+"""Sink partitions per Kafka output: each commits on a thread of its own, behind the worker."""
 
-    ``producer`` is the librdkafka producer configuration. The records carry their own topic,
-    so one sink serves a stage's every output topic.
 
-    What recovery covers (Bytewax 0.21.1). ``write_batch`` returns only once Kafka confirmed
-    every message of the batch, or raises; Bytewax calls it on the worker, holding the batch's
-    epoch, and a raise stops the worker before that epoch ends here. But Bytewax records an
-    epoch as done (its resume frontier) and lets the inputs read on ("input sources do not
-    start reading new data until all data in the previous epoch has been output and recovery
-    data written", src/inputs.rs) by probing the *snapshot* stream only (``write_recovery``,
-    src/recovery.rs: "We do not have to monitor output progress because that only makes sense
-    on stateful outputs"). This sink is a DynamicSink and takes no snapshot: records still
-    travelling through the steps after the last stateful one can reach it after their epoch
-    was recorded as done, and a SIGKILL then resumes past them; at the end of the input the
-    worker may stop before they are written. The stages' short step chains did not show it in
-    experiments, but only operator scheduling keeps it so; a FixedPartitionedSink is covered
-    (tests/procedures/test_bytewax_sink_frontier.py pins both).
+class _Lane(StatefulSinkPartition[OutboundRecord, None]):
+    """One lane of a Kafka output: its batches produced and confirmed in order, behind the
+    worker, and its snapshot waiting for them, so the epoch waits too."""
+
+    def __init__(self, name: str, producer: CheckedProducer) -> None:
+        self._name = name
+        self._behind: CommitBehind[OutboundRecord] = CommitBehind(name, producer.write_batch)
+
+    def write_batch(self, values: list[OutboundRecord]) -> None:
+        self._behind.add(values)
+
+    def snapshot(self) -> None:
+        try:
+            self._behind.wait()
+        except Exception:
+            log.exception(
+                "%s: Kafka did not confirm; the step fails and the epoch replays", self._name
+            )
+            raise
+
+    def close(self) -> None:
+        self._behind.close()
+
+
+class KafkaOutput(FixedPartitionedSink[OutboundRecord, None]):
+    """Kafka writes that are part of the epoch: an idempotent producer (acks=all), every
+    message's delivery checked, and no epoch counted as done before its messages are stored.
+
+    Why not a ``DynamicSink`` (and not Bytewax's stock sink, which checks nothing): Bytewax
+    0.21.1 records an epoch as done, and lets the inputs read on, by probing the snapshot
+    stream only (src/recovery.rs: "We do not have to monitor output progress because that
+    only makes sense on stateful outputs"), so a stateless sink can be handed records after
+    their epoch already counts as done, and a SIGKILL then resumes past messages never sent
+    (pinned by tests/procedures/test_bytewax_sink_frontier.py). Here each lane is a stateful
+    partition whose snapshot waits for its confirmations. Records are laned by a hash of their
+    key, so one key's records keep their order; the lanes of a process share one producer.
+    Use it through :func:`checked_kafka_output`.
     """
 
-    def __init__(self, producer: Mapping[str, Any], *, flush_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, producer: Mapping[str, Any], *, lanes: int = LANES, flush_timeout_s: float = 60.0
+    ) -> None:
         self._producer = dict(producer)
+        self._lanes = lanes
         self._flush_timeout_s = flush_timeout_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> CheckedProducer:
-        return CheckedProducer(self._producer, self._flush_timeout_s)
+    def list_parts(self) -> list[str]:
+        return [f"lane-{index}" for index in range(self._lanes)]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Lane:
+        return _Lane(f"{step_id}.{for_part}", _shared(self._producer, self._flush_timeout_s))
+
+    def lane_of(self, record: OutboundRecord) -> str:
+        return str(zlib.crc32(record.key or b"") % self._lanes)
+
+
+_producers: dict[tuple[str, float], CheckedProducer] = {}
+_producers_lock = threading.Lock()
+
+
+def _shared(config: dict[str, Any], flush_timeout_s: float) -> CheckedProducer:
+    """One producer per process and configuration: librdkafka producers are thread-safe, and
+    each is several threads and connections of its own."""
+    key = (repr(sorted(config.items(), key=lambda item: item[0])), flush_timeout_s)
+    with _producers_lock:
+        if key not in _producers:
+            _producers[key] = CheckedProducer(config, flush_timeout_s)
+        return _producers[key]
+
+
+def checked_kafka_output(
+    step_id: str,
+    up: Stream[OutboundRecord],
+    producer: Mapping[str, Any],
+    *,
+    lanes: int = LANES,
+    flush_timeout_s: float = 60.0,
+) -> None:
+    """Write ``up`` to the topics its records name, through :class:`KafkaOutput`."""
+    sink = KafkaOutput(producer, lanes=lanes, flush_timeout_s=flush_timeout_s)
+    op.output(step_id, op.key_on(f"{step_id}-lanes", up, sink.lane_of), sink)

@@ -13,11 +13,14 @@ recovered as done before its commits are, and a failed commit still fails the st
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000
 """Items gathered while a commit runs before the worker waits for it: bounds the memory."""
@@ -29,6 +32,7 @@ class CommitBehind(Generic[T]):
     def __init__(
         self, name: str, commit: Callable[[list[T]], None], max_pending: int = MAX_PENDING
     ) -> None:
+        self._name = name
         self._commit = commit
         self._max_pending = max_pending
         self._changed = threading.Condition()
@@ -56,8 +60,16 @@ class CommitBehind(Generic[T]):
             self._raise_failure()
 
     def close(self) -> None:
+        """Wait for what was handed over, then stop the thread.
+
+        A failed commit is only logged here: it was raised by ``add`` or ``wait`` already (the
+        epoch's snapshot), and Bytewax calls ``close`` while unwinding from that error, where a
+        second one aborts the whole process instead of failing the step.
+        """
         try:
             self.wait()
+        except Exception:
+            log.error("%s: closed after a failed commit", self._name)
         finally:
             with self._changed:
                 self._closed = True

@@ -108,6 +108,5 @@ def test_a_failed_commit_fails_the_snapshot_and_every_later_hand_over() -> None:
         behind.wait()
     with pytest.raises(OSError, match="broker gone"):
         behind.add(["next"])
-    with pytest.raises(OSError, match="broker gone"):
-        behind.close()
+    behind.close()  # already raised: closing only logs it (a second error would abort Bytewax)
     assert committed == []

@@ -1,4 +1,5 @@
-"""What Bytewax 0.21.1's recovery frontier waits for, pinned (see ``CheckedKafkaOutput``).
+"""What Bytewax 0.21.1's recovery frontier waits for, pinned (why ``operators.kafka.KafkaOutput``
+is a ``FixedPartitionedSink``).
 
 With recovery on, Bytewax records an epoch as done (``fronts.worker_frontier``) and lets the
 inputs read on once the snapshots of that epoch are written: stateful steps' snapshots, a
