@@ -50,7 +50,10 @@ def build(settings: Settings) -> Dataflow:
         observer=StageObserver(),
     )
     flow = Dataflow(STAGE.app)
-    released = op.input("due", flow, due)
+    # "tiers": one source partition per tier topic (its state is a position per Kafka
+    # partition). Snapshots of the earlier per-partition input ("due") are not read; a stage
+    # upgraded from it resumes from its consumer group.
+    released = op.input("tiers", flow, due)
     pending = op.map("back-to-pending", released, back_to_pending)
     checked_kafka_output("pending", pending, producer_config(settings))
     return flow

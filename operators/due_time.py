@@ -2,12 +2,15 @@
 
 Built for delayed retry tiers: messages of one topic partition are already in due-time order
 (one fixed delay per topic), so a partition only ever waits for its head, and everything
-behind it is due later. A partition holds at most the one fetch its head came in (bounded,
-like librdkafka's own read-ahead), fetches nothing more while the head waits, and sleeps until
-the head is due. The snapshot is the head's offset, so a crash neither loses a held message
-(it is read again) nor releases it early (the caller's ``due_at`` reads its due time again).
-Positions reach the consumer group as the Kafka input's do (:class:`operators.kafka.Progress`).
-A message the client cannot read is logged and skipped: it has no value to release.
+behind it is due later. One consumer reads all partitions of a topic (a tier), not one consumer
+per partition: a retry stage over eight tiers of six partitions holds eight connections, not 48
+(Event Hubs counts them). A partition whose head waits is paused, so it holds at most the one
+fetch its head came in (bounded, like librdkafka's own read-ahead), and the source sleeps until
+the earliest head is due. The snapshot is each partition's head offset, so a crash neither loses
+a held message (it is read again) nor releases it early (the caller's ``due_at`` reads its due
+time again). Positions reach the consumer group as the Kafka input's do
+(:class:`operators.kafka.Progress`). A message the client cannot read is logged and skipped: it
+has no value to release.
 """
 
 from __future__ import annotations
@@ -17,21 +20,23 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bytewax.inputs import StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from claimx_flow.kafka.records import KafkaRecord
 from operators import shutdown
 from operators.kafka import (
+    IDLE_POLL,
+    METADATA_TIMEOUT_S,
     InputObserver,
-    KafkaInput,
+    KafkaInputError,
     Progress,
     QuietObserver,
     consumer_settings,
     fatal_or_logged,
     record_of,
-    split_part,
-    starting_offset,
+    starting_offsets,
 )
 
 SHUTDOWN_POLL = timedelta(seconds=1)
@@ -47,9 +52,12 @@ _HOLDING_CONSUMER = {
 DueAt = Callable[[KafkaRecord], datetime]
 """When a record may be released (timezone-aware)."""
 
+Positions = dict[int, int]
+"""Per Kafka partition of the topic: the first offset not released."""
+
 
 class ReleaseObserver(InputObserver, Protocol):
-    """What a due-time partition reports beside reading: its waiting head and its releases."""
+    """What a due-time source reports beside reading: its waiting heads and its releases."""
 
     def holding(self, topic: str, partition: int, head_due_in_s: float) -> None:
         """Seconds until the head is due (0 when nothing waits)."""
@@ -66,13 +74,34 @@ class QuietReleases(QuietObserver):
         pass
 
 
-class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
+class _Held:
+    """One Kafka partition's records of its last fetch not yet released: the first is the
+    head. At most one fetch, however many messages the partition holds."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.ahead: deque[tuple[KafkaRecord, datetime]] = deque()
+        self.at_end = False
+        self.paused = False
+
+    @property
+    def head_due(self) -> datetime | None:
+        return self.ahead[0][1] if self.ahead else None
+
+    @property
+    def position(self) -> int:
+        return self.ahead[0][0].offset if self.ahead else self.offset
+
+
+class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
+    """Every partition of one topic, through one consumer."""
+
     def __init__(
         self,
         config: Mapping[str, Any],
         topic: str,
-        partition: int,
-        resumed: int | None,
+        partitions: Iterable[int],
+        resumed: Positions | None,
         *,
         due_at: DueAt,
         batch_size: int,
@@ -80,72 +109,104 @@ class DueTimePartition(StatefulSourcePartition[KafkaRecord, int]):
         observer: ReleaseObserver,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
-        self._offset = starting_offset(self._consumer, topic, partition, resumed)
-        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+        offsets = starting_offsets(self._consumer, topic, partitions, resumed or {})
+        self._consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
+        self._held = {partition: _Held(offset) for partition, offset in offsets.items()}
         self._topic = topic
-        self._partition = partition
-        self._progress = Progress(self._consumer, topic, partition)
+        self._progress = Progress(self._consumer, topic)
         self._due_at = due_at
         self._batch_size = batch_size
+        self._stop_at_end = stop_at_end
         self._observer = observer
-        self._at_end = False
-        # The records of the last fetch not yet released, with their due times: the first is
-        # the head. At most one fetch, however many messages the topic holds.
-        self._ahead: deque[tuple[KafkaRecord, datetime]] = deque()
+        self._idle = False
 
     def next_batch(self) -> list[KafkaRecord]:
-        if shutdown.requested() or (self._at_end and not self._ahead):
+        if shutdown.requested() or self._drained():
             raise StopIteration
         self._progress.publish()
+        fetched = self._fetch()
         now = datetime.now(UTC)
-        if not self._ahead:
-            self._fetch()
         released: list[KafkaRecord] = []
-        while self._ahead and self._ahead[0][1] <= now:
-            record, due = self._ahead.popleft()
-            self._observer.released(self._topic, max((now - due).total_seconds(), 0))
-            released.append(record)
-            self._offset = record.offset + 1
-        head_due = self._ahead[0][1] if self._ahead else None
-        waiting = (head_due - now).total_seconds() if head_due else 0.0
-        self._observer.holding(self._topic, self._partition, waiting)
-        self._observer.polled(quiet_until=head_due)  # asleep until the head is due
+        for partition, held in self._held.items():
+            while held.ahead and held.ahead[0][1] <= now:
+                record, due = held.ahead.popleft()
+                self._observer.released(self._topic, max((now - due).total_seconds(), 0))
+                released.append(record)
+                held.offset = record.offset + 1
+            self._pause_while_waiting(partition, held)
+            head = held.head_due
+            waiting = (head - now).total_seconds() if head is not None else 0.0
+            self._observer.holding(self._topic, partition, waiting)
+        self._observer.polled(quiet_until=self._earliest_due())  # asleep until a head is due
+        self._idle = not fetched and not released
         return released
 
     def next_awake(self) -> datetime | None:
-        if not self._ahead:
+        """Soon while records come in; when idle, when the earliest head is due, or after a
+        short pause when a partition is being read (never Bytewax's 1 ms spin)."""
+        if not self._idle:
             return None
-        return min(self._ahead[0][1], datetime.now(UTC) + SHUTDOWN_POLL)  # to notice a stop
+        now = datetime.now(UTC)
+        reading = any(not held.paused for held in self._held.values())
+        later = now + (IDLE_POLL if reading else SHUTDOWN_POLL)  # SHUTDOWN_POLL: notice a stop
+        earliest = self._earliest_due()
+        return later if earliest is None else min(earliest, later)
 
-    def _fetch(self) -> None:
-        """Take the next fetch. Nothing more is taken while a head waits, so librdkafka's own
-        read-ahead stops at queued.max.messages.kbytes and memory stays flat."""
-        for msg in self._consumer.consume(self._batch_size, 0.001):
+    def _fetch(self) -> int:
+        """One fetch, from the partitions whose heads do not wait (the others are paused)."""
+        messages = self._consumer.consume(self._batch_size, 0.001)
+        for msg in messages:
+            partition = msg.partition() or 0
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._at_end = True
+                    self._held[partition].at_end = True
                 else:
-                    fatal_or_logged(error, f"{self._topic}[{self._partition}]")
+                    fatal_or_logged(error, f"{self._topic}[{partition}]")
                 continue
-            record = record_of(msg, self._topic, self._partition)
-            self._ahead.append((record, self._due_at(record)))
+            record = record_of(msg, self._topic, partition)
+            held = self._held[partition]
+            held.ahead.append((record, self._due_at(record)))
+            held.at_end = False
+        return len(messages)
 
-    def snapshot(self) -> int:
-        """The first record not released: a crash reads it (and what follows) again."""
-        offset = self._ahead[0][0].offset if self._ahead else self._offset
-        self._observer.snapshotted(self._topic, self._partition, offset)
-        self._progress.snapshotted(offset)
-        return offset
+    def _pause_while_waiting(self, partition: int, held: _Held) -> None:
+        """Stop fetching a partition while its head waits; fetch again once it is released."""
+        waiting = bool(held.ahead)
+        if waiting == held.paused:
+            return
+        where = [TopicPartition(self._topic, partition)]
+        if waiting:
+            self._consumer.pause(where)
+        else:  # librdkafka fetches again from the first record not handed to us
+            self._consumer.resume(where)
+        held.paused = waiting
+
+    def _earliest_due(self) -> datetime | None:
+        dues = [held.head_due for held in self._held.values() if held.head_due is not None]
+        return min(dues, default=None)
+
+    def _drained(self) -> bool:
+        return self._stop_at_end and all(h.at_end and not h.ahead for h in self._held.values())
+
+    def snapshot(self) -> Positions:
+        """Each partition's first record not released: a crash reads it (and what follows)
+        again."""
+        positions = {partition: held.position for partition, held in self._held.items()}
+        for partition, offset in positions.items():
+            self._observer.snapshotted(self._topic, partition, offset)
+        self._progress.snapshotted(positions)
+        return positions
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class DueTimeInput(KafkaInput):
-    """Every partition of ``topics``; each releases its records when ``due_at`` says.
+class DueTimeInput(FixedPartitionedSource[KafkaRecord, Positions]):
+    """Every partition of ``topics``, one source partition (and one consumer) per topic; each
+    releases its records when ``due_at`` says.
 
-    ``stop_at_end`` ends a partition once it is drained and holds nothing (batch runs).
+    ``stop_at_end`` ends a topic once every partition is drained and holds nothing (batch runs).
     """
 
     def __init__(
@@ -159,21 +220,36 @@ class DueTimeInput(KafkaInput):
         stop_at_end: bool = False,
         observer: ReleaseObserver | None = None,
     ) -> None:
-        super().__init__(client, group_id, topics, batch_size=batch_size, stop_at_end=stop_at_end)
+        self._client = dict(client)
+        self._group_id = group_id
+        self._topics = list(topics)
         self._due_at = due_at
-        self._releases = observer or QuietReleases()
+        self._batch_size = batch_size
+        self._stop_at_end = stop_at_end
+        self._observer = observer or QuietReleases()
+        self._partitions: dict[str, list[int]] = {}
+
+    def list_parts(self) -> list[str]:
+        metadata = AdminClient(self._client).list_topics(timeout=METADATA_TIMEOUT_S)
+        for topic in self._topics:
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None:
+                raise KafkaInputError(f"topic {topic} is missing (run `claimx topics create`)")
+            self._partitions[topic] = sorted(described.partitions)
+        return list(self._topics)
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: int | None
-    ) -> StatefulSourcePartition[KafkaRecord, int]:
-        partition, topic = split_part(for_part)
-        return DueTimePartition(
+        self, step_id: str, for_part: str, resume_state: Positions | None
+    ) -> DueTimeTopic:
+        if for_part not in self._partitions:
+            self.list_parts()
+        return DueTimeTopic(
             consumer_settings(self._client, self._group_id, **_HOLDING_CONSUMER),
-            topic,
-            partition,
+            for_part,
+            self._partitions[for_part],
             resume_state,
             due_at=self._due_at,
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,
-            observer=self._releases,
+            observer=self._observer,
         )

@@ -111,54 +111,77 @@ busy loop on an idle topic."""
 class Progress:
     """Offsets published to the consumer group only once the outputs they cover are done.
 
-    Bytewax starts no new epoch on an input before every output of the previous epochs has
-    been written (and, with recovery, snapshotted): so when a partition is polled, each epoch
-    before the current one is complete. The offset published is the one snapshotted an epoch
-    earlier still, because a batching step may hold what it read near an epoch's end into the
-    next (``batch_by_key``'s latency is far below an epoch). A start without a recovery snapshot
-    resumes from this offset, so a bare ``python -m bytewax.run`` re-reads at most the last two
-    epochs, never the topic.
+    Bytewax starts no new epoch on an input before every snapshot of the previous epochs has
+    been taken (and, with recovery, written), and every sink of ours is a stateful one whose
+    snapshot waits for its writes: so when a partition is polled, each epoch before the current
+    one is complete. The offset published is the one snapshotted an epoch earlier still, because
+    a batching step may hold what it read near an epoch's end into the next (``batch_by_key``'s
+    latency is far below an epoch). A start without a recovery snapshot resumes from these
+    offsets, so a bare ``python -m bytewax.run`` re-reads at most the last two epochs, never the
+    topic.
     """
 
-    def __init__(self, consumer: Consumer, topic: str, partition: int) -> None:
+    def __init__(self, consumer: Consumer, topic: str) -> None:
         self._consumer = consumer
         self._topic = topic
-        self._partition = partition
-        self._snapshots: deque[int] = deque(maxlen=2)
-        self._published: int | None = None
+        self._snapshots: deque[dict[int, int]] = deque(maxlen=2)
+        self._published: dict[int, int] = {}
 
-    def snapshotted(self, offset: int) -> None:
-        self._snapshots.append(offset)
+    def snapshotted(self, offsets: Mapping[int, int]) -> None:
+        """The partitions' offsets as this epoch's snapshot holds them."""
+        self._snapshots.append(dict(offsets))
 
     def publish(self) -> None:
-        """Commit the offset of the epoch before the last finished one, if it moved."""
+        """Commit the offsets of the epoch before the last finished one, where they moved."""
         if len(self._snapshots) < 2:
             return
-        offset = self._snapshots[0]
-        if offset < 0 or offset == self._published:
+        moved = {
+            partition: offset
+            for partition, offset in self._snapshots[0].items()
+            if offset >= 0 and self._published.get(partition) != offset
+        }
+        if not moved:
             return
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=True
+                offsets=[TopicPartition(self._topic, p, o) for p, o in moved.items()],
+                asynchronous=True,
             )
         except KafkaException as exc:  # a later epoch publishes again
-            log.debug("offset not published for %s[%d]: %s", self._topic, self._partition, exc)
+            log.debug("offsets not published for %s: %s", self._topic, exc)
             return
-        self._published = offset
+        self._published.update(moved)
+
+
+def starting_offsets(
+    consumer: Consumer, topic: str, partitions: Iterable[int], resumed: Mapping[int, int]
+) -> dict[int, int]:
+    """Per partition: the recovery snapshot's offset when there is one; else the consumer
+    group's committed offset (see :class:`Progress`); else the beginning of the partition."""
+    offsets = dict(resumed)
+    missing = [p for p in partitions if p not in offsets]
+    if not missing:
+        return offsets
+    committed = settled(  # a busy group coordinator answers "not yet" for a while
+        lambda: consumer.committed(
+            [TopicPartition(topic, p) for p in missing], timeout=METADATA_TIMEOUT_S
+        ),
+        what=f"read the committed offsets of {topic}",
+        timeout_s=METADATA_TIMEOUT_S,
+    )
+    for found in committed:
+        offset = found.offset
+        offsets[found.partition] = (
+            offset if offset is not None and offset >= 0 else OFFSET_BEGINNING
+        )
+    return offsets
 
 
 def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int | None) -> int:
-    """The recovery snapshot's offset when there is one; else the consumer group's committed
-    offset (see :class:`Progress`); else the beginning of the partition."""
-    if resumed is not None:
-        return resumed
-    (committed,) = settled(  # a busy group coordinator answers "not yet" for a while
-        lambda: consumer.committed([TopicPartition(topic, partition)], timeout=METADATA_TIMEOUT_S),
-        what=f"read the committed offset of {topic}[{partition}]",
-        timeout_s=METADATA_TIMEOUT_S,
-    )
-    offset = committed.offset
-    return offset if offset is not None and offset >= 0 else OFFSET_BEGINNING
+    """:func:`starting_offsets` of one partition."""
+    return starting_offsets(
+        consumer, topic, [partition], {} if resumed is None else {partition: resumed}
+    )[partition]
 
 
 def unreadable(msg: Message, error: KafkaError, topic: str, partition: int) -> KafkaRecord | None:
@@ -194,7 +217,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._at_end = False
         self._idle = False
         self._observer = observer
-        self._progress = Progress(self._consumer, topic, partition)
+        self._progress = Progress(self._consumer, topic)
 
     def next_batch(self) -> list[KafkaRecord]:
         if self._at_end or shutdown.requested():
@@ -236,7 +259,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
 
     def snapshot(self) -> int:
         self._observer.snapshotted(self._topic, self._partition, self._offset)
-        self._progress.snapshotted(self._offset)
+        self._progress.snapshotted({self._partition: self._offset})
         return self._offset
 
     def close(self) -> None:
