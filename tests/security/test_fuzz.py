@@ -153,7 +153,7 @@ def test_fuzz_the_event_parser_never_stops_the_ingest_stage(value: bytes | None)
     task = EnrichmentTask.from_json(task_record.value)
     assert task_record.key == task.project_id.encode()
     (row,) = [o for o in outputs if not isinstance(o, OutboundRecord)]
-    EVENTS.to_arrow([row[1]])
+    EVENTS.to_arrow([row[1][0]])
 
 
 # The failure-header codec ------------------------------------------------------------------
