@@ -17,7 +17,15 @@ from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
-from claimx_flow.delta.tables import CONTACTS, MEDIA, PROJECTS, VIDEO_COLLAB, TableRow
+from claimx_flow.delta.tables import (
+    CONTACTS,
+    MEDIA,
+    PROJECTS,
+    VIDEO_COLLAB,
+    RowSchemaError,
+    TableRow,
+    TableSpec,
+)
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import DownloadTask, EnrichmentTask
@@ -253,12 +261,13 @@ class Enricher:
             return
         response = await calls.once(("project", project_id), lambda: self._fetch(project_id))
         if project_id not in project_rows:
+            project = rows.project_row(response, task.event_id, now)
+            contacts = rows.contact_rows(response, project_id, task.event_id, now)
+            _check_fits(PROJECTS, [project])
+            _check_fits(CONTACTS, contacts)
             project_rows[project_id] = [
-                (PROJECTS.name, rows.project_row(response, task.event_id, now)),
-                *(
-                    (CONTACTS.name, contact)
-                    for contact in rows.contact_rows(response, project_id, task.event_id, now)
-                ),
+                (PROJECTS.name, project),
+                *((CONTACTS.name, contact) for contact in contacts),
             ]
 
     async def _fetch(self, project_id: str) -> dict[str, Any]:
@@ -327,6 +336,19 @@ def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str
         if task.event_type in MEDIA_EVENTS and task.media_id:
             wanted[task.project_id][task.media_id] = None
     return defaultdict(list, {project: list(ids) for project, ids in wanted.items()})
+
+
+def _check_fits(spec: TableSpec, built: list[dict[str, Any]]) -> None:
+    """Rows built once per project and batch must fit their table before any task relies on
+    them: one refused at the commit would dead-letter whichever message it travelled with,
+    after that message's own rows and downloads had landed. A project whose rows do not fit
+    fails every task of it here instead."""
+    if not built:
+        return
+    try:
+        spec.to_arrow(built)
+    except RowSchemaError as error:
+        raise rows.PayloadError(str(error)) from None
 
 
 def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:

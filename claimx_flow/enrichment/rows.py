@@ -24,6 +24,7 @@ from claimx_flow.delta.tables import (
     TableSpec,
 )
 from claimx_flow.errors import ClaimxError
+from claimx_flow.models.types import normalise_id
 
 Row = dict[str, Any]
 JsonObject = Mapping[str, Any]
@@ -142,7 +143,11 @@ def parse_timestamp(value: Any) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:
         raise ValueError(f"not a timestamp: {type(value).__name__}")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    # An instant at the calendar's edge (9999-12-31T23:59-12:00) has no UTC form in Python;
+    # stored anyway, it would make the whole table unreadable to every Python reader.
+    return moment.astimezone(UTC)  # OverflowError: "out of range in UTC" for this one value
 
 
 def _boolean(value: Any) -> bool:
@@ -201,12 +206,22 @@ def _columns(
                 None
                 if field.name in skip or pa.types.is_nested(field.type)
                 else names.get(field.name, camel(field.name)),
-                _converter(field.type),
+                _id if _is_id_key(spec, field) else _converter(field.type),
             )
             for field in spec.schema
         )
         planned = _PLANS[key] = (spec, columns)
     return planned[1]
+
+
+def _is_id_key(spec: TableSpec, field: pa.Field) -> bool:
+    """A merge key that is an id: read as ids are read everywhere (``normalise_id``), never as
+    text, or ``true`` and ``1.5`` would key rows ("True", "1.5") and overwrite each other."""
+    return field.name in spec.keys and field.name.endswith("_id") and pa.types.is_string(field.type)
+
+
+def _id(value: Any) -> str:
+    return normalise_id(value)  # a PydanticCustomError is a ValueError: the row's PayloadError
 
 
 def lineage(event_id: str, enriched_at: datetime) -> dict[str, Any]:
