@@ -9,9 +9,10 @@ developer's machine needs no configuration at all.
 from __future__ import annotations
 
 import os
+import textwrap
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -109,6 +110,12 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Environment = Literal["local", "production"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+ENVIRONMENT_VARIABLE = "CLAIMX_ENV"
+STACK_DIR_VARIABLE = "CLAIMX_STACK_DIR"
 
 
 def _comma_list(value: Any) -> Any:
@@ -134,98 +141,246 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
+    # Where the process runs: production requires what the embedded defaults stand in for
+    claimx_env: Environment = Field(
+        "local",
+        description="`local` (the embedded defaults stand: a local Kafka, the API simulator) "
+        "or `production` (KAFKA_BOOTSTRAP_SERVERS, and for what calls the API CLAIMX_API_URL "
+        "and its credentials, must be set). Unset: `production` in stage processes and the "
+        "`claimx` command, `local` where a local stack is found (CLAIMX_STACK_DIR), for the "
+        "lab's commands and for settings built in code",
+    )
+
     # Kafka
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_consumer_group_prefix: str = "claimx"
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_ca_location: Path | None = None
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers, comma-separated host:port"
+    )
+    kafka_consumer_group_prefix: str = Field(
+        "claimx", description="prefix of the stages' consumer groups (`<prefix>-enricher`, …)"
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (the runbook's production "
+        "value is SASL_SSL)",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user; required with SASL_*")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password; required with SASL_*"
+    )
+    kafka_ssl_ca_location: Path | None = Field(None, description="CA bundle for TLS")
     # Azure Event Hubs' Kafka endpoint: the namespace connection string sets all of the above
-    eventhubs_connection_string: SecretStr | None = None
+    eventhubs_connection_string: SecretStr | None = Field(
+        None,
+        description="an Event Hubs namespace's connection string; sets the KAFKA_* settings "
+        "(<namespace>:9093, SASL_SSL/PLAIN); explicit KAFKA_* variables still win",
+    )
 
     # ClaimX API
-    claimx_api_url: str = "http://127.0.0.1:8090/service/cxedirest"
-    claimx_api_username: str | None = None
-    claimx_api_password: SecretStr | None = None
-    claimx_api_token: SecretStr | None = None
-    claimx_api_timeout_seconds: float = Field(30.0, gt=0)
-    claimx_api_max_retries: int = Field(3, ge=0, le=20)
-    claimx_api_concurrency: int = Field(10, ge=1, le=1000)
-    claimx_api_rate_limit_per_second: float | None = Field(None, gt=0)
-    claimx_api_breaker_failures: int = Field(5, ge=1)
-    claimx_api_breaker_open_seconds: float = Field(60.0, gt=0)
+    claimx_api_url: str = Field(
+        "http://127.0.0.1:8090/service/cxedirest",
+        description="ClaimX API base URL (the default is the local simulator)",
+    )
+    claimx_api_username: str | None = Field(None, description="ClaimX API Basic auth user")
+    claimx_api_password: SecretStr | None = Field(
+        None, description="ClaimX API Basic auth password"
+    )
+    claimx_api_token: SecretStr | None = Field(
+        None, description="a ready Basic token instead of user and password"
+    )
+    claimx_api_timeout_seconds: float = Field(30.0, gt=0, description="per-call timeout")
+    claimx_api_max_retries: int = Field(3, ge=0, le=20, description="retries inside one call")
+    claimx_api_concurrency: int = Field(10, ge=1, le=1000, description="API calls in flight")
+    claimx_api_rate_limit_per_second: float | None = Field(
+        None, gt=0, description="token-bucket limit on API calls per process (unset: off)"
+    )
+    claimx_api_breaker_failures: int = Field(
+        5, ge=1, description="consecutive transient failures that open the circuit"
+    )
+    claimx_api_breaker_open_seconds: float = Field(
+        60.0, gt=0, description="how long the circuit stays open before trial calls"
+    )
 
     # Topics
-    claimx_events_topic: str = "claimx.events.raw"
-    claimx_events_dlq_topic: str = "claimx.events.dlq"
-    claimx_enrichment_pending_topic: str = "claimx.enrichment.pending"
+    claimx_events_topic: str = Field(
+        "claimx.events.raw", description="raw events (a backfill topic during backfills)"
+    )
+    claimx_events_dlq_topic: str = Field("claimx.events.dlq", description="unparseable raw events")
+    claimx_enrichment_pending_topic: str = Field(
+        "claimx.enrichment.pending", description="enrichment tasks"
+    )
     claimx_enrichment_dlq_topic: str = Field(
         "claimx.enrichment.dlq",
         validation_alias=AliasChoices("claimx_enrichment_dlq_topic", "claimx_dlq_topic"),
+        description="failed enrichments (alias CLAIMX_DLQ_TOPIC)",
     )
-    claimx_downloads_pending_topic: str = "claimx.downloads.pending"
-    claimx_downloads_cached_topic: str = "claimx.downloads.cached"
-    claimx_downloads_results_topic: str = "claimx.downloads.results"
-    claimx_downloads_dlq_topic: str = "claimx.downloads.dlq"
-    claimx_dlq_max_message_bytes: int = Field(1_000_000, ge=16 * 1024)
-    claimx_topic_partitions: int = Field(6, ge=1, le=1000)
-    claimx_topic_replication_factor: int = Field(1, ge=1, le=10)
+    claimx_downloads_pending_topic: str = Field(
+        "claimx.downloads.pending", description="download tasks"
+    )
+    claimx_downloads_cached_topic: str = Field(
+        "claimx.downloads.cached", description="downloaded, not yet uploaded"
+    )
+    claimx_downloads_results_topic: str = Field(
+        "claimx.downloads.results", description="upload results"
+    )
+    claimx_downloads_dlq_topic: str = Field("claimx.downloads.dlq", description="failed downloads")
+    claimx_dlq_max_message_bytes: int = Field(
+        1_000_000,
+        ge=16 * 1024,
+        description="largest DLQ or retry-tier copy a stage writes; a larger one is stored "
+        "truncated (keep it below the DLQ topics' max.message.bytes)",
+    )
+    claimx_topic_partitions: int = Field(
+        6, ge=1, le=1000, description="partitions for `claimx topics create`"
+    )
+    claimx_topic_replication_factor: int = Field(
+        1, ge=1, le=10, description="replication for `claimx topics create`"
+    )
 
     # OneLake (unset: files and tables on the local filesystem under CLAIMX_DATA_DIR)
-    onelake_workspace_id: str | None = None
-    onelake_lakehouse_id: str | None = None
-    onelake_endpoint: str = "https://onelake.dfs.fabric.microsoft.com"
-    onelake_account_key: SecretStr | None = None
+    onelake_workspace_id: str | None = Field(
+        None, description="OneLake workspace id; set both ids to store in OneLake"
+    )
+    onelake_lakehouse_id: str | None = Field(None, description="OneLake lakehouse id")
+    onelake_endpoint: str = Field(
+        "https://onelake.dfs.fabric.microsoft.com", description="OneLake DFS endpoint"
+    )
+    onelake_account_key: SecretStr | None = Field(
+        None, description="storage key (emulators); otherwise DefaultAzureCredential"
+    )
 
     # Retry tiers
-    retry_delays: Annotated[list[int], NoDecode] = [300, 600, 1200, 2400]
-    max_retries: int = Field(4, ge=0)
+    retry_delays: Annotated[list[int], NoDecode] = Field(
+        [300, 600, 1200, 2400], description="one delay per retry tier, seconds"
+    )
+    max_retries: int = Field(
+        4, ge=0, description="tiers to pass before the DLQ (at most the number of delays)"
+    )
     # A tier keeps messages twice its delay plus this, so a retry stage down this long loses none
-    claimx_retry_retention_allowance_seconds: int = Field(86_400, ge=0)
+    claimx_retry_retention_allowance_seconds: int = Field(
+        86_400,
+        ge=0,
+        description="how long a retry stage may be down without losing retries: each tier "
+        "keeps messages twice its delay plus this",
+    )
 
     # Workers
-    download_concurrency: int = Field(10, ge=1, le=1000)
-    download_batch_size: int = Field(20, ge=1, le=10_000)
-    download_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1", "localhost"]
-    download_max_bytes: int = Field(500 * 1024 * 1024, ge=1)
-    download_allowed_types: Annotated[list[str], NoDecode] = [
-        *("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "heic", "heif"),
-        *("pdf", "mp4", "mov", "m4v", "avi", "3gp", "webm", "mp3", "m4a", "wav"),
-        *("doc", "docx", "xls", "xlsx", "txt", "csv", "esx", "xml", "json", "zip"),
-    ]
-    download_require_https: bool = False
-    download_timeout_seconds: float = Field(60.0, gt=0)
-    cache_dir: Path | None = None
-    upload_batch_size: int = Field(100, ge=1, le=10_000)
-    upload_concurrency: int = Field(10, ge=1, le=1000)
-    upload_timeout_seconds: float = Field(60.0, gt=0)
-    enrichment_batch_size: int = Field(100, ge=1, le=100_000)
-    enable_delta_writes: bool = True
+    download_concurrency: int = Field(10, ge=1, le=1000, description="downloads in flight")
+    download_batch_size: int = Field(20, ge=1, le=10_000, description="download tasks per batch")
+    download_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["127.0.0.1", "localhost"],
+        description="hosts media may come from (production: the ClaimX S3 buckets and "
+        "claimxperience.com)",
+    )
+    download_max_bytes: int = Field(
+        500 * 1024 * 1024, ge=1, description="largest file accepted (enforced while streaming)"
+    )
+    download_allowed_types: Annotated[list[str], NoDecode] = Field(
+        [
+            *("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "heic", "heif"),
+            *("pdf", "mp4", "mov", "m4v", "avi", "3gp", "webm", "mp3", "m4a", "wav"),
+            *("doc", "docx", "xls", "xlsx", "txt", "csv", "esx", "xml", "json", "zip"),
+        ],
+        description="file types (extensions) accepted",
+    )
+    download_require_https: bool = Field(
+        False, description="refuse http:// media URLs (set true in production)"
+    )
+    download_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="per-download deadline from when the download gets its slot; past it the "
+        "download is a transient failure",
+    )
+    cache_dir: Path | None = Field(
+        None, description="download cache (unset: $CLAIMX_DATA_DIR/cache)"
+    )
+    upload_batch_size: int = Field(
+        100, ge=1, le=10_000, description="cached downloads read per partition per batch"
+    )
+    upload_concurrency: int = Field(10, ge=1, le=1000, description="uploads in flight")
+    upload_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="per-upload deadline; past it the upload is a transient failure",
+    )
+    enrichment_batch_size: int = Field(
+        100, ge=1, le=100_000, description="tasks per enrichment batch"
+    )
+    enable_delta_writes: bool = Field(True, description="write entity rows to Delta")
 
     # Embedded storage root
-    claimx_data_dir: Path = Path("claimx-data")
+    claimx_data_dir: Path = Field(
+        Path("claimx-data"),
+        description="embedded storage root: tables/<table>, files/, cache/, recovery/<stage>",
+    )
 
     # Batch runs: each stage ends once its input topics are drained (benchmarks, one-off loads)
-    claimx_stop_at_end: bool = False
+    claimx_stop_at_end: bool = Field(
+        False,
+        description="end each stage once its input topics are drained (batch runs, "
+        "benchmarks) instead of tailing them",
+    )
 
     # Results
-    claimx_results_summary_seconds: int = Field(30, ge=1)
+    claimx_results_summary_seconds: int = Field(
+        30, ge=1, description="how often the results stage logs its summary line"
+    )
     # A project's counted media are forgotten after this long without a result for it
-    claimx_results_project_idle_seconds: int = Field(7 * 86_400, ge=60)
+    claimx_results_project_idle_seconds: int = Field(
+        7 * 86_400,
+        ge=60,
+        description="a project's counted media are forgotten after this long without a "
+        "result for it",
+    )
 
     # Health and metrics server of each stage process (unset port: the stage's runbook port)
-    claimx_health_port: int | None = Field(None, ge=0, le=65535)
-    claimx_health_host: str = "0.0.0.0"
-    claimx_liveness_stale_seconds: float = Field(600.0, gt=0)
+    claimx_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="where the stage serves /health/live, /health/ready and /metrics (unset: "
+        "the stage's port, enrich 8081 … retry 8086); 0 turns the server off",
+    )
+    claimx_health_host: str = Field("0.0.0.0", description="address the health server binds")
+    claimx_liveness_stale_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="liveness fails when a worker has not polled its source for this long",
+    )
     # How often a stage reads the depth of the DLQ it writes (claimx_dlq_depth); 0: never
-    claimx_dlq_depth_interval_seconds: float = Field(30.0, ge=0)
+    claimx_dlq_depth_interval_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="how often a stage reads the depth of the DLQ it writes; 0 turns it off",
+    )
 
     # Recovery (Bytewax snapshots: where each stage's Kafka offsets and state live)
-    claimx_recovery_partitions: int = Field(1, ge=1, le=1000)
-    claimx_snapshot_interval_seconds: int = Field(5, ge=1)
-    claimx_backup_interval_seconds: int = Field(0, ge=0)
+    claimx_recovery_partitions: int = Field(
+        1, ge=1, le=1000, description="recovery partitions created per stage"
+    )
+    claimx_snapshot_interval_seconds: int = Field(
+        5,
+        ge=1,
+        description="how often offsets and state are snapshotted (and how much a crash replays)",
+    )
+    claimx_backup_interval_seconds: int = Field(
+        0, ge=0, description="how long older snapshots are kept (match your backup cadence)"
+    )
+
+    # Logs (read before the rest, so that a bad setting is reported in the chosen format)
+    log_format: LogFormat = Field(
+        "text",
+        description="`text` (one line for people) or `json` (one JSON object per line: time, "
+        "level, logger, message, stage, worker, topic, partition, offset where known)",
+    )
+    log_level: LogLevel | None = Field(
+        None,
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL (unset: INFO in stage processes; "
+        "WARNING in the `claimx` command, INFO with -v)",
+    )
 
     @field_validator(
         "retry_delays", "download_allowed_hosts", "download_allowed_types", mode="before"
@@ -233,6 +388,18 @@ class Settings(BaseSettings):
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("claimx_env", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
 
     @field_validator("retry_delays")
     @classmethod
@@ -432,10 +599,64 @@ def config_file_path() -> Path | None:
     return default if default.is_file() else None
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning validation errors into one message naming each variable."""
+def local_stack_found() -> bool:
+    """Whether a local stack (``claimx stack up``) keeps its state here (``CLAIMX_STACK_DIR``,
+    default ``./.claimx-stack``): only a developer's machine has one."""
+    return Path(os.environ.get(STACK_DIR_VARIABLE, ".claimx-stack")).is_dir()
+
+
+def adopt_default_environment(*, local: bool = False) -> None:
+    """For entry points only (a stage process, the ``claimx`` command): when ``CLAIMX_ENV`` is
+    unset, set it for this process and what it starts: ``local`` when ``local`` is asked (the
+    lab's commands) or a local stack is found, else ``production``.
+
+    Settings built in code, and ``load_settings()`` in a process that adopted nothing (tests),
+    stay ``local``: the field's default.
+    """
+    if not os.environ.get(ENVIRONMENT_VARIABLE):
+        environment = "local" if local or local_stack_found() else "production"
+        os.environ[ENVIRONMENT_VARIABLE] = environment
+
+
+REQUIRED_IN_PRODUCTION = ("kafka_bootstrap_servers",)
+REQUIRED_FOR_API = ("claimx_api_url",)
+API_CREDENTIALS = "CLAIMX_API_USERNAME and CLAIMX_API_PASSWORD (or CLAIMX_API_TOKEN)"
+
+
+def missing_required(settings: Settings, *, api: bool, kafka: bool = True) -> list[str]:
+    """The required variables not given (environment, ``config.yaml`` or code): the runbook's
+    ``KAFKA_BOOTSTRAP_SERVERS`` (unless ``kafka`` is off: a command that never talks to Kafka),
+    and with ``api`` ``CLAIMX_API_URL`` and its credentials.
+    A default does not count: in production it would point at a local broker or the simulator.
+    """
+
+    def given(field: str) -> bool:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return field in settings.model_fields_set and value not in (None, "")
+
+    fields = (REQUIRED_IN_PRODUCTION if kafka else ()) + (REQUIRED_FOR_API if api else ())
+    missing = [env_name(field) for field in fields if not given(field)]
+    credentials = given("claimx_api_token") or (
+        given("claimx_api_username") and given("claimx_api_password")
+    )
+    if api and not credentials:
+        missing.append(API_CREDENTIALS)
+    return missing
+
+
+def load_settings(
+    *, require_api: bool = False, require_kafka: bool = True, **overrides: Any
+) -> Settings:
+    """Build the settings, turning validation errors into one message naming each variable.
+
+    With ``CLAIMX_ENV=production`` the variables the embedded defaults stand in for must be
+    given (:func:`missing_required`): the broker unless ``require_kafka`` is off (a command
+    that never talks to Kafka), and with ``require_api`` the ClaimX API's, for what calls it.
+    """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -447,3 +668,102 @@ def load_settings(**overrides: Any) -> Settings:
             name = env_name(field) if field else "configuration"
             problems.append(f"{name}: {message}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    if settings.claimx_env == "production":
+        missing = missing_required(settings, api=require_api, kafka=require_kafka)
+        if missing:
+            raise ConfigError(
+                f"required but not set: {'; '.join(missing)} (CLAIMX_ENV=production; "
+                "CLAIMX_ENV=local runs on the local defaults)"
+            )
+    return settings
+
+
+def secret_variables() -> list[str]:
+    """The variables that hold secrets (``SecretStr`` fields)."""
+    return [
+        env_name(name)
+        for name, info in Settings.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
+    ]
+
+
+# .env.example ------------------------------------------------------------------------------
+
+_EXAMPLE_HEADER = """\
+# claimx-flow: every setting as an environment variable, with its default and meaning.
+# Generated from claimx_flow.config.Settings (`claimx config example > .env.example`); a test
+# keeps it current, so do not edit it by hand.
+#
+# Copy it to .env, uncomment and set what differs from the default, then load it
+# (`set -a; . ./.env; set +a`). The environment wins over config.yaml, config.yaml over the
+# defaults. Secrets have no value here: give them from your secret store.
+#
+# With CLAIMX_ENV=production (the default of stage processes and of `claimx` away from a local
+# stack) these must be set, or the process stops naming them: KAFKA_BOOTSTRAP_SERVERS, and for
+# what calls the ClaimX API (the enrich and download stages, `claimx check`, `claimx api check`):
+# CLAIMX_API_URL with CLAIMX_API_USERNAME and CLAIMX_API_PASSWORD (or CLAIMX_API_TOKEN).
+"""
+
+_EXAMPLE_EXTRA = (
+    (
+        "CLAIMX_CONFIG_FILE",
+        "",
+        "the YAML file to read (unset: ./config.yaml if present)",
+    ),
+    (
+        STACK_DIR_VARIABLE,
+        "",
+        "where a local stack keeps its state and env file (unset: ./.claimx-stack); when it "
+        "exists, CLAIMX_ENV defaults to local",
+    ),
+)
+
+
+def _example_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, commented out at its default, after its
+    meaning, its ``config.yaml`` key, and whether it is a secret or required in production."""
+    yaml_keys = {
+        field: f"{section}.{key}"
+        for section, keys in _YAML_SECTIONS.items()
+        for key, field in keys.items()
+        if not (section == "topics" and key == "dlq")  # the old name of topics.enrichment_dlq
+    }
+    secrets = set(secret_variables())
+    lines = [_EXAMPLE_HEADER]
+    for name, info in Settings.model_fields.items():
+        variable = env_name(name)
+        notes = [info.description or ""]
+        if name in yaml_keys:
+            notes.append(f"config.yaml: {yaml_keys[name]}.")
+        if name in REQUIRED_IN_PRODUCTION:
+            notes.append("Required in production.")
+        elif name in REQUIRED_FOR_API:
+            notes.append("Required in production by what calls the API.")
+        elif name in ("claimx_api_username", "claimx_api_password"):
+            notes.append("Required in production by what calls the API, unless CLAIMX_API_TOKEN.")
+        if variable in secrets:
+            notes.append("Secret: no value here.")
+        value = "" if variable in secrets else _example_value(info.default)
+        lines.append(_example_entry(variable, value, notes))
+    for variable, value, meaning in _EXAMPLE_EXTRA:
+        lines.append(_example_entry(variable, value, [meaning]))
+    return "\n".join(lines)
+
+
+def _example_entry(variable: str, value: str, notes: list[str]) -> str:
+    first, *rest = notes
+    text = (first[:1].upper() + first[1:] + "." if first else "") + "".join(f" {n}" for n in rest)
+    comment = textwrap.fill(text.strip(), width=98, initial_indent="# ", subsequent_indent="# ")
+    return f"{comment}\n# {variable}={value}\n"

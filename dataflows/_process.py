@@ -8,13 +8,18 @@ call the module's ``build(settings)`` instead and get the dataflow with none of 
 
 from __future__ import annotations
 
+import argparse
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Mapping
 
 from bytewax.dataflow import Dataflow
 
-from claimx_flow.config import Settings, load_settings
-from claimx_flow.runtime import metrics
+from claimx_flow import catalog
+from claimx_flow.config import Settings, adopt_default_environment, load_settings
+from claimx_flow.errors import ConfigError
+from claimx_flow.runtime import logs, metrics
 from claimx_flow.runtime.health import serve
 from claimx_flow.startup.preflight import PreflightError, require_ready
 from operators import shutdown
@@ -35,7 +40,7 @@ def flow_attribute(
     if name != "flow":
         raise AttributeError(f"module dataflows.{stage} has no attribute {name!r}")
     if stage not in _built:
-        settings = load_settings()
+        settings = process_settings(stage)
         setup_process(stage, settings)
         _built[stage] = build(settings)
         if after_build is not None:
@@ -43,12 +48,77 @@ def flow_attribute(
     return _built[stage]
 
 
-def setup_process(stage: str, settings: Settings, level: int = logging.INFO) -> None:
-    """What every stage process does first: log to stderr, stop gracefully on SIGTERM, name
-    its stage on every metric, check it can run (or exit 2 saying why), serve health
-    probes and metrics on the stage's port, and export the depth of the DLQ it writes."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+def process_settings(stage: str) -> Settings:
+    """The stage process's settings, or exit 2 with one log line naming what is wrong.
+
+    ``CLAIMX_ENV`` defaults to ``production`` here (``local`` where a local stack is found; the
+    lab's runner passes ``local``), so a pod missing ``KAFKA_BOOTSTRAP_SERVERS`` (or, for a stage
+    that calls the API, ``CLAIMX_API_*``) stops instead of talking to the embedded defaults.
+    Logging is set up from the raw ``LOG_FORMAT``/``LOG_LEVEL`` first, so that line is already
+    in the chosen format.
+    """
+    adopt_default_environment()
+    logs.configure(
+        logs.parse_format(os.environ.get("LOG_FORMAT")),
+        logs.parse_level(os.environ.get("LOG_LEVEL")),
+        context=process_context(stage),
+    )
+    try:
+        return load_settings(require_api=catalog.stage(stage).calls_api)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+
+
+def process_context(
+    stage: str, argv: list[str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """What every log line of this process carries: the stage and, with one worker per process
+    (the deployments' shape), the worker's index, which is then the Bytewax process index.
+
+    Read as ``bytewax.run`` reads them: ``-i``/``-w`` or ``BYTEWAX_PROCESS_ID`` /
+    ``BYTEWAX_WORKERS_PER_PROCESS``, or the StatefulSet pod's ordinal. With several workers per
+    process a line names its worker only when the code passes ``extra={"worker": index}``.
+    """
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-i", "--process-id", type=int)
+    parser.add_argument("-w", "--workers-per-process", type=int)
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    process = known.process_id
+    if process is None:
+        process = _int(env.get("BYTEWAX_PROCESS_ID"))
+    if process is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
+        ordinal = env["BYTEWAX_POD_NAME"].removeprefix(env["BYTEWAX_STATEFULSET_NAME"] + "-")
+        process = _int(ordinal)
+    process = process or 0
+    workers = known.workers_per_process or _int(env.get("BYTEWAX_WORKERS_PER_PROCESS")) or 1
+    return {"stage": stage, "worker": process if workers == 1 else None}
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def setup_process(stage: str, settings: Settings, level: int | None = None) -> None:
+    """What every stage process does first: log to stderr (``LOG_FORMAT``, ``LOG_LEVEL``,
+    secrets redacted), stop gracefully on SIGTERM, name its stage on every metric, check it
+    can run (or exit 2 saying why), serve health probes and metrics on the stage's port, and
+    export the depth of the DLQ it writes."""
+    logs.configure(
+        settings.log_format,
+        level if level is not None else logs.parse_level(settings.log_level),
+        secrets=settings.secret_values(),
+        context=process_context(stage),
+    )
+    log.info(
+        "%s starting (CLAIMX_ENV=%s, Kafka at %s)",
+        stage,
+        settings.claimx_env,
+        settings.kafka_bootstrap_servers,
     )
     # Kubernetes stops pods with SIGTERM; ending the inputs drains the dataflow and exits 0,
     # which is cheaper than the replay after a kill (which recovery covers too).

@@ -3,7 +3,11 @@ variable, and secrets never print."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from claimx_flow.cli import app
-from claimx_flow.config import Settings, load_settings
+from claimx_flow.config import Settings, env_example, env_name, load_settings, secret_variables
 from claimx_flow.errors import ConfigError
 from claimx_flow.kafka.clients import client_config
 
@@ -261,3 +265,161 @@ def test_a_connection_string_without_endpoint_is_named_not_echoed(
         load_settings()
     assert "EVENTHUBS_CONNECTION_STRING" in str(caught.value)
     assert "EhKey-Zz93" not in str(caught.value)
+
+
+# Production mode ---------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+PRODUCTION_API = {
+    "KAFKA_BOOTSTRAP_SERVERS": "b1:9092",
+    "CLAIMX_API_URL": "https://api.example.test/service/cxedirest",
+    "CLAIMX_API_USERNAME": "api-user",
+    "CLAIMX_API_PASSWORD": "pw-Pr0d-never-print",
+}
+
+
+def test_settings_built_in_code_or_without_claimx_env_are_local(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().claimx_env == "local"
+    assert load_settings(require_api=True).claimx_env == "local"  # nothing enforced
+
+
+def test_production_names_each_missing_required_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CLAIMX_ENV", "production")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "KAFKA_BOOTSTRAP_SERVERS" in str(caught.value)
+    assert "CLAIMX_API" not in str(caught.value)  # only what calls the API needs those
+    assert load_settings(require_kafka=False).claimx_env == "production"  # e.g. Delta upkeep
+    with pytest.raises(ConfigError) as caught:
+        load_settings(require_api=True)
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLAIMX_API_URL", "CLAIMX_API_USERNAME"):
+        assert name in str(caught.value)
+    for name, value in PRODUCTION_API.items():
+        clean_env.setenv(name, value)
+    settings = load_settings(require_api=True)
+    assert settings.claimx_env == "production"
+    clean_env.delenv("CLAIMX_API_PASSWORD")
+    with pytest.raises(ConfigError, match="CLAIMX_API_PASSWORD"):
+        load_settings(require_api=True)
+    clean_env.setenv("CLAIMX_API_TOKEN", "tok-Pr0d-never-print")  # a token stands for both
+    assert load_settings(require_api=True).claimx_api_token is not None
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"KAFKA_BOOTSTRAP_SERVERS": "b1:9092"},
+        {"EVENTHUBS_CONNECTION_STRING": EVENT_HUBS},
+        {"CLAIMX_CONFIG_FILE": "kafka.yaml"},
+    ],
+    ids=["variable", "event hubs", "config.yaml"],
+)
+def test_production_takes_the_broker_from_any_source(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, given: dict[str, str]
+) -> None:
+    (tmp_path / "kafka.yaml").write_text("kafka:\n  bootstrap_servers: y1:9092\n")
+    clean_env.setenv("CLAIMX_ENV", "PRODUCTION")  # any case
+    for name, value in given.items():
+        clean_env.setenv(name, value)
+    assert load_settings().claimx_env == "production"
+
+
+def test_production_does_not_take_an_empty_value(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CLAIMX_ENV", "production")
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        load_settings()
+    clean_env.setenv("CLAIMX_ENV", "staging")
+    with pytest.raises(ConfigError, match="CLAIMX_ENV"):
+        load_settings()
+
+
+def _stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A stage pod's environment before its configuration: no ClaimX, Kafka or log variable,
+    no CLAIMX_ENV and no local stack."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "CLAIMX_", "ONELAKE_", "EVENTHUBS_", "LOG_", "BYTEWAX_"))
+    }
+    return {
+        **env,
+        "PYTHONPATH": str(REPO),
+        "CLAIMX_STACK_DIR": str(tmp_path / "no-stack"),
+        "CLAIMX_DATA_DIR": str(tmp_path / "data"),
+        "CLAIMX_HEALTH_PORT": "0",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_stage_process_without_its_broker_stops_naming_it(
+    tmp_path: Path, log_format: str
+) -> None:
+    """``python -m bytewax.run dataflows.ingest`` as a pod starts it, with KAFKA_BOOTSTRAP_SERVERS
+    forgotten: exit 2 and one line (in the chosen log format) naming the variable, instead of
+    tailing a broker on 127.0.0.1."""
+    env = _stage_env(tmp_path, LOG_FORMAT=log_format, CLAIMX_API_PASSWORD="pw-St4ge-secret")
+    done = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.ingest"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "KAFKA_BOOTSTRAP_SERVERS" in line and "CLAIMX_ENV=production" in line
+    assert "CLAIMX_API" not in line  # ingest calls no API
+    assert "pw-St4ge-secret" not in done.stderr + done.stdout
+    if log_format == "json":
+        record = json.loads(line)
+        assert (record["level"], record["stage"]) == ("ERROR", "ingest")
+        assert "KAFKA_BOOTSTRAP_SERVERS" in record["message"]
+
+
+def test_an_api_stage_also_needs_the_api_and_credentials(tmp_path: Path) -> None:
+    env = _stage_env(tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.enrich"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "CLAIMX_API_URL" in line and "CLAIMX_API_USERNAME" in line
+    assert "KAFKA_BOOTSTRAP_SERVERS;" not in line
+
+
+# .env.example ------------------------------------------------------------------------------
+
+
+def test_every_setting_says_what_it_means() -> None:
+    undescribed = [name for name, info in Settings.model_fields.items() if not info.description]
+    assert not undescribed
+
+
+def test_env_example_is_generated_from_the_settings() -> None:
+    """.env.example is what ``claimx config example`` prints now; if this fails, run
+    ``claimx config example > .env.example`` and commit it."""
+    text = env_example()
+    assert (REPO / ".env.example").read_text() == text
+    for name in Settings.model_fields:
+        assert f"\n# {env_name(name)}=" in text
+    for variable in secret_variables():
+        assert f"\n# {variable}=\n" in text  # a secret never gets a value, not even a default
+    assert "\n# KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092\n" in text
+    assert "\n# RETRY_DELAYS=300,600,1200,2400\n" in text
+    assert "\n# LOG_FORMAT=text\n" in text and "\n# CLAIMX_ENV=local\n" in text
+
+
+def test_env_example_sets_nothing_when_loaded_as_is() -> None:
+    """Every line is a comment: sourcing it unedited cannot pass for a production setting."""
+    lines = (REPO / ".env.example").read_text().splitlines()
+    assert all(not line or line.startswith("#") for line in lines)

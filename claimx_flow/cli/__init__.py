@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -23,6 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 from claimx_flow.errors import ClaimxError
 
 EXIT_ERROR = 2
+PACKAGE = "claimx-flow"
 
 
 @dataclass(frozen=True)
@@ -148,33 +148,82 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"claimx {version(PACKAGE)}")
+    except PackageNotFoundError:
+        typer.echo("claimx (not installed: no package metadata)")
+    raise typer.Exit()
+
+
+_entry_point = False
+"""True in the ``claimx`` process itself (:func:`main`); False where a caller (a test) invokes
+:data:`app`, so ``CLAIMX_ENV`` is defaulted only for a process of its own."""
+
+
 @app.callback()
 def _configure(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Kafka client logs."),
+    ctx: typer.Context,
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show Kafka client logs (LOG_LEVEL=INFO at least)."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the installed version and exit.",
+    ),
 ) -> None:
     """Quiet the Kafka client unless asked, and use the local stack when nothing else is set."""
-    prepare(verbose)
+    entry = COMMANDS.get(ctx.invoked_subcommand or "")
+    lab = entry is not None and entry.target.startswith("claimx_flow.lab.")
+    prepare(verbose, lab=lab, entry_point=_entry_point)
 
 
-def prepare(verbose: bool = False) -> None:
-    """What every command does first: quiet the Kafka client's logs unless asked, and take
-    the addresses of a local stack started on this machine (``claimx stack up``) for any
-    setting the environment leaves unset."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+def prepare(verbose: bool = False, *, lab: bool = False, entry_point: bool = False) -> None:
+    """What every command does first: log to stderr (``LOG_FORMAT``; ``LOG_LEVEL``, else
+    warnings only, ``-v`` at least INFO; secrets redacted), quiet the Kafka client's logs
+    unless asked, and take the addresses of a local stack started on this machine
+    (``claimx stack up``) for any setting the environment leaves unset.
+
+    In a process of its own (``entry_point``) it also defaults ``CLAIMX_ENV``: ``local`` for a
+    lab command or where a local stack is found, else ``production``, where a missing
+    ``KAFKA_BOOTSTRAP_SERVERS`` (or ``CLAIMX_API_*`` for what calls the API) stops the command.
+    """
+    from claimx_flow.config import adopt_default_environment, local_stack_found, secret_variables
+    from claimx_flow.runtime import logs
+
+    level = logs.parse_level(os.environ.get("LOG_LEVEL"), logging.WARNING)
+    logs.configure(
+        logs.parse_format(os.environ.get("LOG_FORMAT")),
+        min(level, logging.INFO) if verbose else level,
+        secrets=[os.environ[name] for name in secret_variables() if os.environ.get(name)],
+        text_format="%(message)s",
+        replace=False,
+    )
     if not verbose:
         from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
 
         LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
-    if Path(os.environ.get("CLAIMX_STACK_DIR", ".claimx-stack")).is_dir():
+    if local_stack_found():
         # Only a developer's machine has one; elsewhere nothing of the lab is imported.
         from claimx_flow.lab.stack import Stack
 
         for key, value in Stack().live_env().items():
             os.environ.setdefault(key, value)
+    if entry_point:
+        adopt_default_environment(local=lab)
 
 
 def main() -> None:
     """Entry point: a known failure is one red line and exit code 2, never a traceback."""
+    global _entry_point
+    _entry_point = True
     try:
         app()
     except ClaimxError as exc:

@@ -30,7 +30,7 @@ def check(
     project_id: str = typer.Option("1", help="Project to fetch as the probe."),
 ) -> None:
     """Test the connection and credentials with one request; exit 1 if something is wrong."""
-    settings = load_settings()
+    settings = load_settings(require_api=True)
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))
     who = _who(settings)
     if result.ok:

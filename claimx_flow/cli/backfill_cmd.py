@@ -8,8 +8,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines
 from claimx_flow.kafka.topics import TopicSpec, admin_client, ensure_topics
@@ -22,8 +31,12 @@ def backfill_command(
     topic: str = typer.Option(DEFAULT_TOPIC, help="Topic to load (created if missing)."),
     rate: float = typer.Option(0, min=0, help="Lines per second at most (0: no limit)."),
     partitions: int = typer.Option(0, min=0, help="Partitions if the topic is created."),
+    output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Load an export into a topic; then run the ingester with CLAIMX_EVENTS_TOPIC=<topic>."""
+    """Load an export into a topic; then run the ingester with CLAIMX_EVENTS_TOPIC=<topic>.
+
+    A progress bar with the lines sent (of the file's total) shows on stderr while it runs.
+    """
     settings = load_settings()
     spec = TopicSpec(
         topic,
@@ -35,13 +48,19 @@ def backfill_command(
     total = None if source == "-" else _count_lines(Path(source))
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if source == "-" else stack.enter_context(Path(source).open("rb"))
+        counts = MofNCompleteColumn() if total is not None else TextColumn("{task.completed:,}")
         progress = stack.enter_context(
             Progress(
                 TextColumn("backfill"),
                 BarColumn(),
-                TextColumn("{task.completed:,} lines"),
+                counts,
+                TextColumn("lines"),
+                TaskProgressColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=console,
+                transient=output is Output.JSON,
+                disable=output is Output.JSON and not console.is_terminal,
             )
         )
         task = progress.add_task("lines", total=total)
@@ -52,6 +71,16 @@ def backfill_command(
             rate_per_s=rate or None,
             on_progress=lambda done: progress.update(task, completed=done),
         )
+    if output is Output.JSON:
+        emit_json(
+            {
+                "topic": topic,
+                "lines": result.lines,
+                "seconds": round(result.seconds, 3),
+                "next": f"run the ingester with CLAIMX_EVENTS_TOPIC={topic}",
+            }
+        )
+        return
     console.print(
         f"{result.lines:,} lines loaded into {topic} in {result.seconds:.1f}s; now run the "
         f"ingester with [bold]CLAIMX_EVENTS_TOPIC={topic}[/]"

@@ -1,4 +1,5 @@
-"""``claimx config show``: the effective settings, with secrets masked."""
+"""``claimx config show|example``: the effective settings (secrets masked), and every variable
+with its default and meaning (the ``.env.example`` at the repository's root)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,39 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from claimx_flow.config import env_name, load_settings
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
+from claimx_flow.config import env_example, env_name, load_settings
 
 app = typer.Typer(help="Show and validate the effective configuration.")
 console = Console()
 
 
 @app.command()
-def show() -> None:
+def show(output: Output = OUTPUT_OPTION) -> None:
     """Print every setting by its environment variable; secrets show as stars."""
     settings = load_settings()
+    values = {env_name(field): value for field, value in settings}
+    if output is Output.JSON:
+        emit_json(
+            {
+                "variables": {
+                    name: value
+                    if value is None or isinstance(value, bool | int | float | list)
+                    else str(value)
+                    for name, value in values.items()
+                }
+            }
+        )
+        return
     table = Table(title="effective configuration")
     table.add_column("variable")
     table.add_column("value")
-    for field, value in settings:
-        table.add_row(env_name(field), "-" if value is None else str(value))
+    for name, value in values.items():
+        table.add_row(name, "-" if value is None else str(value))
     console.print(table)
+
+
+@app.command()
+def example() -> None:
+    """Print every variable, commented out at its default, with its meaning (.env.example)."""
+    typer.echo(env_example(), nl=False)

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
-from claimx_flow.kafka.lag import dlq_depths, dlq_topics, read_dlq_partitions, stage_lag
+from claimx_flow.kafka.lag import (
+    DlqPartition,
+    PartitionLag,
+    dlq_depths,
+    dlq_topics,
+    read_dlq_partitions,
+    stage_lag,
+)
 
 console = Console()
 
 
 def lag(
     stage: list[str] = typer.Option([], "--stage", "-s", help="Only these stages."),
+    output: Output = OUTPUT_OPTION,
 ) -> None:
     """Show topic, partition, end offset, committed offset and lag for each stage's group,
     then the depth of the DLQs those stages write (high minus low watermark)."""
@@ -23,33 +34,68 @@ def lag(
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
     stages = stage or list(STAGE_NAMES)
+    rows = [row for name in stages for row in stage_lag(settings, name)]
+    topics = dlq_topics(settings, stages)
+    partitions = read_dlq_partitions(settings, topics) if topics else []
+    if output is Output.JSON:
+        emit_json(_document(settings.kafka_bootstrap_servers, rows, topics, partitions))
+        return
     table = Table(title=f"consumer lag on {settings.kafka_bootstrap_servers}")
     for column in ("group", "topic", "partition", "end", "committed", "lag"):
         table.add_column(column, justify="left" if column in ("group", "topic") else "right")
-    for name in stages:
-        for row in stage_lag(settings, name):
-            committed = "-" if row.committed is None else f"{row.committed:,}"
-            table.add_row(
-                row.group, row.topic, str(row.partition), f"{row.end:,}", committed, f"{row.lag:,}"
-            )
+    for row in rows:
+        committed = "-" if row.committed is None else f"{row.committed:,}"
+        table.add_row(
+            row.group, row.topic, str(row.partition), f"{row.end:,}", committed, f"{row.lag:,}"
+        )
     console.print(table)
-
-    topics = dlq_topics(settings, stages)
     if not topics:
         return
-    partitions = read_dlq_partitions(settings, topics)
     depths = dlq_depths(partitions)
     dlqs = Table(title="dead-letter queues (depth: records still in the DLQ, high - low)")
     for column in ("topic", "partition", "low", "high", "depth"):
         dlqs.add_column(column, justify="left" if column == "topic" else "right")
     for topic in topics:
-        rows = [part for part in partitions if part.topic == topic]
-        for part in rows:
+        found = [part for part in partitions if part.topic == topic]
+        for part in found:
             dlqs.add_row(
                 topic, str(part.partition), f"{part.low:,}", f"{part.high:,}", f"{part.depth:,}"
             )
-        if rows:
+        if found:
             dlqs.add_row(topic, "all", "", "", f"{depths[topic]:,}", style="bold")
         else:
             dlqs.add_row(topic, "-", "", "", "topic missing")
     console.print(dlqs)
+
+
+def _document(
+    bootstrap: str, rows: list[PartitionLag], topics: list[str], partitions: list[DlqPartition]
+) -> dict[str, Any]:
+    depths = dlq_depths(partitions)
+    return {
+        "bootstrap_servers": bootstrap,
+        "lag": [
+            {
+                "group": row.group,
+                "topic": row.topic,
+                "partition": row.partition,
+                "end": row.end,
+                "committed": row.committed,
+                "lag": row.lag,
+            }
+            for row in rows
+        ],
+        "dlqs": [
+            {
+                "topic": topic,
+                "exists": topic in depths,
+                "depth": depths.get(topic),
+                "partitions": [
+                    {"partition": p.partition, "low": p.low, "high": p.high, "depth": p.depth}
+                    for p in partitions
+                    if p.topic == topic
+                ],
+            }
+            for topic in topics
+        ],
+    }

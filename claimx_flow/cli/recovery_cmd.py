@@ -1,16 +1,28 @@
-"""``claimx recovery init|show|reset``: the stages' recovery state (their Kafka positions)."""
+"""``claimx recovery init|show|reset``: the stages' recovery state (their Kafka positions).
+
+``reset`` is destructive, so it works as ``claimx dlq purge`` does: it shows its plan and asks,
+takes ``--yes`` for scripts, and refuses without a terminal unless given ``--yes``; before it
+writes, it copies the stage's recovery files to a timestamped folder beside them.
+"""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
-from claimx_flow.config import load_settings
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
+from claimx_flow.config import Settings, load_settings
 from claimx_flow.startup.recovery import (
+    CLUSTER_MARKER,
+    TOPICS_MARKER,
     describe_input_topics,
     init_recovery,
     kafka_cluster_id,
@@ -19,11 +31,17 @@ from claimx_flow.startup.recovery import (
 )
 from claimx_flow.startup.recovery_state import (
     InputPosition,
+    RecoveryStateError,
     Target,
+    _processes_holding,
+    _target_offsets,
     input_positions,
+    partition_files,
     read_recovery,
     reset_positions,
 )
+
+EXIT_DECLINED, EXIT_REFUSED = 1, 2
 
 app = typer.Typer(help="Create, show and reset the stages' recovery state.")
 console = Console()
@@ -43,12 +61,25 @@ def init(stages: list[str] = typer.Argument(None, help="Stages (default: all).")
 
 
 @app.command()
-def show(stage: str = typer.Argument(..., help="The stage.")) -> None:
+def show(
+    stage: str = typer.Argument(..., help="The stage."), output: Output = OUTPUT_OPTION
+) -> None:
     """Print the offsets the stage resumes from, per topic partition (Bytewax's resume rule)."""
     (stage,) = _stages([stage])
     settings = load_settings()
     positions = input_positions(settings, stage)
-    epoch = read_recovery(recovery_directory(settings, stage)).resume_epoch()
+    directory = recovery_directory(settings, stage)
+    epoch = read_recovery(directory).resume_epoch()
+    if output is Output.JSON:
+        emit_json(
+            {
+                "stage": stage,
+                "directory": str(directory),
+                "resume_epoch": epoch,
+                "positions": [_position_document(p) for p in positions],
+            }
+        )
+        return
     _table(f"{stage} resumes at epoch {epoch} from", positions)
 
 
@@ -60,8 +91,18 @@ def reset(
     to_datetime: datetime | None = typer.Option(
         None, "--to-datetime", help="Replay from the first message at or after this time (UTC)."
     ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
 ) -> None:
-    """Point a stopped stage's inputs elsewhere (like kafka-consumer-groups --reset-offsets)."""
+    """Point a stopped stage's inputs elsewhere (like kafka-consumer-groups --reset-offsets).
+
+    Shows the plan (each input partition's offset now and after) and asks; --yes skips the
+    question, and without a terminal to ask on it refuses unless --yes is given. The stage's
+    recovery files (part-*.sqlite3 and its cluster and topic markers) are first copied to a
+    timestamped backup-* folder beside them, named in the output.
+    Exit codes: 0 done (or a dry run); 1 declined at the prompt; 2 error, the stage running, or
+    no terminal and no --yes.
+    """
     (stage,) = _stages([stage])
     chosen = [to_earliest, to_latest, to_datetime is not None]
     if sum(chosen) != 1:
@@ -71,7 +112,87 @@ def reset(
         target = to_datetime if to_datetime.tzinfo else to_datetime.replace(tzinfo=UTC)
     else:
         target = "earliest" if to_earliest else "latest"
-    _table(f"{stage} will resume from", reset_positions(load_settings(), stage, target))
+    settings = load_settings()
+    directory = recovery_directory(settings, stage)
+    files = partition_files(directory)
+    holders = _processes_holding(files)
+    if holders:
+        raise RecoveryStateError(
+            f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
+        )
+    plan = _plan_table(settings, stage, target, directory, bool(files))
+    if dry_run:
+        console.print(plan)
+        return
+    if not yes:
+        _confirm(plan, stage)
+    backup = back_up(directory) if files else None
+    _table(f"{stage} will resume from", reset_positions(settings, stage, target))
+    if backup is not None:
+        console.print(f"the recovery files as they were are in {backup}")
+
+
+def back_up(directory: Path, now: datetime | None = None) -> Path:
+    """Copy the stage's recovery files (partitions, their SQLite journals, the cluster and
+    topic markers) to ``<directory>/backup-<UTC time>/``; returns that folder."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    backup = directory / f"backup-{stamp}"
+    backup.mkdir(parents=False, exist_ok=False)
+    names = [p.name for p in directory.glob("part-*.sqlite3*")] + [CLUSTER_MARKER, TOPICS_MARKER]
+    for name in sorted(names):
+        source = directory / name
+        if source.is_file():
+            shutil.copy2(source, backup / name)
+    return backup
+
+
+def _plan_table(
+    settings: Settings, stage: str, target: Target, directory: Path, has_state: bool
+) -> Table:
+    """Each input partition: where the stage resumes now and where it would after the reset."""
+    now: dict[tuple[str, int], int] = {}
+    if has_state:
+        now = {(p.topic, p.partition): p.offset for p in input_positions(settings, stage)}
+    topics = describe_input_topics(settings, stage)
+    partitions = [(t.name, p) for t in topics.values() for p in t.partitions]
+    after = _target_offsets(settings, partitions, target)
+    where = target.isoformat() if isinstance(target, datetime) else target
+    table = Table(title=f"reset {stage} to {where} ({directory})")
+    for column in ("topic", "partition", "now", "after"):
+        table.add_column(column, justify="left" if column == "topic" else "right")
+    for topic, partition in sorted(after):
+        current = now.get((topic, partition))
+        table.add_row(
+            topic,
+            str(partition),
+            "-" if current is None else f"{current:,}",
+            f"{after[topic, partition]:,}",
+        )
+    table.caption = (
+        "moves the recovery snapshots and the consumer group; the files are backed up first"
+        if has_state
+        else "no recovery files yet: moves the consumer group only"
+    )
+    return table
+
+
+def _confirm(plan: Table, stage: str) -> None:
+    """Ask on the terminal; with no terminal to ask on, refuse rather than guess."""
+    err = Console(stderr=True)
+    if not _has_terminal():
+        err.print(
+            "[bold red]error:[/] refusing to reset without confirmation: stdin is not a "
+            "terminal; pass --yes to reset anyway"
+        )
+        raise typer.Exit(EXIT_REFUSED)
+    err.print(plan)
+    if not typer.confirm(f"Reset the recovery state of {stage} as shown?"):
+        err.print("nothing changed")
+        raise typer.Exit(EXIT_DECLINED)
+
+
+def _has_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _stages(stages: list[str] | None) -> list[str]:
@@ -79,6 +200,17 @@ def _stages(stages: list[str] | None) -> list[str]:
     if unknown:
         raise typer.BadParameter(f"unknown stage(s) {unknown}; one of {', '.join(STAGE_NAMES)}")
     return list(stages or STAGE_NAMES)
+
+
+def _position_document(p: InputPosition) -> dict[str, Any]:
+    return {
+        "step_id": p.step_id,
+        "topic": p.topic,
+        "partition": p.partition,
+        "offset": p.offset,
+        "epoch": p.epoch,
+        "file": str(p.file),
+    }
 
 
 def _table(title: str, positions: list[InputPosition]) -> None:

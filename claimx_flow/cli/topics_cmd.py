@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
 from claimx_flow.routing.tiers import orphan_tiers
@@ -41,22 +42,55 @@ def create(
 
 
 @app.command("list")
-def list_topics() -> None:
+def list_topics(output: Output = OUTPUT_OPTION) -> None:
     """Show each pipeline topic with its partitions, messages and retention, and any orphan
     retry tier (one the configuration no longer names) that still holds messages."""
     settings = load_settings()
     specs = pipeline_topics(settings)
     states = describe_topics(settings, [s.name for s in specs])
+    orphans = orphan_tiers(settings)
+    missing = sum(1 for state in states if state.partitions == 0)
+    if output is Output.JSON:
+        emit_json(
+            {
+                "bootstrap_servers": settings.kafka_bootstrap_servers,
+                "topics": [
+                    {
+                        "topic": spec.name,
+                        "role": spec.role,
+                        "exists": state.partitions > 0,
+                        "partitions": state.partitions,
+                        "messages": state.messages if state.partitions else None,
+                        "retention_ms": state.retention_ms if state.partitions else None,
+                    }
+                    for spec, state in zip(specs, states, strict=True)
+                ],
+                "orphan_tiers": [
+                    {
+                        "topic": orphan.tier.topic,
+                        "delay_s": orphan.tier.delay_s,
+                        "pending_topic": orphan.tier.pending_topic,
+                        "partitions": orphan.state.partitions,
+                        "messages": orphan.messages,
+                        "retention_ms": orphan.state.retention_ms,
+                    }
+                    for orphan in orphans
+                ],
+                "missing": missing,
+            }
+        )
+        if missing:
+            Console(stderr=True).print(f"{missing} topic(s) missing: run claimx topics create")
+            raise typer.Exit(1)
+        return
     table = Table(title=f"topics on {settings.kafka_bootstrap_servers}")
     table.add_column("topic", no_wrap=True)
     table.add_column("role")
     table.add_column("partitions", justify="right")
     table.add_column("messages", justify="right")
     table.add_column("retention", justify="right")
-    missing = 0
     for spec, state in zip(specs, states, strict=True):
         if state.partitions == 0:
-            missing += 1
             table.add_row(spec.name, spec.role, "[red]missing[/]", "-", "-")
             continue
         table.add_row(
@@ -66,7 +100,7 @@ def list_topics() -> None:
             f"{state.messages:,}",
             _human_ms(state.retention_ms),
         )
-    for orphan in orphan_tiers(settings):
+    for orphan in orphans:
         table.add_row(
             orphan.tier.topic,
             "[yellow]orphan tier[/]",

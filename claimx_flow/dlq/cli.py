@@ -12,23 +12,35 @@ Exit codes, the same for every command, so scripts can rely on them:
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import typer
 from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from claimx_flow.cli import prepare
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import Settings, load_settings
-from claimx_flow.dlq import browse
+from claimx_flow.dlq import browse, clients
+from claimx_flow.dlq.browse import DlqSurvey
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
 from claimx_flow.dlq.documents import (
+    ColumnTally,
     letter_document,
     outcome_document,
     plan_document,
@@ -36,8 +48,15 @@ from claimx_flow.dlq.documents import (
 )
 from claimx_flow.dlq.filters import ReplayFilter, parse_categories, parse_instant, split_list
 from claimx_flow.dlq.purge import PurgePlan, execute_purge, plan_purge
-from claimx_flow.dlq.queues import DlqName
-from claimx_flow.dlq.render import letter_view, outcome_view, plan_view, survey_view
+from claimx_flow.dlq.queues import DlqName, dlq_topic
+from claimx_flow.dlq.reader import DeadLetter, read_range
+from claimx_flow.dlq.render import (
+    letter_view,
+    letters_table,
+    outcome_view,
+    plan_view,
+    survey_view,
+)
 from claimx_flow.dlq.replay import ReplayOptions, ReplayOutcome, replay
 from claimx_flow.errors import ClaimxError
 
@@ -58,7 +77,7 @@ app = typer.Typer(
 )
 
 DLQ_ARGUMENT = typer.Argument(..., help="Which DLQ: events, enrichment or download.")
-JSON_OPTION = typer.Option(False, "--json", help="One JSON document on stdout instead of tables.")
+JSON_OPTION = typer.Option(False, "--json", hidden=True, help="The same as --output json.")
 
 
 @app.callback()
@@ -85,31 +104,88 @@ def _failures_exit() -> Iterator[Settings]:
         yield settings
     except (ClaimxError, KafkaException) as exc:
         text = kafka_reason(settings, exc) if settings is not None else str(exc)
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+        err = Console(stderr=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _emit_json(document: dict[str, Any]) -> None:
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+def _as_json(output: Output, json_out: bool) -> bool:
+    """``--output json``, or ``--json`` (the older spelling scripts use, kept as a hidden alias)."""
+    return json_out or output is Output.JSON
 
 
 @app.command("list", epilog=EXIT_CODES_HELP)
 def list_dlqs(
     ctx: typer.Context,
+    output: Output = OUTPUT_OPTION,
     json_out: bool = JSON_OPTION,
     scan: int = typer.Option(
-        10_000, "--scan", min=0, help="Count errors over at most this many newest records per DLQ."
+        10_000,
+        "--scan",
+        min=0,
+        help="Count errors, event types, projects, media and attempts over at most this many "
+        "newest records per DLQ.",
     ),
 ) -> None:
-    """Messages, time span and top errors of each DLQ."""
+    """Messages, time span, top errors, and the most frequent event types, projects, media and
+    attempts of each DLQ."""
     with _failures_exit() as settings:
-        surveys = browse.survey(settings, list(DlqName), scan, _timeout(ctx))
-    if json_out:
-        _emit_json(survey_document(settings.kafka_bootstrap_servers, surveys))
+        counted = _survey(settings, list(DlqName), scan, _timeout(ctx))
+    surveys: list[DlqSurvey] = list(counted)
+    tallies = [s.tally for s in counted]
+    bootstrap = settings.kafka_bootstrap_servers
+    if _as_json(output, json_out):
+        emit_json(survey_document(bootstrap, surveys, tallies))
     else:
-        Console().print(survey_view(settings.kafka_bootstrap_servers, surveys))
+        Console().print(survey_view(bootstrap, surveys, tallies))
     if any(not s.exists for s in surveys):
         raise typer.Exit(EXIT_PARTIAL)
+
+
+@dataclass
+class _CountedSurvey(DlqSurvey):
+    """A survey that also counts each scanned record's columns."""
+
+    tally: ColumnTally = field(default_factory=ColumnTally)
+
+    def count(self, letter: DeadLetter) -> None:
+        super().count(letter)
+        self.tally.count(letter)
+
+
+def _survey(
+    settings: Settings, dlqs: list[DlqName], scan_limit: int, timeout_s: float
+) -> list[_CountedSurvey]:
+    """``browse.survey``, read the same way (counts from the watermarks, the newest
+    ``scan_limit`` records scanned, each partition's first record for the oldest time), with
+    the columns counted on the same read."""
+    consumer = clients.reader(settings)
+    try:
+        present = clients.cluster_topics(settings, consumer, timeout_s)
+        found = []
+        for dlq in dlqs:
+            topic = dlq_topic(settings, dlq)
+            if topic not in present:
+                found.append(_CountedSurvey(dlq, topic, exists=False))
+                continue
+            partitions = clients.topic_partitions(settings, consumer, topic, timeout_s)
+            bounds = clients.watermarks(settings, consumer, topic, partitions, timeout_s)
+            result = _CountedSurvey(dlq, topic, exists=True, partitions=len(partitions))
+            result.messages = sum(high - low for low, high in bounds.values())
+            quota = math.ceil(scan_limit / len(partitions)) if scan_limit > 0 else 0
+            starts = {p: max(low, high - quota) for p, (low, high) in bounds.items()}
+            ends = {p: high for p, (_, high) in bounds.items()}
+            for letter in read_range(consumer, topic, starts, ends):
+                result.count(letter)
+            heads = {p: low for p, (low, _) in bounds.items() if starts[p] > low}
+            if heads:
+                firsts = {p: low + 1 for p, low in heads.items()}
+                for letter in read_range(consumer, topic, heads, firsts):
+                    result.see_time(letter.timestamp)
+            found.append(result)
+        return found
+    finally:
+        consumer.close()
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -121,15 +197,22 @@ def inspect(
         None, "--offset", min=0, help="Start at this offset (in every partition, or --partition)."
     ),
     partition: int | None = typer.Option(None, "--partition", "-p", min=0, help="Only this one."),
+    output: Output = OUTPUT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Messages of a DLQ with their position, ids, failure and every header."""
+    """Messages of a DLQ with their position, ids, failure and every header.
+
+    A table first (partition, offset, time, event type, project, media, attempt, category,
+    error), then each message in full.
+    """
     with _failures_exit() as settings:
         letters = browse.peek(settings, dlq, limit, partition, offset, _timeout(ctx))
-    if json_out:
-        _emit_json({"dlq": dlq.value, "messages": [letter_document(d) for d in letters]})
+    if _as_json(output, json_out):
+        emit_json({"dlq": dlq.value, "messages": [letter_document(d) for d in letters]})
     else:
         console = Console()
+        if letters:
+            console.print(letters_table(letters, dlq.value))
         for letter in letters:
             console.print(letter_view(letter, dlq.value))
         if not letters:
@@ -172,14 +255,17 @@ def replay_cmd(
         help="Sends and progress in one Kafka transaction (exactly once). Off only for clusters "
         "without transactions: a crash may then resend the last chunk.",
     ),
+    output: Output = OUTPUT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Send DLQ records back to their pending topic, resumably; each record once per session.
 
     The record's key and value are unchanged; its failure headers restart the attempt count,
     count one more replay and mark it replayed. Records already replayed --max-replays times
-    are parked: left in the DLQ and listed.
+    are parked: left in the DLQ and listed. A progress bar with counts shows on stderr when it
+    is a terminal (also with --output json, whose document alone goes to stdout).
     """
+    json_out = _as_json(output, json_out)
     options = ReplayOptions(
         selection=_selection(
             event_ids, media_ids, project_id, category, event_type, error_contains, since, until
@@ -193,9 +279,9 @@ def replay_cmd(
         transactional=transactions,
     )
     with _failures_exit() as settings:
-        outcome = _run_replay(settings, dlq, options, _timeout(ctx), show_progress=not json_out)
+        outcome = _run_replay(settings, dlq, options, _timeout(ctx))
     if json_out:
-        _emit_json(outcome_document(outcome))
+        emit_json(outcome_document(outcome))
     else:
         Console().print(outcome_view(outcome))
         if outcome.interrupted:
@@ -230,16 +316,20 @@ def _selection(
 
 
 def _run_replay(
-    settings: Settings, dlq: DlqName, options: ReplayOptions, timeout_s: float, show_progress: bool
+    settings: Settings, dlq: DlqName, options: ReplayOptions, timeout_s: float
 ) -> ReplayOutcome:
+    """The replay, with a progress bar (records read of the range, elapsed, left) on stderr
+    when stderr is a terminal: never on stdout, which a JSON document may own."""
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(
         *columns,
+        TaskProgressColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not (show_progress and console.is_terminal),
+        disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task(f"{'scanning' if options.dry_run else 'replaying'} {dlq.value}")
 
@@ -258,9 +348,11 @@ def purge(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go; remove nothing."),
+    output: Output = OUTPUT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Delete a DLQ's records for every reader (Kafka delete-records). Cannot be undone."""
+    json_out = _as_json(output, json_out)
     try:
         cutoff = parse_instant(before)
     except ValueError as exc:
@@ -276,14 +368,14 @@ def purge(
             _confirm(plan)
         removed = execute_purge(settings, plan, _timeout(ctx))
     if json_out:
-        _emit_json(plan_document(plan, dry_run=False, removed=removed))
+        emit_json(plan_document(plan, dry_run=False, removed=removed))
     else:
         Console().print(f"removed {removed:,} record(s) from {plan.topic}")
 
 
 def _show_plan(plan: PurgePlan, json_out: bool, *, dry_run: bool, removed: int) -> None:
     if json_out:
-        _emit_json(plan_document(plan, dry_run=dry_run, removed=removed))
+        emit_json(plan_document(plan, dry_run=dry_run, removed=removed))
     else:
         Console().print(plan_view(plan, dry_run=dry_run))
 
@@ -305,5 +397,10 @@ def _confirm(plan: PurgePlan) -> None:
 
 def main() -> None:
     """``python -m claimx_flow.dlq``: the same commands, quiet Kafka logs, the local stack's env."""
-    prepare()
-    app(prog_name="python -m claimx_flow.dlq")
+    prepare(entry_point=True)
+    try:
+        app(prog_name="python -m claimx_flow.dlq")
+    except ClaimxError as exc:
+        err = Console(stderr=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_ERROR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from claimx_flow.dlq.replay import ReplayOutcome
 from claimx_flow.models.redaction import mask_url_queries
 
 TOP = 5
+TOP_COLUMN = 10
 
 
 def as_text(data: bytes | None) -> tuple[str | None, str | None]:
@@ -55,6 +57,78 @@ def instant(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
+# The columns: what an operator sorts a DLQ by ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LetterColumns:
+    """A DLQ record's columns in ``inspect`` (table and JSON) and their tallies in ``list``:
+    ids, attempt and category from the ``claimx.*`` headers (ids completed from the body where
+    the headers lack them); the event type from the body, which an enrichment task and a raw
+    event carry (``event_type``, or ``eventType`` in ClaimX's own spelling)."""
+
+    event_type: str | None
+    project_id: str | None
+    media_id: str | None
+    attempt: int | None
+    error_category: str | None
+
+
+def letter_columns(letter: DeadLetter) -> LetterColumns:
+    ids = letter.ids
+    failure = letter.failure
+    return LetterColumns(
+        event_type=masked(letter.event_type or _plain(letter.value_fields.get("eventType"))),
+        project_id=masked(ids.project_id),
+        media_id=masked(ids.media_id),
+        attempt=failure.attempt if failure else None,
+        error_category=failure.error_category.value if failure else None,
+    )
+
+
+def _plain(value: object) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+@dataclass
+class ColumnTally:
+    """The columns counted over the records a ``list`` scanned (``-`` where a record has none)."""
+
+    event_types: Counter[str] = field(default_factory=Counter)
+    projects: Counter[str] = field(default_factory=Counter)
+    media: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+
+    def count(self, letter: DeadLetter) -> None:
+        columns = letter_columns(letter)
+        self.event_types[columns.event_type or "-"] += 1
+        self.projects[columns.project_id or "-"] += 1
+        self.media[columns.media_id or "-"] += 1
+        self.attempts["-" if columns.attempt is None else str(columns.attempt)] += 1
+
+
+def _tally_document(tally: ColumnTally) -> dict[str, Any]:
+    def top(counts: Counter[str]) -> dict[str, Any]:
+        known = [name for name in counts if name != "-"]
+        return {
+            "distinct": len(known),
+            "without": counts.get("-", 0),
+            "top": dict(Counter({n: counts[n] for n in known}).most_common(TOP_COLUMN)),
+        }
+
+    return {
+        "event_types": top(tally.event_types),
+        "projects": top(tally.projects),
+        "media": top(tally.media),
+        "attempts": dict(sorted(tally.attempts.items(), key=_attempt_order)),
+    }
+
+
+def _attempt_order(item: tuple[str, int]) -> tuple[int, int]:
+    name = item[0]
+    return (0, int(name)) if name.isdigit() else (1, 0)
+
+
 def letter_document(letter: DeadLetter) -> dict[str, Any]:
     key, key_encoding = shown(letter.key)
     value, value_encoding = shown(letter.value)
@@ -72,6 +146,7 @@ def letter_document(letter: DeadLetter) -> dict[str, Any]:
         "value": value,
         "value_encoding": value_encoding,
         "ids": {"event_id": ids.event_id, "project_id": ids.project_id, "media_id": ids.media_id},
+        **vars(letter_columns(letter)),
         "failure": failure,
         "failure_error": masked(letter.failure_error),
         "headers": [_header_document(name, raw) for name, raw in letter.headers],
@@ -83,7 +158,12 @@ def _header_document(name: str, raw: bytes | None) -> dict[str, Any]:
     return {"name": name, "value": value, "encoding": encoding}
 
 
-def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
+def survey_document(
+    bootstrap: str, surveys: list[DlqSurvey], tallies: list[ColumnTally] | None = None
+) -> dict[str, Any]:
+    """Each DLQ's counts; with ``tallies`` (one per survey), its columns counted too: event
+    types, projects and media (distinct, without one, the most frequent) and attempts."""
+    columns = tallies if tallies is not None else [None] * len(surveys)
     return {
         "bootstrap_servers": bootstrap,
         "dlqs": [
@@ -102,8 +182,9 @@ def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
                     {"error_class": cls, "error_message": masked(msg), "count": n}
                     for (cls, msg), n in s.errors.most_common(TOP)
                 ],
+                **(_tally_document(tally) if tally is not None else {}),
             }
-            for s in surveys
+            for s, tally in zip(surveys, columns, strict=True)
         ],
     }
 

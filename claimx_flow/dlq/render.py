@@ -17,7 +17,13 @@ from rich.table import Table
 from rich.text import Text
 
 from claimx_flow.dlq.browse import DlqSurvey
-from claimx_flow.dlq.documents import masked, masked_counts, shown
+from claimx_flow.dlq.documents import (
+    ColumnTally,
+    letter_columns,
+    masked,
+    masked_counts,
+    shown,
+)
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
@@ -45,8 +51,11 @@ def _top(counts: Counter[str], n: int = 3) -> Text:
     return text
 
 
-def survey_view(bootstrap: str, surveys: list[DlqSurvey]) -> RenderableType:
-    """One row per DLQ, then the top errors of each DLQ that holds any."""
+def survey_view(
+    bootstrap: str, surveys: list[DlqSurvey], tallies: list[ColumnTally] | None = None
+) -> RenderableType:
+    """One row per DLQ; then, for each DLQ that holds any, (with ``tallies``) the most frequent
+    event types, projects, media and attempts of the records scanned, and the top errors."""
     overview = Table(title=f"dead-letter queues on {bootstrap}", box=box.ROUNDED)
     overview.add_column("DLQ / topic", min_width=12, overflow="fold")
     overview.add_column("messages", justify="right", no_wrap=True)
@@ -54,7 +63,8 @@ def survey_view(bootstrap: str, surveys: list[DlqSurvey]) -> RenderableType:
     overview.add_column("newest (UTC)", min_width=10)
     overview.add_column("categories", min_width=12)
     parts: list[RenderableType] = [overview]
-    for s in surveys:
+    columns = tallies if tallies is not None else [None] * len(surveys)
+    for s, tally in zip(surveys, columns, strict=True):
         name = Text.assemble((s.dlq.value, "bold"), "\n", (s.topic, "dim"))
         if not s.exists:
             overview.add_row(name, Text("missing", style="red"), "-", "-", "")
@@ -62,9 +72,67 @@ def survey_view(bootstrap: str, surveys: list[DlqSurvey]) -> RenderableType:
         overview.add_row(
             name, f"{s.messages:,}", when(s.oldest), when(s.newest), _top(s.categories)
         )
+        if tally is not None and s.scanned:
+            parts.append(_tally_table(s, tally))
         if s.errors:
             parts.append(_top_errors(s))
     return Group(*parts)
+
+
+def _tally_table(s: DlqSurvey, tally: ColumnTally) -> Table:
+    """The most frequent values of each column, with their counts ('-': records without one)."""
+    scope = "" if s.scanned >= s.messages else f" (newest {s.scanned:,} of {s.messages:,})"
+    table = Table(
+        title=f"most frequent in {s.dlq.value}{scope}", box=box.ROUNDED, title_justify="left"
+    )
+    counted = (tally.event_types, tally.projects, tally.media, tally.attempts)
+    for heading in ("event type", "project", "media", "attempt"):
+        table.add_column(heading, overflow="fold")
+    table.add_row(*(_stacked(counts) for counts in counted))
+    return table
+
+
+def _stacked(counts: Counter[str], n: int = 3) -> Text:
+    text = Text()
+    for i, (name, count) in enumerate(counts.most_common(n)):
+        if i:
+            text.append("\n")
+        text.append(name, style="dim" if name == "-" else "")
+        text.append(f" {count:,}")
+    hidden = len(counts) - n
+    if hidden > 0:
+        text.append(f"\n… {hidden} more", style="dim")
+    return text
+
+
+def letters_table(letters: list[DeadLetter], dlq: str) -> Table:
+    """A page of a DLQ, one row per record: where it is, when, and its columns."""
+    table = Table(title=f"{dlq} DLQ: {len(letters)} message(s)", box=box.ROUNDED)
+    table.add_column("part", justify="right")
+    table.add_column("offset", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("event type", overflow="fold", min_width=20)
+    table.add_column("project", overflow="fold")
+    table.add_column("media", overflow="fold")
+    table.add_column("attempt", justify="right")
+    table.add_column("category")
+    table.add_column("error", overflow="fold")
+    for letter in letters:
+        columns = letter_columns(letter)
+        failure = letter.failure
+        error = failure.error_class if failure else (letter.failure_error and "unreadable headers")
+        table.add_row(
+            str(letter.partition),
+            str(letter.offset),
+            when(letter.timestamp),
+            Text(columns.event_type or "-"),
+            Text(columns.project_id or "-"),
+            Text(columns.media_id or "-"),
+            "-" if columns.attempt is None else str(columns.attempt),
+            _category(columns.error_category) if columns.error_category else Text("-"),
+            Text(error or "-"),
+        )
+    return table
 
 
 def _top_errors(s: DlqSurvey) -> Table:
@@ -90,6 +158,7 @@ def letter_view(letter: DeadLetter, dlq: str) -> Panel:
     rows: list[tuple[str, Text]] = [
         ("timestamp", Text(f"{when(letter.timestamp)} UTC")),
         ("key", Text(shown(letter.key)[0] or "-")),
+        ("event type", Text(letter_columns(letter).event_type or "-")),
         ("event id", Text(ids.event_id or "-")),
         ("project id", Text(ids.project_id or "-")),
         ("media id", Text(ids.media_id or "-")),

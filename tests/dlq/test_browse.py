@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from claimx_flow.errors import ErrorCategory
-from tests.dlq.helpers import Pipeline, claimx, failure, hour, put, put_letters
+from tests.dlq.helpers import Pipeline, claimx, failure, hour, put, put_letters, task_value
 
 
 def _fill(pipeline: Pipeline) -> None:
@@ -234,3 +234,113 @@ def test_help_documents_exit_codes_and_the_module_runs(pipeline: Pipeline) -> No
     )
     assert module.returncode == 0
     assert "python -m claimx_flow.dlq" in module.stdout and "replay" in module.stdout
+
+
+def _fill_columns(pipeline: Pipeline) -> None:
+    """Records whose columns come from different places: an enrichment task (event type in
+    its body), a raw event in ClaimX's own spelling (``eventType``), a download task (no event
+    type: '-'), and one without failure headers."""
+    pending = pipeline["enrichment.pending"]
+    task = failure("evt_t", origin_topic=pending, project_id="p7", attempt=2)
+    raw = failure(
+        "evt_r",
+        origin_topic=pipeline["events"],
+        stage="ingest",
+        category=ErrorCategory.PERMANENT,
+        project_id="p8",
+        attempt=0,
+    )
+    download = failure(
+        "evt_d",
+        origin_topic=pipeline["downloads.pending"],
+        stage="download",
+        project_id="p7",
+        media_id="m9",
+        attempt=4,
+    )
+    put(
+        pipeline.bootstrap,
+        pipeline["enrichment.dlq"],
+        [
+            (b"p7", task_value("evt_t", "p7", "CUSTOM_TASK_ASSIGNED"), task.to_headers()),
+            (
+                b"p8",
+                json.dumps({"eventType": "PROJECT_FILE_ADDED", "projectId": 8}).encode(),
+                raw.to_headers(),
+            ),
+            (
+                b"m9",
+                json.dumps({"media_id": "m9", "project_id": "p7"}).encode(),
+                download.to_headers(),
+            ),
+            (b"k", b"not json", []),
+        ],
+        timestamps=[hour(1), hour(2), hour(3), hour(4)],
+    )
+
+
+def test_inspect_shows_event_type_project_media_attempt_and_category_as_columns(
+    pipeline: Pipeline,
+) -> None:
+    _fill_columns(pipeline)
+
+    document = json.loads(claimx(pipeline, "inspect", "enrichment", "-o", "json").stdout)
+
+    columns = [
+        (m["event_type"], m["project_id"], m["media_id"], m["attempt"], m["error_category"])
+        for m in document["messages"]
+    ]
+    assert columns == [
+        ("CUSTOM_TASK_ASSIGNED", "p7", None, 2, "transient"),
+        ("PROJECT_FILE_ADDED", "p8", None, 0, "permanent"),
+        (None, "p7", "m9", 4, "transient"),
+        (None, None, None, None, None),
+    ]
+    table = claimx(pipeline, "inspect", "enrichment")
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.output.splitlines() if "event type" in line)
+    for name in ("part", "offset", "project", "media", "attempt", "category", "error"):
+        assert name in header
+    row = next(line for line in table.output.splitlines() if "CUSTOM_TASK_ASSIGNED" in line)
+    assert "p7" in row and "transient" in row and " 2 " in row
+    assert "PROJECT_FILE_ADDED" in table.output and "m9" in table.output
+
+
+def test_list_counts_event_types_projects_media_and_attempts(pipeline: Pipeline) -> None:
+    _fill_columns(pipeline)
+
+    result = claimx(pipeline, "list", "--output", "json")
+
+    assert result.exit_code == 0, result.output
+    enrichment = {d["dlq"]: d for d in json.loads(result.stdout)["dlqs"]}["enrichment"]
+    assert enrichment["event_types"] == {
+        "distinct": 2,
+        "without": 2,
+        "top": {"CUSTOM_TASK_ASSIGNED": 1, "PROJECT_FILE_ADDED": 1},
+    }
+    assert enrichment["projects"]["top"] == {"p7": 2, "p8": 1}
+    assert enrichment["media"] == {"distinct": 1, "without": 3, "top": {"m9": 1}}
+    assert enrichment["attempts"] == {"0": 1, "2": 1, "4": 1, "-": 1}
+    assert enrichment["categories"] == {"transient": 2, "permanent": 1, "unknown": 1}
+    table = claimx(pipeline, "list")
+    for text in (
+        "most frequent in enrichment",
+        "event type",
+        "project",
+        "attempt",
+        "CUSTOM_TASK_ASSIGNED 1",
+        "p7 2",
+        "m9 1",
+    ):
+        assert text in table.output, text
+
+
+def test_json_alias_and_output_json_print_the_same_document(pipeline: Pipeline) -> None:
+    _fill(pipeline)
+    for command in (["list"], ["inspect", "enrichment"], ["replay", "enrichment", "--dry-run"]):
+        old = claimx(pipeline, *command, "--json")
+        new = claimx(pipeline, *command, "-o", "json")
+        assert old.exit_code == new.exit_code == 0, (command, new.output)
+        assert old.stderr == new.stderr == ""
+        assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert "--json" not in claimx(pipeline, "list", "--help").output
