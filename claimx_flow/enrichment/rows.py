@@ -87,6 +87,15 @@ def as_text(value: Any, column: str) -> str | None:
     return converted
 
 
+def as_id(value: Any, column: str) -> str | None:
+    """An id from an answer, read as ids are read everywhere (``normalise_id``): ``true``
+    or ``1.5`` is refused (a ``PayloadError`` for the event), not stored as "True"."""
+    if value is None or value == "":
+        return None
+    converted: str = _convert(_id, value, column)
+    return converted
+
+
 def _date(value: Any) -> date:
     return value if isinstance(value, date) else parse_timestamp(value).date()
 
@@ -340,7 +349,7 @@ def media_row(item: JsonObject, project_id: str, event_id: str, at: datetime) ->
     row = row_from(
         MEDIA,
         item,
-        media_id=as_text(identifier, "mediaID"),
+        media_id=as_id(identifier, "mediaID"),
         project_id=project_id,
         **lineage(event_id, at),
     )
@@ -358,7 +367,7 @@ def task_rows(
     task = row_from(
         TASKS,
         assignment,
-        link_id=as_text(link.get("linkId"), "linkId") if isinstance(link, dict) else None,
+        link_id=as_id(link.get("linkId"), "linkId") if isinstance(link, dict) else None,
         **lineage(event_id, at),
     )
     if task["assignment_id"] is None:
@@ -399,7 +408,7 @@ def video_row(item: JsonObject, project_id: str, event_id: str, at: datetime) ->
     row = row_from(
         VIDEO_COLLAB,
         item,
-        video_collaboration_id=as_text(identifier, "videoCollaborationId"),
+        video_collaboration_id=as_id(identifier, "videoCollaborationId"),
         project_id=project_id,
         **lineage(event_id, at),
     )
