@@ -17,6 +17,7 @@ from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import MalformedMessageError, UploadResult
+from claimx_flow.runtime.logs import at
 from claimx_flow.stages.results import ProjectTally, ResultDelta, Totals
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_input
@@ -28,12 +29,16 @@ STAGE = STAGES["results"]
 
 def read(record: KafkaRecord) -> UploadResult | None:
     if record.error is not None:
-        log.warning("%s: unreadable result skipped: %s", record.position, record.error)
+        log.warning(
+            "%s: unreadable result skipped: %s", record.position, record.error, extra=at(record)
+        )
         return None
     try:
         return UploadResult.from_json(record.value)
     except MalformedMessageError as exc:  # nothing downstream to lose: results are a report
-        log.warning("%s: unreadable result skipped: %s", record.position, exc.reason)
+        log.warning(
+            "%s: unreadable result skipped: %s", record.position, exc.reason, extra=at(record)
+        )
         return None
 
 

@@ -162,7 +162,7 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._held[partition].at_end = True
                 else:
-                    fatal_or_logged(error, f"{self._topic}[{partition}]")
+                    fatal_or_logged(error, self._topic, partition)
                 continue
             record = record_of(msg, self._topic, partition)
             held = self._held[partition]

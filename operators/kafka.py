@@ -96,11 +96,14 @@ def bytes_headers(raw: Any) -> Headers:
     return [(name, value or b"") for name, value in (raw or [])]
 
 
-def fatal_or_logged(error: KafkaError, where: str) -> None:
+def fatal_or_logged(error: KafkaError, topic: str, partition: int) -> None:
     """Raise on a fatal client error; log the rest (librdkafka reconnects by itself)."""
+    where = f"{topic}[{partition}]"
     if error.fatal():
         raise KafkaInputError(f"fatal Kafka error on {where}: {error}")
-    log.warning("Kafka consumer on %s: %s", where, error)
+    log.warning(
+        "Kafka consumer on %s: %s", where, error, extra={"topic": topic, "partition": partition}
+    )
 
 
 IDLE_POLL = timedelta(milliseconds=25)
@@ -249,7 +252,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
             self._at_end = True
             self._observer.consumed(self._topic, self._partition, 0, 0)
         else:
-            fatal_or_logged(error, f"{self._topic}[{self._partition}]")
+            fatal_or_logged(error, self._topic, self._partition)
 
     def _lag(self) -> int | None:
         _, high = self._consumer.get_watermark_offsets(

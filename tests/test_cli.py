@@ -71,6 +71,32 @@ def test_an_unreachable_broker_is_one_red_line_and_exit_2(
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_peer_failure_no_command_caught_is_still_one_masked_red_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The entry point's last guard: a raw Kafka error escaping a command (a leader moving
+    mid-read) prints one line, with credentials and URL queries masked, and exits 2."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    import claimx_flow.cli as cli
+
+    def broken() -> None:
+        raise KafkaException(
+            KafkaError(
+                KafkaError.NOT_LEADER_FOR_PARTITION,
+                "leader moved; sasl.password=pw-Kq3 at https://host/x?sig=abc",
+            )
+        )
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: KafkaException")
+    assert "pw-Kq3" not in err and "sig=abc" not in err
+
+
 def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A process environment with no ClaimX or Kafka variable and no local stack."""
     env = {

@@ -227,7 +227,31 @@ def main() -> None:
     try:
         app()
     except ClaimxError as exc:
-        from rich.console import Console
+        _fail(str(exc))
+    except Exception as exc:
+        if not _peer_failure(exc):
+            raise
+        from claimx_flow.config import secret_variables
+        from claimx_flow.models.redaction import mask_url_queries, redact
 
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(EXIT_ERROR)
+        secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
+        _fail(mask_url_queries(redact(f"{type(exc).__name__}: {exc}", secrets)))
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    """A broken peer (Kafka, storage, a socket) that no command turned into its own error:
+    still one red line, since a traceback tells an operator nothing more."""
+    kafka = sys.modules.get("confluent_kafka")
+    if kafka is not None and isinstance(exc, kafka.KafkaException):
+        return True
+    azure = sys.modules.get("azure.core.exceptions")
+    if azure is not None and isinstance(exc, azure.AzureError):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _fail(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(EXIT_ERROR)

@@ -33,12 +33,12 @@ from claimx_flow.startup.recovery_state import (
     InputPosition,
     RecoveryStateError,
     Target,
-    _processes_holding,
-    _target_offsets,
     input_positions,
     partition_files,
+    processes_holding,
     read_recovery,
     reset_positions,
+    target_offsets,
 )
 
 EXIT_DECLINED, EXIT_REFUSED = 1, 2
@@ -115,7 +115,7 @@ def reset(
     settings = load_settings()
     directory = recovery_directory(settings, stage)
     files = partition_files(directory)
-    holders = _processes_holding(files)
+    holders = processes_holding(files)
     if holders:
         raise RecoveryStateError(
             f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
@@ -155,7 +155,7 @@ def _plan_table(
         now = {(p.topic, p.partition): p.offset for p in input_positions(settings, stage)}
     topics = describe_input_topics(settings, stage)
     partitions = [(t.name, p) for t in topics.values() for p in t.partitions]
-    after = _target_offsets(settings, partitions, target)
+    after = target_offsets(settings, partitions, target)
     where = target.isoformat() if isinstance(target, datetime) else target
     table = Table(title=f"reset {stage} to {where} ({directory})")
     for column in ("topic", "partition", "now", "after"):

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer
 from claimx_flow.config import Settings
 from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError
+from claimx_flow.dlq.columns import ColumnTally
 from claimx_flow.dlq.queues import DlqName, dlq_topic
 from claimx_flow.dlq.reader import DeadLetter, read_range
 from claimx_flow.models.redaction import mask_url_queries
@@ -35,9 +36,11 @@ class DlqSurvey:
     categories: Counter[str] = field(default_factory=Counter)
     error_classes: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (class, message)
+    columns: ColumnTally = field(default_factory=ColumnTally)
 
     def count(self, letter: DeadLetter) -> None:
         self.scanned += 1
+        self.columns.count(letter)
         self.see_time(letter.timestamp)
         if letter.failure is None:
             self.categories["unknown"] += 1

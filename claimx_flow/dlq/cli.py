@@ -12,11 +12,9 @@ Exit codes, the same for every command, so scripts can rely on them:
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import typer
@@ -36,11 +34,9 @@ from rich.progress import (
 from claimx_flow.cli import prepare
 from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import Settings, load_settings
-from claimx_flow.dlq import browse, clients
-from claimx_flow.dlq.browse import DlqSurvey
+from claimx_flow.dlq import browse
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
 from claimx_flow.dlq.documents import (
-    ColumnTally,
     letter_document,
     outcome_document,
     plan_document,
@@ -48,8 +44,7 @@ from claimx_flow.dlq.documents import (
 )
 from claimx_flow.dlq.filters import ReplayFilter, parse_categories, parse_instant, split_list
 from claimx_flow.dlq.purge import PurgePlan, execute_purge, plan_purge
-from claimx_flow.dlq.queues import DlqName, dlq_topic
-from claimx_flow.dlq.reader import DeadLetter, read_range
+from claimx_flow.dlq.queues import DlqName
 from claimx_flow.dlq.render import (
     letter_view,
     letters_table,
@@ -130,62 +125,14 @@ def list_dlqs(
     """Messages, time span, top errors, and the most frequent event types, projects, media and
     attempts of each DLQ."""
     with _failures_exit() as settings:
-        counted = _survey(settings, list(DlqName), scan, _timeout(ctx))
-    surveys: list[DlqSurvey] = list(counted)
-    tallies = [s.tally for s in counted]
+        surveys = browse.survey(settings, list(DlqName), scan, _timeout(ctx))
     bootstrap = settings.kafka_bootstrap_servers
     if _as_json(output, json_out):
-        emit_json(survey_document(bootstrap, surveys, tallies))
+        emit_json(survey_document(bootstrap, surveys))
     else:
-        Console().print(survey_view(bootstrap, surveys, tallies))
+        Console().print(survey_view(bootstrap, surveys))
     if any(not s.exists for s in surveys):
         raise typer.Exit(EXIT_PARTIAL)
-
-
-@dataclass
-class _CountedSurvey(DlqSurvey):
-    """A survey that also counts each scanned record's columns."""
-
-    tally: ColumnTally = field(default_factory=ColumnTally)
-
-    def count(self, letter: DeadLetter) -> None:
-        super().count(letter)
-        self.tally.count(letter)
-
-
-def _survey(
-    settings: Settings, dlqs: list[DlqName], scan_limit: int, timeout_s: float
-) -> list[_CountedSurvey]:
-    """``browse.survey``, read the same way (counts from the watermarks, the newest
-    ``scan_limit`` records scanned, each partition's first record for the oldest time), with
-    the columns counted on the same read."""
-    consumer = clients.reader(settings)
-    try:
-        present = clients.cluster_topics(settings, consumer, timeout_s)
-        found = []
-        for dlq in dlqs:
-            topic = dlq_topic(settings, dlq)
-            if topic not in present:
-                found.append(_CountedSurvey(dlq, topic, exists=False))
-                continue
-            partitions = clients.topic_partitions(settings, consumer, topic, timeout_s)
-            bounds = clients.watermarks(settings, consumer, topic, partitions, timeout_s)
-            result = _CountedSurvey(dlq, topic, exists=True, partitions=len(partitions))
-            result.messages = sum(high - low for low, high in bounds.values())
-            quota = math.ceil(scan_limit / len(partitions)) if scan_limit > 0 else 0
-            starts = {p: max(low, high - quota) for p, (low, high) in bounds.items()}
-            ends = {p: high for p, (_, high) in bounds.items()}
-            for letter in read_range(consumer, topic, starts, ends):
-                result.count(letter)
-            heads = {p: low for p, (low, _) in bounds.items() if starts[p] > low}
-            if heads:
-                firsts = {p: low + 1 for p, low in heads.items()}
-                for letter in read_range(consumer, topic, heads, firsts):
-                    result.see_time(letter.timestamp)
-            found.append(result)
-        return found
-    finally:
-        consumer.close()
 
 
 @app.command(epilog=EXIT_CODES_HELP)

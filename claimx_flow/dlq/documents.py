@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from claimx_flow.dlq.browse import DlqSurvey
+from claimx_flow.dlq.columns import ColumnTally, letter_columns, masked
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
@@ -41,10 +41,6 @@ def shown(data: bytes | None) -> tuple[str | None, str | None]:
     return (mask_url_queries(text), encoding) if encoding == "utf-8" and text else (text, encoding)
 
 
-def masked(text: str | None) -> str | None:
-    return mask_url_queries(text) if text else text
-
-
 def masked_counts(counts: Counter[str]) -> Counter[str]:
     """Counts keyed by text, with URL queries masked (keys that become equal are added up)."""
     merged: Counter[str] = Counter()
@@ -58,53 +54,6 @@ def instant(at: datetime | None) -> str | None:
 
 
 # The columns: what an operator sorts a DLQ by ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LetterColumns:
-    """A DLQ record's columns in ``inspect`` (table and JSON) and their tallies in ``list``:
-    ids, attempt and category from the ``claimx.*`` headers (ids completed from the body where
-    the headers lack them); the event type from the body, which an enrichment task and a raw
-    event carry (``event_type``, or ``eventType`` in ClaimX's own spelling)."""
-
-    event_type: str | None
-    project_id: str | None
-    media_id: str | None
-    attempt: int | None
-    error_category: str | None
-
-
-def letter_columns(letter: DeadLetter) -> LetterColumns:
-    ids = letter.ids
-    failure = letter.failure
-    return LetterColumns(
-        event_type=masked(letter.event_type or _plain(letter.value_fields.get("eventType"))),
-        project_id=masked(ids.project_id),
-        media_id=masked(ids.media_id),
-        attempt=failure.attempt if failure else None,
-        error_category=failure.error_category.value if failure else None,
-    )
-
-
-def _plain(value: object) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-@dataclass
-class ColumnTally:
-    """The columns counted over the records a ``list`` scanned (``-`` where a record has none)."""
-
-    event_types: Counter[str] = field(default_factory=Counter)
-    projects: Counter[str] = field(default_factory=Counter)
-    media: Counter[str] = field(default_factory=Counter)
-    attempts: Counter[str] = field(default_factory=Counter)
-
-    def count(self, letter: DeadLetter) -> None:
-        columns = letter_columns(letter)
-        self.event_types[columns.event_type or "-"] += 1
-        self.projects[columns.project_id or "-"] += 1
-        self.media[columns.media_id or "-"] += 1
-        self.attempts["-" if columns.attempt is None else str(columns.attempt)] += 1
 
 
 def _tally_document(tally: ColumnTally) -> dict[str, Any]:
@@ -158,12 +107,9 @@ def _header_document(name: str, raw: bytes | None) -> dict[str, Any]:
     return {"name": name, "value": value, "encoding": encoding}
 
 
-def survey_document(
-    bootstrap: str, surveys: list[DlqSurvey], tallies: list[ColumnTally] | None = None
-) -> dict[str, Any]:
-    """Each DLQ's counts; with ``tallies`` (one per survey), its columns counted too: event
-    types, projects and media (distinct, without one, the most frequent) and attempts."""
-    columns = tallies if tallies is not None else [None] * len(surveys)
+def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
+    """Each DLQ's counts and its columns counted over the records scanned: event types,
+    projects and media (distinct, without one, the most frequent) and attempts."""
     return {
         "bootstrap_servers": bootstrap,
         "dlqs": [
@@ -182,9 +128,9 @@ def survey_document(
                     {"error_class": cls, "error_message": masked(msg), "count": n}
                     for (cls, msg), n in s.errors.most_common(TOP)
                 ],
-                **(_tally_document(tally) if tally is not None else {}),
+                **_tally_document(s.columns),
             }
-            for s, tally in zip(surveys, columns, strict=True)
+            for s in surveys
         ],
     }
 

@@ -17,13 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from claimx_flow.dlq.browse import DlqSurvey
-from claimx_flow.dlq.documents import (
-    ColumnTally,
-    letter_columns,
-    masked,
-    masked_counts,
-    shown,
-)
+from claimx_flow.dlq.columns import ColumnTally, letter_columns, masked
+from claimx_flow.dlq.documents import masked_counts, shown
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
@@ -51,11 +46,9 @@ def _top(counts: Counter[str], n: int = 3) -> Text:
     return text
 
 
-def survey_view(
-    bootstrap: str, surveys: list[DlqSurvey], tallies: list[ColumnTally] | None = None
-) -> RenderableType:
-    """One row per DLQ; then, for each DLQ that holds any, (with ``tallies``) the most frequent
-    event types, projects, media and attempts of the records scanned, and the top errors."""
+def survey_view(bootstrap: str, surveys: list[DlqSurvey]) -> RenderableType:
+    """One row per DLQ; then, for each DLQ that holds any, the most frequent event types,
+    projects, media and attempts of the records scanned, and the top errors."""
     overview = Table(title=f"dead-letter queues on {bootstrap}", box=box.ROUNDED)
     overview.add_column("DLQ / topic", min_width=12, overflow="fold")
     overview.add_column("messages", justify="right", no_wrap=True)
@@ -63,8 +56,7 @@ def survey_view(
     overview.add_column("newest (UTC)", min_width=10)
     overview.add_column("categories", min_width=12)
     parts: list[RenderableType] = [overview]
-    columns = tallies if tallies is not None else [None] * len(surveys)
-    for s, tally in zip(surveys, columns, strict=True):
+    for s in surveys:
         name = Text.assemble((s.dlq.value, "bold"), "\n", (s.topic, "dim"))
         if not s.exists:
             overview.add_row(name, Text("missing", style="red"), "-", "-", "")
@@ -72,8 +64,8 @@ def survey_view(
         overview.add_row(
             name, f"{s.messages:,}", when(s.oldest), when(s.newest), _top(s.categories)
         )
-        if tally is not None and s.scanned:
-            parts.append(_tally_table(s, tally))
+        if s.scanned:
+            parts.append(_tally_table(s, s.columns))
         if s.errors:
             parts.append(_top_errors(s))
     return Group(*parts)

@@ -44,6 +44,7 @@ from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config, settled
+from claimx_flow.kafka.topics import watermarks
 from claimx_flow.startup.recovery import (
     RecoveryMismatch,
     TopicState,
@@ -226,7 +227,7 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
     """
     directory = recovery_directory(settings, stage)
     files = partition_files(directory)
-    holders = _processes_holding(files)
+    holders = processes_holding(files)
     if holders:
         raise RecoveryStateError(
             f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
@@ -236,7 +237,7 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
     positions = _positions(data, epoch) if data else []
     topics = describe_input_topics(settings, stage, TIMEOUT_S)
     current = [(t.name, p) for t in topics.values() for p in t.partitions]
-    offsets = _target_offsets(settings, current, target)
+    offsets = target_offsets(settings, current, target)
     _commit_group(settings, stage, offsets)
     updated: list[InputPosition] = []
     for position in positions:
@@ -388,9 +389,10 @@ def _commit_group(settings: Settings, stage: str, offsets: dict[tuple[str, int],
         consumer.close()
 
 
-def _target_offsets(
+def target_offsets(
     settings: Settings, partitions: list[tuple[str, int]], target: Target
 ) -> dict[tuple[str, int], int]:
+    """The offset each partition resumes from after a reset to ``target``."""
     consumer = Consumer({**client_config(settings), "group.id": "claimx-recovery-reset"})
     try:
         if isinstance(target, datetime):
@@ -401,23 +403,22 @@ def _target_offsets(
             result = {}
             for tp in found:
                 if tp.offset < 0:  # no message at or after the time: resume at the end
-                    _, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
-                    result[(tp.topic, tp.partition)] = int(high)
+                    result[(tp.topic, tp.partition)] = watermarks(consumer, tp)[1]
                 else:
                     result[(tp.topic, tp.partition)] = int(tp.offset)
             return result
         result = {}
         for topic, partition in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=TIMEOUT_S
-            )
-            result[(topic, partition)] = int(low if target == "earliest" else high)
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
+            result[(topic, partition)] = low if target == "earliest" else high
         return result
+    except KafkaException as exc:
+        raise RecoveryStateError(f"cannot read the offsets to reset to: {exc}") from None
     finally:
         consumer.close()
 
 
-def _processes_holding(files: list[Path]) -> list[int]:
+def processes_holding(files: list[Path]) -> list[int]:
     """Processes on this machine with one of ``files`` open (a running stage)."""
     wanted = {str(f.resolve()) for f in files}
     holders = []
