@@ -47,10 +47,10 @@ UNUSABLE = {
 """Answers a task cannot be enriched from: every task that needs one must fail."""
 TRANSIENT = {"truncated_json", "html", "empty_body"}
 """Of those, the ones that are the API's passing trouble (retry tiers), not the data's."""
-STORED_ELSEWHERE = {"lone_surrogates"}
-"""For a project answer, an unencodable value may sit in a row built once for the whole
-project (a contact, the e-mail list): the task that carries that row fails, the others may
-land. At least one task of the project must fail; each must be in exactly one place."""
+IN_ONE_ITEM = {"lone_surrogates"}
+"""In a media list several tasks share, an unencodable value sits in one item: that item's
+task fails, the others may land. (In a project answer it fails every task of the project:
+its rows are built once, for all of them.)"""
 
 BAD_URLS = set(URL_KINDS) - {"look_alike_host", "control_characters"}
 """Links that must never be fetched (the others may normalise to the good link)."""
@@ -171,7 +171,8 @@ def _worst(*poisons: tuple[str, Any]) -> tuple[Expect, str]:
         if poison is None:
             continue
         reasons.append(f"{name}:{poison.kind}#{poison.variant}")
-        if poison.kind in UNUSABLE and not (name == "project" and poison.kind in STORED_ELSEWHERE):
+        in_one_item = name == "media list" and poison.kind in IN_ONE_ITEM
+        if poison.kind in UNUSABLE and not in_one_item:
             expect = "fail"
         elif expect == "land":
             expect = "one"

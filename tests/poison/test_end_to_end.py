@@ -60,7 +60,7 @@ from tests.simulator_fixtures import SIMULATOR_SEED
 
 MEDIA_BYTES = 64 * 1024
 GOOD_FIRST_PROJECT = 7_300_000
-SETTLE_S = 240.0
+SETTLE_S = 180.0
 UNREADABLE = "holds an instant no Python datetime can (year 0 or 10000)"
 
 

@@ -6,7 +6,9 @@ ports, paths, and the simulator's hostile link kinds), media the simulator answe
 cut short, chunked and cut, compressed, empty, HTML, a redirect or an error status (its
 ``media_bodies`` hostile mode), fields no file can be stored under, and messages that are no
 task at all. They are produced to ``claimx.downloads.pending``; ``dataflows.download`` and
-then ``dataflows.upload`` each drain their input once. Then every media file is uploaded (a
+then ``dataflows.upload`` each drain their input once (the upload also gets cached-download
+messages that no upload can honour: a file outside the cache, one gone, one whose size or
+sha256 is not what the message says, and no message at all). Then every media file is uploaded (a
 ``claimx_attachments`` row, the stored bytes, a result) or in the download DLQ or a download
 retry tier with a reason, never both; every good one uploaded with the source's bytes; no
 file left in the cache; and both processes ended with 0.
@@ -178,6 +180,76 @@ def media_batches(draw: st.DrawFn, sim: RunningSimulator) -> list[MediaTask]:
     return [draw(media_tasks(sim, index)) for index in range(BATCH)]
 
 
+CachedKind = Literal["outside", "missing", "wrong_sha", "wrong_size", "not_json", "dir"]
+CACHED_KINDS: tuple[CachedKind, ...] = (
+    "outside",
+    "missing",
+    "wrong_sha",
+    "wrong_size",
+    "not_json",
+    "dir",
+)
+
+
+@dataclass(frozen=True)
+class CachedPoison:
+    """A ``claimx.downloads.cached`` message no upload can honour: a file outside the cache,
+    one that is gone, one whose bytes are not what the message says, no message at all."""
+
+    kind: CachedKind
+    media_id: str
+    size: int
+
+    def outside(self, settings: Settings) -> Path:
+        return settings.effective_cache_dir.parent / "outside" / f"{self.media_id}.bin"
+
+    def message(self, settings: Settings) -> bytes:
+        """The message; writes the cache file it names where it is to exist."""
+        cache = settings.effective_cache_dir
+        cache.mkdir(parents=True, exist_ok=True)
+        content = bytes(range(256)) * (self.size // 256 + 1)
+        content = content[: self.size]
+        local = cache / f"{self.media_id}.0123456789abcdef.bin"
+        if self.kind == "not_json":
+            return b'{"media_id": "' + self.media_id.encode() + b'", "local_path": '
+        if self.kind == "outside":  # a file of the test's own, beside the cache
+            local = self.outside(settings)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(content)
+        elif self.kind == "dir":
+            local = cache
+        elif self.kind != "missing":
+            local.write_bytes(content)
+        digest = hashlib.sha256(content).hexdigest()
+        fields = {
+            "media_id": self.media_id,
+            "project_id": str(FIRST_PROJECT + 999),
+            "download_url": "http://127.0.0.1/media/x",
+            "file_name": f"IMG_{self.media_id}.jpg",
+            "file_type": "jpg",
+            "source_event_id": f"evt-{self.media_id}",
+            "local_path": str(local),
+            "bytes": self.size + (7 if self.kind == "wrong_size" else 0),
+            "sha256": hashlib.sha256(b"other").hexdigest() if self.kind == "wrong_sha" else digest,
+            "content_type": "image/jpeg",
+            "downloaded_at": "2024-03-01T10:00:00+00:00",
+        }
+        return json.dumps(fields).encode()
+
+
+cached_poisons = st.lists(
+    st.builds(
+        CachedPoison,
+        kind=st.sampled_from(CACHED_KINDS),
+        media_id=st.integers(10**9, 10**10).map(str),
+        size=st.integers(0, 70_000),
+    ),
+    min_size=3,
+    max_size=6,
+    unique_by=lambda poison: poison.media_id,
+)
+
+
 # The run and its checks -------------------------------------------------------------------------
 
 
@@ -196,7 +268,7 @@ def media_of(read: Read) -> str | None:
     """The media id a failure record is about (its value, else its headers)."""
     try:
         value = json.loads(read.value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if isinstance(value, dict) and isinstance(value.get("media_id"), str | int):
         return str(value["media_id"])
@@ -209,7 +281,9 @@ def check_media(
     tasks: list[MediaTask],
     placed: list[Placed],
     findings: Findings,
+    others: frozenset[str] = frozenset(),
 ) -> None:
+    """The law for ``tasks``; failures of media in ``others`` are another check's."""
     rows = table(settings, "claimx_attachments")
     no_duplicates(findings, "claimx_attachments", [r["media_id"] for r in rows])
     uploaded = {row["media_id"]: row for row in rows}
@@ -222,8 +296,14 @@ def check_media(
     failed: dict[str, list[Read]] = defaultdict(list)
     by_offset: dict[int, list[Read]] = defaultdict(list)
     pending = settings.claimx_downloads_pending_topic
+    cached_topic = settings.claimx_downloads_cached_topic
     for read in [*dead, *tiers]:  # by where the message was first read, else by media id
         info = read.failure()
+        about = media_of(read)
+        if about in others or (
+            about is None and info is not None and info.original_topic == cached_topic
+        ):
+            continue  # a hostile cached message's: check_cached_poison looks at those
         if info is not None and info.original_topic == pending:
             by_offset[info.original_offset].append(read)
         else:
@@ -299,8 +379,43 @@ def media_hostility(tasks: list[MediaTask]) -> Hostility:
     return Hostility(media_bodies={t.media_id: t.body for t in tasks if t.body and t.media_id})
 
 
+def check_cached_poison(
+    settings: Settings, poisons: list[CachedPoison], placed: list[Placed], findings: Findings
+) -> None:
+    """Each hostile cached message: failed (a download retry tier or the DLQ) with a reason,
+    never uploaded, its cache file released."""
+    uploaded = {row["media_id"] for row in table(settings, "claimx_attachments")}
+    cached = settings.claimx_downloads_cached_topic
+    failures: dict[int, list[Read]] = defaultdict(list)
+    for read in [
+        *read_topic(settings, settings.claimx_downloads_dlq_topic),
+        *read_topics(settings, settings.download_retry_topics),
+    ]:
+        info = read.failure()
+        if info is not None and info.original_topic == cached:
+            failures[info.original_offset].append(read)
+    for poison, at in zip(poisons, placed, strict=True):
+        letters = failures.get(at.offset, [])
+        reasons = [letter.header("claimx.error_message") for letter in letters]
+        findings.saw(
+            f"cached:{poison.kind}", "uploaded" if poison.media_id in uploaded else "failed"
+        )
+        if poison.media_id in uploaded:
+            findings.add(f"[cached:{poison.kind}] {poison.media_id}: uploaded", at.record)
+        if len(letters) != 1 or not all(r and r.strip() for r in reasons):
+            findings.add(
+                f"[cached:{poison.kind}] {poison.media_id}: {len(letters)} failure records "
+                f"{reasons}",
+                at.record,
+            )
+
+
 def run_media(
-    kafka_bootstrap: str, sim: RunningSimulator, tmp: Path, tasks: list[MediaTask]
+    kafka_bootstrap: str,
+    sim: RunningSimulator,
+    tmp: Path,
+    tasks: list[MediaTask],
+    poisons: list[CachedPoison] | None = None,
 ) -> None:
     settings = media_settings(kafka_bootstrap, sim, tmp)
     sim.reset()
@@ -312,8 +427,21 @@ def run_media(
     placed = produce_exact(settings, settings.claimx_downloads_pending_topic, records)
     findings = Findings("media boundary")
     findings.stage_ran(run_stage_process(settings, "download", tmp / "logs", timeout_s=150))
+    poisons = poisons or []
+    cached = produce_exact(
+        settings,
+        settings.claimx_downloads_cached_topic,
+        [RawRecord(p.message(settings), p.media_id.encode()) for p in poisons],
+        partition=1,
+    )
     findings.stage_ran(run_stage_process(settings, "upload", tmp / "logs", timeout_s=150))
-    check_media(settings, tasks, placed, findings)
+    check_media(settings, tasks, placed, findings, frozenset(p.media_id for p in poisons))
+    check_cached_poison(settings, poisons, cached, findings)
+    for poison in poisons:
+        if poison.kind == "outside" and not poison.outside(settings).exists():
+            findings.add(f"[cached:outside] the upload deleted {poison.outside(settings)}")
+        if poison.kind == "dir" and not settings.effective_cache_dir.is_dir():
+            findings.add("[cached:dir] the upload removed the cache directory")
     findings.check()
 
 
@@ -333,7 +461,8 @@ def test_every_media_file_ends_uploaded_or_in_the_download_dlq(
 ) -> None:
     tasks = data.draw(media_batches(sim), label="tasks")
     tasks = unique_media(tasks)
-    run_media(kafka_bootstrap, sim, tmp_path_factory.mktemp("media-poison"), tasks)
+    poisons = data.draw(cached_poisons, label="cached")
+    run_media(kafka_bootstrap, sim, tmp_path_factory.mktemp("media-poison"), tasks, poisons)
 
 
 def unique_media(tasks: list[MediaTask]) -> list[MediaTask]:
