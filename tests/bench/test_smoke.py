@@ -60,3 +60,41 @@ def _sane(row: dict[str, object]) -> None:
         assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
     else:
         assert row["bytes"] == 300 * 64 * 1024
+
+
+def test_a_two_process_row_writes_what_one_process_writes(
+    bench_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--scale-to 2`` runs ingest again as a cluster of two processes right after its
+    one-process run: same rows and messages (compared by digest), and a speedup figure."""
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        bench_cmd.app,
+        ["ingest", "--events", "300", "--partitions", "2", "--scale-to", "2", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    one, two = json.loads(out.read_text())["results"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["ok"] and two["extra"]["identical_to_one_process"] is True, two["problems"]
+    assert one["outcome"] == two["outcome"]
+    assert one["outcome"]["messages:tasks"].startswith("300:")
+    assert one["outcome"]["rows:claimx_events"].startswith("300:")
+    assert isinstance(two["speedup"], float) and two["speedup"] > 0
+    assert "| ingest x2 processes |" in result.output
+
+
+def test_a_ratio_over_105_percent_is_refused() -> None:
+    """A stage cannot beat its raw limit: the reference is broken, not the stage fast."""
+    from claimx_flow.lab.bench.report import Limit, StageResult, results_markdown
+    from claimx_flow.lab.bench.targets import evaluate
+
+    honest, broken = StageResult("s", "w", "items", 10), StageResult("s", "w", "items", 10)
+    honest.throughput_per_s = broken.throughput_per_s = 100.0
+    honest.set_raw(Limit("a real bound", 100.0, 10, 0.1))
+    broken.set_raw(Limit("a broken loop", 50.0, 10, 0.2))
+    assert honest.ratio == 1.0 and honest.ok
+    assert broken.ratio is None and not broken.ok
+    assert "not an upper bound" in broken.problems[0]
+    assert "refused" in results_markdown([broken])
+    (row,) = [r for r in evaluate([broken]) if "105%" in r["target"]]
+    assert (row["verdict"], row["measured"]) == ("miss", 2.0)

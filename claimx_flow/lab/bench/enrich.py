@@ -18,6 +18,7 @@ import aiohttp
 from claimx_flow.config import Settings
 from claimx_flow.lab.bench import kafka_io
 from claimx_flow.lab.bench.harness import BenchEnv, reset_simulator, simulator_stats
+from claimx_flow.lab.bench.outcome import outcome
 from claimx_flow.lab.bench.progress import Phases
 from claimx_flow.lab.bench.report import Limit, StageResult
 from claimx_flow.lab.bench.runner import expect, fill_run, run_until_drained
@@ -34,9 +35,13 @@ Call = tuple[str, dict[str, str] | None]
 
 def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     return [
-        _bench_mix(env, phases, "file-heavy", env.config.size(FILE_HEAVY_EVENTS)),
+        file_heavy(env, phases),
         _bench_mix(env, phases, "project-created", env.config.size(PROJECT_CREATED_EVENTS)),
     ]
+
+
+def file_heavy(env: BenchEnv, phases: Phases) -> StageResult:
+    return _bench_mix(env, phases, "file-heavy", env.config.size(FILE_HEAVY_EVENTS))
 
 
 def _bench_mix(env: BenchEnv, phases: Phases, mix: Mix, events: int) -> StageResult:
@@ -77,6 +82,8 @@ def _bench_mix(env: BenchEnv, phases: Phases, mix: Mix, events: int) -> StageRes
         )
     )
     _check(result, drained.spans, settings, tasks, mix)
+    downloads, dlq = settings.claimx_downloads_pending_topic, settings.claimx_enrichment_dlq_topic
+    result.outcome = outcome(settings, {"downloads": downloads, "dlq": dlq})
     return result
 
 

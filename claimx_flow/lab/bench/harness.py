@@ -45,9 +45,14 @@ class BenchConfig:
     own_broker: bool = False
     keep: bool = False
     profile_dir: Path | None = None
+    """Where to write py-spy profiles of each stage process (None: no profiling)."""
     workers: int = 1
     """Worker threads of each stage process (``-w``)."""
-    """Where to write py-spy profiles of each stage process (None: no profiling)."""
+    processes: int = 1
+    """Processes of each stage: a Bytewax cluster on this machine (``-i``/``-a``)."""
+    scale_to: int = 0
+    """Also run ingest and enrich file-heavy as a cluster of this many processes and compare
+    with their one-process rows (0: no scaling rows)."""
 
     def size(self, default: int) -> int:
         return self.items if self.items is not None else default
@@ -55,7 +60,8 @@ class BenchConfig:
     def profile(self, label: str) -> Path | None:
         if self.profile_dir is None:
             return None
-        return self.profile_dir / (label.replace(" ", "-").replace("/", "-") + ".txt")
+        shape = f"-x{self.processes}" if self.processes > 1 else ""
+        return self.profile_dir / (label.replace(" ", "-").replace("/", "-") + shape + ".txt")
 
 
 @dataclass

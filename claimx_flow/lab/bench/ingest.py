@@ -18,6 +18,7 @@ from claimx_flow.kafka.clients import consumer_config, produce_or_wait, producer
 from claimx_flow.lab.bench import kafka_io
 from claimx_flow.lab.bench.harness import BenchEnv
 from claimx_flow.lab.bench.measure import Stopwatch, percentiles
+from claimx_flow.lab.bench.outcome import outcome
 from claimx_flow.lab.bench.progress import Phases, Update
 from claimx_flow.lab.bench.report import Limit, StageResult
 from claimx_flow.lab.bench.runner import expect, fill_run, run_until_drained
@@ -29,7 +30,8 @@ DEFAULT_EVENTS = 100_000
 MAX_LATENCY_RATE = 5_000.0
 
 
-def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
+def bench(env: BenchEnv, phases: Phases, latency: bool = True) -> list[StageResult]:
+    """Throughput beside the bare passthrough; then, with ``latency``, the paced run."""
     events = env.config.size(DEFAULT_EVENTS)
     settings = env.stage_settings("ingest")
     result = StageResult("ingest", "mixed", "events", events)
@@ -48,8 +50,9 @@ def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     expect(result, "enrichment tasks written", drained.output(pending), events)
     result.outputs.update(kafka_io.delta_rows(settings.tables_dir))
     expect(result, "claimx_events rows", result.outputs.get("claimx_events", 0), events)
+    result.outcome = outcome(settings, {"tasks": pending, "dlq": dlq})
     rate = min(MAX_LATENCY_RATE, 0.5 * (result.throughput_per_s or 0))
-    if rate >= 10:
+    if latency and rate >= 10:
         _latency_phase(env, phases, result, rate)
     return [result]
 
@@ -99,7 +102,9 @@ def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: flo
     plan = EventPlan(count, projects=max(10, count // 50), mix="mixed", seed=env.config.seed + 1)
     lines = list(event_lines(plan))
     logs = settings.claimx_data_dir / "logs"
-    process = StageProcess(settings, "ingest", logs, workers=env.config.workers).start()
+    process = StageProcess(
+        settings, "ingest", logs, workers=env.config.workers, processes=env.config.processes
+    ).start()
     try:
         process.wait_ready()
         update = phases.start(f"ingest: paced feed at {rate:,.0f} events/s", count)

@@ -9,6 +9,9 @@ from typing import Any
 from claimx_flow.lab.bench import REPORT_SCHEMA
 from claimx_flow.lab.bench.measure import MIB
 
+MAX_RATIO = 1.05
+"""Above this the stage beat its own raw limit by more than run-to-run noise."""
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -50,6 +53,11 @@ class StageResult:
     problems: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    processes: int = 1
+    speedup: float | None = None
+    """Throughput over the same workload's one-process row in the same run (scaling rows)."""
+    outcome: dict[str, str] = field(default_factory=dict)
+    """Digests of the Delta rows and output messages (``outcome.outcome``), for comparing runs."""
     load: tuple[float, float] | None = None
     """1-minute load average before and after the run: other work on the machine skews it."""
 
@@ -65,9 +73,20 @@ class StageResult:
         self.peak_rss_mib = round(peak_bytes / MIB, 1)
 
     def set_raw(self, limit: Limit) -> None:
+        """The raw limit, and the ratio to it, unless the stage beat it by more than noise:
+        then the reference is not a limit, and no ratio is printed (the run is flagged)."""
         self.raw = limit
-        if self.throughput_per_s is not None and limit.per_s > 0:
-            self.ratio = self.throughput_per_s / limit.per_s
+        if self.throughput_per_s is None or limit.per_s <= 0:
+            return
+        ratio = self.throughput_per_s / limit.per_s
+        if ratio > MAX_RATIO:
+            self.extra["refused_ratio"] = round(ratio, 3)
+            self.problems.append(
+                f"the stage ran at {ratio:.0%} of its raw limit: the reference is not an upper "
+                f"bound ({limit.what}), so no ratio is reported"
+            )
+            return
+        self.ratio = ratio
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -129,18 +148,25 @@ def _load(result: StageResult) -> str:
 def results_markdown(results: list[StageResult]) -> str:
     lines = [
         "| stage | workload | items | throughput | raw limit (same run) | ratio "
-        "| latency p50 / p99 | peak RSS | API calls / item | bytes/s | load before → after |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| latency p50 / p99 | peak RSS | API calls / item | bytes/s | vs 1 process "
+        "| load before → after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rate = f"{_num(r.throughput_per_s)} {r.unit}/s" if r.throughput_per_s else "-"
         ratio = f"{r.ratio:.0%}" if r.ratio is not None else "-"
+        if "refused_ratio" in r.extra:
+            ratio = "refused: over 105%"
         rss = f"{_num(r.peak_rss_mib)} MiB" if r.peak_rss_mib is not None else "-"
         calls = _num(r.api_calls_per_item, 3) if r.api_calls_per_item is not None else "-"
-        flag = (f" -w {r.workers}" if r.workers > 1 else "") + ("" if r.ok else " ⚠")
+        flag = (f" -w {r.workers}" if r.workers > 1 else "") + (
+            f" x{r.processes} processes" if r.processes > 1 else ""
+        )
+        flag += "" if r.ok else " ⚠"
+        speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
         lines.append(
             f"| {r.stage}{flag} | {r.workload} | {r.items:,} | {rate} | {_raw(r)} | {ratio} "
-            f"| {_latency(r)} | {rss} | {calls} | {_bytes_per_s(r)} | {_load(r)} |"
+            f"| {_latency(r)} | {rss} | {calls} | {_bytes_per_s(r)} | {speedup} | {_load(r)} |"
         )
     return "\n".join(lines)
 

@@ -39,7 +39,9 @@ def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     tier, pending = settings.enrichment_retry_topics[0], settings.claimx_enrichment_pending_topic
     result = StageResult("retry", f"held-{count}", "messages", count)
     logs, profile = settings.claimx_data_dir / "logs", env.config.profile("retry")
-    process = StageProcess(settings, "retry", logs, profile, env.config.workers).start()
+    process = StageProcess(
+        settings, "retry", logs, profile, env.config.workers, env.config.processes
+    ).start()
     try:
         process.wait_ready()
         ready_at = time.time()

@@ -42,7 +42,9 @@ def run_until_drained(
 ) -> Drained:
     """Start the stage with ``CLAIMX_STOP_AT_END``, wait for it to exit, read its outputs."""
     logs, profile = settings.claimx_data_dir / "logs", env.config.profile(label)
-    process = StageProcess(settings, stage, logs, profile, env.config.workers).start()
+    process = StageProcess(
+        settings, stage, logs, profile, env.config.workers, env.config.processes
+    ).start()
     update = phases.start(f"{label}: {stage} dataflow", expected)
     try:
         run = process.wait(env.config.stage_timeout_s, on_poll=lambda r: update(r.consumed))
@@ -92,7 +94,8 @@ _SUMMARIES = {
 
 
 def stage_metrics(text: str) -> dict[str, dict[str, float]]:
-    """Count, sum and mean of the stage's own histograms, per label set (last scrape)."""
+    """Count, sum and mean of the stage's own histograms, per label set (last scrape of
+    every process)."""
     found: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
         name, _, rest = line.partition("{")
@@ -101,7 +104,8 @@ def stage_metrics(text: str) -> dict[str, dict[str, float]]:
                 if name == metric + part:
                     labels = rest.rsplit("}", 1)[0]
                     key = f"{short}{{{_without_stage(labels)}}}"
-                    found.setdefault(key, {})[part[1:]] = float(line.rsplit(" ", 1)[1])
+                    values = found.setdefault(key, {})  # summed over a cluster's processes
+                    values[part[1:]] = values.get(part[1:], 0.0) + float(line.rsplit(" ", 1)[1])
     for values in found.values():
         if values.get("count"):
             values["mean"] = round(values.get("sum", 0.0) / values["count"], 4)

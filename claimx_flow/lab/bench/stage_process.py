@@ -59,7 +59,9 @@ class StageRun:
 
 
 class StageProcess:
-    """``python -m bytewax.run dataflows.<stage>:flow`` with recovery, via ``Pipeline``."""
+    """``python -m bytewax.run dataflows.<stage>:flow`` with recovery, via ``Pipeline``: one
+    process, or a Bytewax cluster of ``processes`` (``-i``/``-a``) on this machine, watched as
+    one stage (consumption summed, memory per process, CPU summed)."""
 
     def __init__(
         self,
@@ -68,37 +70,46 @@ class StageProcess:
         log_dir: Path,
         profile: Path | None = None,
         workers: int = 1,
+        processes: int = 1,
     ) -> None:
         self.stage = stage
         self._workers = workers
+        self._processes = processes
         self._profile = profile
-        self._profiler: subprocess.Popen[bytes] | None = None
+        self._profilers: list[subprocess.Popen[bytes]] = []
         self.pipeline = Pipeline(settings, settings_env(settings), log_dir)
         self.run = StageRun(stage)
-        self._pid = 0
-        self._port = 0
+        self._pids: list[int] = []
+        self._ports: list[int] = []
+        self._exits: dict[int, int] = {}
         self._started = 0.0
         self._done = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True, name="bench-sampler")
 
     def start(self) -> StageProcess:
-        self.pipeline.start([self.stage], workers=self._workers)
-        self._pid = self.pipeline.processes[self.stage][0].pid
-        self._port = self.pipeline.health_ports[self.stage][0]
+        self.pipeline.start([self.stage], workers=self._workers, processes=self._processes)
+        self._pids = [p.pid for p in self.pipeline.processes[self.stage]]
+        self._ports = self.pipeline.health_ports[self.stage]
         self._started = time.time()
         self._sampler.start()
         if self._profile is not None:
-            self._profiler = start_profiler(self._pid, self._profile)
+            for index, pid in enumerate(self._pids):
+                path = self._profile
+                if len(self._pids) > 1:
+                    path = path.with_name(f"{path.stem}-{index}{path.suffix}")
+                self._profilers.append(start_profiler(pid, path))
         return self
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Until the stage answers ``/health/ready`` with 200 (its worker polls Kafka)."""
+        """Until every process answers ``/health/ready`` with 200 (its workers poll Kafka)."""
         deadline = time.monotonic() + timeout_s
+        waiting = set(self._ports)
         while time.monotonic() < deadline:
             self._reap()
-            if self.run.exit_code is not None:
+            if self._exits:
                 raise StageFailed(f"{self.stage} exited during start-up: {self.log_tail()}")
-            if self._get("/health/ready", timeout_s=1.0) is not None:
+            waiting = {p for p in waiting if self._get(p, "/health/ready", 1.0) is None}
+            if not waiting:
                 return
             time.sleep(SAMPLE_EVERY_S)
         raise StageFailed(f"{self.stage} not ready after {timeout_s:.0f}s: {self.log_tail()}")
@@ -110,7 +121,7 @@ class StageProcess:
         stop_when: Callable[[], bool] | None = None,
         on_poll: Callable[[StageRun], None] | None = None,
     ) -> StageRun:
-        """Until the process exits (by itself, or after SIGTERM once ``stop_when`` holds)."""
+        """Until every process exits (by itself, or after SIGTERM once ``stop_when`` holds)."""
         deadline = time.monotonic() + timeout_s
         while self.run.exit_code is None:
             if time.monotonic() > deadline:
@@ -124,8 +135,8 @@ class StageProcess:
             self._reap()
         self._done.set()
         self._sampler.join(2)
-        if self._profiler is not None:
-            self._profiler.wait(30)
+        for profiler in self._profilers:
+            profiler.wait(30)
         if self.run.exit_code != 0:
             raise StageFailed(f"{self.stage} exited with {self.run.exit_code}: {self.log_tail()}")
         return self.run
@@ -133,8 +144,9 @@ class StageProcess:
     def stop(self) -> None:
         """SIGTERM: the stage's graceful stop (inputs end, sinks flush, exit 0)."""
         self.run.stopped_by_harness = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._pid, signal.SIGTERM)
+        for pid in self._pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
 
     def kill(self) -> None:
         self._done.set()
@@ -145,29 +157,39 @@ class StageProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def _reap(self) -> None:
+        """Collect exited processes; the run is over once all have, failed if any failed
+        (one process of a cluster exiting alone is a failure: its peers cannot finish)."""
         if self.run.exit_code is not None:
             return
-        try:
-            pid, status, usage = os.wait4(self._pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        self.run.wall_s = time.time() - self._started
-        self.run.exit_code = os.waitstatus_to_exitcode(status)
-        self.run.peak_rss_bytes = int(usage.ru_maxrss) * 1024
-        self.run.cpu_s = usage.ru_utime + usage.ru_stime
-        self.pipeline.processes[self.stage][0].returncode = self.run.exit_code
+        for index, pid in enumerate(self._pids):
+            if pid in self._exits:
+                continue
+            try:
+                reaped, status, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if reaped == 0:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            self._exits[pid] = code
+            self.run.peak_rss_bytes = max(self.run.peak_rss_bytes, int(usage.ru_maxrss) * 1024)
+            self.run.cpu_s += usage.ru_utime + usage.ru_stime
+            self.pipeline.processes[self.stage][index].returncode = code
+        if len(self._exits) == len(self._pids):
+            self.run.wall_s = time.time() - self._started
+            failed = [code for code in self._exits.values() if code != 0]
+            self.run.exit_code = failed[0] if failed else 0
 
     def _sample(self) -> None:
-        """RSS every 0.1 s; ``/metrics`` every 0.1 s until the stage consumes, then every
-        second (rendering the registry costs the stage CPU; the scrapes are only progress)."""
+        """RSS every 0.1 s (the largest process's); ``/metrics`` every 0.1 s until the stage
+        consumes, then every second (rendering the registry costs the stage CPU; the scrapes
+        are only progress)."""
         last_zero, next_scrape = self._started, 0.0
         while not self._done.is_set():
             now = time.time()
-            rss = rss_bytes(self._pid)
-            if rss is not None:
-                self.run.rss_samples.append((now, rss))
+            sizes = [size for size in map(rss_bytes, self._pids) if size is not None]
+            if sizes:
+                self.run.rss_samples.append((now, max(sizes)))
             if now < next_scrape:
                 self._done.wait(SAMPLE_EVERY_S)
                 continue
@@ -183,18 +205,22 @@ class StageProcess:
             self._done.wait(SAMPLE_EVERY_S)
 
     def _consumed(self) -> int | None:
-        body = self._get("/metrics", timeout_s=0.5)
-        if body is None:
-            return None
-        self.run.last_metrics = body
+        """Messages consumed by every process, or None while one of them does not answer."""
         total = 0.0
-        for line in body.splitlines():
-            if line.startswith(_CONSUMED):
-                total += float(line.rsplit(" ", 1)[1])
+        bodies = []
+        for port in self._ports:
+            body = self._get(port, "/metrics", 0.5)
+            if body is None:
+                return None
+            bodies.append(body)
+            for line in body.splitlines():
+                if line.startswith(_CONSUMED):
+                    total += float(line.rsplit(" ", 1)[1])
+        self.run.last_metrics = "\n".join(bodies)
         return int(total)
 
-    def _get(self, path: str, timeout_s: float) -> str | None:
-        url = f"http://{LOOPBACK}:{self._port}{path}"
+    def _get(self, port: int, path: str, timeout_s: float) -> str | None:
+        url = f"http://{LOOPBACK}:{port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return str(response.read().decode())

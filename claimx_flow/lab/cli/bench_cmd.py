@@ -9,6 +9,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -48,6 +49,21 @@ OUT = typer.Option(None, "--out", help="Also write the JSON report to this file.
 WORKERS = typer.Option(
     1, "--workers", "-w", min=1, help="Worker threads of each stage process (bytewax -w)."
 )
+PROCESSES = typer.Option(
+    1, "--processes", "-p", min=1, help="Processes of each stage: a Bytewax cluster (-i/-a)."
+)
+
+
+def _scale_to(default: int) -> Any:  # typer.Option is typed Any, as every default here
+    return typer.Option(
+        default,
+        "--scale-to",
+        min=0,
+        help="Also run ingest and enrich file-heavy on this many processes, compared with one "
+        "(0: no scaling rows).",
+    )
+
+
 PROFILE = typer.Option(
     None, "--profile", help="Profile each stage process with py-spy into this directory."
 )
@@ -83,7 +99,7 @@ def _print(report: Report, targets: list[dict[str, object]]) -> None:
     print(notes_markdown(report.results))
 
 
-def _command(stages: tuple[str, ...], doc: str) -> None:
+def _command(stages: tuple[str, ...], doc: str, scale_to_default: int = 0) -> None:
     def command(
         events: int | None = EVENTS,
         media_bytes: int = MEDIA_BYTES,
@@ -101,6 +117,8 @@ def _command(stages: tuple[str, ...], doc: str) -> None:
         out: Path | None = OUT,
         profile: Path | None = PROFILE,
         workers: int = WORKERS,
+        processes: int = PROCESSES,
+        scale_to: int = _scale_to(scale_to_default),
     ) -> None:
         config = BenchConfig(
             seed=seed,
@@ -117,6 +135,8 @@ def _command(stages: tuple[str, ...], doc: str) -> None:
             keep=keep,
             profile_dir=profile.resolve() if profile is not None else None,
             workers=workers,
+            processes=processes,
+            scale_to=scale_to,
         )
         _run(stages, config, json_out, out)
 
@@ -130,4 +150,4 @@ _command(("enrich",), "enrich on file-heavy and project-created, beside the simu
 _command(("download",), "download of 64 KiB and 5 MiB files, beside a bare fetch loop.")
 _command(("upload",), "upload to local storage, beside a bare file write loop.")
 _command(("retry",), "retry: 100,000 messages held in one tier, memory and release lateness.")
-_command(ORDER, "Every stage in turn, then the targets table.")
+_command(ORDER, "Every stage in turn (ingest and enrich also on 2 processes), then the targets.", 2)
