@@ -13,6 +13,10 @@ that one chunk, which the pipeline's idempotent sinks absorb.
 
 A message is parked, not replayed, when it has already been replayed ``max_replays`` times: it
 stays in the DLQ and is listed, so a message that can never succeed does not loop forever.
+
+A replayed task (enrichment or download DLQ) starts counting again in its body too: its
+``retry_count`` goes back to 0 with the ``claimx.attempt`` header, the rest of the message byte
+for byte (``with_retry_count``). Raw events (events DLQ) are sent exactly as they were.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
 from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
 from claimx_flow.kafka.clients import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
+from claimx_flow.models.messages import with_retry_count
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
 REPLAYED_FROM_HEADER = "claimx.replayed_from"
 # A replay restarts the count: the stage records the message's next failure as attempt 1, so
-# it climbs the retry tiers from the first again.
+# it climbs the retry tiers from the first again. A task's body says the same (retry_count).
 REPLAYED_ATTEMPT = 0
 COMMIT_EVERY_S = 5.0
 
@@ -123,6 +128,13 @@ def replayed_headers(letter: DeadLetter, at: datetime) -> RawHeaders:
         }
     )
     return [*replace_failure_headers(kept, info), *added]
+
+
+def replayed_value(dlq: DlqName, value: bytes | None) -> bytes | None:
+    """The value a replay sends: a task's with ``retry_count`` restarted, a raw event's as is."""
+    if dlq is DlqName.EVENTS:
+        return value
+    return with_retry_count(value, REPLAYED_ATTEMPT)
 
 
 def _envelope_header(name: str) -> bool:
@@ -261,7 +273,7 @@ class ReplayRun:
         produce_or_wait(
             producer,
             target,
-            value=letter.value,
+            value=replayed_value(self.dlq, letter.value),
             key=letter.key,
             headers=headers,
             on_delivery=delivered,

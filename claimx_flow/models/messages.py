@@ -7,6 +7,8 @@ another stage's partitioning.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
@@ -193,11 +195,17 @@ class CachedDownload(DownloadFields):
 
 
 class UploadResult(MediaMessage):
-    """How the upload of one media file ended; ``error`` is set exactly when it failed."""
+    """How the upload of one media file ended; ``error`` is set exactly when it failed.
 
-    onelake_path: str
-    bytes: int = Field(ge=0)
-    sha256: Sha256Hex
+    A completed result names the stored file (``onelake_path``, ``bytes``, ``sha256``). A failed
+    one is sent when the file goes to the download DLQ, from the download stage (nothing was
+    fetched: no path, 0 bytes, no sha256) or the upload stage (the downloaded file's size and
+    sha256, no path).
+    """
+
+    onelake_path: str | None = None
+    bytes: int = Field(0, ge=0)
+    sha256: Sha256Hex | None = None
     status: Literal["completed", "failed"]
     error: str | None = None
     source_event_id: str = Field(min_length=1)
@@ -207,41 +215,120 @@ class UploadResult(MediaMessage):
     def _error_iff_failed(self) -> Self:
         if (self.status == "failed") != (self.error is not None):
             raise ValueError("error must be set when status is failed, and only then")
+        if self.status == "completed" and (self.onelake_path is None or self.sha256 is None):
+            raise ValueError("a completed result names its onelake_path and sha256")
         return self
 
     @classmethod
     def completed(
         cls, cached: CachedDownload, onelake_path: str, finished_at: datetime | None = None
     ) -> Self:
-        return cls(**_result_fields(cached, onelake_path, finished_at), status="completed")
+        return cls(
+            **_result_fields(cached, finished_at),
+            onelake_path=onelake_path,
+            bytes=cached.bytes,
+            sha256=cached.sha256,
+            status="completed",
+        )
 
     @classmethod
     def failed(
         cls,
-        cached: CachedDownload,
-        onelake_path: str,
+        media: DownloadFields,
+        onelake_path: str | None,
         error: BaseException | str,
         *,
         secrets: tuple[str, ...] = (),
         finished_at: datetime | None = None,
     ) -> Self:
-        """A failed upload, its error redacted and truncated like any failure metadata."""
+        """A media file that failed for good, its error redacted and truncated like any failure
+        metadata; the size and sha256 of a downloaded file are kept."""
+        downloaded = media if isinstance(media, CachedDownload) else None
         return cls(
-            **_result_fields(cached, onelake_path, finished_at),
+            **_result_fields(media, finished_at),
+            onelake_path=onelake_path,
+            bytes=downloaded.bytes if downloaded else 0,
+            sha256=downloaded.sha256 if downloaded else None,
             status="failed",
             error=describe_error(error, secrets),
         )
 
 
-def _result_fields(
-    cached: CachedDownload, onelake_path: str, finished_at: datetime | None
-) -> dict[str, object]:
+def _result_fields(media: DownloadFields, finished_at: datetime | None) -> dict[str, object]:
     return {
-        "media_id": cached.media_id,
-        "project_id": cached.project_id,
-        "onelake_path": onelake_path,
-        "bytes": cached.bytes,
-        "sha256": cached.sha256,
-        "source_event_id": cached.source_event_id,
+        "media_id": media.media_id,
+        "project_id": media.project_id,
+        "source_event_id": media.source_event_id,
         "finished_at": finished_at or utc_now(),
     }
+
+
+RETRY_COUNT = "retry_count"
+_RETRY_COUNT_KEY = b'"retry_count"'
+_NEXT_TOKEN = re.compile(r'["{}\[\],]')
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)(?![0-9.eE])")
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def with_retry_count(value: bytes | None, count: int) -> bytes | None:
+    """``value`` with its top-level ``retry_count`` set to ``count``, every other byte kept.
+
+    Only a UTF-8 JSON object whose ``retry_count`` is an integer is changed; anything else
+    (not JSON, not an object, no such field, a field that is not an integer) is returned as
+    it is. The number is replaced where it stands, so key order, spacing and escapes of the
+    rest of the message stay byte for byte what the producer sent.
+    """
+    if not value or _RETRY_COUNT_KEY not in value:
+        return value
+    try:
+        text = value.decode("utf-8")
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, an int past the digit limit
+        return value
+    if not isinstance(document, dict) or type(document.get(RETRY_COUNT)) is not int:
+        return value
+    spans = _top_level_integers(text, RETRY_COUNT)
+    if not spans:
+        return value
+    written = str(count)
+    for start, end in reversed(spans):  # every copy of a repeated key: JSON readers differ
+        text = text[:start] + written + text[end:]
+    return text.encode("utf-8")
+
+
+def _top_level_integers(text: str, key: str) -> list[tuple[int, int]]:
+    """Where the integer values of ``key`` stand among the members of the top-level object of
+    ``text`` (valid JSON)."""
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    key_next = False
+    at = 0
+    while (token := _NEXT_TOKEN.search(text, at)) is not None:
+        at = token.start()
+        char = text[at]
+        if char == '"':
+            string = _STRING.match(text, at)
+            assert string is not None  # the text is valid JSON
+            if depth == 1 and key_next:
+                colon = _SPACE.match(text, string.end())
+                assert colon is not None
+                start = _SPACE.match(text, colon.end() + 1)
+                assert start is not None
+                number = _INTEGER.match(text, start.end())
+                if number is not None and json.loads(string.group()) == key:
+                    spans.append(number.span())
+                key_next = False
+                at = start.end()
+            else:
+                at = string.end()
+            continue
+        if char in "{[":
+            depth += 1
+            key_next = depth == 1
+        elif char in "}]":
+            depth -= 1
+        elif depth == 1:  # a comma between members of the top-level object
+            key_next = True
+        at += 1
+    return spans

@@ -9,6 +9,12 @@ text that is not UTF-8, a value near the broker's size limit), it gets a record 
 that would not fit the DLQ topic (``CLAIMX_DLQ_MAX_MESSAGE_BYTES``) is stored truncated, with
 headers giving its original size and sha256; one that would not fit a retry tier intact goes
 to the DLQ that way instead.
+
+Task messages (enrichment tasks, download tasks, cached downloads) count their attempts in the
+body too: a routed copy's ``retry_count`` is its ``claimx.attempt`` (``with_retry_count``: the
+one number rewritten, the rest byte for byte; a body that is not such a JSON object is left
+exactly as it came). A media file that goes to the DLQ also gets a failed ``UploadResult``, sent
+just before its DLQ copy, so the results stage counts the failure (``with_failed_result``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from claimx_flow.catalog import StageName
@@ -33,9 +40,11 @@ from claimx_flow.models import (
     MessageIds,
     MessageOrigin,
     StageMessage,
+    UploadResult,
     redact,
     replace_failure_headers,
 )
+from claimx_flow.models.messages import DownloadFields, with_retry_count
 from claimx_flow.models.types import normalise_id
 from claimx_flow.routing.tiers import RetryLadder, due_time
 from claimx_flow.runtime import health, metrics
@@ -51,6 +60,9 @@ ORIGINAL_SHA256_HEADER = HEADER_PREFIX + "original_sha256"
 RECORD_OVERHEAD = 512
 """Bytes a Kafka record spends beyond its key, value and headers (batch and record framing),
 rounded up."""
+
+TASK_STAGES: frozenset[StageName] = frozenset({"enrich", "download", "upload"})
+"""The stages whose messages are tasks with a ``retry_count`` (raw events are kept as sent)."""
 
 
 def origin_of(record: KafkaRecord) -> MessageOrigin:
@@ -161,6 +173,8 @@ class FailureRouter:
             info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
         headers = [(k, v or b"") for k, v in replace_failure_headers(record.headers, info)]
         value = record.value
+        if self.stage in TASK_STAGES:
+            value = with_retry_count(value, info.attempt)
         if _size(record.key, value, headers) > self.max_message_bytes:
             # Too large for a copy with our headers: intact to no tier, truncated to the DLQ.
             tier = None
@@ -177,6 +191,50 @@ class FailureRouter:
             value=value,
             headers=headers,
         )
+
+    def route_media(
+        self,
+        record: KafkaRecord,
+        media: DownloadFields,
+        results_topic: str,
+        *,
+        reason: str,
+        error_class: str,
+        category: ErrorCategory,
+    ) -> list[OutboundRecord]:
+        """``route`` for a message about one media file: its ids in the headers, and when it
+        goes to the DLQ, the file's failed result first (see ``with_failed_result``)."""
+        routed = self.route(
+            record,
+            reason=reason,
+            error_class=error_class,
+            category=category,
+            ids=MessageIds(media.project_id, media.source_event_id, media.media_id),
+        )
+        return self.with_failed_result(routed, media, reason, results_topic)
+
+    def with_failed_result(
+        self,
+        routed: OutboundRecord,
+        media: DownloadFields,
+        reason: str,
+        results_topic: str,
+    ) -> list[OutboundRecord]:
+        """``routed``, preceded by a failed ``UploadResult`` for ``media`` when it goes to the
+        DLQ (not to a retry tier: the file may still land).
+
+        The result comes first: the two share the media id as key, so they keep their order,
+        and the DLQ copy is the latest record of the file (``claimx trace`` says "in DLQ").
+        Routing stays total: a result that cannot be built is logged and left out.
+        """
+        if routed.topic != self.dlq_topic:
+            return [routed]
+        try:
+            result = UploadResult.failed(media, None, reason, secrets=self.secrets)
+        except ValidationError as exc:
+            log.warning("media %r: no failed result sent: %s", media.media_id, exc)
+            return [routed]
+        return [OutboundRecord(results_topic, result.kafka_key, result.to_json()), routed]
 
     def _info(
         self,

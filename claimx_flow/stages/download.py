@@ -7,7 +7,8 @@ Every failure a task causes is that task's: a URL that does not parse, a field t
 path, a hostile host, a full cache volume, a bug no check foresaw. Each ends as a retry-tier or
 DLQ record with a category and a reason while its batch-mates land; the stage fails only when
 its own machinery does (the session, the cache folder, the output). The cached message carries
-the task's failure headers on, so the upload's failures keep counting its attempts.
+the task's failure headers on, so the upload's failures keep counting its attempts. A task that
+goes to the DLQ also sends its media file's failed result to ``claimx.downloads.results``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from claimx_flow.media.downloader import (
     cache_file,
     download_to_cache,
 )
-from claimx_flow.models import CachedDownload, DownloadTask, MessageIds
+from claimx_flow.models import CachedDownload, DownloadTask
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -100,23 +101,26 @@ class DownloadStage:
     async def process(self, batch: Sequence[SourcedDownload]) -> list[StageOutput]:
         await self._ready()
         metrics.batch(len(batch))
-        return list(await asyncio.gather(*(self._one(record, task) for record, task in batch)))
+        outputs = await asyncio.gather(*(self._one(record, task) for record, task in batch))
+        return [output for task_outputs in outputs for output in task_outputs]
 
-    async def _one(self, record: KafkaRecord, task: DownloadTask) -> StageOutput:
+    async def _one(self, record: KafkaRecord, task: DownloadTask) -> list[StageOutput]:
         assert self._slots is not None
         attempt = attempt_of(record)
         async with self._slots:  # the deadlines below count from here, not from the queue
             try:
                 cached = await self._download(task, attempt)
-                return OutboundRecord(
-                    self.settings.claimx_downloads_cached_topic,
-                    cached.kafka_key,
-                    cached.to_json(),
-                    carried_headers(record),
-                )
+                return [
+                    OutboundRecord(
+                        self.settings.claimx_downloads_cached_topic,
+                        cached.kafka_key,
+                        cached.to_json(),
+                        carried_headers(record),
+                    )
+                ]
             except Exception as exc:
                 self._forget(task, attempt)
-                return self._failed(record, task, exc)
+                return list(self._failed(record, task, exc))
 
     def _forget(self, task: DownloadTask, attempt: str) -> None:
         """Remove this record's cache file, if any: written by this try, or by a run that
@@ -126,7 +130,10 @@ class DownloadStage:
         with suppress(ValueError, OSError):  # an id that is no file name has no file
             cache_file(self._run.cache_dir, task.media_id, attempt).unlink(missing_ok=True)
 
-    def _failed(self, record: KafkaRecord, task: DownloadTask, exc: Exception) -> OutboundRecord:
+    def _failed(
+        self, record: KafkaRecord, task: DownloadTask, exc: Exception
+    ) -> list[OutboundRecord]:
+        """The task's retry-tier or DLQ record (after its failed result, for the DLQ)."""
         if isinstance(exc, DownloadError | ClaimXApiError):
             reason, category = str(exc), exc.category
         else:
@@ -134,12 +141,13 @@ class DownloadStage:
             # error so a replay can send it back once the code handles it.
             log.warning("%s: download failed unexpectedly", record.position, exc_info=exc)
             reason, category = f"{type(exc).__name__}: {exc}", ErrorCategory.PERMANENT
-        return self.router.route(
+        return self.router.route_media(
             record,
+            task,
+            self.settings.claimx_downloads_results_topic,
             reason=reason,
             error_class=type(exc).__name__,
             category=category,
-            ids=MessageIds(task.project_id, task.source_event_id, task.media_id),
         )
 
     async def _download(self, task: DownloadTask, attempt: str) -> CachedDownload:

@@ -6,6 +6,11 @@ counted: a repeated result changes nothing, and the totals equal ``claimx_attach
 project's tally is dropped once the project has been quiet for
 ``CLAIMX_RESULTS_PROJECT_IDLE_SECONDS``, which bounds the stage's memory by the projects active
 in that time (a replay older than that would be counted again).
+
+Failed results come from the download and upload stages when a media file goes to the download
+DLQ; a later success of the same file (a DLQ replay) replaces its failure in the totals. The
+per-minute windows count what happened in each minute: a failure stays in the minute it was
+seen, and the success that replaces it counts in its own minute.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ class Totals:
         done, failed, size = self.minutes.get(delta.minute, (0, 0, 0))
         self.minutes[delta.minute] = (
             done + delta.completed,
-            failed + delta.failed,
+            failed + max(delta.failed, 0),  # a replaced failure stays in the minute it failed
             size + delta.bytes,
         )
         for old in sorted(self.minutes)[:-WINDOW_MINUTES]:
@@ -94,10 +99,10 @@ class Totals:
         window = self.minutes.get(last, (0, 0, 0)) if last else (0, 0, 0)
         return (
             f"results: {self.completed} completed, {self.failed} failed "
-            f"({success_rate(self.completed, self.failed)} success), "
+            f"({rates(self.completed, self.failed)}), "
             f"{self.bytes} bytes, {self.projects} projects; last minute "
             f"({last:%H:%M} UTC): {window[0]} completed, {window[1]} failed "
-            f"({success_rate(window[0], window[1])} success), {window[2]} bytes"
+            f"({rates(window[0], window[1])}), {window[2]} bytes"
             if last
             else "results: none yet"
         )
@@ -116,6 +121,16 @@ class Totals:
 def success_rate(completed: int, failed: int) -> str:
     total = completed + failed
     return f"{completed / total:.1%}" if total else "n/a"
+
+
+def failure_rate(completed: int, failed: int) -> str:
+    total = completed + failed
+    return f"{failed / total:.1%}" if total else "n/a"
+
+
+def rates(completed: int, failed: int) -> str:
+    """``97.5% success, 2.5% failed``: the runbook's success and failure rates."""
+    return f"{success_rate(completed, failed)} success, {failure_rate(completed, failed)} failed"
 
 
 def publish(delta: ResultDelta) -> None:

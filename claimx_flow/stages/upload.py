@@ -9,7 +9,8 @@ anew.
 Each upload has its own deadline (``UPLOAD_TIMEOUT_SECONDS``, from when it holds one of
 ``UPLOAD_CONCURRENCY`` slots); one that runs out is a transient failure, and the rest of its
 batch is kept. A failed upload releases its cache file at once: a retry tier leads back to the
-downloader, which fetches the file anew, and the DLQ needs no file.
+downloader, which fetches the file anew, and the DLQ needs no file. An upload that goes to the
+DLQ also sends its media file's failed result to ``claimx.downloads.results``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.deadlines import batch_backstop_s
 from claimx_flow.media.tasks import storage_path
-from claimx_flow.models import CachedDownload, MessageIds, UploadResult
+from claimx_flow.models import CachedDownload, UploadResult
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -130,7 +131,8 @@ class UploadStage:
     async def process(self, batch: Sequence[SourcedCached]) -> list[UploadOutput]:
         metrics.batch(len(batch))
         slots = self._slots_here()
-        outputs = list(await asyncio.gather(*(self._one(r, item, slots) for r, item in batch)))
+        done = await asyncio.gather(*(self._one(r, item, slots) for r, item in batch))
+        outputs = [out for item_outputs in done for out in item_outputs]
         if any(isinstance(out, UploadCompletion) for out in outputs):
             # Before any row, result or cache release: a failure here fails the whole batch,
             # which recovery replays.
@@ -139,7 +141,7 @@ class UploadStage:
 
     async def _one(
         self, record: KafkaRecord, cached: CachedDownload, slots: asyncio.Semaphore
-    ) -> UploadOutput:
+    ) -> list[UploadOutput]:
         local: Path | None = None
         try:
             local = self._cached_file(cached)
@@ -149,24 +151,27 @@ class UploadStage:
                     stored, cache_file = await self._store(cached, path, local)
             now = datetime.now(UTC)
             result = UploadResult.completed(cached, stored.uri, finished_at=now)
-            return UploadCompletion(
-                row=attachment_row(cached, stored, now),
-                result=OutboundRecord(
-                    self.settings.claimx_downloads_results_topic,
-                    result.kafka_key,
-                    result.to_json(),
-                ),
-                cache_file=cache_file,
-            )
+            return [
+                UploadCompletion(
+                    row=attachment_row(cached, stored, now),
+                    result=OutboundRecord(
+                        self.settings.claimx_downloads_results_topic,
+                        result.kafka_key,
+                        result.to_json(),
+                    ),
+                    cache_file=cache_file,
+                )
+            ]
         except Exception as exc:
             failure = self._failed(record, cached, exc)
             if local is not None and self._downloaded_for(cached, local):
                 local.unlink(missing_ok=True)  # nothing reads it again: see the module docstring
-            return failure
+            return list(failure)
 
     def _failed(
         self, record: KafkaRecord, cached: CachedDownload, exc: Exception
-    ) -> OutboundRecord:
+    ) -> list[OutboundRecord]:
+        """The message's retry-tier or DLQ record (after its failed result, for the DLQ)."""
         category = getattr(exc, "category", None)
         reason = str(exc)
         if isinstance(exc, TimeoutError):
@@ -179,12 +184,13 @@ class UploadStage:
             # the error so a replay can send it back once the code handles it.
             log.warning("%s: upload failed unexpectedly", record.position, exc_info=exc)
             category, reason = ErrorCategory.PERMANENT, f"{type(exc).__name__}: {exc}"
-        return self.router.route(
+        return self.router.route_media(
             record,
+            cached,
+            self.settings.claimx_downloads_results_topic,
             reason=reason,
             error_class=type(exc).__name__,
             category=category,
-            ids=MessageIds(cached.project_id, cached.source_event_id, cached.media_id),
         )
 
     def _slots_here(self) -> asyncio.Semaphore:

@@ -19,7 +19,14 @@ from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.media.cache_runs import CacheRun, cached_files, sweep_orphans
-from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, MessageOrigin
+from claimx_flow.models import (
+    CachedDownload,
+    DownloadTask,
+    FailureInfo,
+    MessageOrigin,
+    UploadResult,
+)
+from claimx_flow.models.messages import with_retry_count
 from claimx_flow.stages import download as download_module
 from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage, attempt_of
 from claimx_flow.stages.upload import UploadStage
@@ -206,7 +213,8 @@ def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
     assert info.due_at is not None and info.attempt == 1
     assert info.media_id == task.media_id and info.stage == "download"
     assert sim.stats.requests["media"] - media_calls == MAX_URL_REFRESHES
-    assert out.value == task.to_json()  # the original message, unchanged
+    # The original message, its count of attempts in the body as in the header.
+    assert out.value == with_retry_count(task.to_json(), 1)
     assert cached_files(tmp_path / "cache") == []  # no partial file left behind
 
 
@@ -224,12 +232,17 @@ def test_refusals_are_permanent_and_name_the_reason(
         "file type 'exe' not allowed": base.model_copy(update={"file_type": "exe"}),
     }
     out = run_stage(settings, list(cases.values()))
-    for (reason, _), record in zip(cases.items(), out, strict=True):
+    letters = [o for o in out if o.topic == settings.claimx_downloads_dlq_topic]
+    results = [o for o in out if o.topic == settings.claimx_downloads_results_topic]
+    assert len(letters) == len(results) == len(out) // 2 == len(cases)
+    for (reason, _), record, sent in zip(cases.items(), letters, results, strict=True):
         info = FailureInfo.from_headers(record.headers)
-        assert record.topic == settings.claimx_downloads_dlq_topic
         assert info.error_category == "permanent"
         assert reason in info.error_message, info.error_message
         assert "sig=" not in info.error_message  # presigned URLs never leak into headers
+        failed = UploadResult.from_json(sent.value)
+        assert (failed.status, failed.error) == ("failed", info.error_message)
+        assert "sig=" not in (failed.error or "")
     assert cached_files(tmp_path / "cache") == []
 
 
@@ -239,7 +252,7 @@ def test_media_host_errors_are_transient(
     settings = settings_for(api_settings, tmp_path)
     task = media_task(settings)
     sim.set_faults(error_rates={"503": 1.0}, apply_to=["media"])
-    (out,) = run_stage(settings, [task])
+    (out,) = run_stage(settings, [task])  # a retry tier, and no result: the file may land yet
     info = FailureInfo.from_headers(out.headers)
     assert info.error_category == "transient" and "503" in info.error_message
     assert out.topic == settings.download_retry_topics[0]
@@ -255,11 +268,24 @@ def test_media_gone_is_permanent_and_counted_as_not_found(
     counted = {"status": str(status)}
     before = REGISTRY.get_sample_value("claimx_download_not_found_total", counted) or 0.0
     sim.set_faults(error_rates={str(status): 1.0}, apply_to=["media"])
-    (out,) = run_stage(settings, [task])
+    result, out = run_stage(settings, [task])
     assert out.topic == settings.claimx_downloads_dlq_topic
-    assert FailureInfo.from_headers(out.headers).error_category == "permanent"
+    info = FailureInfo.from_headers(out.headers)
+    assert info.error_category == "permanent"
+    assert json.loads(out.value)["retry_count"] == info.attempt == 1
     after = REGISTRY.get_sample_value("claimx_download_not_found_total", counted)
     assert after == before + 1
+    # Beside its DLQ copy, and before it, the file's failed result for the results stage.
+    assert (result.topic, result.key) == (settings.claimx_downloads_results_topic, out.key)
+    failed = UploadResult.from_json(result.value)
+    assert (failed.status, failed.media_id, failed.project_id, failed.source_event_id) == (
+        "failed",
+        task.media_id,
+        task.project_id,
+        task.source_event_id,
+    )
+    assert str(status) in (failed.error or "") and failed.error == info.error_message
+    assert (failed.bytes, failed.sha256, failed.onelake_path) == (0, None, None)
 
 
 def test_partial_files_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
@@ -293,10 +319,13 @@ def test_a_file_that_fails_upload_after_the_last_download_retry_is_dead_lettered
     cached = CachedDownload.from_json(done.value)
     Path(cached.local_path).write_bytes(b"changed on disk")  # the upload will refuse it
     record = KafkaRecord("claimx.downloads.cached", 0, 1, None, done.key, done.value, done.headers)
-    (failed,) = asyncio.run(UploadStage.from_settings(settings).process([(record, cached)]))
-    assert isinstance(failed, OutboundRecord)
+    result, failed = asyncio.run(UploadStage.from_settings(settings).process([(record, cached)]))
+    assert isinstance(failed, OutboundRecord) and isinstance(result, OutboundRecord)
     assert failed.topic == settings.claimx_downloads_dlq_topic
     assert FailureInfo.from_headers(failed.headers).attempt == settings.max_retries + 1
+    assert json.loads(failed.value or b"")["retry_count"] == settings.max_retries + 1
+    assert result.topic == settings.claimx_downloads_results_topic
+    assert UploadResult.from_json(result.value).status == "failed"
 
 
 def test_an_unforeseen_error_dead_letters_its_task_not_the_batch(
@@ -318,7 +347,8 @@ def test_an_unforeseen_error_dead_letters_its_task_not_the_batch(
         return await real(session, task, run, policy, attempt)
 
     monkeypatch.setattr(download_module, "download_to_cache", planted)
-    failed, done = run_stage(settings, [broken, fine])
+    result, failed, done = run_stage(settings, [broken, fine])
+    assert result.topic == settings.claimx_downloads_results_topic
     info = FailureInfo.from_headers(failed.headers)
     assert failed.topic == settings.claimx_downloads_dlq_topic
     assert (info.error_class, info.error_message) == ("KeyError", "KeyError: 'planted'")

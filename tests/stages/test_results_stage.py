@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulLogic
 
-from claimx_flow.models import UploadResult
+from claimx_flow.models import CachedDownload, DownloadTask, UploadResult
 from claimx_flow.stages.results import WINDOW_MINUTES, ProjectTally, Totals
 from dataflows.results import Tally
 
@@ -67,6 +67,50 @@ def test_a_quiet_project_is_forgotten_after_the_idle_time() -> None:
     assert tally.on_notify() == ([], StatefulLogic.DISCARD)
 
 
-def test_the_summary_gives_the_success_rate() -> None:
+def test_the_summary_gives_the_success_and_failure_rates() -> None:
     totals = fold([result("a"), result("b"), result("c"), result("d", "failed")])
-    assert "3 completed, 1 failed (75.0% success)" in totals.summary()
+    assert "3 completed, 1 failed (75.0% success, 25.0% failed)" in totals.summary()
+    assert "last minute (10:00 UTC): 3 completed, 1 failed (75.0% success" in totals.summary()
+
+
+def test_failed_results_of_both_stages_are_counted() -> None:
+    """The download stage's failed result names no file (no path, 0 bytes, no sha256); the
+    upload stage's keeps the downloaded file's size and sha256. Both count as failed, neither
+    adds bytes."""
+    task = DownloadTask(
+        media_id="m1",
+        project_id="p1",
+        download_url="https://x/y",
+        file_name="a.jpg",
+        file_type="jpg",
+        source_event_id="e1",
+    )
+    from_download = UploadResult.failed(task, None, "HTTP 404 from media host", finished_at=T0)
+    cached = CachedDownload.from_task(
+        task.model_copy(update={"media_id": "m2"}),
+        local_path="/c/m2.bin",
+        size=10,
+        sha256="0" * 64,
+        content_type="image/jpeg",
+    )
+    from_upload = UploadResult.failed(cached, None, "denied", finished_at=T0)
+    nothing_stored = (from_download.bytes, from_download.sha256, from_download.onelake_path)
+    assert nothing_stored == (0, None, None)
+    assert (from_upload.bytes, from_upload.sha256) == (10, "0" * 64)
+    totals = fold([from_download, from_upload, result("c")])
+    assert (totals.completed, totals.failed, totals.bytes) == (1, 2, 100)
+    # What the results stage reads back off Kafka is the same result.
+    assert UploadResult.from_json(from_download.to_json()) == from_download
+
+
+def test_a_failure_replaced_later_stays_in_the_minute_it_failed() -> None:
+    """A DLQ replay that succeeds a minute later: the totals count the file once, completed;
+    the minute of the failure keeps its failure and the minute of the success counts the
+    success, and no minute ever shows a negative count."""
+    later = T0 + timedelta(minutes=3)
+    totals = fold([result("a", "failed"), result("b"), result("a", at=later)])
+    assert (totals.completed, totals.failed) == (2, 0)
+    minute = T0.replace(second=0)
+    assert totals.minutes[minute] == (1, 1, 100)
+    assert totals.minutes[later.replace(second=0)] == (1, 0, 100)
+    assert "(10:03 UTC): 1 completed, 0 failed (100.0% success, 0.0% failed)" in totals.summary()

@@ -148,9 +148,34 @@ def test_an_upload_failing_after_the_last_download_retry_reaches_the_dlq(tmp_pat
     again, each sending the file back through the downloader, forever."""
     cached = cached_file(tmp_path)
     Path(cached.local_path).write_bytes(b"not the file")
-    (failed,) = upload(tmp_path, [cached], download_attempts(Settings().max_retries))
+    result, failed = upload(tmp_path, [cached], download_attempts(Settings().max_retries))
     assert isinstance(failed, OutboundRecord)
     assert failed.topic == Settings().claimx_downloads_dlq_topic
     info = FailureInfo.from_headers(failed.headers)
     assert info.attempt == Settings().max_retries + 1
+    assert CachedDownload.from_json(failed.value).retry_count == info.attempt
     assert not Path(cached.local_path).exists()  # dead-lettered: no file left in the cache
+    # The results stage hears of it: a failed result, the downloaded file's size and sha256.
+    assert isinstance(result, OutboundRecord)
+    assert result.topic == Settings().claimx_downloads_results_topic
+    sent = UploadResult.from_json(result.value)
+    assert (sent.status, sent.media_id, sent.project_id, sent.source_event_id) == (
+        "failed",
+        "9001",
+        "77",
+        "evt-9",
+    )
+    assert (sent.bytes, sent.sha256, sent.onelake_path) == (cached.bytes, cached.sha256, None)
+    assert sent.error == info.error_message and "does not match" in sent.error
+
+
+def test_a_permanent_upload_failure_reaches_the_dlq_with_its_result_at_once(
+    tmp_path: Path,
+) -> None:
+    """A cache path outside CACHE_DIR is refused for good on the first attempt."""
+    cached = cached_file(tmp_path).model_copy(update={"local_path": "/etc/passwd"})
+    result, failed = upload(tmp_path, [cached])
+    assert isinstance(result, OutboundRecord) and isinstance(failed, OutboundRecord)
+    assert failed.topic == Settings().claimx_downloads_dlq_topic
+    assert UploadResult.from_json(result.value).error == "cache file path outside CACHE_DIR"
+    assert CachedDownload.from_json(failed.value).retry_count == 1
