@@ -17,6 +17,7 @@ import pyarrow as pa
 from claimx_flow.errors import ClaimxError
 
 STRING = pa.string()
+LARGE_STRING = pa.large_string()  # the same Delta "string"; 64-bit offsets for long texts
 INT = pa.int64()
 FLOAT = pa.float64()
 BOOL = pa.bool_()
@@ -105,9 +106,13 @@ class TableSpec:
             raise RowSchemaError(f"{self.name}.{field.name}: {exc}") from None
         if not field.nullable and array.null_count:
             raise RowSchemaError(f"{self.name}.{field.name}: required, but null in some rows")
-        if not field.nullable and pa.types.is_string(field.type) and "" in values:
+        if not field.nullable and _is_text(field.type) and "" in values:
             raise RowSchemaError(f"{self.name}.{field.name}: required, but empty in some rows")
         return array
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _values(rows: list[Mapping[str, Any]], name: str) -> list[Any]:
@@ -134,7 +139,7 @@ def _python_types(kind: pa.DataType) -> tuple[type, ...] | None:
         return (int,)
     if pa.types.is_floating(kind):
         return (int, float)
-    if pa.types.is_string(kind):
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return (str,)
     if pa.types.is_list(kind):
         return (list, tuple)  # a str is a sequence too, and would become a list of letters
@@ -191,6 +196,9 @@ EVENTS = TableSpec(
         ("ingested_at", TIMESTAMP),
         ("created_at", TIMESTAMP),
         ("event_date", DATE),
+        # The event as it arrived: its bytes as UTF-8 text, unchanged (every field, known or
+        # not). Large: a batch of events near MAX_EVENT_BYTES must not overflow 32-bit offsets.
+        ("raw_data", LARGE_STRING),
     ),
 )
 

@@ -4,6 +4,10 @@ Every write may be replayed after a crash (the dataflows are at-least-once), so 
 MERGE on the table's key: replaying it changes nothing. Two rules protect data already there:
 a partial update (policyholder, xa-linking) never overwrites a column with null, and a row older
 than the stored one (by the table's version column) never overwrites it.
+
+A table made before a column was declared (``claimx_events`` before ``raw_data``) gets the
+columns it lacks, nullable, in one ``ADD COLUMN`` commit when the writer opens it, before its
+first MERGE; rows already there read null in them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Field
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
@@ -133,9 +137,9 @@ class DeltaWriter:
     def _open(self) -> DeltaTable:
         if self._table is None:
             try:
-                self._table = DeltaTable(self.uri, storage_options=self._storage_options)
+                table = DeltaTable(self.uri, storage_options=self._storage_options)
             except TableNotFoundError:
-                self._table = DeltaTable.create(
+                table = DeltaTable.create(
                     self.uri,
                     schema=self.spec.schema,
                     mode="ignore",
@@ -143,9 +147,37 @@ class DeltaWriter:
                     name=self.spec.name,
                     storage_options=self._storage_options,
                 )
+            self._table = self._with_all_columns(table)
         else:
             self._table.update_incremental()
         return self._table
+
+    def _with_all_columns(self, table: DeltaTable) -> DeltaTable:
+        """``table`` with every column of the spec, the missing ones added (nullable)."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            missing = self.missing_columns(table)
+            if not missing:
+                return table
+            try:
+                table.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
+            except Exception as exc:  # a commit conflict: another writer may have added them
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("%s: adding columns failed (%s), retrying", self.spec.name, exc)
+                time.sleep(0.05 * attempt)
+                table = DeltaTable(self.uri, storage_options=self._storage_options)
+                continue
+            log.warning(
+                "%s: added the columns it lacked: %s",
+                self.spec.name,
+                ", ".join(f.name for f in missing),
+            )
+        return table
+
+    def missing_columns(self, table: DeltaTable) -> list[pa.Field]:
+        """The spec's columns ``table`` does not have, in the spec's order."""
+        present = {field.name for field in table.schema().fields}
+        return [field for field in self.spec.schema if field.name not in present]
 
     def _match_predicate(self) -> str:
         columns = [*self.spec.keys, *(c for c in self.spec.partition_by if c not in self.spec.keys)]

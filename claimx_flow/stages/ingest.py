@@ -3,6 +3,12 @@
 Nothing is skipped: an unreadable event goes to ``claimx.events.dlq`` with its reason, and an
 event of a type nobody handles still becomes a task (the enrichment stage classifies it), so
 every event ends in Delta or a DLQ.
+
+Each ``claimx_events`` row keeps the event as it arrived in ``raw_data``: the message's bytes
+as text, exactly (they were read as strict UTF-8 to parse them), so a field a later ClaimX
+version adds is kept even though no column knows it yet, and an audit sees what was sent, not
+our reading of it. Re-serialising the parsed object instead would cost several times the
+decode per event and would still not be what was sent (spacing, key order, number spelling).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ class Ingester:
             try:
                 event = RawEvent.from_kafka(record.value)
                 key, task = EnrichmentTask.message_from_event(event)
-                row = event_row(event, now) if self.write_events else None
+                row = event_row(event, now, record.value) if self.write_events else None
             except MalformedMessageError as exc:
                 outputs.append(self._dead_letter(record, exc))
                 continue
@@ -78,7 +84,10 @@ class Ingester:
         )
 
 
-def event_row(event: RawEvent, now: datetime | None = None) -> dict[str, object]:
+def event_row(
+    event: RawEvent, now: datetime | None = None, raw: bytes | None = None
+) -> dict[str, object]:
+    """The event's ``claimx_events`` row; ``raw`` is the message it was read from (UTF-8)."""
     return {
         "event_id": event.event_id,
         "event_type": event.event_type,
@@ -90,4 +99,5 @@ def event_row(event: RawEvent, now: datetime | None = None) -> dict[str, object]
         "ingested_at": event.ingested_at,
         "created_at": now or datetime.now(UTC),
         "event_date": event.ingested_at.date(),
+        "raw_data": raw.decode("utf-8") if raw is not None else None,
     }

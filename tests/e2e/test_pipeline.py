@@ -40,6 +40,11 @@ def test_events_flow_to_every_table_file_and_result(
     )
     first_calls = sim.stats.api_calls
     check_outcome(run, events, media)
+    # Each event row keeps the event exactly as it was produced (the first of a duplicate).
+    sent: dict[str, str] = {}
+    for event, (_, line) in zip(events, lines, strict=True):
+        sent.setdefault(event.event_id, line)
+    assert {r["event_id"]: r["raw_data"] for r in run.table("claimx_events")} == sent
 
     # Replay: the same workload again changes no table and adds no file.
     run.produce(lines)
@@ -92,7 +97,7 @@ def check_outcome(run: PipelineRun, events: list[RawEvent], media: dict[str | No
     assert {json.loads(m.value())["media_id"] for m in results} == set(media)
     # The results stage counts each file once, however often its result arrives.
     expected = (
-        f"results: {len(media)} completed, 0 failed (100.0% success), "
+        f"results: {len(media)} completed, 0 failed (100.0% success, 0.0% failed), "
         f"{len(media) * MEDIA_BYTES} bytes"
     )
     run.wait_for(lambda: expected in run.last_summary(), 30, f"summary {expected!r}")

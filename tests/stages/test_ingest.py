@@ -69,7 +69,25 @@ def test_every_record_ends_as_a_task_and_row_or_a_dead_letter() -> None:
     assert (tasks[0].key, tasks[0].value) == (task.kafka_key, task.to_json())
     row, source = rows[0][1]  # type: ignore[misc]
     assert rows[0][0] == EVENTS.name and source == batch()[0]
-    assert {**row, "created_at": None} == {**event_row(event), "created_at": None}
+    expected = event_row(event, raw=batch()[0].value)
+    assert {**row, "created_at": None} == {**expected, "created_at": None}
+    assert row["raw_data"] == batch()[0].value.decode()  # type: ignore[union-attr]
+
+
+def test_raw_data_is_the_event_exactly_as_sent() -> None:
+    """Every byte of the message, fields no column knows included: spacing, key order, a
+    number's spelling, escapes and non-ASCII text are what the producer sent, not a re-dump."""
+    sent = (
+        '{ "eventType":"PROJECT_FILE_ADDED", "projectId": 7, "mediaId": 97138881.0,\n'
+        ' "ingestedAt": "2024-03-01T10:00:00Z", "newField": {"nested": [1.50, "caf\u00e9"]},'
+        ' "name": "Zoë" }'
+    ).encode()
+    (_task, (table, (row, _))) = Ingester.from_settings(SETTINGS).ingest_batch([record(0, sent)])
+    assert table == EVENTS.name
+    assert row["raw_data"] == sent.decode("utf-8")
+    assert json.loads(row["raw_data"])["newField"] == {"nested": [1.5, "café"]}
+    assert row["media_id"] == "97138881"  # the columns still hold the normalised values
+    assert EVENTS.to_arrow([row]).column("raw_data").to_pylist() == [sent.decode()]
 
 
 def test_one_clock_reading_per_batch() -> None:
