@@ -4,8 +4,8 @@ Exit codes, the same for every command, so scripts can rely on them:
 
 - 0: done — something was listed, shown, replayed or purged (a dry run found something to do).
 - 1: nothing matched, or only part was done — an empty page, no record selected, records parked
-  by the replay limit, a replay interrupted (run it again to continue), a purge declined at the
-  prompt, nothing to purge, or a DLQ topic missing from ``list``.
+  by the replay limit or truncated copies left, a replay interrupted (run it again to continue),
+  a purge declined at the prompt, nothing to purge, or a DLQ topic missing from ``list``.
 - 2: error — bad arguments, Kafka unreachable, a topic missing, a write Kafka did not confirm,
   or a purge without a terminal to confirm on and without ``--yes``.
 """
@@ -233,7 +233,8 @@ def replay_cmd(
         Console().print(outcome_view(outcome))
         if outcome.interrupted:
             Console().print("[yellow]interrupted[/]: run the same command again to continue")
-    if outcome.done.replayed == 0 or outcome.done.parked or outcome.interrupted:
+    done = outcome.done
+    if done.replayed == 0 or done.parked or done.truncated or outcome.interrupted:
         raise typer.Exit(EXIT_PARTIAL)
 
 

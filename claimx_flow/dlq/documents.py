@@ -146,16 +146,9 @@ def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
         "replayed": done.replayed,
         "skipped_by_filter": done.skipped,
         "parked": len(done.parked),
-        "parked_records": [
-            {
-                "partition": p.partition,
-                "offset": p.offset,
-                "event_id": p.ids.event_id,
-                "media_id": p.ids.media_id,
-                "replay_count": p.replay_count,
-            }
-            for p in done.parked
-        ],
+        "parked_records": [_left(p) for p in done.parked],
+        "truncated": len(done.truncated),
+        "truncated_records": [_left(p) for p in done.truncated],
         "by_target": dict(done.by_target.most_common()),
         "by_category": dict(done.by_category.most_common()),
         "by_error": dict(masked_counts(done.by_error).most_common()),
@@ -191,3 +184,14 @@ def plan_document(plan: PurgePlan, *, dry_run: bool, removed: int) -> dict[str, 
 def _keyed(offsets: dict[int, int]) -> dict[str, int]:
     """JSON object keys are strings: partition numbers become ``"0"``, ``"1"``…"""
     return {str(p): o for p, o in sorted(offsets.items())}
+
+
+def _left(letter: DeadLetter) -> dict[str, object]:
+    """A record left in the DLQ by a replay (parked or truncated), by position and ids."""
+    return {
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "event_id": letter.ids.event_id,
+        "media_id": letter.ids.media_id,
+        "replay_count": letter.replay_count,
+    }

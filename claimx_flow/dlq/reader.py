@@ -18,6 +18,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Messa
 
 from claimx_flow.dlq.clients import DlqError
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
+from claimx_flow.routing.failures import TRUNCATED_HEADER
 
 RawHeaders = list[tuple[str, bytes | None]]
 
@@ -69,6 +70,12 @@ class DeadLetter:
     @property
     def replay_count(self) -> int:
         return self.failure.replay_count if self.failure else 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether this is a cut copy (the original was too large for the DLQ): it says what
+        the message was, but cannot be sent back as it."""
+        return any(name == TRUNCATED_HEADER and data == b"true" for name, data in self.headers)
 
 
 def _text(value: object) -> str | None:

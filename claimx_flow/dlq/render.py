@@ -232,6 +232,7 @@ def outcome_view(outcome: ReplayOutcome) -> RenderableType:
     summary.add_row(verb, f"{done.replayed:,}")
     summary.add_row("skipped by filter", f"{done.skipped:,}")
     summary.add_row("parked (replay limit)", f"{len(done.parked):,}")
+    summary.add_row("left: truncated copies", f"{len(done.truncated):,}")
     session = Text(f"session {outcome.session} (consumer group {outcome.group})", style="dim")
     parts: list[RenderableType] = [summary, session]
     if outcome.dry_run and done.replayed:
@@ -242,15 +243,18 @@ def outcome_view(outcome: ReplayOutcome) -> RenderableType:
     if done.by_target:
         parts.append(histogram(f"{verb} to", "topic", done.by_target))
     if done.parked:
-        parts.append(_parked_table(outcome))
+        parts.append(_left_table("parked: left in the DLQ", done.parked))
+    if done.truncated:
+        title = "truncated copies: left in the DLQ (the original did not fit; not replayable)"
+        parts.append(_left_table(title, done.truncated))
     return Group(*parts)
 
 
-def _parked_table(outcome: ReplayOutcome) -> Table:
-    table = Table(title="parked: left in the DLQ", box=box.ROUNDED, title_justify="left")
+def _left_table(title: str, letters: list[DeadLetter]) -> Table:
+    table = Table(title=title, box=box.ROUNDED, title_justify="left")
     for name in ("partition", "offset", "event id", "media id", "replays"):
         table.add_column(name, justify="right" if name in {"partition", "offset"} else "left")
-    for p in outcome.done.parked[:50]:
+    for p in letters[:50]:
         ids = p.ids
         table.add_row(
             str(p.partition),

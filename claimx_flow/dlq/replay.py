@@ -12,7 +12,10 @@ the offsets are committed right after Kafka confirms each chunk: a crash between
 that one chunk, which the pipeline's idempotent sinks absorb.
 
 A message is parked, not replayed, when it has already been replayed ``max_replays`` times: it
-stays in the DLQ and is listed, so a message that can never succeed does not loop forever.
+stays in the DLQ and is listed, so a message that can never succeed does not loop forever. A
+truncated copy (``claimx.truncated``: the original did not fit the DLQ) is left and listed the
+same way: its cut value would only fail again, and its original size and sha256 tell an
+operator what to fetch from the source.
 
 A replayed task (enrichment or download DLQ) starts counting again in its body too: its
 ``retry_count`` goes back to 0 with the ``claimx.attempt`` header, the rest of the message byte
@@ -75,6 +78,7 @@ class Tally:
     replayed: int = 0
     skipped: int = 0
     parked: list[DeadLetter] = field(default_factory=list)
+    truncated: list[DeadLetter] = field(default_factory=list)
     by_target: Counter[str] = field(default_factory=Counter)
     by_category: Counter[str] = field(default_factory=Counter)
     by_error: Counter[str] = field(default_factory=Counter)
@@ -83,6 +87,7 @@ class Tally:
         self.replayed += other.replayed
         self.skipped += other.skipped
         self.parked.extend(other.parked)
+        self.truncated.extend(other.truncated)
         self.by_target.update(other.by_target)
         self.by_category.update(other.by_category)
         self.by_error.update(other.by_error)
@@ -250,6 +255,9 @@ class ReplayRun:
             return
         if letter.replay_count >= self.options.max_replays:
             self._chunk.parked.append(letter)
+            return
+        if letter.truncated:
+            self._chunk.truncated.append(letter)
             return
         target = self.options.to_topic or replay_target(self.settings, self.dlq, letter.failure)
         self._require_topic(target)  # a dry run says so too, rather than promise a send

@@ -57,6 +57,11 @@ M = TypeVar("M", bound=StageMessage)
 TRUNCATED_HEADER = HEADER_PREFIX + "truncated"
 ORIGINAL_SIZE_HEADER = HEADER_PREFIX + "original_size"
 ORIGINAL_SHA256_HEADER = HEADER_PREFIX + "original_sha256"
+ORIGINAL_KEY_SIZE_HEADER = HEADER_PREFIX + "original_key_size"
+ORIGINAL_KEY_SHA256_HEADER = HEADER_PREFIX + "original_key_sha256"
+DROPPED_HEADERS_HEADER = HEADER_PREFIX + "dropped_headers"
+KEPT_KEY_BYTES = 1024
+"""What a key that would crowd out the message keeps of itself in a truncated copy."""
 RECORD_OVERHEAD = 512
 """Bytes a Kafka record spends beyond its key, value and headers (batch and record framing),
 rounded up."""
@@ -175,10 +180,11 @@ class FailureRouter:
         value = record.value
         if self.stage in TASK_STAGES:
             value = with_retry_count(value, info.attempt)
-        if _size(record.key, value, headers) > self.max_message_bytes:
+        key = record.key
+        if _size(key, value, headers) > self.max_message_bytes:
             # Too large for a copy with our headers: intact to no tier, truncated to the DLQ.
             tier = None
-            value, headers = self._truncated(record, headers)
+            key, value, headers = self._truncated(record, headers)
         metrics.failure(
             self.stage,
             category,
@@ -187,7 +193,7 @@ class FailureRouter:
         )
         return OutboundRecord(
             topic=tier.topic if tier else self.dlq_topic,
-            key=record.key,
+            key=key,
             value=value,
             headers=headers,
         )
@@ -258,16 +264,49 @@ class FailureRouter:
 
     def _truncated(
         self, record: KafkaRecord, headers: list[tuple[str, bytes]]
-    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+    ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of a copy that fits ``max_message_bytes``, whatever part of
+        the record is large: our ``claimx.*`` headers whole; the key whole unless it would take
+        more than half the room (then its first ``KEPT_KEY_BYTES``, its size and sha256 said);
+        then the value, as much as fits; then the producer's own headers in order while they
+        fit, the rest dropped and counted."""
+        ours = [(name, data) for name, data in headers if name.startswith(HEADER_PREFIX)]
+        theirs = [(name, data) for name, data in headers if not name.startswith(HEADER_PREFIX)]
         original = record.value or b""
-        headers = [
-            *headers,
+        key = record.key
+        marks = [
             (TRUNCATED_HEADER, b"true"),
             (ORIGINAL_SIZE_HEADER, str(len(original)).encode()),
             (ORIGINAL_SHA256_HEADER, hashlib.sha256(original).hexdigest().encode()),
         ]
-        room = max(self.max_message_bytes - _size(record.key, b"", headers), 0)
-        return original[:room], headers
+        # Room for the key, value and producer headers, the marks we may add counted in full.
+        room = self.max_message_bytes - _size(None, None, [*ours, *marks, *_LATER_MARKS])
+        if key is not None and len(key) > room // 2:
+            marks += [
+                (ORIGINAL_KEY_SIZE_HEADER, str(len(key)).encode()),
+                (ORIGINAL_KEY_SHA256_HEADER, hashlib.sha256(key).hexdigest().encode()),
+            ]
+            key = key[:KEPT_KEY_BYTES]
+        room = max(room - len(key or b""), 0)
+        value = original[:room]
+        room -= len(value)
+        kept: list[tuple[str, bytes]] = []
+        for name, data in theirs:
+            size = len(name) + len(data)
+            if size <= room:
+                kept.append((name, data))
+                room -= size
+        if len(kept) < len(theirs):
+            marks.append((DROPPED_HEADERS_HEADER, str(len(theirs) - len(kept)).encode()))
+        return key, value, [*kept, *ours, *marks]
+
+
+_LATER_MARKS = [
+    (ORIGINAL_KEY_SIZE_HEADER, b"9" * 20),
+    (ORIGINAL_KEY_SHA256_HEADER, b"0" * 64),
+    (DROPPED_HEADERS_HEADER, b"9" * 20),
+]
+"""The largest the marks ``_truncated`` may add after measuring are (20 digits, a sha256)."""
 
 
 def _valid(ids: MessageIds | None) -> MessageIds | None:

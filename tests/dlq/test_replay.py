@@ -332,3 +332,28 @@ def test_undecodable_values_and_keys_are_replayed_byte_for_byte(pipeline: Pipeli
     assert claimx(pipeline, "replay", "enrichment").exit_code == 0
     [record] = read_all(pipeline.bootstrap, pipeline["enrichment.pending"])
     assert (record.key, record.value) == (b"\xff\xfe", blob)
+
+
+def test_a_truncated_copy_is_left_and_listed_not_replayed(pipeline: Pipeline) -> None:
+    """A copy the router cut to fit the DLQ cannot be sent back as the original: the replay
+    leaves it, lists it, and exits 1 (partial), while the whole copies beside it go."""
+    origin = pipeline["enrichment.pending"]
+    whole, cut = (failure(e, origin_topic=origin) for e in ("evt_whole", "evt_cut"))
+    marks = [("claimx.truncated", b"true"), ("claimx.original_size", b"2000000")]
+    put(
+        pipeline.bootstrap,
+        pipeline["enrichment.dlq"],
+        [
+            (b"p1", task_value("evt_whole"), whole.to_headers()),
+            (b"p1", task_value("evt_cut")[:20], [*cut.to_headers(), *marks]),
+        ],
+    )
+    result = claimx(pipeline, "replay", "enrichment", "--json")
+    summary = json.loads(result.output)
+    assert result.exit_code == 1
+    assert (summary["replayed"], summary["truncated"]) == (1, 1)
+    assert summary["truncated_records"][0]["offset"] == 1
+    arrived = [json.loads(r.value or b"")["event_id"] for r in read_all(pipeline.bootstrap, origin)]
+    assert arrived == ["evt_whole"]
+    table = claimx(pipeline, "replay", "enrichment", "--dry-run", "--session", "look")
+    assert "truncated copies" in table.output

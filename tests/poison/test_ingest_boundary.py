@@ -200,12 +200,12 @@ LARGE_PARTS: dict[str, Callable[[int], RawRecord]] = {
         b"{}", b"k", [("claimx.error_message", noise(size))]
     ),
 }
-"""Records that fill the raw topic with one part: only the value of a DLQ copy can be cut
-(``claimx.*`` headers of the producer's are replaced, not copied). A large key or other
-headers are in ``test_pending.py``."""
+"""Records that fill the raw topic with one part. The DLQ copy keeps our ``claimx.*`` headers
+(the producer's are replaced, not copied) and cuts the rest to fit: the value, a key that
+would crowd it out, the producer's headers that no longer fit."""
 
 
-@pytest.mark.parametrize("part", ["value", "our error header"])
+@pytest.mark.parametrize("part", list(LARGE_PARTS))
 @pytest.mark.parametrize("raw_limit", [BROKER_DEFAULT, RAW_LIMIT], ids=["1MB-raw", "4MiB-raw"])
 def test_a_dead_letter_copy_of_the_largest_record_fits_the_dlq(
     kafka_bootstrap: str, tmp_path: Path, raw_limit: int, part: str

@@ -224,3 +224,59 @@ def test_a_replay_restarts_a_tasks_count_and_sends_a_raw_event_as_is() -> None:
     assert replayed_value(DlqName.ENRICHMENT, b"{not json") == b"{not json"
     raw = b'{"retry_count": 4}'
     assert replayed_value(DlqName.EVENTS, raw) == raw
+
+
+@given(
+    key=st.binary(max_size=6000),
+    value=st.binary(max_size=6000),
+    headers=st.lists(
+        st.tuples(st.text(min_size=1, max_size=40), st.binary(max_size=3000)), max_size=30
+    ),
+)
+def test_a_dead_letter_copy_fits_whatever_part_of_the_record_is_large(
+    key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    """Key, value, producer headers, or all three: the copy fits the DLQ's limit, keeps our
+    headers, and says what it cut (a cut key or value is a prefix, with its size and sha256;
+    producer headers are kept in order while they fit, the rest counted)."""
+    import hashlib
+
+    from claimx_flow.routing.failures import (
+        DROPPED_HEADERS_HEADER,
+        ORIGINAL_KEY_SHA256_HEADER,
+        ORIGINAL_KEY_SIZE_HEADER,
+        ORIGINAL_SIZE_HEADER,
+        RECORD_OVERHEAD,
+        TRUNCATED_HEADER,
+    )
+
+    limit = 4000
+    router = FailureRouter.for_stage(
+        SETTINGS.model_copy(update={"claimx_dlq_max_message_bytes": limit}),
+        "ingest",
+        SETTINGS.claimx_events_dlq_topic,
+    )
+    theirs = [(name, data) for name, data in headers if not name.startswith("claimx.")]
+    source = KafkaRecord("claimx.events.raw", 0, 7, None, key, value, theirs)
+    copy = router.route(
+        source, reason="bad", error_class="MalformedMessageError", category=ErrorCategory.PERMANENT
+    )
+    named = dict(copy.headers or [])
+    size = len(copy.key or b"") + len(copy.value or b"")
+    size += sum(len(n) + len(d) for n, d in copy.headers or []) + RECORD_OVERHEAD
+    assert size <= limit
+    assert FailureInfo.maybe_from_headers(copy.headers) is not None  # ours, whole
+    if named.get(TRUNCATED_HEADER) != b"true":
+        assert (copy.key, copy.value) == (key, value)
+        assert [h for h in copy.headers or [] if not h[0].startswith("claimx.")] == theirs
+        return
+    assert value.startswith(copy.value or b"")
+    assert named[ORIGINAL_SIZE_HEADER] == str(len(value)).encode()
+    if copy.key != key:
+        assert key.startswith(copy.key or b"")
+        assert named[ORIGINAL_KEY_SIZE_HEADER] == str(len(key)).encode()
+        assert named[ORIGINAL_KEY_SHA256_HEADER] == hashlib.sha256(key).hexdigest().encode()
+    kept = [h for h in copy.headers or [] if not h[0].startswith("claimx.")]
+    assert kept == [h for h in theirs if h in kept]  # in order, none made up
+    dropped = int(named.get(DROPPED_HEADERS_HEADER, b"0"))
+    assert len(kept) + dropped == len(theirs)
