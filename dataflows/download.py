@@ -2,6 +2,10 @@
 | download DLQ.
 
     python -m bytewax.run dataflows.download
+
+Each task starts as soon as a download slot is free, whatever batch it was read in, and its
+outputs leave as soon as it is done; tasks still in flight when an epoch ends are in the step's
+recovery state and start again on resume (``operators/overlapped.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.stages.download import DownloadStage
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_input, write_outputs
-from operators.async_step import async_flat_map_batch
+from operators.overlapped import overlapped_flat_map
 from operators.parse import parse_or_route
 
 STAGE = STAGES["download"]
@@ -34,12 +38,13 @@ def build(settings: Settings) -> Dataflow:
         error_type=OutboundRecord,
         on_exception=stage.router.reject,
     )
-    downloaded = async_flat_map_batch(
+    downloaded = overlapped_flat_map(
         "download",
-        op.redistribute("spread", tasks.oks),
-        stage.process,
+        tasks.oks,
+        stage.download,
+        max_in_flight=stage.max_in_flight,
         # Each download keeps its own deadline; this only catches a loop that stopped answering.
-        batch_timeout_s=stage.batch_backstop_s,
+        stall_timeout_s=stage.stall_backstop_s,
     )
     write_outputs("out", op.merge("all-out", downloaded, tasks.errs), settings, STAGE)
     return flow

@@ -4,7 +4,8 @@ Bytewax calls steps synchronously. Starting a loop per batch would throw away co
 so one long-lived loop runs on a daemon thread and every async step submits its whole batch to
 it with ``run_coroutine_threadsafe``: concurrency comes from the batch, bounded by the caller's
 own semaphores, and the step waits with a deadline so a stuck call cannot stall a partition
-forever.
+forever. (A step whose items must not wait for their batch-mates starts them on the same loop
+without waiting: :mod:`operators.overlapped`.)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class EventLoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        # The loop keeps only weak references to its tasks: a spawned task lives in here.
+        self._spawned: set[asyncio.Task[Any]] = set()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="claimx-async", daemon=True
         )
@@ -61,6 +64,19 @@ class EventLoopThread:
         except Exception:
             log.exception("async batch failed; the step fails and recovery replays the epoch")
             raise
+
+    def spawn(self, coros: list[Coroutine[Any, Any, Any]]) -> None:
+        """Start each of ``coros`` as a task on the loop and return at once: one wake-up of the
+        loop for all of them. What a task returns or raises is its own business; it must report
+        its outcome itself."""
+        if coros:
+            self.loop.call_soon_threadsafe(self._start, coros)
+
+    def _start(self, coros: list[Coroutine[Any, Any, Any]]) -> None:
+        for coro in coros:
+            task = self.loop.create_task(coro)
+            self._spawned.add(task)
+            task.add_done_callback(self._spawned.discard)
 
 
 def async_flat_map_batch(

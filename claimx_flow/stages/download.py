@@ -9,6 +9,11 @@ DLQ record with a category and a reason while its batch-mates land; the stage fa
 its own machinery does (the session, the cache folder, the output). The cached message carries
 the task's failure headers on, so the upload's failures keep counting its attempts. A task that
 goes to the DLQ also sends its media file's failed result to ``claimx.downloads.results``.
+
+Tasks are downloaded one at a time (:meth:`DownloadStage.download`) by a step that starts each
+as soon as it arrives and emits its outputs as soon as it is done, holding the tasks in flight in
+its recovery state; a task started again after a crash writes the same cache file (its tag
+comes from its record), so the second run replaces or removes what the first left.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
-from claimx_flow.media.deadlines import batch_backstop_s
+from claimx_flow.media.deadlines import batch_backstop_s, stall_backstop_s
 from claimx_flow.media.downloader import (
     DownloadError,
     DownloadPolicy,
@@ -74,6 +79,7 @@ class DownloadStage:
     _client: ClaimXApiClient | None = field(default=None, init=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
     _run: CacheRun | None = field(default=None, init=False)
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DownloadStage:
@@ -94,11 +100,30 @@ class DownloadStage:
     def batch_backstop_s(self, items: int) -> float:
         return batch_backstop_s(items, self.settings.download_concurrency, self.item_bound_s)
 
+    @property
+    def stall_backstop_s(self) -> float:
+        """How long downloads may be in flight with none finishing before the step fails."""
+        return stall_backstop_s(self.item_bound_s)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Tasks started and not finished, per process: every slot busy and a batch queued
+        behind them, so a freed slot never waits for the input."""
+        return self.settings.download_concurrency + self.settings.download_batch_size
+
     def parse(self, record: KafkaRecord) -> SourcedDownload | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, DownloadTask)
 
+    async def download(self, item: SourcedDownload) -> list[StageOutput]:
+        """One task's outputs: its cached-download message, or its retry-tier or DLQ routing
+        (with its failed result, for the DLQ). Safe to run again for the same record."""
+        await self._ready()
+        record, task = item
+        return await self._one(record, task)
+
     async def process(self, batch: Sequence[SourcedDownload]) -> list[StageOutput]:
+        """The outputs of a whole batch, downloaded together."""
         await self._ready()
         metrics.batch(len(batch))
         outputs = await asyncio.gather(*(self._one(record, task) for record, task in batch))
@@ -191,16 +216,24 @@ class DownloadStage:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        self._opening = asyncio.Lock()  # a lock is its loop's: the next one gets its own
 
     async def _ready(self) -> None:
-        if self._session is None:
+        if self._client is not None:
+            return
+        async with self._opening:  # the first downloads arrive together: one opens for all
+            if self._client is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        if self._run is None:
             cache_dir = self.settings.effective_cache_dir
-            if self._run is None:
-                self._run = CacheRun(cache_dir)
-                sweep_orphans(cache_dir)
+            self._run = CacheRun(cache_dir)
+            sweep_orphans(cache_dir)
+        if self._session is None:
             self._slots = asyncio.Semaphore(self.settings.download_concurrency)
             self._session = aiohttp.ClientSession(
                 connector=self.policy.connector(self.settings.download_concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
             )
-            self._client = await self.make_client(self.settings).open()
+        self._client = await self.make_client(self.settings).open()

@@ -1,0 +1,234 @@
+"""Async work that overlaps: each item starts when it arrives and leaves when it is done.
+
+``async_flat_map_batch`` hands a batch to the event loop and waits for all of it, so one slow
+item holds its batch-mates, and nothing is in flight when an epoch ends (Bytewax's input reads
+epoch E+1 only after every output of epoch E is written). Here an item is started on the
+process's event loop as soon as it arrives, whatever batch or epoch it came in, and its outputs
+are emitted as soon as it is done. The caller's own semaphore says how many run at once; the
+step only bounds how many are started and not yet finished (``max_in_flight``, for the process),
+by making the step that hands over new items wait: that is the backpressure on the input.
+
+The law across a crash: every item that has not been emitted is in the step's recovery state.
+The items of each lane are a stateful step's state, and Bytewax snapshots it at the end of
+every epoch, while the input's offsets in the same snapshot are already past those items. A
+resume builds each lane from its snapshot and starts its items again; the input replays only
+what came after. An item finished (its outputs emitted) in an epoch the crash cut short is in
+that epoch's starting snapshot and runs again: outputs are at-least-once, as everywhere.
+So the mapper must be safe to run again for the same item (idempotent outputs, files of its
+own that a second run replaces).
+
+Bytewax calls a stateful step only when an item arrives or a timer it asked for is due, so a
+lane with items in flight asks to be woken every ``poll`` to emit what finished meanwhile (the
+loop thread only queues finished outcomes; the worker thread emits them). A loop that stopped
+answering is caught by ``stall_timeout_s``: items in flight and none finished for that long
+fails the step, and recovery starts them again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+from operators.async_step import EventLoopThread
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+log = logging.getLogger(__name__)
+
+POLL = timedelta(milliseconds=10)
+"""How often a lane with items in flight is woken to emit what finished: latency of an output,
+not throughput (a finished item frees its slot on the loop at once)."""
+LANES = 16
+"""Keys the items are spread over: Bytewax places each key's state on one worker (by a hash
+of the key), so a few more keys than workers spread the work across them."""
+
+
+class Stalled(RuntimeError):
+    """Items were in flight and none finished within the stall timeout: the step fails, and
+    recovery starts them again."""
+
+
+class Flight:
+    """One step's items started and not yet finished, in this process (all its workers and
+    lanes): room for more, and whether any finish at all."""
+
+    def __init__(self, max_in_flight: int, stall_timeout_s: float) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self.stall_timeout_s = stall_timeout_s
+        self._changed = threading.Condition()
+        self._running = 0
+        self._progress_at = time.monotonic()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def started(self, count: int) -> None:
+        with self._changed:
+            if self._running == 0:  # the stall clock counts from the first item in flight
+                self._progress_at = time.monotonic()
+            self._running += count
+
+    def finished(self) -> None:
+        """One item finished (on the loop thread, after its lane has its outcome)."""
+        with self._changed:
+            self._running -= 1
+            self._progress_at = time.monotonic()
+            self._changed.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Until fewer than ``max_in_flight`` items run."""
+        self.wait_until(lambda: self._running < self.max_in_flight)
+
+    def wait_until(self, done: Callable[[], bool]) -> None:
+        """Until ``done()`` (checked whenever an item finishes); raises ``Stalled`` if items
+        are in flight and none finishes within the stall timeout."""
+        with self._changed:
+            while not done():
+                remaining = self._stall_remaining()
+                self._changed.wait(min(remaining, 1.0))
+
+    def check(self) -> None:
+        """Raise ``Stalled`` if items are in flight and none finished for too long."""
+        with self._changed:
+            self._stall_remaining()
+
+    def _stall_remaining(self) -> float:
+        if self._running == 0:
+            return self.stall_timeout_s
+        remaining = self.stall_timeout_s - (time.monotonic() - self._progress_at)
+        if remaining <= 0:
+            log.error(
+                "%d items in flight and none finished in %.0fs; the step fails",
+                self._running,
+                self.stall_timeout_s,
+            )
+            raise Stalled(
+                f"{self._running} items in flight and none finished in {self.stall_timeout_s:.0f}s"
+            )
+        return remaining
+
+
+class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
+    """The items of one key in flight; its snapshot is the items not yet emitted, in the order
+    they arrived."""
+
+    def __init__(
+        self,
+        mapper: Callable[[X], Awaitable[Iterable[Y]]],
+        flight: Flight,
+        loop: EventLoopThread,
+        poll: timedelta,
+        resumed: list[X] | None,
+    ) -> None:
+        self._mapper = mapper
+        self._flight = flight
+        self._loop = loop
+        self._poll = poll
+        self._seq = itertools.count()
+        self._items: dict[int, X] = {}
+        # Filled by the loop thread (deque appends are atomic), drained by the worker.
+        self._finished: deque[tuple[int, list[Y] | BaseException]] = deque()
+        if resumed:
+            self._start(resumed)
+
+    def on_batch(self, values: list[X]) -> tuple[list[Y], bool]:
+        self._start(values)
+        self._flight.wait_for_room()
+        return self._emit()
+
+    def on_notify(self) -> tuple[list[Y], bool]:
+        self._flight.check()
+        return self._emit()
+
+    def on_eof(self) -> tuple[list[Y], bool]:
+        """Timers never fire after EOF: wait here for everything in flight (a graceful stop
+        drains the lane, and leaves nothing to resume)."""
+        self._flight.wait_until(lambda: len(self._finished) >= len(self._items))
+        return self._emit()
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(UTC) + self._poll if self._items else None
+
+    def snapshot(self) -> list[X]:
+        return list(self._items.values())
+
+    def _start(self, values: list[X]) -> None:
+        coros = []
+        for value in values:
+            seq = next(self._seq)
+            self._items[seq] = value
+            coros.append(self._run(seq, value))
+        self._flight.started(len(coros))
+        self._loop.spawn(coros)
+
+    async def _run(self, seq: int, value: X) -> None:
+        outcome: list[Y] | BaseException
+        try:
+            outcome = list(await self._mapper(value))
+        except BaseException as exc:  # the worker raises it: the step fails, recovery reruns
+            outcome = exc
+        self._finished.append((seq, outcome))
+        self._flight.finished()
+
+    def _emit(self) -> tuple[list[Y], bool]:
+        """What finished since the last call; the lane is dropped once nothing is in flight."""
+        out: list[Y] = []
+        while self._finished:
+            seq, outcome = self._finished.popleft()
+            del self._items[seq]
+            if isinstance(outcome, BaseException):
+                log.error("an overlapped item failed; the step fails", exc_info=outcome)
+                raise outcome
+            out.extend(outcome)
+        return out, (StatefulBatchLogic.RETAIN if self._items else StatefulBatchLogic.DISCARD)
+
+
+def overlapped_flat_map(
+    step_id: str,
+    up: Stream[X],
+    mapper: Callable[[X], Awaitable[Iterable[Y]]],
+    *,
+    max_in_flight: int,
+    stall_timeout_s: float,
+    lanes: int = LANES,
+    poll: timedelta = POLL,
+) -> Stream[Y]:
+    """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
+    it is done.
+
+    The mapper is expected to turn an item's failures into outputs and to bound its own time
+    and concurrency; an exception it raises fails the step. Items in flight are the step's
+    recovery state (so they must pickle) and are started again on resume: the mapper must be
+    safe to run twice for one item. At most about ``max_in_flight`` items (per process) are
+    started and not finished before the step stops taking more. ``stall_timeout_s`` is the
+    backstop for a loop that stopped answering.
+    """
+    if lanes < 1:
+        raise ValueError("lanes must be at least 1")
+    flight = Flight(max_in_flight, stall_timeout_s)
+    loop = EventLoopThread.shared()
+    arrivals = itertools.count()
+
+    def lane(_item: X) -> str:
+        return str(next(arrivals) % lanes)
+
+    def builder(resumed: list[X] | None) -> _Lane[X, Y]:
+        return _Lane(mapper, flight, loop, poll, resumed)
+
+    keyed = op.key_on(f"{step_id}-lane", up, lane)
+    done = op.stateful_batch(f"{step_id}-in-flight", keyed, builder)
+    return op.key_rm(f"{step_id}-out", done)

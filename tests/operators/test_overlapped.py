@@ -1,0 +1,224 @@
+"""The overlapped step: items start when they arrive and leave when they are done, a slow one
+holds nobody, the process never has more than its bound in flight, a stuck loop fails the step,
+and items in flight at a crash are in the recovery state and run again on resume."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from operators.overlapped import Flight, Stalled, overlapped_flat_map
+
+EPOCH = timedelta(milliseconds=50)
+
+
+def timed_flow(
+    source: TestingSource[object],
+    mapper: object,
+    out: list[tuple[str, float]],
+    *,
+    max_in_flight: int = 100,
+    stall_timeout_s: float = 30.0,
+) -> Dataflow:
+    """``source`` through the overlapped step; each output with the time it was emitted."""
+    flow = Dataflow("overlapped")
+    items = op.input("in", flow, source)
+    done = overlapped_flat_map(
+        "work",
+        items,
+        mapper,  # type: ignore[arg-type]
+        max_in_flight=max_in_flight,
+        stall_timeout_s=stall_timeout_s,
+    )
+    stamped = op.map("stamp", done, lambda value: (value, time.monotonic()))
+    op.output("out", stamped, TestingSink(out))
+    return flow
+
+
+def causes(error: BaseException | None) -> list[BaseException]:
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+async def after(value: str) -> list[str]:
+    """``slow…`` takes a second, anything else 20 ms."""
+    await asyncio.sleep(1.0 if value.startswith("slow") else 0.02)
+    return [f"{value}-done"]
+
+
+# The input stays open a while: at EOF the step waits for everything in flight (timers never
+# fire after EOF), which would hide whether anything left earlier.
+OPEN = TestingSource.PAUSE(timedelta(seconds=1.5))
+
+
+def test_a_slow_item_holds_back_none_of_its_batch_mates() -> None:
+    out: list[tuple[str, float]] = []
+    values = ["slow", *(f"fast{i}" for i in range(9))]
+    started = time.monotonic()
+    run_main(timed_flow(TestingSource([*values, OPEN], batch_size=10), after, out))
+    emitted = dict(out)
+    assert sorted(emitted) == sorted(f"{v}-done" for v in values)
+    fast = [at - started for name, at in out if name.startswith("fast")]
+    assert max(fast) < 0.6, fast  # long before the slow one is done
+    assert emitted["slow-done"] - started >= 1.0
+    assert out[-1][0] == "slow-done"
+
+
+def test_later_batches_and_epochs_overtake_a_slow_item() -> None:
+    """Batches of one, epochs of 50 ms: items read after the slow one, in later epochs, finish
+    and leave while it is still in flight."""
+    out: list[tuple[str, float]] = []
+    values = ["slow", *(f"fast{i}" for i in range(5))]
+    source = TestingSource([*values, OPEN], batch_size=1)
+    run_main(timed_flow(source, after, out), epoch_interval=EPOCH)
+    names = [name for name, _ in out]
+    assert names[-1] == "slow-done"
+    assert sorted(names[:-1]) == sorted(f"fast{i}-done" for i in range(5))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_item_is_emitted_once_with_its_outputs_in_order(workers: int) -> None:
+    async def twice(value: int) -> list[tuple[int, int]]:
+        await asyncio.sleep(0.001 * (value % 7))
+        return [(value, 0), (value, 1)]
+
+    out: list[tuple[int, int]] = []
+    flow = Dataflow("overlapped-workers")
+    items = op.input("in", flow, TestingSource(range(200), batch_size=13))
+    done = overlapped_flat_map("work", items, twice, max_in_flight=20, stall_timeout_s=30)
+    op.output("out", done, TestingSink(out))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers, epoch_interval=EPOCH)
+    assert sorted(out) == [(v, i) for v in range(200) for i in (0, 1)]
+    for value in range(200):  # an item's outputs leave together, in the mapper's order
+        position = out.index((value, 0))
+        assert out[position + 1] == (value, 1)
+
+
+def test_no_more_than_max_in_flight_are_started_and_not_finished() -> None:
+    running, peak = 0, 0
+
+    async def counted(value: int) -> list[int]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return [value]
+
+    out: list[int] = []
+    flow = Dataflow("overlapped-bound")
+    items = op.input("in", flow, TestingSource(range(60), batch_size=1))
+    done = overlapped_flat_map("work", items, counted, max_in_flight=4, stall_timeout_s=30)
+    op.output("out", done, TestingSink(out))
+    run_main(flow)
+    assert sorted(out) == list(range(60))
+    assert 2 <= peak <= 4
+
+
+def test_an_exception_from_the_mapper_fails_the_step() -> None:
+    async def broken(value: int) -> list[int]:
+        if value == 3:
+            raise ValueError("a bug no check foresaw")
+        return [value]
+
+    flow = Dataflow("overlapped-broken")
+    items = op.input("in", flow, TestingSource(range(10), batch_size=10))
+    done = overlapped_flat_map("work", items, broken, max_in_flight=20, stall_timeout_s=30)
+    op.output("out", done, TestingSink([]))
+    with pytest.raises(Exception) as caught:
+        run_main(flow)
+    assert any(isinstance(e, ValueError) for e in causes(caught.value))
+
+
+def test_a_loop_that_stops_answering_fails_the_step() -> None:
+    release = threading.Event()
+
+    async def stuck(value: int) -> list[int]:
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        return [value]
+
+    flow = Dataflow("overlapped-stuck")
+    items = op.input("in", flow, TestingSource(range(3), batch_size=3))
+    done = overlapped_flat_map("work", items, stuck, max_in_flight=20, stall_timeout_s=0.5)
+    op.output("out", done, TestingSink([]))
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as caught:
+            run_main(flow)
+    finally:
+        release.set()
+    assert any(isinstance(e, Stalled) for e in causes(caught.value))
+    assert time.monotonic() - started < 10
+
+
+def test_the_stall_clock_counts_only_while_items_are_in_flight() -> None:
+    flight = Flight(max_in_flight=2, stall_timeout_s=0.2)
+    time.sleep(0.3)
+    flight.check()  # nothing in flight: an idle step is not stuck
+    flight.started(1)
+    flight.check()
+    time.sleep(0.3)
+    with pytest.raises(Stalled):
+        flight.check()
+    flight.finished()
+    flight.check()
+
+
+def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
+    """The first execution aborts while ``slow`` is in flight across several epochs (its
+    batch-mates long done); the resumed one starts it again from the recovery state and emits
+    it, and the input does not read it again."""
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    first_run = threading.Event()
+    first_run.set()
+    calls: list[str] = []
+
+    async def slow_only_at_first(value: str) -> list[str]:
+        calls.append(value)
+        if value == "slow" and first_run.is_set():
+            await asyncio.sleep(5.0)
+        return [f"{value}-done"]
+
+    values: list[object] = [
+        "slow",
+        "fast0",
+        TestingSource.PAUSE(timedelta(milliseconds=400)),
+        "fast1",
+        TestingSource.PAUSE(timedelta(milliseconds=400)),
+        TestingSource.ABORT(),
+        "fast2",
+    ]
+
+    def flow(out: list[tuple[str, float]]) -> Dataflow:
+        return timed_flow(TestingSource(values, batch_size=2), slow_only_at_first, out)
+
+    first: list[tuple[str, float]] = []
+    config = RecoveryConfig(str(recovery))
+    run_main(flow(first), epoch_interval=EPOCH, recovery_config=config)
+    assert "slow-done" not in dict(first)  # aborted while it was in flight
+    assert {"fast0-done", "fast1-done"} <= set(dict(first))
+
+    first_run.clear()
+    calls.clear()
+    second: list[tuple[str, float]] = []
+    run_main(flow(second), epoch_interval=EPOCH, recovery_config=config)
+    names = [name for name, _ in second]
+    assert names.count("slow-done") == 1
+    assert calls.count("slow") == 1  # from the recovery state, not from the input
+    assert "fast2-done" in names
+    assert {name for name, _ in first + second} == {f"{v}-done" for v in values if type(v) is str}
