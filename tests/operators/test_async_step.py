@@ -1,8 +1,10 @@
-"""The async step: batches run concurrently on one shared loop, with a batch deadline."""
+"""The async step: batches run concurrently on one shared loop, with a batch deadline; and
+coroutines spawned on that loop without waiting."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import bytewax.operators as op
@@ -41,3 +43,21 @@ def test_batch_deadline_raises() -> None:
     with pytest.raises(BatchTimeout):
         loop.run(asyncio.sleep(5), timeout_s=0.2)
     assert loop.run(asyncio.sleep(0, result=7), timeout_s=1) == 7
+
+
+def test_spawned_coroutines_run_without_the_caller_waiting() -> None:
+    loop = EventLoopThread.shared()
+    done = threading.Event()
+    finished: list[int] = []
+
+    async def one(value: int) -> None:
+        await asyncio.sleep(0.1)
+        finished.append(value)
+        if len(finished) == 3:
+            done.set()
+
+    started = time.monotonic()
+    loop.spawn([one(i) for i in range(3)])
+    assert time.monotonic() - started < 0.05 and finished == []
+    assert done.wait(5)
+    assert sorted(finished) == [0, 1, 2]

@@ -353,3 +353,44 @@ def test_an_unforeseen_error_dead_letters_its_task_not_the_batch(
     assert failed.topic == settings.claimx_downloads_dlq_topic
     assert (info.error_class, info.error_message) == ("KeyError", "KeyError: 'planted'")
     assert done.topic == settings.claimx_downloads_cached_topic
+
+
+def test_tasks_started_one_at_a_time_share_the_slots_and_one_session(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """What the overlapped step does: each task handed to ``download`` on its own as it
+    arrives. The first ones open the session and the API client once for all, and at most
+    DOWNLOAD_CONCURRENCY of them fetch at a time, whenever each was started."""
+    settings = settings_for(api_settings, tmp_path, download_concurrency=3)
+    tasks = [media_task(settings, i) for i in range(4)] * 3
+    sim.set_faults(latency_ms=50, apply_to=["media"])
+    stage = DownloadStage.from_settings(settings)
+    opened: list[object] = []
+    real_open = ClaimXApiClient.open
+
+    async def counted(client: ClaimXApiClient) -> ClaimXApiClient:
+        opened.append(client)
+        return await real_open(client)
+
+    async def go() -> list[list[OutboundRecord]]:
+        try:
+            running = []
+            for offset, task in enumerate(tasks):
+                record = record_of(task, offset)
+                running.append(asyncio.ensure_future(stage.download((record, task))))
+                await asyncio.sleep(0.005)  # arriving one after another
+            return [
+                [o for o in out if isinstance(o, OutboundRecord)]
+                for out in await asyncio.gather(*running)
+            ]
+        finally:
+            await stage.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClaimXApiClient, "open", counted)
+        outputs = asyncio.run(go())
+    assert len(opened) == 1
+    assert [len(out) for out in outputs] == [1] * len(tasks)
+    assert {out[0].topic for out in outputs} == {settings.claimx_downloads_cached_topic}
+    assert sim.stats.media_max_in_flight == 3
+    assert len(cached_files(tmp_path / "cache")) == len(tasks)
