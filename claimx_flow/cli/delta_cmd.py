@@ -1,74 +1,256 @@
-"""``claimx delta optimize|vacuum|history|restore``: Delta table upkeep."""
+"""``claimx delta optimize|vacuum|history|restore``: Delta table upkeep.
+
+``vacuum`` and ``restore`` change what a table holds for good, so each shows its plan (the
+files that would go; the version that becomes current) and asks before doing it; ``--yes``
+skips the question for scripts, and without a terminal to ask on they refuse unless given it.
+Every command takes ``--output json`` for scripts.
+
+Exit codes, as for ``claimx dlq``:
+
+- 0: done (a ``--dry-run`` found something to do);
+- 1: nothing to do or declined — no file to vacuum, the version asked for is already current,
+  the confirmation answered no;
+- 2: error — bad arguments, an unknown table or none there yet, the retention check refused, a
+  Delta error, or ``vacuum``/``restore`` without a terminal and without ``--yes``.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
 import typer
-from rich.console import Console
+from deltalake.exceptions import DeltaError
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from claimx_flow.config import load_settings
+from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
+from claimx_flow.errors import ClaimxError
 
-app = typer.Typer(help="Maintain the Delta tables (local or OneLake).")
-console = Console()
+EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 nothing to do or declined; 2 error (bad arguments, unknown or "
+    "missing table, retention check, Delta error, vacuum/restore without a terminal and "
+    "without --yes)."
+)
+LISTED_FILES = 20
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+app = typer.Typer(
+    help="Maintain the Delta tables (local or OneLake).\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 TABLE = typer.Option(..., "--table", "-t", help="Table name, e.g. claimx_projects.")
+OUTPUT = typer.Option(Output.TABLE, "--output", "-o", help="table or json.")
+YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (scripts).")
 
 
-@app.command()
-def optimize(table: str = TABLE) -> None:
-    """Compact small files."""
-    metrics = upkeep.optimize(load_settings(), table)
-    console.print(
-        f"{table}: {metrics.get('numFilesRemoved', 0)} files compacted into "
+@contextmanager
+def _failures_exit() -> Iterator[Settings]:
+    """Settings for the command; a known failure becomes one red line and exit code 2."""
+    try:
+        yield load_settings()
+    except (ClaimxError, DeltaError, OSError) as exc:
+        _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def _emit_json(document: Any) -> None:
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def _confirm(what: str, question: str, plan_view: Any) -> None:
+    """Show the plan and ask on the terminal; without one, refuse rather than guess."""
+    err = _stderr()
+    err.print(plan_view)
+    if not sys.stdin.isatty():
+        err.print(
+            f"[bold red]error:[/] refusing to {what} without confirmation: stdin is not a "
+            "terminal; pass --yes to go ahead"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    if not typer.confirm(question):
+        err.print("nothing changed")
+        raise typer.Exit(EXIT_NOTHING)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def optimize(
+    table: str = TABLE,
+    zorder_by: str | None = typer.Option(
+        None,
+        "--zorder-by",
+        metavar="COL[,COL]",
+        help="Z-order on these columns (e.g. project_id,media_id) instead of only compacting: "
+        "files then hold narrow ranges of them, so lookups by them read few files. Rewrites "
+        "the whole table.",
+    ),
+    target_size: int | None = typer.Option(
+        None, "--target-size", min=1, help="Bytes per file written (default: 100 MiB)."
+    ),
+    output: Output = OUTPUT,
+) -> None:
+    """Compact small files, or Z-order them on columns."""
+    columns = [c.strip() for c in zorder_by.split(",")] if zorder_by is not None else []
+    doing = f"z-ordering {table} by {', '.join(columns)}" if columns else f"compacting {table}"
+    with _failures_exit() as settings, _stderr().status(f"{doing}…"):
+        metrics = upkeep.optimize(settings, table, columns, target_size=target_size)
+    if output is Output.JSON:
+        _emit_json({"table": table, "zorder_by": columns, "metrics": metrics})
+        return
+    how = f"z-ordered by {', '.join(columns)}: " if columns else ""
+    Console().print(
+        f"{table}: {how}{metrics.get('numFilesRemoved', 0)} files rewritten into "
         f"{metrics.get('numFilesAdded', 0)}"
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def vacuum(
     table: str = TABLE,
-    retention_hours: int | None = typer.Option(None, help="Keep files newer than this."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go."),
+    retention_hours: int | None = typer.Option(
+        None, min=0, help="Keep files newer than this (default: the table's retention)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would go."),
     force: bool = typer.Option(False, "--force", help="Allow a retention below the minimum."),
+    yes: bool = YES,
+    output: Output = OUTPUT,
 ) -> None:
-    """Delete files no longer referenced and older than the retention."""
-    files = upkeep.vacuum(
-        load_settings(), table, retention_hours=retention_hours, dry_run=dry_run, force=force
+    """Delete files no longer referenced and older than the retention. Cannot be undone:
+    time travel to the versions that used them stops working."""
+    with _failures_exit() as settings:
+        with _stderr().status(f"listing what a vacuum of {table} removes…"):
+            plan = upkeep.plan_vacuum(settings, table, retention_hours=retention_hours, force=force)
+        if dry_run or not plan.files:
+            _show(output, _vacuum_document(plan, dry_run=True, removed=[]), _vacuum_view(plan))
+            raise typer.Exit(EXIT_OK if plan.files and dry_run else EXIT_NOTHING)
+        if not yes:
+            _confirm(
+                "vacuum",
+                f"Permanently delete {len(plan.files):,} file(s) from {table}?",
+                _vacuum_view(plan),
+            )
+        elif output is Output.TABLE:
+            Console().print(_vacuum_view(plan))
+        with _stderr().status(f"vacuuming {table} ({len(plan.files):,} files)…"):
+            removed = upkeep.execute_vacuum(settings, plan)
+    if output is Output.JSON:
+        _emit_json(_vacuum_document(plan, dry_run=False, removed=removed))
+        return
+    console = Console()
+    console.print(f"{table}: deleted {len(removed):,} file(s)")
+    later = len(set(removed) - set(plan.files))
+    if later:
+        console.print(f"  ({later} passed the retention while you confirmed)")
+
+
+def _vacuum_view(plan: upkeep.VacuumPlan) -> Group:
+    retention = (
+        f"{plan.retention_hours} hours{' (forced)' if plan.forced else ''}"
+        if plan.retention_hours is not None
+        else plan.table_retention
     )
-    verb = "would delete" if dry_run else "deleted"
-    console.print(f"{table}: {verb} {len(files)} files")
-    for name in files[:20]:
-        console.print(f"  {name}")
+    size = f", {plan.bytes:,} bytes" if plan.bytes is not None else ""
+    header = Text(
+        f"vacuum {plan.table} at version {plan.version}: {len(plan.files):,} file(s) "
+        f"unreferenced and older than {retention}{size}"
+    )
+    view = Table(show_header=False)
+    view.add_column("file", overflow="fold")
+    for name in plan.files[:LISTED_FILES]:
+        view.add_row(name)
+    if len(plan.files) > LISTED_FILES:
+        view.add_row(f"… and {len(plan.files) - LISTED_FILES:,} more (--output json lists all)")
+    if not plan.files:
+        view.add_row("nothing to remove")
+    return Group(header, view)
 
 
-@app.command()
-def history(table: str = TABLE, limit: int = typer.Option(20, min=1)) -> None:
+def _vacuum_document(
+    plan: upkeep.VacuumPlan, *, dry_run: bool, removed: list[str]
+) -> dict[str, Any]:
+    return {
+        "table": plan.table,
+        "version": plan.version,
+        "dry_run": dry_run,
+        "retention_hours": plan.retention_hours,
+        "table_retention": plan.table_retention,
+        "forced": plan.forced,
+        "files": plan.files,
+        "bytes": plan.bytes,
+        "removed": removed,
+    }
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def history(
+    table: str = TABLE,
+    limit: int = typer.Option(20, min=1, help="How many commits, newest first."),
+    output: Output = OUTPUT,
+) -> None:
     """Show the table's commits, newest first."""
-    rows = upkeep.history(load_settings(), table, limit)
+    with _failures_exit() as settings:
+        rows = upkeep.history(settings, table, limit)
+    if output is Output.JSON:
+        _emit_json({"table": table, "commits": [_commit_document(c) for c in rows]})
+        return
     view = Table(title=f"{table} history")
     for column in ("version", "timestamp", "operation", "parameters"):
         view.add_column(column, overflow="fold")
     for commit in rows:
-        stamp = commit.get("timestamp")
-        when = datetime.fromtimestamp(stamp / 1000, tz=UTC).isoformat() if stamp else "-"
+        parameters = dict(commit.get("operationParameters") or {})
+        if upkeep.ZORDER_BY in commit:
+            parameters[upkeep.ZORDER_BY] = commit[upkeep.ZORDER_BY]
         view.add_row(
             str(commit.get("version", "-")),
-            when,
+            _when(commit.get("timestamp")) or "-",
             str(commit.get("operation", "-")),
-            str(commit.get("operationParameters", ""))[:80],
+            str(parameters)[:80],
         )
-    console.print(view)
+    Console().print(view)
 
 
-@app.command()
+def _commit_document(commit: dict[str, Any]) -> dict[str, Any]:
+    return {**commit, "timestamp_iso": _when(commit.get("timestamp"))}
+
+
+def _when(stamp: object) -> str | None:
+    if not isinstance(stamp, int):
+        return None
+    return datetime.fromtimestamp(stamp / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
 def restore(
     table: str = TABLE,
-    version: int | None = typer.Option(None, help="Version to restore."),
-    timestamp: datetime | None = typer.Option(None, help="Time to restore (UTC)."),
+    version: int | None = typer.Option(None, min=0, help="Version to restore."),
+    timestamp: datetime | None = typer.Option(
+        None, help="Time to restore: the last version committed at or before it (UTC)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show which version it would be."),
+    yes: bool = YES,
+    output: Output = OUTPUT,
 ) -> None:
-    """Restore the table to a version or a time (as a new commit)."""
+    """Restore the table to a version or a time, as a new commit. Stop its writers first."""
     if (version is None) == (timestamp is None):
         raise typer.BadParameter("give exactly one of --version or --timestamp")
     target: int | datetime
@@ -77,5 +259,70 @@ def restore(
     else:
         assert timestamp is not None
         target = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-    metrics = upkeep.restore(load_settings(), table, target)
-    console.print(f"{table}: restored ({metrics})")
+    with _failures_exit() as settings:
+        plan = upkeep.plan_restore(settings, table, target)
+        if dry_run or not plan.changes_anything:
+            _show(output, _restore_document(plan, dry_run=True, metrics=None), _restore_view(plan))
+            raise typer.Exit(EXIT_OK if plan.changes_anything else EXIT_NOTHING)
+        if not yes:
+            _confirm(
+                "restore",
+                f"Make version {plan.target.version} of {table} current "
+                f"(as version {plan.new_version})?",
+                _restore_view(plan),
+            )
+        elif output is Output.TABLE:
+            Console().print(_restore_view(plan))
+        with _stderr().status(f"restoring {table} to version {plan.target.version}…"):
+            metrics = upkeep.execute_restore(settings, plan)
+    if output is Output.JSON:
+        _emit_json(_restore_document(plan, dry_run=False, metrics=metrics))
+        return
+    Console().print(
+        f"{table}: version {plan.target.version} restored as version {plan.new_version} "
+        f"({metrics.get('numRestoredFile', 0)} files restored, "
+        f"{metrics.get('numRemovedFile', 0)} removed from the current state)"
+    )
+
+
+def _restore_view(plan: upkeep.RestorePlan) -> Group:
+    header = (
+        f"restore {plan.table}: version {plan.target.version} becomes current "
+        f"as version {plan.new_version}"
+        if plan.changes_anything
+        else f"restore {plan.table}: version {plan.target.version} is already current"
+    )
+    view = Table()
+    for column in ("", "version", "committed", "operation", "files"):
+        view.add_column(column)
+    for label, commit, files in (
+        ("now", plan.current, plan.current_files),
+        ("after", plan.target, plan.target_files),
+    ):
+        when = commit.timestamp.isoformat(timespec="seconds") if commit.timestamp else "?"
+        view.add_row(label, str(commit.version), when, commit.operation, f"{files:,}")
+    return Group(Text(header), view)
+
+
+def _restore_document(
+    plan: upkeep.RestorePlan, *, dry_run: bool, metrics: dict[str, Any] | None
+) -> dict[str, Any]:
+    def commit(c: upkeep.Commit, files: int) -> dict[str, Any]:
+        when = c.timestamp.isoformat() if c.timestamp else None
+        return {"version": c.version, "timestamp": when, "operation": c.operation, "files": files}
+
+    return {
+        "table": plan.table,
+        "dry_run": dry_run,
+        "current": commit(plan.current, plan.current_files),
+        "target": commit(plan.target, plan.target_files),
+        "new_version": plan.new_version if plan.changes_anything else None,
+        "metrics": metrics,
+    }
+
+
+def _show(output: Output, document: dict[str, Any], view: Group) -> None:
+    if output is Output.JSON:
+        _emit_json(document)
+    else:
+        Console().print(view)

@@ -1,16 +1,23 @@
-"""Delta table upkeep from the runbook: compact small files, vacuum old ones, read the history,
-restore a version — on local or OneLake tables, through the same locations the stages use.
+"""Delta table upkeep from the runbook: compact or Z-order small files, vacuum old ones, read the
+history, restore a version — on local or OneLake tables, through the same locations the stages
+use.
 
 Vacuum keeps delta-rs's retention safety (7 days unless the table says otherwise): files a
 reader or a time-travel query may still need are not removed unless the operator forces it.
+The destructive commands are split into a plan (what a vacuum would remove, which version a
+restore makes current) and its execution, so the command line can show the plan and ask first.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
@@ -18,24 +25,114 @@ from claimx_flow.delta.tables import TABLES
 from claimx_flow.errors import ClaimxError
 from claimx_flow.storage.locations import table_location
 
+ZORDER_BY = "zOrderBy"
+"""The commit-info field of an OPTIMIZE that names its Z-order columns (a JSON list)."""
+DEFAULT_RETENTION_HOURS = 168
+"""delta-rs's retention when the table sets no ``delta.deletedFileRetentionDuration``."""
+
 
 class MaintenanceError(ClaimxError):
     """A maintenance command that cannot run as asked."""
 
 
-def open_table(settings: Settings, name: str) -> DeltaTable:
+def open_table(settings: Settings, name: str, version: int | None = None) -> DeltaTable:
     if name not in TABLES:
         raise MaintenanceError(f"unknown table {name!r} (one of {', '.join(TABLES)})")
     uri, options = table_location(settings, name)
     try:
-        return DeltaTable(uri, storage_options=options)
+        return DeltaTable(uri, version=version, storage_options=options)
     except TableNotFoundError:
         raise MaintenanceError(f"{name}: no Delta table at {uri} yet") from None
 
 
-def optimize(settings: Settings, name: str) -> dict[str, Any]:
-    """Compact small files into larger ones; idempotent."""
-    return dict(open_table(settings, name).optimize.compact())
+def optimize(
+    settings: Settings,
+    name: str,
+    zorder_by: Sequence[str] = (),
+    *,
+    target_size: int | None = None,
+) -> dict[str, Any]:
+    """Compact small files into larger ones, or with ``zorder_by`` rewrite them clustered on
+    those columns (files then hold narrow ranges of them, so a lookup by one reads few files).
+    ``target_size``: bytes per file written (delta-rs's default: 100 MiB).
+
+    Idempotent for compaction; a Z-order rewrites every file of the table each time.
+    """
+    table = open_table(settings, name)
+    if not zorder_by:
+        return dict(table.optimize.compact(target_size=target_size))
+    columns = zorder_columns(table, name, zorder_by)
+    # delta-rs records no columns for a Z-order; the commit names them (history shows it).
+    said = CommitProperties(custom_metadata={ZORDER_BY: json.dumps(columns)})
+    return dict(table.optimize.z_order(columns, target_size=target_size, commit_properties=said))
+
+
+def zorder_columns(table: DeltaTable, name: str, asked: Sequence[str]) -> list[str]:
+    """``asked``, checked: columns of the table, none a partition column, none twice."""
+    columns = [c.strip() for c in asked if c.strip()]
+    if not columns:
+        raise MaintenanceError("--zorder-by needs at least one column")
+    present = [field.name for field in table.schema().fields]
+    unknown = [c for c in columns if c not in present]
+    if unknown:
+        raise MaintenanceError(
+            f"{name}: {', '.join(unknown)} not a column of the table "
+            f"(columns: {', '.join(present)})"
+        )
+    partitioned = [c for c in columns if c in table.metadata().partition_columns]
+    if partitioned:
+        raise MaintenanceError(
+            f"{name}: {', '.join(partitioned)} is a partition column; each file already holds "
+            "one value of it"
+        )
+    if len(set(columns)) != len(columns):
+        raise MaintenanceError(f"{name}: a column is named twice in --zorder-by")
+    return columns
+
+
+@dataclass(frozen=True)
+class VacuumPlan:
+    """What a vacuum would remove now: files no longer referenced and older than the retention."""
+
+    table: str
+    uri: str
+    version: int
+    retention_hours: int | None
+    """As asked; None: the table's own retention."""
+    table_retention: str
+    files: list[str]
+    bytes: int | None
+    """Their total size when the table is local (None on OneLake)."""
+    forced: bool
+
+
+def plan_vacuum(
+    settings: Settings, name: str, *, retention_hours: int | None = None, force: bool = False
+) -> VacuumPlan:
+    table = open_table(settings, name)
+    files = _vacuum(table, name, retention_hours, dry_run=True, force=force)
+    uri, _ = table_location(settings, name)
+    files, size = _still_there(uri, files)
+    return VacuumPlan(
+        name,
+        uri,
+        table.version(),
+        retention_hours,
+        table_retention(table),
+        files,
+        size,
+        force,
+    )
+
+
+def execute_vacuum(settings: Settings, plan: VacuumPlan) -> list[str]:
+    """Vacuum by the plan's rule; returns the files removed.
+
+    delta-rs takes a retention, not a file list: a file that passed the retention between the
+    plan and this call (rare: a file is only unreferenced once a commit removed it) goes too.
+    """
+    table = open_table(settings, plan.table)
+    return _vacuum(table, plan.table, plan.retention_hours, dry_run=False, force=plan.forced)
 
 
 def vacuum(
@@ -50,7 +147,12 @@ def vacuum(
 
     ``force`` allows a retention shorter than the table's minimum (delta-rs refuses otherwise).
     """
-    table = open_table(settings, name)
+    return _vacuum(open_table(settings, name), name, retention_hours, dry_run=dry_run, force=force)
+
+
+def _vacuum(
+    table: DeltaTable, name: str, retention_hours: int | None, *, dry_run: bool, force: bool
+) -> list[str]:
     try:
         return list(
             table.vacuum(
@@ -65,10 +167,97 @@ def vacuum(
         raise
 
 
-def history(settings: Settings, name: str, limit: int = 20) -> list[dict[str, Any]]:
+def table_retention(table: DeltaTable) -> str:
+    configured = table.metadata().configuration.get("delta.deletedFileRetentionDuration")
+    return configured or f"{DEFAULT_RETENTION_HOURS} hours (delta-rs default)"
+
+
+def _still_there(uri: str, files: list[str]) -> tuple[list[str], int | None]:
+    """The files of a local table that are still on disk, and their total size.
+
+    delta-rs's vacuum (its default "lite" mode) lists the removals the log records, including
+    files an earlier vacuum already deleted; locally those are left out of the plan. On OneLake
+    the list is delta-rs's and the size unknown.
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        return files, None
+    root = Path(uri.removeprefix("file://"))
+    there: list[str] = []
+    total = 0
+    for name in files:
+        try:
+            total += (root / name).stat().st_size
+        except FileNotFoundError:
+            continue
+        there.append(name)
+    return there, total
+
+
+def history(settings: Settings, name: str, limit: int | None = 20) -> list[dict[str, Any]]:
     return list(open_table(settings, name).history(limit))
+
+
+@dataclass(frozen=True)
+class Commit:
+    version: int
+    timestamp: datetime | None
+    operation: str
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Which version a restore makes current, as which new version."""
+
+    table: str
+    current: Commit
+    target: Commit
+    current_files: int
+    target_files: int
+
+    @property
+    def new_version(self) -> int:
+        return self.current.version + 1
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.target.version != self.current.version
+
+
+def plan_restore(settings: Settings, name: str, target: int | datetime) -> RestorePlan:
+    """The version ``target`` names (for a time: the last commit at or before it)."""
+    table = open_table(settings, name)
+    commits = {c.version: c for c in map(_commit, table.history())}
+    current = table.version()
+    if isinstance(target, datetime):
+        earlier = [c for c in commits.values() if c.timestamp is not None and c.timestamp <= target]
+        if not earlier:
+            raise MaintenanceError(f"{name}: no commit at or before {target.isoformat()}")
+        version = max(c.version for c in earlier)
+    else:
+        version = target
+    if not 0 <= version <= current:
+        raise MaintenanceError(f"{name}: no version {version} (the current one is {current})")
+    chosen = commits.get(version, Commit(version, None, "?"))
+    return RestorePlan(
+        name,
+        commits.get(current, Commit(current, None, "?")),
+        chosen,
+        len(table.file_uris()),
+        len(open_table(settings, name, version).file_uris()),
+    )
+
+
+def execute_restore(settings: Settings, plan: RestorePlan) -> dict[str, Any]:
+    """Make the plan's target version current, as a new commit."""
+    return restore(settings, plan.table, plan.target.version)
 
 
 def restore(settings: Settings, name: str, target: int | datetime) -> dict[str, Any]:
     """Make ``target`` (a version or a time) the current state, as a new commit."""
     return dict(open_table(settings, name).restore(target))
+
+
+def _commit(entry: dict[str, Any]) -> Commit:
+    stamp = entry.get("timestamp")
+    when = datetime.fromtimestamp(stamp / 1000, tz=UTC) if isinstance(stamp, int) else None
+    return Commit(int(entry.get("version", -1)), when, str(entry.get("operation", "?")))
