@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -20,14 +19,22 @@ from claimx_flow.config import Settings
 from claimx_flow.delta.tables import TABLES
 from claimx_flow.delta.writer import writer_for
 from claimx_flow.kafka.clients import client_config, producer_config
-from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.runtime import metrics
 from claimx_flow.runtime.observers import StageObserver
-from claimx_flow.stages import RowOutput, StageOutput
-from claimx_flow.stages.tables import TableCommitter
+from claimx_flow.stages import RowBatch, StageBatch, StageOutput
+from claimx_flow.stages.tables import TableCommitter, gathered
 from operators.commit_sink import CommitSink
-from operators.kafka import CheckedProducer, KafkaInput, checked_kafka_output
+from operators.kafka import (
+    CheckedProducer,
+    KafkaBatchInput,
+    KafkaInput,
+    Lane,
+    checked_kafka_output,
+    hash_lanes,
+    input_lanes,
+    lane_by_key,
+)
 
 
 def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) -> KafkaInput:
@@ -42,17 +49,58 @@ def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) 
     )
 
 
+def kafka_batches(
+    settings: Settings, spec: StageSpec, *, batch_size: int = 1000
+) -> KafkaBatchInput:
+    """``kafka_input``, one ``RecordBatch`` per poll of a partition."""
+    return KafkaBatchInput(kafka_input(settings, spec, batch_size=batch_size))
+
+
 def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCommitter:
-    """The one committer of ``table``; rows it refuses dead-letter their messages to the
-    stage's DLQ."""
-    assert spec.dlq is not None, f"{spec.name} writes tables but has no DLQ"
-    router = FailureRouter.for_stage(settings, spec.name, catalog.topic_name(settings, spec.dlq))
+    """The one committer of ``table``; rows its MERGE refuses dead-letter their messages to
+    the stage's DLQ."""
     return TableCommitter(
         writer_for(settings, TABLES[table]),
-        router,
+        stage_router(settings, spec),
         lambda: CheckedProducer(producer_config(settings)),
         metrics.delta_written,
     )
+
+
+def stage_router(settings: Settings, spec: StageSpec) -> FailureRouter:
+    assert spec.dlq is not None, f"{spec.name} writes tables but has no DLQ"
+    return FailureRouter.for_stage(settings, spec.name, catalog.topic_name(settings, spec.dlq))
+
+
+ROWS_PENDING = 50_000
+"""Rows a table's committer gathers while its MERGE runs before the stage waits for it. A
+MERGE reads the target's matching partitions whatever its size, so the longer one takes, the
+more rows the next one should carry; this bounds the memory that costs (tens of MB)."""
+
+
+def write_batches(
+    step_id: str,
+    up: Stream[StageBatch],
+    settings: Settings,
+    spec: StageSpec,
+    tables: Sequence[str] | None = None,
+) -> None:
+    """Send each batch's records through the checked producer, under the input partition it was
+    read from (or by key), and its rows to the one committer of each table (by default the
+    stage's tables)."""
+    tables = spec.tables if tables is None else tables
+    records = op.flat_map(f"{step_id}-records", up, _lanes)
+    lanes = input_lanes(client_config(settings), catalog.input_topics(settings, spec))
+    checked_kafka_output(
+        f"{step_id}-produce",
+        records,
+        producer_config(settings),
+        lanes=lambda: [*lanes(), *hash_lanes()()],
+    )
+    if tables and settings.enable_delta_writes:
+        rows = op.flat_map(f"{step_id}-rows", up, _tables)
+        committers = {name: partial(table_committer, settings, spec, name) for name in tables}
+        op.output(f"{step_id}-delta", rows, CommitSink(committers, _rows, ROWS_PENDING))
 
 
 def write_outputs(
@@ -62,17 +110,27 @@ def write_outputs(
     spec: StageSpec,
     tables: Sequence[str] | None = None,
 ) -> None:
-    """Send Kafka records through the checked producer and rows to one committer per table
-    (by default the stage's tables)."""
-    tables = spec.tables if tables is None else tables
-    split = op.branch(f"{step_id}-split", up, _is_record)
-    records = cast(Stream[OutboundRecord], split.trues)
-    checked_kafka_output(f"{step_id}-kafka", records, producer_config(settings))
-    if tables and settings.enable_delta_writes:
-        rows = cast(Stream[RowOutput], split.falses)
-        committers = {name: partial(table_committer, settings, spec, name) for name in tables}
-        op.output(f"{step_id}-delta", rows, CommitSink(committers))
+    """``write_batches`` for a stage that hands its outputs over one at a time: what arrives
+    together is gathered into one batch, its rows converted to Arrow on the worker (rows that
+    do not fit dead-letter their messages)."""
+    router = stage_router(settings, spec) if spec.dlq is not None else None
+    batches = op.flat_map_batch(
+        f"{step_id}-gather", up, lambda outputs: [gathered(None, outputs, router)]
+    )
+    write_batches(step_id, batches, settings, spec, tables)
 
 
-def _is_record(output: StageOutput) -> bool:
-    return isinstance(output, OutboundRecord)
+def _lanes(batch: StageBatch) -> list[Lane]:
+    if not batch.records:
+        return []
+    if batch.lane is None:
+        return lane_by_key(batch.records)
+    return [(batch.lane, batch.records)]
+
+
+def _tables(batch: StageBatch) -> list[tuple[str, RowBatch]]:
+    return list(batch.tables.items())
+
+
+def _rows(batch: RowBatch) -> int:
+    return int(batch.rows.num_rows)

@@ -12,17 +12,16 @@ from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.stages.ingest import Ingester
 from dataflows._process import flow_attribute
-from dataflows._wiring import kafka_input, write_outputs
+from dataflows._wiring import kafka_batches, write_batches
 
 STAGE = STAGES["ingest"]
 
 
 def build(settings: Settings) -> Dataflow:
     flow = Dataflow(STAGE.app)
-    raw = op.input("raw-events", flow, kafka_input(settings, STAGE))
-    spread = op.redistribute("spread", raw)
-    outputs = op.flat_map_batch("ingest", spread, Ingester.from_settings(settings).ingest_batch)
-    write_outputs("out", outputs, settings, STAGE)
+    raw = op.input("raw-events", flow, kafka_batches(settings, STAGE))
+    ingested = op.map("ingest", raw, Ingester.from_settings(settings).ingest)
+    write_batches("out", ingested, settings, STAGE)
     return flow
 
 

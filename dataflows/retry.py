@@ -22,7 +22,7 @@ from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_tim
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
 from operators.due_time import DueTimeInput
-from operators.kafka import checked_kafka_output
+from operators.kafka import checked_records_output
 
 STAGE = STAGES["retry"]
 
@@ -55,7 +55,7 @@ def build(settings: Settings) -> Dataflow:
     # upgraded from it resumes from its consumer group.
     released = op.input("tiers", flow, due)
     pending = op.map("back-to-pending", released, back_to_pending)
-    checked_kafka_output("pending", pending, producer_config(settings))
+    checked_records_output("pending", pending, producer_config(settings))
     return flow
 
 

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from operators.pipelined import CommitBehind
+from operators.pipelined import MAX_PENDING, CommitBehind
 
 T = TypeVar("T")
 
@@ -33,10 +33,16 @@ class Committer(Protocol[T]):
 
 
 class _CommitPartition(StatefulSinkPartition[T, None], Generic[T]):
-    def __init__(self, name: str, committer: Committer[T]) -> None:
+    def __init__(
+        self,
+        name: str,
+        committer: Committer[T],
+        weigh: Callable[[T], int] | None,
+        max_pending: int,
+    ) -> None:
         self._name = name
         self._committer = committer
-        self._behind: CommitBehind[T] = CommitBehind(name, committer.commit)
+        self._behind: CommitBehind[T] = CommitBehind(name, committer.commit, max_pending, weigh)
 
     def write_batch(self, values: list[T]) -> None:
         with self._logged():
@@ -70,11 +76,20 @@ class CommitSink(FixedPartitionedSink[T, None]):
     """Takes ``(name, item)`` pairs; each name's items go to its one committer.
 
     ``committers`` maps each name to a factory, called on the worker that owns the name.
+    ``weigh`` says what an item counts for in ``max_pending``, the bound of what waits to be
+    committed (by default 1; a batch of rows, its rows).
     """
 
-    def __init__(self, committers: Mapping[str, Callable[[], Committer[T]]]) -> None:
+    def __init__(
+        self,
+        committers: Mapping[str, Callable[[], Committer[T]]],
+        weigh: Callable[[T], int] | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         self._committers = dict(committers)
         self._names = sorted(self._committers)
+        self._weigh = weigh
+        self._max_pending = max_pending
 
     def list_parts(self) -> list[str]:
         return list(self._names)
@@ -84,4 +99,6 @@ class CommitSink(FixedPartitionedSink[T, None]):
         return self._names.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CommitPartition[T]:
-        return _CommitPartition(for_part, self._committers[for_part]())
+        return _CommitPartition(
+            for_part, self._committers[for_part](), self._weigh, self._max_pending
+        )

@@ -14,7 +14,7 @@ import logging
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -34,10 +34,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow.kafka.clients import produce_or_wait, settled
-from claimx_flow.kafka.records import Headers, KafkaRecord, OutboundRecord
+from claimx_flow.kafka.clients import settled
+from claimx_flow.kafka.records import Headers, KafkaRecord, OutboundRecord, RecordBatch
 from operators import shutdown
-from operators.pipelined import CommitBehind
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,9 @@ def record_of(msg: Message, topic: str, partition: int) -> KafkaRecord:
 
 def bytes_headers(raw: Any) -> Headers:
     """Headers as (name, bytes) pairs; a header sent without a value becomes ``b""``."""
-    return [(name, value or b"") for name, value in (raw or [])]
+    if not raw:
+        return ()
+    return [(name, value or b"") for name, value in raw]
 
 
 def fatal_or_logged(error: KafkaError, topic: str, partition: int) -> None:
@@ -297,6 +298,15 @@ def consumer_settings(client: Mapping[str, Any], group_id: str, **extra: Any) ->
     }
 
 
+PARTITION_CONSUMER = {
+    "fetch.wait.max.ms": 50,
+    # librdkafka prefetches up to 64 MiB per consumer by default, and there is one consumer
+    # per partition: with a backlog, 6 partitions held ~400 MiB of messages nobody had asked
+    # for yet. 4 MiB is thousands of events, several batches ahead.
+    "queued.max.messages.kbytes": 4096,
+}
+
+
 class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
     """Every partition of ``topics``; the offset of each lives in recovery snapshots and, once
     its outputs are done, in the consumer group (:class:`Progress`).
@@ -329,9 +339,12 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> StatefulSourcePartition[KafkaRecord, int]:
+        return self.partition(for_part, resume_state)
+
+    def partition(self, for_part: str, resume_state: int | None) -> KafkaPartition:
         partition, topic = split_part(for_part)
         return KafkaPartition(
-            consumer_settings(self._client, self._group_id, **{"fetch.wait.max.ms": 50}),
+            consumer_settings(self._client, self._group_id, **PARTITION_CONSUMER),
             topic,
             partition,
             resume_state,
@@ -341,8 +354,49 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
         )
 
 
+class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
+    """A :class:`KafkaPartition` whose records come as one :class:`RecordBatch` per poll."""
+
+    def __init__(self, part: str, inner: KafkaPartition) -> None:
+        self._part = part
+        self._inner = inner
+
+    def next_batch(self) -> list[RecordBatch]:
+        records = self._inner.next_batch()
+        return [RecordBatch(self._part, records)] if records else []
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> int:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class KafkaBatchInput(FixedPartitionedSource[RecordBatch, int]):
+    """:class:`KafkaInput` handing the dataflow one :class:`RecordBatch` per poll of a
+    partition instead of one item per message: a stage that works a batch at a time pays
+    Bytewax's per-item cost once per batch, and its outputs can be written under the
+    partition's name (see :class:`KafkaOutput`)."""
+
+    def __init__(self, records: KafkaInput) -> None:
+        self._records = records
+
+    def list_parts(self) -> list[str]:
+        return self._records.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[RecordBatch, int]:
+        return _BatchPartition(for_part, self._records.partition(for_part, resume_state))
+
+
 @dataclass
 class _Deliveries:
+    """Refused deliveries, as librdkafka reports them (only failures are reported)."""
+
     failed: list[str]
 
     def __call__(self, error: KafkaError | None, msg: Any) -> None:
@@ -358,6 +412,9 @@ def checked_settings(producer: Mapping[str, Any], flush_timeout_s: float) -> dic
     successes told nothing, and each cost a Python callback per message on the worker.
     """
     return {
+        # Records wait in the producer's queue until an epoch's end confirms them; bound it
+        # (librdkafka's default is 1 GiB), so a slow broker holds the worker back instead.
+        "queue.buffering.max.kbytes": 64 * 1024,
         **producer,
         "delivery.timeout.ms": int(flush_timeout_s * 1000),
         "delivery.report.only.error": True,
@@ -365,57 +422,83 @@ def checked_settings(producer: Mapping[str, Any], flush_timeout_s: float) -> dic
 
 
 class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
-    """Writes a batch and returns only once Kafka confirmed every message of it."""
+    """Sends records and confirms them: ``send`` queues a batch (librdkafka batches, compresses
+    and retries it in its own threads), ``confirm`` returns once Kafka has confirmed every
+    message sent so far, or raises :class:`DeliveryError`. ``write_batch`` is both."""
 
     def __init__(self, producer: Mapping[str, Any], flush_timeout_s: float = 60.0) -> None:
-        self._producer = Producer(checked_settings(producer, flush_timeout_s))
+        self._deliveries = _Deliveries([])
+        self._producer = Producer(
+            {**checked_settings(producer, flush_timeout_s), "on_delivery": self._deliveries}
+        )
         self._flush_timeout_s = flush_timeout_s
+        self._sent = 0
 
-    def write_batch(self, items: list[OutboundRecord]) -> None:
-        deliveries = _Deliveries([])
+    def send(self, items: Iterable[OutboundRecord]) -> None:
+        """Queue ``items`` in order (waiting while the local queue is full)."""
+        produce = self._producer.produce
+        sent = 0
         for record in items:
-            produce_or_wait(
-                self._producer,
-                record.topic,
-                value=record.value,
-                key=record.key,
-                headers=list(record.headers) if record.headers else None,
-                on_delivery=deliveries,
-            )
+            while True:
+                try:
+                    if record.headers:
+                        headers = record.headers  # a list, as librdkafka's binding wants
+                        if type(headers) is not list:
+                            headers = list(headers)
+                        produce(record.topic, record.value, record.key, headers=headers)  # type: ignore[arg-type]
+                    else:
+                        produce(record.topic, record.value, record.key)
+                    break
+                except BufferError:  # deliveries are behind: serve their reports, try again
+                    self._producer.poll(0.05)
+            sent += 1
+        self._sent += sent
+
+    def confirm(self) -> None:
+        """Until every message sent so far is confirmed; raises if one was not."""
         remaining = self._producer.flush(self._flush_timeout_s)
+        sent, self._sent = self._sent, 0
         if remaining:
             raise DeliveryError(
-                f"{remaining} of {len(items)} messages not confirmed by Kafka "
+                f"{remaining} of {sent} messages not confirmed by Kafka "
                 f"within {self._flush_timeout_s:.0f}s"
             )
-        if deliveries.failed:
+        failed, self._deliveries.failed = self._deliveries.failed, []  # each reported once
+        if failed:
             raise DeliveryError(
-                f"{len(deliveries.failed)} of {len(items)} messages refused by Kafka; first: "
-                f"{deliveries.failed[0]}"
+                f"{len(failed)} of {sent} messages refused by Kafka; first: {failed[0]}"
             )
+
+    def write_batch(self, items: list[OutboundRecord]) -> None:
+        self.send(items)
+        self.confirm()
 
     def close(self) -> None:
         self._producer.flush(self._flush_timeout_s)
 
 
-LANES = 4
-"""Sink partitions per Kafka output: each commits on a thread of its own, behind the worker."""
+HASH_LANES = 4
+"""Lanes of a Kafka output whose records are laned by key (:func:`hash_lanes`)."""
+
+Lane = tuple[str, list[OutboundRecord]]
+"""Records for one lane of a :class:`KafkaOutput`, in the order they are to be written."""
 
 
-class _Lane(StatefulSinkPartition[OutboundRecord, None]):
-    """One lane of a Kafka output: its batches produced and confirmed in order, behind the
-    worker, and its snapshot waiting for them, so the epoch waits too."""
+class _Lane(StatefulSinkPartition[list[OutboundRecord], None]):
+    """One lane of a Kafka output: its records queued in order on the worker, and its
+    snapshot waiting until Kafka confirmed them, so the epoch waits too."""
 
     def __init__(self, name: str, producer: CheckedProducer) -> None:
         self._name = name
-        self._behind: CommitBehind[OutboundRecord] = CommitBehind(name, producer.write_batch)
+        self._producer = producer
 
-    def write_batch(self, values: list[OutboundRecord]) -> None:
-        self._behind.add(values)
+    def write_batch(self, values: list[list[OutboundRecord]]) -> None:
+        for records in values:
+            self._producer.send(records)
 
     def snapshot(self) -> None:
         try:
-            self._behind.wait()
+            self._producer.confirm()
         except Exception:
             log.exception(
                 "%s: Kafka did not confirm; the step fails and the epoch replays", self._name
@@ -423,10 +506,13 @@ class _Lane(StatefulSinkPartition[OutboundRecord, None]):
             raise
 
     def close(self) -> None:
-        self._behind.close()
+        try:
+            self._producer.confirm()
+        except Exception:  # never a second error while Bytewax unwinds (see CommitBehind.close)
+            log.exception("%s: closed with messages Kafka did not confirm", self._name)
 
 
-class KafkaOutput(FixedPartitionedSink[OutboundRecord, None]):
+class KafkaOutput(FixedPartitionedSink[list[OutboundRecord], None]):
     """Kafka writes that are part of the epoch: an idempotent producer (acks=all), every
     message's delivery checked, and no epoch counted as done before its messages are stored.
 
@@ -436,29 +522,62 @@ class KafkaOutput(FixedPartitionedSink[OutboundRecord, None]):
     only makes sense on stateful outputs"), so a stateless sink can be handed records after
     their epoch already counts as done, and a SIGKILL then resumes past messages never sent
     (pinned by tests/procedures/test_bytewax_sink_frontier.py). Here each lane is a stateful
-    partition whose snapshot waits for its confirmations. Records are laned by a hash of their
-    key, so one key's records keep their order; the lanes of a process share one producer.
-    Use it through :func:`checked_kafka_output`.
+    partition whose snapshot waits for its confirmations.
+
+    Items are ``(lane, records)``: a lane keeps its records in order. The lanes of a process
+    share one producer, and a lane writes on the worker that owns it. ``lanes`` names them:
+    name them as the dataflow's input partitions (:func:`input_lanes`) and write each batch
+    under the partition it was read from, and Bytewax gives each lane to the worker that owns
+    that input partition (src/timely.rs ``calc_primaries`` assigns the partitions of sources and
+    sinks by the same rule from the same sorted names), so no record crosses workers or
+    processes. Records with no such origin go by key (:func:`hash_lanes`). Use it through
+    :func:`checked_kafka_output`.
     """
 
     def __init__(
-        self, producer: Mapping[str, Any], *, lanes: int = LANES, flush_timeout_s: float = 60.0
+        self,
+        producer: Mapping[str, Any],
+        lanes: Callable[[], list[str]],
+        *,
+        flush_timeout_s: float = 60.0,
     ) -> None:
         self._producer = dict(producer)
         self._lanes = lanes
         self._flush_timeout_s = flush_timeout_s
+        self._index: dict[str, int] = {}
 
     def list_parts(self) -> list[str]:
-        return [f"lane-{index}" for index in range(self._lanes)]
+        names = sorted(set(self._lanes()))
+        self._index = {name: index for index, name in enumerate(names)}
+        return names
 
     def part_fn(self, item_key: str) -> int:
-        return int(item_key)
+        if not self._index:
+            self.list_parts()
+        return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Lane:
         return _Lane(f"{step_id}.{for_part}", _shared(self._producer, self._flush_timeout_s))
 
-    def lane_of(self, record: OutboundRecord) -> str:
-        return str(zlib.crc32(record.key or b"") % self._lanes)
+
+def hash_lanes(count: int = HASH_LANES) -> Callable[[], list[str]]:
+    """Lanes for records laned by key (:func:`lane_by_key`)."""
+    names = [f"lane-{index}" for index in range(count)]
+    return lambda: list(names)
+
+
+def lane_by_key(records: Iterable[OutboundRecord], count: int = HASH_LANES) -> list[Lane]:
+    """Records in :func:`hash_lanes` lanes by a hash of their key, so one key keeps its order."""
+    lanes: dict[int, list[OutboundRecord]] = {}
+    for record in records:
+        lanes.setdefault(zlib.crc32(record.key or b"") % count, []).append(record)
+    return [(f"lane-{index}", laned) for index, laned in lanes.items()]
+
+
+def input_lanes(admin_config: Mapping[str, Any], topics: Iterable[str]) -> Callable[[], list[str]]:
+    """Lanes named as a :class:`KafkaInput` of ``topics`` names its partitions."""
+    config, names = dict(admin_config), list(topics)
+    return lambda: list_partitions(config, names)
 
 
 _producers: dict[tuple[str, float], CheckedProducer] = {}
@@ -477,12 +596,25 @@ def _shared(config: dict[str, Any], flush_timeout_s: float) -> CheckedProducer:
 
 def checked_kafka_output(
     step_id: str,
+    up: Stream[Lane],
+    producer: Mapping[str, Any],
+    *,
+    lanes: Callable[[], list[str]] | None = None,
+    flush_timeout_s: float = 60.0,
+) -> None:
+    """Write ``(lane, records)`` items to the topics their records name, through
+    :class:`KafkaOutput` (by default with :func:`hash_lanes`)."""
+    sink = KafkaOutput(producer, lanes or hash_lanes(), flush_timeout_s=flush_timeout_s)
+    op.output(step_id, up, sink)
+
+
+def checked_records_output(
+    step_id: str,
     up: Stream[OutboundRecord],
     producer: Mapping[str, Any],
     *,
-    lanes: int = LANES,
     flush_timeout_s: float = 60.0,
 ) -> None:
-    """Write ``up`` to the topics its records name, through :class:`KafkaOutput`."""
-    sink = KafkaOutput(producer, lanes=lanes, flush_timeout_s=flush_timeout_s)
-    op.output(step_id, op.key_on(f"{step_id}-lanes", up, sink.lane_of), sink)
+    """:func:`checked_kafka_output` of single records, laned by key a batch at a time."""
+    laned = op.flat_map_batch(f"{step_id}-lanes", up, lane_by_key)
+    checked_kafka_output(step_id, laned, producer, flush_timeout_s=flush_timeout_s)

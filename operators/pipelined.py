@@ -23,20 +23,27 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000
-"""Items gathered while a commit runs before the worker waits for it: bounds the memory."""
+"""Weight (items, unless ``weigh`` says otherwise) gathered while a commit runs before the
+worker waits for it: bounds the memory, and holds the worker back when commits fall behind."""
 
 
 class CommitBehind(Generic[T]):
     """Commits ``commit(items)`` on its own thread, gathering what arrives while one runs."""
 
     def __init__(
-        self, name: str, commit: Callable[[list[T]], None], max_pending: int = MAX_PENDING
+        self,
+        name: str,
+        commit: Callable[[list[T]], None],
+        max_pending: int = MAX_PENDING,
+        weigh: Callable[[T], int] | None = None,
     ) -> None:
         self._name = name
         self._commit = commit
         self._max_pending = max_pending
+        self._weigh = weigh
         self._changed = threading.Condition()
         self._pending: list[T] = []
+        self._weight = 0
         self._committing = False
         self._failure: BaseException | None = None
         self._closed = False
@@ -45,11 +52,13 @@ class CommitBehind(Generic[T]):
 
     def add(self, items: list[T]) -> None:
         """Hand ``items`` over; waits only while ``max_pending`` items are already waiting."""
+        weight = len(items) if self._weigh is None else sum(map(self._weigh, items))
         with self._changed:
-            while len(self._pending) >= self._max_pending and self._failure is None:
+            while self._weight >= self._max_pending and self._failure is None:
                 self._changed.wait()
             self._raise_failure()
             self._pending.extend(items)
+            self._weight += weight
             self._changed.notify_all()
 
     def wait(self) -> None:
@@ -87,7 +96,7 @@ class CommitBehind(Generic[T]):
                     self._changed.wait()
                 if not self._pending:
                     return
-                items, self._pending = self._pending, []
+                items, self._pending, self._weight = self._pending, [], 0
                 self._committing = True
                 self._changed.notify_all()  # room for the waiting worker
             try:

@@ -89,6 +89,8 @@ def test_a_peer_failure_no_command_caught_is_still_one_masked_red_line(
         )
 
     monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.setattr(cli, "_entry_point", False)  # main() sets it; keep it to this test
+    monkeypatch.setenv("CLAIMX_ENV", "local")  # and the environment it adopts
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == 2

@@ -458,9 +458,9 @@ def test_message_from_event_is_the_task_from_event_byte_for_byte(source: dict[st
 
 def test_message_from_event_writes_every_task_field_in_order() -> None:
     """A field added to the task must be added to its fast path too, or this fails."""
-    from claimx_flow.models.messages import _TaskFields
+    from claimx_flow.models.messages import _TaskWire
 
-    assert list(_TaskFields.__annotations__) == list(EnrichmentTask.model_fields)
+    assert list(_TaskWire.__annotations__) == list(EnrichmentTask.model_fields)
 
 
 def test_raw_data_is_the_decoded_message_itself() -> None:

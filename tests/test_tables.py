@@ -112,6 +112,7 @@ EXACT_COLUMNS = {
         "ingested_at",
         "created_at",
         "event_date",
+        "raw_data",
     ],
     "claimx_attachments": [
         "media_id",
@@ -281,7 +282,7 @@ def test_no_rows_is_an_empty_table() -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({**EVENT_ROW, "raw_data": "{}"}, "not columns: ['raw_data']"),
+        ({**EVENT_ROW, "raw": "{}"}, "not columns: ['raw']"),
         ({**EVENT_ROW, "event_id": None}, "claimx_events.event_id: required"),
         ({k: v for k, v in EVENT_ROW.items() if k != "project_id"}, "claimx_events.project_id"),
         ({**EVENT_ROW, "ingested_at": "yesterday"}, "claimx_events.ingested_at"),

@@ -87,7 +87,19 @@ class TableSpec:
                     raise RowSchemaError(
                         f"{self.name}: row {index} has keys that are not columns: {sorted(unknown)}"
                     )
-        arrays = [self._column(field, _values(rows, field.name)) for field in self.schema]
+        columns_of_rows = {name: _values(rows, name) for name in self.schema.names}
+        return self.from_columns(columns_of_rows, len(rows))
+
+    def from_columns(self, columns: Mapping[str, list[Any]], length: int) -> pa.Table:
+        """Columns (lists of ``length`` values by column name; a missing one is all null) as a
+        table of exactly this schema, checked as :meth:`to_arrow` checks rows: a stage that
+        holds its values column by column skips building a dict per row."""
+        unknown = columns.keys() - set(self.schema.names)
+        if unknown:
+            raise RowSchemaError(f"{self.name}: not columns: {sorted(unknown)}")
+        arrays = [
+            self._column(field, columns.get(field.name) or [None] * length) for field in self.schema
+        ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _column(self, field: pa.Field, values: list[Any]) -> pa.Array:

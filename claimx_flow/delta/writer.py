@@ -1,9 +1,17 @@
-"""Idempotent writes to Delta tables: keyed merges, never blind appends.
+"""Idempotent writes to Delta tables: keyed, never blind appends.
 
-Every write may be replayed after a crash (the dataflows are at-least-once), so a write is a
-MERGE on the table's key: replaying it changes nothing. Two rules protect data already there:
-a partial update (policyholder, xa-linking) never overwrites a column with null, and a row older
-than the stored one (by the table's version column) never overwrites it.
+Every write may be replayed after a crash (the dataflows are at-least-once), so a write is
+keyed on the table's key: replaying it changes nothing. Upsert tables are written by a MERGE,
+with two rules protecting data already there: a partial update (policyholder, xa-linking)
+never overwrites a column with null, and a row older than the stored one (by the table's
+version column) never overwrites it.
+
+An insert-if-absent table (``claimx_events``) with one key column is written by reading which
+of the batch's keys the table holds already (the key column only, in the batch's partitions,
+streamed) and appending the rest. A MERGE did the same but read the matching partitions whole:
+its memory grew with the partition (about 1 KB per stored event, so a day's events would not
+fit a pod), where this reads 32 bytes per stored event and keeps none of them. Both are safe
+only with one writer per table, which the dataflows guarantee (one committer per table).
 
 A table made before a column was declared (``claimx_events`` before ``raw_data``) gets the
 columns it lacks, nullable, in one ``ADD COLUMN`` commit when the writer opens it, before its
@@ -16,10 +24,13 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable, Field
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
@@ -82,28 +93,28 @@ class DeltaWriter:
         source = self.spec.to_arrow(collapsed) if collapsed else None
         return Prepared(source, len(collapsed), started)
 
+    def merge_table(self, rows: pa.Table) -> WriteOutcome:
+        """One keyed MERGE of rows already in the table's schema, one per key."""
+        return self.merge(
+            Prepared(rows if rows.num_rows else None, rows.num_rows, time.perf_counter())
+        )
+
     @property
     def mode(self) -> WriteMode:
         return self.spec.write_mode
 
     def merge(self, prepared: Prepared) -> WriteOutcome:
-        """One keyed MERGE of prepared rows."""
+        """One keyed write of prepared rows (one per key): MERGE, or insert what is absent."""
         if prepared.source is None:
             return WriteOutcome(self.spec.name, 0, 0, 0, 0.0)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = self._open()
-            merger = table.merge(
-                prepared.source,
-                predicate=self._match_predicate(),
-                source_alias="s",
-                target_alias="t",
-            )
-            if self.mode == "upsert":
-                merger = merger.when_matched_update(
-                    self._coalescing_updates(), predicate=self._newer_predicate()
-                )
+            if self.mode == "insert_if_absent" and len(self.spec.keys) == 1:
+                write = partial(self._insert_absent, table, prepared.source)
+            else:
+                write = partial(self._merge, table, prepared.source)
             try:
-                metrics = merger.when_not_matched_insert_all().execute()
+                metrics = write()
             except Exception as exc:  # delta-rs raises CommitFailedError and friends
                 if "commit" not in str(exc).lower() or attempt == COMMIT_ATTEMPTS:
                     raise
@@ -119,6 +130,30 @@ class DeltaWriter:
                 time.perf_counter() - prepared.started,
             )
         raise AssertionError("unreachable")
+
+    def _insert_absent(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
+        """Append the rows whose key the table does not hold yet."""
+        key = self.spec.keys[0]
+        wanted = ds.field(key).isin(source.column(key))
+        for column in self.spec.partition_by:
+            wanted &= ds.field(column).isin(pc.unique(source.column(column)))
+        held = table.to_pyarrow_dataset().to_table(columns=[key], filter=wanted).column(key)
+        if len(held):
+            source = source.filter(pc.invert(pc.is_in(source.column(key), value_set=held)))
+        if source.num_rows:
+            write_deltalake(table, source, mode="append")
+        return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
+
+    def _merge(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
+        merger = table.merge(
+            source, predicate=self._match_predicate(), source_alias="s", target_alias="t"
+        )
+        if self.mode == "upsert":
+            merger = merger.when_matched_update(
+                self._coalescing_updates(), predicate=self._newer_predicate()
+            )
+        metrics: dict[str, Any] = merger.when_not_matched_insert_all().execute()
+        return metrics
 
     def answers(self) -> bool:
         """Whether the table's storage answers now: after a failed write, it tells a refused

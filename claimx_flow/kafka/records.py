@@ -6,14 +6,19 @@ can always name the exact message it is about; an outbound record says where it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-Headers = list[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    """One message read from Kafka."""
+class KafkaRecord(NamedTuple):
+    """One message read from Kafka.
+
+    A named tuple, not a frozen dataclass: one is made for every message a stage reads, and a
+    frozen dataclass's ``__init__`` cost about 1.1 us where this costs 0.4 us.
+    """
 
     topic: str
     partition: int
@@ -21,7 +26,7 @@ class KafkaRecord:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
-    headers: Headers = field(default_factory=list)
+    headers: Headers = ()
     error: str | None = None
     """Set when the Kafka client could not read the message (corrupt, not decompressible):
     it has no value, only a place, and belongs in a DLQ."""
@@ -32,11 +37,23 @@ class KafkaRecord:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundRecord:
-    """One message to write to Kafka."""
+class OutboundRecord(NamedTuple):
+    """One message to write to Kafka (a named tuple for the reason ``KafkaRecord`` is)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: Headers = field(default_factory=list)
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """Records read together from one partition, in offset order: the unit a batched stage
+    takes, so the dataflow moves one item per batch instead of one per message.
+
+    ``part`` names the partition the way the dataflow's input does (``<partition>-<topic>``):
+    outputs written under the same name stay on the worker that read them.
+    """
+
+    part: str
+    records: list[KafkaRecord]

@@ -25,17 +25,6 @@ from pydantic import (
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
 from claimx_flow.models.types import ClaimxId, UtcDateTime, normalise_id
 
-# The parts of an event's identity, in hash order (§1 "Identity").
-IDENTITY_FIELDS = (
-    "project_id",
-    "event_type",
-    "ingested_at",
-    "media_id",
-    "task_assignment_id",
-    "video_collaboration_id",
-    "master_file_name",
-)
-
 # ClaimX events are a few hundred bytes. Parsing a message far beyond that costs memory and CPU
 # for nothing the pipeline keeps (only the identity fields travel on), so it is refused unread.
 MAX_EVENT_BYTES = 1024 * 1024
@@ -117,19 +106,24 @@ def derive_event_id(fields: Mapping[str, Any]) -> str:
 
     Never from the clock: the same event must get the same id on every replay and restart, or
     deduplication breaks. ``fields`` holds normalised values (a validated event's fields).
+    Spelled out field by field rather than looped over the names: it runs for most ingested
+    events, and the loop cost twice as much.
     """
-    parts = _identity_parts(fields)
-    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+    get = fields.get
+    at = get("ingested_at")
+    text = "|".join(
+        (
+            _part(get("project_id")),
+            _part(get("event_type")),
+            "" if at is None else at.isoformat(),
+            _part(get("media_id")),
+            _part(get("task_assignment_id")),
+            _part(get("video_collaboration_id")),
+            _part(get("master_file_name")),
+        )
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _identity_parts(fields: Mapping[str, Any]) -> tuple[str, ...]:
-    parts = []
-    for name in IDENTITY_FIELDS:
-        value = fields.get(name)
-        if value is None:
-            parts.append("")
-        elif name == "ingested_at":
-            parts.append(value.isoformat())
-        else:
-            parts.append(str(value))
-    return tuple(parts)
+def _part(value: Any) -> str:
+    return "" if value is None else value if type(value) is str else str(value)

@@ -28,7 +28,9 @@ def as_utc(value: datetime) -> datetime:
     An instant at the edge of the calendar (``9999-12-31T23:59-12:00``) has no UTC form; that
     is a bad value in the message, not a crash of the stage reading it.
     """
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.tzinfo is UTC:
+        return value if value.tzinfo is UTC else value.replace(tzinfo=UTC)
+    if not value.utcoffset():  # already at UTC under another name (``Z``): only relabel
         return value.replace(tzinfo=UTC)
     try:
         return value.astimezone(UTC)

@@ -4,6 +4,13 @@ The dataflows only wire these to Kafka, Delta and each other; the logic runs and
 without a stream runtime.
 """
 
-from claimx_flow.stages.outputs import RowOutput, SourcedRow, StageOutput, TableRow
+from claimx_flow.stages.outputs import (
+    RowBatch,
+    RowOutput,
+    SourcedRow,
+    StageBatch,
+    StageOutput,
+    TableRow,
+)
 
-__all__ = ["RowOutput", "SourcedRow", "StageOutput", "TableRow"]
+__all__ = ["RowBatch", "RowOutput", "SourcedRow", "StageBatch", "StageOutput", "TableRow"]

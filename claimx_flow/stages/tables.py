@@ -1,12 +1,15 @@
-"""Rows into their Delta table, one committer per table; a row the table refuses dead-letters
-the message it came from, and the rest of the batch commits.
+"""Rows into their Delta tables: converted to Arrow where the stage runs, committed by one
+committer per table; a row its table refuses dead-letters the message it came from, and the
+rest of the batch lands.
 
 A row that cannot be converted to the table's schema (a text Arrow cannot encode, a value out
 of range, an empty key) would fail the whole batch's write, and the replay would fail it again:
-one poisoned message would stop the stage for good. So conversion is checked first and a batch
-that does not convert is split until the rows that do not fit are found. A MERGE that still
-fails is split the same way, but only while the table's storage answers: when it does not, the
-failure is the stage's own infrastructure and the step fails (recovery replays the epoch).
+one poisoned message would stop the stage for good. So a batch is converted before anything is
+written (``convert``), and a batch that does not convert is split until the rows that do not
+fit are found; their messages go to the stage's DLQ with the reason, the rest convert. A MERGE
+that still fails is split the same way, but only while the table's storage answers: when it
+does not, the failure is the stage's own infrastructure and the step fails (recovery replays
+the epoch).
 """
 
 from __future__ import annotations
@@ -14,23 +17,117 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from claimx_flow.delta.tables import RowSchemaError
-from claimx_flow.delta.writer import DeltaWriter, WriteOutcome
+import pyarrow as pa
+
+from claimx_flow.delta.tables import TABLES, RowSchemaError, TableSpec
+from claimx_flow.delta.writer import DeltaWriter, WriteOutcome, collapse_by_key
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import MessageIds
 from claimx_flow.routing.failures import FailureRouter
-from claimx_flow.stages.outputs import RecordSender, SourcedRow
+from claimx_flow.stages.outputs import RecordSender, RowBatch, SourcedRow, StageBatch, StageOutput
 
 log = logging.getLogger(__name__)
 
-Refusal = tuple[SourcedRow, Exception]
+T = TypeVar("T")
+
+Refusal = tuple[T, Exception]
+
+
+def convert(
+    items: Sequence[T], build: Callable[[Sequence[T]], pa.Table]
+) -> tuple[pa.Table | None, list[T], list[Refusal[T]]]:
+    """``build(items)``, or, when a row does not fit (``RowSchemaError``), ``build`` of the
+    items that do: (the table or None, the items in it in order, the refused items with why).
+
+    The whole batch is tried first, so a clean batch costs one conversion; a poisoned one is
+    halved until each refused item is alone (about 2 log2(n) conversions per refused item).
+    """
+    kept: list[T] = []
+    refused: list[Refusal[T]] = []
+    tables: list[pa.Table] = []
+
+    def attempt(part: Sequence[T]) -> None:
+        try:
+            table = build(part)
+        except RowSchemaError as error:
+            if len(part) == 1:
+                refused.append((part[0], error))
+                return
+            middle = len(part) // 2
+            attempt(part[:middle])
+            attempt(part[middle:])
+            return
+        tables.append(table)
+        kept.extend(part)
+
+    if items:
+        attempt(items)
+    if not tables:
+        return None, kept, refused
+    return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), kept, refused
+
+
+def row_batch(
+    spec: TableSpec, sourced: Sequence[SourcedRow]
+) -> tuple[RowBatch | None, list[Refusal[SourcedRow]]]:
+    """Rows (dicts) made by one stage batch as one ``RowBatch``, and the rows that do not fit."""
+    table, kept, refused = convert(sourced, lambda part: spec.to_arrow([row for row, _ in part]))
+    if table is None:
+        return None, refused
+    return RowBatch(table, [source for _, source in kept]), refused
+
+
+def dead_letter(
+    router: FailureRouter, table: str, refused: Sequence[Refusal[SourcedRow]]
+) -> list[OutboundRecord]:
+    """One DLQ record per refused message, however many of its rows were refused."""
+    letters: dict[tuple[str, int, int], OutboundRecord] = {}
+    for (row, source), error in refused:
+        where = (source.topic, source.partition, source.offset)
+        if where not in letters:
+            letters[where] = _letter(router, table, row, source, error)
+    if refused:
+        log.error(
+            "%s: %d row(s) refused, %d message(s) dead-lettered; first: %s",
+            table,
+            len(refused),
+            len(letters),
+            refused[0][1],
+        )
+    return list(letters.values())
+
+
+def gathered(
+    lane: str | None, outputs: Sequence[StageOutput], router: FailureRouter | None
+) -> StageBatch:
+    """Outputs handed over one at a time, as one ``StageBatch``: the records in order, each
+    table's rows converted to Arrow here, where the stage runs; the messages of rows that do
+    not fit are dead-lettered through ``router`` (a stage that writes rows has a DLQ)."""
+    batch = StageBatch(lane)
+    rows: dict[str, list[SourcedRow]] = {}
+    for output in outputs:
+        if isinstance(output, OutboundRecord):
+            batch.records.append(output)
+        else:
+            table, row = output
+            rows.setdefault(table, []).append(row)
+    for table, sourced in rows.items():
+        converted, refused = row_batch(TABLES[table], sourced)
+        if converted is not None:
+            batch.tables[table] = converted
+        if refused:
+            assert router is not None, f"rows for {table} from a stage without a DLQ"
+            batch.records.extend(dead_letter(router, table, refused))
+    return batch
 
 
 @dataclass
 class TableCommitter:
-    """Commits one table's rows; refused rows go to the stage's DLQ through ``router``."""
+    """Commits one table's row batches as one keyed MERGE; rows the MERGE refuses go to the
+    stage's DLQ through ``router``."""
 
     writer: DeltaWriter
     router: FailureRouter
@@ -39,80 +136,85 @@ class TableCommitter:
     on_write: Callable[[WriteOutcome], None] = lambda outcome: None
     _sending: RecordSender | None = field(default=None, init=False)
 
-    def commit(self, items: list[SourcedRow]) -> None:
-        refused: list[Refusal] = []
-        fitting = self._fitting(items, refused)
-        if fitting:
-            self._merge(fitting, refused)
+    def commit(self, items: list[RowBatch]) -> None:
+        batches = [b for b in items if b.rows.num_rows]
+        if not batches:
+            return
+        rows = pa.concat_tables([b.rows for b in batches]) if len(batches) > 1 else batches[0].rows
+        sources = [source for b in batches for source in b.sources]
+        rows, sources = collapsed(self.writer.spec, rows, sources)
+        refused: list[Refusal[SourcedRow]] = []
+        self._merge(rows, sources, refused)
         if refused:
-            self._dead_letter(refused)
+            if self._sending is None:
+                self._sending = self.sender()
+            self._sending.write_batch(dead_letter(self.router, self._table, refused))
 
     def close(self) -> None:
         if self._sending is not None:
             self._sending.close()
 
-    def _fitting(self, items: list[SourcedRow], refused: list[Refusal]) -> list[SourcedRow]:
-        """The items whose rows convert to the table's schema (pure: no I/O)."""
+    def _merge(
+        self, rows: pa.Table, sources: list[KafkaRecord], refused: list[Refusal[SourcedRow]]
+    ) -> None:
         try:
-            self.writer.prepare([row for row, _ in items])
-        except RowSchemaError as error:
-            if len(items) == 1:
-                refused.append((items[0], error))
-                return []
-            middle = len(items) // 2
-            return self._fitting(items[:middle], refused) + self._fitting(items[middle:], refused)
-        return items
-
-    def _merge(self, items: list[SourcedRow], refused: list[Refusal]) -> None:
-        try:
-            self.on_write(self.writer.write([row for row, _ in items]))
+            self.on_write(self.writer.merge_table(rows))
         except Exception as error:
             if not self.writer.answers():
                 raise  # the storage is down, not the rows: fail the step, replay the epoch
-            if len(items) == 1:
-                refused.append((items[0], error))
+            if rows.num_rows == 1:
+                refused.append(((rows.to_pylist()[0], sources[0]), error))
                 return
             log.warning(
-                "%s: MERGE of %d rows failed (%s); splitting", self._table, len(items), error
+                "%s: MERGE of %d rows failed (%s); splitting", self._table, rows.num_rows, error
             )
-            middle = len(items) // 2
-            self._merge(items[:middle], refused)
-            self._merge(items[middle:], refused)
-
-    def _dead_letter(self, refused: Sequence[Refusal]) -> None:
-        """One DLQ record per refused message, however many of its rows were refused."""
-        letters: dict[tuple[str, int, int], OutboundRecord] = {}
-        for (row, source), error in refused:
-            where = (source.topic, source.partition, source.offset)
-            if where not in letters:
-                letters[where] = self._letter(row, source, error)
-        log.error(
-            "%s: %d row(s) refused, %d message(s) dead-lettered; first: %s",
-            self._table,
-            len(refused),
-            len(letters),
-            refused[0][1],
-        )
-        if self._sending is None:
-            self._sending = self.sender()
-        self._sending.write_batch(list(letters.values()))
-
-    def _letter(
-        self, row: dict[str, object], source: KafkaRecord, error: Exception
-    ) -> OutboundRecord:
-        return self.router.route(
-            source,
-            reason=str(error) if isinstance(error, RowSchemaError) else f"{self._table}: {error}",
-            error_class=type(error).__name__,
-            category=ErrorCategory.PERMANENT,
-            ids=MessageIds(
-                _text(row, "project_id"), _text(row, "event_id"), _text(row, "media_id")
-            ),
-        )
+            middle = rows.num_rows // 2
+            self._merge(rows.slice(0, middle), sources[:middle], refused)
+            self._merge(rows.slice(middle), sources[middle:], refused)
 
     @property
     def _table(self) -> str:
         return self.writer.spec.name
+
+
+def collapsed(
+    spec: TableSpec, rows: pa.Table, sources: list[KafkaRecord]
+) -> tuple[pa.Table, list[KafkaRecord]]:
+    """One row per key, as a MERGE requires, by the table's write mode (``collapse_by_key``);
+    the source kept for a key is its last row's. Rows with distinct keys (the usual batch) are
+    returned as they are, checked at C speed."""
+    keys = _keys(spec, rows)
+    if len(set(keys)) == len(keys):
+        return rows, sources
+    if spec.write_mode == "insert_if_absent":
+        first: dict[object, int] = {}
+        for index, key in enumerate(keys):
+            first.setdefault(key, index)
+        kept = sorted(first.values())
+        return rows.take(kept), [sources[i] for i in kept]
+    last = {key: sources[index] for index, key in enumerate(keys)}
+    merged = collapse_by_key(rows.to_pylist(), spec.keys, spec.version_column, spec.write_mode)
+    table = spec.to_arrow(merged)
+    return table, [last[key] for key in _keys(spec, table)]
+
+
+def _keys(spec: TableSpec, rows: pa.Table) -> list[object]:
+    if len(spec.keys) == 1:
+        values: list[object] = rows.column(spec.keys[0]).to_pylist()
+        return values
+    return list(zip(*(rows.column(k).to_pylist() for k in spec.keys), strict=True))
+
+
+def _letter(
+    router: FailureRouter, table: str, row: dict[str, object], source: KafkaRecord, error: Exception
+) -> OutboundRecord:
+    return router.route(
+        source,
+        reason=str(error) if isinstance(error, RowSchemaError) else f"{table}: {error}",
+        error_class=type(error).__name__,
+        category=ErrorCategory.PERMANENT,
+        ids=MessageIds(_text(row, "project_id"), _text(row, "event_id"), _text(row, "media_id")),
+    )
 
 
 def _text(row: dict[str, object], column: str) -> str | None:

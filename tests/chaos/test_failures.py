@@ -33,7 +33,7 @@ from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack import KafkaService
-from operators.kafka import DeliveryError, checked_kafka_output
+from operators.kafka import DeliveryError, checked_records_output
 from tests.isolation import isolated_settings
 
 
@@ -72,7 +72,7 @@ def test_a_stopped_broker_fails_the_step_and_the_message_arrives_after_restart(
         records = [OutboundRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(20)]
         dataflow = Dataflow("delivery")
         stream = op.input("in", dataflow, TestingSource(records, batch_size=20))
-        checked_kafka_output("out", stream, producer_config(settings), flush_timeout_s=4)
+        checked_records_output("out", stream, producer_config(settings), flush_timeout_s=4)
         return dataflow
 
     stop_process_group(own_broker.running.pid, grace_s=0.1)  # the broker goes away

@@ -104,6 +104,18 @@ def test_history_as_json_and_as_a_table(data_dir: Path) -> None:
     assert "CREATE TABLE" in flat(view)
 
 
+def test_delta_maintenance_in_production_needs_no_kafka(
+    data_dir: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """A maintenance job (a CronJob running ``claimx delta optimize``) talks to storage only:
+    production settings without a broker are enough."""
+    clean_env.setenv("CLAIMX_ENV", "production")
+    clean_env.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    result = delta("history", "-t", MEDIA.name, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["table"] == MEDIA.name
+
+
 def test_an_unknown_or_absent_table_is_exit_code_2(data_dir: Path) -> None:
     unknown = delta("history", "-t", "claimx_nonsense", "-o", "json")
     assert unknown.exit_code == 2 and "unknown table" in flat(unknown)

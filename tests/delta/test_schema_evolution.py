@@ -1,6 +1,7 @@
 """A ``claimx_events`` table made before ``raw_data`` existed (as a deployed pipeline's is):
-the writer adds the column it lacks before its first MERGE, old rows read null in it, new rows
-keep their raw event, and nothing else about the table changes."""
+the writer adds the column it lacks before its first write, old rows read null in it, new rows
+keep their raw event, and nothing else about the table changes. (Events are written by
+appending the ones the table does not hold: a ``WRITE`` commit, not a ``MERGE``.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from deltalake import DeltaTable
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import EVENTS, TableSpec
 from claimx_flow.delta.writer import DeltaWriter, writer_for
-from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.kafka.records import KafkaRecord, RecordBatch
 from claimx_flow.stages.ingest import Ingester
 from claimx_flow.stages.tables import TableCommitter
 
@@ -51,7 +52,7 @@ def settings(tmp_path: Path) -> Settings:
     return settings
 
 
-def test_the_writer_adds_the_missing_column_before_merging(settings: Settings) -> None:
+def test_the_writer_adds_the_missing_column_before_writing(settings: Settings) -> None:
     writer = writer_for(settings, EVENTS)
     before = DeltaTable(writer.uri).version()
     raw = '{"event_type": "PROJECT_CREATED", "project_id": 1, "future_field": [1, 2]}'
@@ -63,7 +64,7 @@ def test_the_writer_adds_the_missing_column_before_merging(settings: Settings) -
     assert list(schema.names) == list(EVENTS.schema.names)  # appended where the spec has it
     assert table.metadata().partition_columns == ["event_date"]
     operations = [c["operation"] for c in table.history()[: table.version() - before]]
-    assert operations == ["MERGE", "ADD COLUMN"]
+    assert operations == ["WRITE", "ADD COLUMN"]
     rows = {r["event_id"]: r["raw_data"] for r in table.to_pyarrow_table().to_pylist()}
     assert rows == {"old-1": None, "old-2": None, "old-3": None, "new-1": raw}
 
@@ -74,7 +75,7 @@ def test_a_table_with_every_column_is_not_altered(settings: Settings) -> None:
     version = DeltaTable(uri).version()
     again = writer_for(settings, EVENTS)  # a restarted stage opens it anew
     again.write([old_row("b")])
-    assert DeltaTable(uri).version() == version + 1  # the MERGE only
+    assert DeltaTable(uri).version() == version + 1  # the write only
     assert again.missing_columns(DeltaTable(uri)) == []
 
 
@@ -82,22 +83,21 @@ def test_a_new_table_is_made_with_the_column(tmp_path: Path) -> None:
     writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
     writer.write([{**old_row("x"), "raw_data": "{}"}])
     table = DeltaTable(writer.uri)
-    assert [c["operation"] for c in table.history()] == ["MERGE", "CREATE TABLE"]
+    assert [c["operation"] for c in table.history()] == ["WRITE", "CREATE TABLE"]
     assert table.to_pyarrow_table().column("raw_data").to_pylist() == ["{}"]
 
 
 def test_the_ingest_committer_lands_every_event_on_an_old_table(settings: Settings) -> None:
     """What a deployed pipeline does after the upgrade: the events committer's first batch on
-    the old table. Without the column added first, delta-rs 1.6's MERGE (without
-    ``merge_schema``) succeeds and silently drops ``raw_data``: every raw event would be lost."""
+    the old table. (Without the column added first, delta-rs 1.6's MERGE, without
+    ``merge_schema``, succeeded and silently dropped ``raw_data``.)"""
     values = [
         f'{{"event_type":"PROJECT_CREATED","project_id":"{i}",'
         f'"ingested_at":"2026-11-27T10:00:00Z","event_id":"ev-{i}","x_new":{i}}}'.encode()
         for i in range(5)
     ]
     records = [KafkaRecord("raw", 0, i, None, b"k", v) for i, v in enumerate(values)]
-    outputs = Ingester.from_settings(settings).ingest_batch(records)
-    rows = [o[1] for o in outputs if isinstance(o, tuple)]
+    out = Ingester.from_settings(settings).ingest(RecordBatch("0-raw", records))
     letters: list[object] = []
 
     class Sender:
@@ -112,7 +112,7 @@ def test_the_ingest_committer_lands_every_event_on_an_old_table(settings: Settin
         Ingester.from_settings(settings).router,
         Sender,
     )
-    committer.commit(rows)  # type: ignore[arg-type]
+    committer.commit([out.tables[EVENTS.name]])
     assert letters == []
     table = DeltaTable(writer_for(settings, EVENTS).uri).to_pyarrow_table().to_pylist()
     stored = {r["event_id"]: r["raw_data"] for r in table}

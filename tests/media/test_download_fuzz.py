@@ -3,8 +3,9 @@ weird ports, IPv6, unicode, huge; file names and ids of any text, lone surrogate
 read and processed by the stage as it runs, the valid ones fetched over HTTP from the
 simulator.
 
-The property: every task record ends as exactly one record (a cached download whose file holds
-what it says, or a retry/DLQ record with its original value and a readable reason), nothing
+The property: every task record ends as exactly one routing (a cached download whose file holds
+what it says, or a retry/DLQ record with its original body, its ``retry_count`` following the
+attempt, and a readable reason; a DLQ record comes after the file's failed result), nothing
 raises, and the cache holds exactly the files of the cached downloads. Examples per test:
 ``CLAIMX_FUZZ_EXAMPLES`` (default 100 here, to stay CI-friendly).
 """
@@ -28,7 +29,9 @@ from claimx_flow.config import Settings
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.media.cache_runs import cached_files
-from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
+from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
+from claimx_flow.models.messages import with_retry_count
+from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import DownloadStage
 
 EXAMPLES = int(os.environ.get("CLAIMX_FUZZ_EXAMPLES", "100"))
@@ -168,15 +171,28 @@ def check_batch(
     read = [stage.parse(record) for record in records]
     unread = [r for r in read if isinstance(r, OutboundRecord)]
     tasks = [r for r in read if not isinstance(r, OutboundRecord)]
-    out = loop.run_until_complete(stage.process(tasks))
 
-    assert len(out) == len(tasks)
+    async def each() -> list[list[StageOutput]]:
+        return await asyncio.gather(*(stage.download(task) for task in tasks))
+
+    per_task = loop.run_until_complete(each())
+
     for record in unread:
         assert record.topic == settings.claimx_downloads_dlq_topic
         assert FailureInfo.from_headers(record.headers).error_message
     cached: list[Path] = []
-    for (source, task), result in zip(tasks, out, strict=True):
+    out: list[OutboundRecord] = []
+    for (source, task), outputs in zip(tasks, per_task, strict=True):
+        *before, result = outputs
         assert isinstance(result, OutboundRecord)
+        out.append(result)
+        if result.topic == settings.claimx_downloads_dlq_topic:  # the file's failed result first
+            (failed,) = before
+            assert isinstance(failed, OutboundRecord)
+            assert failed.topic == settings.claimx_downloads_results_topic
+            assert UploadResult.from_json(failed.value).status == "failed"
+        else:
+            assert before == []
         if result.topic == settings.claimx_downloads_cached_topic:
             download = CachedDownload.from_json(result.value)
             assert isinstance(task, DownloadTask) and download.media_id == task.media_id
@@ -188,8 +204,8 @@ def check_batch(
             settings.claimx_downloads_dlq_topic,
             *settings.download_retry_topics,
         }
-        assert result.value == source.value  # the original task, unchanged
         info = FailureInfo.from_headers(result.headers)
+        assert result.value == with_retry_count(source.value, info.attempt)  # else unchanged
         assert info.error_message.strip() and info.stage == "download"
     left = cached_files(settings.effective_cache_dir)
     assert sorted(left) == sorted(cached)  # no partial file, nothing of a failed attempt

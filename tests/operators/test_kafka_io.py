@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, consumer_config, producer_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from operators.kafka import DeliveryError, KafkaInput, checked_kafka_output
+from operators.kafka import DeliveryError, KafkaInput, checked_records_output
 
 
 def _fill(settings: Settings, topic: str, count: int) -> None:
@@ -57,7 +57,7 @@ def test_input_to_checked_output_moves_every_record(
     records = op.input(
         "in", flow, KafkaInput(client_config(kafka_settings), "test", [source], stop_at_end=True)
     )
-    checked_kafka_output(
+    checked_records_output(
         "out", op.map("forward", records, forward), producer_config(kafka_settings)
     )
     cluster_main(flow, [], 0, worker_count_per_proc=workers)
@@ -76,7 +76,7 @@ def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:
     """A message Kafka cannot store must stop the dataflow, never vanish."""
     flow = Dataflow("kafka-refused")
     records = op.input("in", flow, TestingSource([OutboundRecord("no.such.topic", b"k", b"v")]))
-    checked_kafka_output("out", records, producer_config(kafka_settings), flush_timeout_s=3)
+    checked_records_output("out", records, producer_config(kafka_settings), flush_timeout_s=3)
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     assert any(isinstance(e, DeliveryError) for e in _chain(caught.value))
@@ -97,7 +97,7 @@ def test_message_the_broker_refuses_fails_the_step(
     records = op.input(
         "in", flow, TestingSource([OutboundRecord(topic, b"k", v) for v in (fits, too_big)])
     )
-    checked_kafka_output("out", records, producer_config(kafka_settings), flush_timeout_s=20)
+    checked_records_output("out", records, producer_config(kafka_settings), flush_timeout_s=20)
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     refused = [e for e in _chain(caught.value) if isinstance(e, DeliveryError)]

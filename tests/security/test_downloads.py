@@ -24,7 +24,8 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.downloader import DownloadError, DownloadPolicy, download_to_cache
-from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
+from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
+from claimx_flow.models.messages import with_retry_count
 from claimx_flow.stages.download import DownloadStage
 from tests.security import hostile
 from tests.security.conftest import counted
@@ -87,7 +88,20 @@ def run_records(
             await stage.close()
         return [o for o in out if isinstance(o, OutboundRecord)]
 
-    return asyncio.run(go())
+    return routings(settings, asyncio.run(go()))
+
+
+def routings(settings: Settings, out: list[OutboundRecord]) -> list[OutboundRecord]:
+    """Each task's routing, having checked that a DLQ copy follows its file's failed result
+    (the results stage counts it)."""
+    results = [o for o in out if o.topic == settings.claimx_downloads_results_topic]
+    routed = [o for o in out if o.topic != settings.claimx_downloads_results_topic]
+    dead = [o for o in routed if o.topic == settings.claimx_downloads_dlq_topic]
+    assert [r.key for r in results] == [d.key for d in dead]
+    for result, copy in zip(results, dead, strict=True):
+        assert out.index(result) < out.index(copy)
+        assert UploadResult.from_json(result.value).status == "failed"
+    return routed
 
 
 def refused_then_good(
@@ -107,8 +121,8 @@ def refused_then_good(
     ):
         failed, done = run_stage(settings, [bad, media(good_url, media_id="4343")])
     assert failed.topic == topic
-    assert failed.value == bad.to_json()  # the original task, unchanged
     info = FailureInfo.from_headers(failed.headers)
+    assert failed.value == with_retry_count(bad.to_json(), info.attempt)  # else unchanged
     assert info.error_category == category
     assert reason in info.error_message, info.error_message
     assert (info.stage, info.media_id) == ("download", bad.media_id)
@@ -210,7 +224,8 @@ def test_text_that_is_not_utf8_is_refused_not_a_crash(
         ]
         failed, done = run_records(settings, list(zip(records, [bad, good], strict=True)))
         assert [r.path for r in host.requests] == ["/good.jpg"]
-    assert failed.topic == settings.claimx_downloads_dlq_topic and failed.value == raw
+    assert failed.topic == settings.claimx_downloads_dlq_topic
+    assert failed.value == with_retry_count(raw, 1)
     assert reason in FailureInfo.from_headers(failed.headers).error_message
     assert done.topic == settings.claimx_downloads_cached_topic
 

@@ -20,12 +20,14 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.delta.tables import EVENTS
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.kafka.topics import admin_client
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo, RawEvent
 from claimx_flow.models.events import MAX_EVENT_BYTES
 from claimx_flow.stages.ingest import Ingester
+from claimx_flow.stages.outputs import StageBatch
 from tests.e2e.conftest import PipelineRun, header_map
 from tests.security.conftest import counted, iter_samples
 
@@ -93,6 +95,11 @@ def test_the_bad_cases_really_are_what_they_claim() -> None:
     assert len(ten_mb_event()) > TEN_MB
 
 
+def one(ingest: Ingester, record: KafkaRecord) -> StageBatch:
+    """What the stage makes of a batch of just ``record``."""
+    return ingest.ingest(RecordBatch(f"{record.partition}-{record.topic}", [record]))
+
+
 @pytest.mark.parametrize(("case", "value", "reason"), UNREADABLE, ids=UNREADABLE_IDS)
 def test_an_unreadable_event_is_dead_lettered_with_its_reason_and_counted(
     case: str, value: bytes | None, reason: str
@@ -109,8 +116,8 @@ def test_an_unreadable_event_is_dead_lettered_with_its_reason_and_counted(
         counted("claimx_dlq_messages_total", stage="ingest", topic=dlq) as dead,
         counted("claimx_events_ingested_total") as ingested,
     ):
-        (routed,) = ingest(bad)
-        after = ingest(good)
+        (routed,) = one(ingest, bad).records
+        after = one(ingest, good)
 
     assert isinstance(routed, OutboundRecord)
     assert routed.topic == dlq
@@ -131,9 +138,8 @@ def test_an_unreadable_event_is_dead_lettered_with_its_reason_and_counted(
     assert (errors.delta, dead.delta) == (1, 1)
     # The partition flows on: the next event becomes a task and a row.
     assert ingested.delta == 1
-    assert [o.topic for o in after if isinstance(o, OutboundRecord)] == [
-        settings.claimx_enrichment_pending_topic
-    ]
+    assert [o.topic for o in after.records] == [settings.claimx_enrichment_pending_topic]
+    assert after.tables[EVENTS.name].rows.num_rows == 1
 
 
 READABLE: list[tuple[str, bytes]] = [
@@ -153,14 +159,15 @@ READABLE: list[tuple[str, bytes]] = [
 def test_a_readable_oddity_becomes_a_task_and_a_row(case: str, value: bytes) -> None:
     settings = Settings()
     with counted("claimx_events_ingested_total") as ingested:
-        outputs = Ingester.from_settings(settings)(
-            KafkaRecord(settings.claimx_events_topic, 0, 7, None, b"k", value)
+        out = one(
+            Ingester.from_settings(settings),
+            KafkaRecord(settings.claimx_events_topic, 0, 7, None, b"k", value),
         )
-    (task_record,) = [o for o in outputs if isinstance(o, OutboundRecord)]
-    (row,) = [o for o in outputs if not isinstance(o, OutboundRecord)]
+    (task_record,) = out.records
+    (row,) = out.tables[EVENTS.name].rows.to_pylist()
     assert task_record.topic == settings.claimx_enrichment_pending_topic
     task = EnrichmentTask.from_json(task_record.value)
-    assert row[1][0]["event_id"] == task.event_id == RawEvent.from_kafka(value).event_id
+    assert row["event_id"] == task.event_id == RawEvent.from_kafka(value).event_id
     assert ingested.delta == 1
     if case == "unknown fields":  # kept for audit, never dropped
         assert RawEvent.from_kafka(value).raw_data == json.loads(value)
@@ -169,9 +176,12 @@ def test_a_readable_oddity_becomes_a_task_and_a_row(case: str, value: bytes) -> 
 def test_a_duplicate_event_has_the_same_identity() -> None:
     ingest = Ingester.from_settings(Settings())
     first, second = (
-        ingest(KafkaRecord("raw", 0, offset, None, b"k", event())) for offset in (1, 2)
+        one(ingest, KafkaRecord("raw", 0, offset, None, b"k", event())) for offset in (1, 2)
     )
-    assert first[0] == second[0]  # the same task: keyed the same, deduplicated downstream
+    assert first.records == second.records  # the same task: keyed the same, deduplicated
+    assert first.tables[EVENTS.name].rows.column("event_id") == second.tables[
+        EVENTS.name
+    ].rows.column("event_id")
 
 
 # The whole thing, through real stage processes --------------------------------------------

@@ -29,7 +29,7 @@ from claimx_flow.delta.tables import (
 )
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.records import KafkaRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, FailureInfo, MalformedHeadersError, MessageOrigin
 from claimx_flow.models.failure import HEADER_PREFIX
 from claimx_flow.routing.failures import FailureRouter, previous_failure
@@ -140,20 +140,20 @@ message_values = (
     )
 )
 def test_fuzz_the_event_parser_never_stops_the_ingest_stage(value: bytes | None) -> None:
-    outputs = INGEST(KafkaRecord(SETTINGS.claimx_events_topic, 0, 1, None, b"k", value))
-    records = [o for o in outputs if isinstance(o, OutboundRecord)]
-    if records[0].topic == SETTINGS.claimx_events_dlq_topic:
-        (dead,) = outputs
-        assert isinstance(dead, OutboundRecord) and dead.value == value
+    record = KafkaRecord(SETTINGS.claimx_events_topic, 0, 1, None, b"k", value)
+    out = INGEST.ingest(RecordBatch("0-raw", [record]))
+    if out.records[0].topic == SETTINGS.claimx_events_dlq_topic:
+        (dead,) = out.records
+        assert dead.value == value and not out.tables
         info = FailureInfo.from_headers(dead.headers)
         assert info.error_category is ErrorCategory.PERMANENT and info.error_message
         return
     # Accepted: everything it produced can be written and read back.
-    (task_record,) = records
+    (task_record,) = out.records
     task = EnrichmentTask.from_json(task_record.value)
     assert task_record.key == task.project_id.encode()
-    (row,) = [o for o in outputs if not isinstance(o, OutboundRecord)]
-    EVENTS.to_arrow([row[1][0]])
+    rows = out.tables[EVENTS.name]
+    assert rows.sources == [record] and rows.rows.schema == EVENTS.schema
 
 
 # The failure-header codec ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.models import CachedDownload, FailureInfo
+from claimx_flow.models import CachedDownload, FailureInfo, UploadResult
 from claimx_flow.stages.upload import UploadCompletion, UploadStage
 from claimx_flow.storage import UnsafePathError, media_path, safe_file_name
 from claimx_flow.storage.local import LocalFileStore
@@ -221,7 +221,18 @@ def upload(tmp_path: Path, items: list[CachedDownload]) -> list[object]:
         (KafkaRecord("downloads.cached", 0, i, None, c.kafka_key, c.to_json()), c)
         for i, c in enumerate(items)
     ]
-    return list(asyncio.run(stage.process(records)))
+    out = list(asyncio.run(stage.process(records)))
+    results = [
+        o
+        for o in out
+        if isinstance(o, OutboundRecord) and o.topic == settings.claimx_downloads_results_topic
+    ]
+    for result in results:  # each DLQ copy comes right after its file's failed result
+        copy = out[out.index(result) + 1]
+        assert isinstance(copy, OutboundRecord) and copy.key == result.key
+        assert copy.topic == settings.claimx_downloads_dlq_topic
+        assert UploadResult.from_json(result.value).status == "failed"
+    return [o for o in out if o not in results]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Rows a Delta table refuses dead-letter the message they came from; the rest of the batch
-commits. Real Delta tables on disk and a real broker for the DLQ records."""
+"""Rows a Delta table would refuse dead-letter the message they came from; the rest of the
+batch commits. Conversion happens where the stage runs (``row_batch``), the MERGE in the
+table's committer. Real Delta tables on disk and a real broker for the DLQ records."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import FailureInfo
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.stages.outputs import SourcedRow
-from claimx_flow.stages.tables import TableCommitter
+from claimx_flow.stages.tables import TableCommitter, dead_letter, row_batch
 from operators.kafka import CheckedProducer
 from tests.dlq.helpers import read_all
 from tests.isolation import isolated_settings
@@ -47,13 +48,21 @@ def source(offset: int) -> KafkaRecord:
 def committer_for(kafka_bootstrap: str, tmp_path: Path) -> Any:
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
 
-    def make(spec: Any) -> tuple[TableCommitter, str]:
+    def make(spec: Any) -> tuple[Any, str]:
+        """``commit(sourced rows)`` as a stage and its table's committer do it together:
+        rows converted, refused ones dead-lettered, the rest committed."""
         router = FailureRouter.for_stage(settings, "ingest", settings.claimx_events_dlq_topic)
         writer = DeltaWriter(spec, str(tmp_path / spec.name))
-        committer = TableCommitter(
-            writer, router, lambda: CheckedProducer(producer_config(settings))
-        )
-        return committer, settings.claimx_events_dlq_topic
+        producer = CheckedProducer(producer_config(settings))
+        committer = TableCommitter(writer, router, lambda: producer)
+
+        def commit(items: list[SourcedRow]) -> None:
+            batch, refused = row_batch(spec, items)
+            producer.write_batch(dead_letter(router, spec.name, refused))
+            if batch is not None:
+                committer.commit([batch])
+
+        return commit, settings.claimx_events_dlq_topic
 
     return make
 
@@ -65,7 +74,7 @@ def stored(path: Path) -> list[dict[str, Any]]:
 def test_refused_rows_dead_letter_their_messages_and_the_rest_commit(
     committer_for: Any, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    committer, dlq = committer_for(EVENTS)
+    commit, dlq = committer_for(EVENTS)
     poisons = {
         3: event_row("e3", media_id="lone \ud800 surrogate"),
         7: event_row("e7", project_id=""),
@@ -73,8 +82,7 @@ def test_refused_rows_dead_letter_their_messages_and_the_rest_commit(
         12: event_row("e12", ingested_at="not a time"),
     }
     items: list[SourcedRow] = [(poisons.get(i, event_row(f"e{i}")), source(i)) for i in range(20)]
-    committer.commit(items)
-    committer.close()
+    commit(items)
 
     landed = {row["event_id"] for row in stored(tmp_path / EVENTS.name)}
     assert landed == {f"e{i}" for i in range(20) if i not in poisons}
@@ -90,18 +98,27 @@ def test_refused_rows_dead_letter_their_messages_and_the_rest_commit(
 def test_two_refused_rows_of_one_message_make_one_letter(
     committer_for: Any, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    committer, dlq = committer_for(PROJECTS)
+    commit, dlq = committer_for(PROJECTS)
     bad = {"project_id": "p9", "mfn": "\udfff", "last_enriched_at": NOW}
     worse = {"project_id": "p8", "year_built": 2**70, "last_enriched_at": NOW}
     good = {"project_id": "p1", "mfn": "fine", "last_enriched_at": NOW}
-    committer.commit([(bad, source(1)), (worse, source(1)), (good, source(2))])
-    committer.close()
+    commit([(bad, source(1)), (worse, source(1)), (good, source(2))])
     assert [r["project_id"] for r in stored(tmp_path / PROJECTS.name)] == ["p1"]
     assert len(read_all(kafka_bootstrap, dlq)) == 1
 
 
+def test_a_replayed_batch_changes_nothing(committer_for: Any, tmp_path: Path) -> None:
+    """Insert-if-absent: the same events again (a replay) add no row; a new one lands."""
+    commit, _ = committer_for(EVENTS)
+    commit([(event_row(f"e{i}"), source(i)) for i in range(5)])
+    commit([(event_row(f"e{i}"), source(i)) for i in range(6)])
+    assert sorted(r["event_id"] for r in stored(tmp_path / EVENTS.name)) == [
+        f"e{i}" for i in range(6)
+    ]
+
+
 def test_a_table_whose_storage_is_gone_fails_the_commit(committer_for: Any, tmp_path: Path) -> None:
-    committer, _ = committer_for(EVENTS)
+    commit, _ = committer_for(EVENTS)
     (tmp_path / EVENTS.name).write_text("a file where the table's directory should be")
     with pytest.raises(Exception):  # noqa: B017 - whatever delta-rs raises: the step must fail
-        committer.commit([(event_row("e1"), source(1))])
+        commit([(event_row("e1"), source(1))])
