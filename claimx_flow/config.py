@@ -307,7 +307,13 @@ class Settings(BaseSettings):
         description="per-upload deadline; past it the upload is a transient failure",
     )
     enrichment_batch_size: int = Field(
-        100, ge=1, le=100_000, description="tasks per enrichment batch"
+        500,
+        ge=1,
+        le=100_000,
+        description="tasks read per partition and enriched together, one API call per project "
+        "and kind among them (the runbook's range 50-500; its default of 100 made more calls "
+        "and more, smaller batches: 0.043 against 0.035 API calls per event and 35% less "
+        "throughput on the file-heavy bench)",
     )
     enable_delta_writes: bool = Field(True, description="write entity rows to Delta")
 

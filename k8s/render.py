@@ -81,7 +81,7 @@ SHARED_CONFIG: dict[str, str] = {
     "UPLOAD_BATCH_SIZE": "100",
     "DOWNLOAD_REQUIRE_HTTPS": "true",
     "DOWNLOAD_ALLOWED_HOSTS": "*.amazonaws.com,*.claimxperience.com",
-    "ENRICHMENT_BATCH_SIZE": "100",
+    "ENRICHMENT_BATCH_SIZE": "500",
     "ENABLE_DELTA_WRITES": "true",
     "CACHE_DIR": CACHE_DIR,
     "CLAIMX_DATA_DIR": DATA_DIR,

@@ -1,1 +1,1 @@
-"""Reusable Bytewax operators for the ClaimX dataflows (Kafka I/O, async steps, batching)."""
+"""Reusable Bytewax operators for the ClaimX dataflows (Kafka I/O, async steps, commit sinks)."""

@@ -39,10 +39,14 @@ class _CommitPartition(StatefulSinkPartition[T, None], Generic[T]):
         committer: Committer[T],
         weigh: Callable[[T], int] | None,
         max_pending: int,
+        linger_s: float,
+        enough: int,
     ) -> None:
         self._name = name
         self._committer = committer
-        self._behind: CommitBehind[T] = CommitBehind(name, committer.commit, max_pending, weigh)
+        self._behind: CommitBehind[T] = CommitBehind(
+            name, committer.commit, max_pending, weigh, linger_s=linger_s, enough=enough
+        )
 
     def write_batch(self, values: list[T]) -> None:
         with self._logged():
@@ -77,7 +81,8 @@ class CommitSink(FixedPartitionedSink[T, None]):
 
     ``committers`` maps each name to a factory, called on the worker that owns the name.
     ``weigh`` says what an item counts for in ``max_pending``, the bound of what waits to be
-    committed (by default 1; a batch of rows, its rows).
+    committed (by default 1; a batch of rows, its rows); ``linger_s`` and ``enough`` let a
+    commit wait for more (see :class:`~operators.pipelined.CommitBehind`).
     """
 
     def __init__(
@@ -85,11 +90,16 @@ class CommitSink(FixedPartitionedSink[T, None]):
         committers: Mapping[str, Callable[[], Committer[T]]],
         weigh: Callable[[T], int] | None = None,
         max_pending: int = MAX_PENDING,
+        *,
+        linger_s: float = 0.0,
+        enough: int = 0,
     ) -> None:
         self._committers = dict(committers)
         self._names = sorted(self._committers)
         self._weigh = weigh
         self._max_pending = max_pending
+        self._linger_s = linger_s
+        self._enough = enough
 
     def list_parts(self) -> list[str]:
         return list(self._names)
@@ -100,5 +110,10 @@ class CommitSink(FixedPartitionedSink[T, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CommitPartition[T]:
         return _CommitPartition(
-            for_part, self._committers[for_part](), self._weigh, self._max_pending
+            for_part,
+            self._committers[for_part](),
+            self._weigh,
+            self._max_pending,
+            self._linger_s,
+            self._enough,
         )

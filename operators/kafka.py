@@ -119,8 +119,8 @@ class Progress:
     been taken (and, with recovery, written), and every sink of ours is a stateful one whose
     snapshot waits for its writes: so when a partition is polled, each epoch before the current
     one is complete. The offset published is the one snapshotted an epoch earlier still, because
-    a batching step may hold what it read near an epoch's end into the next (``batch_by_key``'s
-    latency is far below an epoch). A start without a recovery snapshot resumes from these
+    a step may hold what it read near an epoch's end into the next (the download step's
+    downloads in flight). A start without a recovery snapshot resumes from these
     offsets, so a bare ``python -m bytewax.run`` re-reads at most the last two epochs, never the
     topic.
     """

@@ -9,12 +9,19 @@ commit at a time, and the partition's ``snapshot`` — which Bytewax calls at th
 epoch in which the partition was written, before that epoch's input positions count as done —
 waits until everything handed over is committed and raises any failure. So an epoch is never
 recovered as done before its commits are, and a failed commit still fails the step.
+
+A commit may also linger (``linger_s``): wait, from the first item it will hold, until
+``enough`` weight has gathered, the time is up, or the epoch's end asks for everything. A commit
+whose fixed cost does not shrink with its size (a MERGE reads the target table whatever it
+writes) then runs at most once per ``linger_s`` while items trickle in, instead of as often as
+it can finish; the CPU it would have spent on more commits goes to the worker.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -36,14 +43,20 @@ class CommitBehind(Generic[T]):
         commit: Callable[[list[T]], None],
         max_pending: int = MAX_PENDING,
         weigh: Callable[[T], int] | None = None,
+        *,
+        linger_s: float = 0.0,
+        enough: int = 0,
     ) -> None:
         self._name = name
         self._commit = commit
         self._max_pending = max_pending
         self._weigh = weigh
+        self._linger_s = linger_s
+        self._enough = min(enough, max_pending)
         self._changed = threading.Condition()
         self._pending: list[T] = []
         self._weight = 0
+        self._waiting = 0  # callers of wait(): the epoch's end wants everything now
         self._committing = False
         self._failure: BaseException | None = None
         self._closed = False
@@ -64,8 +77,13 @@ class CommitBehind(Generic[T]):
     def wait(self) -> None:
         """Until everything handed over is committed; raises what a commit raised."""
         with self._changed:
-            while (self._pending or self._committing) and self._failure is None:
-                self._changed.wait()
+            self._waiting += 1
+            self._changed.notify_all()
+            try:
+                while (self._pending or self._committing) and self._failure is None:
+                    self._changed.wait()
+            finally:
+                self._waiting -= 1
             self._raise_failure()
 
     def close(self) -> None:
@@ -85,6 +103,16 @@ class CommitBehind(Generic[T]):
                 self._changed.notify_all()
             self._thread.join()
 
+    def _linger(self) -> None:
+        """With the lock held and items pending: wait while too little has gathered, no one
+        waits for the commits, and the linger time is not up."""
+        until = time.monotonic() + self._linger_s
+        while self._weight < self._enough and not self._waiting and not self._closed:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -96,6 +124,7 @@ class CommitBehind(Generic[T]):
                     self._changed.wait()
                 if not self._pending:
                     return
+                self._linger()
                 items, self._pending, self._weight = self._pending, [], 0
                 self._committing = True
                 self._changed.notify_all()  # room for the waiting worker

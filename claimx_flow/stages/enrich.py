@@ -1,7 +1,10 @@
 """Enrich: enrichment tasks → entity rows + download tasks, or classified failures.
 
-The dataflow groups tasks by project and hands whole batches here; the API client lives on the
-process's event loop and is created there on first use.
+The dataflow hands over each poll of a partition whole (``enrich``): its tasks are enriched
+together, one API call per project and kind among them (tasks are keyed by project, so a
+project's tasks share a partition), and the batch goes on under its partition's name, its rows
+already Arrow. The API client lives on the process's event loop and is created there on first
+use.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from dataclasses import dataclass, field
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import enrichment_ladder
 from claimx_flow.runtime import metrics
-from claimx_flow.stages.outputs import StageOutput, TableRow, sourced
+from claimx_flow.stages.outputs import StageBatch, StageOutput, TableRow, sourced
+from claimx_flow.stages.tables import gathered
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
 
@@ -54,6 +58,23 @@ class EnrichStage:
     def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, EnrichmentTask)
+
+    async def enrich(self, batch: RecordBatch) -> StageBatch:
+        """One partition's read: every record as its rows and download tasks, or routed."""
+        tasks: list[SourcedTask] = []
+        outputs: list[StageOutput] = []
+        for record in batch.records:
+            try:
+                read = self.parse(record)
+            except Exception as exc:  # whatever one record causes stops that record only
+                read = self.router.reject(record, exc)
+            if isinstance(read, OutboundRecord):
+                outputs.append(read)
+            else:
+                tasks.append(read)
+        if tasks:
+            outputs.extend(await self.process(tasks))
+        return gathered(batch.part, outputs, self.router)
 
     async def process(self, batch: Sequence[SourcedTask]) -> list[StageOutput]:
         enricher = await self._ready()

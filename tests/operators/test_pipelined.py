@@ -57,6 +57,39 @@ def test_what_arrives_during_a_commit_is_committed_together() -> None:
     assert commits == [["a"], ["b", "c", "d"]]
 
 
+def test_a_lingering_commit_gathers_until_enough_or_its_time_is_up() -> None:
+    commits: list[list[int]] = []
+    behind: CommitBehind[int] = CommitBehind("t", commits.append, linger_s=30.0, enough=5)
+    for item in range(4):
+        behind.add([item])  # too few: the commit waits for more
+    time.sleep(0.05)
+    assert commits == []
+    behind.add([4])  # enough: committed at once, long before the linger is up
+    deadline = time.monotonic() + 5
+    while not commits and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert commits == [[0, 1, 2, 3, 4]]
+
+    quick: CommitBehind[int] = CommitBehind("q", commits.append, linger_s=0.05, enough=100)
+    started = time.monotonic()
+    quick.add([7])
+    while len(commits) < 2:
+        time.sleep(0.001)
+    assert commits[1] == [7] and time.monotonic() - started < 5  # the time was up
+    behind.close()
+    quick.close()
+
+
+def test_the_epochs_end_cuts_a_linger_short() -> None:
+    commits: list[list[int]] = []
+    behind: CommitBehind[int] = CommitBehind("t", commits.append, linger_s=60.0, enough=1000)
+    behind.add([1, 2])
+    started = time.monotonic()
+    behind.wait()  # the snapshot: everything handed over, committed now
+    assert commits == [[1, 2]] and time.monotonic() - started < 5
+    behind.close()
+
+
 def test_wait_returns_only_once_everything_is_committed() -> None:
     release = threading.Event()
     committed: list[str] = []
