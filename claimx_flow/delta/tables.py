@@ -7,10 +7,10 @@ responses (§2) has a column; rows with keys no column knows are refused, never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
@@ -463,3 +463,43 @@ TABLES: dict[str, TableSpec] = {
         ATTACHMENTS,
     )
 }
+
+
+T = TypeVar("T")
+
+Refusal = tuple[T, Exception]
+"""An item whose row(s) did not fit, and why."""
+
+
+def convert(
+    items: Sequence[T], build: Callable[[Sequence[T]], pa.Table]
+) -> tuple[pa.Table | None, list[T], list[Refusal[T]]]:
+    """``build(items)``, or, when a row does not fit (``RowSchemaError``), ``build`` of the
+    items that do: (the table or None, the items in it in order, the refused items with why).
+
+    The whole batch is tried first, so a clean batch costs one conversion; a poisoned one is
+    halved until each refused item is alone (about 2 log2(n) conversions per refused item).
+    """
+    kept: list[T] = []
+    refused: list[Refusal[T]] = []
+    tables: list[pa.Table] = []
+
+    def attempt(part: Sequence[T]) -> None:
+        try:
+            table = build(part)
+        except RowSchemaError as error:
+            if len(part) == 1:
+                refused.append((part[0], error))
+                return
+            middle = len(part) // 2
+            attempt(part[:middle])
+            attempt(part[middle:])
+            return
+        tables.append(table)
+        kept.extend(part)
+
+    if items:
+        attempt(items)
+    if not tables:
+        return None, kept, refused
+    return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), kept, refused

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from claimx_flow.config import Settings
-from claimx_flow.delta.tables import EVENTS
+from claimx_flow.delta.tables import EVENTS, convert
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, MalformedMessageError, MessageIds
@@ -33,7 +33,6 @@ from claimx_flow.models.event_fields import EventFields, read_event_fields
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.runtime import metrics
 from claimx_flow.stages.outputs import RowBatch, StageBatch
-from claimx_flow.stages.tables import convert
 
 Read = tuple[KafkaRecord, EventFields, OutboundRecord]
 """A record, its event's fields, and its enrichment task."""

@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import pyarrow as pa
 
-from claimx_flow.delta.tables import TABLES, RowSchemaError, TableSpec
+from claimx_flow.delta.tables import TABLES, Refusal, RowSchemaError, TableSpec, convert
 from claimx_flow.delta.writer import DeltaWriter, WriteOutcome, collapse_by_key
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
@@ -30,44 +29,6 @@ from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.stages.outputs import RecordSender, RowBatch, SourcedRow, StageBatch, StageOutput
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-Refusal = tuple[T, Exception]
-
-
-def convert(
-    items: Sequence[T], build: Callable[[Sequence[T]], pa.Table]
-) -> tuple[pa.Table | None, list[T], list[Refusal[T]]]:
-    """``build(items)``, or, when a row does not fit (``RowSchemaError``), ``build`` of the
-    items that do: (the table or None, the items in it in order, the refused items with why).
-
-    The whole batch is tried first, so a clean batch costs one conversion; a poisoned one is
-    halved until each refused item is alone (about 2 log2(n) conversions per refused item).
-    """
-    kept: list[T] = []
-    refused: list[Refusal[T]] = []
-    tables: list[pa.Table] = []
-
-    def attempt(part: Sequence[T]) -> None:
-        try:
-            table = build(part)
-        except RowSchemaError as error:
-            if len(part) == 1:
-                refused.append((part[0], error))
-                return
-            middle = len(part) // 2
-            attempt(part[:middle])
-            attempt(part[middle:])
-            return
-        tables.append(table)
-        kept.extend(part)
-
-    if items:
-        attempt(items)
-    if not tables:
-        return None, kept, refused
-    return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), kept, refused
 
 
 def row_batch(
