@@ -48,6 +48,7 @@ from claimx_flow.models.messages import DownloadFields, with_retry_count
 from claimx_flow.models.types import normalise_id
 from claimx_flow.routing.tiers import RetryLadder, due_time
 from claimx_flow.runtime import health, metrics
+from claimx_flow.runtime.logs import at
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ def previous_failure(record: KafkaRecord) -> FailureInfo | None:
     try:
         return FailureInfo.maybe_from_headers(record.headers)
     except MalformedHeadersError as exc:
-        log.warning("%s: ignoring malformed failure headers: %s", record.position, exc)
+        log.warning(
+            "%s: ignoring malformed failure headers: %s", record.position, exc, extra=at(record)
+        )
         return None
 
 

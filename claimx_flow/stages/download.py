@@ -44,6 +44,7 @@ from claimx_flow.models import CachedDownload, DownloadTask
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
+from claimx_flow.runtime.logs import at
 from claimx_flow.stages.outputs import StageOutput
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,12 @@ class DownloadStage:
         else:
             # A case no check foresaw: the task's failure all the same, dead-lettered with the
             # error so a replay can send it back once the code handles it.
-            log.warning("%s: download failed unexpectedly", record.position, exc_info=exc)
+            log.warning(
+                "%s: download failed unexpectedly",
+                record.position,
+                exc_info=exc,
+                extra=at(record),
+            )
             reason, category = f"{type(exc).__name__}: {exc}", ErrorCategory.PERMANENT
         return self.router.route_media(
             record,

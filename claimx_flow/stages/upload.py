@@ -34,6 +34,7 @@ from claimx_flow.models import CachedDownload, UploadResult
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
+from claimx_flow.runtime.logs import at
 from claimx_flow.storage import FileStore
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile
 from claimx_flow.storage.locations import file_store
@@ -182,7 +183,12 @@ class UploadStage:
         elif not isinstance(category, ErrorCategory):
             # A case no check foresaw: this message's failure all the same, dead-lettered with
             # the error so a replay can send it back once the code handles it.
-            log.warning("%s: upload failed unexpectedly", record.position, exc_info=exc)
+            log.warning(
+                "%s: upload failed unexpectedly",
+                record.position,
+                exc_info=exc,
+                extra=at(record),
+            )
             category, reason = ErrorCategory.PERMANENT, f"{type(exc).__name__}: {exc}"
         return self.router.route_media(
             record,
