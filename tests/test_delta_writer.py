@@ -63,6 +63,43 @@ def test_insert_if_absent_is_idempotent(tmp_path: Path) -> None:
     assert DeltaTable(str(tmp_path / "events")).metadata().partition_columns == ["event_date"]
 
 
+@pytest.mark.parametrize("maintenance", ["merged", "optimized"])
+def test_insert_if_absent_reads_files_a_merge_or_an_optimize_wrote(
+    tmp_path: Path, maintenance: str
+) -> None:
+    """Tables written before insert-if-absent appended (a MERGE per batch), or compacted since,
+    hold files whose statistics pyarrow binds as string_view: a pyarrow filter on the key then
+    fails the scan ("no kernel matching input types (string, string_view)"), so the held keys
+    are matched outside it. Every key stays once."""
+    path = tmp_path / "events"
+    writer = DeltaWriter(EVENTS, str(path))
+    writer.write([{"event_id": f"e{i}", "event_date": "2026-11-01", "n": i} for i in range(5)])
+    table = DeltaTable(str(path))
+    if maintenance == "merged":
+        source = pa.table(
+            {
+                "event_id": [f"e{i}" for i in range(5, 10)],
+                "event_date": ["2026-11-01"] * 5,
+                "n": list(range(5, 10)),
+            },
+            schema=EVENTS.schema,
+        )
+        table.merge(
+            source, predicate="t.event_id = s.event_id", source_alias="s", target_alias="t"
+        ).when_not_matched_insert_all().execute()
+    else:
+        writer.write(
+            [{"event_id": f"e{i}", "event_date": "2026-11-01", "n": i} for i in range(5, 10)]
+        )
+        table.optimize.compact()
+    again = writer.write(
+        [{"event_id": f"e{i}", "event_date": "2026-11-01", "n": i} for i in range(8, 14)]
+    )
+    assert again.inserted == 4
+    stored = rows_of(path)
+    assert sorted(r["event_id"] for r in stored) == sorted(f"e{i}" for i in range(14))
+
+
 def test_upsert_never_nulls_and_never_goes_back_in_time(tmp_path: Path) -> None:
     writer = DeltaWriter(PROJECTS, str(tmp_path / "projects"))
     writer.write([{"project_id": "p1", "status": "open", "last_enriched_at": t(10)}])

@@ -24,12 +24,12 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -134,15 +134,35 @@ class DeltaWriter:
     def _insert_absent(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
         """Append the rows whose key the table does not hold yet."""
         key = self.spec.keys[0]
-        wanted = ds.field(key).isin(source.column(key))
-        for column in self.spec.partition_by:
-            wanted &= ds.field(column).isin(pc.unique(source.column(column)))
-        held = table.to_pyarrow_dataset().to_table(columns=[key], filter=wanted).column(key)
+        held = self._held_keys(table, source)
         if len(held):
             source = source.filter(pc.invert(pc.is_in(source.column(key), value_set=held)))
         if source.num_rows:
             write_deltalake(table, source, mode="append")
         return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
+
+    def _held_keys(self, table: DeltaTable, source: pa.Table) -> pa.Array:
+        """The keys of ``source`` the table holds: its key column streamed from the partitions
+        ``source`` touches (files pruned by delta-rs), matched here.
+
+        Not a pyarrow dataset filter: files a MERGE or an optimize wrote carry statistics that
+        pyarrow binds as ``string_view`` against the ``string`` column, and the scan fails
+        ("no kernel matching input types (string, string_view)") on a table that has any.
+        """
+        key = self.spec.keys[0]
+        wanted = source.column(key).combine_chunks().cast(pa.string())
+        touched = [
+            _sql_in(column, source.column(column).unique().to_pylist())
+            for column in self.spec.partition_by
+        ]
+        dataset = table.to_pyarrow_dataset(
+            file_pruning_predicate=" AND ".join(touched) if touched else None
+        )
+        found: list[pa.Array] = []
+        for batch in dataset.to_batches(columns=[key]):
+            stored = batch.column(0).cast(pa.string())
+            found.append(stored.filter(pc.is_in(stored, value_set=wanted)))
+        return pa.concat_arrays(found) if found else pa.array([], pa.string())
 
     def _merge(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
         merger = table.merge(
@@ -287,3 +307,14 @@ def _first_per_key(rows: Iterable[Row], key: str) -> list[dict[str, Any]]:
         if value not in first:
             first[value] = row
     return [dict(row) for row in first.values()]
+
+
+def _sql_in(column: str, values: Sequence[object]) -> str:
+    """``column IN (...)`` of partition values as text literals (dates as ISO), for delta-rs's
+    file pruning."""
+    texts = (v.isoformat() if isinstance(v, date) else str(v) for v in values)
+    return f"{column} IN ({', '.join(_sql_literal(text) for text in texts)})"
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
