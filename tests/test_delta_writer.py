@@ -175,3 +175,57 @@ def test_insert_if_absent_keeps_the_first_row_of_each_key(rows: list[dict[str, o
 def test_insert_if_absent_refuses_a_row_without_its_key() -> None:
     with pytest.raises(ValueError, match="without its key"):
         collapse_by_key([{"event_id": "a"}, {"n": 1}], EVENTS.keys, None, "insert_if_absent")
+
+
+def _events(date: str, ids: range) -> list[dict]:
+    return [{"event_id": f"e{i}", "event_date": date, "n": i} for i in ids]
+
+
+def test_insert_if_absent_sees_keys_another_writer_appended(tmp_path: Path) -> None:
+    """The held-key index follows the table version: a second writer's append (a restarted
+    twin, a replay from another process) is seen, not hidden behind a stale index."""
+    ours = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    theirs = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    assert ours.write(_events("2026-11-01", range(5))).inserted == 5
+    assert theirs.write(_events("2026-11-01", range(5, 10))).inserted == 5
+    assert ours.write(_events("2026-11-01", range(12))).inserted == 2
+    assert len(rows_of(tmp_path / "events")) == 12
+
+
+def test_insert_if_absent_confirms_a_hash_match_against_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hash that matches only says a key may be held: new keys whose hashes collide with
+    stored ones are still appended."""
+    import claimx_flow.delta.held_keys as held_keys
+    import claimx_flow.delta.writer as writer_module
+
+    def colliding(keys):
+        return pa.array([7 for _ in keys], pa.int64())
+
+    monkeypatch.setattr(held_keys, "key_hashes", colliding)
+    monkeypatch.setattr(writer_module, "key_hashes", colliding)
+    writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    assert writer.write(_events("2026-11-01", range(5))).inserted == 5
+    assert writer.write(_events("2026-11-01", range(3, 8))).inserted == 3
+    assert sorted(r["n"] for r in rows_of(tmp_path / "events")) == list(range(8))
+
+
+def test_insert_if_absent_rereads_a_partition_it_let_go(tmp_path: Path) -> None:
+    """Memory holds the keys of the partitions touched last; an older day comes back from the
+    table when a late event touches it again."""
+    writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    days = [f"2026-11-0{d}" for d in range(1, 6)]
+    for day in days:
+        assert writer.write(_events(day, range(3))).inserted == 3
+    assert writer._held.partitions() == [(d,) for d in days[-3:]]
+    assert writer.write(_events(days[0], range(5))).inserted == 2
+    assert writer.write(_events(days[-1], range(3))).inserted == 0
+    assert len(rows_of(tmp_path / "events")) == 17
+
+
+def test_insert_if_absent_after_a_restart_appends_nothing_twice(tmp_path: Path) -> None:
+    DeltaWriter(EVENTS, str(tmp_path / "events")).write(_events("2026-11-01", range(6)))
+    restarted = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    assert restarted.write(_events("2026-11-01", range(4, 9))).inserted == 3
+    assert len(rows_of(tmp_path / "events")) == 9

@@ -6,12 +6,15 @@ with two rules protecting data already there: a partial update (policyholder, xa
 never overwrites a column with null, and a row older than the stored one (by the table's
 version column) never overwrites it.
 
-An insert-if-absent table (``claimx_events``) with one key column is written by reading which
-of the batch's keys the table holds already (the key column only, in the batch's partitions,
-streamed) and appending the rest. A MERGE did the same but read the matching partitions whole:
-its memory grew with the partition (about 1 KB per stored event, so a day's events would not
-fit a pod), where this reads 32 bytes per stored event and keeps none of them. Both are safe
-only with one writer per table, which the dataflows guarantee (one committer per table).
+An insert-if-absent table (``claimx_events``) with one key column is written by finding which
+of the batch's keys the table holds already and appending the rest. The committer keeps the
+hashes of the stored keys of the partitions it touched last (``HeldKeys``, 8 bytes a key, read
+once per partition), so a commit's cost follows the batch, not the partition; keys whose hash
+matches are confirmed against the table (its key column, in their partitions, streamed). A MERGE
+did the same but read the matching partitions whole on every commit: about 1 KB per stored
+event, so a day's events would not fit a pod. Both are safe only with one writer per table,
+which the dataflows guarantee (one committer per table); the index also drops itself when the
+table moves without it.
 
 A table made before a column was declared (``claimx_events`` before ``raw_data``) gets the
 columns it lacks, nullable, in one ``ADD COLUMN`` commit when the writer opens it, before its
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -34,6 +37,7 @@ from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
+from claimx_flow.delta.held_keys import HeldKeys, key_hashes
 from claimx_flow.delta.tables import TableSpec, WriteMode
 from claimx_flow.storage.locations import table_location
 
@@ -78,6 +82,7 @@ class DeltaWriter:
         self.uri = uri
         self._storage_options = storage_options
         self._table: DeltaTable | None = None
+        self._held = HeldKeys()
 
     def write(self, rows: Sequence[Row]) -> WriteOutcome:
         """Merge ``rows`` into the table by its write mode; safe to repeat with the same rows."""
@@ -132,14 +137,59 @@ class DeltaWriter:
         raise AssertionError("unreachable")
 
     def _insert_absent(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
-        """Append the rows whose key the table does not hold yet."""
+        """Append the rows whose key the table does not hold yet.
+
+        The index of held keys (``HeldKeys``) says which keys may be stored; only those are
+        confirmed against the table, so a commit reads the table only on a replay.
+        """
         key = self.spec.keys[0]
-        held = self._held_keys(table, source)
-        if len(held):
-            source = source.filter(pc.invert(pc.is_in(source.column(key), value_set=held)))
+        self._held.follow(table.version())
+        hashes = key_hashes(source.column(key).to_pylist())
+        partitions = self._partitions_of(source)
+        maybe = self._held.maybe_held(hashes, sorted(set(partitions)), self._stored_keys(table))
+        if pc.any(maybe).as_py():
+            held = self._held_keys(table, source.filter(maybe))
+            if len(held):
+                absent = pc.invert(pc.is_in(source.column(key), value_set=held))
+                source, hashes = source.filter(absent), hashes.filter(absent)
+                partitions = self._partitions_of(source)
         if source.num_rows:
+            before = table.version()
+            self._held.version = None  # until the append is known to have landed
             write_deltalake(table, source, mode="append")
+            table.update_incremental()
+            if table.version() == before + 1:  # ours alone: the index follows it
+                self._held.version = table.version()
+                self._remember(partitions, hashes)
         return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
+
+    def _partitions_of(self, source: pa.Table) -> list[tuple[object, ...]]:
+        """Each row's partition values, in the table's partition column order."""
+        columns = [source.column(c).to_pylist() for c in self.spec.partition_by]
+        return list(zip(*columns, strict=True)) if columns else [()] * source.num_rows
+
+    def _remember(self, partitions: list[tuple[object, ...]], hashes: pa.Array) -> None:
+        """Add appended keys to the index, a partition at a time."""
+        for partition in set(partitions):
+            chosen = pa.array([p == partition for p in partitions], pa.bool_())
+            self._held.add(partition, hashes.filter(chosen))
+
+    def _stored_keys(self, table: DeltaTable) -> Callable[[tuple[object, ...]], Iterator[pa.Array]]:
+        """A reader of one partition's stored keys, streamed (files pruned by delta-rs)."""
+        key = self.spec.keys[0]
+
+        def read(partition: tuple[object, ...]) -> Iterator[pa.Array]:
+            touched = [
+                _sql_in(column, [value])
+                for column, value in zip(self.spec.partition_by, partition, strict=True)
+            ]
+            dataset = table.to_pyarrow_dataset(
+                file_pruning_predicate=" AND ".join(touched) if touched else None
+            )
+            for batch in dataset.to_batches(columns=[key]):
+                yield batch.column(0)
+
+        return read
 
     def _held_keys(self, table: DeltaTable, source: pa.Table) -> pa.Array:
         """The keys of ``source`` the table holds: its key column streamed from the partitions
