@@ -466,3 +466,83 @@ def test_message_from_event_writes_every_task_field_in_order() -> None:
 def test_raw_data_is_the_decoded_message_itself() -> None:
     value = encode({**SNAKE_EVENT, "nested": {"a": [1, 2]}})
     assert RawEvent.from_kafka(value).raw_data == json.loads(value)
+
+
+# Reading a stage message: pydantic-core's one pass agrees with json + model_validate --------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["", " 42 ", "42", "4.0", "2026-11-01T00:00:00Z", "2026-11-01", "0" * 64]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@st.composite
+def message_documents(draw: st.DrawFn) -> tuple[type[StageMessage], bytes]:
+    """A message of each kind, valid or nearly so: some fields dropped, some replaced by any
+    JSON value, unknown fields added, written with or without NaN allowed."""
+    message = draw(messages)
+    document = json.loads(message.to_json())
+    for name in list(document):
+        change = draw(st.sampled_from(["keep", "keep", "keep", "drop", "replace"]))
+        if change == "drop":
+            del document[name]
+        elif change == "replace":
+            document[name] = draw(json_values)
+    document.update(draw(st.dictionaries(st.text(max_size=8), json_values, max_size=2)))
+    return type(message), json.dumps(document, allow_nan=True).encode("utf-8")
+
+
+def _read_slowly(kind: type[StageMessage], raw: bytes) -> StageMessage | str:
+    from claimx_flow.models.parsing import load_json_object, reason_from
+
+    try:
+        return kind.model_validate(load_json_object(raw))
+    except MalformedMessageError as exc:
+        return exc.reason
+    except ValidationError as exc:
+        return reason_from(exc, kind)
+
+
+@given(message_documents())
+def test_a_message_reads_the_same_by_either_parser(case: tuple[type[StageMessage], bytes]) -> None:
+    kind, raw = case
+    try:
+        read: StageMessage | str = kind.from_json(raw)
+    except MalformedMessageError as exc:
+        read = exc.reason
+    assert read == _read_slowly(kind, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id":"a","event_type":"X","project_id":"1","ingested_at":"2026-11-01T00:00:00Z",'
+        b'"x":NaN}',
+        b'{"event_id":"a","event_id":"b","event_type":"X","project_id":"1",'
+        b'"ingested_at":"2026-11-01T00:00:00Z"}',
+        b'{"event_id":"a","event_type":"X","project_id":"1","ingested_at":"2026-11-01T00:00:00Z",'
+        b'"retry_count":1' + b"1" * 5000 + b"}",
+        b'{"event_id":"e\\ud800","event_type":"X","project_id":"1",'
+        b'"ingested_at":"2026-11-01T00:00:00Z"}',
+        b'\xef\xbb\xbf{"event_id":"a","event_type":"X","project_id":"1",'
+        b'"ingested_at":"2026-11-01T00:00:00Z"}',
+        b'{"event_id":"a","event_type":"X","project_id":"1","ingested_at":"2026-11-01T00:00:00Z",'
+        b'"deep":' + b"[" * 600 + b"]" * 600 + b"}",
+    ],
+    ids=["nan", "duplicate-key", "huge-number", "lone-surrogate", "bom", "deep"],
+)
+def test_what_json_and_pydantic_core_disagree_on_reads_as_json_reads_it(raw: bytes) -> None:
+    try:
+        read: StageMessage | str = EnrichmentTask.from_json(raw)
+    except MalformedMessageError as exc:
+        read = exc.reason
+    assert read == _read_slowly(EnrichmentTask, raw)

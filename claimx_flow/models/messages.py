@@ -46,9 +46,20 @@ class StageMessage(BaseModel):
 
     @classmethod
     def from_json(cls, value: bytes | None) -> Self:
-        """Read a message value; raises ``MalformedMessageError`` with a one-line reason."""
+        """Read a message value; raises ``MalformedMessageError`` with a one-line reason.
+
+        pydantic-core reads a well-formed message in one pass (about 3 us where ``json`` and
+        ``model_validate`` took 5); anything it refuses is read again the slow way, so a
+        refusal's reason, and what a lenient ``json`` accepts (NaN, a nesting deeper than
+        pydantic-core takes), stay as they were. ``tests/test_models.py`` checks the two ways
+        agree on generated messages.
+        """
         if value is None:
             raise MalformedMessageError("empty message (no value)")
+        try:
+            return cls.model_validate_json(value)
+        except ValueError:  # ValidationError, or a number Python would not read
+            pass
         document = load_json_object(value)
         try:
             return cls.model_validate(document)
