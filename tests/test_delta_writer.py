@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimx_flow.delta.tables import TableSpec
@@ -229,3 +229,87 @@ def test_insert_if_absent_after_a_restart_appends_nothing_twice(tmp_path: Path) 
     restarted = DeltaWriter(EVENTS, str(tmp_path / "events"))
     assert restarted.write(_events("2026-11-01", range(4, 9))).inserted == 3
     assert len(rows_of(tmp_path / "events")) == 9
+
+
+CONTACTS = TableSpec(
+    "contacts",
+    pa.schema(
+        [
+            ("project_id", pa.string()),
+            ("email", pa.string()),
+            ("status", pa.string()),
+            ("last_enriched_at", TS),
+        ]
+    ),
+    keys=("project_id", "email"),
+    version_column="last_enriched_at",
+)
+
+# Keys a SQL literal could misread, beside plain ones: a MERGE that failed to match a stored
+# row would insert it a second time.
+awkward_keys = st.sampled_from(["p1", "p2", "42", "a@b.c", "o'neil", "back\\slash", "ü", "a b"])
+writes = st.lists(
+    st.lists(
+        st.tuples(awkward_keys, awkward_keys, st.none() | st.sampled_from(["open", "closed"])),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda row: (row[0], row[1]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(writes=writes, restarts=st.lists(st.booleans(), min_size=4, max_size=4))
+def test_upsert_keeps_one_row_per_key_with_the_latest_values(
+    tmp_path_factory: pytest.TempPathFactory, writes: list, restarts: list[bool]
+) -> None:
+    """Whatever the keys, the order of writes and the writers doing them (a restart builds its
+    index of stored keys from the table), an upsert table holds one row per key: its last
+    non-null values. New keys are appended and held ones MERGEd; both must agree."""
+    path = str(tmp_path_factory.mktemp("contacts") / "contacts")
+    writer = DeltaWriter(CONTACTS, path)
+    expected: dict[tuple[str, str], dict] = {}
+    for number, (batch, restart) in enumerate(zip(writes, restarts, strict=False)):
+        if restart:
+            writer = DeltaWriter(CONTACTS, path)
+        rows = [
+            {"project_id": p, "email": e, "status": s, "last_enriched_at": t(number)}
+            for p, e, s in batch
+        ]
+        outcome = writer.write(rows)
+        new = [r for r in rows if (r["project_id"], r["email"]) not in expected]
+        assert (outcome.inserted, outcome.updated) == (len(new), len(rows) - len(new))
+        for row in rows:
+            held = expected.setdefault((row["project_id"], row["email"]), {})
+            held.update({k: v for k, v in row.items() if v is not None or k not in held})
+    stored = DeltaTable(path).to_pyarrow_table().to_pylist()
+    assert len(stored) == len(expected)
+    assert {(r["project_id"], r["email"]): r for r in stored} == expected
+
+
+def test_upsert_of_a_colliding_new_key_still_inserts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import claimx_flow.delta.held_keys as held_keys
+    import claimx_flow.delta.writer as writer_module
+
+    def colliding(keys):
+        return pa.array([7 for _ in keys], pa.int64())
+
+    monkeypatch.setattr(held_keys, "key_hashes", colliding)
+    monkeypatch.setattr(writer_module, "key_hashes", colliding)
+    writer = DeltaWriter(PROJECTS, str(tmp_path / "projects"))
+    writer.write([{"project_id": "p1", "status": "open", "last_enriched_at": t(1)}])
+    outcome = writer.write(
+        [
+            {"project_id": "p1", "status": "closed", "last_enriched_at": t(2)},
+            {"project_id": "p2", "status": "open", "last_enriched_at": t(2)},
+        ]
+    )
+    assert (outcome.inserted, outcome.updated) == (1, 1)
+    assert {(r["project_id"], r["status"]) for r in rows_of(tmp_path / "projects")} == {
+        ("p1", "closed"),
+        ("p2", "open"),
+    }

@@ -66,7 +66,7 @@ class HeldKeys:
         self,
         hashes: pa.Array,
         partitions: Sequence[Partition],
-        load: Callable[[Partition], Iterable[pa.Array]],
+        load: Callable[[Partition], Iterable[list[object]]],
     ) -> pa.Array:
         """A boolean mask over ``hashes``: True where a key may be stored in one of
         ``partitions`` (loading a partition's stored keys, through ``load``, if not held yet)."""
@@ -89,11 +89,13 @@ class HeldKeys:
         if len(chunks) > COMPACT_AFTER_CHUNKS:
             self._chunks[partition] = [pa.concat_arrays(chunks)]
 
-    def _touch(self, partition: Partition, load: Callable[[Partition], Iterable[pa.Array]]) -> None:
+    def _touch(
+        self, partition: Partition, load: Callable[[Partition], Iterable[list[object]]]
+    ) -> None:
         if partition in self._chunks:
             self._chunks.move_to_end(partition)
             return
-        stored = [key_hashes(keys.to_pylist()) for keys in load(partition)]
+        stored = [key_hashes(keys) for keys in load(partition)]
         self._chunks[partition] = [pa.concat_arrays(stored) if stored else key_hashes(())]
         while len(self._chunks) > self._kept:
             self._chunks.popitem(last=False)

@@ -24,6 +24,7 @@ first MERGE; rows already there read null in them.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ Row = Mapping[str, Any]
 # concurrent compaction or a restarted twin can still win a commit: retry a bounded number of
 # times, re-reading the table each time.
 COMMIT_ATTEMPTS = 5
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@+\-]{1,200}")
+"""Keys written as SQL literals only when nothing in them could be read as anything else: a
+literal read wrong would leave a stored row unmatched, and the MERGE would insert it again."""
+PRUNING_KEYS = 1000
+"""Most rows whose keys a MERGE also names as literals, for file pruning (a longer list costs
+more to plan than it saves)."""
 
 
 @dataclass(frozen=True)
@@ -109,17 +117,14 @@ class DeltaWriter:
         return self.spec.write_mode
 
     def merge(self, prepared: Prepared) -> WriteOutcome:
-        """One keyed write of prepared rows (one per key): MERGE, or insert what is absent."""
+        """One keyed write of prepared rows (one per key): what the table may hold already is
+        MERGEd (or, insert-if-absent, dropped), the rest appended."""
         if prepared.source is None:
             return WriteOutcome(self.spec.name, 0, 0, 0, 0.0)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = self._open()
-            if self.mode == "insert_if_absent" and len(self.spec.keys) == 1:
-                write = partial(self._insert_absent, table, prepared.source)
-            else:
-                write = partial(self._merge, table, prepared.source)
             try:
-                metrics = write()
+                inserted, updated = self._write_keyed(table, prepared.source)
             except Exception as exc:  # delta-rs raises CommitFailedError and friends
                 if "commit" not in str(exc).lower() or attempt == COMMIT_ATTEMPTS:
                     raise
@@ -130,38 +135,57 @@ class DeltaWriter:
             return WriteOutcome(
                 self.spec.name,
                 prepared.rows,
-                int(metrics.get("num_target_rows_inserted", 0)),
-                int(metrics.get("num_target_rows_updated", 0)),
+                inserted,
+                updated,
                 time.perf_counter() - prepared.started,
             )
         raise AssertionError("unreachable")
 
-    def _insert_absent(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
-        """Append the rows whose key the table does not hold yet.
-
-        The index of held keys (``HeldKeys``) says which keys may be stored; only those are
-        confirmed against the table, so a commit reads the table only on a replay.
-        """
-        key = self.spec.keys[0]
+    def _write_keyed(self, table: DeltaTable, source: pa.Table) -> tuple[int, int]:
+        """Rows inserted and updated: rows whose key the index of held keys (``HeldKeys``) says
+        the table may hold are MERGEd (one key column insert-if-absent: confirmed against the
+        table and dropped when held); the rest, new to the table, are appended, which reads
+        nothing of it."""
         self._held.follow(table.version())
-        hashes = key_hashes(source.column(key).to_pylist())
+        hashes = key_hashes(self._key_values(source))
         partitions = self._partitions_of(source)
-        maybe = self._held.maybe_held(hashes, sorted(set(partitions)), self._stored_keys(table))
+        maybe = self._held.maybe_held(
+            hashes, list(dict.fromkeys(partitions)), self._stored_keys(table)
+        )
+        inserted = updated = 0
         if pc.any(maybe).as_py():
-            held = self._held_keys(table, source.filter(maybe))
-            if len(held):
-                absent = pc.invert(pc.is_in(source.column(key), value_set=held))
-                source, hashes = source.filter(absent), hashes.filter(absent)
-                partitions = self._partitions_of(source)
+            if self.mode == "insert_if_absent" and len(self.spec.keys) == 1:
+                key = source.column(self.spec.keys[0])
+                held = self._held_keys(table, source.filter(maybe))
+                absent = pc.invert(pc.is_in(key, value_set=held))
+            else:
+                metrics = self._committed(table, partial(self._merge, table, source.filter(maybe)))
+                inserted += int(metrics.get("num_target_rows_inserted", 0))
+                updated += int(metrics.get("num_target_rows_updated", 0))
+                absent = pc.invert(maybe)
+            source, hashes = source.filter(absent), hashes.filter(absent)
+            partitions = self._partitions_of(source)
         if source.num_rows:
-            before = table.version()
-            self._held.version = None  # until the append is known to have landed
-            write_deltalake(table, source, mode="append")
-            table.update_incremental()
-            if table.version() == before + 1:  # ours alone: the index follows it
-                self._held.version = table.version()
-                self._remember(partitions, hashes)
-        return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
+            self._committed(table, partial(write_deltalake, table, source, mode="append"))
+            self._remember(partitions, hashes)
+            inserted += source.num_rows
+        return inserted, updated
+
+    def _committed(self, table: DeltaTable, commit: Callable[[], Any]) -> Any:
+        """Run one commit of ours; the index follows the table only if no other commit landed
+        beside it (else it is read again at the next write)."""
+        before = table.version()
+        self._held.version = None
+        result = commit()
+        table.update_incremental()
+        if table.version() == before + 1:
+            self._held.version = table.version()
+        return result
+
+    def _key_values(self, source: pa.Table) -> list[object]:
+        """Each row's key: the value of a one-column key, else the tuple of its values."""
+        columns = [source.column(k).to_pylist() for k in self.spec.keys]
+        return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
 
     def _partitions_of(self, source: pa.Table) -> list[tuple[object, ...]]:
         """Each row's partition values, in the table's partition column order."""
@@ -170,15 +194,18 @@ class DeltaWriter:
 
     def _remember(self, partitions: list[tuple[object, ...]], hashes: pa.Array) -> None:
         """Add appended keys to the index, a partition at a time."""
+        if self._held.version is None:
+            return
         for partition in set(partitions):
             chosen = pa.array([p == partition for p in partitions], pa.bool_())
             self._held.add(partition, hashes.filter(chosen))
 
-    def _stored_keys(self, table: DeltaTable) -> Callable[[tuple[object, ...]], Iterator[pa.Array]]:
+    def _stored_keys(
+        self, table: DeltaTable
+    ) -> Callable[[tuple[object, ...]], Iterator[list[object]]]:
         """A reader of one partition's stored keys, streamed (files pruned by delta-rs)."""
-        key = self.spec.keys[0]
 
-        def read(partition: tuple[object, ...]) -> Iterator[pa.Array]:
+        def read(partition: tuple[object, ...]) -> Iterator[list[object]]:
             touched = [
                 _sql_in(column, [value])
                 for column, value in zip(self.spec.partition_by, partition, strict=True)
@@ -186,8 +213,8 @@ class DeltaWriter:
             dataset = table.to_pyarrow_dataset(
                 file_pruning_predicate=" AND ".join(touched) if touched else None
             )
-            for batch in dataset.to_batches(columns=[key]):
-                yield batch.column(0)
+            for batch in dataset.to_batches(columns=list(self.spec.keys)):
+                yield self._key_values(pa.Table.from_batches([batch]))
 
         return read
 
@@ -216,7 +243,7 @@ class DeltaWriter:
 
     def _merge(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
         merger = table.merge(
-            source, predicate=self._match_predicate(), source_alias="s", target_alias="t"
+            source, predicate=self._match_predicate(source), source_alias="s", target_alias="t"
         )
         if self.mode == "upsert":
             merger = merger.when_matched_update(
@@ -284,9 +311,20 @@ class DeltaWriter:
         present = {field.name for field in table.schema().fields}
         return [field for field in self.spec.schema if field.name not in present]
 
-    def _match_predicate(self) -> str:
+    def _match_predicate(self, source: pa.Table) -> str:
+        """Keys (and partition columns) equal; with few rows, also the first key among the
+        source's values as literals, which delta-rs prunes target files by (their statistics),
+        so a MERGE of a few keys reads the files that may hold them, not the table."""
         columns = [*self.spec.keys, *(c for c in self.spec.partition_by if c not in self.spec.keys)]
-        return " AND ".join(f"t.{_q(c)} = s.{_q(c)}" for c in columns)
+        predicate = " AND ".join(f"t.{_q(c)} = s.{_q(c)}" for c in columns)
+        first = self.spec.keys[0]
+        if source.num_rows <= PRUNING_KEYS and pa.types.is_string(
+            self.spec.schema.field(first).type
+        ):
+            values = source.column(first).unique().to_pylist()
+            if all(map(_PLAIN.fullmatch, values)):
+                predicate += f" AND t.{_q(first)} IN ({', '.join(map(_sql_literal, values))})"
+        return predicate
 
     def _coalescing_updates(self) -> dict[str, str]:
         return {

@@ -43,7 +43,8 @@ def media_rows(start: int, count: int) -> list[dict[str, object]]:
 
 @pytest.fixture
 def data_dir(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """``claimx_media`` in six commits (create + five MERGEs, five small files), and a small
+    """``claimx_media`` in six commits (create + five appends of new media, five small files),
+    and a small
     partitioned ``claimx_events``."""
     data = tmp_path / "data"
     clean_env.setenv("CLAIMX_DATA_DIR", str(data))
@@ -96,7 +97,7 @@ def test_history_as_json_and_as_a_table(data_dir: Path) -> None:
     document = json.loads(result.output)
     assert document["table"] == MEDIA.name
     assert [c["version"] for c in document["commits"]] == [5, 4, 3]
-    assert {c["operation"] for c in document["commits"]} == {"MERGE"}
+    assert {c["operation"] for c in document["commits"]} == {"WRITE"}  # new keys: appended
     assert all(c["timestamp_iso"].endswith("+00:00") for c in document["commits"])
 
     view = delta("history", "-t", MEDIA.name)
@@ -229,7 +230,7 @@ def test_restore_dry_run_names_the_version_that_becomes_current(data_dir: Path) 
     document = json.loads(result.output)
     assert document["current"]["version"] == 5 and document["current"]["files"] == 5
     assert document["target"] == {**document["target"], "version": 2, "files": 2}
-    assert document["target"]["operation"] == "MERGE"
+    assert document["target"]["operation"] == "WRITE"
     assert document["new_version"] == 6 and document["dry_run"] is True
     assert table(data_dir).version() == 5
 
