@@ -98,3 +98,14 @@ def test_a_ratio_over_105_percent_is_refused() -> None:
     assert "refused" in results_markdown([broken])
     (row,) = [r for r in evaluate([broken]) if "105%" in r["target"]]
     assert (row["verdict"], row["measured"]) == ("miss", 2.0)
+
+
+def test_a_bare_loop_limit_is_its_fastest_run() -> None:
+    """A limit is what the work can do at best: of several runs of the bare loop, the fastest
+    is kept, and the reference says so."""
+    from claimx_flow.lab.bench.download import best_of
+    from claimx_flow.lab.bench.report import Limit
+
+    limit = best_of([Limit("loop", 95.0, 200, 2.1), Limit("loop", 121.0, 200, 1.65)])
+    assert (limit.per_s, limit.seconds) == (121.0, 1.65)
+    assert "fastest of 2 runs (95-121/s)" in limit.what

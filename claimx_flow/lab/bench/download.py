@@ -30,6 +30,10 @@ from claimx_flow.media.downloader import CHUNK_BYTES
 from claimx_flow.models import DownloadTask
 
 DEFAULT_FILES = 10_000
+BARE_TRIALS = 3
+"""Runs of the bare fetch loop, the fastest kept: a limit is what the work can do at best on
+this machine, and one run of two seconds on a shared machine can come in slow (a 5 MiB loop
+once ran at 95 files/s, below the stage's 110)."""
 URL_TTL_MS = 6 * 3600 * 1000
 
 
@@ -58,11 +62,16 @@ def _bench_size(env: BenchEnv, phases: Phases, size: int, files: int) -> StageRe
     messages = [(t.kafka_key, t.to_json(), None) for t in tasks]
     kafka_io.produce(settings, settings.claimx_downloads_pending_topic, messages, update)
     bare_dir = env.workdir / f"bare-download-{label}"
-    update = phases.start(f"download {label}: bare fetch loop", files)
     urls = [t.download_url for t in tasks]
-    raw = asyncio.run(fetch_loop(urls, bare_dir, size, update, settings.download_concurrency))
-    shutil.rmtree(bare_dir, ignore_errors=True)
-    settle_disk()
+    trials: list[Limit] = []
+    for trial in range(1, BARE_TRIALS + 1):
+        update = phases.start(f"download {label}: bare fetch loop {trial}/{BARE_TRIALS}", files)
+        trials.append(
+            asyncio.run(fetch_loop(urls, bare_dir, size, update, settings.download_concurrency))
+        )
+        shutil.rmtree(bare_dir, ignore_errors=True)
+        settle_disk()
+    raw = best_of(trials)
     reset_simulator(sim)
     cached, dlq = settings.claimx_downloads_cached_topic, settings.claimx_downloads_dlq_topic
     outputs = [cached, dlq, *settings.download_retry_topics]
@@ -108,6 +117,18 @@ def download_tasks(sim: SimulatorProcess, seed: int, files: int) -> list[Downloa
             )
         project += 1
     return tasks
+
+
+def best_of(trials: list[Limit]) -> Limit:
+    """The fastest trial, saying it was the best of how many."""
+    best = max(trials, key=lambda limit: limit.per_s)
+    slowest = min(limit.per_s for limit in trials)
+    return Limit(
+        f"{best.what}, the fastest of {len(trials)} runs ({slowest:,.0f}-{best.per_s:,.0f}/s)",
+        best.per_s,
+        best.items,
+        best.seconds,
+    )
 
 
 async def fetch_loop(
