@@ -172,12 +172,12 @@ DELTA_SECONDS = Histogram(
 )
 DELTA_ROWS = Counter(
     "claimx_delta_rows_total",
-    "Rows a MERGE changed in a Delta table, by action (inserted, updated).",
+    "Rows a keyed write changed in a Delta table, by action (inserted, updated).",
     ["table", "action"],
 )
 DELTA_SOURCE_ROWS = Counter(
     "claimx_delta_source_rows_total",
-    "Rows given to a MERGE into a Delta table (inserted + updated + unchanged duplicates).",
+    "Rows given to a keyed write into a Delta table (inserted + updated + unchanged duplicates).",
     ["table"],
 )
 
