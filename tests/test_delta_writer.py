@@ -313,3 +313,70 @@ def test_upsert_of_a_colliding_new_key_still_inserts_it(
         ("p1", "closed"),
         ("p2", "open"),
     }
+
+
+def test_insert_if_absent_after_a_mixed_replay_keeps_writing(tmp_path: Path) -> None:
+    """The first batch replayed after a crash mixes stored and new ids; the index must take
+    what it appended and go on answering, for the next match and past its chunk limit."""
+    writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    assert writer.write(_events("2026-11-01", range(3))).inserted == 3
+    assert writer.write(_events("2026-11-01", range(6))).inserted == 3
+    assert writer.write(_events("2026-11-01", range(4, 9))).inserted == 3
+    for start in range(9, 9 + 70):
+        assert writer.write(_events("2026-11-01", range(start - 1, start + 1))).inserted == 1
+    assert writer.write(_events("2026-11-01", range(80))).inserted == 1
+    assert len(rows_of(tmp_path / "events")) == 80
+
+
+def test_a_batch_over_more_days_than_are_kept(tmp_path: Path) -> None:
+    """A backfill batch may span many event dates: all of them are checked, none evicted
+    while in use."""
+    writer = DeltaWriter(EVENTS, str(tmp_path / "events"))
+    days = [f"2026-11-0{d}" for d in range(1, 7)]
+    batch = [row for n, day in enumerate(days) for row in _events(day, range(2 * n, 2 * n + 2))]
+    assert writer.write(batch).inserted == len(batch)
+    assert writer.write(batch).inserted == 0
+    assert len(rows_of(tmp_path / "events")) == len(batch)
+
+
+PARTITIONED_UPSERT = TableSpec(
+    "partitioned",
+    pa.schema([("k", pa.string()), ("day", pa.string()), ("n", pa.int64())]),
+    keys=("k",),
+    partition_by=("day",),
+)
+
+
+def test_a_partitioned_upsert_remembers_what_its_merge_inserted(tmp_path: Path) -> None:
+    """A key held in one partition sends its row in another through the MERGE, which inserts
+    it there; that partition's index must then know it, or a replay appends it again."""
+    writer = DeltaWriter(PARTITIONED_UPSERT, str(tmp_path / "p"))
+    writer.write([{"k": "x", "day": "d1", "n": 1}])
+    writer.write([{"k": "x", "day": "d1", "n": 1}, {"k": "x2", "day": "d2", "n": 2}])
+    writer.write([{"k": "x", "day": "d2", "n": 3}, {"k": "y", "day": "d1", "n": 4}])
+    writer.write([{"k": "x", "day": "d2", "n": 3}])
+    stored = sorted((r["k"], r["day"]) for r in rows_of(tmp_path / "p"))
+    assert stored == [("x", "d1"), ("x", "d2"), ("x2", "d2"), ("y", "d1")]
+
+
+def test_a_twin_that_read_an_older_version_cannot_append_a_key_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two committers of one table are a design error, but a restarted twin can overlap its
+    predecessor: each commit is fenced by a Delta application transaction, so the one that
+    read an older version is refused, retries on the table as it is, and MERGEs the key."""
+    path = str(tmp_path / "projects")
+    ours = DeltaWriter(PROJECTS, path)
+    ours.write([{"project_id": "p0", "status": "open", "last_enriched_at": t(1)}])
+    DeltaWriter(PROJECTS, path).write(
+        [{"project_id": "p1", "status": "open", "last_enriched_at": t(2)}]
+    )
+    stale = ours._table
+    assert stale is not None
+    monkeypatch.setattr(stale, "update_incremental", lambda: None)  # misses the twin once
+    outcome = ours.write([{"project_id": "p1", "status": "closed", "last_enriched_at": t(3)}])
+    assert (outcome.inserted, outcome.updated) == (0, 1)
+    assert {(r["project_id"], r["status"]) for r in rows_of(tmp_path / "projects")} == {
+        ("p0", "open"),
+        ("p1", "closed"),
+    }

@@ -1,21 +1,22 @@
-"""Which keys an insert-if-absent table holds, kept in memory by the table's one committer.
+"""Which keys a Delta table holds, kept in memory by the table's one committer.
 
-``claimx_events`` is written insert-if-absent: before each append the committer must know which
-of the batch's ``event_id`` values the table holds already. Reading the stored keys of the
-partitions a batch touches on every commit costs time and memory that grow with the partition
-(a day of events, for ``event_date``), so a day's ingest would slow down as the day went on.
+Every keyed write must know which of its rows' keys the table holds already: new keys are
+appended, held ones MERGEd (upsert) or dropped (``claimx_events``, insert-if-absent). Asking the
+table on every commit reads it whole (a MERGE's join, or the stored ``event_id``s of the days a
+batch touches), so each commit would cost more as the table grew.
 
 This index reads a partition's keys once, when a batch first touches it, and then adds what the
-committer appends. It holds 64-bit hashes (8 bytes a key), not the keys: a hash that matches
-only says a key *may* be held, and the writer then confirms those few keys against the table.
-A new key is never dropped for a hash collision; it costs one read. Matches happen on replays
-after a crash (the keys are really there) and almost never otherwise.
+committer writes. It holds 64-bit hashes (8 bytes a key), not the keys: a hash that matches only
+says a key *may* be held. The writer then MERGEs that row, or for ``claimx_events`` confirms the
+key against the table, so a hash collision costs a MERGE or a read, never a row. A row whose
+hash does not match is certainly new.
 
 The index is only right while its committer is the table's only writer, which the dataflows
-guarantee. It remembers the table version it reflects, and is dropped when the table moved
-without it (a compaction, a second writer): the next batch reads its partitions again. It keeps
-the partitions touched most recently, so memory is bounded by a few days of keys, not the
-table.
+guarantee (and the writer's commits are fenced against a twin). It remembers the table version
+it reflects, and is dropped when the table moved without it (a compaction, another writer): the
+next batch reads its partitions again. It keeps the partitions touched most recently: for
+``claimx_events`` (by ``event_date``) a few days of keys; an unpartitioned table is one
+partition, all of whose keys are kept.
 """
 
 from __future__ import annotations
@@ -70,32 +71,37 @@ class HeldKeys:
     ) -> pa.Array:
         """A boolean mask over ``hashes``: True where a key may be stored in one of
         ``partitions`` (loading a partition's stored keys, through ``load``, if not held yet)."""
-        for partition in partitions:
-            self._touch(partition, load)
-        found: list[pa.Array] = []
-        for partition in partitions:
-            for chunk in self._chunks[partition]:
-                found.append(chunk.filter(pc.is_in(chunk, value_set=hashes)))
+        chunks = [chunk for partition in partitions for chunk in self._touch(partition, load)]
+        self._let_go(len(partitions))
+        found = [chunk.filter(pc.is_in(chunk, value_set=hashes)) for chunk in chunks]
         if not any(len(f) for f in found):
             return pa.array([False] * len(hashes), pa.bool_())
         return pc.is_in(hashes, value_set=pa.concat_arrays(found))
 
-    def add(self, partition: Partition, hashes: pa.Array) -> None:
-        """Record keys appended to ``partition`` (when its keys are held here)."""
+    def add(self, partition: Partition, hashes: pa.Array | pa.ChunkedArray) -> None:
+        """Record keys written to ``partition`` (when its keys are held here)."""
         chunks = self._chunks.get(partition)
         if chunks is None or not len(hashes):
             return
+        if isinstance(hashes, pa.ChunkedArray):
+            hashes = hashes.combine_chunks()
         chunks.append(hashes)
         if len(chunks) > COMPACT_AFTER_CHUNKS:
             self._chunks[partition] = [pa.concat_arrays(chunks)]
 
     def _touch(
         self, partition: Partition, load: Callable[[Partition], Iterable[list[object]]]
-    ) -> None:
+    ) -> list[pa.Array]:
+        """The partition's chunks, read through ``load`` the first time; now the most recent."""
         if partition in self._chunks:
             self._chunks.move_to_end(partition)
-            return
-        stored = [key_hashes(keys) for keys in load(partition)]
-        self._chunks[partition] = [pa.concat_arrays(stored) if stored else key_hashes(())]
-        while len(self._chunks) > self._kept:
+        else:
+            stored = [key_hashes(keys) for keys in load(partition)]
+            self._chunks[partition] = [pa.concat_arrays(stored) if stored else key_hashes(())]
+        return self._chunks[partition]
+
+    def _let_go(self, in_use: int) -> None:
+        """Drop the partitions touched longest ago beyond those kept (never one of the
+        ``in_use`` just touched: a batch may span more days than are kept)."""
+        while len(self._chunks) > max(self._kept, in_use):
             self._chunks.popitem(last=False)

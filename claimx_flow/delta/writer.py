@@ -13,11 +13,14 @@ others are MERGEd (upsert), or for ``claimx_events`` (insert-if-absent on one ke
 confirmed against the table's key column and dropped when held. A MERGE of every row, as
 before, read the whole target on every commit to find that most rows were new: its time and
 memory grew with the table (1 GB at 240,000 projects) instead of the batch. A hash that
-matches a new key only sends that row through the MERGE, which inserts it.
+matches a new key only sends that row through the MERGE, which inserts it (or, for
+``claimx_events``, through a read of the table's key column, which finds it absent).
 
 This is safe only with one writer per table, which the dataflows guarantee (one committer per
-table); the index also drops itself when the table moved without it (a compaction, another
-writer) and is read again.
+table). Each commit carries a Delta application transaction numbered after the table's last
+one, so a restarted twin that read the same version has its commit refused and retried rather
+than appending keys it did not know were there. The index also drops itself when the table
+moved without it (a compaction, another writer) and is read again.
 
 A table made before a column was declared (``claimx_events`` before ``raw_data``) gets the
 columns it lacks, nullable, in one ``ADD COLUMN`` commit when the writer opens it, before its
@@ -37,7 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, Field, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
@@ -64,7 +67,7 @@ more to plan than it saves)."""
 
 @dataclass(frozen=True)
 class Prepared:
-    """Rows ready for one MERGE: ``source`` None when there was nothing to write."""
+    """Rows ready for one keyed write: ``source`` None when there was nothing to write."""
 
     source: pa.Table | None
     rows: int
@@ -110,7 +113,7 @@ class DeltaWriter:
         return Prepared(source, len(collapsed), started)
 
     def merge_table(self, rows: pa.Table) -> WriteOutcome:
-        """One keyed MERGE of rows already in the table's schema, one per key."""
+        """One keyed write of rows already in the table's schema, one per key."""
         return self.merge(
             Prepared(rows if rows.num_rows else None, rows.num_rows, time.perf_counter())
         )
@@ -148,7 +151,8 @@ class DeltaWriter:
         """Rows inserted and updated: rows whose key the index of held keys (``HeldKeys``) says
         the table may hold are MERGEd (one key column insert-if-absent: confirmed against the
         table and dropped when held); the rest, new to the table, are appended, which reads
-        nothing of it."""
+        nothing of it. Up to two commits, each safe to repeat: a replay finds the first one's
+        keys held and MERGEs them again, changing nothing."""
         self._held.follow(table.version())
         hashes = key_hashes(self._key_values(source))
         partitions = self._partitions_of(source)
@@ -158,32 +162,63 @@ class DeltaWriter:
         inserted = updated = 0
         if pc.any(maybe).as_py():
             if self.mode == "insert_if_absent" and len(self.spec.keys) == 1:
-                key = source.column(self.spec.keys[0])
+                key = source.column(self.spec.keys[0]).combine_chunks()
                 held = self._held_keys(table, source.filter(maybe))
                 absent = pc.invert(pc.is_in(key, value_set=held))
             else:
-                metrics = self._committed(table, partial(self._merge, table, source.filter(maybe)))
+                held_rows = source.filter(maybe)
+                metrics = self._committed(
+                    table,
+                    partial(self._merge, table, held_rows),
+                    self._partitions_of(held_rows),
+                    hashes.filter(maybe),
+                )
                 inserted += int(metrics.get("num_target_rows_inserted", 0))
                 updated += int(metrics.get("num_target_rows_updated", 0))
                 absent = pc.invert(maybe)
             source, hashes = source.filter(absent), hashes.filter(absent)
             partitions = self._partitions_of(source)
         if source.num_rows:
-            self._committed(table, partial(write_deltalake, table, source, mode="append"))
-            self._remember(partitions, hashes)
+            self._committed(table, partial(self._append, table, source), partitions, hashes)
             inserted += source.num_rows
         return inserted, updated
 
-    def _committed(self, table: DeltaTable, commit: Callable[[], Any]) -> Any:
-        """Run one commit of ours; the index follows the table only if no other commit landed
-        beside it (else it is read again at the next write)."""
+    def _committed(
+        self,
+        table: DeltaTable,
+        commit: Callable[[CommitProperties], Any],
+        partitions: list[tuple[object, ...]],
+        hashes: pa.Array,
+    ) -> Any:
+        """Run one commit of ours, fenced (``_fence``); the index learns the keys it wrote only
+        when no other commit landed beside it, and is otherwise read again at the next write. A
+        MERGE that changed nothing commits nothing, and the index stays as it was."""
         before = table.version()
-        self._held.version = None
-        result = commit()
+        self._held.version = None  # until the index holds what the commit wrote
+        result = commit(self._fence(table))
         table.update_incremental()
-        if table.version() == before + 1:
-            self._held.version = table.version()
+        after = table.version()
+        if after == before + 1:
+            self._remember(partitions, hashes)
+            self._held.version = after
+        elif after == before:
+            self._held.version = before
         return result
+
+    def _fence(self, table: DeltaTable) -> CommitProperties:
+        """An application transaction numbered after the table's last one for this table's
+        committer. Two committers that read the same version (a restarted twin) would commit
+        the same number, and Delta refuses the second ("concurrent transaction"): an append
+        on its own never conflicts, and a twin's blind append could write a key twice."""
+        app = f"claimx-flow/{self.spec.name}"
+        number = (table.transaction_version(app) or 0) + 1
+        return CommitProperties(app_transactions=[Transaction(app_id=app, version=number)])
+
+    def _append(
+        self, table: DeltaTable, rows: pa.Table, properties: CommitProperties
+    ) -> dict[str, Any]:
+        write_deltalake(table, rows, mode="append", commit_properties=properties)
+        return {}
 
     def _key_values(self, source: pa.Table) -> list[object]:
         """Each row's key: the value of a one-column key, else the tuple of its values."""
@@ -196,9 +231,7 @@ class DeltaWriter:
         return list(zip(*columns, strict=True)) if columns else [()] * source.num_rows
 
     def _remember(self, partitions: list[tuple[object, ...]], hashes: pa.Array) -> None:
-        """Add appended keys to the index, a partition at a time."""
-        if self._held.version is None:
-            return
+        """Add written keys to the index, each in its own partition."""
         for partition in set(partitions):
             chosen = pa.array([p == partition for p in partitions], pa.bool_())
             self._held.add(partition, hashes.filter(chosen))
@@ -244,9 +277,15 @@ class DeltaWriter:
             found.append(stored.filter(pc.is_in(stored, value_set=wanted)))
         return pa.concat_arrays(found) if found else pa.array([], pa.string())
 
-    def _merge(self, table: DeltaTable, source: pa.Table) -> dict[str, Any]:
+    def _merge(
+        self, table: DeltaTable, source: pa.Table, properties: CommitProperties
+    ) -> dict[str, Any]:
         merger = table.merge(
-            source, predicate=self._match_predicate(source), source_alias="s", target_alias="t"
+            source,
+            predicate=self._match_predicate(source),
+            source_alias="s",
+            target_alias="t",
+            commit_properties=properties,
         )
         if self.mode == "upsert":
             merger = merger.when_matched_update(

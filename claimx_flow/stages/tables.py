@@ -88,7 +88,7 @@ def gathered(
 
 @dataclass
 class TableCommitter:
-    """Commits one table's row batches as one keyed MERGE; rows the MERGE refuses go to the
+    """Commits one table's row batches as one keyed write; rows the write refuses go to the
     stage's DLQ through ``router``."""
 
     writer: DeltaWriter
