@@ -51,9 +51,6 @@ class HeldKeys:
         self._chunks: OrderedDict[Partition, list[pa.Array]] = OrderedDict()
         self.version: int | None = None
 
-    def __len__(self) -> int:
-        return sum(len(chunk) for chunks in self._chunks.values() for chunk in chunks)
-
     def partitions(self) -> list[Partition]:
         return list(self._chunks)
 

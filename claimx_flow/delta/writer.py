@@ -196,8 +196,7 @@ class DeltaWriter:
         before = table.version()
         self._held.version = None  # until the index holds what the commit wrote
         result = commit(self._fence(table))
-        table.update_incremental()
-        after = table.version()
+        after = table.version()  # delta-rs moves ``table`` to the version it committed
         if after == before + 1:
             self._remember(partitions, hashes)
             self._held.version = after
@@ -242,14 +241,8 @@ class DeltaWriter:
         """A reader of one partition's stored keys, streamed (files pruned by delta-rs)."""
 
         def read(partition: tuple[object, ...]) -> Iterator[list[object]]:
-            touched = [
-                _sql_in(column, [value])
-                for column, value in zip(self.spec.partition_by, partition, strict=True)
-            ]
-            dataset = table.to_pyarrow_dataset(
-                file_pruning_predicate=" AND ".join(touched) if touched else None
-            )
-            for batch in dataset.to_batches(columns=list(self.spec.keys)):
+            values = {c: [v] for c, v in zip(self.spec.partition_by, partition, strict=True)}
+            for batch in _batches(table, values, list(self.spec.keys)):
                 yield self._key_values(pa.Table.from_batches([batch]))
 
         return read
@@ -264,15 +257,9 @@ class DeltaWriter:
         """
         key = self.spec.keys[0]
         wanted = source.column(key).combine_chunks().cast(pa.string())
-        touched = [
-            _sql_in(column, source.column(column).unique().to_pylist())
-            for column in self.spec.partition_by
-        ]
-        dataset = table.to_pyarrow_dataset(
-            file_pruning_predicate=" AND ".join(touched) if touched else None
-        )
+        values = {c: source.column(c).unique().to_pylist() for c in self.spec.partition_by}
         found: list[pa.Array] = []
-        for batch in dataset.to_batches(columns=[key]):
+        for batch in _batches(table, values, [key]):
             stored = batch.column(0).cast(pa.string())
             found.append(stored.filter(pc.is_in(stored, value_set=wanted)))
         return pa.concat_arrays(found) if found else pa.array([], pa.string())
@@ -437,6 +424,18 @@ def _first_per_key(rows: Iterable[Row], key: str) -> list[dict[str, Any]]:
         if value not in first:
             first[value] = row
     return [dict(row) for row in first.values()]
+
+
+def _batches(
+    table: DeltaTable, partitions: Mapping[str, Sequence[object]], columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """``columns`` of the table's files in the given partition values (by column), streamed:
+    delta-rs prunes the files, nothing filters the rows."""
+    touched = [_sql_in(column, values) for column, values in partitions.items()]
+    dataset = table.to_pyarrow_dataset(
+        file_pruning_predicate=" AND ".join(touched) if touched else None
+    )
+    return iter(dataset.to_batches(columns=columns))
 
 
 def _sql_in(column: str, values: Sequence[object]) -> str:
