@@ -373,7 +373,9 @@ def test_a_twin_that_read_an_older_version_cannot_append_a_key_twice(
     )
     stale = ours._table
     assert stale is not None
-    monkeypatch.setattr(stale, "update_incremental", lambda: None)  # misses the twin once
+    # The stale read stands in for the race (two real committers cannot be timed to read the
+    # same version); the table, the commits and Delta's refusal are real.
+    monkeypatch.setattr(stale, "update_incremental", lambda: None)
     outcome = ours.write([{"project_id": "p1", "status": "closed", "last_enriched_at": t(3)}])
     assert (outcome.inserted, outcome.updated) == (0, 1)
     assert {(r["project_id"], r["status"]) for r in rows_of(tmp_path / "projects")} == {
