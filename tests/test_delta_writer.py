@@ -11,6 +11,7 @@ from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from claimx_flow.delta.held_keys import RowPartitions
 from claimx_flow.delta.tables import TableSpec
 from claimx_flow.delta.writer import DeltaWriter, collapse_by_key
 
@@ -382,3 +383,30 @@ def test_a_twin_that_read_an_older_version_cannot_append_a_key_twice(
         ("p0", "open"),
         ("p1", "closed"),
     }
+
+
+partition_values = st.one_of(st.none(), st.sampled_from(["2026-11-01", "2026-11-02", "x'y", "é"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.tuples(partition_values, partition_values), max_size=30),
+    columns=st.sampled_from([(), ("a",), ("a", "b")]),
+    chunk=st.integers(1, 7),
+)
+def test_row_partitions_group_rows_as_a_row_by_row_reading_would(
+    rows: list[tuple[str | None, str | None]], columns: tuple[str, ...], chunk: int
+) -> None:
+    """The index learns each written key in its row's partition, whatever the chunking, nulls
+    or column count: the same grouping as reading each row's partition values in turn."""
+    whole = pa.table({"a": [r[0] for r in rows], "b": [r[1] for r in rows]})
+    chunked = pa.concat_tables(
+        [whole.slice(i, chunk) for i in range(0, len(rows), chunk)] or [whole]
+    )
+    each = [tuple(row[name] for name in columns) for row in whole.to_pylist()]
+    partitions = RowPartitions.of(chunked, columns)
+    assert partitions.distinct == list(dict.fromkeys(each))
+    positions = pa.array(range(len(rows)), pa.int64())
+    for position, partition in enumerate(partitions.distinct):
+        chosen = partitions.select(position, positions).to_pylist()
+        assert chosen == [i for i, p in enumerate(each) if p == partition]

@@ -44,7 +44,7 @@ from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_de
 from deltalake.exceptions import TableNotFoundError
 
 from claimx_flow.config import Settings
-from claimx_flow.delta.held_keys import HeldKeys, key_hashes
+from claimx_flow.delta.held_keys import HeldKeys, RowPartitions, key_hashes
 from claimx_flow.delta.tables import TableSpec, WriteMode
 from claimx_flow.storage.locations import table_location
 
@@ -156,9 +156,7 @@ class DeltaWriter:
         self._held.follow(table.version())
         hashes = key_hashes(self._key_values(source))
         partitions = self._partitions_of(source)
-        maybe = self._held.maybe_held(
-            hashes, list(dict.fromkeys(partitions)), self._stored_keys(table)
-        )
+        maybe = self._held.maybe_held(hashes, partitions.distinct, self._stored_keys(table))
         inserted = updated = 0
         if pc.any(maybe).as_py():
             if self.mode == "insert_if_absent" and len(self.spec.keys) == 1:
@@ -187,7 +185,7 @@ class DeltaWriter:
         self,
         table: DeltaTable,
         commit: Callable[[CommitProperties], Any],
-        partitions: list[tuple[object, ...]],
+        partitions: RowPartitions,
         hashes: pa.Array,
     ) -> Any:
         """Run one commit of ours, fenced (``_fence``); the index learns the keys it wrote only
@@ -224,16 +222,14 @@ class DeltaWriter:
         columns = [source.column(k).to_pylist() for k in self.spec.keys]
         return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
 
-    def _partitions_of(self, source: pa.Table) -> list[tuple[object, ...]]:
-        """Each row's partition values, in the table's partition column order."""
-        columns = [source.column(c).to_pylist() for c in self.spec.partition_by]
-        return list(zip(*columns, strict=True)) if columns else [()] * source.num_rows
+    def _partitions_of(self, source: pa.Table) -> RowPartitions:
+        """Which partition each row is in (``RowPartitions``)."""
+        return RowPartitions.of(source, self.spec.partition_by)
 
-    def _remember(self, partitions: list[tuple[object, ...]], hashes: pa.Array) -> None:
+    def _remember(self, partitions: RowPartitions, hashes: pa.Array) -> None:
         """Add written keys to the index, each in its own partition."""
-        for partition in set(partitions):
-            chosen = pa.array([p == partition for p in partitions], pa.bool_())
-            self._held.add(partition, hashes.filter(chosen))
+        for position, partition in enumerate(partitions.distinct):
+            self._held.add(partition, partitions.select(position, hashes))
 
     def _stored_keys(
         self, table: DeltaTable
