@@ -46,7 +46,7 @@ class LocalFileStore:
 
     async def put(self, path: str, source: Path, expected: Fingerprint | None = None) -> StoredFile:
         target = self._target(path)
-        size = await asyncio.to_thread(_store_atomically, source, target, expected)
+        size = await asyncio.to_thread(store_atomically, source, target, expected)
         return StoredFile(path=path, uri=target.as_uri(), bytes=size)
 
     def uri_of(self, path: str) -> str:
@@ -67,7 +67,7 @@ class LocalFileStore:
         return StoredFile(path=path, uri=target.as_uri(), bytes=expected.bytes)
 
     async def flush(self) -> None:
-        await asyncio.to_thread(_sync_filesystem, self.root)
+        await asyncio.to_thread(sync_filesystem, self.root)
 
     async def check_writable(self) -> None:
         probe = self.root / probe_path()
@@ -79,7 +79,7 @@ class LocalFileStore:
         return None
 
 
-def _store_atomically(source: Path, target: Path, expected: Fingerprint | None) -> int:
+def store_atomically(source: Path, target: Path, expected: Fingerprint | None) -> int:
     """``source``'s content at ``target``, checked against ``expected``, all or nothing.
 
     On one filesystem (the embedded default keeps the cache and the store under one data
@@ -164,7 +164,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
 
 
-def _sync_filesystem(root: Path) -> None:
+def sync_filesystem(root: Path) -> None:
     """Everything written under ``root`` so far is on disk when this returns (blocking)."""
     if _syncfs is None:
         os.sync()

@@ -148,6 +148,6 @@ def _command(stages: tuple[str, ...], doc: str, scale_to_default: int = 0) -> No
 _command(("ingest",), "ingest on the mixed workload, beside a bare Kafka passthrough.")
 _command(("enrich",), "enrich on file-heavy and project-created, beside the simulator's rate.")
 _command(("download",), "download of 64 KiB and 5 MiB files, beside a bare fetch loop.")
-_command(("upload",), "upload to local storage, beside a bare file write loop.")
+_command(("upload",), "upload to local storage, beside a bare store loop.")
 _command(("retry",), "retry: 100,000 messages held in one tier, memory and release lateness.")
 _command(ORDER, "Every stage in turn (ingest and enrich also on 2 processes), then the targets.", 2)
