@@ -205,16 +205,10 @@ def overlapped_flat_map(
     max_in_flight: int,
     stall_timeout_s: float,
     lanes: int = LANES,
-    together: int = 1,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
     """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
     it is done.
-
-    ``together`` consecutive items share a lane (``lane_of``): pass the input's batch size, so a
-    batch is started by one call of one lane rather than a call (hand-over to the loop, room
-    check, emit) per item. Measured alone (``python -m claimx_flow.lab.bench.overlap_cost``),
-    batches of 20 cost 13-15 us of CPU per item through the step, one lane per item 25-30 us.
 
     The mapper is expected to turn an item's failures into outputs and to bound its own time
     and concurrency; an exception it raises fails the step. Items in flight are the step's
@@ -223,9 +217,14 @@ def overlapped_flat_map(
     started and not finished before the step stops taking more. ``stall_timeout_s`` is the
     backstop for a loop that stopped answering.
     """
+    if lanes < 1:
+        raise ValueError("lanes must be at least 1")
     flight = Flight(max_in_flight, stall_timeout_s)
     loop = EventLoopThread.shared()
-    lane = lane_of(lanes, together)
+    arrivals = itertools.count()
+
+    def lane(_item: X) -> str:
+        return str(next(arrivals) % lanes)
 
     def builder(resumed: list[X] | None) -> _Lane[X, Y]:
         return _Lane(mapper, flight, loop, poll, resumed)
@@ -233,16 +232,3 @@ def overlapped_flat_map(
     keyed = op.key_on(f"{step_id}-lane", up, lane)
     done = op.stateful_batch(f"{step_id}-in-flight", keyed, builder)
     return op.key_rm(f"{step_id}-out", done)
-
-
-def lane_of(lanes: int, together: int = 1) -> Callable[[object], str]:
-    """The lane key of each arriving item: runs of ``together`` consecutive items share one,
-    and the runs take the ``lanes`` keys in turn."""
-    if lanes < 1 or together < 1:
-        raise ValueError("lanes and together must be at least 1")
-    arrivals = itertools.count()
-
-    def lane(_item: object) -> str:
-        return str(next(arrivals) // together % lanes)
-
-    return lane

@@ -109,13 +109,3 @@ def test_a_bare_loop_limit_is_its_fastest_run() -> None:
     limit = best_of([Limit("loop", 95.0, 200, 2.1), Limit("loop", 121.0, 200, 1.65)])
     assert (limit.per_s, limit.seconds) == (121.0, 1.65)
     assert "fastest of 2 runs (95-121/s)" in limit.what
-
-
-def test_the_overlap_cost_runs_every_item_through_both_ways() -> None:
-    """The overlapped step's cost measure passes every item, per item and per batch; what it
-    prints is a figure for the docs, never asserted."""
-    from claimx_flow.lab.bench.overlap_cost import measure
-
-    for together in (1, 20):
-        rate, cpu = measure(together, items=400)
-        assert rate > 0 and cpu > 0

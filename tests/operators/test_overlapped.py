@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from operators.overlapped import Flight, Stalled, lane_of, overlapped_flat_map
+from operators.overlapped import Flight, Stalled, overlapped_flat_map
 
 EPOCH = timedelta(milliseconds=50)
 
@@ -88,8 +88,8 @@ def test_later_batches_and_epochs_overtake_a_slow_item() -> None:
     assert sorted(names[:-1]) == sorted(f"fast{i}-done" for i in range(5))
 
 
-@pytest.mark.parametrize(("workers", "together"), [(1, 1), (2, 1), (1, 13), (2, 13), (2, 5)])
-def test_every_item_is_emitted_once_with_its_outputs_in_order(workers: int, together: int) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_item_is_emitted_once_with_its_outputs_in_order(workers: int) -> None:
     async def twice(value: int) -> list[tuple[int, int]]:
         await asyncio.sleep(0.001 * (value % 7))
         return [(value, 0), (value, 1)]
@@ -97,9 +97,7 @@ def test_every_item_is_emitted_once_with_its_outputs_in_order(workers: int, toge
     out: list[tuple[int, int]] = []
     flow = Dataflow("overlapped-workers")
     items = op.input("in", flow, TestingSource(range(200), batch_size=13))
-    done = overlapped_flat_map(
-        "work", items, twice, max_in_flight=20, stall_timeout_s=30, together=together
-    )
+    done = overlapped_flat_map("work", items, twice, max_in_flight=20, stall_timeout_s=30)
     op.output("out", done, TestingSink(out))
     cluster_main(flow, [], 0, worker_count_per_proc=workers, epoch_interval=EPOCH)
     assert sorted(out) == [(v, i) for v in range(200) for i in (0, 1)]
@@ -224,15 +222,3 @@ def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
     assert calls.count("slow") == 1  # from the recovery state, not from the input
     assert "fast2-done" in names
     assert {name for name, _ in first + second} == {f"{v}-done" for v in values if type(v) is str}
-
-
-def test_items_that_arrive_together_share_a_lane_and_runs_take_the_lanes_in_turn() -> None:
-    """A batch is started by one call of one lane, not one call per item; and successive
-    batches still spread over every lane (so over every worker)."""
-    lane = lane_of(lanes=3, together=4)
-    keys = [lane(item) for item in range(24)]
-    assert keys == [str(run % 3) for run in range(6) for _ in range(4)]
-    one_by_one = lane_of(lanes=2)
-    assert [one_by_one(item) for item in range(4)] == ["0", "1", "0", "1"]
-    with pytest.raises(ValueError):
-        lane_of(lanes=2, together=0)
