@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -385,27 +385,40 @@ def test_a_twin_that_read_an_older_version_cannot_append_a_key_twice(
     }
 
 
-partition_values = st.one_of(st.none(), st.sampled_from(["2026-11-01", "2026-11-02", "x'y", "é"]))
+PARTITION_VALUES = {
+    pa.string(): ["2026-11-01", "2026-11-02", "x'y", "é"],
+    pa.large_string(): ["2026-11-01", "x'y"],
+    pa.date32(): [date(2026, 11, 1), date(2026, 11, 2), date(2026, 12, 31)],
+    pa.float64(): [0.0, -0.0, 1.5],
+}
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    rows=st.lists(st.tuples(partition_values, partition_values), max_size=30),
+    kind=st.sampled_from(list(PARTITION_VALUES)),
+    data=st.data(),
     columns=st.sampled_from([(), ("a",), ("a", "b")]),
     chunk=st.integers(1, 7),
 )
 def test_row_partitions_group_rows_as_a_row_by_row_reading_would(
-    rows: list[tuple[str | None, str | None]], columns: tuple[str, ...], chunk: int
+    kind: pa.DataType, data: st.DataObject, columns: tuple[str, ...], chunk: int
 ) -> None:
-    """The index learns each written key in its row's partition, whatever the chunking, nulls
-    or column count: the same grouping as reading each row's partition values in turn."""
-    whole = pa.table({"a": [r[0] for r in rows], "b": [r[1] for r in rows]})
+    """The index learns each written key in its row's partition, whatever the chunking, nulls,
+    column type or count: the same grouping, and the same Python values, as reading each row's
+    partition values in turn."""
+    value = st.one_of(st.none(), st.sampled_from(PARTITION_VALUES[kind]))
+    rows = data.draw(st.lists(st.tuples(value, value), max_size=30))
+    whole = pa.table(
+        {"a": pa.array([r[0] for r in rows], kind), "b": pa.array([r[1] for r in rows], kind)}
+    )
     chunked = pa.concat_tables(
         [whole.slice(i, chunk) for i in range(0, len(rows), chunk)] or [whole]
     )
     each = [tuple(row[name] for name in columns) for row in whole.to_pylist()]
     partitions = RowPartitions.of(chunked, columns)
     assert partitions.distinct == list(dict.fromkeys(each))
+    kinds = [tuple(map(type, partition)) for partition in partitions.distinct]
+    assert kinds == [tuple(map(type, partition)) for partition in dict.fromkeys(each)]
     positions = pa.array(range(len(rows)), pa.int64())
     for position, partition in enumerate(partitions.distinct):
         chosen = partitions.select(position, positions).to_pylist()

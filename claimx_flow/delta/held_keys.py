@@ -55,8 +55,9 @@ class RowPartitions:
     def of(cls, rows: pa.Table, columns: Sequence[str]) -> RowPartitions:
         if not columns or not rows.num_rows:
             return cls([()] if rows.num_rows else [], None)
-        if len(columns) == 1 and not rows.column(columns[0]).null_count:
-            encoded = rows.column(columns[0]).combine_chunks().dictionary_encode()
+        column = rows.column(columns[0])
+        if len(columns) == 1 and not column.null_count and _encodes_as_equal(column.type):
+            encoded = column.combine_chunks().dictionary_encode()
             distinct: list[Partition] = [(value,) for value in encoded.dictionary.to_pylist()]
             return cls(distinct, encoded.indices if len(distinct) > 1 else None)
         each = list(zip(*(rows.column(c).to_pylist() for c in columns), strict=True))
@@ -71,6 +72,13 @@ class RowPartitions:
         if self.positions is None:
             return values
         return values.filter(pc.equal(self.positions, position))
+
+
+def _encodes_as_equal(kind: pa.DataType) -> bool:
+    """Whether Arrow's dictionary encoding groups values as Python's ``==`` does: not floats
+    (NaN, -0.0) nor a column already dictionary-encoded (its dictionary may hold unused
+    values). Partition columns are dates and text."""
+    return not (pa.types.is_floating(kind) or pa.types.is_dictionary(kind))
 
 
 def key_hashes(keys: Iterable[object]) -> pa.Array:

@@ -2,7 +2,8 @@
 
 The download bench compares the stage with a bare fetch loop. This splits the gap in two: the
 same URLs fetched by the bare loop, then by the stage's own ``download_to_cache`` (URL checks,
-deadline, spool, cached message) at the stage's concurrency, without Kafka or Bytewax. What
+deadline, spool, cached message) at the download bench's concurrency (20), without Kafka or
+Bytewax. What
 ``download_to_cache`` adds over the bare loop is the download's own code; what the stage adds
 over ``download_to_cache`` is the dataflow around it. Files go to ``DIR`` (default: a fresh
 temporary folder; give a tmpfs path to leave the disk out).
@@ -22,6 +23,7 @@ import aiohttp
 
 from claimx_flow.config import Settings
 from claimx_flow.lab.bench.download import download_tasks, fetch_loop
+from claimx_flow.lab.bench.harness import BenchConfig
 from claimx_flow.lab.simulator import SimulatorConfig, start_subprocess
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.downloader import DownloadPolicy, download_to_cache
@@ -55,7 +57,7 @@ async def _through_the_stage_code(
 def main(base: Path) -> None:
     settings = Settings()
     policy = DownloadPolicy.from_settings(settings)
-    concurrency = settings.download_concurrency
+    concurrency = BenchConfig().concurrency  # as the download bench runs the stage
     simulator = start_subprocess(SimulatorConfig(seed=SEED, media_bytes=SIZE))
     try:
         tasks = download_tasks(simulator, SEED, FILES)
@@ -71,7 +73,7 @@ def main(base: Path) -> None:
                     asyncio.run(_through_the_stage_code(tasks, directory, policy, concurrency))
                 seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
                 print(
-                    f"{name:>17}: {FILES / seconds:>6,.0f} files/s, "
+                    f"{name:>17} at concurrency {concurrency}: {FILES / seconds:>6,.0f} files/s, "
                     f"{cpu / FILES * 1e6:4.0f} us of CPU per file"
                 )
                 shutil.rmtree(directory)

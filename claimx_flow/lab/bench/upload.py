@@ -3,10 +3,11 @@
 The cache holds real files (the simulator's content for each media id) and the input topic the
 cached-download messages the download stage would have written for them. The bare loop stores
 every file with the local store's own functions, as the upload stage does (hard-linked when the
-cache and the store share a filesystem, else copied; read and sha256 once; renamed into place;
-one ``syncfs`` per batch of ``UPLOAD_BATCH_SIZE``) on as many threads as ``asyncio.to_thread``
-uses here, without Kafka, Delta, the dataflow or the cache's release. It runs first: the stage
-releases the cache files it has uploaded.
+cache and the store share a filesystem, else copied; read and sha256 once; renamed into place)
+on as many threads as ``asyncio.to_thread`` uses here, and makes them durable with one
+``syncfs`` at the end: no more syncs than the stage makes (one per worker batch, which holds up
+to ``UPLOAD_BATCH_SIZE`` files from each partition the worker reads), and no Kafka, Delta,
+dataflow or cache release. It runs first: the stage releases the cache files it has uploaded.
 
 Until 2026-12-05 the loop copied every file and fsynced each, more disk work than the stage
 does since it links and syncs per batch; the stage then came out at 98% of it and over 105%
@@ -51,12 +52,7 @@ def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     kafka_io.produce(settings, settings.claimx_downloads_cached_topic, messages, update)
     update = phases.start("upload: bare store loop", files)
     settle_disk()
-    raw = store_loop(
-        [Path(c.local_path) for c in cached],
-        env.workdir / "bare-upload",
-        settings.upload_batch_size,
-        update,
-    )
+    raw = store_loop([Path(c.local_path) for c in cached], env.workdir / "bare-upload", update)
     settle_disk()
     results, dlq = settings.claimx_downloads_results_topic, settings.claimx_downloads_dlq_topic
     outputs = [results, dlq, *settings.download_retry_topics]
@@ -109,23 +105,22 @@ def cached_downloads(
     return out
 
 
-def store_loop(sources: list[Path], directory: Path, batch: int, update: Update) -> Limit:
+def store_loop(sources: list[Path], directory: Path, update: Update) -> Limit:
     """Store every file as the local store does, on ``asyncio.to_thread``'s default pool size,
-    one ``syncfs`` per ``batch`` files (and one at the end)."""
+    then one ``syncfs``."""
     directory.mkdir(parents=True, exist_ok=True)
     threads = min(32, (os.cpu_count() or 1) + 4)
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        for first in range(0, len(sources), batch):
-            part = sources[first : first + batch]
-            list(pool.map(_store, part, [directory] * len(part)))
-            sync_filesystem(directory)
-            update(first + len(part))
+        for done, _ in enumerate(pool.map(_store, sources, [directory] * len(sources)), 1):
+            if done % 500 == 0:
+                update(done)
+    sync_filesystem(directory)
     seconds = time.perf_counter() - started
     shutil.rmtree(directory, ignore_errors=True)
     return Limit(
         f"a bare store loop over the same {len(sources):,} files on {threads} threads "
-        f"(the local store's own link-or-copy, sha256 and rename; one syncfs per {batch} files)",
+        "(the local store's own link-or-copy, sha256 and rename; one syncfs at the end)",
         len(sources) / seconds,
         len(sources),
         round(seconds, 3),
