@@ -61,11 +61,9 @@ class RowPartitions:
             distinct: list[Partition] = [(value,) for value in encoded.dictionary.to_pylist()]
             return cls(distinct, encoded.indices if len(distinct) > 1 else None)
         each = list(zip(*(rows.column(c).to_pylist() for c in columns), strict=True))
-        first = {partition: None for partition in each}
-        if len(first) == 1:
-            return cls(list(first), None)
-        position = {partition: index for index, partition in enumerate(first)}
-        return cls(list(first), pa.array([position[p] for p in each], pa.int32()))
+        position: dict[Partition, int] = {}
+        indices = [position.setdefault(partition, len(position)) for partition in each]
+        return cls(list(position), pa.array(indices, pa.int32()) if len(position) > 1 else None)
 
     def select(self, position: int, values: pa.Array) -> pa.Array:
         """The ``values`` (one per row) of the rows in partition ``distinct[position]``."""

@@ -109,3 +109,19 @@ def test_a_bare_loop_limit_is_its_fastest_run() -> None:
     limit = best_of([Limit("loop", 95.0, 200, 2.1), Limit("loop", 121.0, 200, 1.65)])
     assert (limit.per_s, limit.seconds) == (121.0, 1.65)
     assert "fastest of 2 runs (95-121/s)" in limit.what
+
+
+def test_the_download_split_fetches_every_file_both_ways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``download_parts`` runs against a real simulator over HTTP: both loops store every
+    file and print a figure each (a figure for the docs, never asserted)."""
+    from claimx_flow.lab.bench.download_parts import main
+
+    main(tmp_path, files=40, rounds=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" at ")[0].strip() for line in lines] == [
+        "bare fetch loop",
+        "download_to_cache",
+    ]
+    assert all("files/s" in line for line in lines)

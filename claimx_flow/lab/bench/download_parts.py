@@ -3,10 +3,9 @@
 The download bench compares the stage with a bare fetch loop. This splits the gap in two: the
 same URLs fetched by the bare loop, then by the stage's own ``download_to_cache`` (URL checks,
 deadline, spool, cached message) at the download bench's concurrency (20), without Kafka or
-Bytewax. What
-``download_to_cache`` adds over the bare loop is the download's own code; what the stage adds
-over ``download_to_cache`` is the dataflow around it. Files go to ``DIR`` (default: a fresh
-temporary folder; give a tmpfs path to leave the disk out).
+Bytewax. What ``download_to_cache`` adds over the bare loop is the download's own code; what
+the stage adds over ``download_to_cache`` is the dataflow around it. Files go to ``DIR``
+(default: a fresh temporary folder; give a tmpfs path to leave the disk out).
 """
 
 from __future__ import annotations
@@ -54,15 +53,15 @@ async def _through_the_stage_code(
         await asyncio.gather(*(one(task) for task in tasks))
 
 
-def main(base: Path) -> None:
+def main(base: Path, files: int = FILES, rounds: int = 2) -> None:
     settings = Settings()
     policy = DownloadPolicy.from_settings(settings)
     concurrency = BenchConfig().concurrency  # as the download bench runs the stage
     simulator = start_subprocess(SimulatorConfig(seed=SEED, media_bytes=SIZE))
     try:
-        tasks = download_tasks(simulator, SEED, FILES)
+        tasks = download_tasks(simulator, SEED, files)
         urls = [task.download_url for task in tasks]
-        for _ in range(2):
+        for _ in range(rounds):
             for name in ("bare fetch loop", "download_to_cache"):
                 directory = base / name.replace(" ", "-")
                 directory.mkdir(parents=True, exist_ok=True)
@@ -73,8 +72,8 @@ def main(base: Path) -> None:
                     asyncio.run(_through_the_stage_code(tasks, directory, policy, concurrency))
                 seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
                 print(
-                    f"{name:>17} at concurrency {concurrency}: {FILES / seconds:>6,.0f} files/s, "
-                    f"{cpu / FILES * 1e6:4.0f} us of CPU per file"
+                    f"{name:>17} at concurrency {concurrency}: {files / seconds:>6,.0f} files/s, "
+                    f"{cpu / files * 1e6:4.0f} us of CPU per file"
                 )
                 shutil.rmtree(directory)
     finally:
