@@ -7,6 +7,7 @@ A message that cannot be read is data for a DLQ, not a crash: the stage catches
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ValidationError
@@ -14,6 +15,13 @@ from pydantic import AliasChoices, BaseModel, ValidationError
 from claimx_flow.errors import ClaimxError
 
 MAX_REASON_CHARS = 300
+MAX_JSON_DEPTH = 700
+"""Deepest nesting a message may have. Python's ``json`` stops at its recursion limit, which
+counts the caller's frames too: a document some 990 levels deep was refused as "nested too
+deeply" when read from one call path and as a syntax error from another. Below this depth
+``json`` has room on any of our call paths, so one message always gets one reason."""
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class MalformedMessageError(ClaimxError, ValueError):
@@ -30,11 +38,14 @@ def load_json_object(value: bytes) -> dict[str, Any]:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedMessageError(f"invalid UTF-8 at byte {exc.start}") from None
+    # Counting brackets costs little; only a message with that many is measured properly.
+    if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH and _depth(text) > MAX_JSON_DEPTH:
+        raise MalformedMessageError("invalid JSON: nested too deeply")
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedMessageError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
-    except RecursionError:
+    except RecursionError:  # a caller already near the recursion limit
         raise MalformedMessageError("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # a number past Python's int-from-text limit (4300 digits)
         raise MalformedMessageError(f"invalid JSON: {_short(str(exc))[:120]}") from None
@@ -101,3 +112,12 @@ def _json_kind(document: object) -> str:
     if isinstance(document, list):
         return "array"
     return type(document).__name__
+
+
+def _depth(text: str) -> int:
+    """How deep the brackets of ``text`` nest, outside its strings (well formed or not)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
