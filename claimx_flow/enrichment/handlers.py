@@ -214,8 +214,8 @@ class Enricher:
         project_rows: dict[str, list[TableRow]],
     ) -> list[Outcome]:
         """A task alone, or one project's file events together: those wait once for the project
-        and its media, then build their rows in turn (an asyncio task each cost more than that).
-        """
+        and its media, then build their rows in turn, without a coroutine each (one per task,
+        with its shielded wait for the shared media call, cost more than the row)."""
         first = group[0]
         if first.event_type not in MEDIA_EVENTS:
             return [await _caught(first, self._one(first, calls, now, project_rows))]
@@ -223,7 +223,24 @@ class Enricher:
             await self._pre_flight(first, calls, now, project_rows)
         except Exception as error:
             return [EnrichmentFailed.from_error(task, error) for task in group]
-        return [await _caught(task, self._media(task, calls, now, media_wanted)) for task in group]
+        by_id: dict[str, dict[str, Any]] = {}
+        unfetched: Exception | None = None
+        if media_wanted[first.project_id]:  # else no task has a media id to look up
+            try:
+                by_id = await self._project_media(first.project_id, calls, media_wanted)
+            except Exception as error:
+                unfetched = error
+        outcomes: list[Outcome] = []
+        for task in group:
+            try:
+                media_id = _required(task.media_id, "media_id", task.event_type)
+                if unfetched is not None:
+                    outcomes.append(EnrichmentFailed.from_error(task, unfetched))
+                else:
+                    outcomes.append(_media(task, media_id, by_id, now))
+            except Exception as error:
+                outcomes.append(EnrichmentFailed.from_error(task, error))
+        return outcomes
 
     async def _one(
         self,
@@ -280,37 +297,14 @@ class Enricher:
         self._cache.put(project_id, response)
         return response
 
-    async def _media(
-        self,
-        task: EnrichmentTask,
-        calls: _Calls,
-        now: datetime,
-        wanted: dict[str, list[str]],
-    ) -> Outcome:
-        media_id = _required(task.media_id, "media_id", task.event_type)
-        ids = wanted[task.project_id]
+    def _project_media(
+        self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]
+    ) -> Awaitable[dict[str, dict[str, Any]]]:
+        """The project's media by id, fetched once per batch: only the batch's ids when they are
+        few (one selective query), else the whole list."""
+        ids = wanted[project_id]
         selective = ids if len(ids) <= SELECTIVE_MEDIA_LIMIT else None
-        by_id = await calls.once(
-            ("media", task.project_id), lambda: self._media_by_id(task.project_id, selective)
-        )
-        item = by_id.get(media_id)
-        if item is None:
-            raise EnrichmentError(
-                "MEDIA_NOT_FOUND", f"media {media_id} is not in project {task.project_id}"
-            )
-        row = rows.media_row(item, task.project_id, task.event_id, now)
-        if not row.get("full_download_link"):
-            raise EnrichmentError("NO_DOWNLOAD_LINK", f"media {media_id} has no download link")
-        download = DownloadTask(
-            media_id=media_id,
-            project_id=task.project_id,
-            download_url=row["full_download_link"],
-            file_name=row.get("media_name") or "",
-            file_type=row.get("media_type") or "",
-            expires_at=row.get("expires_at"),
-            source_event_id=task.event_id,
-        )
-        return Enriched(task, [(MEDIA.name, row)], [download])
+        return calls.once(("media", project_id), lambda: self._media_by_id(project_id, selective))
 
     async def _media_by_id(
         self, project_id: str, selective: list[str] | None
@@ -332,6 +326,30 @@ class Enricher:
             )
         row = rows.video_row(found, task.project_id, task.event_id, now)
         return Enriched(task, [(VIDEO_COLLAB.name, row)])
+
+
+def _media(
+    task: EnrichmentTask, media_id: str, by_id: dict[str, dict[str, Any]], now: datetime
+) -> Enriched:
+    """A file event's media row and download task, from its project's media."""
+    item = by_id.get(media_id)
+    if item is None:
+        raise EnrichmentError(
+            "MEDIA_NOT_FOUND", f"media {media_id} is not in project {task.project_id}"
+        )
+    row = rows.media_row(item, task.project_id, task.event_id, now)
+    if not row.get("full_download_link"):
+        raise EnrichmentError("NO_DOWNLOAD_LINK", f"media {media_id} has no download link")
+    download = DownloadTask(
+        media_id=media_id,
+        project_id=task.project_id,
+        download_url=row["full_download_link"],
+        file_name=row.get("media_name") or "",
+        file_type=row.get("media_type") or "",
+        expires_at=row.get("expires_at"),
+        source_event_id=task.event_id,
+    )
+    return Enriched(task, [(MEDIA.name, row)], [download])
 
 
 def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str]]:

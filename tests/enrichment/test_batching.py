@@ -139,6 +139,34 @@ def test_a_failed_project_call_fails_that_projects_file_events_only() -> None:
     assert ("media", "5") not in api.calls
 
 
+def test_a_failed_media_call_fails_its_projects_file_events_each_for_its_own_reason() -> None:
+    class NoMedia(CannedApi):
+        async def get_media(
+            self, project_id: str, media_ids: list[str] | None = None
+        ) -> list[dict[str, Any]]:
+            self.calls.append(("media", project_id))
+            raise ClaimXApiError(ErrorCategory.TRANSIENT, "media", "HTTP 503")
+
+    api = NoMedia({})
+    tasks = [*files("5", "1"), task("PROJECT_FILE_ADDED", "5"), *files("5", "2")]
+    first, without_id, second = enrich(api, tasks).outcomes
+    for failed in (first, second):
+        assert isinstance(failed, EnrichmentFailed)
+        assert failed.category is ErrorCategory.TRANSIENT and "HTTP 503" in failed.message
+    # A task that is wrong in itself is dead-lettered as such, not retried for the API's fault.
+    assert isinstance(without_id, EnrichmentFailed)
+    assert without_id.category is ErrorCategory.PERMANENT
+    assert without_id.message == "MISSING_FIELD: PROJECT_FILE_ADDED event without media_id"
+    assert api.calls == [("project", "5"), ("media", "5")]
+
+
+def test_file_events_without_media_ids_make_no_media_call() -> None:
+    api = CannedApi({"5": items(1)})
+    (outcome,) = enrich(api, [task("PROJECT_FILE_ADDED", "5")]).outcomes
+    assert isinstance(outcome, EnrichmentFailed) and outcome.message.startswith("MISSING_FIELD")
+    assert api.calls == [("project", "5")]
+
+
 def test_a_cached_project_spares_its_call_for_file_events() -> None:
     cache = ProjectCache()
     cache.put("5", {"project": {"projectId": "5"}})
