@@ -30,7 +30,7 @@ from claimx_flow.delta.tables import (
 )
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.models import DownloadTask, EnrichmentTask
+from claimx_flow.models import EnrichmentTask, NewDownloadTask
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ class Enriched:
 
     task: EnrichmentTask
     rows: list[TableRow] = field(default_factory=list)
-    downloads: list[DownloadTask] = field(default_factory=list)
+    downloads: list[NewDownloadTask] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def _media(
     row = rows.media_row(item, task.project_id, task.event_id, now)
     if not row.get("full_download_link"):
         raise EnrichmentError("NO_DOWNLOAD_LINK", f"media {media_id} has no download link")
-    download = DownloadTask(
+    download = NewDownloadTask(
         media_id=media_id,
         project_id=task.project_id,
         download_url=row["full_download_link"],

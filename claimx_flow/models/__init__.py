@@ -18,6 +18,7 @@ from claimx_flow.models.messages import (
     CachedDownload,
     DownloadTask,
     EnrichmentTask,
+    NewDownloadTask,
     StageMessage,
     UploadResult,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "MalformedMessageError",
     "MessageIds",
     "MessageOrigin",
+    "NewDownloadTask",
     "RawEvent",
     "StageMessage",
     "UploadResult",

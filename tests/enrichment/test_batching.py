@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from claimx_flow.api.errors import ClaimXApiError
@@ -212,3 +214,45 @@ def test_the_stage_counts_enriched_events_by_type_and_writes_each_download() -> 
     assert [DownloadTask.from_json(o.value).media_id for o in downloads] == ["1", "2"]
     assert [o.key for o in downloads] == [b"1", b"2"]
     assert len(sent) == 3  # and the missing media's failure, routed
+
+
+# What the API may send for a file, generated: values of every JSON type, any text, timestamps
+# as ISO text (with or without an offset), epoch milliseconds or junk.
+_json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)
+)
+_timestamps = st.one_of(
+    _json_scalars,
+    st.datetimes().map(lambda moment: moment.isoformat()),
+    st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+    st.integers(min_value=-(10**13), max_value=10**13),
+)
+_media_items = st.fixed_dictionaries(
+    {"mediaID": st.just(1)},
+    optional={
+        "fullDownloadLink": st.one_of(_json_scalars, st.just(LINK)),
+        "mediaName": _json_scalars,
+        "mediaType": _json_scalars,
+        "expiresAt": _timestamps,
+    },
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_media_items)
+def test_download_tasks_are_the_messages_a_download_task_model_would_write(
+    item: dict[str, Any],
+) -> None:
+    """The download message is written straight from the media row's typed values; whatever
+    the API sent, a file event either fails alone or writes exactly ``DownloadTask``'s bytes,
+    which the download stage reads back."""
+    (outcome,) = enrich(CannedApi({"5": [item]}), files("5", "1")).outcomes
+    event(type(outcome).__name__)
+    if isinstance(outcome, EnrichmentFailed):
+        return
+    (download,) = outcome.downloads
+    model = DownloadTask(**download._asdict())
+    assert download.to_json() == model.to_json()
+    assert download.kafka_key == model.kafka_key
+    assert DownloadTask.from_json(download.to_json()) == model
+    assert LINK not in repr(download)  # a presigned URL is a credential
