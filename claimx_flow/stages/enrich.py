@@ -122,6 +122,13 @@ class EnrichStage:
             (table, (row, first.get(str(row.get("project_id")), any_record))) for table, row in rows
         ]
 
+    async def close(self) -> None:
+        """Close the API client (tests and measurements; a stage process just ends). The next
+        batch opens a new one, with an empty project cache."""
+        if self._client is not None:
+            await self._client.close()
+        self._client = self._enricher = None
+
     async def _ready(self) -> Enricher:
         if self._enricher is None:
             self._client = await self.make_client(self.settings).open()

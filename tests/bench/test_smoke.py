@@ -125,3 +125,17 @@ def test_the_download_split_fetches_every_file_both_ways(
         "download_to_cache",
     ]
     assert all("files/s" in line for line in lines)
+
+
+def test_the_enrichment_split_enriches_every_event_both_ways(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``enrich_parts`` runs the stage's own code on the bench's file-heavy workload with the
+    answers in memory, then against a real simulator over HTTP: every event becomes a download
+    task both ways, and each way prints a figure (for the docs, never asserted)."""
+    from claimx_flow.lab.bench.enrich_parts import main
+
+    main(events=200, rounds=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["answers in memory", "API over HTTP"]
+    assert all("(200 download tasks)" in line for line in lines)

@@ -79,8 +79,7 @@ def enrich(settings: Settings, tasks: list[EnrichmentTask]) -> Enriched:
         try:
             return await stage.process(list(zip(records, tasks, strict=True)))
         finally:
-            if stage._client is not None:
-                await stage._client.close()
+            await stage.close()
 
     return Enriched(settings, asyncio.run(go()))
 

@@ -162,8 +162,7 @@ def test_the_downloader_refuses_an_unverified_certificate(
             return await stage.process([(record, task)])
         finally:
             assert stage._session is not None and stage._client is not None
-            await stage._session.close()
-            await stage._client.close()
+            await stage.close()
 
     (routed,) = asyncio.run(go())
     info = FailureInfo.from_headers(routed.headers)

@@ -11,7 +11,6 @@ the stage adds over ``download_to_cache`` is the dataflow around it. Files go to
 from __future__ import annotations
 
 import asyncio
-import resource
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import aiohttp
 from claimx_flow.config import Settings
 from claimx_flow.lab.bench.download import download_tasks, fetch_loop
 from claimx_flow.lab.bench.harness import BenchConfig
+from claimx_flow.lab.bench.measure import cpu_seconds
 from claimx_flow.lab.simulator import SimulatorConfig, start_subprocess
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.downloader import DownloadPolicy, download_to_cache
@@ -31,11 +31,6 @@ from claimx_flow.models import DownloadTask
 FILES = 10_000
 SIZE = 64 * 1024
 SEED = 7
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _through_the_stage_code(
@@ -65,12 +60,12 @@ def main(base: Path, files: int = FILES, rounds: int = 2) -> None:
             for name in ("bare fetch loop", "download_to_cache"):
                 directory = base / name.replace(" ", "-")
                 directory.mkdir(parents=True, exist_ok=True)
-                started, cpu = time.perf_counter(), _cpu_seconds()
+                started, cpu = time.perf_counter(), cpu_seconds()
                 if name == "bare fetch loop":
                     asyncio.run(fetch_loop(urls, directory, SIZE, lambda done: None, concurrency))
                 else:
                     asyncio.run(_through_the_stage_code(tasks, directory, policy, concurrency))
-                seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+                seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
                 print(
                     f"{name:>17} at concurrency {concurrency}: {files / seconds:>6,.0f} files/s, "
                     f"{cpu / files * 1e6:4.0f} us of CPU per file"

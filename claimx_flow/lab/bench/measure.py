@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ def settle_disk() -> None:
     """Write back what earlier phases left dirty (preloaded files, the bare loop's copies), so a
     measured run pays for its own disk writes and not for the harness's."""
     os.sync()
+
+
+def cpu_seconds() -> float:
+    """CPU this process has used so far, user and system, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_average() -> tuple[float, float, float]:
