@@ -35,7 +35,10 @@ _PLAN = EventPlan(5_000, projects=500, mix="mixed", seed=1)
 
 def bench(env: BenchEnv, phases: Phases) -> list[StageResult]:
     count = env.config.size(DEFAULT_MESSAGES)
-    settings = env.stage_settings("retry", retry_delays=TIER_DELAYS)
+    # Tailing, as in production: the harness's SIGTERM is the only stop. Ending at the input's
+    # end as well raced that SIGTERM, and one landing while Python was already exiting (its
+    # handler gone) killed the stage with -15 instead of stopping it.
+    settings = env.stage_settings("retry", retry_delays=TIER_DELAYS, claimx_stop_at_end=False)
     tier, pending = settings.enrichment_retry_topics[0], settings.claimx_enrichment_pending_topic
     result = StageResult("retry", f"held-{count}", "messages", count)
     logs, profile = settings.claimx_data_dir / "logs", env.config.profile("retry")
