@@ -331,7 +331,8 @@ class Enricher:
 def _media(
     task: EnrichmentTask, media_id: str, by_id: dict[str, dict[str, Any]], now: datetime
 ) -> Enriched:
-    """A file event's media row and download task, from its project's media."""
+    """A file event's media row and download task, from its project's media: plain code, not
+    a coroutine, since everything it needs was fetched once for the whole group."""
     item = by_id.get(media_id)
     if item is None:
         raise EnrichmentError(

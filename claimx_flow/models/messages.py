@@ -176,10 +176,13 @@ class DownloadTask(DownloadFields):
 class NewDownloadTask(NamedTuple):
     """A media file's first download task, as enrichment makes it from the file's media row.
 
-    The row's values are typed already (ids normalised, the link non-empty text, the expiry a
-    UTC datetime), so building a ``DownloadTask`` would validate nothing new; writing the
-    message straight from them saved about 2 us per file event. ``tests/test_models.py`` holds
-    the bytes to ``DownloadTask``'s.
+    It checks nothing: its fields must already be what a ``DownloadTask`` holds after
+    validation (ids normalised, the link non-empty text, the expiry a UTC datetime or None).
+    A media row's columns are converted to exactly that, so building a ``DownloadTask`` from
+    one would validate nothing new; writing the message straight from them saved about 2 us
+    per file event. Build it only from a media row (``enrichment.handlers``); a hypothesis test
+    over generated API answers (``tests/enrichment/test_batching.py``) holds its bytes to
+    ``DownloadTask``'s.
     """
 
     media_id: str

@@ -228,7 +228,7 @@ _timestamps = st.one_of(
     st.integers(min_value=-(10**13), max_value=10**13),
 )
 _media_items = st.fixed_dictionaries(
-    {"mediaID": st.just(1)},
+    {},
     optional={
         "fullDownloadLink": st.one_of(_json_scalars, st.just(LINK)),
         "mediaName": _json_scalars,
@@ -236,17 +236,27 @@ _media_items = st.fixed_dictionaries(
         "expiresAt": _timestamps,
     },
 )
+_media_ids = st.integers(min_value=0, max_value=10**15)
+_event_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=70)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(_media_items)
+@given(_media_items, _media_ids, st.booleans(), st.sampled_from(["mediaID", "mediaId"]), _event_ids)
 def test_download_tasks_are_the_messages_a_download_task_model_would_write(
-    item: dict[str, Any],
+    item: dict[str, Any], media_id: int, id_as_text: bool, spelling: str, event_id: str
 ) -> None:
     """The download message is written straight from the media row's typed values; whatever
     the API sent, a file event either fails alone or writes exactly ``DownloadTask``'s bytes,
     which the download stage reads back."""
-    (outcome,) = enrich(CannedApi({"5": [item]}), files("5", "1")).outcomes
+    answer = {**item, spelling: str(media_id) if id_as_text else media_id}
+    file_event = EnrichmentTask(
+        event_id=event_id,
+        event_type="PROJECT_FILE_ADDED",
+        project_id="5",
+        media_id=str(media_id),
+        ingested_at=NOW,
+    )
+    (outcome,) = enrich(CannedApi({"5": [answer]}), [file_event]).outcomes
     event(type(outcome).__name__)
     if isinstance(outcome, EnrichmentFailed):
         return

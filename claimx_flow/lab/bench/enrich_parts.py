@@ -9,8 +9,10 @@ on the bench's file-heavy workload, in batches of the stage's size, twice:
 - with the real client calling a real simulator over HTTP.
 
 The CPU per event of the first is the stage's own code; the second adds the API client; the
-bench's CPU per event adds Kafka, Bytewax and the Delta commits. Every batch finds its projects
-uncached, as in the bench, where each project's events arrive together once.
+bench's CPU per event adds Kafka, Bytewax and the Delta commits. Each run has a stage of its
+own, so a project is cached only within a run, as in the bench (where a project whose events
+straddle two batches finds itself cached in the second). The in-memory answers are whole media
+lists, as the bench's batches mostly ask for (more than five of a project's files).
 """
 
 from __future__ import annotations
