@@ -548,9 +548,12 @@ def test_what_json_and_pydantic_core_disagree_on_reads_as_json_reads_it(raw: byt
     assert read == _read_slowly(EnrichmentTask, raw)
 
 
-def _reason(raw: bytes) -> str:
+def _reason(raw: bytes, frames: int = 0) -> str:
+    """How ``load_json_object`` refuses ``raw`` (or "read"), called ``frames`` frames deeper."""
     from claimx_flow.models.parsing import load_json_object
 
+    if frames:
+        return _reason(raw, frames - 1)
     try:
         load_json_object(raw)
     except MalformedMessageError as exc:
@@ -572,21 +575,13 @@ def _reason(raw: bytes) -> str:
 def test_a_deep_document_gets_one_reason_whatever_the_call_path(raw: bytes) -> None:
     """``json`` stops at the interpreter's recursion limit, which counts the caller's frames:
     the reason a message is refused must not depend on how deep the reader was called."""
-
-    def deeper(frames: int) -> str:
-        return deeper(frames - 1) if frames else _reason(raw)
-
-    assert deeper(0) == deeper(150)
-    assert ("nested too deeply" in deeper(0)) == (raw.count(b"[") > 700 and b'"' not in raw)
+    assert _reason(raw) == _reason(raw, 150)
+    assert ("nested too deeply" in _reason(raw)) == (raw.count(b"[") > 700 and b'"' not in raw)
 
 
 def test_no_depth_near_the_recursion_limit_reads_two_ways() -> None:
     """Wherever the recursion limit falls for this caller, a few frames more or less change no
     reason, at any depth up to past it."""
-
-    def deeper(frames: int, raw: bytes) -> str:
-        return deeper(frames - 1, raw) if frames else _reason(raw)
-
     for depth in range(600, 1100, 7):
         raw = b"[" * depth + b"x"
-        assert deeper(0, raw) == deeper(5, raw), depth
+        assert _reason(raw) == _reason(raw, 5), depth

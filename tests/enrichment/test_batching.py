@@ -1,6 +1,11 @@
 """How a batch is enriched, against a canned in-process API: file events of a project go
 together (one wait for the project and media calls), every other task alone, and the outcomes
-still come back one per task, in order, each failure confined to the tasks it concerns."""
+still come back one per task, in order, each failure confined to the tasks it concerns.
+
+The API here is canned, not the simulator: these tests need each call to answer exactly as
+written (a chosen failure, a generated media item per hypothesis example, hundreds a second).
+The same paths against the real simulator over HTTP are ``test_handlers.py`` and, through real
+stage processes with hostile answers, ``tests/poison/test_enrich_boundary.py``."""
 
 from __future__ import annotations
 
