@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import pydantic_core
 
 from claimx_flow.api import shapes
 from claimx_flow.api.breaker import BreakerState, CircuitBreaker, StateHook
@@ -267,7 +268,7 @@ class ClaimXApiClient:
             message = f"{where}: HTTP {status}" + (f": {snippet}" if snippet else "")
             raise self._error(category, endpoint, message, status=status, retry_after=retry_after)
         try:
-            return json.loads(raw)
+            return read_json(raw)
         except ValueError:
             raise self._error(
                 TRANSIENT, endpoint, f"{where}: malformed JSON ({len(raw)} bytes)", status=status
@@ -294,6 +295,21 @@ class ClaimXApiClient:
             status=status,
             retry_after=retry_after,
         )
+
+
+def read_json(raw: bytes) -> Any:
+    """The document in ``raw``, exactly as ``json.loads`` reads it, in about half its time.
+
+    A media answer is some 40 KB, and its parse was a third of a call's CPU. pydantic-core's
+    parser (jiter) reads what it accepts as ``json`` does; what it refuses (a lone surrogate,
+    a byte-order mark, UTF-16, a nesting past its limit) is read again by ``json``, so every
+    refusal and its category stay ``json``'s. ``tests/test_api_json.py`` holds the two to the
+    same answers on generated documents and bytes.
+    """
+    try:
+        return pydantic_core.from_json(raw, cache_strings="keys")
+    except ValueError:
+        return json.loads(raw)
 
 
 class _TooLarge(Exception):
