@@ -100,6 +100,9 @@ class EnrichedBatch:
 
     outcomes: list[Outcome]
     project_rows: list[TableRow]
+    project_tables: dict[str, pa.Table] = field(default_factory=dict)
+    """``project_rows`` already in Arrow, one table per table name, each in the order its rows
+    have in ``project_rows``: converted once to be checked, and not again to be written."""
 
 
 class EnrichmentError(ClaimxError):
@@ -177,7 +180,8 @@ class Enricher:
             if isinstance(result, BaseException):
                 raise result  # cancellation and the like are not the tasks' fault
             outcomes.update(zip(group, result, strict=True))
-        for project_id, error in _unfit(project_rows).items():
+        unfit, tables = _checked(project_rows)
+        for project_id, error in unfit.items():
             del project_rows[project_id]
             for index, task in enumerate(tasks):
                 if task.project_id == project_id and task.event_type not in XA_EVENTS:
@@ -185,6 +189,7 @@ class Enricher:
         return EnrichedBatch(
             [outcomes[index] for index in range(len(tasks))],
             [row for batch_rows in project_rows.values() for row in batch_rows],
+            tables,
         )
 
     async def _bounded(
@@ -362,27 +367,42 @@ def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str
     return defaultdict(list, {project: list(ids) for project, ids in wanted.items()})
 
 
-def _unfit(project_rows: dict[str, list[TableRow]]) -> dict[str, rows.PayloadError]:
-    """The projects whose rows do not fit their tables, and why.
+def _checked(
+    project_rows: dict[str, list[TableRow]],
+) -> tuple[dict[str, rows.PayloadError], dict[str, pa.Table]]:
+    """The projects whose rows do not fit their tables, and why; and the rows of the others,
+    converted, by table.
 
     Rows built once per project and batch must fit before any task relies on them: one refused
     at the commit would dead-letter whichever message it travelled with, after that message's
     own rows and downloads had landed. So a project whose rows do not fit fails every task of
     it that needed its answer (all but XA links). Checked for the whole batch at once, and
     bisected only when something does not fit: one conversion per project cost a third of the
-    stage's CPU when every event is a project of its own.
+    stage's CPU when every event is a project of its own. The tables are kept for the write,
+    which would otherwise convert the same rows again.
     """
     unfit: dict[str, rows.PayloadError] = {}
+    converted: list[tuple[TableSpec, pa.Table, list[str]]] = []
     for spec in (PROJECTS, CONTACTS):
         built: list[tuple[str, list[dict[str, Any]]]] = [
             (project_id, [row for table, row in table_rows if table == spec.name])
             for project_id, table_rows in project_rows.items()
             if project_id not in unfit
         ]
-        _, _, refused = convert(built, partial(_arrow, spec))
+        table, kept, refused = convert(built, partial(_arrow, spec))
         for (project_id, _), error in refused:
             unfit[project_id] = rows.PayloadError(str(error))
-    return unfit
+        if table is not None:
+            # Each row's project, so that a project found unfit by a later table can go.
+            owners = [project_id for project_id, project in kept for _ in project]
+            converted.append((spec, table, owners))
+    tables: dict[str, pa.Table] = {}
+    for spec, table, owners in converted:
+        if unfit:
+            table = table.filter(pa.array([owner not in unfit for owner in owners]))
+        if table.num_rows:
+            tables[spec.name] = table
+    return unfit, tables
 
 
 def _arrow(spec: TableSpec, part: Sequence[tuple[str, list[dict[str, Any]]]]) -> pa.Table:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
-from claimx_flow.enrichment import Enriched, Enricher, ProjectCache
+from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, ProjectCache
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import enrichment_ladder
 from claimx_flow.runtime import metrics
-from claimx_flow.stages.outputs import StageBatch, StageOutput, TableRow, sourced
+from claimx_flow.stages.outputs import RowBatch, StageBatch, StageOutput, sourced
 from claimx_flow.stages.tables import gathered
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
@@ -80,7 +80,7 @@ class EnrichStage:
         enricher = await self._ready()
         metrics.batch(len(batch))
         enriched = await enricher.enrich([task for _, task in batch])
-        outputs: list[StageOutput] = self._project_rows(batch, enriched.project_rows)
+        outputs: list[StageOutput] = self._project_rows(batch, enriched)
         done: dict[str, int] = {}  # counted once per event type, not per event
         for (record, task), outcome in zip(batch, enriched.outcomes, strict=True):
             if isinstance(outcome, Enriched):
@@ -109,17 +109,20 @@ class EnrichStage:
         return outputs
 
     @staticmethod
-    def _project_rows(batch: Sequence[SourcedTask], rows: list[TableRow]) -> list[StageOutput]:
-        """A batch's project rows, each marked with the first message of its project: the one
-        dead-lettered should its row be refused."""
-        if not rows:
+    def _project_rows(batch: Sequence[SourcedTask], enriched: EnrichedBatch) -> list[StageOutput]:
+        """A batch's project rows, as the enricher converted them, each marked with the first
+        message of its project: the one dead-lettered should its row be refused."""
+        if not enriched.project_rows:
             return []
         first: dict[str, KafkaRecord] = {}
         for record, task in batch:
             first.setdefault(task.project_id, record)
         any_record = batch[0][0]
+        sources: dict[str, list[KafkaRecord]] = {}
+        for table, row in enriched.project_rows:  # in each table's order
+            sources.setdefault(table, []).append(first.get(str(row.get("project_id")), any_record))
         return [
-            (table, (row, first.get(str(row.get("project_id")), any_record))) for table, row in rows
+            (table, RowBatch(enriched.project_tables[table], sources[table])) for table in sources
         ]
 
     async def close(self) -> None:

@@ -3,10 +3,11 @@
 A row travels with the message it came from, so that a row its table refuses can dead-letter
 that one message, and its batch-mates still land.
 
-A stage hands its outputs over either one at a time (``StageOutput``: a record, or a row with
-its table) or a batch at a time (``StageBatch``: records, and each table's rows already in
-Arrow). Batches cost the dataflow one item where single outputs cost one each, and Arrow
-columns cross workers and processes as buffers rather than as pickled dicts.
+A stage hands its outputs over either one at a time (``StageOutput``: a record, a row with its
+table, or rows its stage already had in Arrow with their table) or a batch at a time
+(``StageBatch``: records, and each table's rows already in Arrow). Batches cost the dataflow
+one item where single outputs cost one each, and Arrow columns cross workers and processes as
+buffers rather than as pickled dicts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ SourcedRow = tuple[dict[str, Any], KafkaRecord]
 """A row and the message it came from."""
 RowOutput = tuple[str, SourcedRow]
 """A sourced row and the name of its table (the Delta sinks are keyed by table)."""
-StageOutput = RowOutput | OutboundRecord
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,11 @@ class RowBatch:
 
     rows: pa.Table
     sources: list[KafkaRecord]
+
+
+ConvertedOutput = tuple[str, RowBatch]
+"""Rows already in Arrow (converted where they were checked) and the name of their table."""
+StageOutput = RowOutput | ConvertedOutput | OutboundRecord
 
 
 @dataclass
@@ -62,6 +67,7 @@ def sourced(rows: list[TableRow], source: KafkaRecord) -> list[RowOutput]:
 
 
 __all__ = [
+    "ConvertedOutput",
     "RecordSender",
     "RowBatch",
     "RowOutput",

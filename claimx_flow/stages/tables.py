@@ -67,23 +67,36 @@ def gathered(
 ) -> StageBatch:
     """Outputs handed over one at a time, as one ``StageBatch``: the records in order, each
     table's rows converted to Arrow here, where the stage runs; the messages of rows that do
-    not fit are dead-lettered through ``router`` (a stage that writes rows has a DLQ)."""
+    not fit are dead-lettered through ``router`` (a stage that writes rows has a DLQ). Rows a
+    stage handed over in Arrow already come first in their table, in the order given."""
     batch = StageBatch(lane)
     rows: dict[str, list[SourcedRow]] = {}
+    ready: dict[str, list[RowBatch]] = {}
     for output in outputs:
         if isinstance(output, OutboundRecord):
             batch.records.append(output)
+        elif isinstance(output[1], RowBatch):
+            ready.setdefault(output[0], []).append(output[1])
         else:
             table, row = output
             rows.setdefault(table, []).append(row)
     for table, sourced in rows.items():
         converted, refused = row_batch(TABLES[table], sourced)
         if converted is not None:
-            batch.tables[table] = converted
+            ready.setdefault(table, []).append(converted)
         if refused:
             assert router is not None, f"rows for {table} from a stage without a DLQ"
             batch.records.extend(dead_letter(router, table, refused))
+    for table, parts in ready.items():
+        batch.tables[table] = parts[0] if len(parts) == 1 else _joined(parts)
     return batch
+
+
+def _joined(parts: list[RowBatch]) -> RowBatch:
+    return RowBatch(
+        pa.concat_tables([part.rows for part in parts]),
+        [source for part in parts for source in part.sources],
+    )
 
 
 @dataclass

@@ -22,7 +22,8 @@ from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.delta.tables import CONTACTS, PROJECTS
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import DownloadTask, EnrichmentTask
 from claimx_flow.stages.enrich import EnrichStage
 
@@ -219,6 +220,64 @@ def test_the_stage_counts_enriched_events_by_type_and_writes_each_download() -> 
     assert [DownloadTask.from_json(o.value).media_id for o in downloads] == ["1", "2"]
     assert [o.key for o in downloads] == [b"1", b"2"]
     assert len(sent) == 3  # and the missing media's failure, routed
+
+
+class ProjectAnswers(CannedApi):
+    """``CannedApi`` with a project answer of its own per project."""
+
+    def __init__(self, projects: dict[str, dict[str, Any]]) -> None:
+        super().__init__({pid: items(int(pid) * 10) for pid in projects})
+        self.projects = projects
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        await super().get_project(project_id)
+        return self.projects[project_id]
+
+
+def _answer(project_id: str, *, email: str = "ph@example.test", rep: str = "rep") -> Any:
+    customer = {"firstName": "Pat", "emails": [{"emailAddress": email, "primary": True}]}
+    return {
+        "project": {"projectId": project_id, "customerInformation": customer},
+        "teamMembers": [{"userName": rep, "primaryContact": False}],
+        "companyName": "Co",
+    }
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_project_rows_are_converted_once_and_written_as_converted() -> None:
+    """The project and contact rows checked in Arrow are the ones written, each with the first
+    message of its project. Project 6 fails only its contacts' table, after its project row had
+    converted: its project row must go too. Project 7 fails the projects table."""
+    api = ProjectAnswers(
+        {"5": _answer("5"), "6": _answer("6", rep="\ud800"), "7": _answer("7", email="\ud800")}
+    )
+    tasks = [*files("5", "50"), *files("6", "60"), *files("7", "70"), *files("5", "50")]
+    batch = enrich(api, tasks)
+    assert [type(o).__name__ for o in batch.outcomes] == [
+        "Enriched",
+        "EnrichmentFailed",
+        "EnrichmentFailed",
+        "Enriched",
+    ]
+    for spec in (PROJECTS, CONTACTS):
+        rows = [row for table, row in batch.project_rows if table == spec.name]
+        converted = batch.project_tables[spec.name]
+        assert converted.to_pylist() == spec.to_arrow(rows).to_pylist()
+        assert set(converted.column("project_id").to_pylist()) == {"5"}
+
+    settings = Settings()
+    stage = EnrichStage.from_settings(settings)
+    stage._enricher = Enricher(ProjectAnswers(api.projects), clock=lambda: NOW)
+    records = [
+        KafkaRecord(settings.claimx_enrichment_pending_topic, 0, i, None, t.kafka_key, t.to_json())
+        for i, t in enumerate(tasks)
+    ]
+    out = asyncio.run(stage.enrich(RecordBatch("0-pending", records)))
+    assert out.tables[PROJECTS.name].sources == [records[0]]
+    assert out.tables[CONTACTS.name].sources == [records[0], records[0]]
+    assert out.tables[PROJECTS.name].rows.column("event_id").to_pylist() == [tasks[0].event_id]
+    dead = [r for r in out.records if r.topic == settings.claimx_enrichment_dlq_topic]
+    assert sorted(r.key for r in dead) == [b"6", b"7"]
 
 
 # What the API may send for a file, generated: values of every JSON type, any text, timestamps

@@ -8,6 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from claimx_flow.delta.tables import MEDIA, TASK_TEMPLATES, TableSpec
 from claimx_flow.enrichment import rows
@@ -122,3 +124,40 @@ def test_column_plans_follow_each_spec_and_its_renames() -> None:
     assert (
         rows.row_from(TASK_TEMPLATES, template, skip=frozenset({"task_id"})).get("task_id") is None
     )
+
+
+def _timestamp_as_before(value: Any) -> datetime:
+    """``parse_timestamp`` for text before its fast path for ``Z``: every text through
+    ``fromisoformat`` with ``Z`` spelled ``+00:00``, then to UTC."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _answer(read: Any, value: str) -> tuple[str, Any]:
+    try:
+        moment = read(value)
+    except (ValueError, OverflowError) as error:
+        return "refused", type(error).__name__
+    return "read", (moment, moment.tzinfo is UTC)
+
+
+_iso_texts = st.one_of(
+    st.datetimes().map(datetime.isoformat),
+    st.datetimes(timezones=st.timezones()).map(datetime.isoformat),
+    st.datetimes(timezones=st.just(UTC)).map(lambda m: m.isoformat().replace("+00:00", "Z")),
+    st.datetimes().map(lambda m: m.isoformat(sep=" ", timespec="minutes") + "Z"),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        _iso_texts,
+        st.tuples(
+            _iso_texts, st.integers(0, 40), st.sampled_from(["Z", "z", "+00:00", " ", "T"])
+        ).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]),
+        st.text(alphabet="0123456789-:TZz+. ", max_size=30),
+    )
+)
+def test_timestamp_text_is_read_as_before_its_fast_path(value: str) -> None:
+    assert _answer(rows.parse_timestamp, value) == _answer(_timestamp_as_before, value)

@@ -26,7 +26,7 @@ from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo
 from claimx_flow.models.messages import with_retry_count
 from claimx_flow.stages.enrich import EnrichStage
-from claimx_flow.stages.outputs import StageOutput
+from claimx_flow.stages.outputs import RowBatch, SourcedRow, StageOutput
 from tests.security import hostile
 from tests.security.conftest import counted
 from tests.security.hostile import Exchange, head, serving
@@ -60,11 +60,21 @@ class Enriched:
         return failed
 
     def project_rows(self) -> list[str]:
+        """The projects of the rows for ``claimx_projects`` (the enricher hands them over in
+        Arrow, with their messages)."""
         return [
-            o[1][0]["project_id"]
+            project
             for o in self.outputs
             if isinstance(o, tuple) and o[0] == "claimx_projects"
+            for project in _projects_of(o[1])
         ]
+
+
+def _projects_of(rows: RowBatch | SourcedRow) -> list[str]:
+    if isinstance(rows, RowBatch):
+        assert len(rows.sources) == rows.rows.num_rows
+        return [str(project) for project in rows.rows.column("project_id").to_pylist()]
+    return [rows[0]["project_id"]]
 
 
 def enrich(settings: Settings, tasks: list[EnrichmentTask]) -> Enriched:
