@@ -20,9 +20,9 @@ from prometheus_client import REGISTRY
 
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.config import Settings
+from claimx_flow.delta.tables import CONTACTS, PROJECTS
 from claimx_flow.enrichment import Enriched, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.delta.tables import CONTACTS, PROJECTS
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import DownloadTask, EnrichmentTask
 from claimx_flow.stages.enrich import EnrichStage
