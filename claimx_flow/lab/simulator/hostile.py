@@ -51,6 +51,8 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from claimx_flow.lab.simulator import data
+
 ItemKind = Literal[
     "wrong_types",
     "empty_fields",
@@ -427,8 +429,8 @@ def answer(
         return web.Response(
             body=opener * depth + b"1" + closer * depth, content_type="application/json"
         )
-    if kind == "truncated_json":
-        body = json.dumps(wrap(document)).encode()
+    if kind == "truncated_json":  # the honest answer's bytes, cut short
+        body = data.answer_bytes(wrap(document))
         cut = rng.randint(1, max(1, len(body) - 1))
         return web.Response(body=body[:cut], status=200, content_type="application/json")
     return json_answer(wrap(spoil(document, kind, endpoint, rng, huge_chars)))
