@@ -399,7 +399,7 @@ def _checked(
     tables: dict[str, pa.Table] = {}
     for spec, table, owners in converted:
         if unfit:
-            table = table.filter(pa.array([owner not in unfit for owner in owners]))
+            table = table.filter(pa.array([owner not in unfit for owner in owners], pa.bool_()))
         if table.num_rows:
             tables[spec.name] = table
     return unfit, tables

@@ -280,6 +280,19 @@ def test_project_rows_are_converted_once_and_written_as_converted() -> None:
     assert sorted(r.key for r in dead) == [b"6", b"7"]
 
 
+def test_an_unfit_project_beside_projects_without_contacts_fails_only_its_own_tasks() -> None:
+    """Found failing in review: when no project left in the batch had a contact, the contacts
+    table converted to no rows, and dropping the unfit project's rows from it raised (a mask
+    of no values has no type), failing the whole batch instead of the one project's tasks."""
+    bare = {"project": {"projectId": "5"}, "companyName": "Co"}
+    for unfit in (_answer("6", rep="\ud800"), _answer("6", email="\ud800")):
+        api = ProjectAnswers({"5": bare, "6": unfit})
+        batch = enrich(api, [*files("5", "50"), *files("6", "60")])
+        assert [type(o).__name__ for o in batch.outcomes] == ["Enriched", "EnrichmentFailed"]
+        assert CONTACTS.name not in batch.project_tables
+        assert batch.project_tables[PROJECTS.name].column("project_id").to_pylist() == ["5"]
+
+
 # What the API may send for a file, generated: values of every JSON type, any text, timestamps
 # as ISO text (with or without an offset), epoch milliseconds or junk.
 _json_scalars = st.one_of(

@@ -26,8 +26,9 @@ answers and items:
   user names, descriptions and names;
   ``not_an_object``: a JSON scalar where the object (or the item) is;
 answers only:
-  ``truncated_json`` (the first half, status 200), ``html`` (an error page, status 200),
-  ``deep_nesting`` (JSON nested 100,000 deep), ``empty_body`` (status 200, no bytes);
+  ``truncated_json`` (the honest answer cut at a seeded place, status 200), ``html`` (an
+  error page, status 200), ``deep_nesting`` (JSON nested 100,000 deep), ``empty_body`` (status
+  200, no bytes);
 media URLs:
   ``unclosed_ipv6`` (``http://[::1/x``), ``port_out_of_range`` (99999, 65536 + the real port …),
   ``bad_scheme`` (``ftp:``, ``file:``, ``javascript:`` …), ``no_scheme``, ``empty``,
