@@ -88,11 +88,14 @@ def gathered(
             assert router is not None, f"rows for {table} from a stage without a DLQ"
             batch.records.extend(dead_letter(router, table, refused))
     for table, parts in ready.items():
-        batch.tables[table] = parts[0] if len(parts) == 1 else _joined(parts)
+        batch.tables[table] = joined(parts)
     return batch
 
 
-def _joined(parts: list[RowBatch]) -> RowBatch:
+def joined(parts: Sequence[RowBatch]) -> RowBatch:
+    """One table's row batches as one, rows and their sources in order (at least one part)."""
+    if len(parts) == 1:
+        return parts[0]
     return RowBatch(
         pa.concat_tables([part.rows for part in parts]),
         [source for part in parts for source in part.sources],
@@ -115,9 +118,8 @@ class TableCommitter:
         batches = [b for b in items if b.rows.num_rows]
         if not batches:
             return
-        rows = pa.concat_tables([b.rows for b in batches]) if len(batches) > 1 else batches[0].rows
-        sources = [source for b in batches for source in b.sources]
-        rows, sources = collapsed(self.writer.spec, rows, sources)
+        whole = joined(batches)
+        rows, sources = collapsed(self.writer.spec, whole.rows, whole.sources)
         refused: list[Refusal[SourcedRow]] = []
         self._merge(rows, sources, refused)
         if refused:
