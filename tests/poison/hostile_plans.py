@@ -22,6 +22,7 @@ from claimx_flow.lab.simulator import data
 from claimx_flow.lab.simulator.hostile import (
     ANSWER_KINDS,
     BODY_KINDS,
+    HONEST_KINDS,
     ITEM_KINDS,
     URL_KINDS,
     AnswerPoison,
@@ -138,12 +139,38 @@ def project_cases(
         cases.append(
             ProjectCase(
                 str(project_id),
-                project=draw(_maybe(_answer(), 0.3)),
+                project=draw(_maybe(_answer((*ANSWER_KINDS, *HONEST_KINDS)), 0.3)),
                 media_list=draw(_maybe(_answer(), 0.1)),
                 media=draw(media_cases(project_id, files, bodies)),
                 assignment_id=str(data.task_assignment_ids(SIMULATOR_SEED, project_id)[0]),
                 assignment=draw(_maybe(_answer(), 0.25)),
                 video=draw(_maybe(_answer(), 0.25)),
+            )
+        )
+    return cases
+
+
+@st.composite
+def unfit_beside_contactless(draw: st.DrawFn) -> list[ProjectCase]:
+    """One project whose answer holds a lone surrogate in a stored text (so it cannot be
+    stored), beside one to three projects answered without contacts; no other poison."""
+    ids = draw(
+        st.lists(
+            st.integers(FIRST_PROJECT, FIRST_PROJECT + 99_999), min_size=2, max_size=4, unique=True
+        )
+    )
+    unfit = draw(st.sampled_from(ids))
+    cases = []
+    for project_id in ids:
+        media = data.media_ids(SIMULATOR_SEED, project_id)
+        chosen = draw(st.lists(st.sampled_from(media), min_size=1, max_size=2, unique=True))
+        kind = "lone_surrogates" if project_id == unfit else "no_contacts"
+        cases.append(
+            ProjectCase(
+                str(project_id),
+                project=AnswerPoison(kind=kind, variant=draw(st.integers(0, 10**6))),  # type: ignore[arg-type]
+                media=[MediaCase(str(media_id)) for media_id in chosen],
+                assignment_id=str(data.task_assignment_ids(SIMULATOR_SEED, project_id)[0]),
             )
         )
     return cases
@@ -171,6 +198,8 @@ def _worst(*poisons: tuple[str, Any]) -> tuple[Expect, str]:
         if poison is None:
             continue
         reasons.append(f"{name}:{poison.kind}#{poison.variant}")
+        if poison.kind in HONEST_KINDS:
+            continue
         in_one_item = name == "media list" and poison.kind in IN_ONE_ITEM
         if poison.kind in UNUSABLE and not in_one_item:
             expect = "fail"

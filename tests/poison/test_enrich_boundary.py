@@ -11,12 +11,14 @@ and none of its rows, an odd one in exactly one of those; and the process ended 
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from claimx_flow.config import Settings
 from claimx_flow.lab.simulator import RunningSimulator
@@ -43,6 +45,7 @@ from tests.poison.hostile_plans import (
     hostility,
     planned_tasks,
     project_cases,
+    unfit_beside_contactless,
 )
 
 PROJECTS = 5
@@ -224,6 +227,34 @@ def test_every_enrichment_task_lands_or_fails_alone_whatever_the_api_answers(
     check_enrich(settings, planned, exit, findings)
     if not hostility(cases).empty and not served_hostile(sim):
         findings.add("the simulator served no hostile answer: the plan did not take effect")
+    findings.check()
+
+
+@poison_settings
+@given(cases=unfit_beside_contactless(), order=st.randoms(use_true_random=False))
+def test_an_unfit_project_fails_alone_beside_projects_without_contacts(
+    kafka_bootstrap: str,
+    sim: RunningSimulator,
+    tmp_path_factory: pytest.TempPathFactory,
+    cases: list[ProjectCase],
+    order: random.Random,
+) -> None:
+    """A batch where no project but the unfit one has a contact, its tasks in any order. Found
+    in review with a canned API: dropping the unfit project's rows from the contacts table,
+    left with no rows, raised and failed the whole batch instead of that project's tasks."""
+    tmp = tmp_path_factory.mktemp("enrich-contactless")
+    settings = enrich_settings(kafka_bootstrap, sim, tmp / "data")
+    sim.reset()
+    sim.set_faults(hostile=hostility(cases))
+    planned = planned_tasks(cases)
+    order.shuffle(planned)
+    produce_tasks(settings, planned)
+    exit = run_stage_process(settings, "enrich", tmp / "logs", timeout_s=150)
+    findings = Findings(f"enrich beside contactless projects [{describe_cases(cases)}]")
+    check_enrich(settings, planned, exit, findings)
+    contacts = {row["project_id"] for row in table(settings, "claimx_contacts")}
+    if contacts:
+        findings.add(f"contacts stored for projects answered without any: {sorted(contacts)}")
     findings.check()
 
 

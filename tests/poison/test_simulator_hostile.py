@@ -156,6 +156,28 @@ def test_each_answer_kind_is_what_it_says_on_every_endpoint(
             assert key is None or key.encode() in body, where
 
 
+def test_a_project_without_contacts_is_the_honest_answer_less_its_team_and_emails(
+    sim: RunningSimulator,
+) -> None:
+    honest = {name: json.loads(body) for name, (_, _, body) in answers(sim).items()}
+    honest_media = unsigned(answers(sim)["media"][2])
+    poison_everything(sim, "no_contacts", variant=5)
+    found = answers(sim)
+    project = json.loads(found["project"][2])
+    assert project["data"]["teamMembers"] == [] != honest["project"]["data"]["teamMembers"]
+    emails = project["data"]["project"]["customerInformation"]["emails"]
+    assert emails == [] != honest["project"]["data"]["project"]["customerInformation"]["emails"]
+    project["data"]["teamMembers"] = honest["project"]["data"]["teamMembers"]
+    project["data"]["project"]["customerInformation"]["emails"] = honest["project"]["data"][
+        "project"
+    ]["customerInformation"]["emails"]
+    assert project == honest["project"]  # and nothing else changed
+    for endpoint in ("task", "video"):  # answers without contacts are left as they are
+        assert json.loads(found[endpoint][2]) == honest[endpoint], endpoint
+    assert unsigned(found["media"][2]) == honest_media
+    assert sim.stats.faults["hostile:no_contacts"] >= 4
+
+
 def test_only_the_chosen_entities_are_poisoned_and_the_same_entry_gives_the_same_bytes(
     sim: RunningSimulator,
 ) -> None:

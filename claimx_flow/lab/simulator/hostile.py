@@ -29,6 +29,9 @@ answers only:
   ``truncated_json`` (the honest answer cut at a seeded place, status 200), ``html`` (an
   error page, status 200), ``deep_nesting`` (JSON nested 100,000 deep), ``empty_body`` (status
   200, no bytes);
+honest shapes, chosen per entity like the poison (``HONEST_KINDS``):
+  ``no_contacts``: a project answered without team members or customer e-mails, as a new
+  project is (other answers are left as they are);
 media URLs:
   ``unclosed_ipv6`` (``http://[::1/x``), ``port_out_of_range`` (99999, 65536 + the real port …),
   ``bad_scheme`` (``ftp:``, ``file:``, ``javascript:`` …), ``no_scheme``, ``empty``,
@@ -63,7 +66,9 @@ ItemKind = Literal[
     "lone_surrogates",
     "not_an_object",
 ]
-AnswerKind = ItemKind | Literal["truncated_json", "html", "deep_nesting", "empty_body"]
+AnswerKind = (
+    ItemKind | Literal["truncated_json", "html", "deep_nesting", "empty_body", "no_contacts"]
+)
 UrlKind = Literal[
     "unclosed_ipv6",
     "port_out_of_range",
@@ -96,6 +101,9 @@ Endpoint = Literal["project", "media", "media_item", "task_assignment", "video_c
 ITEM_KINDS: tuple[str, ...] = get_args(ItemKind)
 BODY_ONLY_KINDS: tuple[str, ...] = ("truncated_json", "html", "deep_nesting", "empty_body")
 ANSWER_KINDS: tuple[str, ...] = (*ITEM_KINDS, *BODY_ONLY_KINDS)
+"""The poisoned answers."""
+HONEST_KINDS: tuple[str, ...] = ("no_contacts",)
+"""Answers of an honest but rarer shape, which a batch's neighbours may need to meet."""
 URL_KINDS: tuple[str, ...] = get_args(UrlKind)
 BODY_KINDS: tuple[str, ...] = get_args(BodyKind)
 
@@ -430,11 +438,25 @@ def answer(
         return web.Response(
             body=opener * depth + b"1" + closer * depth, content_type="application/json"
         )
+    if kind == "no_contacts":
+        return json_answer(wrap(_without_contacts(document)))
     if kind == "truncated_json":  # the honest answer's bytes, cut short
         body = data.answer_bytes(wrap(document))
         cut = rng.randint(1, max(1, len(body) - 1))
         return web.Response(body=body[:cut], status=200, content_type="application/json")
     return json_answer(wrap(spoil(document, kind, endpoint, rng, huge_chars)))
+
+
+def _without_contacts(document: Any) -> Any:
+    """A project answer with no team and no customer e-mail (a copy: answers are shared)."""
+    if not isinstance(document, dict) or "teamMembers" not in document:
+        return document
+    document = copy.deepcopy(document)
+    document["teamMembers"] = []
+    project = document.get("project", document)
+    if isinstance(project.get("customerInformation"), dict):
+        project["customerInformation"]["emails"] = []
+    return document
 
 
 def json_answer(document: Any) -> web.Response:
