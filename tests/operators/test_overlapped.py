@@ -177,6 +177,33 @@ def test_the_stall_clock_counts_only_while_items_are_in_flight() -> None:
     flight.check()
 
 
+def test_a_full_step_is_woken_once_a_quarter_is_free_and_a_draining_one_at_every_item() -> None:
+    """Waking the worker at every finished download handed it the GIL once per file; a step
+    at its bound now waits until a quarter of it is free (a drain still sees each item)."""
+    flight = Flight(max_in_flight=8, stall_timeout_s=30)
+    flight.started(8)
+    room = threading.Thread(target=flight.wait_for_room)
+    room.start()
+    flight.finished()  # 7 in flight: room for one, not yet a quarter
+    room.join(0.3)
+    assert room.is_alive()
+    flight.finished()  # 6: a quarter free
+    room.join(0.2)
+    assert not room.is_alive()
+    drained = threading.Event()
+
+    def drain() -> None:
+        flight.wait_until(lambda: flight.running <= 5, every_item=True)
+        drained.set()
+
+    draining = threading.Thread(target=drain)
+    draining.start()
+    time.sleep(0.05)
+    flight.finished()  # 5: the drain is told at once
+    assert drained.wait(0.2)
+    draining.join()
+
+
 def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
     """The first execution aborts while ``slow`` is in flight across several epochs (its
     batch-mates long done); the resumed one starts it again from the recovery state and emits
