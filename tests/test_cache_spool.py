@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import itertools
 import os
 from pathlib import Path
+from unittest import mock
 
-from claimx_flow.media.cache_spool import SPILL_BYTES, CacheSpool
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimx_flow.media.cache_spool import INLINE_BYTES, SPILL_BYTES, CacheSpool, _write_all
 
 
 def _feed(spool: CacheSpool, body: bytes, chunk: int = 256 * 1024) -> None:
@@ -50,4 +57,77 @@ def test_a_write_that_runs_after_the_discard_writes_nothing(tmp_path: Path) -> N
 
     spool._write_held()  # what a write queued before a cancellation would do
 
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.binary(max_size=INLINE_BYTES),
+    cuts=st.lists(st.integers(0, INLINE_BYTES), max_size=6),
+)
+def test_a_small_body_in_any_chunks_lands_whole_from_the_loop(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, cuts: list[int]
+) -> None:
+    """A file of at most ``INLINE_BYTES`` is written by one vectored write of its chunks."""
+    folder = tmp_path_factory.mktemp("small")
+    spool = CacheSpool(folder / "x.bin.run.part")
+    edges = sorted({0, len(body), *(cut for cut in cuts if cut < len(body))})
+
+    async def feed_and_commit() -> str:
+        for start, end in itertools.pairwise(edges):
+            await spool.add(body[start:end])
+        return await spool.commit(folder / "x.bin")
+
+    digest = asyncio.run(feed_and_commit())
+
+    assert (folder / "x.bin").read_bytes() == body
+    assert digest == hashlib.sha256(body).hexdigest()
+    assert sorted(p.name for p in folder.iterdir()) == ["x.bin"]
+
+
+@given(
+    chunks=st.lists(st.binary(max_size=300), max_size=8),
+    most=st.integers(1, 700),
+)
+def test_every_byte_is_written_when_the_kernel_takes_fewer_than_it_was_given(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[bytes], most: int
+) -> None:
+    """A regular file does not short-write on demand, so ``os.writev`` is wrapped to take at
+    most ``most`` bytes a call, as the kernel may (a signal, a full pipe, a quota)."""
+    target = tmp_path_factory.mktemp("short") / "x"
+    writev = os.writev
+
+    def short(fd: int, buffers: list[memoryview]) -> int:
+        data = b"".join(bytes(b) for b in buffers)[:most]
+        return writev(fd, [data])
+
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        with mock.patch.object(os, "writev", short):
+            _write_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"".join(chunks)
+
+
+def test_a_small_commit_that_cannot_write_leaves_nothing(tmp_path: Path) -> None:
+    spool = CacheSpool(tmp_path / "x.bin.run.part")
+    _feed(spool, b"held in memory")
+
+    def full(fd: int, buffers: list[memoryview]) -> int:  # a full volume, on demand
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with mock.patch.object(os, "writev", full), pytest.raises(OSError):
+        asyncio.run(spool.commit(tmp_path / "x.bin"))
+    assert list(tmp_path.iterdir()) == []
+    assert not spool.committed
+
+
+def test_a_small_commit_after_the_discard_writes_nothing(tmp_path: Path) -> None:
+    spool = CacheSpool(tmp_path / "x.bin.run.part")
+    _feed(spool, b"held in memory")
+    spool.discard()
+
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(spool.commit(tmp_path / "x.bin"))
     assert list(tmp_path.iterdir()) == []

@@ -2,15 +2,17 @@
 
 Chunks are held in memory until ``SPILL_BYTES`` have arrived, then written by a worker thread,
 so a large file never blocks the event loop that streams twenty downloads at once. A small file
-(at most ``INLINE_BYTES``) is written, hashed and renamed right on the loop when its body ends:
-measured with 64 KiB files, a thread hand-off per file cost more than the ~100 µs of system
-calls it moved (370 µs of CPU per download inline against 700 µs through the thread pool,
-the loop thread waiting to get the GIL back after every socket call).
+(at most ``INLINE_BYTES``) is hashed, written by one ``os.writev`` and renamed right on the loop
+when its body ends. Measured with 64 KiB files, a thread hand-off per file cost more than the
+~100 µs of system calls it moved (370 µs of CPU per download inline against 700 µs through the
+thread pool, the loop thread waiting to get the GIL back after every socket call); and a
+buffered file object cost 6% more than the bare calls (its ``open`` makes extra system calls).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import threading
@@ -19,6 +21,20 @@ from typing import BinaryIO
 
 SPILL_BYTES = 1024 * 1024
 INLINE_BYTES = 256 * 1024
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Every byte of ``chunks`` to ``fd`` (a write may take fewer than it was given)."""
+    pending = [memoryview(chunk) for chunk in chunks if chunk]
+    while pending:
+        written = os.writev(fd, pending)
+        if not written:
+            raise OSError(errno.EIO, "a write took no bytes")
+        while pending and written >= len(pending[0]):
+            written -= len(pending.pop(0))
+        if pending and written:
+            pending[0] = pending[0][written:]
 
 
 class CacheSpool:
@@ -50,7 +66,7 @@ class CacheSpool:
     async def commit(self, target: Path) -> str:
         """Write what is held, close, rename onto ``target``; the sha256 of all the bytes."""
         if self._file is None and self._held_bytes <= INLINE_BYTES:
-            return self._commit(target)
+            return self._commit_small(target)
         return await asyncio.to_thread(self._commit, target)
 
     def discard(self) -> None:
@@ -79,6 +95,35 @@ class CacheSpool:
                 self._file.write(chunk)
             self._held.clear()
             self._held_bytes = 0
+
+    def _commit_small(self, target: Path) -> str:
+        """``_commit`` for a file held whole in memory: one open, one vectored write, one
+        close, without Python's buffered file object (the loop thread runs this per file)."""
+        with self._lock:
+            if self._discarded:
+                raise FileNotFoundError(f"{self.partial} was discarded")
+            for chunk in self._held:
+                self._digest.update(chunk)
+            try:
+                fd = os.open(self.partial, _CREATE, 0o666)
+            except FileNotFoundError:  # the cache folder went away (or never was)
+                self.partial.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.partial, _CREATE, 0o666)
+            try:
+                _write_all(fd, self._held)
+            except BaseException:
+                os.close(fd)
+                self.partial.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            self._held.clear()
+            try:
+                os.replace(self.partial, target)
+            except BaseException:
+                self.partial.unlink(missing_ok=True)
+                raise
+            self.committed = True
+        return self._digest.hexdigest()
 
     def _commit(self, target: Path) -> str:
         self._write_held()
