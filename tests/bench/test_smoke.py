@@ -7,6 +7,8 @@ every stage ran to the end, counted what it was given and reported each measure.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,13 +120,43 @@ def test_the_download_split_fetches_every_file_both_ways(
     file and print a figure each (a figure for the docs, never asserted)."""
     from claimx_flow.lab.bench.download_parts import main
 
-    main(tmp_path, files=40, rounds=1)
+    main(tmp_path, files=40, rounds=1, split=True, loops=(2,))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" at ")[0].strip() for line in lines] == [
         "bare fetch loop",
+        "request options",
+        "+ deadline",
+        "+ URL and task checks",
         "download_to_cache",
+        "on 2 loops",
     ]
     assert all("files/s" in line for line in lines)
+
+
+def test_thread_cpu_finds_a_stage_process_and_reads_each_thread() -> None:
+    """A process with a stage's command line and a busy second thread: both threads are read
+    from ``/proc`` until it exits, the main one named as the Bytewax worker's."""
+    from claimx_flow.lab.bench.thread_cpu import find_stage, follow, summary
+
+    busy = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    end = time.monotonic() + 0.6\n"
+        "    while time.monotonic() < end: pass\n"
+        "t = threading.Thread(target=spin); t.start(); t.join()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", busy, "-m", "bytewax.run", "dataflows.smoke-only"]
+    )
+    try:
+        pid = find_stage("smoke-only", timeout_s=10)
+        assert pid == process.pid
+        lines = summary(pid, follow(pid))
+    finally:
+        process.wait(10)
+    spinning = [line for line in lines if not line.startswith(("main", "rdk"))]
+    assert len(spinning) == 1, lines
+    assert float(spinning[0].split()[3]) >= 0.3, lines  # "python3.11 <tid> x1 0.60 s …"
 
 
 def test_the_enrichment_split_enriches_every_event_both_ways(
