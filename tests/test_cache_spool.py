@@ -110,6 +110,19 @@ def test_every_byte_is_written_when_the_kernel_takes_fewer_than_it_was_given(
     assert target.read_bytes() == b"".join(chunks)
 
 
+def test_a_small_body_in_more_chunks_than_one_write_takes_lands_whole(tmp_path: Path) -> None:
+    """A media host may trickle a body a byte at a time: more buffers than ``writev`` accepts
+    (IOV_MAX, 1,024 on Linux) must still make one whole file, not a failed download."""
+    body = os.urandom(5000)
+    spool = CacheSpool(tmp_path / "x.bin.run.part")
+    _feed(spool, body, chunk=1)
+
+    digest = asyncio.run(spool.commit(tmp_path / "x.bin"))
+
+    assert (tmp_path / "x.bin").read_bytes() == body
+    assert digest == hashlib.sha256(body).hexdigest()
+
+
 def test_a_small_commit_that_cannot_write_leaves_nothing(tmp_path: Path) -> None:
     spool = CacheSpool(tmp_path / "x.bin.run.part")
     _feed(spool, b"held in memory")

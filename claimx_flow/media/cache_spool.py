@@ -22,13 +22,15 @@ from typing import BinaryIO
 SPILL_BYTES = 1024 * 1024
 INLINE_BYTES = 256 * 1024
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
+"""Buffers one ``writev`` takes: a body may arrive in more chunks than that (one byte each)."""
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
     """Every byte of ``chunks`` to ``fd`` (a write may take fewer than it was given)."""
     pending = [memoryview(chunk) for chunk in chunks if chunk]
     while pending:
-        written = os.writev(fd, pending)
+        written = os.writev(fd, pending[:_IOV_MAX])
         if not written:
             raise OSError(errno.EIO, "a write took no bytes")
         while pending and written >= len(pending[0]):
