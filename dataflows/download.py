@@ -43,6 +43,7 @@ def build(settings: Settings) -> Dataflow:
         tasks.oks,
         stage.download,
         max_in_flight=stage.max_in_flight,
+        refill=stage.refill,
         # Each download keeps its own deadline; this only catches a loop that stopped answering.
         stall_timeout_s=stage.stall_backstop_s,
     )

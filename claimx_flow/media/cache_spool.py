@@ -5,8 +5,9 @@ so a large file never blocks the event loop that streams twenty downloads at onc
 (at most ``INLINE_BYTES``) is hashed, written by one ``os.writev`` and renamed right on the loop
 when its body ends. Measured with 64 KiB files, a thread hand-off per file cost more than the
 ~100 µs of system calls it moved (370 µs of CPU per download inline against 700 µs through the
-thread pool, the loop thread waiting to get the GIL back after every socket call); and a
-buffered file object cost 6% more than the bare calls (its ``open`` makes extra system calls).
+thread pool, the loop thread waiting to get the GIL back after every socket call); and with a
+buffered file object (whose ``open`` makes extra system calls) ``download_to_cache`` cost
+329-353 µs a file against 307-331 µs with the bare calls, alternated.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import BinaryIO
 SPILL_BYTES = 1024 * 1024
 INLINE_BYTES = 256 * 1024
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16)
 """Buffers one ``writev`` takes: a body may arrive in more chunks than that (one byte each)."""
 
 
@@ -112,12 +113,13 @@ class CacheSpool:
                 self.partial.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.partial, _CREATE, 0o666)
             try:
-                _write_all(fd, self._held)
+                try:
+                    _write_all(fd, self._held)
+                finally:
+                    os.close(fd)  # may report a write error itself (network volumes)
             except BaseException:
-                os.close(fd)
                 self.partial.unlink(missing_ok=True)
                 raise
-            os.close(fd)
             self._held.clear()
             try:
                 os.replace(self.partial, target)

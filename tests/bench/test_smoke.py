@@ -138,11 +138,10 @@ def test_thread_cpu_finds_a_stage_process_and_reads_each_thread() -> None:
     from ``/proc`` until it exits, the main one named as the Bytewax worker's."""
     from claimx_flow.lab.bench.thread_cpu import find_stage, follow, summary
 
-    busy = (
+    busy = (  # spins until the thread itself has had 0.4 s of CPU, however loaded the machine
         "import threading, time\n"
         "def spin():\n"
-        "    end = time.monotonic() + 0.6\n"
-        "    while time.monotonic() < end: pass\n"
+        "    while time.thread_time() < 0.4: pass\n"
         "t = threading.Thread(target=spin); t.start(); t.join()\n"
     )
     process = subprocess.Popen(
@@ -156,7 +155,20 @@ def test_thread_cpu_finds_a_stage_process_and_reads_each_thread() -> None:
         process.wait(10)
     spinning = [line for line in lines if not line.startswith(("main", "rdk"))]
     assert len(spinning) == 1, lines
-    assert float(spinning[0].split()[3]) >= 0.3, lines  # "python3.11 <tid> x1 0.60 s …"
+    assert float(spinning[0].split()[3]) >= 0.3, lines  # "python3.11 <tid> x1 0.40 s …"
+
+
+def test_thread_cpu_takes_only_the_stage_itself() -> None:
+    from claimx_flow.lab.bench.thread_cpu import runs_stage
+
+    python = "/work/.venv/bin/python3.11"
+    assert runs_stage([python, "-m", "bytewax.run", "dataflows.enrich:flow", "-r", "x"], "enrich")
+    assert runs_stage([python, "-m", "bytewax.run", "dataflows.enrich"], "enrich")
+    assert not runs_stage([python, "-m", "bytewax.run", "dataflows.enrichment"], "enrich")
+    assert not runs_stage(
+        ["timeout", "9", python, "-m", "bytewax.run", "dataflows.enrich"], "enrich"
+    )
+    assert not runs_stage([python, "-c", "print('bytewax.run dataflows.enrich')"], "enrich")
 
 
 def test_the_enrichment_split_enriches_every_event_both_ways(

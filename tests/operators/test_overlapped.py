@@ -204,6 +204,22 @@ def test_a_full_step_is_woken_once_a_quarter_is_free_and_a_draining_one_at_every
     draining.join()
 
 
+def test_a_caller_may_ask_to_be_woken_after_fewer_free_places() -> None:
+    """The download stage never waits for more free places than its batch queued behind the
+    slots, so no slot waits for the input."""
+    flight = Flight(max_in_flight=120, stall_timeout_s=30, refill=20)
+    flight.started(120)
+    room = threading.Thread(target=flight.wait_for_room)
+    room.start()
+    for _ in range(19):
+        flight.finished()
+    room.join(0.3)
+    assert room.is_alive()
+    flight.finished()  # 100 in flight: the 100 slots stay busy while the step refills
+    room.join(0.2)
+    assert not room.is_alive()
+
+
 def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
     """The first execution aborts while ``slow`` is in flight across several epochs (its
     batch-mates long done); the resumed one starts it again from the recovery state and emits

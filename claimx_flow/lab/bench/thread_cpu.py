@@ -10,6 +10,7 @@ process's name, so they are told apart by thread id; librdkafka's are summed by 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -26,19 +27,30 @@ class ThreadCpu:
     system_s: float
 
 
+def runs_stage(argv: list[str], stage: str) -> bool:
+    """A Python process started as ``python … bytewax.run dataflows.<stage>[:flow] …`` (not a
+    wrapper such as ``timeout`` around one, nor another stage whose name starts the same)."""
+    if not argv or not Path(argv[0]).name.startswith("python"):
+        return False
+    return any(
+        first == "bytewax.run" and second.split(":", 1)[0] == f"dataflows.{stage}"
+        for first, second in itertools.pairwise(argv)
+    )
+
+
 def find_stage(stage: str, timeout_s: float = 600.0) -> int:
     """The pid of the first process running ``bytewax.run dataflows.<stage>``."""
-    wanted = f"bytewax.run\0dataflows.{stage}".encode()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
-                if wanted in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
+            if runs_stage(argv, stage):
+                return int(entry.name)
         time.sleep(0.05)
     raise TimeoutError(f"no dataflows.{stage} process started within {timeout_s:.0f}s")
 
