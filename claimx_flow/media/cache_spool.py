@@ -121,13 +121,7 @@ class CacheSpool:
                 self.partial.unlink(missing_ok=True)
                 raise
             self._held.clear()
-            try:
-                os.replace(self.partial, target)
-            except BaseException:
-                self.partial.unlink(missing_ok=True)
-                raise
-            self.committed = True
-        return self._digest.hexdigest()
+            return self._place(target)
 
     def _commit(self, target: Path) -> str:
         self._write_held()
@@ -136,10 +130,14 @@ class CacheSpool:
                 raise FileNotFoundError(f"{self.partial} was discarded")
             self._file.close()
             self._file = None
-            try:
-                os.replace(self.partial, target)
-            except BaseException:
-                self.partial.unlink(missing_ok=True)
-                raise
-            self.committed = True
+            return self._place(target)
+
+    def _place(self, target: Path) -> str:
+        """Rename the written partial file onto ``target`` (under the lock); the sha256."""
+        try:
+            os.replace(self.partial, target)
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
+        self.committed = True
         return self._digest.hexdigest()
