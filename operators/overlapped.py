@@ -101,8 +101,8 @@ class Flight:
                 self._changed.notify_all()
 
     def wait_for_room(self) -> None:
-        """Until fewer than ``max_in_flight`` items run; once the bound is reached, until a
-        quarter of it is free."""
+        """Until fewer than ``max_in_flight`` items run; once the bound is reached, until
+        ``refill`` places are free."""
         self.wait_until(lambda: self._running < self.max_in_flight)
 
     def wait_until(self, done: Callable[[], bool], *, every_item: bool = False) -> None:

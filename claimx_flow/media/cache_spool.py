@@ -100,8 +100,9 @@ class CacheSpool:
             self._held_bytes = 0
 
     def _commit_small(self, target: Path) -> str:
-        """``_commit`` for a file held whole in memory: one open, one vectored write, one
-        close, without Python's buffered file object (the loop thread runs this per file)."""
+        """``_commit`` for a file held whole in memory: one open, vectored writes (one unless
+        the body came in more than ``_IOV_MAX`` chunks), one close, without Python's buffered
+        file object (the loop thread runs this per file)."""
         with self._lock:
             if self._discarded:
                 raise FileNotFoundError(f"{self.partial} was discarded")
