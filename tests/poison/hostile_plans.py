@@ -22,6 +22,7 @@ from claimx_flow.lab.simulator import data
 from claimx_flow.lab.simulator.hostile import (
     ANSWER_KINDS,
     BODY_KINDS,
+    HONEST_BODIES,
     HONEST_KINDS,
     ITEM_KINDS,
     URL_KINDS,
@@ -55,7 +56,7 @@ its rows are built once, for all of them.)"""
 
 BAD_URLS = set(URL_KINDS) - {"look_alike_host", "control_characters"}
 """Links that must never be fetched (the others may normalise to the good link)."""
-BAD_BODIES = set(BODY_KINDS) - {"empty", "html", "overlong"}
+BAD_BODIES = set(BODY_KINDS) - {"empty", "html", "overlong", *HONEST_BODIES}
 """Media answers no file may be made of (the others are complete, if odd, files)."""
 FIRST_PROJECT = 7_000_000
 EPOCH = datetime(2024, 3, 1, tzinfo=UTC)

@@ -29,6 +29,7 @@ from claimx_flow.lab.reconcile import reconcile
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.lab.simulator.hostile import HONEST_BODIES
 from claimx_flow.models import EnrichmentTask, RawEvent
 from tests.isolation import isolated_settings
 from tests.poison.checks import Findings
@@ -92,9 +93,10 @@ def media_fate(plan: PlannedTask) -> str:
         return "dead"
     bad_url = media is not None and media.url is not None and media.url.kind in BAD_URLS
     bad_body = media is not None and media.body is not None and media.body.kind in BAD_BODIES
+    odd_body = media is not None and media.body is not None and media.body.kind not in HONEST_BODIES
     if plan.expect == "land" and (bad_url or bad_body):
         return "dead"
-    if plan.expect == "land" and media is not None and (media.url or media.body):
+    if plan.expect == "land" and media is not None and (media.url or odd_body):
         return "either"
     return "uploaded" if plan.expect == "land" else "either"
 

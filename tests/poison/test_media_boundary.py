@@ -32,6 +32,7 @@ from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.lab.simulator.hostile import (
     BODY_KINDS,
+    HONEST_BODIES,
     URL_KINDS,
     BodyPoison,
     Hostility,
@@ -145,7 +146,9 @@ def media_tasks(draw: st.DrawFn, sim: RunningSimulator, index: int) -> MediaTask
         return MediaTask(fields, "one", f"url {url[:60]!r}")
     if kind == "body":
         body = BodyPoison(kind=draw(st.sampled_from(BODY_KINDS)), variant=draw(st.integers(0, 99)))
-        expect = "fail" if body.kind in BAD_BODIES else "one"
+        expect = (
+            "fail" if body.kind in BAD_BODIES else "land" if body.kind in HONEST_BODIES else "one"
+        )
         return MediaTask(fields, expect, f"body:{body.kind}#{body.variant}", body=body)
     if kind == "field":
         field, value = draw(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -20,6 +21,8 @@ from claimx_flow.lab.simulator.hostile import (
     ANSWER_KINDS,
     BODY_KINDS,
     DEEP_NESTING,
+    TRICKLE_PAUSE_S,
+    TRICKLE_PIECES,
     URL_KINDS,
     AnswerPoison,
 )
@@ -239,7 +242,9 @@ def test_each_media_body_kind_is_what_it_says(sim: RunningSimulator, kind: str) 
     link = listing[0]["fullDownloadLink"]
     content = sim_data.media_content(SIMULATOR_SEED, media_id, sim.simulator.config.media_bytes)
     sim.set_faults(hostile={"media_bodies": {media_id: {"kind": kind, "variant": 5}}})
+    started = time.monotonic()
     status, headers, body, problem = raw_get(link)
+    elapsed = time.monotonic() - started
     expected_status = {
         "not_found": 404,
         "gone": 410,
@@ -263,6 +268,9 @@ def test_each_media_body_kind_is_what_it_says(sim: RunningSimulator, kind: str) 
         assert headers["content-encoding"] == "gzip" and body == content
     elif kind == "redirect":
         assert headers["location"].startswith("http://169.254.169.254/")
+    elif kind == "trickled":  # the whole file, in at least 1,200 pieces with a pause after each
+        assert body == content and headers["content-length"] == str(len(content))
+        assert problem is None and elapsed >= TRICKLE_PIECES[0] * TRICKLE_PAUSE_S * 0.9
     sim.set_faults(hostile={})
     assert raw_get(link)[2] == content  # and the honest file again
 

@@ -41,11 +41,16 @@ media bodies:
   ``cut_short`` (a ``Content-Length`` never delivered), ``chunked_cut`` (chunked, cut before
   the last chunk), ``empty``, ``html``, ``gzip_claimed`` (``Content-Encoding: gzip`` on raw
   bytes), ``overlong`` (more bytes than announced), ``not_found`` (404), ``gone`` (410),
-  ``server_error`` (500), ``throttled`` (503), ``redirect`` (302 to the metadata address).
+  ``server_error`` (500), ``throttled`` (503), ``redirect`` (302 to the metadata address);
+honest bodies of a rarer shape (``HONEST_BODIES``):
+  ``trickled``: the whole file, its length announced, in 1,200 to 2,000 pieces sent one at a
+  time with a pause between, as a slow or congested host sends it: a client that reads each
+  piece as it comes holds more pieces than one vectored write takes (``IOV_MAX``, 1,024).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -95,6 +100,7 @@ BodyKind = Literal[
     "server_error",
     "throttled",
     "redirect",
+    "trickled",
 ]
 Endpoint = Literal["project", "media", "media_item", "task_assignment", "video_collaboration"]
 
@@ -106,6 +112,11 @@ HONEST_KINDS: tuple[str, ...] = ("no_contacts",)
 """Answers of an honest but rarer shape, which a batch's neighbours may need to meet."""
 URL_KINDS: tuple[str, ...] = get_args(UrlKind)
 BODY_KINDS: tuple[str, ...] = get_args(BodyKind)
+HONEST_BODIES: tuple[str, ...] = ("trickled",)
+"""Bodies that are the whole file, served in an honest but rarer way: it must land."""
+TRICKLE_PIECES = (1_200, 2_000)
+TRICKLE_PAUSE_S = 0.001
+"""Long enough for an idle client to read each piece alone; 2,000 pieces take about 2-3 s."""
 
 DEEP_NESTING = 100_000
 HTML_PAGE = (
@@ -567,6 +578,8 @@ async def media_body(
         return web.Response(
             body=content, content_type=content_type, headers={"Content-Encoding": "gzip"}
         )
+    if kind == "trickled":
+        return await _trickle(request, content, content_type, rng.randint(*TRICKLE_PIECES))
     cut = rng.randint(1, max(1, len(content) - 1))
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     if kind == "cut_short":
@@ -582,6 +595,21 @@ async def media_body(
         transport.write(content[cut:])  # past the announced end, outside the HTTP framing
     if transport is not None:
         transport.close()
+    return response
+
+
+async def _trickle(
+    request: web.Request, content: bytes, content_type: str, pieces: int
+) -> web.StreamResponse:
+    """``content`` whole, in about ``pieces`` writes, each followed by a pause."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+    response.content_length = len(content)
+    await response.prepare(request)
+    step = max(1, -(-len(content) // pieces))
+    for start in range(0, len(content), step):
+        await response.write(content[start : start + step])
+        await asyncio.sleep(TRICKLE_PAUSE_S)
+    await response.write_eof()
     return response
 
 
