@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from claimx_flow.models import (
     CachedDownload,
+    CachedFile,
     DownloadTask,
     EnrichmentTask,
     MalformedMessageError,
@@ -36,6 +37,10 @@ offsets = st.integers(min_value=-23 * 60, max_value=23 * 60).map(
 instants = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
+zoned = st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=offsets
+)
+"""Instants at any offset, which a message holds as UTC."""
 sha256s = st.text("0123456789abcdef", min_size=64, max_size=64)
 counts = st.integers(min_value=0, max_value=10**9)
 
@@ -68,6 +73,14 @@ cached_downloads = st.builds(
     **download_fields,
     local_path=texts,
     bytes=counts,
+    sha256=sha256s,
+    content_type=st.text(max_size=30),
+    downloaded_at=instants,
+)
+cached_files = st.builds(
+    CachedFile,
+    local_path=texts,
+    size=counts,
     sha256=sha256s,
     content_type=st.text(max_size=30),
     downloaded_at=instants,
@@ -363,6 +376,23 @@ def test_download_to_cached_and_back() -> None:
     failed = UploadResult.failed(cached, "p", RuntimeError("denied: password=hunter2"))
     assert failed.status == "failed"
     assert failed.error == "denied: password=***"
+
+
+@given(
+    st.builds(
+        DownloadTask,
+        **{**download_fields, "expires_at": st.none() | instants | zoned},
+    ),
+    cached_files,
+)
+def test_a_cached_message_is_the_bytes_the_model_writes(
+    task: DownloadTask, file: CachedFile
+) -> None:
+    """The download writes its cached messages without the model: the same bytes, whatever the
+    task's text, counts and expiry (any offset, held as UTC) and the file's facts."""
+    expected = CachedDownload.from_task(task, **file._asdict()).to_json()
+    assert file.message(task) == expected
+    assert CachedDownload.from_json(file.message(task)).to_task() == task
 
 
 def test_upload_result_error_is_set_exactly_when_failed() -> None:

@@ -32,7 +32,7 @@ from claimx_flow.media import addresses
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.cache_spool import CacheSpool
 from claimx_flow.media.tasks import InvalidMediaTask, storage_path
-from claimx_flow.models import CachedDownload, DownloadTask
+from claimx_flow.models import CachedFile, DownloadTask
 from claimx_flow.runtime import metrics
 from claimx_flow.storage.paths import UnsafePathError, check_id
 
@@ -160,7 +160,7 @@ async def download_to_cache(
     run: CacheRun,
     policy: DownloadPolicy,
     attempt: str | None = None,
-) -> CachedDownload:
+) -> CachedFile:
     """Stream ``task``'s URL into the cache with its sha256; raise ``DownloadError`` on failure.
 
     The file is named after ``attempt`` (a fresh tag if not given). On failure nothing of this
@@ -177,14 +177,7 @@ async def download_to_cache(
         async with asyncio.timeout(policy.timeout_s):
             content_type = await _stream(session, url, spool, policy)
             digest = await spool.commit(target)
-        cached = CachedDownload.from_task(
-            task,
-            local_path=str(target),
-            size=spool.size,
-            sha256=digest,
-            content_type=content_type,
-            downloaded_at=datetime.now(UTC),
-        )
+        cached = CachedFile(str(target), spool.size, digest, content_type, datetime.now(UTC))
         outcome = "ok"
     except TimeoutError:
         raise DownloadError(
@@ -210,7 +203,7 @@ async def download_to_cache(
                 target.unlink(missing_ok=True)
         metrics.DOWNLOAD_SECONDS.labels(outcome=outcome).observe(time.perf_counter() - started)
     metrics.DOWNLOADS.inc()
-    metrics.DOWNLOAD_BYTES.inc(cached.bytes)
+    metrics.DOWNLOAD_BYTES.inc(cached.size)
     return cached
 
 

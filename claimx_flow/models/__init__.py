@@ -16,6 +16,7 @@ from claimx_flow.models.failure import (
 )
 from claimx_flow.models.messages import (
     CachedDownload,
+    CachedFile,
     DownloadTask,
     EnrichmentTask,
     NewDownloadTask,
@@ -29,6 +30,7 @@ from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_now
 __all__ = [
     "HEADER_PREFIX",
     "CachedDownload",
+    "CachedFile",
     "ClaimxId",
     "DownloadTask",
     "EnrichmentTask",

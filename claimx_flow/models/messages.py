@@ -270,6 +270,67 @@ class CachedDownload(DownloadFields):
         return DownloadTask.model_validate(self.model_dump(include=set(DownloadTask.model_fields)))
 
 
+class CachedFile(NamedTuple):
+    """A task's file as the download left it in the cache: with the task, a cached message."""
+
+    local_path: str
+    size: int
+    sha256: str
+    content_type: str
+    downloaded_at: datetime
+
+    def message(self, task: DownloadTask) -> bytes:
+        """``task``'s cached message: the bytes ``CachedDownload.from_task(task,
+        **self._asdict()).to_json()`` writes, without the model.
+
+        The task is validated already and the file's facts come from the download itself
+        (``downloaded_at`` a UTC datetime), so the model would validate nothing new; the
+        download's event loop writes one of these per file, and building and serializing the
+        model cost twice what this does. ``tests/test_models.py`` holds the two to the same
+        bytes over generated tasks and files.
+        """
+        expires_at = task.expires_at
+        wire: _CachedWire = {
+            "media_id": task.media_id,
+            "project_id": task.project_id,
+            "download_url": task.download_url,
+            "file_name": task.file_name,
+            "file_type": task.file_type,
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+            "source_event_id": task.source_event_id,
+            "retry_count": task.retry_count,
+            "refresh_count": task.refresh_count,
+            "local_path": self.local_path,
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "downloaded_at": self.downloaded_at.isoformat(),
+        }
+        return _CACHED_JSON.dump_json(wire)
+
+
+class _CachedWire(TypedDict):
+    """A ``CachedDownload``'s fields in the order its JSON has them."""
+
+    media_id: str
+    project_id: str
+    download_url: str
+    file_name: str
+    file_type: str
+    expires_at: str | None
+    source_event_id: str
+    retry_count: int
+    refresh_count: int
+    local_path: str
+    bytes: int
+    sha256: str
+    content_type: str
+    downloaded_at: str
+
+
+_CACHED_JSON = TypeAdapter(_CachedWire)
+
+
 class UploadResult(MediaMessage):
     """How the upload of one media file ended; ``error`` is set exactly when it failed.
 

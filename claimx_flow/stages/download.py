@@ -40,7 +40,7 @@ from claimx_flow.media.downloader import (
     cache_file,
     download_to_cache,
 )
-from claimx_flow.models import CachedDownload, DownloadTask
+from claimx_flow.models import CachedFile, DownloadTask
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -141,12 +141,12 @@ class DownloadStage:
         attempt = attempt_of(record)
         async with self._slots:  # the deadlines below count from here, not from the queue
             try:
-                cached = await self._download(task, attempt)
+                fetched, cached = await self._download(task, attempt)
                 return [
                     OutboundRecord(
                         self.settings.claimx_downloads_cached_topic,
-                        cached.kafka_key,
-                        cached.to_json(),
+                        fetched.kafka_key,
+                        cached.message(fetched),
                         carried_headers(record),
                     )
                 ]
@@ -187,11 +187,15 @@ class DownloadStage:
             category=category,
         )
 
-    async def _download(self, task: DownloadTask, attempt: str) -> CachedDownload:
+    async def _download(self, task: DownloadTask, attempt: str) -> tuple[DownloadTask, CachedFile]:
+        """The file in the cache, and the task as fetched (its URL refreshed, if it was)."""
         assert self._session is not None and self._run is not None
         while True:
             try:
-                return await download_to_cache(self._session, task, self._run, self.policy, attempt)
+                cached = await download_to_cache(
+                    self._session, task, self._run, self.policy, attempt
+                )
+                return task, cached
             except DownloadError as exc:
                 if not exc.expired or task.refresh_count >= MAX_URL_REFRESHES:
                     raise
