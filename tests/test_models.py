@@ -389,7 +389,8 @@ def test_a_cached_message_is_the_bytes_the_model_writes(
     task: DownloadTask, file: CachedFile
 ) -> None:
     """The download writes its cached messages without the model: the same bytes, whatever the
-    task's text, counts and expiry (any offset, held as UTC) and the file's facts."""
+    task's text, counts and expiry (any offset, held as UTC), for any file facts the model
+    would accept as they are (``downloaded_at`` in UTC, as the download writes it)."""
     expected = CachedDownload.from_task(task, **file._asdict()).to_json()
     assert file.message(task) == expected
     assert CachedDownload.from_json(file.message(task)).to_task() == task

@@ -271,7 +271,12 @@ class CachedDownload(DownloadFields):
 
 
 class CachedFile(NamedTuple):
-    """A task's file as the download left it in the cache: with the task, a cached message."""
+    """A task's file as the download left it in the cache: with the task, a cached message.
+
+    It checks nothing: its facts must be what a ``CachedDownload`` holds after validation (a
+    non-empty path, a size of at least 0, a lowercase hex sha256, a UTC ``downloaded_at``).
+    Only ``download_to_cache`` builds one, from the file it has just written.
+    """
 
     local_path: str
     size: int

@@ -262,7 +262,9 @@ def media_settings(kafka_bootstrap: str, sim: RunningSimulator, tmp: Path) -> Se
         tmp / "data",
         sim=sim,
         cache_dir=tmp / "cache",
-        download_timeout_seconds=10,
+        # A trickled body takes 1.5-2 s alone and about twice that on a busy runner; here it has
+        # one attempt (no retry stage runs), so the deadline leaves room to spare.
+        download_timeout_seconds=30,
         claimx_api_breaker_failures=100_000,
     )
 

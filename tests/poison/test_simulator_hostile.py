@@ -268,7 +268,7 @@ def test_each_media_body_kind_is_what_it_says(sim: RunningSimulator, kind: str) 
         assert headers["content-encoding"] == "gzip" and body == content
     elif kind == "redirect":
         assert headers["location"].startswith("http://169.254.169.254/")
-    elif kind == "trickled":  # the whole file, in at least 1,200 pieces with a pause after each
+    elif kind == "trickled":  # the whole file, in at least 1,100 pieces with a pause after each
         assert body == content and headers["content-length"] == str(len(content))
         assert problem is None and elapsed >= TRICKLE_PIECES[0] * TRICKLE_PAUSE_S * 0.9
     sim.set_faults(hostile={})

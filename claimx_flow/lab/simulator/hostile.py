@@ -43,7 +43,7 @@ media bodies:
   bytes), ``overlong`` (more bytes than announced), ``not_found`` (404), ``gone`` (410),
   ``server_error`` (500), ``throttled`` (503), ``redirect`` (302 to the metadata address);
 honest bodies of a rarer shape (``HONEST_BODIES``):
-  ``trickled``: the whole file, its length announced, in 1,200 to 2,000 pieces sent one at a
+  ``trickled``: the whole file, its length announced, in 1,100 to 1,600 pieces sent one at a
   time with a pause between, as a slow or congested host sends it: a client that reads each
   piece as it comes holds more pieces than one vectored write takes (``IOV_MAX``, 1,024).
 """
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -114,9 +115,9 @@ URL_KINDS: tuple[str, ...] = get_args(UrlKind)
 BODY_KINDS: tuple[str, ...] = get_args(BodyKind)
 HONEST_BODIES: tuple[str, ...] = ("trickled",)
 """Bodies that are the whole file, served in an honest but rarer way: it must land."""
-TRICKLE_PIECES = (1_200, 2_000)
+TRICKLE_PIECES = (1_100, 1_600)
 TRICKLE_PAUSE_S = 0.001
-"""Long enough for an idle client to read each piece alone; 2,000 pieces take about 2-3 s."""
+"""Long enough for an idle client to read each piece alone; 1,600 pieces take about 2 s."""
 
 DEEP_NESTING = 100_000
 HTML_PAGE = (
@@ -601,13 +602,15 @@ async def media_body(
 async def _trickle(
     request: web.Request, content: bytes, content_type: str, pieces: int
 ) -> web.StreamResponse:
-    """``content`` whole, in about ``pieces`` writes, each followed by a pause."""
+    """``content`` whole, in ``pieces`` writes (one a byte, if it is shorter), each followed by
+    a pause."""
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     response.content_length = len(content)
     await response.prepare(request)
-    step = max(1, -(-len(content) // pieces))
-    for start in range(0, len(content), step):
-        await response.write(content[start : start + step])
+    pieces = max(1, min(pieces, len(content)))
+    bounds = [len(content) * index // pieces for index in range(pieces + 1)]
+    for start, end in itertools.pairwise(bounds):
+        await response.write(content[start:end])
         await asyncio.sleep(TRICKLE_PAUSE_S)
     await response.write_eof()
     return response
