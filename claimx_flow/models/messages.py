@@ -203,19 +203,7 @@ class NewDownloadTask(NamedTuple):
 
     def to_json(self) -> bytes:
         """The bytes ``DownloadTask(**fields).to_json()`` writes."""
-        expires_at = self.expires_at
-        wire: _DownloadWire = {
-            "media_id": self.media_id,
-            "project_id": self.project_id,
-            "download_url": self.download_url,
-            "file_name": self.file_name,
-            "file_type": self.file_type,
-            "expires_at": None if expires_at is None else expires_at.isoformat(),
-            "source_event_id": self.source_event_id,
-            "retry_count": 0,
-            "refresh_count": 0,
-        }
-        return _DOWNLOAD_JSON.dump_json(wire)
+        return _DOWNLOAD_JSON.dump_json(_download_wire(self, retry_count=0, refresh_count=0))
 
 
 class _DownloadWire(TypedDict):
@@ -233,6 +221,24 @@ class _DownloadWire(TypedDict):
 
 
 _DOWNLOAD_JSON = TypeAdapter(_DownloadWire)
+
+
+def _download_wire(
+    task: DownloadTask | NewDownloadTask, *, retry_count: int, refresh_count: int
+) -> _DownloadWire:
+    """A task's fields as its JSON writes them (the expiry as ``UtcDateTime`` writes it)."""
+    expires_at = task.expires_at
+    return {
+        "media_id": task.media_id,
+        "project_id": task.project_id,
+        "download_url": task.download_url,
+        "file_name": task.file_name,
+        "file_type": task.file_type,
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
+        "source_event_id": task.source_event_id,
+        "retry_count": retry_count,
+        "refresh_count": refresh_count,
+    }
 
 
 class CachedDownload(DownloadFields):
@@ -294,17 +300,11 @@ class CachedFile(NamedTuple):
         model cost twice what this does. ``tests/test_models.py`` holds the two to the same
         bytes over generated tasks and files.
         """
-        expires_at = task.expires_at
+        task_fields = _download_wire(
+            task, retry_count=task.retry_count, refresh_count=task.refresh_count
+        )
         wire: _CachedWire = {
-            "media_id": task.media_id,
-            "project_id": task.project_id,
-            "download_url": task.download_url,
-            "file_name": task.file_name,
-            "file_type": task.file_type,
-            "expires_at": None if expires_at is None else expires_at.isoformat(),
-            "source_event_id": task.source_event_id,
-            "retry_count": task.retry_count,
-            "refresh_count": task.refresh_count,
+            **task_fields,
             "local_path": self.local_path,
             "bytes": self.size,
             "sha256": self.sha256,
@@ -314,18 +314,9 @@ class CachedFile(NamedTuple):
         return _CACHED_JSON.dump_json(wire)
 
 
-class _CachedWire(TypedDict):
-    """A ``CachedDownload``'s fields in the order its JSON has them."""
+class _CachedWire(_DownloadWire):
+    """A ``CachedDownload``'s fields in the order its JSON has them: the task's, then these."""
 
-    media_id: str
-    project_id: str
-    download_url: str
-    file_name: str
-    file_type: str
-    expires_at: str | None
-    source_event_id: str
-    retry_count: int
-    refresh_count: int
     local_path: str
     bytes: int
     sha256: str
