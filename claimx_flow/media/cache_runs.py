@@ -31,10 +31,15 @@ class CacheRun:
         self._attempts = itertools.count()
         runs = cache_dir / RUNS_DIR
         runs.mkdir(parents=True, exist_ok=True)
-        self._lock: IO[bytes] = (runs / f"{self.run_id}.lock").open("wb")
+        # Locked under a name no sweep reads, then renamed (the lock stays with the file): a
+        # sweep that met the file between its creation and its lock would take it for a dead
+        # process's, delete it, and make this process's lock fail.
+        claiming = runs / f"{self.run_id}.claiming"
+        self._lock: IO[bytes] = claiming.open("wb")
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock.write(f"{os.getpid()}\n".encode())
         self._lock.flush()
+        claiming.rename(runs / f"{self.run_id}.lock")
 
     def partial(self, target: Path) -> Path:
         """A partial file of its own for every download, even two of the same media at once

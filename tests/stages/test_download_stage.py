@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -18,6 +19,7 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
+from claimx_flow.media import cache_runs
 from claimx_flow.media.cache_runs import CacheRun, cached_files, sweep_orphans
 from claimx_flow.models import (
     CachedDownload,
@@ -299,6 +301,31 @@ def test_partial_files_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: 
     dead._lock.close()  # what the kernel does when the process dies
     assert sweep_orphans(cache) == 1
     assert live_part.exists() and not dead_part.exists()
+
+
+def test_a_sweep_while_a_process_takes_its_lock_leaves_the_lock_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pods sharing the cache start together, and each sweeps as it starts (so does the lab's
+    reconciliation): a sweep that runs between a process creating its lock file and locking it
+    must not take that file for a dead process's. It did: the sweep deleted the lock file, and a
+    sweep holding it at that moment made the new process's lock fail and the stage die."""
+    cache = tmp_path / "cache"
+    real_flock = cache_runs.fcntl.flock
+    swept: list[int] = []
+
+    def sweep_first(file: Any, operation: int) -> None:
+        monkeypatch.setattr(cache_runs.fcntl, "flock", real_flock)
+        swept.append(sweep_orphans(cache))  # another process sweeps just before this lock
+        real_flock(file, operation)
+
+    monkeypatch.setattr(cache_runs.fcntl, "flock", sweep_first)
+    run = CacheRun(cache)
+    assert swept == [0]
+    assert [p.name for p in (cache / cache_runs.RUNS_DIR).iterdir()] == [f"{run.run_id}.lock"]
+    part = run.partial(cache / "1.bin")
+    part.write_bytes(b"in progress")
+    assert sweep_orphans(cache) == 0 and part.exists()
 
 
 def test_a_file_that_fails_upload_after_the_last_download_retry_is_dead_lettered(
