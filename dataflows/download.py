@@ -43,7 +43,8 @@ def build(settings: Settings) -> Dataflow:
         tasks.oks,
         stage.download,
         max_in_flight=stage.max_in_flight,
-        refill=stage.refill,
+        # Woken for more before the batch queued behind the slots runs out.
+        refill_at_most=settings.download_batch_size,
         # Each download keeps its own deadline; this only catches a loop that stopped answering.
         stall_timeout_s=stage.stall_backstop_s,
     )

@@ -64,19 +64,21 @@ class Flight:
     lanes): room for more, and whether any finish at all."""
 
     def __init__(
-        self, max_in_flight: int, stall_timeout_s: float, refill: int | None = None
+        self, max_in_flight: int, stall_timeout_s: float, refill_at_most: int | None = None
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
         self.stall_timeout_s = stall_timeout_s
-        # A step waiting for room is woken once ``refill`` items are free (a quarter of the
-        # bound by default), not at every finished item: each wake-up hands the GIL to the
-        # worker thread and back, and the download bench's loop thread ran 15% faster without
-        # one per file. The caller keeps its slots busy meanwhile by allowing at least
-        # ``refill`` more in flight than it runs at once.
-        refill = max(1, max_in_flight // 4) if refill is None else refill
-        self._wake_at = max_in_flight - min(max(1, refill), max_in_flight)
+        # A step waiting for room is woken once a quarter of the bound is free (or
+        # ``refill_at_most`` places, if fewer), not at every finished item: each wake-up hands
+        # the GIL to the worker thread and back, and the download bench's loop thread ran 15%
+        # faster without one per file. The caller keeps its slots busy meanwhile by allowing
+        # ``refill_at_most`` more in flight than it runs at once.
+        refill = max_in_flight // 4
+        if refill_at_most is not None:
+            refill = min(refill, refill_at_most)
+        self._wake_at = max_in_flight - max(1, refill)
         self._changed = threading.Condition()
         self._running = 0
         self._every_item = 0
@@ -101,8 +103,8 @@ class Flight:
                 self._changed.notify_all()
 
     def wait_for_room(self) -> None:
-        """Until fewer than ``max_in_flight`` items run; once the bound is reached, until
-        ``refill`` places are free."""
+        """Until fewer than ``max_in_flight`` items run; once the bound is reached, until a
+        quarter of it (at most ``refill_at_most`` places) is free."""
         self.wait_until(lambda: self._running < self.max_in_flight)
 
     def wait_until(self, done: Callable[[], bool], *, every_item: bool = False) -> None:
@@ -221,7 +223,7 @@ def overlapped_flat_map(
     *,
     max_in_flight: int,
     stall_timeout_s: float,
-    refill: int | None = None,
+    refill_at_most: int | None = None,
     lanes: int = LANES,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
@@ -233,12 +235,12 @@ def overlapped_flat_map(
     recovery state (so they must pickle) and are started again on resume: the mapper must be
     safe to run twice for one item. At most about ``max_in_flight`` items (per process) are
     started and not finished before the step stops taking more. ``stall_timeout_s`` is the
-    backstop for a loop that stopped answering. Once at its bound, the step takes more when
-    ``refill`` items are free (default: a quarter of ``max_in_flight``).
+    backstop for a loop that stopped answering. Once at its bound, the step takes more when a
+    quarter of ``max_in_flight`` is free, or ``refill_at_most`` items if that is fewer.
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
-    flight = Flight(max_in_flight, stall_timeout_s, refill)
+    flight = Flight(max_in_flight, stall_timeout_s, refill_at_most)
     loop = EventLoopThread.shared()
     arrivals = itertools.count()
 

@@ -68,15 +68,6 @@ download_fields: dict[str, Any] = {
     "refresh_count": counts,
 }
 download_tasks = st.builds(DownloadTask, **download_fields)
-cached_downloads = st.builds(
-    CachedDownload,
-    **download_fields,
-    local_path=texts,
-    bytes=counts,
-    sha256=sha256s,
-    content_type=st.text(max_size=30),
-    downloaded_at=instants,
-)
 cached_files = st.builds(
     CachedFile,
     local_path=texts,
@@ -84,6 +75,11 @@ cached_files = st.builds(
     sha256=sha256s,
     content_type=st.text(max_size=30),
     downloaded_at=instants,
+)
+cached_downloads = st.builds(
+    lambda task, file: CachedDownload.from_task(task, **file._asdict()),
+    download_tasks,
+    cached_files,
 )
 upload_results = st.builds(
     lambda failed, error, **fields: UploadResult(

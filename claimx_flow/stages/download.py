@@ -112,12 +112,6 @@ class DownloadStage:
         behind them, so a freed slot never waits for the input."""
         return self.settings.download_concurrency + self.settings.download_batch_size
 
-    @property
-    def refill(self) -> int:
-        """How many free places wake the step once it is full: a quarter of them, but never
-        more than the batch queued behind the slots, so no slot waits for the input."""
-        return max(1, min(self.settings.download_batch_size, self.max_in_flight // 4))
-
     def parse(self, record: KafkaRecord) -> SourcedDownload | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
         return self.router.read(record, DownloadTask)

@@ -207,7 +207,7 @@ def test_a_full_step_is_woken_once_a_quarter_is_free_and_a_draining_one_at_every
 def test_a_caller_may_ask_to_be_woken_after_fewer_free_places() -> None:
     """The download stage never waits for more free places than its batch queued behind the
     slots, so no slot waits for the input."""
-    flight = Flight(max_in_flight=120, stall_timeout_s=30, refill=20)
+    flight = Flight(max_in_flight=120, stall_timeout_s=30, refill_at_most=20)
     flight.started(120)
     room = threading.Thread(target=flight.wait_for_room)
     room.start()
