@@ -52,13 +52,30 @@ class ChaosPlan:
     processes: int = 1
 
 
+@dataclass(frozen=True)
+class SelfStop:
+    """A stage that stopped without being killed: how it ended and the last line it logged.
+
+    Kept in the report because the run's logs are deleted with its folder (unless ``--keep``),
+    and a stop nobody can explain afterwards is a stop nobody can fix.
+    """
+
+    stage: str
+    exit_codes: tuple[int | None, ...]
+    last_line: str
+
+
 @dataclass
 class ChaosReport:
     kills: Counter[str] = field(default_factory=Counter)
     broker_restarts: int = 0
-    restarts_after_crash: int = 0
+    self_stops: list[SelfStop] = field(default_factory=list)
     settle_seconds: float = 0.0
     reconciliation: Reconciliation = field(default_factory=Reconciliation)
+
+    @property
+    def restarts_after_crash(self) -> int:
+        return len(self.self_stops)
 
     @property
     def ok(self) -> bool:
@@ -116,7 +133,7 @@ def run_chaos(
         simulator.set(error_rates={})
         progress("faults off; waiting for the pipeline to settle")
         started = time.monotonic()
-        report.reconciliation = _settle(settings, plan, events, pipeline, report)
+        report.reconciliation = _settle(settings, plan, events, pipeline, report, progress)
         report.settle_seconds = time.monotonic() - started
     finally:
         pipeline.stop()
@@ -162,7 +179,7 @@ def _storm(
             progress("restarting the Kafka broker")
             broker.restart()
             report.broker_restarts += 1
-        report.restarts_after_crash += _revive(pipeline)
+        _revive(pipeline, report, progress)
         time.sleep(0.2)
 
 
@@ -173,13 +190,39 @@ def _kill(pipeline: Pipeline, stage: str, rng: random.Random) -> None:
     pipeline.restart(stage)
 
 
-def _revive(pipeline: Pipeline) -> int:
-    """Start again any stage that stopped on its own (as a pod restart would)."""
-    dead = pipeline.dead()
-    for stage in dead:
-        log.warning("stage %s stopped by itself; starting it again", stage)
+def _revive(
+    pipeline: Pipeline, report: ChaosReport, progress: Callable[[str], None] = log.warning
+) -> None:
+    """Start again any stage that stopped on its own (as a pod restart would), noting why."""
+    for stage in pipeline.dead():
+        stop = SelfStop(stage, pipeline.exit_codes(stage), last_log_line(pipeline.logs(stage)))
+        report.self_stops.append(stop)
+        progress(
+            f"{stage} stopped by itself (exit {_codes(stop.exit_codes)}): "
+            f"{stop.last_line or 'nothing logged'}; starting it again"
+        )
         pipeline.restart(stage)
-    return len(dead)
+
+
+def _codes(codes: tuple[int | None, ...]) -> str:
+    return ", ".join("running" if code is None else str(code) for code in codes)
+
+
+def last_log_line(paths: list[Path], tail_bytes: int = 8192) -> str:
+    """The last non-blank line any of the stage's logs ends with (a traceback's last line
+    names the exception), read from each file's tail only."""
+    last: tuple[float, str] | None = None
+    for path in paths:
+        try:
+            with path.open("rb") as f:
+                f.seek(max(path.stat().st_size - tail_bytes, 0))
+                lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+                mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        if lines and (last is None or mtime >= last[0]):
+            last = (mtime, lines[-1].strip())
+    return last[1] if last else ""
 
 
 def _settle(
@@ -188,6 +231,7 @@ def _settle(
     events: list[RawEvent],
     pipeline: Pipeline,
     report: ChaosReport,
+    progress: Callable[[str], None] = log.warning,
 ) -> Reconciliation:
     """Reconcile until the law holds or the settle timeout passes; return the last result."""
     expected = {
@@ -197,7 +241,7 @@ def _settle(
     }
     deadline = time.monotonic() + plan.settle_timeout_s
     while True:
-        report.restarts_after_crash += _revive(pipeline)
+        _revive(pipeline, report, progress)
         result = reconcile(
             settings,
             events,

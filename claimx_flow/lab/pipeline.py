@@ -115,6 +115,10 @@ class Pipeline:
             if any(not is_alive(p.pid) for p in group)
         ]
 
+    def exit_codes(self, stage: str) -> tuple[int | None, ...]:
+        """Each process's exit status (negative: the signal), None while it runs."""
+        return tuple(p.poll() for p in self.processes.get(stage, []))
+
     def kill(self, stage: str, index: int | None = None) -> None:
         """SIGKILL one process of the stage (or all of them): a crash, not a stop."""
         group = self.processes.get(stage, [])

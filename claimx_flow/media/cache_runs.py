@@ -13,6 +13,7 @@ import fcntl
 import itertools
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import IO
@@ -20,6 +21,10 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 RUNS_DIR = ".runs"
+
+CLAIM_GRACE_S = 60.0
+"""How old an unlocked ``.claiming`` file must be before a sweep takes it for a process that
+died between creating and locking it, rather than one about to lock it."""
 
 
 class CacheRun:
@@ -68,7 +73,23 @@ def sweep_orphans(cache_dir: Path) -> int:
             continue  # another sweeper got there first
     if removed:
         log.info("removed %d partial downloads left by stopped processes", removed)
+    _sweep_stale_claims(runs)
     return removed
+
+
+def _sweep_stale_claims(runs: Path) -> None:
+    """Delete the claim files of processes killed before they renamed them into place (they
+    wrote no partial file yet): unlocked, and older than any claim still being taken."""
+    now = time.time()
+    for claim in runs.glob("*.claiming"):
+        try:
+            if now - claim.stat().st_mtime < CLAIM_GRACE_S:
+                continue
+            with claim.open("rb") as held:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                claim.unlink(missing_ok=True)
+        except (BlockingIOError, FileNotFoundError):
+            continue  # a live process holds it, or it has been renamed or swept meanwhile
 
 
 def cached_files(cache_dir: Path) -> list[Path]:

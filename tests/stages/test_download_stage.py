@@ -5,8 +5,11 @@ a cache file of its own, failure headers carried on to the cached message."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +329,27 @@ def test_a_sweep_while_a_process_takes_its_lock_leaves_the_lock_alone(
     part = run.partial(cache / "1.bin")
     part.write_bytes(b"in progress")
     assert sweep_orphans(cache) == 0 and part.exists()
+
+
+def test_a_claim_left_by_a_process_killed_while_taking_it_is_swept_once_stale(
+    tmp_path: Path,
+) -> None:
+    """A process killed between creating its ``.claiming`` file and renaming it leaves that file
+    and nothing else. A sweep deletes it once it is older than any claim still being taken,
+    and never one whose process holds it."""
+    cache = tmp_path / "cache"
+    runs = cache / cache_runs.RUNS_DIR
+    runs.mkdir(parents=True)
+    stale = time.time() - cache_runs.CLAIM_GRACE_S - 5
+    killed, starting, held = (runs / f"{n}.claiming" for n in ("killed", "starting", "held"))
+    for claim in (killed, starting, held):
+        claim.write_bytes(b"")
+    os.utime(killed, (stale, stale))
+    os.utime(held, (stale, stale))
+    with held.open("rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live process, slow to rename
+        assert sweep_orphans(cache) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["held.claiming", "starting.claiming"]
 
 
 def test_a_file_that_fails_upload_after_the_last_download_retry_is_dead_lettered(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from claimx_flow.config import load_settings
@@ -87,6 +88,8 @@ def _print(report: ChaosReport) -> None:
         table.add_row(f"  {stage}", str(count))
     table.add_row("broker restarts", str(report.broker_restarts))
     table.add_row("stages restarted after stopping by themselves", str(report.restarts_after_crash))
+    for stop in report.self_stops:
+        table.add_row(escape(f"  {stop.stage}: {stop.last_line or 'nothing logged'}"), "1")
     table.add_row("distinct events", str(result.events))
     table.add_row("media files expected", str(result.media))
     table.add_row("files uploaded (claimx_attachments)", str(result.attachments))
