@@ -43,6 +43,7 @@ _YAML_SECTIONS: dict[str, dict[str, str]] = {
         "sasl_username": "kafka_sasl_username",
         "sasl_password": "kafka_sasl_password",
         "ssl_ca_location": "kafka_ssl_ca_location",
+        "linger_ms": "kafka_linger_ms",
     },
     "claimx": {
         "api_url": "claimx_api_url",
@@ -171,6 +172,15 @@ class Settings(BaseSettings):
         None, description="SASL password; required with SASL_*"
     )
     kafka_ssl_ca_location: Path | None = Field(None, description="CA bundle for TLS")
+    kafka_linger_ms: int = Field(
+        50,
+        ge=0,
+        le=1_000,
+        description="how long a stage's producer lets a partition's messages gather before "
+        "sending them (librdkafka's linger.ms, default 5; an epoch's confirmation sends at once "
+        "whatever it is): larger batches cost the broker and the client less per message, for "
+        "at most this much latency per stage",
+    )
     # Azure Event Hubs' Kafka endpoint: the namespace connection string sets all of the above
     eventhubs_connection_string: SecretStr | None = Field(
         None,

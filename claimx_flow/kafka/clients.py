@@ -104,7 +104,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": settings.kafka_linger_ms,
         "compression.type": "lz4",
         "message.max.bytes": MAX_MESSAGE_BYTES,
         **extra,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -15,7 +16,12 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, consumer_config, producer_config
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from operators.kafka import DeliveryError, KafkaInput, checked_records_output
+from operators.kafka import (
+    CheckedProducer,
+    DeliveryError,
+    KafkaInput,
+    checked_records_output,
+)
 
 
 def _fill(settings: Settings, topic: str, count: int) -> None:
@@ -70,6 +76,25 @@ def test_input_to_checked_output_moves_every_record(
         assert header["n"] == value
         assert header["from"].decode().startswith(f"{source}[")
         assert key == f"k{int(value) % 13}".encode()
+
+
+def test_confirming_sends_at_once_whatever_the_linger(
+    kafka_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    """``KAFKA_LINGER_MS`` lets a partition's messages gather before they are sent; an epoch's
+    confirmation must not wait it out. librdkafka's ``flush()`` overrides ``linger.ms`` for
+    as long as it runs (confluentinc/librdkafka#3489, fixed by #3494 in v1.8.0)."""
+    topic = make_topic(partitions=1)
+    settings = kafka_settings.model_copy(update={"kafka_linger_ms": 1_000})
+    producer = CheckedProducer(producer_config(settings), flush_timeout_s=30)
+    producer.write_batch([OutboundRecord(topic, b"warm", b"up")])  # connect, learn the leader
+    records = [OutboundRecord(topic, f"k{i}".encode(), str(i).encode()) for i in range(5)]
+    for _ in range(3):
+        started = time.monotonic()
+        producer.write_batch(records)
+        assert time.monotonic() - started < 0.5  # a lingering flush takes the full second
+    written = [int(v) for k, v, _ in _drain(kafka_settings, topic, 16) if k != b"warm"]
+    assert sorted(written) == sorted(list(range(5)) * 3)
 
 
 def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:

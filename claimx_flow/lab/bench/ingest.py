@@ -59,7 +59,7 @@ def bench(env: BenchEnv, phases: Phases, latency: bool = True) -> list[StageResu
 
 def bare_passthrough(settings: Settings, source: str, target: str) -> Limit:
     """The same messages consumed and produced again by one bare confluent-kafka loop, with the
-    stage's own producer settings (idempotent, acks=all, lz4, linger 5 ms)."""
+    stage's own producer settings (idempotent, acks=all, lz4, `KAFKA_LINGER_MS`)."""
     consumer = Consumer(
         {
             **consumer_config(settings, group_id=f"{target}-bare", **{"fetch.wait.max.ms": 50}),
