@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from claimx_flow.config import Settings
-from claimx_flow.lab.chaos import last_log_line
+from claimx_flow.lab.chaos import ChaosReport, SelfStop, _revive, last_log_line
 from claimx_flow.lab.pipeline import Pipeline
 
 
@@ -36,3 +36,30 @@ def test_a_process_that_ended_reports_its_status(tmp_path: Path) -> None:
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_stage_that_stopped_by_itself_is_restarted_and_named_with_why(tmp_path: Path) -> None:
+    log = tmp_path / "download.log"
+    log.write_text("download starting\nkafka: broker unreachable at 127.0.0.1:1 [x]\n")
+    ended = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    ended.wait(30)
+    restarted: list[str] = []
+
+    class Stopped(Pipeline):
+        def restart(self, stage: str) -> None:  # the real one starts a stage process
+            restarted.append(stage)
+            self.processes.pop(stage)
+
+    pipeline = Stopped(Settings(), {}, tmp_path, processes={"download": [ended]})
+    report, said = ChaosReport(), []
+    _revive(pipeline, report, said.append)
+
+    assert restarted == ["download"]
+    assert report.self_stops == [
+        SelfStop("download", (2,), "kafka: broker unreachable at 127.0.0.1:1 [x]")
+    ]
+    assert report.restarts_after_crash == 1
+    assert said == [
+        "download stopped by itself (exit 2): kafka: broker unreachable at 127.0.0.1:1 [x]; "
+        "starting it again"
+    ]
