@@ -66,7 +66,7 @@ def chaos(
             workdir / "logs",
             SimulatorFaults(simulator.origin),
             broker,
-            progress=lambda line: console.print(f"  {line}"),
+            progress=lambda line: console.print(f"  {escape(line)}"),
         )
     finally:
         simulator.stop()
