@@ -64,6 +64,12 @@ class SelfStop:
     exit_codes: tuple[int | None, ...]
     last_line: str
 
+    def described(self) -> str:
+        codes = ", ".join("running" if c is None else str(c) for c in self.exit_codes)
+        return (
+            f"{self.stage} stopped by itself (exit {codes}): {self.last_line or 'nothing logged'}"
+        )
+
 
 @dataclass
 class ChaosReport:
@@ -195,22 +201,19 @@ def _revive(
 ) -> None:
     """Start again any stage that stopped on its own (as a pod restart would), noting why."""
     for stage in pipeline.dead():
-        stop = SelfStop(stage, pipeline.exit_codes(stage), last_log_line(pipeline.logs(stage)))
+        codes = pipeline.exit_codes(stage)  # before ended_logs: the same processes ended
+        stop = SelfStop(stage, codes, last_log_line(pipeline.ended_logs(stage)))
         report.self_stops.append(stop)
-        progress(
-            f"{stage} stopped by itself (exit {_codes(stop.exit_codes)}): "
-            f"{stop.last_line or 'nothing logged'}; starting it again"
-        )
+        progress(f"{stop.described()}; starting it again")
         pipeline.restart(stage)
 
 
-def _codes(codes: tuple[int | None, ...]) -> str:
-    return ", ".join("running" if code is None else str(code) for code in codes)
+MAX_LINE_CHARS = 300
 
 
 def last_log_line(paths: list[Path], tail_bytes: int = 8192) -> str:
-    """The last non-blank line any of the stage's logs ends with (a traceback's last line
-    names the exception), read from each file's tail only."""
+    """The last non-blank line the most recently written of ``paths`` ends with (a traceback's
+    last line names the exception), read from each file's tail only, cut to a report's width."""
     last: tuple[float, str] | None = None
     for path in paths:
         try:
@@ -222,7 +225,10 @@ def last_log_line(paths: list[Path], tail_bytes: int = 8192) -> str:
             continue
         if lines and (last is None or mtime >= last[0]):
             last = (mtime, lines[-1].strip())
-    return last[1] if last else ""
+    if last is None:
+        return ""
+    line = last[1]
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
 
 def _settle(

@@ -21,7 +21,6 @@ from claimx_flow.errors import ClaimxError
 from claimx_flow.lab.process import (
     LOOPBACK,
     free_port,
-    is_alive,
     start_detached,
     stop_process_groups,
 )
@@ -80,7 +79,6 @@ class Pipeline:
             ports = self._health_ports(processes)
             for index in range(processes):
                 mesh = ["-i", str(index), "-a", ";".join(peers)] if processes > 1 else []
-                log_name = f"{stage}.log" if processes == 1 else f"{stage}-{index}.log"
                 env = {
                     **self.env,
                     "PYTHONUNBUFFERED": "1",
@@ -90,7 +88,7 @@ class Pipeline:
                 started.append(
                     start_detached(
                         [*command, *mesh],
-                        log_path=self.log_dir / log_name,
+                        log_path=self.log_path(stage, index, processes),
                         cwd=self.cwd,
                         env=env,
                         die_with_parent=True,  # stages never outlive what runs them
@@ -107,23 +105,37 @@ class Pipeline:
             return [fixed]
         return [free_port() for _ in range(processes)]
 
+    def log_path(self, stage: str, index: int, processes: int) -> Path:
+        return self.log_dir / (f"{stage}.log" if processes == 1 else f"{stage}-{index}.log")
+
     def dead(self) -> list[str]:
         """Stages with a process that is no longer running."""
         return [
             stage
             for stage, group in self.processes.items()
-            if any(not is_alive(p.pid) for p in group)
+            if any(p.poll() is not None for p in group)
         ]
 
     def exit_codes(self, stage: str) -> tuple[int | None, ...]:
-        """Each process's exit status (negative: the signal), None while it runs."""
+        """Each process's exit status (negative: the signal), None while it runs.
+
+        ``Popen.poll`` reaps and keeps the status; a bare ``waitpid`` elsewhere would reap it
+        first and leave ``Popen`` reporting 0 for any exit.
+        """
         return tuple(p.poll() for p in self.processes.get(stage, []))
+
+    def ended_logs(self, stage: str) -> list[Path]:
+        """The logs of the stage's processes that have ended (not of peers still running)."""
+        group = self.processes.get(stage, [])
+        return [
+            self.log_path(stage, i, len(group)) for i, p in enumerate(group) if p.poll() is not None
+        ]
 
     def kill(self, stage: str, index: int | None = None) -> None:
         """SIGKILL one process of the stage (or all of them): a crash, not a stop."""
         group = self.processes.get(stage, [])
         for i, process in enumerate(group):
-            if (index is None or i == index) and is_alive(process.pid):
+            if (index is None or i == index) and process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
 

@@ -79,7 +79,9 @@ def sweep_orphans(cache_dir: Path) -> int:
 
 def _sweep_stale_claims(runs: Path) -> None:
     """Delete the claim files of processes killed before they renamed them into place (they
-    wrote no partial file yet): unlocked, and older than any claim still being taken."""
+    wrote no partial file yet): unlocked, and older than any claim still being taken. Age is
+    the file's time against this host's clock, so pods sharing the cache are assumed to agree
+    on the time to well within ``CLAIM_GRACE_S`` (NTP keeps nodes within a second)."""
     now = time.time()
     for claim in runs.glob("*.claiming"):
         try:
@@ -88,6 +90,7 @@ def _sweep_stale_claims(runs: Path) -> None:
             with claim.open("rb") as held:
                 fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 claim.unlink(missing_ok=True)
+                log.info("removed the run claim %s of a process that stopped", claim.name)
         except (BlockingIOError, FileNotFoundError):
             continue  # a live process holds it, or it has been renamed or swept meanwhile
 

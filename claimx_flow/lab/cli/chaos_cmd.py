@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from claimx_flow.config import load_settings
 from claimx_flow.lab.chaos import BrokerControl, ChaosPlan, ChaosReport, SimulatorFaults, run_chaos
@@ -66,7 +66,7 @@ def chaos(
             workdir / "logs",
             SimulatorFaults(simulator.origin),
             broker,
-            progress=lambda line: console.print(f"  {escape(line)}"),
+            progress=lambda line: console.print(f"  {line}", markup=False, emoji=False),
         )
     finally:
         simulator.stop()
@@ -89,7 +89,7 @@ def _print(report: ChaosReport) -> None:
     table.add_row("broker restarts", str(report.broker_restarts))
     table.add_row("stages restarted after stopping by themselves", str(report.restarts_after_crash))
     for stop in report.self_stops:
-        table.add_row(escape(f"  {stop.stage}: {stop.last_line or 'nothing logged'}"), "1")
+        table.add_row(Text(f"  {stop.described()}"), "1")  # a log line: no markup, no emoji
     table.add_row("distinct events", str(result.events))
     table.add_row("media files expected", str(result.media))
     table.add_row("files uploaded (claimx_attachments)", str(result.attachments))
