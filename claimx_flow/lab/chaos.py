@@ -218,9 +218,10 @@ def last_log_line(paths: list[Path], tail_bytes: int = 8192) -> str:
     for path in paths:
         try:
             with path.open("rb") as f:
-                f.seek(max(path.stat().st_size - tail_bytes, 0))
+                stat = os.fstat(f.fileno())
+                f.seek(max(stat.st_size - tail_bytes, 0))
                 lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
-                mtime = path.stat().st_mtime
+            mtime = stat.st_mtime
         except OSError:
             continue
         if lines and (last is None or mtime >= last[0]):

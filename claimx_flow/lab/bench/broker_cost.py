@@ -12,7 +12,6 @@ warms the broker's JIT; compare the later rounds.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
@@ -23,17 +22,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import producer_config
+from claimx_flow.lab.bench.thread_cpu import stat_cpu_s
 from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.stack.kafka import KafkaService
 
-TICKS = os.sysconf("SC_CLK_TCK")
 VALUE = b'{"payload":"' + b"a" * 600 + b'"}'
 
 
 def process_cpu_s(pid: int) -> float:
     """User plus system time of every thread of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return sum(stat_cpu_s(Path(f"/proc/{pid}/stat")))
 
 
 def cpu_per_message(

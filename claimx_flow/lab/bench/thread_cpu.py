@@ -55,16 +55,22 @@ def find_stage(stage: str, timeout_s: float = 600.0) -> int:
     raise TimeoutError(f"no dataflows.{stage} process started within {timeout_s:.0f}s")
 
 
+def stat_cpu_s(stat: Path) -> tuple[float, float]:
+    """User and system seconds from a ``/proc`` ``stat`` file (a process's: all its threads)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def read_threads(pid: int) -> dict[int, ThreadCpu]:
     """Each thread's CPU so far (threads gone between listing and reading are skipped)."""
     found: dict[int, ThreadCpu] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            user_s, system_s = stat_cpu_s(task / "stat")
         except OSError:
             continue
-        found[int(task.name)] = ThreadCpu(name, int(fields[11]) / TICKS, int(fields[12]) / TICKS)
+        found[int(task.name)] = ThreadCpu(name, user_s, system_s)
     return found
 
 
