@@ -6,11 +6,12 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from claimx_flow.models import (
     CachedDownload,
@@ -23,6 +24,7 @@ from claimx_flow.models import (
     UploadResult,
     derive_event_id,
 )
+from claimx_flow.models.types import as_utc, with_utc
 
 # Strategies ---------------------------------------------------------------------------------
 
@@ -612,3 +614,47 @@ def test_no_depth_near_the_recursion_limit_reads_two_ways() -> None:
     for depth in range(600, 1100, 7):
         raw = b"[" * depth + b"x"
         assert _reason(raw) == _reason(raw, 5), depth
+
+
+def _as_utc_by_replace(value: datetime) -> datetime:
+    """``as_utc`` as it was written with ``replace``, before the constructor made it cheaper."""
+    if value.tzinfo is None or value.tzinfo is UTC:
+        return value if value.tzinfo is UTC else value.replace(tzinfo=UTC)
+    if not value.utcoffset():
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _pydantic_zone(minutes: int) -> Any:
+    """The zone pydantic-core gives an instant it reads from text (its own ``TzInfo``)."""
+    sign = "-" if minutes < 0 else "+"
+    text = f'"2026-01-01T00:00:00{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"'
+    return TypeAdapter(datetime).validate_json(text).tzinfo
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), allow_imaginary=False
+    ),
+    st.one_of(
+        st.none(),
+        st.just(UTC),
+        offsets,
+        st.integers(min_value=-23 * 60, max_value=23 * 60).map(_pydantic_zone),
+        st.sampled_from(
+            [_pydantic_zone(0), timezone(timedelta(0), "Z"), ZoneInfo("Europe/London")]
+        ),
+    ),
+    st.sampled_from([0, 1]),
+)
+def test_an_instant_reads_as_utc_as_replace_read_it(wall: datetime, zone: Any, fold: int) -> None:
+    """The constructor ``as_utc`` and ``with_utc`` use gives what ``replace(tzinfo=UTC)`` gave:
+    the same instant, the same fields and fold, the UTC zone itself."""
+    value = wall.replace(tzinfo=zone, fold=fold)
+    expected = _as_utc_by_replace(value)
+    got = as_utc(value)
+    assert got.tzinfo is UTC
+    assert (got, got.fold, got.isoformat()) == (expected, expected.fold, expected.isoformat())
+    relabelled = with_utc(value)
+    assert relabelled.tzinfo is UTC
+    assert (relabelled, relabelled.fold) == (value.replace(tzinfo=UTC), fold)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from claimx_flow.delta.tables import (
     ATTACHMENTS,
@@ -298,3 +300,60 @@ def test_rows_that_do_not_fit_are_refused_naming_the_column(
     with pytest.raises(RowSchemaError) as caught:
         EVENTS.to_arrow([row])
     assert message in str(caught.value)
+
+
+zones = st.one_of(
+    st.none(),
+    st.just(UTC),
+    st.integers(min_value=-23 * 60, max_value=23 * 60).map(
+        lambda minutes: timezone(timedelta(minutes=minutes))
+    ),
+)
+instants = st.builds(
+    lambda wall, zone: wall.replace(tzinfo=zone),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    zones,
+)
+
+
+@st.composite
+def timestamp_columns(draw: st.DrawFn) -> list[Any]:
+    """A column of one instant: one object many times, the same instant in other zones, or
+    a different instant, a None or a non-datetime anywhere in it."""
+    first = draw(instants)
+    length = draw(st.integers(min_value=1, max_value=12))
+    values: list[Any] = [first] * length
+    for index in draw(st.lists(st.integers(min_value=0, max_value=length - 1), max_size=3)):
+        values[index] = draw(
+            st.one_of(
+                st.just(first.astimezone(timezone(timedelta(hours=5))) if first.tzinfo else first),
+                instants,
+                st.none(),
+                st.just("2024-01-04T12:00:00Z"),
+            )
+        )
+    return values
+
+
+def _converted_one_by_one(values: list[Any]) -> pa.Array | None:
+    """What Arrow makes of each value, or None where the column refuses one (``ingested_at``
+    is required and takes datetimes only)."""
+    if not all(isinstance(value, datetime) for value in values):
+        return None
+    try:
+        return pa.array(values, type=UTC_TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+@given(timestamp_columns())
+def test_a_column_of_one_instant_converts_as_each_value_would(values: list[Any]) -> None:
+    """A timestamp column holding one instant is converted once and repeated: the same
+    values, and the same refusals, as converting each value."""
+    rows = [{**EVENT_ROW, "ingested_at": value} for value in values]
+    expected = _converted_one_by_one(values)
+    if expected is None:
+        with pytest.raises(RowSchemaError, match=r"claimx_events\.ingested_at"):
+            EVENTS.to_arrow(rows)
+    else:
+        assert EVENTS.to_arrow(rows).column("ingested_at").combine_chunks().equals(expected)

@@ -24,7 +24,7 @@ from claimx_flow.delta.tables import (
     TableSpec,
 )
 from claimx_flow.errors import ClaimxError
-from claimx_flow.models.types import normalise_id
+from claimx_flow.models.types import normalise_id, with_utc
 
 Row = dict[str, Any]
 JsonObject = Mapping[str, Any]
@@ -164,7 +164,7 @@ def parse_timestamp(value: Any) -> datetime:
     else:
         raise ValueError(f"not a timestamp: {type(value).__name__}")
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
+        return with_utc(moment)
     # An instant at the calendar's edge (9999-12-31T23:59-12:00) has no UTC form in Python;
     # stored anyway, it would make the whole table unreadable to every Python reader.
     return moment.astimezone(UTC)  # OverflowError: "out of range in UTC" for this one value

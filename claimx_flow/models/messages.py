@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple, Self
+from typing import Annotated, Literal, NamedTuple, Self, TypedDict
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
-from typing_extensions import TypedDict
 
 from claimx_flow.models.event_fields import EventFields, fields_of
 from claimx_flow.models.events import RawEvent
@@ -117,7 +116,7 @@ class EnrichmentTask(StageMessage):
             "ingested_at": fields["ingested_at"].isoformat(),  # as UtcDateTime writes it
             "retry_count": 0,
         }
-        return fields["project_id"].encode("utf-8"), _TASK_JSON.dump_json(task)
+        return fields["project_id"].encode("utf-8"), pydantic_core.to_json(task)
 
     @property
     def kafka_key(self) -> bytes:
@@ -127,7 +126,12 @@ class EnrichmentTask(StageMessage):
 class _TaskWire(TypedDict):
     """An ``EnrichmentTask``'s fields in its order as JSON writes them, for writing one straight
     from an event (``ingested_at`` formatted already: a Python serializer per field cost more
-    than the rest of the message)."""
+    than the rest of the message).
+
+    The wires here hold only text, integers and None, keyed in the model's order, so
+    ``pydantic_core.to_json`` writes the model's bytes from them as they are: half the time of
+    a ``TypeAdapter`` over the ``TypedDict``, which walks its schema for every message.
+    """
 
     event_id: str
     event_type: str
@@ -138,9 +142,6 @@ class _TaskWire(TypedDict):
     master_file_name: str | None
     ingested_at: str
     retry_count: int
-
-
-_TASK_JSON = TypeAdapter(_TaskWire)
 
 
 class MediaMessage(StageMessage):
@@ -203,7 +204,7 @@ class NewDownloadTask(NamedTuple):
 
     def to_json(self) -> bytes:
         """The bytes ``DownloadTask(**fields).to_json()`` writes."""
-        return _DOWNLOAD_JSON.dump_json(_download_wire(self, retry_count=0, refresh_count=0))
+        return pydantic_core.to_json(_download_wire(self, retry_count=0, refresh_count=0))
 
 
 class _DownloadWire(TypedDict):
@@ -218,9 +219,6 @@ class _DownloadWire(TypedDict):
     source_event_id: str
     retry_count: int
     refresh_count: int
-
-
-_DOWNLOAD_JSON = TypeAdapter(_DownloadWire)
 
 
 def _download_wire(
@@ -311,7 +309,7 @@ class CachedFile(NamedTuple):
             "content_type": self.content_type,
             "downloaded_at": self.downloaded_at.isoformat(),
         }
-        return _CACHED_JSON.dump_json(wire)
+        return pydantic_core.to_json(wire)
 
 
 class _CachedWire(_DownloadWire):
@@ -322,9 +320,6 @@ class _CachedWire(_DownloadWire):
     sha256: str
     content_type: str
     downloaded_at: str
-
-
-_CACHED_JSON = TypeAdapter(_CachedWire)
 
 
 class UploadResult(MediaMessage):

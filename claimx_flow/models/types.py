@@ -28,14 +28,22 @@ def as_utc(value: datetime) -> datetime:
     An instant at the edge of the calendar (``9999-12-31T23:59-12:00``) has no UTC form; that
     is a bad value in the message, not a crash of the stage reading it.
     """
-    if value.tzinfo is None or value.tzinfo is UTC:
-        return value if value.tzinfo is UTC else value.replace(tzinfo=UTC)
-    if not value.utcoffset():  # already at UTC under another name (``Z``): only relabel
-        return value.replace(tzinfo=UTC)
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    if zone is None or not value.utcoffset():  # naive, or UTC under another name (``Z``)
+        return with_utc(value)
     try:
         return value.astimezone(UTC)
     except OverflowError:
         raise PydanticCustomError("datetime_range", "out of range in UTC") from None
+
+
+def with_utc(value: datetime) -> datetime:
+    """``value.replace(tzinfo=UTC)`` (fold and all) at a third of its cost: Python 3.11's
+    ``replace`` parses its keywords on every call (0.9 us), and every message carries an
+    instant that pydantic-core reads with a zone of its own, to be relabelled."""
+    return datetime.combine(value.date(), value.time(), UTC)
 
 
 def normalise_id(value: Any) -> str:
