@@ -15,6 +15,8 @@ from typing import Any
 
 import pydantic_core
 
+from claimx_flow.lab.simulator.draws import Draws
+
 CHILD_SPAN = 1000
 MIN_MEDIA, MAX_MEDIA = 20, 100
 MAX_TASKS = 5
@@ -42,15 +44,19 @@ _TASKS = (
 COMPANY_NAME = "Simulated Adjusting Co."
 
 
-def _rng(seed: int, kind: str, entity_id: int) -> random.Random:
-    return random.Random(f"{seed}:{kind}:{entity_id}")
+def _rng(seed: int, kind: str, entity_id: int) -> Draws:
+    return Draws(f"{seed}:{kind}:{entity_id}")
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC to the second with a ``Z``, as ``strftime("%Y-%m-%dT%H:%M:%SZ")`` writes it (every
+    moment here is a UTC one with a four-digit year) in a third of its time."""
+    if moment is None:
+        return None
+    return f"{moment.date().isoformat()}T{moment.time().isoformat('seconds')}Z"
 
 
-def _moment(rng: random.Random, after: datetime, max_days: int) -> datetime:
+def _moment(rng: Draws, after: datetime, max_days: int) -> datetime:
     return after + timedelta(seconds=rng.randrange(max_days * 86_400))
 
 
@@ -267,7 +273,7 @@ def task_assignment(seed: int, assignment_id: int, full: bool = True) -> dict[st
     return assignment
 
 
-def _custom_task(rng: random.Random, task_id: int, name: str, form_id: int) -> dict[str, Any]:
+def _custom_task(rng: Draws, task_id: int, name: str, form_id: int) -> dict[str, Any]:
     # The template's modification date depends on the task only, as a shared template's would.
     modified = _EPOCH + timedelta(days=task_id % 97)
     return {
@@ -294,7 +300,7 @@ def _custom_task(rng: random.Random, task_id: int, name: str, form_id: int) -> d
     }
 
 
-def _external_link(rng: random.Random, assignment_id: int) -> dict[str, Any]:
+def _external_link(rng: Draws, assignment_id: int) -> dict[str, Any]:
     first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
     return {
         "linkId": assignment_id,
