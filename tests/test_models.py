@@ -24,7 +24,7 @@ from claimx_flow.models import (
     UploadResult,
     derive_event_id,
 )
-from claimx_flow.models.types import as_utc, with_utc
+from claimx_flow.models.types import as_utc, utc_iso, with_utc
 
 # Strategies ---------------------------------------------------------------------------------
 
@@ -658,3 +658,13 @@ def test_an_instant_reads_as_utc_as_replace_read_it(wall: datetime, zone: Any, f
     relabelled = with_utc(value)
     assert relabelled.tzinfo is UTC
     assert (relabelled, relabelled.fold) == (value.replace(tzinfo=UTC), fold)
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+    st.one_of(st.none(), st.just(UTC), offsets),
+    st.sampled_from([0, 1]),
+)
+def test_an_instant_is_written_as_isoformat_writes_it(wall: datetime, zone: Any, fold: int) -> None:
+    value = wall.replace(tzinfo=zone, fold=fold)
+    assert utc_iso(value) == value.isoformat()

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
-from claimx_flow.models.types import ClaimxId, UtcDateTime, normalise_id
+from claimx_flow.models.types import ClaimxId, UtcDateTime, normalise_id, utc_iso
 
 # ClaimX events are a few hundred bytes. Parsing a message far beyond that costs memory and CPU
 # for nothing the pipeline keeps (only the identity fields travel on), so it is refused unread.
@@ -115,7 +115,7 @@ def derive_event_id(fields: Mapping[str, Any]) -> str:
         (
             _part(get("project_id")),
             _part(get("event_type")),
-            "" if at is None else at.isoformat(),
+            "" if at is None else utc_iso(at),
             _part(get("media_id")),
             _part(get("task_assignment_id")),
             _part(get("video_collaboration_id")),

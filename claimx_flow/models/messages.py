@@ -26,7 +26,7 @@ from claimx_flow.models.event_fields import EventFields, fields_of
 from claimx_flow.models.events import RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
 from claimx_flow.models.redaction import describe_error
-from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_now
+from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_iso, utc_now
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -113,7 +113,7 @@ class EnrichmentTask(StageMessage):
         """
         task: _TaskWire = {
             **fields,
-            "ingested_at": fields["ingested_at"].isoformat(),  # as UtcDateTime writes it
+            "ingested_at": utc_iso(fields["ingested_at"]),  # as UtcDateTime writes it
             "retry_count": 0,
         }
         return fields["project_id"].encode("utf-8"), pydantic_core.to_json(task)
@@ -232,7 +232,7 @@ def _download_wire(
         "download_url": task.download_url,
         "file_name": task.file_name,
         "file_type": task.file_type,
-        "expires_at": None if expires_at is None else expires_at.isoformat(),
+        "expires_at": None if expires_at is None else utc_iso(expires_at),
         "source_event_id": task.source_event_id,
         "retry_count": retry_count,
         "refresh_count": refresh_count,
@@ -307,7 +307,7 @@ class CachedFile(NamedTuple):
             "bytes": self.size,
             "sha256": self.sha256,
             "content_type": self.content_type,
-            "downloaded_at": self.downloaded_at.isoformat(),
+            "downloaded_at": utc_iso(self.downloaded_at),
         }
         return pydantic_core.to_json(wire)
 

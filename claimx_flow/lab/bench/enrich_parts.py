@@ -8,11 +8,13 @@ on the bench's file-heavy workload, in batches of the stage's size, twice:
   as the client parses them), so the figure is the stage's Python alone;
 - with the real client calling a real simulator over HTTP.
 
-The CPU per event of the first is the stage's own code; the second adds the API client; the
-bench's CPU per event adds Kafka, Bytewax and the Delta commits. Each run has a stage of its
-own, so a project is cached only within a run, as in the bench (where a project whose events
-straddle two batches finds itself cached in the second). The in-memory answers are whole media
-lists, as the bench's batches mostly ask for (more than five of a project's files).
+The CPU per event of the first is the stage's own code; the second adds the API client, and
+says what the simulator spent answering (it shares the machine's cores with the stage, here
+and in the bench); the bench's CPU per event adds Kafka, Bytewax and the Delta commits. Each
+run has a stage of its own, so a project is cached only within a run, as in the bench (where a
+project whose events straddle two batches finds itself cached in the second). The in-memory
+answers are whole media lists, as the bench's batches mostly ask for (more than five of a
+project's files).
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 from typing import Any, cast
 
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.kafka.records import KafkaRecord, RecordBatch
 from claimx_flow.lab.bench.enrich import enrichment_tasks
 from claimx_flow.lab.bench.measure import cpu_seconds
-from claimx_flow.lab.simulator import SimulatorConfig, data, start_subprocess
+from claimx_flow.lab.bench.thread_cpu import stat_cpu_s
+from claimx_flow.lab.simulator import SimulatorConfig, SimulatorProcess, data, start_subprocess
 from claimx_flow.lab.simulator.events import EventPlan
 from claimx_flow.stages.enrich import EnrichStage
 
@@ -103,19 +107,32 @@ async def _enrich_all(stage: EnrichStage, work: Sequence[RecordBatch]) -> int:
     return written
 
 
-def _run(name: str, stage: EnrichStage, work: list[RecordBatch], events: int) -> None:
-    async def timed() -> tuple[float, float, int]:
+def _run(
+    name: str,
+    stage: EnrichStage,
+    work: list[RecordBatch],
+    events: int,
+    simulator: SimulatorProcess | None = None,
+) -> None:
+    """One run of ``work`` through ``stage``; with ``simulator``, its CPU per event too: it
+    shares the cores the stage runs on, in this split and in the bench."""
+    peer = Path(f"/proc/{simulator.process.pid}/stat") if simulator is not None else None
+
+    async def timed() -> tuple[float, float, float, int]:
+        peer_cpu = sum(stat_cpu_s(peer)) if peer is not None else 0.0
         started, cpu = time.perf_counter(), cpu_seconds()
         try:
             written = await _enrich_all(stage, work)
         finally:
             await stage.close()
-        return time.perf_counter() - started, cpu_seconds() - cpu, written
+        peer_used = sum(stat_cpu_s(peer)) - peer_cpu if peer is not None else 0.0
+        return time.perf_counter() - started, cpu_seconds() - cpu, peer_used, written
 
-    seconds, cpu, written = asyncio.run(timed())
+    seconds, cpu, peer_used, written = asyncio.run(timed())
+    served = f"; simulator {peer_used / events * 1e6:4.1f} us per event" if peer else ""
     print(
         f"{name:>22}: {events / seconds:>7,.0f} events/s, {cpu / events * 1e6:5.1f} us of CPU "
-        f"per event ({written:,} download tasks)"
+        f"per event{served} ({written:,} download tasks)"
     )
 
 
@@ -137,7 +154,7 @@ def main(events: int = EVENTS, rounds: int = 2) -> None:
             stage = EnrichStage.from_settings(settings)
             in_memory = replace(stage, make_client=cast(Callable[[Settings], Any], AnswersInMemory))
             _run("answers in memory", in_memory, work, events)
-            _run("API over HTTP", stage, work, events)
+            _run("API over HTTP", stage, work, events, simulator)
     finally:
         simulator.stop()
 
