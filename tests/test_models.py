@@ -633,9 +633,7 @@ def _pydantic_zone(minutes: int) -> Any:
 
 
 @given(
-    st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), allow_imaginary=False
-    ),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
     st.one_of(
         st.none(),
         st.just(UTC),
@@ -668,3 +666,14 @@ def test_an_instant_reads_as_utc_as_replace_read_it(wall: datetime, zone: Any, f
 def test_an_instant_is_written_as_isoformat_writes_it(wall: datetime, zone: Any, fold: int) -> None:
     value = wall.replace(tzinfo=zone, fold=fold)
     assert utc_iso(value) == value.isoformat()
+
+
+class _Moment(datetime):
+    """A datetime subclass, as a library may hand one over."""
+
+
+def test_a_subclass_keeps_its_class_when_relabelled() -> None:
+    naive = _Moment(2024, 1, 4, 12, 34, 56)
+    assert type(with_utc(naive)) is _Moment
+    assert type(as_utc(naive)) is _Moment
+    assert as_utc(naive) == naive.replace(tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,3 +60,20 @@ def test_draws_are_spread_evenly() -> None:
 )
 def test_generated_times_are_written_as_strftime_wrote_them(moment: datetime) -> None:
     assert simdata._iso(moment) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_range_is_drawn_to_both_its_ends() -> None:
+    """``randint`` reaches its top as well as its bottom: the largest media lists and the
+    most tasks a project has depend on it."""
+    assert {Draws(f"8:x:{entity}").randint(1, 3) for entity in range(200)} == {1, 2, 3}
+    assert {Draws(f"8:y:{entity}").randrange(3) for entity in range(200)} == {0, 1, 2}
+
+
+def test_an_empty_range_is_refused() -> None:
+    source = Draws("8:x:1")
+    with pytest.raises(ValueError):
+        source.randrange(0)
+    with pytest.raises(ValueError):
+        source.randint(5, 2)
+    with pytest.raises(IndexError):
+        source.choice([])

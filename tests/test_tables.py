@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
@@ -309,17 +310,40 @@ zones = st.one_of(
         lambda minutes: timezone(timedelta(minutes=minutes))
     ),
 )
-instants = st.builds(
-    lambda wall, zone: wall.replace(tzinfo=zone),
-    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
-    zones,
+instants = st.one_of(
+    st.builds(
+        lambda wall, zone: wall.replace(tzinfo=zone),
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        zones,
+    ),
+    # Zones whose offset moves, at any wall time and fold, and inside the hour the clocks go
+    # back, where one wall time is two instants that ``==`` calls equal within the zone.
+    st.one_of(
+        st.datetimes(
+            min_value=datetime(1990, 1, 1),
+            max_value=datetime(2040, 1, 1),
+            timezones=st.sampled_from([ZoneInfo("Europe/London"), ZoneInfo("America/New_York")]),
+        ),
+        st.builds(
+            lambda start, minutes: start + timedelta(minutes=minutes),
+            st.sampled_from(
+                [
+                    datetime(2024, 10, 27, 1, 0, tzinfo=ZoneInfo("Europe/London")),
+                    datetime(2024, 11, 3, 1, 0, tzinfo=ZoneInfo("America/New_York")),
+                    datetime(2024, 4, 7, 1, 30, tzinfo=ZoneInfo("Australia/Lord_Howe")),
+                ]
+            ),
+            st.integers(min_value=0, max_value=29),
+        ),
+    ).flatmap(lambda moment: st.sampled_from([moment, moment.replace(fold=1 - moment.fold)])),
 )
 
 
 @st.composite
 def timestamp_columns(draw: st.DrawFn) -> list[Any]:
     """A column of one instant: one object many times, the same instant in other zones, or
-    a different instant, a None or a non-datetime anywhere in it."""
+    a different instant, the same wall time at the other fold, a None or a non-datetime
+    anywhere in it."""
     first = draw(instants)
     length = draw(st.integers(min_value=1, max_value=12))
     values: list[Any] = [first] * length
@@ -327,12 +351,26 @@ def timestamp_columns(draw: st.DrawFn) -> list[Any]:
         values[index] = draw(
             st.one_of(
                 st.just(first.astimezone(timezone(timedelta(hours=5))) if first.tzinfo else first),
+                st.just(first.replace(fold=1 - first.fold)),
                 instants,
                 st.none(),
                 st.just("2024-01-04T12:00:00Z"),
             )
         )
     return values
+
+
+def test_one_wall_time_twice_in_a_zone_is_two_instants() -> None:
+    """01:30 in London on the night the clocks go back, before and after: equal by ``==``,
+    an hour apart, and kept apart in the column."""
+    before = datetime(2024, 10, 27, 1, 30, tzinfo=ZoneInfo("Europe/London"))
+    after = before.replace(fold=1)
+    column = EVENTS.to_arrow([{**EVENT_ROW, "ingested_at": at} for at in (before, after, before)])
+    assert column.column("ingested_at").to_pylist() == [
+        datetime(2024, 10, 27, 0, 30, tzinfo=UTC),
+        datetime(2024, 10, 27, 1, 30, tzinfo=UTC),
+        datetime(2024, 10, 27, 0, 30, tzinfo=UTC),
+    ]
 
 
 def _converted_one_by_one(values: list[Any]) -> pa.Array | None:

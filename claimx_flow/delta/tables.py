@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
@@ -127,12 +127,19 @@ class TableSpec:
 
 
 def _one_instant(values: list[Any]) -> bool:
-    """Whether a timestamp column holds one instant in every row, as a batch's
+    """Whether a timestamp column holds one UTC instant in every row, as a batch's
     ``last_enriched_at`` does: Arrow converts a datetime in about 0.3 us, so a batch of 500
-    rows converts it once instead. Equal datetimes are the same instant, which is all Arrow
-    keeps of them; the first test is one identity check, so other columns cost nothing."""
+    rows converts it once instead. The first value must be a plain UTC datetime: a value equal
+    to it is then the same instant, all Arrow keeps of it (within one other zone, ``==``
+    compares wall times and ignores ``fold``, so two instants an hour apart can be equal).
+    The first test is one identity check, so other columns cost nothing."""
     first = values[0] if values else None
-    return first is not None and values[-1] is first and values.count(first) == len(values)
+    return (
+        type(first) is datetime
+        and values[-1] is first
+        and first.tzinfo is UTC
+        and values.count(first) == len(values)
+    )
 
 
 def _is_text(kind: pa.DataType) -> bool:

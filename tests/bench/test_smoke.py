@@ -187,12 +187,11 @@ def test_the_enrichment_split_enriches_every_event_both_ways(
 
 def test_the_ingest_split_reads_every_event(capsys: pytest.CaptureFixture[str]) -> None:
     """``ingest_parts`` runs the stage's own code on the bench's mixed workload: every event
-    leaves as one record (its task, or a dead letter), and each round prints a figure (for the
-    docs, never asserted)."""
+    becomes its task, and each round prints a figure (for the docs, never asserted)."""
     from claimx_flow.lab.bench.ingest_parts import main
 
     main(events=300, rounds=2)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert all(line.startswith("Ingester.ingest: ") for line in lines)
-    assert all(line.endswith("(300 records out)") for line in lines)
+    assert all(line.endswith("(300 tasks, 0 dead letters)") for line in lines)
