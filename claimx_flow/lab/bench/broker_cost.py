@@ -22,16 +22,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import producer_config
-from claimx_flow.lab.bench.thread_cpu import stat_cpu_s
+from claimx_flow.lab.bench.thread_cpu import process_cpu_s
 from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.stack.kafka import KafkaService
 
 VALUE = b'{"payload":"' + b"a" * 600 + b'"}'
-
-
-def process_cpu_s(pid: int) -> float:
-    """User plus system time of every thread of ``pid`` so far."""
-    return sum(stat_cpu_s(Path(f"/proc/{pid}/stat")))
 
 
 def cpu_per_message(

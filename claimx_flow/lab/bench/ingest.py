@@ -35,8 +35,10 @@ def bench(env: BenchEnv, phases: Phases, latency: bool = True) -> list[StageResu
     events = env.config.size(DEFAULT_EVENTS)
     settings = env.stage_settings("ingest")
     result = StageResult("ingest", "mixed", "events", events)
-    plan = EventPlan(events, projects=max(10, events // 50), mix="mixed", seed=env.config.seed)
-    lines = [(key.encode(), line.encode(), None) for key, line in event_lines(plan)]
+    lines = [
+        (key.encode(), line.encode(), None)
+        for key, line in event_lines(workload(events, seed=env.config.seed))
+    ]
     kafka_io.produce(
         settings, settings.claimx_events_topic, lines, phases.start("ingest: preload", events)
     )
@@ -55,6 +57,11 @@ def bench(env: BenchEnv, phases: Phases, latency: bool = True) -> list[StageResu
     if latency and rate >= 10:
         _latency_phase(env, phases, result, rate)
     return [result]
+
+
+def workload(events: int, seed: int) -> EventPlan:
+    """The bench's ingest workload: ``mixed`` events, about 50 to a project."""
+    return EventPlan(events, projects=max(10, events // 50), mix="mixed", seed=seed)
 
 
 UPSTREAM_LINGER_MS = 5

@@ -15,20 +15,19 @@ import time
 
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.records import KafkaRecord, RecordBatch
-from claimx_flow.lab.bench.ingest import DEFAULT_EVENTS
-from claimx_flow.lab.simulator.events import EventPlan, event_lines
+from claimx_flow.lab.bench.harness import BenchConfig
+from claimx_flow.lab.bench.ingest import DEFAULT_EVENTS, workload
+from claimx_flow.lab.simulator.events import event_lines
 from claimx_flow.stages.ingest import Ingester
 
-SEED = 8  # the bench's default seed
 BATCH = 500
 
 
 def batches(events: int) -> list[RecordBatch]:
     """The bench's mixed events as Kafka records, in batches of one poll."""
-    plan = EventPlan(events, projects=max(10, events // 50), mix="mixed", seed=SEED)
     records = [
         KafkaRecord("claimx.events", 0, offset, 0, key.encode(), line.encode())
-        for offset, (key, line) in enumerate(event_lines(plan))
+        for offset, (key, line) in enumerate(event_lines(workload(events, BenchConfig().seed)))
     ]
     return [
         RecordBatch("0-claimx.events", records[i : i + BATCH])

@@ -61,6 +61,11 @@ def stat_cpu_s(stat: Path) -> tuple[float, float]:
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system time of every thread of ``pid`` so far."""
+    return sum(stat_cpu_s(Path(f"/proc/{pid}/stat")))
+
+
 def read_threads(pid: int) -> dict[int, ThreadCpu]:
     """Each thread's CPU so far (threads gone between listing and reading are skipped)."""
     found: dict[int, ThreadCpu] = {}
