@@ -110,7 +110,7 @@ def bare_passthrough(settings: Settings, source: str, target: str) -> Limit:
 def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: float) -> None:
     count = max(50, int(rate * env.config.latency_seconds))
     settings = env.stage_settings("ingest-latency", claimx_stop_at_end=False)
-    plan = EventPlan(count, projects=max(10, count // 50), mix="mixed", seed=env.config.seed + 1)
+    plan = workload(count, seed=env.config.seed + 1)
     lines = list(event_lines(plan))
     logs = settings.claimx_data_dir / "logs"
     process = StageProcess(
