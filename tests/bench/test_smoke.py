@@ -195,3 +195,35 @@ def test_the_ingest_split_reads_every_event(capsys: pytest.CaptureFixture[str]) 
     assert len(lines) == 2
     assert all(line.startswith("Ingester.ingest: ") for line in lines)
     assert all(line.endswith("(300 tasks, 0 dead letters)") for line in lines)
+
+
+def test_the_api_latency_option_slows_each_api_answer_and_survives_a_reset() -> None:
+    """``--api-latency-ms`` stands for a ClaimX API across a network: every API answer of the
+    bench's simulator comes that much later, also after the reset each stage run begins with,
+    and media files are left alone (their bench measures the download, not the API)."""
+    import base64
+    import time
+    import urllib.request
+
+    from claimx_flow.lab.bench.harness import BenchConfig, BenchEnv, reset_simulator
+    from claimx_flow.lab.simulator import SimulatorConfig
+
+    env = BenchEnv(BenchConfig(api_latency_ms=300))  # not entered: no broker needed here
+    try:
+        sim = env.simulator(1024)
+        reset_simulator(sim)
+        with urllib.request.urlopen(f"{sim.origin}/_admin/faults", timeout=10) as response:
+            faults = json.loads(response.read())
+        assert faults["latency_ms"] == 300 and faults["apply_to"] == ["api"]
+        config = SimulatorConfig()
+        token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{sim.api_url}/export/project/5000001", headers={"Authorization": f"Basic {token}"}
+        )
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert time.monotonic() - started >= 0.3
+    finally:
+        env.close()
+    assert BenchConfig().api_latency_ms == 0  # the default bench: the simulator beside the stage

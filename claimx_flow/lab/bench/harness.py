@@ -21,7 +21,12 @@ from claimx_flow.config import Settings, load_settings
 from claimx_flow.kafka.topics import admin_client, ensure_topics, pipeline_topics
 from claimx_flow.lab.bench import kafka_io
 from claimx_flow.lab.process import stop_process_group
-from claimx_flow.lab.simulator import SimulatorConfig, SimulatorProcess, start_subprocess
+from claimx_flow.lab.simulator import (
+    Faults,
+    SimulatorConfig,
+    SimulatorProcess,
+    start_subprocess,
+)
 from claimx_flow.lab.stack import KafkaService, RunningService
 
 KIB = 1024
@@ -40,6 +45,9 @@ class BenchConfig:
     concurrency: int = 20
     retry_spread_s: float = 10.0
     retry_lead_s: float = 15.0
+    api_latency_ms: float = 0.0
+    """Time the simulator takes to answer each API call (media files are not slowed): a
+    ClaimX API across a network rather than beside the stage."""
     latency_seconds: float = 4.0
     stage_timeout_s: float = 300.0
     own_broker: bool = False
@@ -98,7 +106,11 @@ class BenchEnv:
         """A simulator serving media of ``media_bytes`` (started once per size)."""
         running = self.simulators.get(media_bytes)
         if running is None:
-            config = SimulatorConfig(seed=self.config.seed, media_bytes=media_bytes)
+            config = SimulatorConfig(
+                seed=self.config.seed,
+                media_bytes=media_bytes,
+                faults=Faults(latency_ms=self.config.api_latency_ms),
+            )
             log = self.workdir / f"simulator-{media_bytes}.log"
             running = start_subprocess(config, log_path=log)
             self.simulators[media_bytes] = running

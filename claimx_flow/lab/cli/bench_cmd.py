@@ -39,6 +39,12 @@ PARTITIONS = typer.Option(6, "--partitions", min=1, help="Partitions of every be
 SEED = typer.Option(8, "--seed", help="Seed of every generated workload.")
 RETRY_SPREAD = typer.Option(10.0, "--retry-spread", min=0.0, help="Seconds the due times span.")
 RETRY_LEAD = typer.Option(15.0, "--retry-lead", min=1.0, help="Seconds before the first is due.")
+API_LATENCY = typer.Option(
+    0.0,
+    "--api-latency-ms",
+    min=0.0,
+    help="Milliseconds the simulated API waits before each answer (media files are not slowed).",
+)
 TIMEOUT = typer.Option(300.0, "--timeout", min=1.0, help="Longest a stage process may run.")
 OWN_BROKER = typer.Option(
     False, "--own-broker", help="Start a broker even when KAFKA_BOOTSTRAP_SERVERS is set."
@@ -110,6 +116,7 @@ def _command(stages: tuple[str, ...], doc: str, scale_to_default: int = 0) -> No
         seed: int = SEED,
         retry_spread: float = RETRY_SPREAD,
         retry_lead: float = RETRY_LEAD,
+        api_latency_ms: float = API_LATENCY,
         timeout: float = TIMEOUT,
         own_broker: bool = OWN_BROKER,
         keep: bool = KEEP,
@@ -130,6 +137,7 @@ def _command(stages: tuple[str, ...], doc: str, scale_to_default: int = 0) -> No
             concurrency=concurrency,
             retry_spread_s=retry_spread,
             retry_lead_s=retry_lead,
+            api_latency_ms=api_latency_ms,
             stage_timeout_s=timeout,
             own_broker=own_broker,
             keep=keep,
