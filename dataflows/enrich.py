@@ -2,11 +2,15 @@
 | enrichment DLQ.
 
     python -m bytewax.run dataflows.enrich
+
+Each partition read starts as soon as it arrives, beside the reads still waiting for their API
+answers, and leaves when it and every earlier read of its partition are done; reads in flight
+when an epoch ends are in the step's recovery state and start again on resume
+(``operators/overlapped.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 
 import bytewax.operators as op
@@ -19,7 +23,7 @@ from claimx_flow.stages import StageBatch
 from claimx_flow.stages.enrich import EnrichStage
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_batches, write_batches
-from operators.async_step import async_flat_map_batch
+from operators.overlapped import overlapped_flat_map
 
 STAGE = STAGES["enrich"]
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -32,19 +36,30 @@ cyclic garbage still gets freed in a long-running process."""
 def build(settings: Settings) -> Dataflow:
     stage = EnrichStage.from_settings(settings)
 
-    async def enrich(reads: list[RecordBatch]) -> list[StageBatch]:
-        return list(await asyncio.gather(*(stage.enrich(read) for read in reads)))
+    async def enrich(read: RecordBatch) -> list[StageBatch]:
+        return [await stage.enrich(read)]
 
     flow = Dataflow(STAGE.app)
     pending = op.input(
         "pending", flow, kafka_batches(settings, STAGE, batch_size=settings.enrichment_batch_size)
     )
-    # Each task has its own deadline; this backstop only catches a batch that is stuck.
-    enriched = async_flat_map_batch(
-        "enrich", pending, enrich, batch_timeout_s=stage.item_deadline_s + 60
+    enriched = overlapped_flat_map(
+        "enrich",
+        pending,
+        enrich,
+        max_in_flight=stage.batches_in_flight,
+        lane_of=partition_of,
+        ordered=True,
+        # Each task has its own deadline; this only catches a loop that stopped answering.
+        stall_timeout_s=stage.item_deadline_s + 60,
     )
     write_batches("out", enriched, settings, STAGE)
     return flow
+
+
+def partition_of(read: RecordBatch) -> str:
+    """A partition's reads share a lane, so they leave in the order they were read."""
+    return read.part
 
 
 def collect_less_often() -> None:

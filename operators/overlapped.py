@@ -17,6 +17,14 @@ that epoch's starting snapshot and runs again: outputs are at-least-once, as eve
 So the mapper must be safe to run again for the same item (idempotent outputs, files of its
 own that a second run replaces).
 
+Items may instead leave in the order they arrived (``ordered``), lane by lane, with the lanes
+chosen by the caller (``lane_of``): a stage whose later items overwrite what earlier ones wrote
+(the same key, a newer version) keeps each source partition in one lane and its outputs in
+order, while items of different lanes still overtake each other. A finished item then waits for
+the ones before it in its lane; it no longer holds a place in flight, so a lane whose first item
+is slow could gather finished items without end: the step waits for that first item once its
+lane holds ``max_in_flight`` items.
+
 Bytewax calls a stateful step only when an item arrives or a timer it asked for is due, so a
 lane with items in flight asks to be woken every ``poll`` to emit what finished meanwhile (the
 loop thread only queues finished outcomes; the worker thread emits them). A loop that stopped
@@ -152,21 +160,27 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         loop: EventLoopThread,
         poll: timedelta,
         resumed: list[X] | None,
+        ordered: bool = False,
     ) -> None:
         self._mapper = mapper
         self._flight = flight
         self._loop = loop
         self._poll = poll
+        self._ordered = ordered
         self._seq = itertools.count()
-        self._items: dict[int, X] = {}
+        self._items: dict[int, X] = {}  # not yet emitted, in arrival order
         # Filled by the loop thread (deque appends are atomic), drained by the worker.
         self._finished: deque[tuple[int, list[Y] | BaseException]] = deque()
+        self._done: dict[int, list[Y]] = {}  # finished, waiting for the items before them
         if resumed:
             self._start(resumed)
 
     def on_batch(self, values: list[X]) -> tuple[list[Y], bool]:
         self._start(values)
         self._flight.wait_for_room()
+        if self._ordered and len(self._items) >= self._flight.max_in_flight:
+            first = next(iter(self._items))
+            self._flight.wait_until(lambda: self._has_finished(first), every_item=True)
         return self._emit()
 
     def on_notify(self) -> tuple[list[Y], bool]:
@@ -176,7 +190,9 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
     def on_eof(self) -> tuple[list[Y], bool]:
         """Timers never fire after EOF: wait here for everything in flight (a graceful stop
         drains the lane, and leaves nothing to resume)."""
-        self._flight.wait_until(lambda: len(self._finished) >= len(self._items), every_item=True)
+        self._flight.wait_until(
+            lambda: len(self._finished) + len(self._done) >= len(self._items), every_item=True
+        )
         return self._emit()
 
     def notify_at(self) -> datetime | None:
@@ -203,16 +219,31 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         self._finished.append((seq, outcome))
         self._flight.finished()
 
+    def _has_finished(self, seq: int) -> bool:
+        return seq in self._done or any(done == seq for done, _ in list(self._finished))
+
     def _emit(self) -> tuple[list[Y], bool]:
-        """What finished since the last call; the lane is dropped once nothing is in flight."""
-        out: list[Y] = []
+        """What finished since the last call (``ordered``: up to the first item of the lane
+        still running); the lane is dropped once nothing is left in it."""
         while self._finished:
             seq, outcome = self._finished.popleft()
-            del self._items[seq]
             if isinstance(outcome, BaseException):
                 log.error("an overlapped item failed; the step fails", exc_info=outcome)
                 raise outcome
-            out.extend(outcome)
+            self._done[seq] = outcome
+        out: list[Y] = []
+        if self._ordered:
+            while self._items:
+                seq = next(iter(self._items))
+                if seq not in self._done:
+                    break
+                del self._items[seq]
+                out.extend(self._done.pop(seq))
+        else:
+            for seq, outcome in self._done.items():
+                del self._items[seq]
+                out.extend(outcome)
+            self._done.clear()
         return out, (StatefulBatchLogic.RETAIN if self._items else StatefulBatchLogic.DISCARD)
 
 
@@ -225,6 +256,8 @@ def overlapped_flat_map(
     stall_timeout_s: float,
     refill_at_most: int | None = None,
     lanes: int = LANES,
+    lane_of: Callable[[X], str] | None = None,
+    ordered: bool = False,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
     """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
@@ -237,6 +270,9 @@ def overlapped_flat_map(
     started and not finished before the step stops taking more. ``stall_timeout_s`` is the
     backstop for a loop that stopped answering. Once at its bound, the step takes more when a
     quarter of ``max_in_flight`` is free, or ``refill_at_most`` items if that is fewer.
+
+    ``lane_of`` names each item's lane (by default, items are dealt over ``lanes`` lanes in
+    turn); ``ordered`` emits each lane's outputs in the order its items arrived.
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
@@ -244,12 +280,12 @@ def overlapped_flat_map(
     loop = EventLoopThread.shared()
     arrivals = itertools.count()
 
-    def lane(_item: X) -> str:
+    def in_turn(_item: X) -> str:
         return str(next(arrivals) % lanes)
 
     def builder(resumed: list[X] | None) -> _Lane[X, Y]:
-        return _Lane(mapper, flight, loop, poll, resumed)
+        return _Lane(mapper, flight, loop, poll, resumed, ordered)
 
-    keyed = op.key_on(f"{step_id}-lane", up, lane)
+    keyed = op.key_on(f"{step_id}-lane", up, lane_of or in_turn)
     done = op.stateful_batch(f"{step_id}-in-flight", keyed, builder)
     return op.key_rm(f"{step_id}-out", done)

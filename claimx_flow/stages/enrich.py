@@ -3,8 +3,9 @@
 The dataflow hands over each poll of a partition whole (``enrich``): its tasks are enriched
 together, one API call per project and kind among them (tasks are keyed by project, so a
 project's tasks share a partition), and the batch goes on under its partition's name, its rows
-already Arrow. The API client lives on the process's event loop and is created there on first
-use.
+already Arrow. Several reads are enriched at once, and a partition's reads leave in the order
+they were read: a later event's row must reach the table after an earlier one's. The API client
+lives on the process's event loop and is created there on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from claimx_flow.stages.outputs import RowBatch, StageBatch, StageOutput, source
 from claimx_flow.stages.tables import gathered
 
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
+
+TASKS_IN_FLIGHT = 6_000
+"""Tasks a process enriches at once, across its partition reads. Against an API across a
+network a read spends most of its time waiting for answers; with several reads in flight the
+event loop builds one read's rows while the others wait (file-heavy, 50 ms answers, 40 calls in
+flight: 12,687-12,975 events/s against 9,688 one step at a time). The bound holds the memory
+(a read's tasks, answers and rows) and the work a crash starts again."""
 
 
 @dataclass
@@ -54,6 +62,12 @@ class EnrichStage:
             self.settings.claimx_api_max_retries + 1
         )
         return 2 * per_call
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Partition reads enriched at once, per process: about ``TASKS_IN_FLIGHT`` tasks, and
+        never fewer than two reads, so one read's rows are built while another's calls wait."""
+        return max(2, TASKS_IN_FLIGHT // self.settings.enrichment_batch_size)
 
     def parse(self, record: KafkaRecord) -> SourcedTask | OutboundRecord:
         """The message in ``record``, or a DLQ record if it cannot be read."""
