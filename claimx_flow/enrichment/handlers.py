@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -134,6 +135,9 @@ class _Calls:
     def __init__(self) -> None:
         self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
 
+    def made(self, key: tuple[str, ...]) -> bool:
+        return key in self._started
+
     def once(self, key: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         task = self._started.get(key)
         if task is None:
@@ -158,6 +162,9 @@ class Enricher:
         self._cache = cache or ProjectCache()
         self._clock = clock
         self._deadline_s = deadline_s
+        # Project calls under way, whichever batch made them: batches overlap, and a later one
+        # waits for an earlier one's call rather than fetch (and write) the project again.
+        self._fetching: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     async def enrich(self, tasks: Sequence[EnrichmentTask]) -> EnrichedBatch:
         calls = _Calls()
@@ -286,9 +293,19 @@ class Enricher:
         when no fetch of this project is cached.
         """
         project_id = task.project_id
-        if task.event_type not in PROJECT_EVENTS and self._cache.get(project_id) is not None:
-            return
-        response = await calls.once(("project", project_id), lambda: self._fetch(project_id))
+        key = ("project", project_id)
+        if task.event_type not in PROJECT_EVENTS:
+            if self._cache.get(project_id) is not None:
+                return
+            earlier = None if calls.made(key) else self._fetching.get(project_id)
+            if earlier is not None:
+                # An earlier batch is fetching it and will write its row, as if this batch had
+                # started after it; should that call fail, this batch fetches for itself.
+                with suppress(Exception):
+                    await asyncio.shield(earlier)
+                if self._cache.get(project_id) is not None:
+                    return
+        response = await calls.once(key, lambda: self._start_fetch(project_id))
         if project_id not in project_rows:
             project = rows.project_row(response, task.event_id, now)
             contacts = rows.contact_rows(response, project_id, task.event_id, now)
@@ -296,6 +313,17 @@ class Enricher:
                 (PROJECTS.name, project),
                 *((CONTACTS.name, contact) for contact in contacts),
             ]
+
+    def _start_fetch(self, project_id: str) -> asyncio.Task[dict[str, Any]]:
+        fetch = asyncio.ensure_future(self._fetch(project_id))
+        self._fetching[project_id] = fetch
+
+        def done(finished: asyncio.Task[dict[str, Any]]) -> None:
+            if self._fetching.get(project_id) is finished:
+                del self._fetching[project_id]
+
+        fetch.add_done_callback(done)
+        return fetch
 
     async def _fetch(self, project_id: str) -> dict[str, Any]:
         response = await self._api.get_project(project_id)

@@ -184,6 +184,68 @@ def test_a_cached_project_spares_its_call_for_file_events() -> None:
     assert api.calls == [("media", "5")] and batch.project_rows == []
 
 
+class SlowProjects(CannedApi):
+    """Project calls answer after ``delay_s``, so a second batch starts while the first waits;
+    project ids in ``broken`` fail only their first call."""
+
+    def __init__(self, media: dict[str, list[dict[str, Any]]], **kwargs: Any) -> None:
+        super().__init__(media, **kwargs)
+        self.failed: set[str] = set()
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        self.calls.append(("project", project_id))
+        await asyncio.sleep(0.05)
+        if project_id in self.broken and project_id not in self.failed:
+            self.failed.add(project_id)
+            raise ClaimXApiError(ErrorCategory.TRANSIENT, "project", "HTTP 503")
+        return {"project": {"projectId": project_id}, "companyName": "Co"}
+
+
+def enrich_overlapping(
+    api: CannedApi, first: list[EnrichmentTask], second: list[EnrichmentTask]
+) -> tuple[Any, Any]:
+    """Two batches on one enricher, the second started while the first waits for its calls."""
+    enricher = Enricher(api, ProjectCache(), clock=lambda: NOW)
+
+    async def both() -> tuple[Any, Any]:
+        earlier = asyncio.ensure_future(enricher.enrich(first))
+        await asyncio.sleep(0.01)
+        later = asyncio.ensure_future(enricher.enrich(second))
+        return await earlier, await later
+
+    return asyncio.run(both())
+
+
+def test_a_batch_started_while_an_earlier_one_fetches_its_project_neither_fetches_nor_writes_it() -> (
+    None
+):
+    """As if it had started after the earlier batch: one project call and one project row, the
+    earlier batch's, whichever batch's call answers first."""
+    api = SlowProjects({"5": items(1, 2, 3)})
+    earlier, later = enrich_overlapping(api, files("5", "1"), files("5", "2", "3"))
+    assert all(isinstance(o, Enriched) for o in earlier.outcomes + later.outcomes)
+    assert api.calls.count(("project", "5")) == 1
+    assert [row["event_id"] for _, row in earlier.project_rows] == ["e-PROJECT_FILE_ADDED-5-1"]
+    assert later.project_rows == []
+
+
+def test_a_batch_fetches_for_itself_when_the_earlier_batchs_project_call_fails() -> None:
+    api = SlowProjects({"5": items(1, 2)}, broken=frozenset({"5"}))
+    earlier, later = enrich_overlapping(api, files("5", "1"), files("5", "2"))
+    assert [type(o) for o in earlier.outcomes] == [EnrichmentFailed]
+    assert [type(o) for o in later.outcomes] == [Enriched]
+    assert api.calls.count(("project", "5")) == 2
+    assert [row["event_id"] for _, row in later.project_rows] == ["e-PROJECT_FILE_ADDED-5-2"]
+
+
+def test_a_project_event_fetches_its_project_even_while_an_earlier_batch_does() -> None:
+    """Project events are about the project itself: they always fetch, overlapping or not."""
+    api = SlowProjects({"5": items(1)})
+    earlier, later = enrich_overlapping(api, files("5", "1"), [task("PROJECT_CREATED", "5")])
+    assert api.calls.count(("project", "5")) == 2
+    assert [row["event_id"] for _, row in later.project_rows][:1] == ["e-PROJECT_CREATED-5-None"]
+
+
 def test_cancellation_is_not_turned_into_failures() -> None:
     class Cancelled(CannedApi):
         async def get_media(
