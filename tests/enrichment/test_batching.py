@@ -216,7 +216,7 @@ def enrich_overlapping(
     return asyncio.run(both())
 
 
-def test_a_batch_started_while_an_earlier_one_fetches_its_project_neither_fetches_nor_writes_it() -> (
+def test_a_batch_begun_while_an_earlier_one_fetches_its_project_does_not_fetch_or_write_it() -> (
     None
 ):
     """As if it had started after the earlier batch: one project call and one project row, the
@@ -242,6 +242,7 @@ def test_a_project_event_fetches_its_project_even_while_an_earlier_batch_does() 
     """Project events are about the project itself: they always fetch, overlapping or not."""
     api = SlowProjects({"5": items(1)})
     earlier, later = enrich_overlapping(api, files("5", "1"), [task("PROJECT_CREATED", "5")])
+    assert [type(o) for o in earlier.outcomes + later.outcomes] == [Enriched, Enriched]
     assert api.calls.count(("project", "5")) == 2
     assert [row["event_id"] for _, row in later.project_rows][:1] == ["e-PROJECT_CREATED-5-None"]
 
