@@ -407,6 +407,9 @@ def test_check_says_what_is_wrong(sim: RunningSimulator, api_settings: Settings)
     sim.set_faults(fail_next=["malformed"])
     assert with_client(api_settings, lambda c: c.check()).problem == "unexpected"
 
+    sim.set_faults(fail_next=[503])
+    assert with_client(api_settings, lambda c: c.check()).problem == "unavailable"
+
     sim.set_faults(not_found_projects=["1"])
     missing = with_client(api_settings, lambda c: c.check())
     assert missing.ok and missing.status == 404

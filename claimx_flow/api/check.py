@@ -1,7 +1,8 @@
 """Can we reach the ClaimX API with these credentials? One plain answer for operators.
 
-One request, no retries and no circuit breaker: the point is to say at once which of three
-things is wrong (unreachable, wrong credentials, unexpected answer), not to ride it out.
+One request, no retries and no circuit breaker: the point is to say at once which of four
+things is wrong (unreachable, unavailable for now, wrong credentials, unexpected answer), not to
+ride it out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from claimx_flow.errors import ErrorCategory
 if TYPE_CHECKING:
     from claimx_flow.api.client import ClaimXApiClient
 
-Problem = Literal["unreachable", "credentials", "unexpected"]
+Problem = Literal["unreachable", "unavailable", "credentials", "unexpected"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def _explain(client: ClaimXApiClient, error: ClaimXApiError, result: _Result) ->
         return result("credentials", f"HTTP {error.status}: {hint}", error.status)
     if error.status is None:
         return result("unreachable", error.message, None)
+    if error.status == 429 or error.status >= 500:  # up, but not answering for now
+        return result("unavailable", error.message, error.status)
     body = error.message.partition(f"HTTP {error.status}: ")[2]
     if error.status == 404 and body.startswith("{"):
         # ClaimX's own "no such project": reached, and the credentials were accepted.

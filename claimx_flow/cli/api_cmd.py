@@ -15,6 +15,7 @@ console = Console(soft_wrap=True)
 
 _HEADLINES = {
     "unreachable": "cannot reach the ClaimX API",
+    "unavailable": "the ClaimX API is unavailable for now",
     "credentials": "the ClaimX API rejected the credentials",
     "unexpected": "unexpected response from the ClaimX API",
 }

@@ -2,8 +2,10 @@
 
 ``claimx check`` prints every check; each dataflow runs the same checks when it starts and
 stops at once with a clear message when one fails, rather than failing later mid-stream. A
-ClaimX API that cannot be reached is reported but does not stop a stage (its failures go to the
-retry tiers and readiness shows it); credentials the API refuses do.
+ClaimX API that cannot be reached, or answers that it is unavailable for now (429, 5xx), is
+reported but does not stop a stage (its failures go to the retry tiers and readiness shows it):
+a stage that exits would only be started again into the same outage. Credentials the API
+refuses do stop it.
 
 A retry tier that keeps messages for less than its delay stops every stage that writes or reads
 it: Kafka would delete messages before they are due. A tier below the retention that
@@ -181,9 +183,10 @@ def _api(settings: Settings) -> Check:
         return Check("ClaimX API", False, str(exc))
     if ok:
         return Check("ClaimX API", True, f"{settings.claimx_api_url}: credentials accepted")
-    # Unreachable is an outage, not a misconfiguration: report it, don't refuse to start.
+    # An outage, not a misconfiguration: report it, don't refuse to start.
+    outage = problem in ("unreachable", "unavailable")
     unreachable = problem == "unreachable"
-    return Check("ClaimX API", False, detail, blocking=not unreachable, unreachable=unreachable)
+    return Check("ClaimX API", False, detail, blocking=not outage, unreachable=unreachable)
 
 
 def _writable(name: str, directory: Path) -> Check:

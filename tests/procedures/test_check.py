@@ -72,6 +72,16 @@ def test_an_unreachable_api_is_reported_but_does_not_block(
     assert not api.ok and not api.blocking
 
 
+def test_an_api_answering_that_it_is_unavailable_is_reported_but_does_not_block(
+    healthy: Settings, sim: RunningSimulator
+) -> None:
+    """A 503 at start is an outage too: a stage that refused to start would only be started
+    again into it (chaos found download doing that while the simulator answered 503s)."""
+    sim.set_faults(error_rates={503: 1.0})
+    (api,) = [c for c in require_ready(healthy, "download") if c.name == "ClaimX API"]
+    assert not api.ok and not api.blocking and "503" in api.detail
+
+
 def test_red_for_storage_that_cannot_be_written(healthy: Settings, tmp_path: Path) -> None:
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the data directory should be")
