@@ -50,7 +50,9 @@ def build(settings: Settings) -> Dataflow:
         max_in_flight=stage.batches_in_flight,
         lane_of=partition_of,
         ordered=True,
-        # Each task has its own deadline; this only catches a loop that stopped answering.
+        # Each task has its own deadline; these only catch a read that is stuck, or a loop
+        # that stopped answering.
+        item_timeout_s=stage.item_deadline_s + 60,
         stall_timeout_s=stage.item_deadline_s + 60,
     )
     write_batches("out", enriched, settings, STAGE)

@@ -22,8 +22,8 @@ chosen by the caller (``lane_of``): a stage whose later items overwrite what ear
 (the same key, a newer version) keeps each source partition in one lane and its outputs in
 order, while items of different lanes still overtake each other. A finished item then waits for
 the ones before it in its lane; it no longer holds a place in flight, so a lane whose first item
-is slow could gather finished items without end: the step waits for that first item once its
-lane holds ``max_in_flight`` items.
+is slow could gather finished items without end: once the process holds ``max_in_flight`` items
+not yet emitted, a lane that takes more waits for its own first item.
 
 Bytewax calls a stateful step only when an item arrives or a timer it asked for is due, so a
 lane with items in flight asks to be woken every ``poll`` to emit what finished meanwhile (the
@@ -34,6 +34,7 @@ fails the step, and recovery starts them again.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -89,6 +90,7 @@ class Flight:
         self._wake_at = max_in_flight - max(1, refill)
         self._changed = threading.Condition()
         self._running = 0
+        self._held = 0  # started and not yet emitted (ordered lanes hold finished items)
         self._every_item = 0
         self._progress_at = time.monotonic()
 
@@ -96,11 +98,21 @@ class Flight:
     def running(self) -> int:
         return self._running
 
+    @property
+    def held(self) -> int:
+        return self._held
+
     def started(self, count: int) -> None:
         with self._changed:
             if self._running == 0:  # the stall clock counts from the first item in flight
                 self._progress_at = time.monotonic()
             self._running += count
+            self._held += count
+
+    def emitted(self, count: int) -> None:
+        """Items whose outputs left (on the worker thread)."""
+        with self._changed:
+            self._held -= count
 
     def finished(self) -> None:
         """One item finished (on the loop thread, after its lane has its outcome)."""
@@ -161,6 +173,7 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         poll: timedelta,
         resumed: list[X] | None,
         ordered: bool = False,
+        item_timeout_s: float | None = None,
     ) -> None:
         self._mapper = mapper
         self._flight = flight
@@ -172,15 +185,22 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         # Filled by the loop thread (deque appends are atomic), drained by the worker.
         self._finished: deque[tuple[int, list[Y] | BaseException]] = deque()
         self._done: dict[int, list[Y]] = {}  # finished, waiting for the items before them
+        self._ready: list[Y] = []  # outputs taken in order, not yet handed to Bytewax
+        self._timeout_s = item_timeout_s
         if resumed:
             self._start(resumed)
 
     def on_batch(self, values: list[X]) -> tuple[list[Y], bool]:
         self._start(values)
         self._flight.wait_for_room()
-        if self._ordered and len(self._items) >= self._flight.max_in_flight:
-            first = next(iter(self._items))
-            self._flight.wait_until(lambda: self._has_finished(first), every_item=True)
+        if self._ordered and self._flight.held >= self._flight.max_in_flight:
+            # Finished items wait behind this lane's first: wait for it rather than take more.
+            # (Only for this lane's own first item, which the loop finishes by itself: the
+            # other lanes emit theirs when the worker comes back to them.)
+            self._emit_ready()
+            if self._items:
+                first = next(iter(self._items))
+                self._flight.wait_until(lambda: self._has_finished(first), every_item=True)
         return self._emit()
 
     def on_notify(self) -> tuple[list[Y], bool]:
@@ -213,7 +233,10 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
     async def _run(self, seq: int, value: X) -> None:
         outcome: list[Y] | BaseException
         try:
-            outcome = list(await self._mapper(value))
+            if self._timeout_s is None:
+                outcome = list(await self._mapper(value))
+            else:
+                outcome = list(await asyncio.wait_for(self._mapper(value), self._timeout_s))
         except BaseException as exc:  # the worker raises it: the step fails, recovery reruns
             outcome = exc
         self._finished.append((seq, outcome))
@@ -224,27 +247,35 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
 
     def _emit(self) -> tuple[list[Y], bool]:
         """What finished since the last call (``ordered``: up to the first item of the lane
-        still running); the lane is dropped once nothing is left in it."""
+        still running), with what an earlier wait already took; the lane is dropped once
+        nothing is left in it."""
+        self._emit_ready()
+        out, self._ready = self._ready, []
+        return out, (StatefulBatchLogic.RETAIN if self._items else StatefulBatchLogic.DISCARD)
+
+    def _emit_ready(self) -> None:
         while self._finished:
             seq, outcome = self._finished.popleft()
             if isinstance(outcome, BaseException):
                 log.error("an overlapped item failed; the step fails", exc_info=outcome)
                 raise outcome
             self._done[seq] = outcome
-        out: list[Y] = []
+        emitted = 0
         if self._ordered:
             while self._items:
                 seq = next(iter(self._items))
                 if seq not in self._done:
                     break
                 del self._items[seq]
-                out.extend(self._done.pop(seq))
+                self._ready.extend(self._done.pop(seq))
+                emitted += 1
         else:
             for seq, outcome in self._done.items():
                 del self._items[seq]
-                out.extend(outcome)
+                self._ready.extend(outcome)
+            emitted = len(self._done)
             self._done.clear()
-        return out, (StatefulBatchLogic.RETAIN if self._items else StatefulBatchLogic.DISCARD)
+        self._flight.emitted(emitted)
 
 
 def overlapped_flat_map(
@@ -258,6 +289,7 @@ def overlapped_flat_map(
     lanes: int = LANES,
     lane_of: Callable[[X], str] | None = None,
     ordered: bool = False,
+    item_timeout_s: float | None = None,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
     """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
@@ -273,6 +305,9 @@ def overlapped_flat_map(
 
     ``lane_of`` names each item's lane (by default, items are dealt over ``lanes`` lanes in
     turn); ``ordered`` emits each lane's outputs in the order its items arrived.
+    ``item_timeout_s`` is a backstop per item: one that outlives it fails the step (whose
+    recovery starts it again), where the stall timeout would miss one stuck item among others
+    that finish.
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
@@ -284,7 +319,7 @@ def overlapped_flat_map(
         return str(next(arrivals) % lanes)
 
     def builder(resumed: list[X] | None) -> _Lane[X, Y]:
-        return _Lane(mapper, flight, loop, poll, resumed, ordered)
+        return _Lane(mapper, flight, loop, poll, resumed, ordered, item_timeout_s)
 
     keyed = op.key_on(f"{step_id}-lane", up, lane_of or in_turn)
     done = op.stateful_batch(f"{step_id}-in-flight", keyed, builder)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -117,7 +116,8 @@ class EnrichmentError(ClaimxError):
 
 
 class ProjectCache:
-    """Recently fetched projects, so a burst of events costs one project call, not one each."""
+    """Recently written projects (their answers), so a burst of events costs one project call,
+    not one each."""
 
     def __init__(self, maxsize: int = 10_000, ttl_s: float = 300.0) -> None:
         self._entries: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=maxsize, ttl=ttl_s)
@@ -134,6 +134,11 @@ class _Calls:
 
     def __init__(self) -> None:
         self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        self.projects: dict[str, dict[str, Any]] = {}
+        """The project answers this batch fetched, by id."""
+        self.promised: dict[str, asyncio.Future[bool]] = {}
+        """For each project this batch fetches: whether the batch writes its row, settled when
+        the batch is done."""
 
     def made(self, key: tuple[str, ...]) -> bool:
         return key in self._started
@@ -162,15 +167,43 @@ class Enricher:
         self._cache = cache or ProjectCache()
         self._clock = clock
         self._deadline_s = deadline_s
-        # Project calls under way, whichever batch made them: batches overlap, and a later one
-        # waits for an earlier one's call rather than fetch (and write) the project again.
-        self._fetching: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        # Projects a batch under way is fetching, and whether it writes their rows: batches
+        # overlap, and a later one waits for that answer rather than fetch (and write) the
+        # project again, as if it had started after the earlier batch.
+        self._promised: dict[str, asyncio.Future[bool]] = {}
 
     async def enrich(self, tasks: Sequence[EnrichmentTask]) -> EnrichedBatch:
         calls = _Calls()
+        project_rows: dict[str, list[TableRow]] = {}
+        try:
+            batch = await self._enrich(tasks, calls, project_rows)
+        except BaseException:
+            self._settle(calls, {})  # nothing of it is written
+            raise
+        self._settle(calls, project_rows)
+        return batch
+
+    def _settle(self, calls: _Calls, project_rows: dict[str, list[TableRow]]) -> None:
+        """A batch is done: the projects whose rows it hands on are cached from now on (not
+        from their answer: a batch past its deadline writes no row), and batches that waited
+        on its projects learn whether it wrote them."""
+        for project_id, promise in calls.promised.items():
+            written = project_id in project_rows
+            if written:
+                self._cache.put(project_id, calls.projects[project_id])
+            if self._promised.get(project_id) is promise:
+                del self._promised[project_id]
+            if not promise.done():
+                promise.set_result(written)
+
+    async def _enrich(
+        self,
+        tasks: Sequence[EnrichmentTask],
+        calls: _Calls,
+        project_rows: dict[str, list[TableRow]],
+    ) -> EnrichedBatch:
         now = self._clock()
         media_wanted = _media_ids_by_project(tasks)
-        project_rows: dict[str, list[TableRow]] = {}
         groups = _groups(tasks)
         done = await asyncio.gather(
             *(
@@ -287,25 +320,27 @@ class Enricher:
         now: datetime,
         project_rows: dict[str, list[TableRow]],
     ) -> None:
-        """Make sure the project row exists: fetched once per batch unless recently cached.
+        """Make sure the project row exists: fetched once per batch unless recently written.
 
         Project events always fetch (they are about the project itself); other events only
-        when no fetch of this project is cached.
+        when no batch wrote the project recently, and none under way is fetching it (then they
+        wait for that batch, and fetch for themselves only if it wrote no row).
         """
         project_id = task.project_id
         key = ("project", project_id)
         if task.event_type not in PROJECT_EVENTS:
-            if self._cache.get(project_id) is not None:
-                return
-            earlier = None if calls.made(key) else self._fetching.get(project_id)
+            earlier = None if calls.made(key) else self._promised.get(project_id)
             if earlier is not None:
-                # An earlier batch is fetching it and will write its row, as if this batch had
-                # started after it; should that call fail, this batch fetches for itself.
-                with suppress(Exception):
-                    await asyncio.shield(earlier)
-                if self._cache.get(project_id) is not None:
-                    return
-        response = await calls.once(key, lambda: self._start_fetch(project_id))
+                if await asyncio.shield(earlier):
+                    return  # the earlier batch wrote it; if not, this one fetches for itself
+            elif self._cache.get(project_id) is not None:
+                return
+        if not calls.made(key) and project_id not in calls.promised:
+            promise = asyncio.get_running_loop().create_future()
+            calls.promised[project_id] = promise
+            self._promised.setdefault(project_id, promise)
+        response = await calls.once(key, lambda: self._api.get_project(project_id))
+        calls.projects[project_id] = response
         if project_id not in project_rows:
             project = rows.project_row(response, task.event_id, now)
             contacts = rows.contact_rows(response, project_id, task.event_id, now)
@@ -313,22 +348,6 @@ class Enricher:
                 (PROJECTS.name, project),
                 *((CONTACTS.name, contact) for contact in contacts),
             ]
-
-    def _start_fetch(self, project_id: str) -> asyncio.Task[dict[str, Any]]:
-        fetch = asyncio.ensure_future(self._fetch(project_id))
-        self._fetching[project_id] = fetch
-
-        def done(finished: asyncio.Task[dict[str, Any]]) -> None:
-            if self._fetching.get(project_id) is finished:
-                del self._fetching[project_id]
-
-        fetch.add_done_callback(done)
-        return fetch
-
-    async def _fetch(self, project_id: str) -> dict[str, Any]:
-        response = await self._api.get_project(project_id)
-        self._cache.put(project_id, response)
-        return response
 
     def _project_media(
         self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]

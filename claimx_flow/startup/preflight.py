@@ -48,7 +48,8 @@ class Check:
     detail: str
     blocking: bool = True
     unreachable: bool = False
-    """The peer did not answer at all (an outage, not a misconfiguration)."""
+    """The peer is down: it did not answer at all, or answered that it is unavailable for now
+    (an outage, not a misconfiguration; ``claimx check`` exits 2 for it)."""
 
 
 def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[Check]:
@@ -185,8 +186,7 @@ def _api(settings: Settings) -> Check:
         return Check("ClaimX API", True, f"{settings.claimx_api_url}: credentials accepted")
     # An outage, not a misconfiguration: report it, don't refuse to start.
     outage = problem in ("unreachable", "unavailable")
-    unreachable = problem == "unreachable"
-    return Check("ClaimX API", False, detail, blocking=not outage, unreachable=unreachable)
+    return Check("ClaimX API", False, detail, blocking=not outage, unreachable=outage)
 
 
 def _writable(name: str, directory: Path) -> Check:

@@ -238,6 +238,49 @@ def test_a_batch_fetches_for_itself_when_the_earlier_batchs_project_call_fails()
     assert [row["event_id"] for _, row in later.project_rows] == ["e-PROJECT_FILE_ADDED-5-2"]
 
 
+def test_a_batch_whose_project_call_outlives_its_deadline_leaves_the_row_to_the_next() -> None:
+    """The first batch gives up on its project call (its deadline), and writes no project
+    row; the call answers later. The next batch must not take that answer for a written row:
+    it fetches the project again and writes it."""
+
+    class FirstCallSlow(SlowProjects):
+        async def get_project(self, project_id: str) -> dict[str, Any]:
+            if not self.calls:
+                self.calls.append(("project", project_id))
+                await asyncio.sleep(0.3)
+                return {"project": {"projectId": project_id}, "companyName": "Co"}
+            return await super().get_project(project_id)
+
+    api = FirstCallSlow({"5": items(1, 2)})
+    enricher = Enricher(api, ProjectCache(), clock=lambda: NOW, deadline_s=0.15)
+
+    async def one_after_the_other() -> tuple[Any, Any]:
+        first = await enricher.enrich(files("5", "1"))
+        await asyncio.sleep(0.3)  # the first call answers meanwhile
+        return first, await enricher.enrich(files("5", "2"))
+
+    first, second = asyncio.run(one_after_the_other())
+    assert [o.error_class for o in first.outcomes] == ["TimeoutError"]
+    assert first.project_rows == []
+    assert [type(o) for o in second.outcomes] == [Enriched]
+    assert [row["event_id"] for table, row in second.project_rows if table == PROJECTS.name] == [
+        "e-PROJECT_FILE_ADDED-5-2"
+    ]
+
+
+def test_groups_of_one_batch_share_its_project_call_and_row() -> None:
+    """A policyholder event and a file event of one project, in one batch: one call, one
+    project row, and neither group waits on the batch's own promise."""
+    api = SlowProjects({"5": items(1)})
+    tasks = [task("POLICYHOLDER_INVITED", "5"), *files("5", "1")]
+    batch = asyncio.run(
+        asyncio.wait_for(Enricher(api, ProjectCache(), clock=lambda: NOW).enrich(tasks), 5)
+    )
+    assert [type(o) for o in batch.outcomes] == [Enriched, Enriched]
+    assert api.calls.count(("project", "5")) == 1
+    assert [table for table, _ in batch.project_rows].count(PROJECTS.name) == 1
+
+
 def test_a_project_event_fetches_its_project_even_while_an_earlier_batch_does() -> None:
     """Project events are about the project itself: they always fetch, overlapping or not."""
     api = SlowProjects({"5": items(1)})

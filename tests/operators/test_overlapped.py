@@ -58,6 +58,34 @@ async def after(value: str) -> list[str]:
     return [f"{value}-done"]
 
 
+class SlowAtFirst:
+    """A mapper whose ``slow`` item sleeps five seconds in the first execution only (so a crash
+    finds it in flight), recording every call."""
+
+    def __init__(self, slow: str) -> None:
+        self.slow = slow
+        self.first_run = threading.Event()
+        self.first_run.set()
+        self.calls: list[str] = []
+
+    async def __call__(self, value: str) -> list[str]:
+        self.calls.append(value)
+        if value == self.slow and self.first_run.is_set():
+            await asyncio.sleep(5.0)
+        return [f"{value}-done"]
+
+
+def crashing_input(tmp_path: Path, names: list[str]) -> tuple[RecoveryConfig, list[object]]:
+    """A fresh recovery store, and input that reads ``names[0:2]`` together, ``names[2]`` an
+    epoch or more later, aborts, and on resume has ``names[3]`` left to read."""
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    pause = TestingSource.PAUSE(timedelta(milliseconds=400))
+    values = [names[0], names[1], pause, names[2], pause, TestingSource.ABORT(), names[3]]
+    return RecoveryConfig(str(recovery)), values
+
+
 # The input stays open a while: at EOF the step waits for everything in flight (timers never
 # fire after EOF), which would hide whether anything left earlier.
 OPEN = TestingSource.PAUSE(timedelta(seconds=1.5))
@@ -144,21 +172,22 @@ def test_ordered_lanes_keep_each_lanes_arrival_order_and_overtake_each_other(
 
 
 def test_an_ordered_lane_waits_for_its_first_item_rather_than_gather_without_end() -> None:
-    """A lane whose first item is slow holds at most ``max_in_flight`` items: the step then
-    waits for that first item instead of taking more, and nothing is lost or reordered."""
+    """A lane whose first item is slow holds about ``max_in_flight`` items, finished ones
+    included: the step then waits for that first item instead of taking more, and nothing is
+    lost or reordered."""
+    entered: list[int] = []
+    out: list[int] = []
     held: list[int] = []
-    finished: set[int] = set()
 
     async def first_slow(value: int) -> list[int]:
         await asyncio.sleep(0.5 if value == 0 else 0.001)
-        finished.add(value)
         return [value]
 
-    def seen(value: int) -> int:  # what entered the step, with what had finished by then
-        held.append(len([v for v in range(value) if v not in finished]))
+    def seen(value: int) -> int:  # items in the step (or on their way to it) as this one enters
+        entered.append(value)
+        held.append(len(entered) - len(out))
         return value
 
-    out: list[int] = []
     flow = Dataflow("overlapped-ordered-bound")
     items = op.map("seen", op.input("in", flow, TestingSource(range(30), batch_size=1)), seen)
     done = overlapped_flat_map(
@@ -173,7 +202,29 @@ def test_an_ordered_lane_waits_for_its_first_item_rather_than_gather_without_end
     op.output("out", done, TestingSink(out))
     run_main(flow)
     assert out == list(range(30))
-    assert max(held) <= 4  # never more than the bound behind the slow first item
+    assert max(held) <= 5  # the bound, and the one entering
+
+
+def test_an_item_past_its_timeout_fails_the_step_though_others_finish() -> None:
+    """The stall timeout needs every item to stop finishing; one stuck item among others that
+    finish is caught by ``item_timeout_s``."""
+
+    async def one_stuck(value: int) -> list[int]:
+        await asyncio.sleep(30 if value == 0 else 0.01)
+        return [value]
+
+    flow = Dataflow("overlapped-item-timeout")
+    values: list[object] = [*range(20), TestingSource.PAUSE(timedelta(seconds=2))]
+    items = op.input("in", flow, TestingSource(values, batch_size=1))
+    done = overlapped_flat_map(
+        "work", items, one_stuck, max_in_flight=10, stall_timeout_s=30, item_timeout_s=0.5
+    )
+    op.output("out", done, TestingSink([]))
+    started = time.monotonic()
+    with pytest.raises(Exception) as failure:
+        run_main(flow)
+    assert any(isinstance(cause, TimeoutError) for cause in causes(failure.value))
+    assert time.monotonic() - started < 10
 
 
 def test_items_of_an_ordered_lane_in_flight_at_a_crash_run_again_in_order(
@@ -182,26 +233,8 @@ def test_items_of_an_ordered_lane_in_flight_at_a_crash_run_again_in_order(
     """Finished items waiting behind a slow first one are still in the recovery state: a
     crash starts them all again, and the resumed run emits the lane in its arrival order, the
     slow one first."""
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    init_db_dir(recovery, 1)
-    first_run = threading.Event()
-    first_run.set()
-
-    async def first_slow_at_first(value: str) -> list[str]:
-        if value == "v0" and first_run.is_set():
-            await asyncio.sleep(5.0)
-        return [f"{value}-done"]
-
-    values: list[object] = [
-        "v0",
-        "v1",
-        TestingSource.PAUSE(timedelta(milliseconds=400)),
-        "v2",
-        TestingSource.PAUSE(timedelta(milliseconds=400)),
-        TestingSource.ABORT(),
-        "v3",
-    ]
+    config, values = crashing_input(tmp_path, ["v0", "v1", "v2", "v3"])
+    mapper = SlowAtFirst("v0")
 
     def flow(out: list[str]) -> Dataflow:
         flow = Dataflow("overlapped-ordered-resume")
@@ -209,7 +242,7 @@ def test_items_of_an_ordered_lane_in_flight_at_a_crash_run_again_in_order(
         done = overlapped_flat_map(
             "work",
             items,
-            first_slow_at_first,
+            mapper,
             max_in_flight=10,
             stall_timeout_s=30,
             lane_of=lambda _value: "one",
@@ -218,11 +251,10 @@ def test_items_of_an_ordered_lane_in_flight_at_a_crash_run_again_in_order(
         op.output("out", done, TestingSink(out))
         return flow
 
-    config = RecoveryConfig(str(recovery))
     first: list[str] = []
     run_main(flow(first), epoch_interval=EPOCH, recovery_config=config)
     assert first == []  # v1 and v2 finished, but wait behind v0
-    first_run.clear()
+    mapper.first_run.clear()
     second: list[str] = []
     run_main(flow(second), epoch_interval=EPOCH, recovery_config=config)
     # The input may read again what came in the epoch the crash cut short (at-least-once),
@@ -349,44 +381,23 @@ def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
     """The first execution aborts while ``slow`` is in flight across several epochs (its
     batch-mates long done); the resumed one starts it again from the recovery state and emits
     it, and the input does not read it again."""
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    init_db_dir(recovery, 1)
-    first_run = threading.Event()
-    first_run.set()
-    calls: list[str] = []
-
-    async def slow_only_at_first(value: str) -> list[str]:
-        calls.append(value)
-        if value == "slow" and first_run.is_set():
-            await asyncio.sleep(5.0)
-        return [f"{value}-done"]
-
-    values: list[object] = [
-        "slow",
-        "fast0",
-        TestingSource.PAUSE(timedelta(milliseconds=400)),
-        "fast1",
-        TestingSource.PAUSE(timedelta(milliseconds=400)),
-        TestingSource.ABORT(),
-        "fast2",
-    ]
+    config, values = crashing_input(tmp_path, ["slow", "fast0", "fast1", "fast2"])
+    mapper = SlowAtFirst("slow")
 
     def flow(out: list[tuple[str, float]]) -> Dataflow:
-        return timed_flow(TestingSource(values, batch_size=2), slow_only_at_first, out)
+        return timed_flow(TestingSource(values, batch_size=2), mapper, out)
 
     first: list[tuple[str, float]] = []
-    config = RecoveryConfig(str(recovery))
     run_main(flow(first), epoch_interval=EPOCH, recovery_config=config)
     assert "slow-done" not in dict(first)  # aborted while it was in flight
     assert {"fast0-done", "fast1-done"} <= set(dict(first))
 
-    first_run.clear()
-    calls.clear()
+    mapper.first_run.clear()
+    mapper.calls.clear()
     second: list[tuple[str, float]] = []
     run_main(flow(second), epoch_interval=EPOCH, recovery_config=config)
     names = [name for name, _ in second]
     assert names.count("slow-done") == 1
-    assert calls.count("slow") == 1  # from the recovery state, not from the input
+    assert mapper.calls.count("slow") == 1  # from the recovery state, not from the input
     assert "fast2-done" in names
     assert {name for name, _ in first + second} == {f"{v}-done" for v in values if type(v) is str}

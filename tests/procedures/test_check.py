@@ -80,6 +80,7 @@ def test_an_api_answering_that_it_is_unavailable_is_reported_but_does_not_block(
     sim.set_faults(error_rates={503: 1.0})
     (api,) = [c for c in require_ready(healthy, "download") if c.name == "ClaimX API"]
     assert not api.ok and not api.blocking and "503" in api.detail
+    assert api.unreachable  # a peer that is down: `claimx check` exits 2 for it
 
 
 def test_red_for_storage_that_cannot_be_written(healthy: Settings, tmp_path: Path) -> None:
