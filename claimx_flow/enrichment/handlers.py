@@ -193,8 +193,7 @@ class Enricher:
                 self._cache.put(project_id, calls.projects[project_id])
             if self._promised.get(project_id) is promise:
                 del self._promised[project_id]
-            if not promise.done():
-                promise.set_result(written)
+            _tell(promise, written)
 
     async def _enrich(
         self,
@@ -335,11 +334,16 @@ class Enricher:
                     return  # the earlier batch wrote it; if not, this one fetches for itself
             elif self._cache.get(project_id) is not None:
                 return
-        if not calls.made(key) and project_id not in calls.promised:
+        promise = calls.promised.get(project_id)
+        if promise is None and not calls.made(key):
             promise = asyncio.get_running_loop().create_future()
             calls.promised[project_id] = promise
             self._promised.setdefault(project_id, promise)
-        response = await calls.once(key, lambda: self._api.get_project(project_id))
+        try:
+            response = await calls.once(key, lambda: self._api.get_project(project_id))
+        except BaseException:
+            _tell(promise, False)  # no row from this batch: a waiting one fetches for itself
+            raise
         calls.projects[project_id] = response
         if project_id not in project_rows:
             project = rows.project_row(response, task.event_id, now)
@@ -348,6 +352,10 @@ class Enricher:
                 (PROJECTS.name, project),
                 *((CONTACTS.name, contact) for contact in contacts),
             ]
+        # The row is this batch's now (project rows belong to the batch, not to a task, and
+        # leave with it whatever becomes of its tasks); a batch waiting for it need not wait
+        # for the rest of this one.
+        _tell(promise, True)
 
     def _project_media(
         self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]
@@ -378,6 +386,12 @@ class Enricher:
             )
         row = rows.video_row(found, task.project_id, task.event_id, now)
         return Enriched(task, [(VIDEO_COLLAB.name, row)])
+
+
+def _tell(promise: asyncio.Future[bool] | None, written: bool) -> None:
+    """Tell the batches waiting for a project whether this batch writes its row (once)."""
+    if promise is not None and not promise.done():
+        promise.set_result(written)
 
 
 def _media(

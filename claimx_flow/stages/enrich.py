@@ -27,11 +27,11 @@ from claimx_flow.stages.tables import gathered
 SourcedTask = tuple[KafkaRecord, EnrichmentTask]
 
 TASKS_IN_FLIGHT = 6_000
-"""Tasks a process enriches at once, across its partition reads. Against an API across a
-network a read spends most of its time waiting for answers; with several reads in flight the
-event loop builds one read's rows while the others wait (file-heavy, 50 ms answers, 40 calls in
-flight: 12,687-12,975 events/s against 9,688 one step at a time). The bound holds the memory
-(a read's tasks, answers and rows) and the work a crash starts again."""
+"""Tasks a process holds in its partition reads, started and not yet handed on (about: a
+lane takes one more read before it waits). Against an API across a network a read spends most
+of its time waiting for answers; with several reads in flight the event loop builds one read's
+rows while the others wait (docs/performance.md, "Against an API across a network"). The bound
+holds the memory (a read's tasks, answers and rows) and the work a crash starts again."""
 
 
 @dataclass
