@@ -9,16 +9,18 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import bytewax.operators as op
 import pytest
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.overlapped import Flight, Stalled, overlapped_flat_map
 
 EPOCH = timedelta(milliseconds=50)
+X = TypeVar("X")
 
 
 def timed_flow(
@@ -84,6 +86,19 @@ def crashing_input(tmp_path: Path, names: list[str]) -> tuple[RecoveryConfig, li
     pause = TestingSource.PAUSE(timedelta(milliseconds=400))
     values = [names[0], names[1], pause, names[2], pause, TestingSource.ABORT(), names[3]]
     return RecoveryConfig(str(recovery)), values
+
+
+def one_ordered_lane(items: Stream[X], mapper: object, *, max_in_flight: int) -> Stream[object]:
+    """``items`` through the overlapped step, every one in the same ordered lane."""
+    return overlapped_flat_map(
+        "work",
+        items,
+        mapper,  # type: ignore[arg-type]
+        max_in_flight=max_in_flight,
+        stall_timeout_s=30,
+        lane_of=lambda _value: "one",
+        ordered=True,
+    )
 
 
 # The input stays open a while: at EOF the step waits for everything in flight (timers never
@@ -190,15 +205,7 @@ def test_an_ordered_lane_waits_for_its_first_item_rather_than_gather_without_end
 
     flow = Dataflow("overlapped-ordered-bound")
     items = op.map("seen", op.input("in", flow, TestingSource(range(30), batch_size=1)), seen)
-    done = overlapped_flat_map(
-        "work",
-        items,
-        first_slow,
-        max_in_flight=4,
-        stall_timeout_s=30,
-        lane_of=lambda _value: "one",
-        ordered=True,
-    )
+    done = one_ordered_lane(items, first_slow, max_in_flight=4)
     op.output("out", done, TestingSink(out))
     run_main(flow)
     assert out == list(range(30))
@@ -239,15 +246,7 @@ def test_items_of_an_ordered_lane_in_flight_at_a_crash_run_again_in_order(
     def flow(out: list[str]) -> Dataflow:
         flow = Dataflow("overlapped-ordered-resume")
         items = op.input("in", flow, TestingSource(values, batch_size=2))
-        done = overlapped_flat_map(
-            "work",
-            items,
-            mapper,
-            max_in_flight=10,
-            stall_timeout_s=30,
-            lane_of=lambda _value: "one",
-            ordered=True,
-        )
+        done = one_ordered_lane(items, mapper, max_in_flight=10)
         op.output("out", done, TestingSink(out))
         return flow
 
