@@ -137,8 +137,9 @@ class _Calls:
         self.projects: dict[str, dict[str, Any]] = {}
         """The project answers this batch fetched, by id."""
         self.promised: dict[str, asyncio.Future[bool]] = {}
-        """For each project this batch fetches: whether the batch writes its row, settled when
-        the batch is done."""
+        """For each project this batch fetches: whether the batch writes its row, settled as
+        soon as the batch has built that row or lost its call, and at the latest when it is
+        done."""
 
     def made(self, key: tuple[str, ...]) -> bool:
         return key in self._started
@@ -185,8 +186,8 @@ class Enricher:
 
     def _settle(self, calls: _Calls, project_rows: dict[str, list[TableRow]]) -> None:
         """A batch is done: the projects whose rows it hands on are cached from now on (not
-        from their answer: a batch past its deadline writes no row), and batches that waited
-        on its projects learn whether it wrote them."""
+        from their answer: a batch past its deadline writes no row), and batches still
+        waiting on its projects learn whether it wrote them."""
         for project_id, promise in calls.promised.items():
             written = project_id in project_rows
             if written:
