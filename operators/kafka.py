@@ -78,16 +78,28 @@ class QuietObserver:
 
 
 def record_of(msg: Message, topic: str, partition: int) -> KafkaRecord:
+    """The record of a message read from ``topic[partition]``.
+
+    Built with ``tuple.__new__``: a named tuple's own ``__new__`` is a Python function, and with
+    keywords it cost 0.7 us where this costs 0.16, for every message every stage reads.
+    """
     kind, timestamp = msg.timestamp()
-    return KafkaRecord(
-        topic=topic,
-        partition=partition,
-        offset=int(msg.offset() or 0),
-        timestamp_ms=timestamp if kind else None,
-        key=msg.key(),
-        value=msg.value(),
-        headers=bytes_headers(msg.headers()),
+    return _tuple_new(
+        KafkaRecord,
+        (
+            topic,
+            partition,
+            int(msg.offset() or 0),
+            timestamp if kind else None,
+            msg.key(),
+            msg.value(),
+            bytes_headers(msg.headers()),
+            None,  # no error
+        ),
     )
+
+
+_tuple_new = tuple.__new__
 
 
 def bytes_headers(raw: Any) -> Headers:

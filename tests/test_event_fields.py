@@ -4,6 +4,8 @@ poison and odd documents (the strategies of the poison tests)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,3 +53,51 @@ def test_the_hot_path_reads_every_value_as_raw_event_does(value: bytes | None) -
 )
 def test_known_spellings(value: bytes) -> None:
     assert read_event_fields(value) == fields_of(RawEvent.from_kafka(value))
+
+
+def _digits(size: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=size, max_size=size)
+
+
+instant_texts = st.builds(
+    lambda date, time, fraction, zone: f"{date}T{time}{fraction}{zone}",
+    st.one_of(
+        st.dates().map(lambda day: day.isoformat()),  # real days
+        st.builds(lambda y, m, d: f"{y}-{m}-{d}", _digits(4), _digits(2), _digits(2)),
+    ),
+    st.one_of(
+        st.times().map(lambda at: at.replace(microsecond=0).isoformat()),
+        st.builds(lambda h, m, s: f"{h}:{m}:{s}", _digits(2), _digits(2), _digits(2)),
+    ),
+    st.one_of(st.just(""), st.integers(0, 9).flatmap(_digits).map(lambda f: f".{f}")),
+    st.one_of(
+        st.sampled_from(["", "Z", "z", "+00:00", "-00:00", " ", "+0000", "UTC"]),
+        st.builds(
+            lambda sign, h, m: f"{sign}{h}:{m}", st.sampled_from("+-"), _digits(2), _digits(2)
+        ),
+    ),
+)
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    at=st.one_of(instant_texts, st.text(max_size=40)),
+    alias=st.sampled_from(["ingested_at", "ingestedAt", "IngestionTime"]),
+)
+def test_an_instant_reads_as_raw_event_reads_it(at: str, alias: str) -> None:
+    """The hot path reads the usual spellings of an instant itself (``datetime.fromisoformat``):
+    every text near them, real days or not, reads as pydantic-core reads it in ``RawEvent``."""
+    value = json.dumps({"event_type": "X", "project_id": "5", alias: at}).encode()
+    try:
+        expected = fields_of(RawEvent.from_kafka(value))
+    except MalformedMessageError as refused:
+        with pytest.raises(MalformedMessageError) as also:
+            read_event_fields(value)
+        assert also.value.reason == refused.reason
+        return
+    fields = read_event_fields(value)
+    assert fields == expected
+    assert fields["ingested_at"].tzinfo is expected["ingested_at"].tzinfo
+    assert EnrichmentTask.message_from_fields(fields) == EnrichmentTask.message_from_event(
+        RawEvent.from_kafka(value)
+    )

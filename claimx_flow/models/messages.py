@@ -119,7 +119,7 @@ class EnrichmentTask(StageMessage):
             "task_assignment_id": fields["task_assignment_id"],
             "video_collaboration_id": fields["video_collaboration_id"],
             "master_file_name": fields["master_file_name"],
-            "ingested_at": utc_iso(fields["ingested_at"]),  # as UtcDateTime writes it
+            "ingested_at": fields["ingested_iso"],  # as UtcDateTime writes it
             "retry_count": 0,
         }
         return fields["project_id"].encode("utf-8"), pydantic_core.to_json(task)

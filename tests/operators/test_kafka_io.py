@@ -56,6 +56,9 @@ def test_input_to_checked_output_moves_every_record(
     _fill(kafka_settings, source, 2_000)
 
     def forward(record: KafkaRecord) -> OutboundRecord:
+        # Every field in its place (records are built with tuple.__new__, not by name).
+        assert record.topic == source and record.error is None
+        assert record.timestamp_ms is not None and record.timestamp_ms > 1_600_000_000_000
         headers = [*record.headers, ("from", record.position.encode())]
         return OutboundRecord(target, record.key, record.value, headers)
 
