@@ -25,7 +25,6 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from claimx_flow import catalog
-from claimx_flow.api import ClaimXApiClient
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
@@ -34,7 +33,6 @@ from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms,
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
 from claimx_flow.startup.recovery import recovery_directory
 from claimx_flow.startup.recovery_state import check_recovery_identity
-from claimx_flow.storage.locations import file_store
 
 
 class PreflightError(ClaimxError):
@@ -174,6 +172,8 @@ def _orphans(settings: Settings) -> Check:
 
 def _api(settings: Settings) -> Check:
     async def probe() -> tuple[bool, str | None, str]:
+        from claimx_flow.api import ClaimXApiClient  # see _file_store
+
         async with ClaimXApiClient(settings) as client:
             result = await client.check()
             return result.ok, result.problem, result.detail
@@ -194,6 +194,10 @@ def _writable(name: str, directory: Path) -> Check:
 
 
 def _file_store(settings: Settings) -> Check:
+    # Imported by the checks that use them: a stage without file storage or API calls (retry,
+    # ingest) then never loads the Azure SDK, which is most of its resident memory at start.
+    from claimx_flow.storage.locations import file_store
+
     async def probe() -> None:
         store = file_store(settings)
         try:

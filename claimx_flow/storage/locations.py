@@ -20,15 +20,16 @@ mode; see :func:`export_emulator_url` for why and what that takes.
 from __future__ import annotations
 
 import os
-
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.identity.aio import DefaultAzureCredential
+from typing import TYPE_CHECKING
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ConfigError
+from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.base import FileStore
 from claimx_flow.storage.local import LocalFileStore
-from claimx_flow.storage.onelake import OneLakeAddress, OneLakeFileStore, OneLakeTuning
+
+if TYPE_CHECKING:
+    from claimx_flow.storage.onelake import OneLakeTuning
 
 AZURITE_URL_ENV = "AZURITE_BLOB_STORAGE_URL"
 
@@ -51,6 +52,13 @@ def file_store(settings: Settings, tuning: OneLakeTuning | None = None) -> FileS
     address = onelake_address(settings)
     if address is None:
         return LocalFileStore(settings.files_dir)
+    # The Azure SDK only here: a stage that stores no files (all but upload) never loads it,
+    # which kept tens of MiB off each of their processes.
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.identity.aio import DefaultAzureCredential
+
+    from claimx_flow.storage.onelake import OneLakeFileStore
+
     secrets = tuple(settings.secret_values())
     key = settings.onelake_account_key
     if key is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.lab.pipeline import settings_env
 from tests.isolation import isolated_settings
@@ -44,3 +45,10 @@ def test_a_stage_process_imports_no_lab_module(
     assert f"dataflows.{stage}" in modules
     unwanted = [m for m in modules if m.startswith(("claimx_flow.lab", "claimx_flow.cli", "typer"))]
     assert not unwanted, f"{stage} loaded {unwanted}"
+    # Nor the clients of peers it never calls: the Azure SDK alone was 27 MiB of every
+    # process, most of the retry stage's memory at start.
+    spec = catalog.stage(stage)
+    if not spec.stores_files:
+        assert not [m for m in modules if m.startswith("azure")], stage
+    if not spec.calls_api:
+        assert "claimx_flow.api.client" not in modules, stage

@@ -23,8 +23,8 @@ from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import CachedDownload, FailureInfo, UploadResult
 from claimx_flow.stages.upload import UploadCompletion, UploadStage
 from claimx_flow.storage import UnsafePathError, media_path, safe_file_name
+from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.local import LocalFileStore
-from claimx_flow.storage.onelake import OneLakeAddress
 from claimx_flow.storage.paths import MAX_NAME_CHARS
 from tests.security.conftest import counted, fuzz
 

@@ -48,8 +48,9 @@ from claimx_flow.lab.stack.kafka import SASL_ENDPOINT
 from claimx_flow.models import DownloadTask, FailureInfo
 from claimx_flow.runtime import health
 from claimx_flow.stages.download import DownloadStage
+from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.locations import delta_storage_options, file_store
-from claimx_flow.storage.onelake import OneLakeAddress, OneLakeError, OneLakeTuning
+from claimx_flow.storage.onelake import OneLakeError, OneLakeTuning
 from tests.isolation import isolated_settings
 from tests.security import hostile
 

@@ -16,11 +16,11 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from claimx_flow.storage import media_path
+from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.base import Fingerprint, StoredFile, fingerprint_of
 from claimx_flow.storage.locations import file_store
 from claimx_flow.storage.onelake import (
     SHA256_METADATA,
-    OneLakeAddress,
     OneLakeError,
     OneLakeFileStore,
     OneLakeTuning,

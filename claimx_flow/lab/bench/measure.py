@@ -29,16 +29,25 @@ def percentiles(
     return result
 
 
-def rss_bytes(pid: int) -> int | None:
-    """The process's resident set size now, or None once it is gone."""
+def memory_bytes(pid: int) -> tuple[int, int] | None:
+    """The process's resident set now and its high-water mark so far (``VmRSS``, ``VmHWM``), or
+    None once it is gone.
+
+    The peak is not ``ru_maxrss``: Linux carries the spawning process's high-water mark into the
+    child across ``exec``, so a stage started by a harness holding 300 MiB reported at least 300
+    MiB (``python -c pass`` did). ``VmHWM`` belongs to the address space ``exec`` made.
+    """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    found: dict[str, int] = {}
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return None
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            found[line[:6]] = int(line.split()[1]) * 1024
+    if len(found) < 2:
+        return None  # exiting: its address space is gone
+    return found["VmRSS:"], found["VmHWM:"]
 
 
 def settle_disk() -> None:

@@ -3,8 +3,9 @@
 Consumption is read from the stage's own ``/metrics`` (``claimx_consumed_messages_total``) ten
 times a second until it moves (then once a second): the last scrape before it moved marks the
 start of the processing window, so interpreter start-up, imports, recovery set-up and Kafka
-metadata are not counted. Peak memory is the kernel's own figure for the process
-(``ru_maxrss`` from ``wait4``), with ``/proc`` samples beside it.
+metadata are not counted. Peak memory is the kernel's high-water mark of the process's own
+address space (``VmHWM``, the last reading before it exits; see ``measure.memory_bytes``),
+with ``VmRSS`` samples beside it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.lab.bench.measure import rss_bytes
+from claimx_flow.lab.bench.measure import memory_bytes
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.process import LOOPBACK
 
@@ -172,7 +173,6 @@ class StageProcess:
                 continue
             code = os.waitstatus_to_exitcode(status)
             self._exits[pid] = code
-            self.run.peak_rss_bytes = max(self.run.peak_rss_bytes, int(usage.ru_maxrss) * 1024)
             self.run.cpu_s += usage.ru_utime + usage.ru_stime
             self.pipeline.processes[self.stage][index].returncode = code
         if len(self._exits) == len(self._pids):
@@ -181,15 +181,17 @@ class StageProcess:
             self.run.exit_code = failed[0] if failed else 0
 
     def _sample(self) -> None:
-        """RSS every 0.1 s (the largest process's); ``/metrics`` every 0.1 s until the stage
-        consumes, then every second (rendering the registry costs the stage CPU; the scrapes
-        are only progress)."""
+        """RSS and its high-water mark every 0.1 s (the largest process's); ``/metrics`` every
+        0.1 s until the stage consumes, then every second (rendering the registry costs the
+        stage CPU; the scrapes are only progress)."""
         last_zero, next_scrape = self._started, 0.0
         while not self._done.is_set():
             now = time.time()
-            sizes = [size for size in map(rss_bytes, self._pids) if size is not None]
-            if sizes:
-                self.run.rss_samples.append((now, max(sizes)))
+            readings = [read for read in map(memory_bytes, self._pids) if read is not None]
+            if readings:
+                self.run.rss_samples.append((now, max(rss for rss, _ in readings)))
+                peak = max(high for _, high in readings)
+                self.run.peak_rss_bytes = max(self.run.peak_rss_bytes, peak)
             if now < next_scrape:
                 self._done.wait(SAMPLE_EVERY_S)
                 continue
