@@ -158,7 +158,10 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+        except OSError:  # past the C library's time_t (EOVERFLOW), where Python raises OSError
+            raise OverflowError("epoch milliseconds out of range") from None
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:

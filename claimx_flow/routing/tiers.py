@@ -136,12 +136,20 @@ def release_time(record: KafkaRecord, tier: Tier) -> datetime:
     failure-metadata parse per message would cost more than the release itself); an
     unreadable one counts as absent.
     """
-    floor = (
-        due_time(tier, utc_from_ms(record.timestamp_ms))
-        if record.timestamp_ms is not None
-        else datetime.now(UTC)
-    )
+    floor = _floor(record, tier)
     return max(_header_due(record) or floor, floor)
+
+
+def _floor(record: KafkaRecord, tier: Tier) -> datetime:
+    """The tier's delay after the message was written; now when it has no timestamp, or one no
+    datetime can hold (a producer's clock may write anything, and a stage that raised on it
+    would stop at the same message on every start)."""
+    if record.timestamp_ms is None:
+        return datetime.now(UTC)
+    try:
+        return due_time(tier, utc_from_ms(record.timestamp_ms))
+    except (OverflowError, OSError, ValueError):
+        return datetime.now(UTC)
 
 
 def _header_due(record: KafkaRecord) -> datetime | None:

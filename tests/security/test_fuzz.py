@@ -287,6 +287,7 @@ def _rows(kind: str, payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
 @example(kind="project", payload={"projectId": 1, "yearBuilt": 2**70})
 @example(kind="project", payload={"projectId": 1, "status": "\ud800"})
 @example(kind="media", payload={"mediaId": 5})
+@example(kind="project", payload={"createdDate": 6.77680361916768e19})  # OSError, not Overflow
 def test_fuzz_api_payloads_become_storable_rows_or_a_payload_error(
     kind: str, payload: dict[str, Any]
 ) -> None:

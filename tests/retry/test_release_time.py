@@ -1,0 +1,44 @@
+"""When a tier releases a message, for whatever timestamp and due header it carries.
+
+The record's timestamp comes from its producer's clock and the header from whoever wrote it:
+neither may stop the retry stage (it would stop at the same message on every start), and
+neither may release a message before the tier's delay after it was written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.routing.tiers import DUE_HEADER, Tier, release_time
+
+TIER = Tier("claimx.enrichment.pending.retry.5m", 300, "claimx.enrichment.pending")
+
+timestamps = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(0, 253_402_300_799_999),  # within what a datetime holds
+)
+due_headers = st.one_of(
+    st.binary(max_size=40),
+    st.datetimes(timezones=st.sampled_from([UTC, None])).map(lambda at: at.isoformat().encode()),
+)
+
+
+@given(timestamp_ms=timestamps, due=st.none() | due_headers)
+def test_any_timestamp_and_header_give_a_release_time(
+    timestamp_ms: int | None, due: bytes | None
+) -> None:
+    headers = [] if due is None else [(DUE_HEADER, due)]
+    record = KafkaRecord(TIER.topic, 0, 7, timestamp_ms, b"k", b"v", headers)
+    before = datetime.now(UTC)
+    released = release_time(record, TIER)
+    assert released.tzinfo is not None
+    try:
+        written = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)  # type: ignore[operator]
+        floor = written + timedelta(seconds=TIER.delay_s)
+    except (TypeError, OverflowError, OSError, ValueError):
+        floor = before  # no moment a datetime holds: from now
+    assert released >= floor
