@@ -10,13 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 
 from claimx_flow.dlq.clients import DlqError
+from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
 from claimx_flow.routing.failures import TRUNCATED_HEADER
 
@@ -102,9 +103,7 @@ def dead_letter_from(message: Message) -> DeadLetter:
         topic=message.topic() or "",
         partition=message.partition() or 0,
         offset=message.offset() or 0,
-        timestamp=None
-        if kind == TIMESTAMP_NOT_AVAILABLE
-        else datetime.fromtimestamp(millis / 1000, tz=UTC),
+        timestamp=None if kind == TIMESTAMP_NOT_AVAILABLE else moment_of_ms(millis),
         key=message.key(),
         value=message.value(),
         headers=headers,

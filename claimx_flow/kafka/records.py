@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 Headers = Sequence[tuple[str, bytes]]
+
+
+def moment_of_ms(ms: int) -> datetime | None:
+    """A Kafka timestamp (epoch milliseconds) as a UTC instant, or None when it names no moment
+    a datetime can hold with room for a delay added (years 1-9998).
+
+    A message's timestamp comes from its producer's clock, which may write anything (a producer
+    that sent microseconds as milliseconds, say); whoever reads it must not stop on it.
+    """
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # OSError: past the C library's time_t
+        return None
+    return moment if 1 <= moment.year <= 9998 else None
 
 
 class KafkaRecord(NamedTuple):

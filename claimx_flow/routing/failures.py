@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, moment_of_ms
 from claimx_flow.models import (
     HEADER_PREFIX,
     FailureInfo,
@@ -78,13 +78,7 @@ def origin_of(record: KafkaRecord) -> MessageOrigin:
 def _moment(record: KafkaRecord) -> datetime | None:
     """The record's timestamp, or None when it names no moment a datetime can hold (a producer
     that sent microseconds as milliseconds, say)."""
-    if record.timestamp_ms is None:
-        return None
-    try:
-        moment = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment if 1 <= moment.year <= 9998 else None
+    return None if record.timestamp_ms is None else moment_of_ms(record.timestamp_ms)
 
 
 def previous_failure(record: KafkaRecord) -> FailureInfo | None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord
+from claimx_flow.kafka.records import KafkaRecord, moment_of_ms
 from claimx_flow.kafka.topics import TopicState, describe_topics, topic_names
 from claimx_flow.models import HEADER_PREFIX
 
@@ -124,10 +124,6 @@ def due_time(tier: Tier, failed_at: datetime) -> datetime:
     return failed_at + timedelta(seconds=tier.delay_s)
 
 
-def utc_from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def release_time(record: KafkaRecord, tier: Tier) -> datetime:
     """When a message in ``tier`` may go back: its ``claimx.due_at`` header, never earlier than
     the tier's delay after it was written to the tier.
@@ -144,12 +140,8 @@ def _floor(record: KafkaRecord, tier: Tier) -> datetime:
     """The tier's delay after the message was written; now when it has no timestamp, or one no
     datetime can hold (a producer's clock may write anything, and a stage that raised on it
     would stop at the same message on every start)."""
-    if record.timestamp_ms is None:
-        return datetime.now(UTC)
-    try:
-        return due_time(tier, utc_from_ms(record.timestamp_ms))
-    except (OverflowError, OSError, ValueError):
-        return datetime.now(UTC)
+    written = None if record.timestamp_ms is None else moment_of_ms(record.timestamp_ms)
+    return datetime.now(UTC) if written is None else due_time(tier, written)
 
 
 def _header_due(record: KafkaRecord) -> datetime | None:

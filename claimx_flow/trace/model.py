@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
 from claimx_flow.models.parsing import MalformedMessageError
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role, TopicRole
@@ -157,9 +158,7 @@ def read_record(where: TopicRole, message: Message) -> Found:
         where=where,
         partition=message.partition() or 0,
         offset=message.offset() or 0,
-        timestamp=None
-        if kind == TIMESTAMP_NOT_AVAILABLE
-        else datetime.fromtimestamp(millis / 1000, tz=UTC),
+        timestamp=None if kind == TIMESTAMP_NOT_AVAILABLE else moment_of_ms(millis),
         key=key.decode("utf-8", "replace") if key is not None else None,
         ids=ids,
         fields=safe_fields(fields),
