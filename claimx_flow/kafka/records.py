@@ -51,6 +51,11 @@ class KafkaRecord(NamedTuple):
         """``topic[partition]@offset``: how logs and errors name the message."""
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
+    @property
+    def created_at(self) -> datetime | None:
+        """The message's timestamp as a UTC instant (``moment_of_ms``); None without one."""
+        return None if self.timestamp_ms is None else moment_of_ms(self.timestamp_ms)
+
 
 class OutboundRecord(NamedTuple):
     """One message to write to Kafka (a named tuple for the reason ``KafkaRecord`` is)."""

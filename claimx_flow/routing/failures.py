@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -31,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, moment_of_ms
+from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import (
     HEADER_PREFIX,
     FailureInfo,
@@ -72,13 +71,7 @@ TASK_STAGES: frozenset[StageName] = frozenset({"enrich", "download", "upload"})
 
 
 def origin_of(record: KafkaRecord) -> MessageOrigin:
-    return MessageOrigin(record.topic, record.partition, record.offset, _moment(record))
-
-
-def _moment(record: KafkaRecord) -> datetime | None:
-    """The record's timestamp, or None when it names no moment a datetime can hold (a producer
-    that sent microseconds as milliseconds, say)."""
-    return None if record.timestamp_ms is None else moment_of_ms(record.timestamp_ms)
+    return MessageOrigin(record.topic, record.partition, record.offset, record.created_at)
 
 
 def previous_failure(record: KafkaRecord) -> FailureInfo | None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.records import KafkaRecord, moment_of_ms
+from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.kafka.topics import TopicState, describe_topics, topic_names
 from claimx_flow.models import HEADER_PREFIX
 
@@ -140,7 +140,7 @@ def _floor(record: KafkaRecord, tier: Tier) -> datetime:
     """The tier's delay after the message was written; now when it has no timestamp, or one no
     datetime can hold (a producer's clock may write anything, and a stage that raised on it
     would stop at the same message on every start)."""
-    written = None if record.timestamp_ms is None else moment_of_ms(record.timestamp_ms)
+    written = record.created_at
     return datetime.now(UTC) if written is None else due_time(tier, written)
 
 
