@@ -44,15 +44,20 @@ SHUTDOWN_POLL = timedelta(seconds=1)
 # Fetch a bounded distance ahead: a tier may hold 100,000s of messages that must not all sit
 # in memory, but a tier's one consumer must also keep up with what falls due. A partition
 # resumed after its head was released gets one fetch before it is paused again (which drops
-# what was fetched past it), and messages with their failure headers are 1-2 KB: with 256 KiB
-# per partition and a 1 MiB queue the stage released 5,500/s with 10,000/s due, 12 s late at
-# p99 (`claimx bench retry`); 1 MiB per partition and 6 MiB per tier kept up (10,000/s, 0.9 s
-# at p99) for 80 MiB more peak RSS (262 MiB; 8 MiB: 270 MiB, 4 MiB fell behind again).
-_HOLDING_CONSUMER = {
+# what was fetched past it). Two librdkafka timers decided whether it kept up, not the fetch
+# sizes: a resumed partition was fetched again only about a second after its pause, and one
+# whose local queue reached ``queued.max.messages.kbytes`` was not fetched for
+# ``fetch.queue.backoff.ms`` (1 s by default; librdkafka's ``rd_kafka_toppar_fetch_decide``).
+# With both (the seek in ``_pause_while_waiting``, and a 10 ms backoff), 256 KiB per partition
+# and a 1 MiB queue release 10,000 messages/s at 0.05 s p99 (`python -m
+# claimx_flow.lab.bench.fetch_timers`); before, 3-5 s late at p99 in some runs, and 256 KiB
+# fell behind (12 s) where only 1 MiB per partition and 6 MiB per tier kept up.
+HOLDING_CONSUMER = {
     "fetch.wait.max.ms": 50,
-    "queued.max.messages.kbytes": 6 * 1024,
-    "fetch.max.bytes": 6 * 1024 * 1024,
-    "max.partition.fetch.bytes": 1024 * 1024,
+    "queued.max.messages.kbytes": 1024,
+    "fetch.max.bytes": 1024 * 1024,  # librdkafka's floor: message.max.bytes (1,000,000)
+    "max.partition.fetch.bytes": 256 * 1024,
+    "fetch.queue.backoff.ms": 10,
 }
 
 DueAt = Callable[[KafkaRecord], datetime]
@@ -184,8 +189,11 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         where = [TopicPartition(self._topic, partition)]
         if waiting:
             self._consumer.pause(where)
-        else:  # librdkafka fetches again from the first record not handed to us
+        else:
             self._consumer.resume(where)
+            # A resume alone waits for librdkafka's fetcher to look again, about a second after
+            # the pause; a seek to the first record not handed over fetches it at once.
+            self._consumer.seek(TopicPartition(self._topic, partition, held.offset))
         held.paused = waiting
 
     def _earliest_due(self) -> datetime | None:
@@ -250,7 +258,7 @@ class DueTimeInput(FixedPartitionedSource[KafkaRecord, Positions]):
         if for_part not in self._partitions:
             self.list_parts()
         return DueTimeTopic(
-            consumer_settings(self._client, self._group_id, **_HOLDING_CONSUMER),
+            consumer_settings(self._client, self._group_id, **HOLDING_CONSUMER),
             for_part,
             self._partitions[for_part],
             resume_state,

@@ -316,6 +316,7 @@ PARTITION_CONSUMER = {
     # per partition: with a backlog, 6 partitions held ~400 MiB of messages nobody had asked
     # for yet. 4 MiB is thousands of events, several batches ahead.
     "queued.max.messages.kbytes": 4096,
+    "fetch.queue.backoff.ms": 10,
 }
 
 
