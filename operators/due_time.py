@@ -15,13 +15,14 @@ has no value to release.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from claimx_flow.kafka.records import KafkaRecord
@@ -38,6 +39,8 @@ from operators.kafka import (
     record_of,
     starting_offsets,
 )
+
+log = logging.getLogger(__name__)
 
 SHUTDOWN_POLL = timedelta(seconds=1)
 
@@ -192,8 +195,17 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         else:
             self._consumer.resume(where)
             # A resume alone waits for librdkafka's fetcher to look again, about a second after
-            # the pause; a seek to the first record not handed over fetches it at once.
-            self._consumer.seek(TopicPartition(self._topic, partition, held.offset))
+            # the pause; a seek to the first record not handed over fetches it at once. It only
+            # hastens the fetch: when it is refused, the resume still fetches from that record.
+            try:
+                self._consumer.seek(TopicPartition(self._topic, partition, held.offset))
+            except KafkaException as exc:
+                log.warning(
+                    "%s [%d]: seek refused (%s); it resumes a moment later",
+                    self._topic,
+                    partition,
+                    exc,
+                )
         held.paused = waiting
 
     def _earliest_due(self) -> datetime | None:
