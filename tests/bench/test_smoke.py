@@ -197,6 +197,21 @@ def test_the_ingest_split_reads_every_event(capsys: pytest.CaptureFixture[str]) 
     assert all(line.endswith("(300 tasks, 0 dead letters)") for line in lines)
 
 
+def test_the_fetch_timer_probe_drains_and_releases_every_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``fetch_timers`` starts a broker of its own and runs each way once: two drains and four
+    releases, each with its figure (for the docs, never asserted)."""
+    from claimx_flow.lab.bench.fetch_timers import main
+
+    main(["--messages", "2000", "--held", "2000", "--spread", "1", "--lead", "2", "--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].split(",")[0].strip() for line in lines] == ["drain"] * 2 + [
+        "release"
+    ] * 4
+    assert all("(2,000 due over 1 s)" in line for line in lines[2:])
+
+
 def test_the_api_latency_option_slows_each_api_answer_and_survives_a_reset() -> None:
     """``--api-latency-ms`` stands for a ClaimX API across a network: every API answer of the
     bench's simulator comes that much later, also after the reset each stage run begins with,

@@ -12,10 +12,8 @@ warms the broker's JIT; compare the later rounds.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -23,8 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import producer_config
 from claimx_flow.lab.bench.thread_cpu import process_cpu_s
-from claimx_flow.lab.process import stop_process_group
-from claimx_flow.lab.stack.kafka import KafkaService
+from claimx_flow.lab.stack.kafka import scratch_broker
 
 VALUE = b'{"payload":"' + b"a" * 600 + b'"}'
 
@@ -63,22 +60,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     lingers = [int(x) for x in args.linger.split(",")]
-    with tempfile.TemporaryDirectory(prefix="claimx-broker-cost-") as workdir:
-        broker = KafkaService().start(Path(workdir))
-        try:
-            for round_ in range(1, args.rounds + 1):
-                for linger in lingers:
-                    broker_us, client_us = cpu_per_message(
-                        broker.endpoint, broker.pid, linger, args.messages, args.rate
-                    )
-                    print(
-                        f"round {round_}: linger.ms {linger:>4}: broker {broker_us:5.1f} µs, "
-                        f"producer {client_us:5.1f} µs of CPU per message "
-                        f"({args.messages:,} at {args.rate:,}/s)",
-                        flush=True,
-                    )
-        finally:
-            stop_process_group(broker.pid)
+    with scratch_broker("claimx-broker-cost-") as broker:
+        for round_ in range(1, args.rounds + 1):
+            for linger in lingers:
+                broker_us, client_us = cpu_per_message(
+                    broker.endpoint, broker.pid, linger, args.messages, args.rate
+                )
+                print(
+                    f"round {round_}: linger.ms {linger:>4}: broker {broker_us:5.1f} µs, "
+                    f"producer {client_us:5.1f} µs of CPU per message "
+                    f"({args.messages:,} at {args.rate:,}/s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

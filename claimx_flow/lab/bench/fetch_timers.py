@@ -22,20 +22,17 @@ operator, against the same without each fix:
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.lab.bench.measure import percentiles
-from claimx_flow.lab.process import stop_process_group
-from claimx_flow.lab.stack.kafka import KafkaService
+from claimx_flow.lab.stack.kafka import scratch_broker
 from operators.due_time import HOLDING_CONSUMER, DueTimeTopic, QuietReleases
 from operators.kafka import PARTITION_CONSUMER, consumer_settings
 
@@ -123,12 +120,13 @@ def release_lateness(
     source: type[DueTimeTopic],
     count: int,
     spread_s: float,
+    lead_s: float,
 ) -> dict[str, float]:
     """Seconds after their due time that ``count`` held messages, due over ``spread_s`` from
-    a few seconds after they are written, were released."""
+    ``lead_s`` after the first is written (the feed must finish first), were released."""
     topic = _topic(admin, "held")
     value = b"v" * 1200  # a failed task with its failure headers is 1-2 KB
-    first_due = datetime.now(UTC) + timedelta(seconds=8)
+    first_due = datetime.now(UTC) + timedelta(seconds=lead_s)
 
     def due(i: int) -> list[tuple[str, bytes]]:
         return [(_DUE, (first_due + timedelta(seconds=spread_s * i / count)).isoformat().encode())]
@@ -145,8 +143,11 @@ def release_lateness(
         stop_at_end=False,
         observer=lateness,
     )
+    deadline = time.monotonic() + spread_s + 120
     try:
         while len(lateness.seconds) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(lateness.seconds):,} of {count:,} released in time")
             held.next_batch()
             wake = held.next_awake()
             if wake is not None:
@@ -156,13 +157,14 @@ def release_lateness(
     return percentiles(lateness.seconds, (50, 95, 99))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300_000, help="drain: preloaded")
     parser.add_argument("--held", type=int, default=100_000, help="release: held messages")
     parser.add_argument("--spread", type=float, default=10.0, help="release: seconds due over")
+    parser.add_argument("--lead", type=float, default=8.0, help="release: seconds to the first")
     parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     backoff = "fetch.queue.backoff.ms"
     drains = {
         "stage input": PARTITION_CONSUMER,
@@ -182,29 +184,25 @@ def main() -> None:
             _ResumeOnly,
         ),
     }
-    with tempfile.TemporaryDirectory(prefix="claimx-fetch-timers-") as workdir:
-        broker = KafkaService().start(Path(workdir))
-        try:
-            admin = AdminClient({"bootstrap.servers": broker.endpoint})
-            preloaded = _topic(admin, "drain")
-            value = b'{"payload":"' + b"a" * 600 + b'"}'
-            _fill(broker.endpoint, preloaded, args.messages, value, lambda i: None)
-            for round_ in range(1, args.rounds + 1):
-                for name, settings in drains.items():
-                    rate = drain_rate(broker.endpoint, preloaded, settings)
-                    print(f"round {round_}: drain, {name}: {rate:,.0f} messages/s", flush=True)
-                for name, (settings, source) in releases.items():
-                    late = release_lateness(
-                        broker.endpoint, admin, settings, source, args.held, args.spread
-                    )
-                    print(
-                        f"round {round_}: release, {name}: late p50 {late['p50']:.3f} s, "
-                        f"p95 {late['p95']:.3f} s, p99 {late['p99']:.3f} s, "
-                        f"max {late['max']:.3f} s ({args.held:,} due over {args.spread:g} s)",
-                        flush=True,
-                    )
-        finally:
-            stop_process_group(broker.pid)
+    with scratch_broker("claimx-fetch-timers-") as broker:
+        admin = AdminClient({"bootstrap.servers": broker.endpoint})
+        preloaded = _topic(admin, "drain")
+        value = b'{"payload":"' + b"a" * 600 + b'"}'
+        _fill(broker.endpoint, preloaded, args.messages, value, lambda i: None)
+        for round_ in range(1, args.rounds + 1):
+            for name, settings in drains.items():
+                rate = drain_rate(broker.endpoint, preloaded, settings)
+                print(f"round {round_}: drain, {name}: {rate:,.0f} messages/s", flush=True)
+            for name, (settings, source) in releases.items():
+                late = release_lateness(
+                    broker.endpoint, admin, settings, source, args.held, args.spread, args.lead
+                )
+                print(
+                    f"round {round_}: release, {name}: late p50 {late['p50']:.3f} s, "
+                    f"p95 {late['p95']:.3f} s, p99 {late['p99']:.3f} s, "
+                    f"max {late['max']:.3f} s ({args.held:,} due over {args.spread:g} s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

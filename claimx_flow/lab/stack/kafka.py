@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from claimx_flow.lab.process import (
     free_port,
     require_free_port,
     start_detached,
+    stop_process_group,
     wait_until,
 )
 from claimx_flow.lab.stack.services import RunningService
@@ -222,6 +225,18 @@ class KafkaService:
 
         cluster_id = tool("random-uuid").splitlines()[-1]
         tool("format", "-t", cluster_id, "-c", str(properties))
+
+
+@contextmanager
+def scratch_broker(prefix: str) -> Iterator[RunningService]:
+    """A broker of its own in a temporary directory, stopped and removed on leaving: for the
+    lab's one-off measurements, which must not share a broker with anything."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        broker = KafkaService().start(Path(workdir))
+        try:
+            yield broker
+        finally:
+            stop_process_group(broker.pid)
 
 
 def _jaas_users(users: Mapping[str, str]) -> str:
