@@ -52,9 +52,10 @@ SHUTDOWN_POLL = timedelta(seconds=1)
 # whose local queue reached ``queued.max.messages.kbytes`` was not fetched for
 # ``fetch.queue.backoff.ms`` (1 s by default; librdkafka's ``rd_kafka_toppar_fetch_decide``).
 # With both (the seek in ``_pause_while_waiting``, and a 10 ms backoff), 256 KiB per partition
-# and a 1 MiB queue release 10,000 messages/s at 0.05 s p99 (`python -m
-# claimx_flow.lab.bench.fetch_timers`); before, 3-5 s late at p99 in some runs, and 256 KiB
-# fell behind (12 s) where only 1 MiB per partition and 6 MiB per tier kept up.
+# and a 1 MiB queue release 10,000 messages/s at 0.014-0.019 s p99 (`python -m
+# claimx_flow.lab.bench.fetch_timers`; 0.08-0.12 s in `claimx bench retry`); before, 3-5 s
+# late at p99 in some runs, and 256 KiB fell behind (12 s) where only 1 MiB per partition and
+# 6 MiB per tier kept up.
 HOLDING_CONSUMER = {
     "fetch.wait.max.ms": 50,
     "queued.max.messages.kbytes": 1024,
@@ -97,6 +98,7 @@ class _Held:
         self.ahead: deque[tuple[KafkaRecord, datetime]] = deque()
         self.at_end = False
         self.paused = False
+        self.leader_epoch: int | None = None  # of the last record fetched
 
     @property
     def head_due(self) -> datetime | None:
@@ -182,6 +184,7 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
             held = self._held[partition]
             held.ahead.append((record, self._due_at(record)))
             held.at_end = False
+            held.leader_epoch = msg.leader_epoch()
         return len(messages)
 
     def _pause_while_waiting(self, partition: int, held: _Held) -> None:
@@ -195,17 +198,20 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         else:
             self._consumer.resume(where)
             # A resume alone waits for librdkafka's fetcher to look again, about a second after
-            # the pause; a seek to the first record not handed over fetches it at once. It only
-            # hastens the fetch: when it is refused, the resume still fetches from that record.
-            try:
-                self._consumer.seek(TopicPartition(self._topic, partition, held.offset))
-            except KafkaException as exc:
-                log.warning(
-                    "%s [%d]: seek refused (%s); it resumes a moment later",
-                    self._topic,
-                    partition,
-                    exc,
+            # the pause; a seek to the first record not handed over fetches it at once. Every
+            # record fetched has been released by now, so that is the one after the last
+            # fetched, and its leader epoch keeps librdkafka's check for a truncated log.
+            # librdkafka refuses a seek only for a partition it is stopping (the consumer
+            # closing), when there is nothing left to fetch.
+            at = TopicPartition(self._topic, partition, held.offset)
+            if held.leader_epoch is not None:  # None: the broker gave none
+                at = TopicPartition(
+                    self._topic, partition, held.offset, leader_epoch=held.leader_epoch
                 )
+            try:
+                self._consumer.seek(at)
+            except KafkaException as exc:
+                log.debug("%s [%d]: seek refused: %s", self._topic, partition, exc)
         held.paused = waiting
 
     def _earliest_due(self) -> datetime | None:

@@ -318,7 +318,7 @@ PARTITION_CONSUMER = {
     "queued.max.messages.kbytes": 4096,
     # A partition whose queue reaches that bound is not fetched again for this long, however
     # soon the stage drains it: librdkafka's 1 s default held six such consumers to about
-    # 49,000 messages/s of 600 bytes, against 645,000 at 10 ms
+    # 49,000 messages/s of 620 bytes, against 800,000-874,000 at 10 ms
     # (`python -m claimx_flow.lab.bench.fetch_timers`).
     "fetch.queue.backoff.ms": 10,
 }

@@ -3,6 +3,7 @@ partition's due messages, and the retry stage holds one consumer per tier, not p
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -66,16 +67,23 @@ def test_partitions_paused_and_resumed_many_times_release_each_message_once_in_o
 ) -> None:
     """A partition is paused while its head waits and resumed, with a seek to the first record
     not handed over, once it is released: with 1 KB messages due over two seconds, each of the
-    two partitions goes through more than ten of those cycles, and every message still leaves
+    two partitions goes through several of those cycles, and every message still leaves
     once, in its partition's order, never before its due time."""
-    _holds_every_message_to_its_time(_release_all(kafka_bootstrap, refuse_seeks=False))
+    seeks: list[TopicPartition] = []
+    _holds_every_message_to_its_time(_release_all(kafka_bootstrap, seeks=seeks))
+    for partition in (0, 1):
+        offsets = [seek.offset for seek in seeks if seek.partition == partition]
+        assert len(offsets) >= 5
+        assert offsets == sorted(set(offsets))
+        assert offsets[0] > 0 and offsets[-1] <= COUNT // 2
 
 
 def test_a_refused_seek_only_delays_the_resumed_partition(
     kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The seek only hastens the fetch: when librdkafka refuses it, the resume alone fetches
+    """The seek only hastens the fetch: were librdkafka to refuse it, the resume alone fetches
     from the same record, and nothing is lost, repeated or released early."""
+    caplog.set_level(logging.DEBUG, logger="operators.due_time")
     _holds_every_message_to_its_time(_release_all(kafka_bootstrap, refuse_seeks=True))
     assert "seek refused" in caplog.text
 
@@ -84,7 +92,12 @@ def _due_at(record: KafkaRecord) -> datetime:
     return datetime.fromisoformat(dict(record.headers)[DUE_HEADER].decode())
 
 
-def _release_all(kafka_bootstrap: str, *, refuse_seeks: bool) -> list[tuple[KafkaRecord, datetime]]:
+def _release_all(
+    kafka_bootstrap: str,
+    *,
+    refuse_seeks: bool = False,
+    seeks: list[TopicPartition] | None = None,
+) -> list[tuple[KafkaRecord, datetime]]:
     """COUNT messages of 1 KB due over two seconds, over two partitions, released by the
     retry stage's own source; each with the moment it left."""
     topic = f"held-{uuid.uuid4().hex[:8]}"
@@ -108,10 +121,9 @@ def _release_all(kafka_bootstrap: str, *, refuse_seeks: bool) -> list[tuple[Kafk
     source = DueTimeInput({"bootstrap.servers": kafka_bootstrap}, f"g-{topic}", [topic], _due_at)
     source.list_parts()
     part = source.build_part("tiers", topic, None)
-    if refuse_seeks:
-        # librdkafka refuses a seek only in states a test cannot bring about on cue (a
-        # partition mid-way through a leader change): the real consumer, its seek refused.
-        part._consumer = _SeekRefused(part._consumer)  # type: ignore[assignment]
+    # The real consumer, its seeks recorded, or refused: librdkafka refuses one only for a
+    # partition it is stopping, which a test cannot bring about between two polls.
+    part._consumer = _Seeks(part._consumer, seeks, refuse_seeks)  # type: ignore[assignment]
     released: list[tuple[KafkaRecord, datetime]] = []
     deadline = time.monotonic() + 60
     try:
@@ -125,12 +137,16 @@ def _release_all(kafka_bootstrap: str, *, refuse_seeks: bool) -> list[tuple[Kafk
     return released
 
 
-class _SeekRefused:
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
+class _Seeks:
+    def __init__(self, consumer: Consumer, seen: list[TopicPartition] | None, refuse: bool) -> None:
+        self._consumer, self._seen, self._refuse = consumer, seen, refuse
 
     def seek(self, partition: TopicPartition) -> None:
-        raise KafkaException(KafkaError(KafkaError._STATE, "seek refused"))
+        if self._refuse:
+            raise KafkaException(KafkaError(KafkaError._STATE, "seek refused"))
+        if self._seen is not None:
+            self._seen.append(partition)
+        self._consumer.seek(partition)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._consumer, name)

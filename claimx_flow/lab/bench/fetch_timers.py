@@ -95,7 +95,7 @@ def drain_rate(bootstrap: str, topic: str, settings: dict[str, Any]) -> float:
 
 
 class _ResumeOnly(DueTimeTopic):
-    """The due-time source as it was before 2026-12-06: a resume without a seek."""
+    """The due-time source as it was before ``f7e98d9``: a resume without a seek."""
 
     def _pause_while_waiting(self, partition: int, held: Any) -> None:
         waiting = bool(held.ahead)
@@ -103,6 +103,10 @@ class _ResumeOnly(DueTimeTopic):
             where = [TopicPartition(self._topic, partition)]
             (self._consumer.pause if waiting else self._consumer.resume)(where)
             held.paused = waiting
+
+
+if "_pause_while_waiting" not in vars(DueTimeTopic):  # else "no seek" would measure the seek
+    raise ImportError("DueTimeTopic no longer resumes in _pause_while_waiting: mend _ResumeOnly")
 
 
 class _Lateness(QuietReleases):
@@ -132,6 +136,8 @@ def release_lateness(
         return [(_DUE, (first_due + timedelta(seconds=spread_s * i / count)).isoformat().encode())]
 
     _fill(bootstrap, topic, count, value, due)
+    if datetime.now(UTC) > first_due:
+        raise RuntimeError(f"the feed outlasted --lead ({lead_s:g} s): raise it")
     lateness = _Lateness()
     held = source(
         consumer_settings({"bootstrap.servers": bootstrap}, f"held-{topic}", **settings),
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         "retry stage": (HOLDING_CONSUMER, DueTimeTopic),
         "retry stage, no seek": (HOLDING_CONSUMER, _ResumeOnly),
         "retry stage, default backoff": (_without(HOLDING_CONSUMER, backoff), DueTimeTopic),
-        "before 2026-12-06 (1 MiB/6 MiB, default backoff, no seek)": (
+        "before f7e98d9 (1 MiB/6 MiB, default backoff, no seek)": (
             {
                 **_without(HOLDING_CONSUMER, backoff),
                 "queued.max.messages.kbytes": 6 * 1024,
