@@ -31,6 +31,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from claimx_flow.config import Settings
+from claimx_flow.kafka.clients import client_config
 from claimx_flow.lab.bench.measure import percentiles
 from claimx_flow.lab.stack.kafka import scratch_broker
 from operators.due_time import HOLDING_CONSUMER, DueTimeTopic, QuietReleases
@@ -38,6 +40,11 @@ from operators.kafka import PARTITION_CONSUMER, consumer_settings
 
 PARTITIONS = 6
 _DUE = "due"
+
+
+def _client(bootstrap: str) -> dict[str, Any]:
+    """The stages' own client settings, for the scratch broker."""
+    return client_config(Settings(kafka_bootstrap_servers=bootstrap))
 
 
 def _topic(admin: AdminClient, name: str) -> str:
@@ -49,7 +56,7 @@ def _topic(admin: AdminClient, name: str) -> str:
 def _fill(
     bootstrap: str, topic: str, count: int, value: bytes, headers: Callable[[int], Any]
 ) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    producer = Producer({**_client(bootstrap), "linger.ms": 20})
     for i in range(count):
         while True:
             try:
@@ -68,9 +75,7 @@ def _without(settings: dict[str, Any], name: str) -> dict[str, Any]:
 
 def drain_rate(bootstrap: str, topic: str, settings: dict[str, Any]) -> float:
     """Messages a second read by one consumer per partition, polled in turn on one thread."""
-    config = consumer_settings(
-        {"bootstrap.servers": bootstrap}, f"drain-{uuid.uuid4().hex[:8]}", **settings
-    )
+    config = consumer_settings(_client(bootstrap), f"drain-{uuid.uuid4().hex[:8]}", **settings)
     consumers = []
     for partition in range(PARTITIONS):
         consumer = Consumer({**config, "enable.partition.eof": True})
@@ -140,7 +145,7 @@ def release_lateness(
         raise RuntimeError(f"the feed outlasted --lead ({lead_s:g} s): raise it")
     lateness = _Lateness()
     held = source(
-        consumer_settings({"bootstrap.servers": bootstrap}, f"held-{topic}", **settings),
+        consumer_settings(_client(bootstrap), f"held-{topic}", **settings),
         topic,
         range(PARTITIONS),
         None,
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     with scratch_broker("claimx-fetch-timers-") as broker:
-        admin = AdminClient({"bootstrap.servers": broker.endpoint})
+        admin = AdminClient(_client(broker.endpoint))
         preloaded = _topic(admin, "drain")
         value = b'{"payload":"' + b"a" * 600 + b'"}'
         _fill(broker.endpoint, preloaded, args.messages, value, lambda i: None)
