@@ -30,6 +30,7 @@ from operators import shutdown
 from operators.kafka import (
     IDLE_POLL,
     METADATA_TIMEOUT_S,
+    PARTITION_CONSUMER,
     InputObserver,
     KafkaInputError,
     Progress,
@@ -51,17 +52,16 @@ SHUTDOWN_POLL = timedelta(seconds=1)
 # sizes: a resumed partition was fetched again only about a second after its pause, and one
 # whose local queue reached ``queued.max.messages.kbytes`` was not fetched for
 # ``fetch.queue.backoff.ms`` (1 s by default; librdkafka's ``rd_kafka_toppar_fetch_decide``).
-# With both (the seek in ``_pause_while_waiting``, and a 10 ms backoff), 256 KiB per partition
-# and a 1 MiB queue release 10,000 messages/s at 0.014-0.019 s p99 (`python -m
-# claimx_flow.lab.bench.fetch_timers`; 0.08-0.12 s in `claimx bench retry`); before, 3-5 s
-# late at p99 in some runs, and 256 KiB fell behind (12 s) where only 1 MiB per partition and
-# 6 MiB per tier kept up.
+# With both out of the way (the seek in ``_pause_while_waiting``, and the 10 ms backoff of
+# every Kafka input, ``PARTITION_CONSUMER``), 256 KiB per partition and a 1 MiB queue release
+# 10,000 messages/s at 0.014-0.019 s p99 (`python -m claimx_flow.lab.bench.fetch_timers`;
+# 0.08-0.12 s in `claimx bench retry`); before, 3-5 s late at p99 in some runs, and 256 KiB
+# fell behind (12 s) where only 1 MiB per partition and 6 MiB per tier kept up.
 HOLDING_CONSUMER = {
-    "fetch.wait.max.ms": 50,
+    **PARTITION_CONSUMER,
     "queued.max.messages.kbytes": 1024,
     "fetch.max.bytes": 1024 * 1024,  # librdkafka's floor: message.max.bytes (1,000,000)
     "max.partition.fetch.bytes": 256 * 1024,
-    "fetch.queue.backoff.ms": 10,
 }
 
 DueAt = Callable[[KafkaRecord], datetime]
@@ -203,11 +203,8 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
             # fetched, and its leader epoch keeps librdkafka's check for a truncated log.
             # librdkafka refuses a seek only for a partition it is stopping (the consumer
             # closing), when there is nothing left to fetch.
-            at = TopicPartition(self._topic, partition, held.offset)
-            if held.leader_epoch is not None:  # None: the broker gave none
-                at = TopicPartition(
-                    self._topic, partition, held.offset, leader_epoch=held.leader_epoch
-                )
+            epoch = -1 if held.leader_epoch is None else held.leader_epoch  # -1: none known
+            at = TopicPartition(self._topic, partition, held.offset, leader_epoch=epoch)
             try:
                 self._consumer.seek(at)
             except KafkaException as exc:

@@ -29,10 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import client_config
+from claimx_flow.kafka.clients import client_config, produce_or_wait
+from claimx_flow.lab.bench import kafka_io
 from claimx_flow.lab.bench.measure import percentiles
 from claimx_flow.lab.stack.kafka import scratch_broker
 from operators.due_time import HOLDING_CONSUMER, DueTimeTopic, QuietReleases
@@ -47,10 +47,9 @@ def _client(bootstrap: str) -> dict[str, Any]:
     return client_config(Settings(kafka_bootstrap_servers=bootstrap))
 
 
-def _topic(admin: AdminClient, name: str) -> str:
-    topic = f"{name}-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
-    return topic
+def _topic(bootstrap: str, name: str) -> str:
+    name = f"{name}-{uuid.uuid4().hex[:8]}"
+    return kafka_io.create_topic(Settings(kafka_bootstrap_servers=bootstrap), name, PARTITIONS)
 
 
 def _fill(
@@ -58,14 +57,10 @@ def _fill(
 ) -> None:
     producer = Producer({**_client(bootstrap), "linger.ms": 20})
     for i in range(count):
-        while True:
-            try:
-                producer.produce(
-                    topic, value, str(i).encode(), partition=i % PARTITIONS, headers=headers(i)
-                )
-                break
-            except BufferError:
-                producer.poll(0.01)
+        key = str(i).encode()
+        produce_or_wait(
+            producer, topic, value=value, key=key, partition=i % PARTITIONS, headers=headers(i)
+        )
     producer.flush(60)
 
 
@@ -124,7 +119,6 @@ class _Lateness(QuietReleases):
 
 def release_lateness(
     bootstrap: str,
-    admin: AdminClient,
     settings: dict[str, Any],
     source: type[DueTimeTopic],
     count: int,
@@ -133,7 +127,7 @@ def release_lateness(
 ) -> dict[str, float]:
     """Seconds after their due time that ``count`` held messages, due over ``spread_s`` from
     ``lead_s`` after the first is written (the feed must finish first), were released."""
-    topic = _topic(admin, "held")
+    topic = _topic(bootstrap, "held")
     value = b"v" * 1200  # a failed task with its failure headers is 1-2 KB
     first_due = datetime.now(UTC) + timedelta(seconds=lead_s)
 
@@ -196,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     with scratch_broker("claimx-fetch-timers-") as broker:
-        admin = AdminClient(_client(broker.endpoint))
-        preloaded = _topic(admin, "drain")
+        preloaded = _topic(broker.endpoint, "drain")
         value = b'{"payload":"' + b"a" * 600 + b'"}'
         _fill(broker.endpoint, preloaded, args.messages, value, lambda i: None)
         for round_ in range(1, args.rounds + 1):
@@ -206,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {round_}: drain, {name}: {rate:,.0f} messages/s", flush=True)
             for name, (settings, source) in releases.items():
                 late = release_lateness(
-                    broker.endpoint, admin, settings, source, args.held, args.spread, args.lead
+                    broker.endpoint, settings, source, args.held, args.spread, args.lead
                 )
                 print(
                     f"round {round_}: release, {name}: late p50 {late['p50']:.3f} s, "
