@@ -4,7 +4,8 @@ Starts a broker of its own, then for each linger writes the same messages (620 b
 six partitions) at a steady rate, as a stage writes its outputs, with the stages' producer
 settings otherwise, and prints the broker's CPU per message. The broker shares the machine's
 cores with every stage, so what it spends per message is taken from them. The first round
-warms the broker's JIT; compare the later rounds.
+warms the broker up (its JVM compiles with C1 alone, ``JVM_OPTIONS`` in the lab's Kafka
+service, and settles within it); compare the later rounds.
 
     python -m claimx_flow.lab.bench.broker_cost --messages 150000 --rate 20000 --linger 5,10,20,50
 """
