@@ -14,6 +14,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from claimx_flow.config import Settings
+from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import consumer_config, produce_or_wait, producer_config
 from claimx_flow.lab.bench import kafka_io
 from claimx_flow.lab.bench.harness import BenchEnv
@@ -122,6 +123,7 @@ def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: flo
         producer = Producer(producer_config(settings, **{"linger.ms": UPSTREAM_LINGER_MS}))
         counter = kafka_io.TopicCounter(settings, settings.claimx_enrichment_pending_topic)
         _warm_up(
+            process,
             producer,
             settings.claimx_events_topic,
             lines[:warm_ups],
@@ -158,6 +160,7 @@ def _latency_phase(env: BenchEnv, phases: Phases, result: StageResult, rate: flo
 
 
 def _warm_up(
+    process: StageProcess,
     producer: Producer,
     topic: str,
     lines: list[tuple[str, str]],
@@ -173,12 +176,13 @@ def _warm_up(
     for partition, (key, line) in enumerate(lines):
         produce_or_wait(producer, topic, value=line.encode(), key=key.encode(), partition=partition)
     if producer.flush(30):
-        raise RuntimeError("the feed could not deliver its warm-up events")
-    deadline = time.monotonic() + timeout_s
-    while (written := tasks.count()) < len(lines):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the stage wrote {written} of {len(lines)} warm-up tasks in time")
-        time.sleep(0.05)
+        raise ClaimxError("the feed could not deliver its warm-up events")
+    process.wait_for(
+        lambda: tasks.count() >= len(lines),
+        timeout_s,
+        during="the warm-up",
+        late=f"had not written its {len(lines)} warm-up tasks",
+    )
 
 
 def _paced_produce(

@@ -103,17 +103,30 @@ class StageProcess:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until every process answers ``/health/ready`` with 200 (its workers poll Kafka)."""
-        deadline = time.monotonic() + timeout_s
         waiting = set(self._ports)
+
+        def ready() -> bool:
+            waiting.difference_update(
+                [p for p in waiting if self._get(p, "/health/ready", 1.0) is not None]
+            )
+            return not waiting
+
+        self.wait_for(ready, timeout_s, during="start-up", late="not ready")
+
+    def wait_for(
+        self, done: Callable[[], bool], timeout_s: float, *, during: str, late: str
+    ) -> None:
+        """Until ``done()`` holds while the stage runs; ``StageFailed`` with its log's tail if
+        it exits first (``exited during <during>``) or time runs out (``<late> after …``)."""
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._reap()
             if self._exits:
-                raise StageFailed(f"{self.stage} exited during start-up: {self.log_tail()}")
-            waiting = {p for p in waiting if self._get(p, "/health/ready", 1.0) is None}
-            if not waiting:
+                raise StageFailed(f"{self.stage} exited during {during}: {self.log_tail()}")
+            if done():
                 return
             time.sleep(SAMPLE_EVERY_S)
-        raise StageFailed(f"{self.stage} not ready after {timeout_s:.0f}s: {self.log_tail()}")
+        raise StageFailed(f"{self.stage} {late} after {timeout_s:.0f}s: {self.log_tail()}")
 
     def wait(
         self,
