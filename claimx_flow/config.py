@@ -569,6 +569,16 @@ def _field_error(field: str, message: str) -> _FieldError:
     return _FieldError(field, message)
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: the line a typo breaks
+    is as likely as any to hold a password."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "not valid YAML"
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """``config.yaml`` (or ``CLAIMX_CONFIG_FILE``) in the runbook's sectioned layout."""
 
@@ -581,8 +591,12 @@ class _YamlSource(PydanticBaseSettingsSource):
             return {}
         try:
             document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise ConfigError(f"CLAIMX_CONFIG_FILE: cannot read {path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"CLAIMX_CONFIG_FILE: cannot read {path}: {_yaml_problem(exc)}"
+            ) from None
         if not isinstance(document, dict):
             raise ConfigError(f"CLAIMX_CONFIG_FILE: {path} must hold a mapping of sections")
         values: dict[str, Any] = {}

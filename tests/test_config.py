@@ -140,6 +140,26 @@ def test_config_file_from_variable(clean_env: pytest.MonkeyPatch, tmp_path: Path
         load_settings()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "  api_password: @pw-SECRET-1",
+        '  api_password: "pw-SECRET-1',
+        "  api_password: [pw-SECRET-1",
+    ],
+)
+def test_a_yaml_typo_is_placed_without_quoting_its_line(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, line: str
+) -> None:
+    """PyYAML quotes the line it could not read; the line a typo breaks may be a password's."""
+    (tmp_path / "config.yaml").write_text(f"claimx:\n{line}\n")
+    with pytest.raises(
+        ConfigError, match=r"CLAIMX_CONFIG_FILE: .* at line \d+, column \d+"
+    ) as caught:
+        load_settings()
+    assert "SECRET" not in str(caught.value)
+
+
 def test_unknown_yaml_key_is_named(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("kafka:\n  bootstrap: x\n")
     with pytest.raises(ConfigError, match=r"kafka\.bootstrap"):

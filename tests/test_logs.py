@@ -126,6 +126,24 @@ def test_json_makes_uncaught_exceptions_and_warnings_lines_too(tmp_path: Path) -
     assert all(r["stage"] == "upload" for r in records)
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_an_uncaught_exception_is_masked_in_either_format(tmp_path: Path, log_format: str) -> None:
+    """Text is the default format: an exception no code caught is logged through the same
+    masking handler, not printed in clear by Python's own hook."""
+    code = (
+        "import logging\n"
+        "from claimx_flow.runtime import logs\n"
+        f"logs.configure({log_format!r}, logging.INFO, secrets=[{SECRET!r}])\n"
+        f"raise RuntimeError('login as bob:{SECRET} refused')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert done.returncode == 1
+    assert "RuntimeError: login as bob:*** refused" in done.stderr.replace("\\n", "\n")
+    assert SECRET not in done.stderr
+
+
 def test_levels_and_formats_are_read_leniently() -> None:
     assert logs.parse_format("JSON") == "json"
     assert logs.parse_format(None) == logs.parse_format("xml") == "text"

@@ -23,6 +23,7 @@ from claimx_flow.models import (
     replace_failure_headers,
     truncate,
 )
+from claimx_flow.models.failure import MAX_CLASS_CHARS
 from claimx_flow.models.redaction import MAX_ERROR_CHARS
 
 instants = st.datetimes(
@@ -239,6 +240,43 @@ def test_malformed_headers_are_named(headers: list[tuple[str, bytes | None]], re
     assert reason in caught.value.reason
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("claimx.attempt", str(2**63).encode()),
+        ("claimx.attempt", b"9" * 4300),  # str() of one more would pass Python's digit limit
+        ("claimx.replay_count", b"9" * 4300),
+        ("claimx.original_offset", str(2**63).encode()),
+        ("claimx.original_partition", str(2**31).encode()),
+        ("claimx.original_topic", b"t" * 250),  # Kafka's topic names end at 249 characters
+    ],
+)
+def test_numbers_and_names_past_kafkas_are_malformed(name: str, value: bytes) -> None:
+    """Headers come from other producers too: a count past Kafka's ``long`` is not read, so no
+    envelope written from it can fail to be written."""
+    with pytest.raises(MalformedHeadersError, match=f"header {name}"):
+        FailureInfo.from_headers(_headers_with(name, value))
+
+
+def test_the_largest_count_still_counts_and_writes() -> None:
+    """At Kafka's largest ``long`` the next failure stays there, and its headers are written."""
+    previous = FailureInfo.from_headers(_headers_with("claimx.attempt", str(2**63 - 1).encode()))
+    again = FailureInfo.from_exception(
+        RuntimeError("y"),
+        origin=ORIGIN,
+        stage="enrich",
+        category=ErrorCategory.TRANSIENT,
+        previous=previous,
+    )
+    assert again.attempt == 2**63 - 1
+    assert FailureInfo.from_headers(again.to_headers()) == again
+
+
+def test_a_long_error_class_from_a_header_is_shortened() -> None:
+    info = FailureInfo.from_headers(_headers_with("claimx.error_class", b"E" * 5000))
+    assert len(info.error_class) == MAX_CLASS_CHARS
+
+
 @given(failures, failures)
 def test_replacing_the_envelope_keeps_other_headers(old: FailureInfo, new: FailureInfo) -> None:
     headers = [("traceparent", b"00-abc"), *old.to_headers(), ("x", None)]
@@ -280,6 +318,14 @@ def test_overlapping_secrets_all_go(given_secrets: list[str], glue: str) -> None
         ("sasl.password=p@ss;", "sasl.password=***;"),
         ("AccountKey=abc+/==;EndpointSuffix=core", "AccountKey=***;EndpointSuffix=core"),
         ("client_secret: s3cr3t", "client_secret: ***"),
+        ("  api_password: @hunter2", "  api_password: ***"),  # a setting's name, ``_`` before
+        ("AZURE_CLIENT_SECRET=s3cr3t", "AZURE_CLIENT_SECRET=***"),
+        ("onelake_account_key: abc==", "onelake_account_key: ***"),
+        (
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=k=",
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=***",
+        ),
+        ("keytoken=1 tokens: 3", "keytoken=1 tokens: 3"),  # inside a word: not a key
         ("GET https://svc:pa55@api.test/x", "GET https://***@api.test/x"),
         (
             "https://b.s3.amazonaws.com/k.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"

@@ -27,16 +27,19 @@ import pydantic_core
 from claimx_flow.api import shapes
 from claimx_flow.api.breaker import BreakerState, CircuitBreaker, StateHook
 from claimx_flow.api.check import CheckResult, check
-from claimx_flow.api.errors import ClaimXApiError, category_for_status, redact
+from claimx_flow.api.errors import ClaimXApiError, category_for_status
 from claimx_flow.api.policy import ApiPolicy
 from claimx_flow.api.ratelimit import TokenBucket
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.models.redaction import redact
 from claimx_flow.runtime import health, metrics
 
 TRANSIENT, PERMANENT = ErrorCategory.TRANSIENT, ErrorCategory.PERMANENT
 T = TypeVar("T")
 _BODY_SNIPPET = 200
+_SNIPPET_ROOM = 4096
+"""Bytes read past the snippet, so a secret that starts inside it is masked whole."""
 
 
 class ClaimXApiClient:
@@ -264,7 +267,9 @@ class ClaimXApiClient:
     ) -> Any:
         if not 200 <= status < 300:
             category = category_for_status(status) if status >= 400 else PERMANENT
-            snippet = raw[:_BODY_SNIPPET].decode("utf-8", "replace").strip()
+            # Masked before it is cut: a secret the cut splits would no longer be recognised.
+            text = raw[: _BODY_SNIPPET + _SNIPPET_ROOM].decode("utf-8", "replace")
+            snippet = redact(text, self._secrets).strip()[:_BODY_SNIPPET]
             message = f"{where}: HTTP {status}" + (f": {snippet}" if snippet else "")
             raise self._error(category, endpoint, message, status=status, retry_after=retry_after)
         try:

@@ -6,11 +6,7 @@ status or the transport failure, and never guessed later from a message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from claimx_flow.errors import ClaimxError, ErrorCategory
-
-REDACTED = "***"
 
 
 class ClaimXApiError(ClaimxError):
@@ -66,10 +62,3 @@ def category_for_status(status: int) -> ErrorCategory:
     if status in (408, 429) or status >= 500:
         return ErrorCategory.TRANSIENT
     return ErrorCategory.PERMANENT
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced, longest first (a token may contain a password)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text

@@ -1,9 +1,9 @@
 """The JSON documents of ``--json``: one parseable document per command, for scripts.
 
 Bytes are shown as UTF-8 text where they decode, else base64, with an ``*_encoding`` field
-saying which; instants are ISO 8601 in UTC. Every URL's query string in a message's text (key,
-value, headers, error messages) is masked (``https://host/path?***``): presigned URLs carry
-their signature and credential there. Only ``replay`` sends the raw bytes on.
+saying which; instants are ISO 8601 in UTC. Every URL's query string in a message's key, value,
+headers and error messages (base64 ones too) is masked (``https://host/path?***``): presigned
+URLs carry their signature and credential there. Only ``replay`` sends the raw bytes on.
 """
 
 from __future__ import annotations
@@ -35,10 +35,14 @@ def as_text(data: bytes | None) -> tuple[str | None, str | None]:
 
 
 def shown(data: bytes | None) -> tuple[str | None, str | None]:
-    """:func:`as_text` for people and exports: URL query strings masked in text (bytes that
-    are not UTF-8 stay base64, as they are)."""
-    text, encoding = as_text(data)
-    return (mask_url_queries(text), encoding) if encoding == "utf-8" and text else (text, encoding)
+    """:func:`as_text` for people and exports, with URL query strings and credentials masked.
+
+    Bytes that are not UTF-8 are masked too, then shown as base64: one stray byte in a file
+    name must not put its presigned URL's signature on the screen in base64."""
+    if data is None:
+        return None, None
+    text = data.decode("utf-8", "surrogateescape")  # every byte kept, and masking sees the text
+    return as_text(mask_url_queries(text).encode("utf-8", "surrogateescape"))
 
 
 def masked_counts(counts: Counter[str]) -> Counter[str]:

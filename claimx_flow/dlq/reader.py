@@ -6,7 +6,6 @@ failures its own replays cause, and a listing of a busy DLQ ends.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Messa
 from claimx_flow.dlq.clients import DlqError
 from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
+from claimx_flow.models.parsing import json_fields, loose_text
 from claimx_flow.routing.failures import TRUNCATED_HEADER
 
 RawHeaders = list[tuple[str, bytes | None]]
@@ -47,26 +47,26 @@ class DeadLetter:
 
     @cached_property
     def value_fields(self) -> dict[str, Any]:
-        """The value's top-level JSON fields, or nothing: a fallback for ids and the event type."""
-        try:
-            document = json.loads(self.value or b"")
-        except ValueError:
-            return {}
-        return document if isinstance(document, dict) else {}
+        """The value's top-level JSON fields, or nothing: a fallback for ids and the event type.
+
+        A DLQ holds what could not be read, so this reads anything, nested past any depth."""
+        return json_fields(self.value)
 
     @property
     def ids(self) -> MessageIds:
         """Ids from the failure headers, completed from the message body where they are absent."""
         from_value = MessageIds(
-            _text(self.value_fields.get("project_id")),
-            _text(self.value_fields.get("event_id") or self.value_fields.get("source_event_id")),
-            _text(self.value_fields.get("media_id")),
+            loose_text(self.value_fields.get("project_id")),
+            loose_text(
+                self.value_fields.get("event_id") or self.value_fields.get("source_event_id")
+            ),
+            loose_text(self.value_fields.get("media_id")),
         )
         return self.failure.ids.or_else(from_value) if self.failure else from_value
 
     @property
     def event_type(self) -> str | None:
-        return _text(self.value_fields.get("event_type"))
+        return loose_text(self.value_fields.get("event_type"))
 
     @property
     def replay_count(self) -> int:
@@ -77,15 +77,6 @@ class DeadLetter:
         """Whether this is a cut copy (the original was too large for the DLQ): it says what
         the message was, but cannot be sent back as it."""
         return any(name == TRUNCATED_HEADER and data == b"true" for name, data in self.headers)
-
-
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, bool | dict | list):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
 
 
 def dead_letter_from(message: Message) -> DeadLetter:

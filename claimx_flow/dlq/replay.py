@@ -44,6 +44,7 @@ from claimx_flow.dlq.session import session_group, session_name, session_starts,
 from claimx_flow.kafka.clients import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
 from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.types import MAX_INT64
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
 REPLAYED_FROM_HEADER = "claimx.replayed_from"
@@ -128,7 +129,7 @@ def replayed_headers(letter: DeadLetter, at: datetime) -> RawHeaders:
     info = letter.failure.model_copy(
         update={
             "attempt": REPLAYED_ATTEMPT,
-            "replay_count": letter.failure.replay_count + 1,
+            "replay_count": min(letter.failure.replay_count + 1, MAX_INT64),
             "due_at": None,
         }
     )

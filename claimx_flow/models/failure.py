@@ -19,9 +19,18 @@ from claimx_flow.catalog import StageName
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models.parsing import MalformedMessageError, reason_from
 from claimx_flow.models.redaction import describe_error, redact_credentials, truncate
-from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_now
+from claimx_flow.models.types import (
+    MAX_INT64,
+    MAX_KAFKA_PARTITION,
+    MAX_TOPIC_CHARS,
+    ClaimxId,
+    UtcDateTime,
+    utc_now,
+)
 
 HEADER_PREFIX = "claimx."
+MAX_CLASS_CHARS = 200
+"""An error class is a type's name; one read from a header is kept to this many characters."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -48,19 +57,22 @@ class FailureInfo(BaseModel):
     """Why and where a message failed, how often, and when it may be tried again.
 
     ``error_message`` is always credential-redacted and bounded, however the envelope is built.
+    Every field is bounded, since headers come from other producers too: a count or offset past
+    Kafka's ``long`` is a malformed header, not a number that breaks the next envelope written
+    from it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    original_topic: str = Field(min_length=1)
-    original_partition: int = Field(ge=0)
-    original_offset: int = Field(ge=0)
+    original_topic: str = Field(min_length=1, max_length=MAX_TOPIC_CHARS)
+    original_partition: int = Field(ge=0, le=MAX_KAFKA_PARTITION)
+    original_offset: int = Field(ge=0, le=MAX_INT64)
     original_timestamp: UtcDateTime | None = None
     stage: StageName
     error_category: ErrorCategory
     error_class: str = Field(min_length=1)
     error_message: str
-    attempt: int = Field(ge=0)
+    attempt: int = Field(ge=0, le=MAX_INT64)
     """Failures so far; 0 after a replay, so the next failure starts at the first tier."""
     first_failed_at: UtcDateTime
     last_failed_at: UtcDateTime
@@ -68,12 +80,17 @@ class FailureInfo(BaseModel):
     project_id: ClaimxId | None = None
     event_id: ClaimxId | None = None
     media_id: ClaimxId | None = None
-    replay_count: int = Field(0, ge=0)
+    replay_count: int = Field(0, ge=0, le=MAX_INT64)
 
     @field_validator("error_message")
     @classmethod
     def _safe_message(cls, value: str) -> str:
         return truncate(redact_credentials(value))
+
+    @field_validator("error_class")
+    @classmethod
+    def _short_class(cls, value: str) -> str:
+        return truncate(value, MAX_CLASS_CHARS)
 
     # Ways of failing -----------------------------------------------------------------------
 
@@ -149,7 +166,7 @@ class FailureInfo(BaseModel):
             error_category=category,
             error_class=error_class,
             error_message=reason,
-            attempt=previous.attempt + 1 if previous else 1,
+            attempt=min(previous.attempt + 1, MAX_INT64) if previous else 1,
             first_failed_at=previous.first_failed_at if previous else at,
             last_failed_at=at,
             due_at=due_at,

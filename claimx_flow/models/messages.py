@@ -26,7 +26,7 @@ from claimx_flow.models.event_fields import EventFields, fields_of
 from claimx_flow.models.events import RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
 from claimx_flow.models.redaction import describe_error
-from claimx_flow.models.types import ClaimxId, UtcDateTime, utc_iso, utc_now
+from claimx_flow.models.types import MAX_INT64, ClaimxId, UtcDateTime, utc_iso, utc_now
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -81,7 +81,7 @@ class EnrichmentTask(StageMessage):
     video_collaboration_id: ClaimxId | None = None
     master_file_name: ClaimxId | None = None
     ingested_at: UtcDateTime
-    retry_count: int = Field(0, ge=0)
+    retry_count: int = Field(0, ge=0, le=MAX_INT64)
 
     @classmethod
     def from_event(cls, event: RawEvent) -> Self:
@@ -172,8 +172,8 @@ class DownloadFields(MediaMessage):
     file_type: str
     expires_at: UtcDateTime | None = None
     source_event_id: str = Field(min_length=1)
-    retry_count: int = Field(0, ge=0)
-    refresh_count: int = Field(0, ge=0)
+    retry_count: int = Field(0, ge=0, le=MAX_INT64)
+    refresh_count: int = Field(0, ge=0, le=MAX_INT64)
 
 
 class DownloadTask(DownloadFields):
@@ -249,7 +249,7 @@ class CachedDownload(DownloadFields):
     """A downloaded file in the local cache, waiting for upload (``claimx.downloads.cached``)."""
 
     local_path: str = Field(min_length=1)
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=0, le=MAX_INT64)
     sha256: Sha256Hex
     content_type: str
     downloaded_at: UtcDateTime
@@ -338,7 +338,7 @@ class UploadResult(MediaMessage):
     """
 
     onelake_path: str | None = None
-    bytes: int = Field(0, ge=0)
+    bytes: int = Field(0, ge=0, le=MAX_INT64)
     sha256: Sha256Hex | None = None
     status: Literal["completed", "failed"]
     error: str | None = None

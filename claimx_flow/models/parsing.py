@@ -54,6 +54,29 @@ def load_json_object(value: bytes) -> dict[str, Any]:
     return document
 
 
+def json_fields(value: bytes | None) -> dict[str, Any]:
+    """A message's top-level JSON fields, or none: what the operator's tools (a DLQ listing, a
+    trace) read of any message, however malformed, where ``load_json_object`` says why not."""
+    try:
+        return load_json_object(value or b"")
+    except MalformedMessageError:
+        return {}
+
+
+def loose_text(value: object) -> str | None:
+    """A JSON field as an id's text for display and filters, or ``None`` where it is none
+    (``7.0`` reads ``"7"``, as ``normalise_id`` would have it)."""
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        text = str(value).strip()
+    except ValueError:  # an int past Python's int-to-text limit (4300 digits)
+        return None
+    return text or None
+
+
 def reason_from(
     error: ValidationError,
     model: type[BaseModel] | None = None,

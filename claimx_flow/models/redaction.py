@@ -7,8 +7,11 @@ exception cannot bloat every retry record.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MAX_ERROR_CHARS = 1000
@@ -16,14 +19,17 @@ _ELLIPSIS = "…"
 
 _KEY = (
     r"password|passwd|pwd|secret|client[_-]?secret|token|access[_-]?token|api[_-]?key"
-    r"|access[_-]?key|account[_-]?key|sasl\.password"
+    r"|access[_-]?key|account[_-]?key|sasl\.password|sharedaccesskey|sharedaccesssignature"
 )
+# Not ``\b``: a setting's name puts its keyword after ``_`` (``api_password:``,
+# ``AZURE_CLIENT_SECRET=``), and ``_`` is a word character.
+_BEFORE_KEY = r"(?<![A-Za-z0-9])"
 # (pattern, group holding the secret): the text around the group is kept, the group masked.
 _PATTERNS: tuple[re.Pattern[str], ...] = (
     # Authorization: Basic dXNlcjpwYXNz / Bearer eyJ…
     re.compile(r"(?i)\b(?:basic|bearer)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)"),
     # password=…, "token": "…", AccountKey=…;
-    re.compile(rf"""(?i)\b(?:{_KEY})["']?\s*[=:]\s*["']?(?P<secret>[^\s&,;'"}}]+)"""),
+    re.compile(rf"""(?i){_BEFORE_KEY}(?:{_KEY})["']?\s*[=:]\s*["']?(?P<secret>[^\s&,;'"}}]+)"""),
     # https://user:pass@host
     re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@"),
     # presigned URLs: S3 SigV4 / SigV2 and Azure SAS signatures and credentials
@@ -35,10 +41,27 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask each of ``secrets`` wherever it appears, then anything shaped like a credential."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """Mask each of ``secrets`` wherever it appears, in any of the forms another program may
+    have written it (see ``secret_forms``), then anything shaped like a credential."""
+    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):  # a token may hold a password
+        text = text.replace(form, MASK)
     return redact_credentials(text)
+
+
+@functools.lru_cache(maxsize=64)
+def secret_forms(secret: str) -> frozenset[str]:
+    """``secret`` as written, JSON-escaped (a server that echoes a request in its error body)
+    and percent-encoded (one that echoes a form or query): a password with a ``"``, ``\\`` or
+    ``%`` is otherwise printed in clear by the masking that was meant to catch it."""
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+    }
+    return frozenset(form for form in forms if form)
 
 
 def redact_credentials(text: str) -> str:
@@ -65,10 +88,13 @@ def mask_url_queries(text: str) -> str:
 
     Presigned URLs carry their authority in the query (``X-Amz-Signature``,
     ``X-Amz-Credential``, the ClaimX ``systemDate``/``expires`` signatures, SAS tokens), so
-    text shown to people or exported keeps where a URL points and loses what it grants.
-    Masking twice changes nothing.
+    text shown to people or exported keeps where a URL points and loses what it grants. A URL
+    this cannot see whole (a space in its path, no scheme) still loses its signature and
+    credential parameters, and credential-shaped text is masked as everywhere. Masking twice
+    changes nothing.
     """
-    return _URL_QUERY.sub(lambda m: f"{m.group('base')}{m.group('sep')}{MASK}", text)
+    masked = _URL_QUERY.sub(lambda m: f"{m.group('base')}{m.group('sep')}{MASK}", text)
+    return redact_credentials(masked)
 
 
 def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:

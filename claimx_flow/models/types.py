@@ -14,6 +14,15 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 from pydantic_core import PydanticCustomError
 
 MAX_ID_CHARS = 256
+MAX_INT64 = 2**63 - 1
+"""The largest count, offset or size a message may carry: Delta's and Kafka's ``long``. A
+larger number from outside is a bad value, refused where it is read, not an overflow in Arrow,
+Prometheus or the next header written from it."""
+MAX_KAFKA_PARTITION = 2**31 - 1
+"""Kafka numbers partitions with a Java ``int``."""
+MAX_TOPIC_CHARS = 249
+"""Kafka's longest topic name (``Topic.MAX_NAME_LENGTH`` in Kafka's
+``clients/.../common/internals/Topic.java``)."""
 _UNPRINTABLE = frozenset({"Cc", "Cs"})
 
 

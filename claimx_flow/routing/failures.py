@@ -282,7 +282,7 @@ class FailureRouter:
         room -= len(value)
         kept: list[tuple[str, bytes]] = []
         for name, data in theirs:
-            size = len(name) + len(data)
+            size = _header_size(name, data)
             if size <= room:
                 kept.append((name, data))
                 room -= size
@@ -317,5 +317,10 @@ def _id_or_none(value: str | None) -> str | None:
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
-    named = sum(len(name) + len(data) for name, data in headers)
+    named = sum(_header_size(name, data) for name, data in headers)
     return len(key or b"") + len(value or b"") + named + RECORD_OVERHEAD
+
+
+def _header_size(name: str, data: bytes) -> int:
+    """A header's bytes on the wire: its name is sent as UTF-8, where a character may take four."""
+    return (len(name) if name.isascii() else len(name.encode("utf-8", "surrogatepass"))) + len(data)

@@ -126,14 +126,19 @@ def due_time(tier: Tier, failed_at: datetime) -> datetime:
 
 def release_time(record: KafkaRecord, tier: Tier) -> datetime:
     """When a message in ``tier`` may go back: its ``claimx.due_at`` header, never earlier than
-    the tier's delay after it was written to the tier.
+    the tier's delay after it was written to the tier, and never later than twice that delay.
 
-    A header cannot make a message jump the queue. Only this one header is read (a full
-    failure-metadata parse per message would cost more than the release itself); an
-    unreadable one counts as absent.
+    A header cannot make a message jump the queue, nor hold it: a tier releases its partitions
+    in order, so one message due in the year 9999 (a clock gone wrong, or a producer that is
+    not ours) would hold every message behind it, and the tier keeps its messages for twice
+    its delay plus an allowance. Only this one header is read (a full failure-metadata parse
+    per message would cost more than the release itself); an unreadable one counts as absent.
     """
     floor = _floor(record, tier)
-    return max(_header_due(record) or floor, floor)
+    due = _header_due(record)
+    if due is None or due <= floor:
+        return floor
+    return min(due, floor + timedelta(seconds=tier.delay_s))
 
 
 def _floor(record: KafkaRecord, tier: Tier) -> datetime:

@@ -142,8 +142,9 @@ def configure(
 
     ``replace`` drops the root logger's handlers first (a stage process); without it a root
     logger that already has handlers (a test runner's) is left alone, as ``basicConfig`` does.
-    With ``json``, Python warnings and uncaught exceptions become JSON lines too, so stderr
-    holds nothing else.
+    Uncaught exceptions are logged through the same handler in either format, so their text
+    is masked as every line's is. With ``json``, Python warnings become JSON lines too, so
+    stderr holds nothing else.
     """
     root = logging.getLogger()
     if root.handlers and not replace:
@@ -162,10 +163,10 @@ def configure(
         old.close()
     root.addHandler(handler)
     root.setLevel(level)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     if log_format == "json":
         logging.captureWarnings(True)
-        sys.excepthook = _log_uncaught
-        threading.excepthook = _log_uncaught_in_thread
 
 
 def _log_uncaught(

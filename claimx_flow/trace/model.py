@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
-from claimx_flow.models.parsing import MalformedMessageError
+from claimx_flow.models.parsing import MalformedMessageError, json_fields, loose_text
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role, TopicRole
 
 TargetKind = Literal["event", "project", "media"]
@@ -102,23 +101,6 @@ class Trace:
 # Reading one record ---------------------------------------------------------------------------
 
 
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, bool | dict | list):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
-def _json_fields(value: bytes | None) -> dict[str, Any]:
-    try:
-        document = json.loads(value or b"")
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
 def _headers(message: Message) -> list[tuple[str, bytes | str | None]]:
     headers = message.headers() or []
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
@@ -143,13 +125,13 @@ def read_record(where: TopicRole, message: Message) -> Found:
             event = RawEvent.from_kafka(value)
             fields = event.model_dump(mode="json", exclude={"raw_data"})
         except MalformedMessageError:
-            fields = _json_fields(value)
+            fields = json_fields(value)
     else:
-        fields = _json_fields(value)
+        fields = json_fields(value)
     from_body = MessageIds(
-        _text(fields.get("project_id")),
-        _text(fields.get("event_id") or fields.get("source_event_id")),
-        _text(fields.get("media_id")),
+        loose_text(fields.get("project_id")),
+        loose_text(fields.get("event_id") or fields.get("source_event_id")),
+        loose_text(fields.get("media_id")),
     )
     ids = failure.ids.or_else(from_body) if failure else from_body
     kind, millis = message.timestamp()

@@ -88,3 +88,13 @@ def test_fingerprints_tell_filter_sets_apart() -> None:
     assert a.fingerprint() == ReplayFilter(event_ids=frozenset({"b", "a"})).fingerprint()
     assert a.fingerprint() != ReplayFilter(media_ids=frozenset({"a", "b"})).fingerprint()
     assert ReplayFilter().is_empty and not a.is_empty
+
+
+def test_a_body_nested_past_any_depth_has_no_fields_and_stops_no_listing() -> None:
+    """A DLQ holds what could not be read: a raw event nested 50,000 deep lands there (as
+    "nested too deeply"), and reading it for ids and filters must not raise."""
+    for value in (b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 1200 + b"1" + b"}" * 1200):
+        letter = DeadLetter("claimx.events.dlq", 0, 7, None, None, value, [], None)
+        assert letter.value_fields == {}
+        assert ReplayFilter().matches(letter)
+        assert letter.ids.project_id is None

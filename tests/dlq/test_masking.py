@@ -4,8 +4,10 @@ keys, headers and error messages; ``replay`` sends the bytes on unchanged."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+from claimx_flow.dlq.documents import shown
 from claimx_flow.models.redaction import mask_url_queries
 from tests.dlq.helpers import Pipeline, claimx, failure, hour, put, read_all
 
@@ -116,3 +118,30 @@ def test_masking_keeps_where_a_url_points_and_is_idempotent() -> None:
     ):
         assert mask_url_queries(text) == expected
         assert mask_url_queries(expected) == expected
+
+
+def test_a_url_seen_in_part_still_loses_its_signature() -> None:
+    """A space in the path or no scheme hides the URL's start; its signature and credential
+    parameters are masked all the same."""
+    for text in (
+        "https://media.claimxperience.com/p/roof photo.jpg?systemDate=1&sig=SIGsecret1",
+        "//bucket.s3.amazonaws.com/a.jpg?X-Amz-Credential=AKIAsecret1&X-Amz-Signature=SIGsecret1",
+        "s3://bucket/a.jpg?X-Amz-Signature=SIGsecret1",
+    ):
+        masked = mask_url_queries(text)
+        assert "secret1" not in masked, masked
+        assert mask_url_queries(masked) == masked
+
+
+def test_a_value_that_is_not_utf8_is_masked_before_its_base64() -> None:
+    """One Latin-1 byte in a file name makes the task base64 in a view: the signature inside
+    must be masked in those bytes too, and every other byte kept."""
+    value = (
+        b'{"file_name": "caf\xe9.jpg", "download_url": '
+        b'"https://b.s3.amazonaws.com/caf\xe9.jpg?X-Amz-Signature=SIGsecret1&X-Amz-Date=1"}'
+    )
+    text, encoding = shown(value)
+    assert encoding == "base64" and text is not None
+    decoded = base64.b64decode(text)
+    assert b"SIGsecret1" not in decoded
+    assert decoded.startswith(b'{"file_name": "caf\xe9.jpg", "download_url": "https://b.s3')

@@ -282,7 +282,71 @@ header_values = st.one_of(
     st.datetimes().map(lambda d: d.isoformat().encode()),
     st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
-headers = st.lists(st.tuples(header_names, header_values), max_size=8)
+READABLE_ENVELOPE = {
+    "claimx.original_topic": b"elsewhere.claimx.events",
+    "claimx.original_partition": b"0",
+    "claimx.original_offset": b"7",
+    "claimx.stage": b"ingest",
+    "claimx.error_category": b"permanent",
+    "claimx.error_class": b"MalformedMessageError",
+    "claimx.error_message": b"invalid JSON",
+    "claimx.attempt": b"1",
+    "claimx.first_failed_at": b"2024-01-01T00:00:00+00:00",
+    "claimx.last_failed_at": b"2024-01-01T00:00:00+00:00",
+}
+"""A whole failure envelope as a stage writes it: what a replayed or retried message carries."""
+
+
+def envelope(**values: bytes) -> list[tuple[str, bytes | None]]:
+    """``READABLE_ENVELOPE`` with some fields replaced (``original_topic=b"..."``)."""
+    fields = {**READABLE_ENVELOPE, **{f"claimx.{name}": data for name, data in values.items()}}
+    return list(fields.items())
+
+
+_numbers = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.sampled_from([2**31 - 1, 2**31, 2**63 - 2, 2**63 - 1, 2**63, 10**4300 - 1]),
+    st.integers(19, 4300).map(lambda digits: 10**digits - 1),
+).map(lambda number: str(number).encode())
+_long_text = st.integers(1, 6000).map(lambda n: ("t" * n).encode())
+_instants = st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().encode()),
+    st.sampled_from([b"9999-12-31T23:59:59+00:00", b"0001-01-01T00:00:00-23:59"]),
+)
+_hostile: dict[str, st.SearchStrategy[bytes]] = {
+    "claimx.original_topic": _long_text,
+    "claimx.original_partition": _numbers,
+    "claimx.original_offset": _numbers,
+    "claimx.error_class": _long_text,
+    "claimx.error_message": _long_text,
+    "claimx.attempt": _numbers,
+    "claimx.replay_count": _numbers,
+    "claimx.first_failed_at": _instants,
+    "claimx.last_failed_at": _instants,
+    "claimx.due_at": _instants,
+    "claimx.original_timestamp": _instants,
+}
+
+
+@st.composite
+def hostile_envelopes(draw: st.DrawFn) -> list[tuple[str, bytes | None]]:
+    """A whole envelope with one to three fields at or past their edge: numbers past Kafka's
+    ``long`` (up to Python's 4300-digit limit, where ``str`` of the next number fails), text
+    longer than a topic name may be, instants at the ends of the calendar. Some stay readable
+    (``2**63 - 1`` is a count a stage may still add one to); the rest must read as malformed."""
+    chosen = draw(st.lists(st.sampled_from(sorted(_hostile)), min_size=1, max_size=3, unique=True))
+    fields = dict(READABLE_ENVELOPE)
+    for name in chosen:
+        fields[name] = draw(_hostile[name])
+    return list(fields.items())
+
+
+headers = st.one_of(
+    st.lists(st.tuples(header_names, header_values), max_size=8),
+    st.tuples(
+        hostile_envelopes(), st.lists(st.tuples(header_names, header_values), max_size=2)
+    ).map(lambda parts: [*parts[0], *parts[1]]),
+)
 keys = st.one_of(st.none(), st.binary(max_size=40), st.sampled_from([b"", b"\xff" * 300]))
 timestamps = st.one_of(
     st.none(),

@@ -2,7 +2,8 @@
 
 The record's timestamp comes from its producer's clock and the header from whoever wrote it:
 neither may stop the retry stage (it would stop at the same message on every start), and
-neither may release a message before the tier's delay after it was written."""
+neither may release a message before the tier's delay after it was written, nor hold it (and
+the partition behind it) past twice that delay."""
 
 from __future__ import annotations
 
@@ -40,7 +41,28 @@ def test_any_timestamp_and_header_give_a_release_time(
         written = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)  # type: ignore[operator]
     except (TypeError, OverflowError, OSError, ValueError):
         written = None
+    after = datetime.now(UTC)
     if written is not None and written.year < 9999:
-        assert released >= written + timedelta(seconds=TIER.delay_s)
+        assert written + delay(1) <= released <= written + delay(2)
     else:  # no moment a datetime holds with the delay added: from now
-        assert released >= before
+        assert before <= released <= after + delay(1)
+
+
+def delay(times: int) -> timedelta:
+    return timedelta(seconds=times * TIER.delay_s)
+
+
+def test_a_due_time_past_twice_the_delay_releases_at_twice_the_delay() -> None:
+    """A clock gone wrong (or a producer not ours) cannot hold a tier's partition for years."""
+    written = datetime(2024, 1, 4, 12, 0, tzinfo=UTC)
+    headers = [(DUE_HEADER, b"9999-12-31T23:59:59+00:00")]
+    record = KafkaRecord(TIER.topic, 0, 7, int(written.timestamp() * 1000), b"k", b"v", headers)
+    assert release_time(record, TIER) == written + delay(2)
+
+
+def test_a_due_time_between_the_delays_is_kept() -> None:
+    written = datetime(2024, 1, 4, 12, 0, tzinfo=UTC)
+    due = written + delay(1) + timedelta(seconds=30)
+    headers = [(DUE_HEADER, due.isoformat().encode())]
+    record = KafkaRecord(TIER.topic, 0, 7, int(written.timestamp() * 1000), b"k", b"v", headers)
+    assert release_time(record, TIER) == due

@@ -236,9 +236,10 @@ def test_a_replay_restarts_a_tasks_count_and_sends_a_raw_event_as_is() -> None:
 def test_a_dead_letter_copy_fits_whatever_part_of_the_record_is_large(
     key: bytes, value: bytes, headers: list[tuple[str, bytes]]
 ) -> None:
-    """Key, value, producer headers, or all three: the copy fits the DLQ's limit, keeps our
-    headers, and says what it cut (a cut key or value is a prefix, with its size and sha256;
-    producer headers are kept in order while they fit, the rest counted)."""
+    """Key, value, producer headers, or all three: the copy fits the DLQ's limit (header
+    names counted as the UTF-8 they are sent as), keeps our headers, and says what it cut (a
+    cut key or value is a prefix, with its size and sha256; producer headers are kept in order
+    while they fit, the rest counted)."""
     import hashlib
 
     from claimx_flow.routing.failures import (
@@ -263,7 +264,7 @@ def test_a_dead_letter_copy_fits_whatever_part_of_the_record_is_large(
     )
     named = dict(copy.headers or [])
     size = len(copy.key or b"") + len(copy.value or b"")
-    size += sum(len(n) + len(d) for n, d in copy.headers or []) + RECORD_OVERHEAD
+    size += sum(len(n.encode()) + len(d) for n, d in copy.headers or []) + RECORD_OVERHEAD
     assert size <= limit
     assert FailureInfo.maybe_from_headers(copy.headers) is not None  # ours, whole
     if named.get(TRUNCATED_HEADER) != b"true":
@@ -280,3 +281,21 @@ def test_a_dead_letter_copy_fits_whatever_part_of_the_record_is_large(
     assert kept == [h for h in theirs if h in kept]  # in order, none made up
     dropped = int(named.get(DROPPED_HEADERS_HEADER, b"0"))
     assert len(kept) + dropped == len(theirs)
+
+
+def test_a_header_name_counts_as_the_utf8_it_is_sent_as() -> None:
+    """A name of 30,000 four-byte characters is 120,000 bytes on the wire, not 30,000: the
+    copy must not pass the DLQ's limit by it."""
+    limit = 100_000
+    router = FailureRouter.for_stage(
+        SETTINGS.model_copy(update={"claimx_dlq_max_message_bytes": limit}),
+        "ingest",
+        SETTINGS.claimx_events_dlq_topic,
+    )
+    source = KafkaRecord("claimx.events.raw", 0, 7, None, b"k", b"not json", [("😀" * 30_000, b"")])
+    copy = router.route(
+        source, reason="bad", error_class="MalformedMessageError", category=ErrorCategory.PERMANENT
+    )
+    wire = sum(len(n.encode()) + len(d) for n, d in copy.headers or [])
+    assert wire + len(copy.value or b"") + len(copy.key or b"") <= limit
+    assert dict(copy.headers or [])["claimx.dropped_headers"] == b"1"

@@ -114,3 +114,17 @@ def test_a_failure_replaced_later_stays_in_the_minute_it_failed() -> None:
     assert totals.minutes[minute] == (1, 1, 100)
     assert totals.minutes[later.replace(second=0)] == (1, 0, 100)
     assert "(10:03 UTC): 1 completed, 0 failed (100.0% success, 0.0% failed)" in totals.summary()
+
+
+def test_a_result_of_more_bytes_than_a_long_holds_is_skipped_not_summed() -> None:
+    """``bytes`` past Kafka's and Delta's ``long`` is not a size: the result is unreadable and
+    skipped (results are a report), never a number that stops the stage's metrics."""
+    from claimx_flow.kafka.records import KafkaRecord
+    from dataflows.results import read
+
+    good = result("m1").to_json()
+    for size in (2**63, 10**400):
+        value = good.replace(b'"bytes":100', b'"bytes":' + str(size).encode())
+        assert value != good
+        assert read(KafkaRecord("claimx.downloads.results", 0, 0, None, b"5", value)) is None
+    assert read(KafkaRecord("claimx.downloads.results", 0, 1, None, b"5", good)) is not None
