@@ -117,6 +117,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 ENVIRONMENT_VARIABLE = "CLAIMX_ENV"
 STACK_DIR_VARIABLE = "CLAIMX_STACK_DIR"
+STACK_STATE_FILE = "state.json"
+"""What ``claimx stack up`` records its services in, and ``claimx stack down`` removes."""
 
 
 def _comma_list(value: Any) -> Any:
@@ -632,8 +634,12 @@ def config_file_path() -> Path | None:
 
 def local_stack_found() -> bool:
     """Whether a local stack (``claimx stack up``) keeps its state here (``CLAIMX_STACK_DIR``,
-    default ``./.claimx-stack``): only a developer's machine has one."""
-    return Path(os.environ.get(STACK_DIR_VARIABLE, ".claimx-stack")).is_dir()
+    default ``./.claimx-stack``): only a developer's machine has one.
+
+    The state file, not the folder: ``claimx stack down`` leaves the folder, and a folder left
+    in a directory must not turn an operator's command there to the embedded defaults."""
+    directory = Path(os.environ.get(STACK_DIR_VARIABLE, ".claimx-stack"))
+    return (directory / STACK_STATE_FILE).is_file()
 
 
 def adopt_default_environment(*, local: bool = False) -> None:

@@ -95,7 +95,8 @@ def test_a_peer_failure_no_command_caught_is_still_one_masked_red_line(
         cli.main()
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: KafkaException")
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: Kafka")
+    assert "leader moved" in err and "KafkaError{" not in err  # librdkafka's sentence
     assert "pw-Kq3" not in err and "sig=abc" not in err
 
 
@@ -159,7 +160,8 @@ def test_check_names_only_what_the_chosen_stages_need(tmp_path: Path) -> None:
 )
 def test_local_mode_keeps_the_embedded_defaults(extra: dict[str, str], tmp_path: Path) -> None:
     stack = tmp_path / "stack"
-    stack.mkdir()  # a stack directory with nothing running: local, and no address taken
+    stack.mkdir()  # a stack recorded with nothing running: local, and no address taken
+    (stack / "state.json").write_text("{}")
     env = {**_bare_env(tmp_path, **extra), "CLAIMX_STACK_DIR": str(stack)}
     done = subprocess.run(
         [CLAIMX, "config", "show", "-o", "json"],
@@ -316,3 +318,32 @@ def test_recovery_reset_shows_its_plan_asks_and_backs_up_first(
     assert sorted(p.name for p in backup.iterdir()) == ["kafka-cluster-id", "part-0.sqlite3"]
     assert (directory / "kafka-topic-ids").is_file()
     assert (backup / "part-0.sqlite3").read_bytes()[:16] == b"SQLite format 3\x00"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backfill", "{tmp}/no-such-export.jsonl"],
+        ["backfill", "{tmp}"],
+        ["recovery", "init", "ingest"],
+    ],
+)
+def test_a_missing_or_refused_path_is_one_red_line(
+    kafka_bootstrap: str, tmp_path: Path, command: list[str]
+) -> None:
+    """A file or folder that is not there, or not what it should be, is the operator's to
+    mend: one line naming it and exit 2, no traceback (and no topic made for a bad export)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = _bare_env(
+        tmp_path,
+        CLAIMX_ENV="local",
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        CLAIMX_DATA_DIR=str(blocker / "data"),  # under a file: not a directory
+    )
+    args = [part.format(tmp=tmp_path) for part in command]
+    done = subprocess.run([CLAIMX, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error:") and str(tmp_path) in line

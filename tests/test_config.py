@@ -401,6 +401,25 @@ def test_a_stage_process_without_its_broker_stops_naming_it(
         assert "KAFKA_BOOTSTRAP_SERVERS" in record["message"]
 
 
+def test_a_stack_folder_left_behind_is_not_a_local_stack(tmp_path: Path) -> None:
+    """``claimx stack down`` leaves ``.claimx-stack/``; a command run there later is still a
+    production command, refusing the embedded broker (``stack up`` records a stack in it: see
+    ``tests/test_cli.py``, local mode)."""
+    (tmp_path / ".claimx-stack").mkdir()
+    env = _stage_env(tmp_path)
+    del env["CLAIMX_STACK_DIR"]
+    done = subprocess.run(
+        [sys.executable, "-m", "claimx_flow", "config", "show"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout
+    assert "KAFKA_BOOTSTRAP_SERVERS" in done.stderr and "production" in done.stderr
+
+
 def test_an_api_stage_also_needs_the_api_and_credentials(tmp_path: Path) -> None:
     env = _stage_env(tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9")
     done = subprocess.run(

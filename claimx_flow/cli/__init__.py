@@ -235,19 +235,31 @@ def main() -> None:
         from claimx_flow.models.redaction import mask_url_queries, redact
 
         secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
-        _fail(mask_url_queries(redact(f"{type(exc).__name__}: {exc}", secrets)))
+        _fail(mask_url_queries(redact(_described(exc), secrets)))
 
 
 def _peer_failure(exc: BaseException) -> bool:
-    """A broken peer (Kafka, storage, a socket) that no command turned into its own error:
-    still one red line, since a traceback tells an operator nothing more."""
+    """A broken peer (Kafka, storage, a socket, a file or folder that is missing or refused)
+    that no command turned into its own error: still one red line, since a traceback tells an
+    operator nothing more."""
     kafka = sys.modules.get("confluent_kafka")
     if kafka is not None and isinstance(exc, kafka.KafkaException):
         return True
     azure = sys.modules.get("azure.core.exceptions")
     if azure is not None and isinstance(exc, azure.AzureError):
         return True
-    return isinstance(exc, ConnectionError | TimeoutError)
+    return isinstance(exc, OSError)  # ConnectionError and TimeoutError among them
+
+
+def _described(exc: BaseException) -> str:
+    """A peer's failure in its own words: librdkafka's sentence, not ``KafkaError{code=…}``."""
+    kafka = sys.modules.get("confluent_kafka")
+    if kafka is not None and isinstance(exc, kafka.KafkaException):
+        error = exc.args[0] if exc.args else None
+        reason = error.str() if isinstance(error, kafka.KafkaError) else str(exc)
+        where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        return f"Kafka at {where}: {reason}" if where else f"Kafka: {reason}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _fail(message: str) -> None:

@@ -44,8 +44,8 @@ def backfill_command(
         partitions or settings.claimx_topic_partitions,
         settings.claimx_topic_replication_factor,
     )
+    total = None if source == "-" else _count_lines(Path(source))  # a bad path: no topic made
     ensure_topics(admin_client(settings), [spec])
-    total = None if source == "-" else _count_lines(Path(source))
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if source == "-" else stack.enter_context(Path(source).open("rb"))
         counts = MofNCompleteColumn() if total is not None else TextColumn("{task.completed:,}")

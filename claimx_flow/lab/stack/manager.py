@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from claimx_flow.config import STACK_STATE_FILE
 from claimx_flow.lab.process import is_alive, stop_process_group
 from claimx_flow.lab.stack.azurite import AzuriteService
 from claimx_flow.lab.stack.kafka import KafkaService, broker_reachable
 from claimx_flow.lab.stack.services import RunningService, Service
 from claimx_flow.lab.stack.simulator_service import SimulatorService, wants_simulator
 
-STATE_FILE = "state.json"
+STATE_FILE = STACK_STATE_FILE
 ENV_FILE = "env"
 
 
