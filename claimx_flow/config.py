@@ -436,6 +436,13 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # A URL's user and password would be printed wherever the URL is, and aiohttp
+            # refuses them beside an Authorization header: credentials have variables of their own.
+            raise ValueError(
+                "must not hold a user or password (use CLAIMX_API_USERNAME/PASSWORD or "
+                "CLAIMX_API_TOKEN, or ONELAKE_ACCOUNT_KEY)"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="before")

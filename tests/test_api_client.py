@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import pickle
 import random
 import time
@@ -24,7 +25,7 @@ from claimx_flow.api import (
 )
 from claimx_flow.cli import app
 from claimx_flow.config import Settings
-from claimx_flow.errors import ErrorCategory
+from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as simdata
@@ -431,6 +432,18 @@ def test_cli_api_check(
     assert bad.exit_code == 1
     assert "rejected the credentials" in bad.output and "Wrong-Secret-123" not in bad.output
 
+    as_json = runner.invoke(app, ["api", "check", "--output", "json"])
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.stdout)
+    assert (document["ok"], document["problem"], document["status"]) == (False, "credentials", 401)
+
     clean_env.setenv("CLAIMX_API_URL", f"http://127.0.0.1:{free_port()}")
-    down = runner.invoke(app, ["api", "check"])
-    assert down.exit_code == 1 and "cannot reach" in down.output
+    down = runner.invoke(app, ["api", "check"])  # a broken peer: one red line, exit 2
+    assert down.exit_code == 2 and "cannot reach" in down.output
+    assert len(down.output.strip().splitlines()) == 1 and down.output.startswith("error:")
+
+    clean_env.setenv("CLAIMX_API_URL", "http://ops:Url-Secret-9@127.0.0.1:1/x")
+    in_url = runner.invoke(app, ["api", "check"])  # credentials go in their own variables
+    assert isinstance(in_url.exception, ClaimxError)  # ``main`` makes it one red line, exit 2
+    assert "CLAIMX_API_URL: must not hold a user or password" in str(in_url.exception)
+    assert "Url-Secret-9" not in str(in_url.exception) + in_url.output

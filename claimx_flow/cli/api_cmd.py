@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import typer
 from rich.console import Console
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import Settings, load_settings
+from claimx_flow.models.redaction import mask_url_queries
 
 app = typer.Typer(help="Talk to the ClaimX API.")
 console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 _HEADLINES = {
     "unreachable": "cannot reach the ClaimX API",
@@ -19,6 +23,11 @@ _HEADLINES = {
     "credentials": "the ClaimX API rejected the credentials",
     "unexpected": "unexpected response from the ClaimX API",
 }
+EXIT_BROKEN_PEER = 2
+"""Not reached, or not answering: the exit code of every command on a broken peer."""
+EXIT_REFUSED = 1
+"""Reached, but the credentials were refused or the answer was not ClaimX's: a finding."""
+_BROKEN = {"unreachable", "unavailable"}
 
 
 @app.callback()
@@ -29,22 +38,46 @@ def _api() -> None:
 @app.command()
 def check(
     project_id: str = typer.Option("1", help="Project to fetch as the probe."),
+    output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Test the connection and credentials with one request; exit 1 if something is wrong."""
+    """Test the connection and credentials with one request.
+
+    Exit 0 when reached and authenticated, 2 when the API cannot be reached or is not
+    answering (one red line), 1 when it refused the credentials or answered something else.
+    """
     settings = load_settings(require_api=True)
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))
-    who = _who(settings)
-    if result.ok:
+    where, who = mask_url_queries(settings.claimx_api_url), _who(settings)
+    detail = _one_line(result.detail)
+    code = 0 if result.ok else EXIT_BROKEN_PEER if result.problem in _BROKEN else EXIT_REFUSED
+    if output is Output.JSON:
+        emit_json(
+            {
+                "url": where,
+                "as": who,
+                "ok": result.ok,
+                "problem": result.problem,
+                "status": result.status,
+                "detail": detail,
+                "elapsed_ms": round(result.elapsed_ms),
+            }
+        )
+    elif result.ok:
         console.print(
-            f"[green]✓[/] {settings.claimx_api_url} reachable as {who}: {result.detail} "
-            f"({result.elapsed_ms:.0f} ms)",
+            f"[green]✓[/] {where} reachable as {who}: {detail} ({result.elapsed_ms:.0f} ms)",
             highlight=False,
         )
-        return
-    headline = _HEADLINES[result.problem or "unexpected"]
-    console.print(f"[bold red]✗ {headline}[/] at {settings.claimx_api_url} as {who}")
-    console.print(f"  {result.detail}", highlight=False, markup=False)
-    raise typer.Exit(1)
+    else:
+        headline = _HEADLINES[result.problem or "unexpected"]
+        errors.print(f"[bold red]error:[/] {headline} at {where} as {who}: ", end="")
+        errors.print(detail, highlight=False, markup=False)
+    if code:
+        raise typer.Exit(code)
+
+
+def _one_line(text: str) -> str:
+    """An answer's snippet may be an HTML page: one line of it, whitespace collapsed."""
+    return re.sub(r"\s+", " ", text).strip()
 
 
 async def _check(settings: Settings, policy: ApiPolicy) -> CheckResult:
