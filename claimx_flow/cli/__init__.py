@@ -264,6 +264,10 @@ def _described(exc: BaseException) -> str:
 
 def _fail(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from claimx_flow.cli.output import one_line
+
+    line = escape(one_line(message))  # a peer's text is not markup: "[/x]" would raise
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {line}", highlight=False)
     sys.exit(EXIT_ERROR)

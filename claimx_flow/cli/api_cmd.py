@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import typer
 from rich.console import Console
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json, one_line
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.models.redaction import mask_url_queries
 
@@ -48,7 +47,7 @@ def check(
     settings = load_settings(require_api=True)
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))
     where, who = mask_url_queries(settings.claimx_api_url), _who(settings)
-    detail = _one_line(result.detail)
+    detail = one_line(result.detail)  # an answer's snippet may be an HTML page
     code = 0 if result.ok else EXIT_BROKEN_PEER if result.problem in _BROKEN else EXIT_REFUSED
     if output is Output.JSON:
         emit_json(
@@ -73,11 +72,6 @@ def check(
         errors.print(detail, highlight=False, markup=False)
     if code:
         raise typer.Exit(code)
-
-
-def _one_line(text: str) -> str:
-    """An answer's snippet may be an HTML page: one line of it, whitespace collapsed."""
-    return re.sub(r"\s+", " ", text).strip()
 
 
 async def _check(settings: Settings, policy: ApiPolicy) -> CheckResult:

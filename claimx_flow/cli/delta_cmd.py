@@ -31,9 +31,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from claimx_flow.cli.output import one_line
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
 from claimx_flow.errors import ClaimxError
+from claimx_flow.models.redaction import mask_url_queries
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
 
@@ -66,7 +68,8 @@ def _failures_exit() -> Iterator[Settings]:
     try:
         yield load_settings(require_kafka=False)  # Delta maintenance never talks to Kafka
     except (ClaimxError, DeltaError, OSError) as exc:
-        _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        message = one_line(mask_url_queries(str(exc)))  # delta-rs: many lines, coloured
+        _stderr().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 

@@ -4,6 +4,7 @@ refuse without a terminal; the exit codes of ``claimx dlq``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pty
@@ -23,6 +24,7 @@ from claimx_flow.cli.delta_cmd import app
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import EVENTS, MEDIA
 from claimx_flow.delta.writer import writer_for
+from claimx_flow.lab.process import free_port
 
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 CLAIMX = str(Path(sys.executable).with_name("claimx"))
@@ -122,6 +124,23 @@ def test_an_unknown_or_absent_table_is_exit_code_2(data_dir: Path) -> None:
     assert unknown.exit_code == 2 and "unknown table" in flat(unknown)
     absent = delta("vacuum", "-t", "claimx_tasks", "--yes")
     assert absent.exit_code == 2 and "no Delta table" in flat(absent)
+
+
+def test_unreachable_storage_is_one_uncoloured_line_and_exit_code_2(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """OneLake on a closed port: delta-rs says so in several lines with terminal colours,
+    whatever the output is; the operator gets one plain line naming it."""
+    clean_env.setenv("ONELAKE_WORKSPACE_ID", "ws")
+    clean_env.setenv("ONELAKE_LAKEHOUSE_ID", "lh")
+    clean_env.setenv("ONELAKE_ENDPOINT", f"http://127.0.0.1:{free_port()}/devstoreaccount1")
+    clean_env.setenv("ONELAKE_ACCOUNT_KEY", base64.b64encode(b"k" * 64).decode())
+    clean_env.setenv("RUST_BACKTRACE", "1")
+    result = delta("history", "-t", MEDIA.name)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error:") and "\x1b" not in line
+    assert "backtrace" not in line.lower()
 
 
 # optimize --------------------------------------------------------------------------------------
