@@ -231,11 +231,7 @@ def main() -> None:
     except Exception as exc:
         if not _peer_failure(exc):
             raise
-        from claimx_flow.config import secret_variables
-        from claimx_flow.models.redaction import mask_url_queries, redact
-
-        secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
-        _fail(mask_url_queries(redact(_described(exc), secrets)))
+        _fail(_described(exc))
 
 
 def _peer_failure(exc: BaseException) -> bool:
@@ -266,8 +262,12 @@ def _fail(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from claimx_flow.cli.output import one_line
+    from claimx_flow.config import secret_variables
+    from claimx_flow.errors import one_line
+    from claimx_flow.models.redaction import mask_url_queries, redact
 
-    line = escape(one_line(message))  # a peer's text is not markup: "[/x]" would raise
+    secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
+    safe = mask_url_queries(redact(message, secrets))  # a peer's words may quote a URL or key
+    line = escape(one_line(safe))  # a peer's text is not markup: "[/x]" would raise
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {line}", highlight=False)
     sys.exit(EXIT_ERROR)

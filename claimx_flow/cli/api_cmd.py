@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json, one_line
+from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import Settings, load_settings
+from claimx_flow.errors import one_line
 from claimx_flow.models.redaction import mask_url_queries
 
 app = typer.Typer(help="Talk to the ClaimX API.")

@@ -31,10 +31,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from claimx_flow.cli.output import one_line
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
-from claimx_flow.errors import ClaimxError
+from claimx_flow.errors import ClaimxError, one_line
 from claimx_flow.models.redaction import mask_url_queries
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2

@@ -7,7 +7,6 @@ errors go to stderr, so ``claimx lag -o json | jq …`` always parses.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -32,17 +31,3 @@ OUTPUT_OPTION: Any = typer.Option(
 def emit_json(document: Mapping[str, Any]) -> None:
     """The command's one JSON document, on stdout."""
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
-
-
-_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_BACKTRACE = re.compile(r"(?i)\bstack backtrace:")
-MAX_LINE_CHARS = 500
-
-
-def one_line(text: str) -> str:
-    """A peer's error as one line: its terminal colours stripped (delta-rs writes them whatever
-    the output is), its lines joined, a Rust backtrace (``RUST_BACKTRACE``) left off, and at
-    most ``MAX_LINE_CHARS`` kept."""
-    text = _BACKTRACE.split(_ESCAPES.sub("", text), maxsplit=1)[0]
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"

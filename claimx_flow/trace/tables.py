@@ -20,8 +20,10 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import ATTACHMENTS, EVENTS, MEDIA, TABLES
+from claimx_flow.errors import one_line
 from claimx_flow.storage.locations import table_location
 from claimx_flow.trace.model import TableRow, Target, safe_fields
+from claimx_flow.trace.scan import TraceError
 
 ROW_CAP = 500
 
@@ -49,8 +51,10 @@ def read_rows(settings: Settings, table: str, where: Filter, notes: list[str]) -
         data = dataset.to_table().filter(row_filter(where))
     except TableNotFoundError:
         return []
-    except (DeltaError, OSError, ValueError) as exc:
-        notes.append(f"{table}: not read ({type(exc).__name__}: {str(exc)[:200]})")
+    except OSError as exc:  # the storage itself: every other table would wait as long for it
+        raise TraceError(f"cannot read the Delta tables at {uri}: {one_line(str(exc))}") from None
+    except (DeltaError, ValueError) as exc:
+        notes.append(f"{table}: not read ({type(exc).__name__}: {one_line(str(exc))[:200]})")
         return []
     rows = data.slice(0, ROW_CAP).to_pylist()
     if data.num_rows > ROW_CAP:

@@ -3,6 +3,7 @@ a retry tier, each found on real Kafka and Delta with the right verdict."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from claimx_flow.cli import app
+from claimx_flow.lab.process import free_port
 from tests.trace.conftest import DLQ_PROJECT, LANDED_PROJECT, RETRY_DELAY_S, Traced
 
 CLAIMX = str(Path(sys.executable).with_name("claimx"))
@@ -125,3 +127,21 @@ def test_a_thing_never_seen(traced: Traced) -> None:
     document = trace_json(traced, "no-such-event", "--since", "1h")
     assert document["verdict"]["state"] == "not_seen"
     assert document["timeline"] == []
+
+
+def test_storage_out_of_reach_is_one_red_line_not_a_verdict(traced: Traced) -> None:
+    """A verdict made without Delta could say "not stored" of a stored file: with the storage
+    out of reach the trace stops at the first table, one line and exit 2."""
+    env = {
+        **traced.env,
+        "ONELAKE_WORKSPACE_ID": "ws",
+        "ONELAKE_LAKEHOUSE_ID": "lh",
+        "ONELAKE_ENDPOINT": f"http://127.0.0.1:{free_port()}/devstoreaccount1",
+        "ONELAKE_ACCOUNT_KEY": base64.b64encode(b"k" * 64).decode(),
+    }
+    done = subprocess.run(
+        [CLAIMX, "trace", traced.landed], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot read the Delta tables at ") and "\x1b" not in line
