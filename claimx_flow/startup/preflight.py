@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
-from claimx_flow.errors import ClaimxError
+from claimx_flow.errors import ClaimxError, ErrorCategory, one_line
 from claimx_flow.kafka.clients import failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
@@ -205,7 +205,14 @@ def _file_store(settings: Settings) -> Check:
         finally:
             await store.close()
 
-    return _attempt("file storage", lambda: asyncio.run(probe()), "storage accepts writes")
+    try:
+        asyncio.run(probe())
+    except (OSError, ClaimxError) as exc:
+        # OneLake that gave no answer, or said it is unavailable, is an outage (exit 2 from
+        # ``claimx check``), as for Kafka and the API; a refusal or a bad path is a finding.
+        outage = getattr(exc, "category", None) is ErrorCategory.TRANSIENT
+        return Check("file storage", False, one_line(str(exc)), unreachable=outage)
+    return Check("file storage", True, "storage accepts writes")
 
 
 def _recovery(settings: Settings, stage: str, kafka_ok: bool) -> Check:

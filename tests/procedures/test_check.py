@@ -5,6 +5,7 @@ hold messages are reported."""
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from claimx_flow.cli.check_cmd import check
 from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import admin_client, await_leaders, topic_retention
 from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.startup.preflight import PreflightError, require_ready, run_checks
 from tests.isolation import isolated_settings
@@ -89,6 +91,28 @@ def test_red_for_storage_that_cannot_be_written(healthy: Settings, tmp_path: Pat
     broken = healthy.model_copy(update={"claimx_data_dir": blocked})
     found = failures(broken)
     assert {"Delta tables", "download cache", "file storage"} <= set(found)
+
+
+def test_onelake_out_of_reach_is_an_outage_and_a_refused_path_a_finding(
+    healthy: Settings, tmp_path: Path
+) -> None:
+    """OneLake on a closed port answers nothing: an outage, as an unreachable broker is
+    (``claimx check`` exits 2); a data directory that cannot be written is a finding (1)."""
+    gone = healthy.model_copy(
+        update={
+            "onelake_workspace_id": "ws",
+            "onelake_lakehouse_id": "lh",
+            "onelake_endpoint": f"http://127.0.0.1:{free_port()}/devstoreaccount1",
+            "onelake_account_key": SecretStr(base64.b64encode(b"k" * 64).decode()),
+        }
+    )
+    (store,) = [c for c in run_checks(gone, ("upload",)) if c.name == "file storage"]
+    assert not store.ok and store.unreachable and "\n" not in store.detail
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the data directory should be")
+    local = healthy.model_copy(update={"claimx_data_dir": blocked})
+    (store,) = [c for c in run_checks(local, ("upload",)) if c.name == "file storage"]
+    assert not store.ok and not store.unreachable
 
 
 def test_the_command_prints_a_table_and_exits_non_zero(healthy: Settings) -> None:
