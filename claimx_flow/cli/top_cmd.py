@@ -19,7 +19,10 @@ from claimx_flow.top.scrape import Scrape, Scraper
 from claimx_flow.top.snapshot import ProgressClock, Snapshot, combine, document
 from claimx_flow.top.view import view
 
-EXIT_UNREACHABLE = 1
+EXIT_BROKEN_PEER = 2
+"""Kafka out of reach: as for every command, the snapshot still printed first."""
+EXIT_STAGE_DOWN = 1
+"""A stage endpoint that did not answer: a finding about the pipeline, not a broken peer."""
 
 
 class Output(StrEnum):
@@ -86,8 +89,9 @@ def top(
     Rates come from two scrapes of each process's /metrics, readiness from /health/ready, lag
     from the stages' consumer groups, tier and DLQ depth from the broker's watermarks. An
     endpoint that does not answer is shown in red. With --once (and --output json for
-    scripts) it prints one snapshot taken over --interval and exits 1 if any endpoint or
-    Kafka was unreachable.
+    scripts) it prints one snapshot taken over --interval, and exits 2 if Kafka was
+    unreachable, 1 if a stage endpoint was. When stdout is not a terminal it prints a snapshot
+    every interval, one after another, as ``top -b`` does.
     """
     if output is Output.JSON and not once:
         raise typer.BadParameter("--output json needs --once", param_hint="--output")
@@ -104,8 +108,10 @@ def top(
                 typer.echo(json.dumps(document(snapshot), indent=2))
             else:
                 Console().print(view(snapshot))
-            if snapshot.unreachable or snapshot.broker_error:
-                raise typer.Exit(EXIT_UNREACHABLE)
+            if snapshot.broker_error:
+                raise typer.Exit(EXIT_BROKEN_PEER)
+            if snapshot.unreachable:
+                raise typer.Exit(EXIT_STAGE_DOWN)
             return
         _live(watch, interval)
     finally:
@@ -115,6 +121,15 @@ def top(
 def _live(watch: _Watch, interval_s: float) -> None:
     """Refresh until Ctrl-C, which ends it cleanly (exit code 0)."""
     console = Console()
+    if not console.is_terminal:  # a pipe or a log: a live view would print nothing until exit
+        try:
+            console.print(view(watch.first(interval_s)))
+            while True:
+                time.sleep(interval_s)
+                console.print(view(watch.next(interval_s)))
+                console.file.flush()
+        except KeyboardInterrupt:
+            return
     try:
         with Live(
             view(watch.first(interval_s)), console=console, auto_refresh=False, screen=False

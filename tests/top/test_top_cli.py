@@ -1,5 +1,6 @@
 """``claimx top --once`` with nothing to watch: every endpoint and Kafka reported unreachable
-in the document, exit code 1, never a traceback."""
+in the document, exit code 2 (Kafka is a broken peer), never a traceback; with Kafka up and
+no stage answering, exit code 1; without a terminal, a snapshot after each interval."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_nothing_answers(tmp_path: Path) -> None:
         env=env,
         timeout=60,
     )
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     document = json.loads(done.stdout)
     assert "127.0.0.1:9" in document["kafka"]["error"]
@@ -56,3 +57,38 @@ def test_json_needs_once_and_endpoints_must_parse(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--output json needs --once" in result.output
     result = CliRunner().invoke(app, ["top", "--once", "-e", "enrich=nowhere"], env=env)
     assert result.exit_code == 2 and "not host:port" in result.output
+
+
+def test_without_a_terminal_it_prints_a_snapshot_each_interval(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``claimx top | tee top.log``: one view per interval, not nothing until Ctrl-C."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CLAIMX_STACK_DIR": str(tmp_path / "no-stack"),
+        "CLAIMX_ENV": "local",
+    }
+    claimx = str(Path(sys.executable).with_name("claimx"))
+    endpoint = ["-e", f"ingest=127.0.0.1:{closed_port()}", "--timeout", "0.5"]
+    once = subprocess.run(
+        [claimx, "top", "--once", "--interval", "0.2", *endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert once.returncode == 1, once.stderr  # Kafka answers; the stage does not
+    process = subprocess.Popen(
+        [claimx, "top", "--interval", "0.3", *endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        output, _ = process.communicate(timeout=6)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert output.count("claimx top ·") >= 2, output  # a title per snapshot
