@@ -23,7 +23,7 @@ def check(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings
-    or an unreachable Kafka or API."""
+    or an unreachable Kafka, API or OneLake."""
     unknown = [s for s in stage if s not in STAGE_NAMES]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
