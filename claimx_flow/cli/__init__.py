@@ -76,7 +76,7 @@ COMMANDS: dict[str, Entry] = {
     "check": Entry(
         "claimx_flow.cli.check_cmd:check",
         "Check that the pipeline can run here; exit 1 if anything fails, 2 on bad settings "
-        "or an unreachable Kafka or API.",
+        "or an unreachable Kafka, API or OneLake.",
     ),
     "lag": Entry(
         "claimx_flow.cli.lag_cmd:lag",
