@@ -43,8 +43,9 @@ class KafkaRecord(NamedTuple):
     value: bytes | None
     headers: Headers = ()
     error: str | None = None
-    """Set when the Kafka client could not read the message (corrupt, not decompressible):
-    it has no value, only a place, and belongs in a DLQ."""
+    """Set when the Kafka client could not read the message (corrupt, not decompressible: it
+    has no value, only a place) or its headers (a header name that is not UTF-8: it keeps its
+    value, without headers). Either way it belongs in a DLQ."""
 
     @property
     def position(self) -> str:

@@ -51,6 +51,7 @@ from tests.poison.harness import (
     set_topic_config,
     table,
 )
+from tests.poison.raw_producer import produce_raw_headers
 from tests.poison.strategies import Generated, envelope, raw_records
 
 RAW_LIMIT = 4 * 1024 * 1024
@@ -305,3 +306,32 @@ def test_a_dead_letter_copy_of_the_largest_record_fits_the_dlq(
     generated = [Generated(make(size), "poison", f"{part} of {size} bytes"), good]
     settings, placed, exit = run_ingest(kafka_bootstrap, tmp_path, generated, raw_limit)
     check_ingest(settings, generated, placed, exit)
+
+
+def test_a_header_name_that_is_not_utf8_dead_letters_its_record_alone(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A producer outside Python may name a header in bytes that are not UTF-8; the client
+    then cannot give that message's headers at all. The record goes to the events DLQ with
+    its value and the reason, and the events around it land."""
+    before = Generated(RawRecord(padded_event(300, "before-the-bad-name"), b"k"), "good", "")
+    after = Generated(RawRecord(padded_event(300, "after-the-bad-name"), b"k"), "good", "")
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
+    topic = settings.claimx_events_topic
+    produce_exact(settings, topic, [before.record])
+    named = padded_event(300, "with-a-bad-header-name")
+    produce_raw_headers(settings.kafka_bootstrap_servers, topic, named, [(b"\xff\xfe-name", b"x")])
+    produce_exact(settings, topic, [after.record])
+    exit = run_stage_process(settings, "ingest", tmp_path / "logs")
+    findings = Findings("a header name that is not UTF-8")
+    findings.stage_ran(exit)
+    findings.check()
+    assert sorted(row["event_id"] for row in table(settings, "claimx_events")) == [
+        "after-the-bad-name",
+        "before-the-bad-name",
+    ]
+    (letter,) = read_topic(settings, settings.claimx_events_dlq_topic)
+    assert letter.value == named
+    info = letter.failure()
+    assert info is not None and (info.original_offset, info.error_category) == (1, "permanent")
+    assert "header name is not UTF-8" in info.error_message
