@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 
 from claimx_flow.dlq.clients import DlqError
+from claimx_flow.kafka.clients import message_headers
 from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
 from claimx_flow.models.parsing import json_fields, loose_text
@@ -82,7 +83,7 @@ class DeadLetter:
 def dead_letter_from(message: Message) -> DeadLetter:
     headers: RawHeaders = [
         (name, value.encode() if isinstance(value, str) else value)
-        for name, value in _header_list(message)
+        for name, value in message_headers(message)
     ]
     failure, failure_error = None, None
     try:
@@ -101,11 +102,6 @@ def dead_letter_from(message: Message) -> DeadLetter:
         failure=failure,
         failure_error=failure_error,
     )
-
-
-def _header_list(message: Message) -> list[tuple[str, bytes | str | None]]:
-    headers = message.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 def read_range(

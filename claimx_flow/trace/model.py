@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from claimx_flow.kafka.clients import message_headers
 from claimx_flow.kafka.records import moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, json_fields, loose_text
@@ -101,11 +102,6 @@ class Trace:
 # Reading one record ---------------------------------------------------------------------------
 
 
-def _headers(message: Message) -> list[tuple[str, bytes | str | None]]:
-    headers = message.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
 def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: HIDDEN if k in SECRET_FIELDS and v else v for k, v in fields.items()}
 
@@ -116,7 +112,7 @@ def read_record(where: TopicRole, message: Message) -> Found:
     value = message.value()
     failure: FailureInfo | None = None
     try:
-        failure = FailureInfo.maybe_from_headers(_headers(message))
+        failure = FailureInfo.maybe_from_headers(message_headers(message))
     except MalformedHeadersError:
         failure = None
     fields: dict[str, Any]
@@ -155,7 +151,7 @@ def mentions(message: Message, needles: tuple[bytes, ...]) -> bool:
     value = message.value() or b""
     if any(n in value for n in needles):
         return True
-    for _, raw in _headers(message):
+    for _, raw in message_headers(message):
         data = raw.encode() if isinstance(raw, str) else raw or b""
         if any(n in data for n in needles):
             return True

@@ -29,6 +29,7 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, Phase, settings
 
 from claimx_flow.config import Settings
+from claimx_flow.kafka.clients import message_headers
 from claimx_flow.kafka.topics import admin_client, await_leaders
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.models import FailureInfo, MalformedHeadersError
@@ -233,7 +234,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
                         message.offset() or 0,
                         message.key(),
                         message.value(),
-                        [(k, v or b"") for k, v in (message.headers() or [])],
+                        [(k, v or b"") for k, v in message_headers(message)],
                         message.timestamp()[1],
                     )
                 )
