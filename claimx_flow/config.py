@@ -13,6 +13,7 @@ import textwrap
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -436,7 +437,8 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
             # A URL's user and password would be printed wherever the URL is, and aiohttp
             # refuses them beside an Authorization header: credentials have variables of their own.
             raise ValueError(
@@ -639,14 +641,18 @@ def config_file_path() -> Path | None:
     return default if default.is_file() else None
 
 
+def stack_directory() -> Path:
+    """Where a local stack keeps its state (``CLAIMX_STACK_DIR``, default ``./.claimx-stack``)."""
+    return Path(os.environ.get(STACK_DIR_VARIABLE, ".claimx-stack"))
+
+
 def local_stack_found() -> bool:
-    """Whether a local stack (``claimx stack up``) keeps its state here (``CLAIMX_STACK_DIR``,
-    default ``./.claimx-stack``): only a developer's machine has one.
+    """Whether a local stack (``claimx stack up``) keeps its state here (``stack_directory``):
+    only a developer's machine has one.
 
     The state file, not the folder: ``claimx stack down`` leaves the folder, and a folder left
     in a directory must not turn an operator's command there to the embedded defaults."""
-    directory = Path(os.environ.get(STACK_DIR_VARIABLE, ".claimx-stack"))
-    return (directory / STACK_STATE_FILE).is_file()
+    return (stack_directory() / STACK_STATE_FILE).is_file()
 
 
 def adopt_default_environment(*, local: bool = False) -> None:
@@ -757,8 +763,8 @@ _EXAMPLE_EXTRA = (
     (
         STACK_DIR_VARIABLE,
         "",
-        "where a local stack keeps its state and env file (unset: ./.claimx-stack); when it "
-        "exists, CLAIMX_ENV defaults to local",
+        "where a local stack keeps its state and env file (unset: ./.claimx-stack); while it "
+        "holds a stack's state (claimx stack up), CLAIMX_ENV defaults to local",
     ),
 )
 

@@ -28,7 +28,9 @@ STAGE = STAGES["results"]
 
 
 def read(record: KafkaRecord) -> UploadResult | None:
-    if record.error is not None:
+    """The result in ``record``; one whose value is lost is skipped (results are a report),
+    one whose headers alone could not be read is counted all the same."""
+    if record.value is None and record.error is not None:
         log.warning(
             "%s: unreadable result skipped: %s", record.position, record.error, extra=at(record)
         )

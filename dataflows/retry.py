@@ -36,7 +36,12 @@ def build(settings: Settings) -> Dataflow:
         return release_time(record, tiers[record.topic])
 
     def back_to_pending(record: KafkaRecord) -> OutboundRecord:
-        """The message as it was, failure headers included, so its attempts keep counting."""
+        """The message as it was, failure headers included, so its attempts keep counting.
+
+        One whose headers the client could not read (``record.error``) goes back with its
+        value and none: its next failure starts its count again, which is logged here."""
+        if record.error is not None:
+            log.warning("%s: released without headers: %s", record.position, record.error)
         return OutboundRecord(
             tiers[record.topic].pending_topic, record.key, record.value, record.headers
         )

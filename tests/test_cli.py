@@ -9,11 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from claimx_flow.cli import COMMANDS, app, load_command, recovery_cmd
@@ -323,8 +325,8 @@ def test_recovery_reset_shows_its_plan_asks_and_backs_up_first(
 @pytest.mark.parametrize(
     "command",
     [
-        ["backfill", "{tmp}/no-such-export.jsonl"],
-        ["backfill", "{tmp}"],
+        ["backfill", "{tmp}/no-such-export.jsonl", "--topic", "{topic}"],
+        ["backfill", "{tmp}", "--topic", "{topic}"],
         ["recovery", "init", "ingest"],
     ],
 )
@@ -341,9 +343,12 @@ def test_a_missing_or_refused_path_is_one_red_line(
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         CLAIMX_DATA_DIR=str(blocker / "data"),  # under a file: not a directory
     )
-    args = [part.format(tmp=tmp_path) for part in command]
+    topic = f"backfill-{uuid.uuid4().hex[:8]}"
+    args = [part.format(tmp=tmp_path, topic=topic) for part in command]
     done = subprocess.run([CLAIMX, *args], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error:") and str(tmp_path) in line
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert topic not in admin.list_topics(timeout=15).topics

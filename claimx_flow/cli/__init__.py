@@ -19,9 +19,9 @@ import typer
 from typer import _click as click  # typer 0.29 carries its own click; its groups use it
 from typer.core import TyperCommand, TyperGroup
 
+from claimx_flow.cli.output import EXIT_ERROR
 from claimx_flow.errors import ClaimxError
 
-EXIT_ERROR = 2
 PACKAGE = "claimx-flow"
 
 
@@ -259,15 +259,7 @@ def _described(exc: BaseException) -> str:
 
 
 def _fail(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from claimx_flow.cli.output import print_error
 
-    from claimx_flow.config import secret_variables
-    from claimx_flow.errors import one_line
-    from claimx_flow.models.redaction import mask_url_queries, redact
-
-    secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
-    safe = mask_url_queries(redact(message, secrets))  # a peer's words may quote a URL or key
-    line = escape(one_line(safe))  # a peer's text is not markup: "[/x]" would raise
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {line}", highlight=False)
+    print_error(message)
     sys.exit(EXIT_ERROR)

@@ -8,14 +8,13 @@ import typer
 from rich.console import Console
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
+from claimx_flow.cli.output import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import one_line
 from claimx_flow.models.redaction import mask_url_queries
 
 app = typer.Typer(help="Talk to the ClaimX API.")
 console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
 
 _HEADLINES = {
     "unreachable": "cannot reach the ClaimX API",
@@ -23,8 +22,6 @@ _HEADLINES = {
     "credentials": "the ClaimX API rejected the credentials",
     "unexpected": "unexpected response from the ClaimX API",
 }
-EXIT_BROKEN_PEER = 2
-"""Not reached, or not answering: the exit code of every command on a broken peer."""
 EXIT_REFUSED = 1
 """Reached, but the credentials were refused or the answer was not ClaimX's: a finding."""
 _BROKEN = {"unreachable", "unavailable"}
@@ -49,7 +46,7 @@ def check(
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))
     where, who = mask_url_queries(settings.claimx_api_url), _who(settings)
     detail = one_line(result.detail)  # an answer's snippet may be an HTML page
-    code = 0 if result.ok else EXIT_BROKEN_PEER if result.problem in _BROKEN else EXIT_REFUSED
+    code = 0 if result.ok else EXIT_ERROR if result.problem in _BROKEN else EXIT_REFUSED
     if output is Output.JSON:
         emit_json(
             {
@@ -69,8 +66,7 @@ def check(
         )
     else:
         headline = _HEADLINES[result.problem or "unexpected"]
-        errors.print(f"[bold red]error:[/] {headline} at {where} as {who}: ", end="")
-        errors.print(detail, highlight=False, markup=False)
+        print_error(f"{headline} at {where} as {who}: {detail}")
     if code:
         raise typer.Exit(code)
 

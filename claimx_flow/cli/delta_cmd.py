@@ -27,16 +27,15 @@ from typing import Any
 import typer
 from deltalake.exceptions import DeltaError
 from rich.console import Console, Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from claimx_flow.cli.output import EXIT_ERROR, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
-from claimx_flow.errors import ClaimxError, one_line
-from claimx_flow.models.redaction import mask_url_queries
+from claimx_flow.errors import ClaimxError
 
-EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_NOTHING = 0, 1
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 nothing to do or declined; 2 error (bad arguments, unknown or "
@@ -67,8 +66,7 @@ def _failures_exit() -> Iterator[Settings]:
     try:
         yield load_settings(require_kafka=False)  # Delta maintenance never talks to Kafka
     except (ClaimxError, DeltaError, OSError) as exc:
-        message = one_line(mask_url_queries(str(exc)))  # delta-rs: many lines, coloured
-        _stderr().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        print_error(str(exc))  # delta-rs: many lines, coloured
         raise typer.Exit(EXIT_ERROR) from None
 
 

@@ -7,11 +7,15 @@ errors go to stderr, so ``claimx lag -o json | jq …`` always parses.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 import typer
+
+EXIT_ERROR = 2
+"""Bad settings or arguments, or a broken peer (Kafka, the API, storage): one red line."""
 
 
 class Output(StrEnum):
@@ -31,3 +35,25 @@ OUTPUT_OPTION: Any = typer.Option(
 def emit_json(document: Mapping[str, Any]) -> None:
     """The command's one JSON document, on stdout."""
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def error_line(message: str) -> str:
+    """``message`` fit for the one red line: the configured secrets (from the environment) and
+    URL queries masked, a peer's many coloured lines made one, and read as text, not markup."""
+    from rich.markup import escape
+
+    from claimx_flow.config import secret_variables
+    from claimx_flow.errors import one_line
+    from claimx_flow.models.redaction import mask_url_queries, redact
+
+    secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
+    return escape(one_line(mask_url_queries(redact(message, secrets))))
+
+
+def print_error(message: str) -> None:
+    """The one red line, on stderr."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {error_line(message)}", highlight=False
+    )

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from claimx_flow.cli.output import EXIT_ERROR
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.top.broker import BrokerProbe
@@ -19,8 +20,6 @@ from claimx_flow.top.scrape import Scrape, Scraper
 from claimx_flow.top.snapshot import ProgressClock, Snapshot, combine, document
 from claimx_flow.top.view import view
 
-EXIT_BROKEN_PEER = 2
-"""Kafka out of reach: as for every command, the snapshot still printed first."""
 EXIT_STAGE_DOWN = 1
 """A stage endpoint that did not answer: a finding about the pipeline, not a broken peer."""
 
@@ -109,7 +108,7 @@ def top(
             else:
                 Console().print(view(snapshot))
             if snapshot.broker_error:
-                raise typer.Exit(EXIT_BROKEN_PEER)
+                raise typer.Exit(EXIT_ERROR)  # Kafka out of reach: the snapshot printed first
             if snapshot.unreachable:
                 raise typer.Exit(EXIT_STAGE_DOWN)
             return
@@ -127,7 +126,6 @@ def _live(watch: _Watch, interval_s: float) -> None:
             while True:
                 time.sleep(interval_s)
                 console.print(view(watch.next(interval_s)))
-                console.file.flush()
         except KeyboardInterrupt:
             return
     try:

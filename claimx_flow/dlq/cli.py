@@ -32,7 +32,7 @@ from rich.progress import (
 )
 
 from claimx_flow.cli import prepare
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
+from claimx_flow.cli.output import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.dlq import browse
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
@@ -55,7 +55,7 @@ from claimx_flow.dlq.render import (
 from claimx_flow.dlq.replay import ReplayOptions, ReplayOutcome, replay
 from claimx_flow.errors import ClaimxError
 
-EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL = 0, 1
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 nothing matched or partial (empty page, nothing selected, records "
@@ -98,9 +98,7 @@ def _failures_exit() -> Iterator[Settings]:
         settings = load_settings()
         yield settings
     except (ClaimxError, KafkaException) as exc:
-        text = kafka_reason(settings, exc) if settings is not None else str(exc)
-        err = Console(stderr=True, soft_wrap=True)
-        err.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+        print_error(kafka_reason(settings, exc) if settings is not None else str(exc))
         raise typer.Exit(EXIT_ERROR) from None
 
 

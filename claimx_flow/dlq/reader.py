@@ -16,8 +16,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 
 from claimx_flow.dlq.clients import DlqError
-from claimx_flow.kafka.clients import message_headers
-from claimx_flow.kafka.records import moment_of_ms
+from claimx_flow.kafka.records import message_headers, moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
 from claimx_flow.models.parsing import json_fields, loose_text
 from claimx_flow.routing.failures import TRUNCATED_HEADER

@@ -98,18 +98,6 @@ def failure_reason(client: Any, error: KafkaException) -> str:
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def message_headers(message: Any) -> list[tuple[str, bytes | str | None]]:
-    """A consumed message's headers, or none when the client cannot read them: it decodes
-    header names as UTF-8 and fails the whole list (``SystemError``) on one that is not, which
-    a producer outside Python can send. For the tools that show messages; a stage's input
-    dead-letters such a record instead (``record_of`` in ``operators/kafka.py``)."""
-    try:
-        headers = message.headers() or []
-    except (SystemError, UnicodeDecodeError):
-        return []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """A producer that never loses or duplicates on its own retries: idempotent, acks=all."""
     return {

@@ -9,9 +9,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Headers = Sequence[tuple[str, bytes]]
+
+
+UNREADABLE_HEADERS = "a header name is not UTF-8; the message's headers cannot be read"
+
+
+def raw_headers(message: Any) -> list[tuple[str, bytes | None]] | None:
+    """A consumed message's headers as the client gives them, or None when it cannot.
+
+    The client decodes header names as UTF-8 and fails the whole list on one that is not
+    (``SystemError`` from ``Message.headers()``), which a producer outside Python can send.
+    Whoever reads such a message must go on: a stage dead-letters it (``UNREADABLE_HEADERS``),
+    a tool shows it without headers.
+    """
+    try:
+        headers = message.headers()
+    except (SystemError, UnicodeDecodeError):
+        return None
+    return headers or []
+
+
+def message_headers(message: Any) -> list[tuple[str, bytes | str | None]]:
+    """``raw_headers`` for the tools that show messages: none when they cannot be read."""
+    headers = raw_headers(message) or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 def moment_of_ms(ms: int) -> datetime | None:

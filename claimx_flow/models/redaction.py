@@ -21,22 +21,28 @@ _KEY = (
     r"password|passwd|pwd|secret|client[_-]?secret|token|access[_-]?token|api[_-]?key"
     r"|access[_-]?key|account[_-]?key|sasl\.password|sharedaccesskey|sharedaccesssignature"
 )
-# Not ``\b``: a setting's name puts its keyword after ``_`` (``api_password:``,
-# ``AZURE_CLIENT_SECRET=``), and ``_`` is a word character.
-_BEFORE_KEY = r"(?<![A-Za-z0-9])"
+_VALUE = r"""["']?(?P<secret>[^\s&,;'"}]+)"""
+# https://user:pass@host
+_USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@")
+# presigned URLs: S3 SigV4 / SigV2 and Azure SAS signatures and credentials
+_SIGNATURE = re.compile(
+    r"(?i)[?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature"
+    r"|awsaccesskeyid|sig)=(?P<secret>[^&\s#'\"]+)"
+)
 # (pattern, group holding the secret): the text around the group is kept, the group masked.
 _PATTERNS: tuple[re.Pattern[str], ...] = (
     # Authorization: Basic dXNlcjpwYXNz / Bearer eyJ…
     re.compile(r"(?i)\b(?:basic|bearer)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)"),
     # password=…, "token": "…", AccountKey=…;
-    re.compile(rf"""(?i){_BEFORE_KEY}(?:{_KEY})["']?\s*[=:]\s*["']?(?P<secret>[^\s&,;'"}}]+)"""),
-    # https://user:pass@host
-    re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@"),
-    # presigned URLs: S3 SigV4 / SigV2 and Azure SAS signatures and credentials
-    re.compile(
-        r"(?i)[?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature"
-        r"|awsaccesskeyid|sig)=(?P<secret>[^&\s#'\"]+)"
-    ),
+    re.compile(rf"""(?i)\b(?:{_KEY})["']?\s*[=:]\s*{_VALUE}"""),
+    # A setting's name puts its keyword after ``_``, a word character, so ``\b`` misses it:
+    # an assignment (``AZURE_CLIENT_SECRET=…``) in any case, and a YAML key (``api_password:
+    # …``) in lower case. Not ``CLAIMX_API_PASSWORD: should be …``: our own errors name the
+    # variable that way, and its next word is not a secret.
+    re.compile(rf"""(?i)(?<=_)(?:{_KEY})\s*=\s*{_VALUE}"""),
+    re.compile(rf"""(?<=_)(?:{_KEY})["']?\s*:\s*{_VALUE}"""),
+    _USERINFO,
+    _SIGNATURE,
 )
 
 
@@ -90,11 +96,14 @@ def mask_url_queries(text: str) -> str:
     ``X-Amz-Credential``, the ClaimX ``systemDate``/``expires`` signatures, SAS tokens), so
     text shown to people or exported keeps where a URL points and loses what it grants. A URL
     this cannot see whole (a space in its path, no scheme) still loses its signature and
-    credential parameters, and credential-shaped text is masked as everywhere. Masking twice
+    credential parameters, and a URL's user and password go too. Nothing else: this runs over
+    message bodies shown to people, where "Basic Claim Form.pdf" is a file name. Masking twice
     changes nothing.
     """
     masked = _URL_QUERY.sub(lambda m: f"{m.group('base')}{m.group('sep')}{MASK}", text)
-    return redact_credentials(masked)
+    for pattern in (_USERINFO, _SIGNATURE):
+        masked = pattern.sub(_mask_secret_group, masked)
+    return masked
 
 
 def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -130,8 +130,9 @@ class FailureRouter:
             )
 
     def unreadable(self, record: KafkaRecord) -> OutboundRecord:
-        """A message the Kafka client could not read (corrupt, not decompressible): to the DLQ,
-        which keeps where it was, since its value is lost."""
+        """A message the Kafka client could not read: to the DLQ. A corrupt one (not
+        decompressible) has lost its value, and the DLQ keeps where it was; one whose headers
+        could not be read (a header name that is not UTF-8) keeps its value, without them."""
         return self.route(
             record,
             reason=f"unreadable by the Kafka client: {record.error}",

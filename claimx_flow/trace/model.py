@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from claimx_flow.kafka.clients import message_headers
-from claimx_flow.kafka.records import moment_of_ms
+from claimx_flow.kafka.records import message_headers, moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, json_fields, loose_text
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role, TopicRole

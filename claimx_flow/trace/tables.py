@@ -40,7 +40,9 @@ ENRICHED_TABLES = tuple(
 
 def read_rows(settings: Settings, table: str, where: Filter, notes: list[str]) -> list[TableRow]:
     """Rows of ``table`` matching ``where``; a table not created yet has none, and a table that
-    cannot be read is a note, not a failed trace."""
+    cannot be read (corrupt: a file its log names is gone) is a note, not a failed trace. The
+    storage out of reach is a ``TraceError``: every other table would wait as long for it, and
+    a verdict made without Delta could call a stored file missing."""
     if not where:
         return []
     uri, options = table_location(settings, table)
@@ -51,11 +53,11 @@ def read_rows(settings: Settings, table: str, where: Filter, notes: list[str]) -
         data = dataset.to_table().filter(row_filter(where))
     except TableNotFoundError:
         return []
-    except OSError as exc:  # the storage itself: every other table would wait as long for it
-        raise TraceError(f"cannot read the Delta tables at {uri}: {one_line(str(exc))}") from None
-    except (DeltaError, ValueError) as exc:
+    except (DeltaError, ValueError, FileNotFoundError) as exc:
         notes.append(f"{table}: not read ({type(exc).__name__}: {one_line(str(exc))[:200]})")
         return []
+    except OSError as exc:  # the storage itself
+        raise TraceError(f"cannot read the Delta tables at {uri}: {one_line(str(exc))}") from None
     rows = data.slice(0, ROW_CAP).to_pylist()
     if data.num_rows > ROW_CAP:
         notes.append(f"{table}: showing {ROW_CAP} of {data.num_rows} matching rows")

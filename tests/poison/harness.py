@@ -29,7 +29,7 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, Phase, settings
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import message_headers
+from claimx_flow.kafka.records import message_headers
 from claimx_flow.kafka.topics import admin_client, await_leaders
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.models import FailureInfo, MalformedHeadersError

@@ -26,7 +26,9 @@ _PRODUCER = 0
 @cache
 def _librdkafka() -> ctypes.CDLL:
     libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
-    (path,) = libs.glob("librdkafka-*.so*")
+    found = sorted(libs.glob("librdkafka-*.so*"))
+    assert found, f"no librdkafka in {libs}: the pinned manylinux wheel of confluent-kafka has one"
+    path = found[0]
     lib = ctypes.CDLL(str(path))
     lib.rd_kafka_conf_new.restype = ctypes.c_void_p
     lib.rd_kafka_conf_set.argtypes = [

@@ -128,3 +128,15 @@ def test_a_result_of_more_bytes_than_a_long_holds_is_skipped_not_summed() -> Non
         assert value != good
         assert read(KafkaRecord("claimx.downloads.results", 0, 0, None, b"5", value)) is None
     assert read(KafkaRecord("claimx.downloads.results", 0, 1, None, b"5", good)) is not None
+
+
+def test_a_result_whose_headers_alone_were_unreadable_is_still_counted() -> None:
+    from claimx_flow.kafka.records import UNREADABLE_HEADERS, KafkaRecord
+    from dataflows.results import read
+
+    good = result("m2").to_json()
+    topic = "claimx.downloads.results"
+    kept = KafkaRecord(topic, 0, 2, None, b"m2", good, (), UNREADABLE_HEADERS)
+    assert read(kept) is not None
+    lost = KafkaRecord(topic, 0, 3, None, b"m2", None, (), "Broker: Corrupt message")
+    assert read(lost) is None

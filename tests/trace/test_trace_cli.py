@@ -62,3 +62,28 @@ def test_the_limit_keeps_the_newest_messages_of_each_partition() -> None:
     assert [(r.start, r.end) for r in kept] == [(300, 600), (300, 500), (7, 7)]
     assert left_out == 500 and sum(r.size for r in kept) == 500
     assert cap(ranges, 10_000) == (ranges, 0)
+
+
+def test_a_corrupt_table_is_a_note_not_a_failed_trace(tmp_path: Path) -> None:
+    """A table whose log names a file that is gone cannot be read; the trace says so beside its
+    verdict (the storage answers: it is not out of reach)."""
+    from claimx_flow.config import Settings
+    from claimx_flow.delta.tables import MEDIA
+    from claimx_flow.delta.writer import writer_for
+    from claimx_flow.trace.tables import read_rows
+
+    settings = Settings(claimx_data_dir=tmp_path / "data")
+    row = {
+        "media_id": "m1",
+        "project_id": "p1",
+        "event_id": "e1",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    writer_for(settings, MEDIA).write([{k: v for k, v in row.items() if k in MEDIA.columns}])
+    for data in (settings.tables_dir / MEDIA.name).rglob("*.parquet"):
+        data.unlink()
+    notes: list[str] = []
+    assert read_rows(settings, MEDIA.name, [[("media_id", "=", "m1")]], notes) == []
+    (note,) = notes
+    assert note.startswith(f"{MEDIA.name}: not read (") and "\n" not in note

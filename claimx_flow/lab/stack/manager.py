@@ -15,19 +15,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from claimx_flow.config import STACK_STATE_FILE
+from claimx_flow.config import STACK_STATE_FILE, stack_directory
 from claimx_flow.lab.process import is_alive, stop_process_group
 from claimx_flow.lab.stack.azurite import AzuriteService
 from claimx_flow.lab.stack.kafka import KafkaService, broker_reachable
 from claimx_flow.lab.stack.services import RunningService, Service
 from claimx_flow.lab.stack.simulator_service import SimulatorService, wants_simulator
 
-STATE_FILE = STACK_STATE_FILE
 ENV_FILE = "env"
 
 
 def stack_dir() -> Path:
-    return Path(os.environ.get("CLAIMX_STACK_DIR", ".claimx-stack")).resolve()
+    return stack_directory().resolve()
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Stack:
 
     @property
     def state_path(self) -> Path:
-        return self.directory / STATE_FILE
+        return self.directory / STACK_STATE_FILE
 
     @property
     def env_path(self) -> Path:
