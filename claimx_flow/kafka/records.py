@@ -6,6 +6,7 @@ can always name the exact message it is about; an outbound record says where it 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,17 +18,27 @@ Headers = Sequence[tuple[str, bytes]]
 UNREADABLE_HEADERS = "a header name is not UTF-8; the message's headers cannot be read"
 
 
+_HEADERS = operator.methodcaller("headers")
+
+
 def raw_headers(message: Any) -> list[tuple[str, bytes | None]] | None:
     """A consumed message's headers as the client gives them, or None when it cannot.
 
-    The client decodes header names as UTF-8 and fails the whole list on one that is not
-    (``SystemError`` from ``Message.headers()``), which a producer outside Python can send.
-    Whoever reads such a message must go on: a stage dead-letters it (``UNREADABLE_HEADERS``),
-    a tool shows it without headers.
+    The client decodes header names as UTF-8, and on one that is not (a producer outside
+    Python can send one) it returns a list holding a NULL with the decoding error still set
+    (``c_headers_to_py`` in confluent-kafka's ``confluent_kafka.c``). Called as
+    ``message.headers()`` in a hot loop, Python 3.11's specialised call skips the check that
+    turns that into a ``SystemError``: the broken list comes back, and touching it crashes the
+    process. Called through ``methodcaller`` the check always runs, so the message is told
+    apart (``tests/poison/test_ingest_boundary.py`` reads hundreds of them). Whoever reads
+    such a message must go on: a stage dead-letters it (``UNREADABLE_HEADERS``), a tool shows
+    it without headers. The client keeps the broken list for the next call, so it is replaced
+    at once with an empty one: a second reader of the same message gets no headers.
     """
     try:
-        headers = message.headers()
+        headers = _HEADERS(message)
     except (SystemError, UnicodeDecodeError):
+        message.set_headers([])
         return None
     return headers or []
 

@@ -55,35 +55,38 @@ def _librdkafka() -> ctypes.CDLL:
 
 
 def produce_raw_headers(
-    bootstrap: str, topic: str, value: bytes, headers: list[tuple[bytes, bytes]]
+    bootstrap: str, topic: str, messages: list[tuple[bytes, list[tuple[bytes, bytes]]]]
 ) -> None:
-    """Send one message to partition 0 of ``topic`` with ``headers`` named byte for byte."""
+    """Send each ``(value, headers)`` to partition 0 of ``topic``, in order, with its headers
+    named byte for byte."""
     lib = _librdkafka()
     error = ctypes.create_string_buffer(512)
     conf = lib.rd_kafka_conf_new()
     assert lib.rd_kafka_conf_set(conf, b"bootstrap.servers", bootstrap.encode(), error, 512) == 0
+    assert lib.rd_kafka_conf_set(conf, b"enable.idempotence", b"true", error, 512) == 0  # order
     producer = lib.rd_kafka_new(_PRODUCER, conf, error, 512)
     assert producer, error.value
     try:
-        names = lib.rd_kafka_headers_new(len(headers))
-        for name, data in headers:
-            assert lib.rd_kafka_header_add(names, name, len(name), data, len(data)) == 0
-        sent = lib.rd_kafka_producev(
-            ctypes.c_void_p(producer),
-            ctypes.c_int(_TYPE_TOPIC),
-            ctypes.c_char_p(topic.encode()),
-            ctypes.c_int(_TYPE_PARTITION),
-            ctypes.c_int32(0),
-            ctypes.c_int(_TYPE_FLAGS),
-            ctypes.c_int(_COPY),
-            ctypes.c_int(_TYPE_VALUE),
-            ctypes.c_char_p(value),
-            ctypes.c_size_t(len(value)),
-            ctypes.c_int(_TYPE_HEADERS),
-            ctypes.c_void_p(names),  # the message owns them once produced
-            ctypes.c_int(_TYPE_END),
-        )
-        assert sent == 0, f"rd_kafka_producev: error {sent}"
+        for value, headers in messages:
+            names = lib.rd_kafka_headers_new(len(headers))
+            for name, data in headers:
+                assert lib.rd_kafka_header_add(names, name, len(name), data, len(data)) == 0
+            sent = lib.rd_kafka_producev(
+                ctypes.c_void_p(producer),
+                ctypes.c_int(_TYPE_TOPIC),
+                ctypes.c_char_p(topic.encode()),
+                ctypes.c_int(_TYPE_PARTITION),
+                ctypes.c_int32(0),
+                ctypes.c_int(_TYPE_FLAGS),
+                ctypes.c_int(_COPY),
+                ctypes.c_int(_TYPE_VALUE),
+                ctypes.c_char_p(value),
+                ctypes.c_size_t(len(value)),
+                ctypes.c_int(_TYPE_HEADERS),
+                ctypes.c_void_p(names),  # the message owns them once produced
+                ctypes.c_int(_TYPE_END),
+            )
+            assert sent == 0, f"rd_kafka_producev: error {sent}"
         assert lib.rd_kafka_flush(producer, 30_000) == 0, "not delivered in 30 s"
     finally:
         lib.rd_kafka_destroy(producer)
