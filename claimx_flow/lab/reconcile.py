@@ -24,6 +24,7 @@ from claimx_flow.config import Settings
 from claimx_flow.delta.tables import TABLES
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config
+from claimx_flow.kafka.records import message_headers
 from claimx_flow.kafka.topics import watermarks
 from claimx_flow.media.cache_runs import cached_files, sweep_orphans
 from claimx_flow.models import FailureInfo, MalformedHeadersError, RawEvent
@@ -189,8 +190,7 @@ def read_headers(settings: Settings, topic: str) -> list[list[tuple[str, bytes |
             for msg in consumer.consume(500, 2.0):
                 if msg.error() is not None:
                     continue
-                raw = msg.headers() or []
-                pairs = raw.items() if isinstance(raw, dict) else raw
+                pairs = message_headers(msg)
                 headers.append([(k, v.encode() if isinstance(v, str) else v) for k, v in pairs])
                 partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
                 if offset + 1 >= wanted.get(partition, 0):
