@@ -5,7 +5,6 @@ Bad input is not an exception here; it travels as data (a failure envelope) to a
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 
@@ -35,17 +34,3 @@ class ErrorCategory(StrEnum):
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     AUTH = "auth"
-
-
-_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_BACKTRACE = re.compile(r"(?i)\bstack backtrace:")
-MAX_LINE_CHARS = 500
-
-
-def one_line(text: str) -> str:
-    """A peer's error as one line: its terminal colours stripped (delta-rs writes them whatever
-    the output is), its lines joined, a Rust backtrace (``RUST_BACKTRACE``) left off, and at
-    most ``MAX_LINE_CHARS`` kept."""
-    text = _BACKTRACE.split(_ESCAPES.sub("", text), maxsplit=1)[0]
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"

@@ -43,8 +43,7 @@ def error_line(message: str) -> str:
     from rich.markup import escape
 
     from claimx_flow.config import secret_variables
-    from claimx_flow.errors import one_line
-    from claimx_flow.models.redaction import mask_url_queries, redact
+    from claimx_flow.models.redaction import mask_url_queries, one_line, redact
 
     secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
     return escape(one_line(mask_url_queries(redact(message, secrets))))

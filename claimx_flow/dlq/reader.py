@@ -55,13 +55,7 @@ class DeadLetter:
     @property
     def ids(self) -> MessageIds:
         """Ids from the failure headers, completed from the message body where they are absent."""
-        from_value = MessageIds(
-            loose_text(self.value_fields.get("project_id")),
-            loose_text(
-                self.value_fields.get("event_id") or self.value_fields.get("source_event_id")
-            ),
-            loose_text(self.value_fields.get("media_id")),
-        )
+        from_value = MessageIds.in_fields(self.value_fields)
         return self.failure.ids.or_else(from_value) if self.failure else from_value
 
     @property

@@ -7,17 +7,17 @@ sends exactly what was first received.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claimx_flow.catalog import StageName
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.models.parsing import MalformedMessageError, reason_from
+from claimx_flow.models.parsing import MalformedMessageError, loose_text, reason_from
 from claimx_flow.models.redaction import describe_error, redact_credentials, truncate
 from claimx_flow.models.types import (
     MAX_INT64,
@@ -232,6 +232,16 @@ class MessageIds:
     project_id: str | None = None
     event_id: str | None = None
     media_id: str | None = None
+
+    @classmethod
+    def in_fields(cls, fields: Mapping[str, Any]) -> MessageIds:
+        """The ids a message's JSON fields name (a task's ``source_event_id`` is its event's),
+        read loosely: what a DLQ listing or a trace falls back on where headers lack them."""
+        return cls(
+            loose_text(fields.get("project_id")),
+            loose_text(fields.get("event_id") or fields.get("source_event_id")),
+            loose_text(fields.get("media_id")),
+        )
 
     def or_else(self, other: MessageIds) -> MessageIds:
         return MessageIds(

@@ -113,6 +113,19 @@ def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text[: limit - 1] + _ELLIPSIS
 
 
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BACKTRACE = re.compile(r"(?i)\bstack backtrace:")
+MAX_LINE_CHARS = 500
+
+
+def one_line(text: str) -> str:
+    """A peer's error as one line: its terminal colours stripped (delta-rs writes them whatever
+    the output is), its lines joined, a Rust backtrace (``RUST_BACKTRACE``) left off, and at
+    most ``MAX_LINE_CHARS`` kept."""
+    text = _BACKTRACE.split(_ESCAPES.sub("", text), maxsplit=1)[0]
+    return truncate(" ".join(text.split()), MAX_LINE_CHARS)
+
+
 def describe_error(
     error: BaseException | str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS
 ) -> str:

@@ -27,9 +27,10 @@ from confluent_kafka import KafkaException
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
-from claimx_flow.errors import ClaimxError, ErrorCategory, one_line
+from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.kafka.clients import failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
+from claimx_flow.models.redaction import one_line
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
 from claimx_flow.startup.recovery import recovery_directory
 from claimx_flow.startup.recovery_state import check_recovery_identity

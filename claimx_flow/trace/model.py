@@ -10,7 +10,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from claimx_flow.kafka.records import message_headers, moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
-from claimx_flow.models.parsing import MalformedMessageError, json_fields, loose_text
+from claimx_flow.models.parsing import MalformedMessageError, json_fields
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role, TopicRole
 
 TargetKind = Literal["event", "project", "media"]
@@ -123,11 +123,7 @@ def read_record(where: TopicRole, message: Message) -> Found:
             fields = json_fields(value)
     else:
         fields = json_fields(value)
-    from_body = MessageIds(
-        loose_text(fields.get("project_id")),
-        loose_text(fields.get("event_id") or fields.get("source_event_id")),
-        loose_text(fields.get("media_id")),
-    )
+    from_body = MessageIds.in_fields(fields)
     ids = failure.ids.or_else(from_body) if failure else from_body
     kind, millis = message.timestamp()
     key = message.key()

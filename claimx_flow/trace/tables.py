@@ -20,7 +20,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import ATTACHMENTS, EVENTS, MEDIA, TABLES
-from claimx_flow.errors import one_line
+from claimx_flow.models.redaction import one_line
 from claimx_flow.storage.locations import table_location
 from claimx_flow.trace.model import TableRow, Target, safe_fields
 from claimx_flow.trace.scan import TraceError
