@@ -6,10 +6,22 @@ A row that cannot be converted to the table's schema (a text Arrow cannot encode
 of range, an empty key) would fail the whole batch's write, and the replay would fail it again:
 one poisoned message would stop the stage for good. So a batch is converted before anything is
 written (``convert``), and a batch that does not convert is split until the rows that do not
-fit are found; their messages go to the stage's DLQ with the reason, the rest convert. A MERGE
-that still fails is split the same way, but only while the table's storage answers: when it
-does not, the failure is the stage's own infrastructure and the step fails (recovery replays
-the epoch).
+fit are found; their messages go to the stage's DLQ with the reason, the rest convert.
+
+A MERGE that still fails is split the same way, but only while the storage shows it is the
+rows' fault, since a refused row's message is dead-lettered as permanent while its other
+outputs (the next stage's task) have already gone on. The storage is at fault, and the step
+fails for recovery to replay the epoch, when:
+- it raises what only storage raises (an I/O error, a commit conflict past its retries, a
+  table that is not there or breaks the protocol);
+- it does not answer a read of the table's version;
+- no part of the batch has landed by its second refused row, or by its end. A full disk, a
+  read-only volume, or an object store answering 503 to writes but not to reads fails every
+  row, and delta-rs reports a failed data-file write as a plain ``DeltaError``; a row the
+  table refuses leaves its batch-mates landing. Deciding at the second row keeps an outage to
+  log2(rows) + 2 writes, not one per row. The price: a batch whose every row the table
+  refuses (one row alone, say) fails the step as an outage would. Rows reach a MERGE already
+  converted to the table's schema, so no such row is known.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake.exceptions import CommitFailedError, DeltaProtocolError, TableNotFoundError
 
 from claimx_flow.delta.tables import TABLES, Refusal, RowSchemaError, TableSpec, convert
 from claimx_flow.delta.writer import DeltaWriter, WriteOutcome, collapse_by_key
@@ -121,7 +134,11 @@ class TableCommitter:
         whole = joined(batches)
         rows, sources = collapsed(self.writer.spec, whole.rows, whole.sources)
         refused: list[Refusal[SourcedRow]] = []
-        self._merge(rows, sources, refused)
+        split = _Split(refused)
+        self._merge(rows, sources, split)
+        if refused and not split.landed:  # a lone row: nothing tells its fault from the storage's
+            log.error("%s: no row of the batch lands; the storage refuses", self._table)
+            raise refused[-1][1]
         if refused:
             if self._sending is None:
                 self._sending = self.sender()
@@ -131,27 +148,43 @@ class TableCommitter:
         if self._sending is not None:
             self._sending.close()
 
-    def _merge(
-        self, rows: pa.Table, sources: list[KafkaRecord], refused: list[Refusal[SourcedRow]]
-    ) -> None:
+    def _merge(self, rows: pa.Table, sources: list[KafkaRecord], split: _Split) -> None:
         try:
-            self.on_write(self.writer.merge_table(rows))
+            outcome = self.writer.merge_table(rows)
         except Exception as error:
-            if not self.writer.answers():
-                raise  # the storage is down, not the rows: fail the step, replay the epoch
+            if isinstance(error, STORAGE_FAULTS) or not self.writer.answers():
+                raise  # the storage, not the rows: fail the step, replay the epoch
             if rows.num_rows == 1:
-                refused.append(((rows.to_pylist()[0], sources[0]), error))
+                split.refused.append(((rows.to_pylist()[0], sources[0]), error))
+                if len(split.refused) >= 2 and not split.landed:
+                    log.error("%s: no row of the batch lands; the storage refuses", self._table)
+                    raise
                 return
             log.warning(
                 "%s: MERGE of %d rows failed (%s); splitting", self._table, rows.num_rows, error
             )
             middle = rows.num_rows // 2
-            self._merge(rows.slice(0, middle), sources[:middle], refused)
-            self._merge(rows.slice(middle), sources[middle:], refused)
+            self._merge(rows.slice(0, middle), sources[:middle], split)
+            self._merge(rows.slice(middle), sources[middle:], split)
+            return
+        split.landed = True
+        self.on_write(outcome)
 
     @property
     def _table(self) -> str:
         return self.writer.spec.name
+
+
+STORAGE_FAULTS = (OSError, CommitFailedError, DeltaProtocolError, TableNotFoundError)
+"""What delta-rs raises only for the storage or the log, never for a row's values."""
+
+
+@dataclass
+class _Split:
+    """One commit's split MERGE so far: the rows refused, and whether any part landed."""
+
+    refused: list[Refusal[SourcedRow]]
+    landed: bool = False
 
 
 def collapsed(
