@@ -30,6 +30,7 @@ from claimx_flow.delta.tables import (
 )
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.media.tasks import MAX_MESSAGE_BYTES
 from claimx_flow.models import EnrichmentTask, NewDownloadTask
 
 T = TypeVar("T")
@@ -417,7 +418,37 @@ def _media(
         expires_at=row.get("expires_at"),
         source_event_id=task.event_id,
     )
+    _fits(download)
     return Enriched(task, [(MEDIA.name, row)], [download])
+
+
+_ROOM_CHARS = (MAX_MESSAGE_BYTES - 1024) // 6
+"""Text that fits a task whatever it holds: a character takes at most 6 bytes of JSON (a control
+character escaped), and the keys, counts and expiry well under 1 KiB."""
+
+
+def _fits(download: NewDownloadTask) -> None:
+    """Refuse a download task the download stage would refuse (``MAX_MESSAGE_BYTES``).
+
+    A link is the API's text, bounded only by the answer's size: one past the broker's
+    ``max.message.bytes`` (1 MB by default) failed the send at the epoch's snapshot, and the
+    replay asked the API again and failed again, for good. Usual tasks are sized by their
+    text's length; only a long one is written to be measured."""
+    chars = (
+        sum(len(text) for text in (download.download_url, download.file_name, download.file_type))
+        + len(download.media_id)
+        + len(download.project_id)
+        + len(download.source_event_id)
+    )
+    if chars <= _ROOM_CHARS:
+        return
+    size = len(download.to_json())
+    if size > MAX_MESSAGE_BYTES:
+        raise EnrichmentError(
+            "DOWNLOAD_TASK_TOO_LARGE",
+            f"media {download.media_id}: its download task is {size} bytes, over the limit "
+            f"of {MAX_MESSAGE_BYTES}",
+        )
 
 
 def _media_ids_by_project(tasks: Iterable[EnrichmentTask]) -> dict[str, list[str]]:

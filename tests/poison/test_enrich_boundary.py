@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from claimx_flow.config import Settings
 from claimx_flow.lab.simulator import RunningSimulator
-from claimx_flow.lab.simulator.hostile import AnswerPoison
+from claimx_flow.lab.simulator.hostile import AnswerPoison, UrlPoison
 from claimx_flow.models import DownloadTask, EnrichmentTask
 from tests.isolation import isolated_settings
 from tests.poison.checks import Findings, no_duplicates
@@ -360,4 +360,34 @@ def test_an_instant_outside_the_calendar_in_utc_is_refused_not_stored(
         assignment_id=f"{project_id}001",
     )
     findings, _ = run_cases(kafka_bootstrap, sim, tmp_path, [case])
+    findings.check()
+
+
+def test_a_link_too_large_for_any_message_fails_its_file_event_alone(
+    kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A media item's link of 1.5 MB of text no codec shrinks, inside an answer well under
+    the API's size cap. Found failing: the download task made from it passed the broker's
+    ``max.message.bytes``, its send failed at the epoch's snapshot, and every replay asked the
+    API again and failed again: enrich stopped for good. Now that file event alone is
+    dead-lettered, and the project's other tasks land."""
+    pid = "7000020"
+    case = ProjectCase(
+        pid,
+        media=[MediaCase(f"{pid}001", url=UrlPoison(kind="huge")), MediaCase(f"{pid}002")],
+        assignment_id=f"{pid}001",
+    )
+    settings = enrich_settings(kafka_bootstrap, sim, tmp_path / "data")
+    sim.set_faults(hostile=hostility([case], huge_chars=1_500_000))
+    planned = planned_tasks([case])
+    produce_tasks(settings, planned)
+    exit = run_stage_process(settings, "enrich", tmp_path / "logs", timeout_s=150)
+    findings = Findings(f"enrich with a huge link [{describe_cases([case])}]")
+    check_enrich(settings, planned, exit, findings)
+    reasons = [
+        r.header("claimx.error_message")
+        for r in read_topic(settings, settings.claimx_enrichment_dlq_topic)
+    ]
+    if not any("DOWNLOAD_TASK_TOO_LARGE" in (reason or "") for reason in reasons):
+        findings.add(f"the huge link's file event is not in the DLQ as too large: {reasons}")
     findings.check()

@@ -51,6 +51,7 @@ honest bodies of a rarer shape (``HONEST_BODIES``):
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import itertools
 import json
@@ -325,6 +326,12 @@ def _wrong_type(value: Any, rng: random.Random) -> Any:
     return rng.choice([{}, [], "null", 0])
 
 
+def _incompressible(rng: random.Random, chars: int) -> str:
+    """URL-safe text that no codec shrinks: a huge link must stay huge on the wire (a run of
+    one letter compresses under any message limit)."""
+    return base64.urlsafe_b64encode(rng.randbytes(chars * 3 // 4 + 3)).decode()[:chars]
+
+
 def _huge(value: Any, rng: random.Random, chars: int) -> Any:
     if isinstance(value, bool) or value is None:
         return value
@@ -526,7 +533,7 @@ def media_url(
             ]
         ),
         "lone_surrogate": lambda: good_url.replace("/media/", "/media/\ud800"),
-        "huge": lambda: good_url + "&pad=" + "a" * max(huge, 9000),
+        "huge": lambda: good_url + "&pad=" + _incompressible(rng, max(huge, 9000)),
         "credentials": lambda: f"{scheme}://user:secret@{hostport}/{tail}",
         "host_not_allowed": lambda: rng.choice(
             [
