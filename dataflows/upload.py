@@ -17,6 +17,7 @@ from claimx_flow.delta.tables import ATTACHMENTS
 from claimx_flow.delta.writer import writer_for
 from claimx_flow.kafka.clients import producer_config
 from claimx_flow.kafka.records import OutboundRecord
+from claimx_flow.runtime.health import heartbeat
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.upload import UploadCommitter, UploadCompletion, UploadOutput, UploadStage
 from dataflows._process import flow_attribute
@@ -58,6 +59,9 @@ def build(settings: Settings) -> Dataflow:
         stage.process,
         # Each upload keeps its own deadline; this only catches a loop that stopped answering.
         batch_timeout_s=stage.batch_backstop_s,
+        # A batch of uploads timing out one by one outlasts the liveness probe's patience;
+        # the worker is not stuck while the backstop holds.
+        while_waiting=heartbeat,
     )
     commits = CommitSink({ATTACHMENTS.name: partial(committer, settings)})
     op.output("commit", op.filter_map("completed", uploaded, completion), commits)

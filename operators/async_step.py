@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -24,6 +25,10 @@ Y = TypeVar("Y")
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+WAIT_BEAT_S = 1.0
+"""How often a worker waiting for a batch calls its ``while_waiting``."""
 
 
 class BatchTimeout(RuntimeError):
@@ -52,12 +57,31 @@ class EventLoopThread:
                 cls._shared = EventLoopThread()
             return cls._shared
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        """Run ``coro`` on the loop and wait for it, at most ``timeout_s``."""
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout_s: float,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``coro`` on the loop and wait for it, at most ``timeout_s``; ``while_waiting``
+        is called every ``WAIT_BEAT_S`` of the wait (a liveness heartbeat: a worker waiting
+        for a batch within its deadline is not stuck)."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        deadline = time.monotonic() + timeout_s
         try:
-            return future.result(timeout=timeout_s)
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    wait = left if while_waiting is None else min(left, WAIT_BEAT_S)
+                    return future.result(timeout=max(wait, 0.0))
+                except TimeoutError:
+                    if future.done() or time.monotonic() >= deadline or while_waiting is None:
+                        raise
+                while_waiting()
         except TimeoutError:
+            if future.done():  # the batch's own error, not the wait's
+                log.exception("async batch failed; the step fails and recovery replays the epoch")
+                raise
             future.cancel()
             log.error("async batch did not finish within %.0fs; the step fails", timeout_s)
             raise BatchTimeout(f"async batch did not finish within {timeout_s:.0f}s") from None
@@ -85,12 +109,15 @@ def async_flat_map_batch(
     mapper: Callable[[list[X]], Awaitable[Iterable[Y]]],
     *,
     batch_timeout_s: float | Callable[[int], float],
+    while_waiting: Callable[[], None] | None = None,
 ) -> Stream[Y]:
     """Hand each batch to an async ``mapper`` running on the process's event loop.
 
     The mapper is expected to turn per-item failures into values (failure envelopes) and to
     apply its own per-call timeouts; ``batch_timeout_s`` is the backstop for the whole batch,
     or a function of the batch's length giving it (batches are not bounded by a fixed size).
+    ``while_waiting`` is called every few seconds while the worker waits for a batch: a batch
+    of slow items may take longer than a liveness probe allows between polls.
     """
     loop = EventLoopThread.shared()
 
@@ -99,7 +126,7 @@ def async_flat_map_batch(
 
     def shim(batch: list[X]) -> list[Y]:
         if callable(batch_timeout_s):
-            return loop.run(call(batch), batch_timeout_s(len(batch)))
-        return loop.run(call(batch), batch_timeout_s)
+            return loop.run(call(batch), batch_timeout_s(len(batch)), while_waiting)
+        return loop.run(call(batch), batch_timeout_s, while_waiting)
 
     return op.flat_map_batch(step_id, up, shim)

@@ -45,6 +45,25 @@ def test_batch_deadline_raises() -> None:
     assert loop.run(asyncio.sleep(0, result=7), timeout_s=1) == 7
 
 
+def test_a_waiting_worker_is_called_back_until_the_batch_ends_or_its_deadline() -> None:
+    """The worker's liveness heartbeat: called through a long batch, and the deadline and the
+    batch's own errors still hold."""
+    loop = EventLoopThread.shared()
+    beats: list[float] = []
+    assert loop.run(asyncio.sleep(2.5, result=3), 10, lambda: beats.append(1)) == 3
+    assert len(beats) == 2
+    with pytest.raises(BatchTimeout):
+        loop.run(asyncio.sleep(5), 1.5, lambda: beats.append(1))
+    assert len(beats) == 3
+
+    async def late_failure() -> None:
+        await asyncio.sleep(1.2)
+        raise TimeoutError("the batch's own")
+
+    with pytest.raises(TimeoutError, match="the batch's own"):
+        loop.run(late_failure(), 10, lambda: None)
+
+
 def test_spawned_coroutines_run_without_the_caller_waiting() -> None:
     loop = EventLoopThread.shared()
     done = threading.Event()
