@@ -284,8 +284,9 @@ class Settings(BaseSettings):
     download_batch_size: int = Field(20, ge=1, le=10_000, description="download tasks per batch")
     download_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         ["127.0.0.1", "localhost"],
-        description="hosts media may come from (production: the ClaimX S3 buckets and "
-        "claimxperience.com)",
+        description="hosts media may come from: glob patterns matched case-insensitively "
+        "(fnmatch: *.example.com matches any name under example.com, not example.com itself) "
+        "or IP addresses (production: the ClaimX S3 buckets and claimxperience.com)",
     )
     download_max_bytes: int = Field(
         500 * 1024 * 1024, ge=1, description="largest file accepted (enforced while streaming)"
@@ -299,7 +300,10 @@ class Settings(BaseSettings):
         description="file types (extensions) accepted",
     )
     download_require_https: bool = Field(
-        False, description="refuse http:// media URLs (set true in production)"
+        False,
+        description="refuse http:// media URLs, and hosts that are or resolve to addresses "
+        "off the public internet (loopback, private, link-local, shared, reserved, multicast); "
+        "set true in production",
     )
     download_timeout_seconds: float = Field(
         60.0,

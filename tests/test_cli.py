@@ -155,6 +155,40 @@ def test_check_names_only_what_the_chosen_stages_need(tmp_path: Path) -> None:
     assert "KAFKA_BOOTSTRAP_SERVERS" in line and "CLAIMX_API" not in line
 
 
+def test_config_show_in_production_does_not_ask_for_the_broker(tmp_path: Path) -> None:
+    """Showing the settings talks to no broker, so production without one still shows them."""
+    done = subprocess.run(
+        [CLAIMX, "config", "show", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=_bare_env(tmp_path, CLAIMX_ENV="production"),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["variables"]["CLAIMX_ENV"] == "production"
+
+
+def test_api_check_in_production_does_not_ask_for_the_broker(tmp_path: Path) -> None:
+    """``api check`` needs the API's variables only: with them and no broker it gets past the
+    settings and fails on the unreachable API, its own one red line."""
+    env = _bare_env(
+        tmp_path,
+        CLAIMX_ENV="production",
+        CLAIMX_API_URL="http://127.0.0.1:9/service",  # discard port: nothing listens
+        CLAIMX_API_USERNAME="ops",
+        CLAIMX_API_PASSWORD="pw-Vb8-never-print",
+    )
+    done = subprocess.run(
+        [CLAIMX, "api", "check"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach the ClaimX API")
+    assert "required but not set" not in line and "KAFKA" not in line
+    assert "pw-Vb8" not in done.stderr + done.stdout
+
+
 @pytest.mark.parametrize(
     "extra",
     [{"CLAIMX_ENV": "local"}, {}],

@@ -409,7 +409,7 @@ def test_a_stack_folder_left_behind_is_not_a_local_stack(tmp_path: Path) -> None
     env = _stage_env(tmp_path)
     del env["CLAIMX_STACK_DIR"]
     done = subprocess.run(
-        [sys.executable, "-m", "claimx_flow", "config", "show"],
+        [sys.executable, "-m", "claimx_flow", "lag"],
         capture_output=True,
         text=True,
         env=env,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.records import KafkaRecord, RecordBatch
 from claimx_flow.models import (
     HEADER_PREFIX,
     FailureInfo,
@@ -25,6 +29,7 @@ from claimx_flow.models import (
 )
 from claimx_flow.models.failure import MAX_CLASS_CHARS
 from claimx_flow.models.redaction import MAX_ERROR_CHARS
+from claimx_flow.stages.ingest import Ingester
 
 instants = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -55,8 +60,16 @@ ORIGIN = MessageOrigin("claimx.enrichment.pending", 3, 1234, datetime(2024, 1, 1
 T0 = datetime(2024, 1, 4, 12, 0, tzinfo=UTC)
 
 
+def failed(error: BaseException, *, secrets: Iterable[str] = (), **where: Any) -> FailureInfo:
+    """``error``'s envelope as the failure router builds one: its message with the stage's
+    secrets masked, its type's name as the class."""
+    return FailureInfo.from_reason(
+        redact(str(error), secrets), error_class=type(error).__name__, **where
+    )
+
+
 def test_first_failure_records_where_what_and_when() -> None:
-    info = FailureInfo.from_exception(
+    info = failed(
         TimeoutError("API call timed out"),
         origin=ORIGIN,
         stage="enrich",
@@ -86,7 +99,7 @@ def test_clock_is_read_when_no_time_is_given() -> None:
 
 
 def test_failing_again_counts_up_and_keeps_the_history() -> None:
-    first = FailureInfo.from_exception(
+    first = failed(
         ConnectionError("reset"),
         origin=ORIGIN,
         stage="enrich",
@@ -96,7 +109,7 @@ def test_failing_again_counts_up_and_keeps_the_history() -> None:
     ).model_copy(update={"replay_count": 2})
     later = T0 + timedelta(minutes=5)
     tier = MessageOrigin("claimx.enrichment.pending.retry.5m", 0, 9)
-    second = FailureInfo.from_exception(
+    second = failed(
         ValueError("404 project not found"),
         origin=tier,
         stage="enrich",
@@ -115,9 +128,13 @@ def test_failing_again_counts_up_and_keeps_the_history() -> None:
 
 
 def test_parse_errors_are_permanent_and_keep_the_reason() -> None:
+    """As the ingest stage dead-letters an event it cannot read."""
     with pytest.raises(MalformedMessageError) as caught:
         RawEvent.from_kafka(b"{}")
-    info = FailureInfo.from_parse_error(caught.value, origin=ORIGIN)
+    record = KafkaRecord(ORIGIN.topic, ORIGIN.partition, ORIGIN.offset, 0, b"k", b"{}")
+    (letter,) = Ingester.from_settings(Settings()).ingest(RecordBatch("0", [record])).records
+    info = FailureInfo.from_headers(letter.headers)
+    assert info.error_message == caught.value.reason
     assert info.stage == "ingest"
     assert info.error_category is ErrorCategory.PERMANENT
     assert info.error_class == "MalformedMessageError"
@@ -129,7 +146,7 @@ def test_error_messages_are_redacted_and_bounded() -> None:
         "GET https://svc:pa55@api.test/x failed; Authorization: Basic dXNlcjpwYXNz; "
         "token=abc123 api-secret-value " + "x" * 5000
     )
-    info = FailureInfo.from_exception(
+    info = failed(
         error,
         origin=ORIGIN,
         stage="enrich",
@@ -181,7 +198,7 @@ def test_unrelated_headers_are_ignored(
 
 
 def test_header_names() -> None:
-    info = FailureInfo.from_exception(
+    info = failed(
         RuntimeError("x"),
         origin=ORIGIN,
         stage="download",
@@ -211,7 +228,7 @@ def test_header_names() -> None:
 
 
 def _headers_with(name: str, value: bytes | None) -> list[tuple[str, bytes | None]]:
-    info = FailureInfo.from_exception(
+    info = failed(
         RuntimeError("x"), origin=ORIGIN, stage="enrich", category=ErrorCategory.TRANSIENT
     )
     return [(n, value if n == name else v) for n, v in info.to_headers()]
@@ -261,7 +278,7 @@ def test_numbers_and_names_past_kafkas_are_malformed(name: str, value: bytes) ->
 def test_the_largest_count_still_counts_and_writes() -> None:
     """At Kafka's largest ``long`` the next failure stays there, and its headers are written."""
     previous = FailureInfo.from_headers(_headers_with("claimx.attempt", str(2**63 - 1).encode()))
-    again = FailureInfo.from_exception(
+    again = failed(
         RuntimeError("y"),
         origin=ORIGIN,
         stage="enrich",

@@ -36,7 +36,7 @@ class Entry:
 COMMANDS: dict[str, Entry] = {
     "stack": Entry(
         "claimx_flow.lab.cli.stack_cmd:app",
-        "Start, inspect and stop the local stack (Kafka on 127.0.0.1).",
+        "Start, inspect and stop the local stack (Kafka and the API simulator on 127.0.0.1).",
     ),
     "topics": Entry(
         "claimx_flow.cli.topics_cmd:app", "Create and list the pipeline's Kafka topics."

@@ -41,7 +41,7 @@ def check(
     Exit 0 when reached and authenticated, 2 when the API cannot be reached or is not
     answering (one red line), 1 when it refused the credentials or answered something else.
     """
-    settings = load_settings(require_api=True)
+    settings = load_settings(require_api=True, require_kafka=False)  # the API alone, no Kafka
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))
     where, who = mask_url_queries(settings.claimx_api_url), _who(settings)
     detail = one_line(result.detail)  # an answer's snippet may be an HTML page

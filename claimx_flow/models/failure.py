@@ -1,8 +1,8 @@
 """The failure metadata every retry and DLQ record carries (CLAIMX_DOMAIN.md §4).
 
-One envelope type, one constructor per way of failing, the clock read in one place. It travels
-as Kafka headers beside the original message, which stays byte-for-byte unchanged, so a replay
-sends exactly what was first received.
+One envelope type, one constructor (``FailureInfo.from_reason``), the clock read in one place.
+It travels as Kafka headers beside the original message, which stays byte-for-byte unchanged,
+so a replay sends exactly what was first received.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from claimx_flow.catalog import StageName
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.models.parsing import MalformedMessageError, loose_text, reason_from
-from claimx_flow.models.redaction import describe_error, redact_credentials, truncate
+from claimx_flow.models.parsing import loose_text, reason_from
+from claimx_flow.models.redaction import redact_credentials, truncate
 from claimx_flow.models.types import (
     MAX_INT64,
     MAX_KAFKA_PARTITION,
@@ -92,47 +92,7 @@ class FailureInfo(BaseModel):
     def _short_class(cls, value: str) -> str:
         return truncate(value, MAX_CLASS_CHARS)
 
-    # Ways of failing -----------------------------------------------------------------------
-
-    @classmethod
-    def from_exception(
-        cls,
-        error: BaseException,
-        *,
-        origin: MessageOrigin,
-        stage: StageName,
-        category: ErrorCategory,
-        previous: FailureInfo | None = None,
-        due_at: datetime | None = None,
-        secrets: Iterable[str] = (),
-        ids: MessageIds | None = None,
-        now: datetime | None = None,
-    ) -> Self:
-        """A message failed with ``error``; ``previous`` is its metadata from an earlier try."""
-        return cls.from_reason(
-            describe_error(error, secrets),
-            error_class=type(error).__name__,
-            origin=origin,
-            stage=stage,
-            category=category,
-            previous=previous,
-            due_at=due_at,
-            ids=ids,
-            now=now,
-        )
-
-    @classmethod
-    def from_parse_error(
-        cls, error: MalformedMessageError, *, origin: MessageOrigin, stage: StageName = "ingest"
-    ) -> Self:
-        """A message that cannot be read: permanent, nothing to retry."""
-        return cls.from_reason(
-            error.reason,
-            error_class=type(error).__name__,
-            origin=origin,
-            stage=stage,
-            category=ErrorCategory.PERMANENT,
-        )
+    # Building one ----------------------------------------------------------------------------
 
     @classmethod
     def from_reason(
@@ -148,7 +108,8 @@ class FailureInfo(BaseModel):
         ids: MessageIds | None = None,
         now: datetime | None = None,
     ) -> Self:
-        """A failure that is not an exception (``UNKNOWN_EVENT_TYPE``, say); the general form.
+        """A failure: ``reason`` (an exception's message or a code's, ``UNKNOWN_EVENT_TYPE``) and
+        ``error_class`` (the exception's type name, or the code) as the failure router gives them.
 
         With ``previous``, the attempt count goes up, the first failure time and replay count
         carry over and unknown ids are taken from it; the origin stays the one first recorded.

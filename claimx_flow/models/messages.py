@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from claimx_flow.models.event_fields import EventFields, fields_of
+from claimx_flow.models.event_fields import EventFields
 from claimx_flow.models.events import RawEvent
 from claimx_flow.models.parsing import MalformedMessageError, load_json_object, reason_from
 from claimx_flow.models.redaction import describe_error
@@ -96,11 +96,6 @@ class EnrichmentTask(StageMessage):
             master_file_name=event.master_file_name,
             ingested_at=event.ingested_at,
         )
-
-    @classmethod
-    def message_from_event(cls, event: RawEvent) -> tuple[bytes, bytes]:
-        """Kafka key and value of ``from_event(event)``: ``message_from_fields``."""
-        return cls.message_from_fields(fields_of(event))
 
     @classmethod
     def message_from_fields(cls, fields: EventFields) -> tuple[bytes, bytes]:
@@ -274,10 +269,6 @@ class CachedDownload(DownloadFields):
             content_type=content_type,
             downloaded_at=downloaded_at or utc_now(),
         )
-
-    def to_task(self) -> DownloadTask:
-        """Back to the download task it came from (to fetch the file again)."""
-        return DownloadTask.model_validate(self.model_dump(include=set(DownloadTask.model_fields)))
 
 
 class CachedFile(NamedTuple):

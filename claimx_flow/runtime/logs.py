@@ -27,7 +27,6 @@ from typing import Any, Literal, Protocol, TextIO
 from claimx_flow.models.redaction import redact
 
 LogFormat = Literal["text", "json"]
-FORMATS: tuple[LogFormat, ...] = ("text", "json")
 STAGE_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """A stage process's text line."""
 CONTEXT_FIELDS = ("stage", "worker", "topic", "partition", "offset")

@@ -8,7 +8,9 @@ from rich.table import Table
 
 from claimx_flow.lab.stack import Stack, default_services
 
-app = typer.Typer(help="Start, inspect and stop the local stack (Kafka on 127.0.0.1).")
+app = typer.Typer(
+    help="Start, inspect and stop the local stack (Kafka and the API simulator on 127.0.0.1)."
+)
 console = Console()
 
 

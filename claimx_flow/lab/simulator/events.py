@@ -18,7 +18,6 @@ from typing import Literal, NamedTuple
 from claimx_flow.lab.simulator import data
 
 Mix = Literal["project-created", "file-heavy", "mixed"]
-MIXES: tuple[Mix, ...] = ("project-created", "file-heavy", "mixed")
 FIRST_PROJECT_ID = 5_000_000
 
 # Event type → weight in the ``mixed`` mix; every type of §1.
