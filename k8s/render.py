@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from claimx_flow import catalog
 from claimx_flow.catalog import StageSpec as Stage
 from claimx_flow.config import Settings
+from claimx_flow.stages.download import task_bound_s
+from claimx_flow.stages.enrich import task_deadline_s
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "claimx-flow"
@@ -126,6 +128,26 @@ API_ENV_SECRET = "claimx-api-env"
 # settings' defaults (a deployment that renames a topic sets it in the ConfigMap).
 STAGES = list(catalog.STAGES.values())
 DEFAULTS = Settings.model_construct()
+
+GRACE_S = 60
+"""terminationGracePeriodSeconds of a stage that holds nothing across epochs: its last batch,
+commits and snapshot."""
+IN_FLIGHT_S = {
+    "enrich": task_deadline_s(DEFAULTS),
+    "download": task_bound_s(DEFAULTS.download_timeout_seconds),
+}
+"""The longest item of the stages that keep items in flight across epochs (enrich's reads,
+download's files). On SIGTERM they drain those items before the last snapshot; kubelet sends
+SIGKILL once terminationGracePeriodSeconds have passed since SIGTERM (kubernetes.io, "Pod
+Lifecycle", termination of Pods). A rescale starts on fresh recovery volumes from the consumer
+group, whose offsets are behind what was in flight: a drain cut short by the SIGKILL would
+lose those items. Computed from the settings' defaults; raise it with their timeouts."""
+
+
+def grace_period_s(stage: Stage) -> int:
+    """How long kubelet waits after SIGTERM: the stage's longest item in flight, and the rest."""
+    return int(IN_FLIGHT_S.get(stage.name, 0.0)) + GRACE_S
+
 
 # The peer list: one address per process, the pod's stable DNS name in the headless Service.
 HOSTFILE_SCRIPT = f"""set -eu
@@ -272,7 +294,7 @@ def statefulset(stage: Stage) -> dict[str, Any]:
                 "metadata": {"labels": {**labels, **pod_labels(stage)}},
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
-                    "terminationGracePeriodSeconds": 60,
+                    "terminationGracePeriodSeconds": grace_period_s(stage),
                     "securityContext": POD_SECURITY,
                     "initContainers": [
                         init_container(stage, "peers", HOSTFILE_SCRIPT, ["bytewax"]),

@@ -54,6 +54,12 @@ MAX_URL_REFRESHES = 2
 SourcedDownload = tuple[KafkaRecord, DownloadTask]
 
 
+def task_bound_s(timeout_s: float) -> float:
+    """The longest one task holds its slot: each fetch and each URL refresh within
+    ``timeout_s`` (``DOWNLOAD_TIMEOUT_SECONDS``)."""
+    return (2 * MAX_URL_REFRESHES + 1) * timeout_s
+
+
 def attempt_of(record: KafkaRecord) -> str:
     """The tag of the cache file a task record's download writes: its own for every record
     (a duplicate task, a retry, a DLQ replay), the same when recovery replays that record, so
@@ -94,9 +100,7 @@ class DownloadStage:
 
     @property
     def item_bound_s(self) -> float:
-        """The longest one task holds its slot: each fetch and each URL refresh within
-        ``DOWNLOAD_TIMEOUT_SECONDS``."""
-        return (2 * MAX_URL_REFRESHES + 1) * self.policy.timeout_s
+        return task_bound_s(self.policy.timeout_s)
 
     def batch_backstop_s(self, items: int) -> float:
         return batch_backstop_s(items, self.settings.download_concurrency, self.item_bound_s)

@@ -34,6 +34,12 @@ rows while the others wait (docs/performance.md, "Against an API across a networ
 holds the memory (a read's tasks, answers and rows) and the work a crash starts again."""
 
 
+def task_deadline_s(settings: Settings) -> float:
+    """How long one task may take: two API calls (its project's and its own), each with every
+    retry the client makes. Past it the task goes to its retry tier."""
+    return 2 * settings.claimx_api_timeout_seconds * (settings.claimx_api_max_retries + 1)
+
+
 @dataclass
 class EnrichStage:
     settings: Settings
@@ -56,12 +62,7 @@ class EnrichStage:
 
     @property
     def item_deadline_s(self) -> float:
-        """How long one task may take: two API calls (its project's and its own), each with
-        every retry the client makes. Past it the task goes to its retry tier."""
-        per_call = self.settings.claimx_api_timeout_seconds * (
-            self.settings.claimx_api_max_retries + 1
-        )
-        return 2 * per_call
+        return task_deadline_s(self.settings)
 
     @property
     def batches_in_flight(self) -> int:

@@ -16,10 +16,19 @@ import pytest
 import yaml
 
 from claimx_flow.catalog import STAGES
+from claimx_flow.config import Settings
+from claimx_flow.stages.download import task_bound_s
+from claimx_flow.stages.enrich import task_deadline_s
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
 IDENTITY = yaml.safe_load((REPO / "tests/ops/fixtures/azure_workload_identity.yaml").read_text())
+BOUNDS: dict[str, type] = {
+    "CLAIMX_API_TIMEOUT_SECONDS": float,
+    "CLAIMX_API_MAX_RETRIES": int,
+    "DOWNLOAD_TIMEOUT_SECONDS": float,
+}
+"""The settings an item's bound is made of, as the ConfigMap may set them."""
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
@@ -116,6 +125,30 @@ def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> No
         }
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert budgets[name]["spec"]["selector"] == spec["selector"]
+
+
+@pytest.mark.parametrize("stage", ["enrich", "download"])
+def test_a_stage_holding_items_across_epochs_is_given_time_to_drain_them(stage: str) -> None:
+    """kubelet sends SIGKILL terminationGracePeriodSeconds after SIGTERM (kubernetes.io,
+    "Pod Lifecycle", termination of Pods). Enrich and download drain their items in flight on
+    SIGTERM; a rescale starts on fresh recovery volumes from the consumer group, which is behind
+    those items, so a drain cut short loses them. The grace must outlast the longest item under
+    the settings the ConfigMap deploys, and the last snapshot after it."""
+    config = by_kind("ConfigMap")["claimx-config"]["data"]
+    settings = Settings.model_construct().model_copy(
+        update={name.lower(): kind(config[name]) for name, kind in BOUNDS.items() if name in config}
+    )
+    longest = {
+        "enrich": task_deadline_s(settings),
+        "download": task_bound_s(settings.download_timeout_seconds),
+    }[stage]
+    spec = by_kind("StatefulSet")[STAGES[stage].app]["spec"]["template"]["spec"]
+    snapshot_s = float(
+        env_of(main_container(by_kind("StatefulSet")[STAGES[stage].app]))[
+            "BYTEWAX_SNAPSHOT_INTERVAL"
+        ]
+    )
+    assert spec["terminationGracePeriodSeconds"] >= longest + 2 * snapshot_s + 30
 
 
 def test_secrets_are_referenced_never_written() -> None:
