@@ -154,6 +154,13 @@ class _Calls:
         # the others that share it.
         return asyncio.shield(task)  # type: ignore[return-value]
 
+    def abandon(self) -> None:
+        """The batch is done: cancel its calls still running. No one waits for them any more,
+        and against a slow API each would keep a client slot for its every retry, so later
+        batches' calls queued behind them and ran out of their deadlines too."""
+        for task in self._started.values():
+            task.cancel()
+
 
 class Enricher:
     """Turns batches of enrichment tasks into outcomes, one per task, in order."""
@@ -182,6 +189,8 @@ class Enricher:
         except BaseException:
             self._settle(calls, {})  # nothing of it is written
             raise
+        finally:
+            calls.abandon()
         self._settle(calls, project_rows)
         return batch
 

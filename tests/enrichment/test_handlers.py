@@ -4,6 +4,7 @@ batching that keeps API calls per event low, and failures that are never silent.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,3 +254,36 @@ def test_api_failures_are_classified_per_task(
     sim.set_faults(not_found_projects=[], down=True)
     (outcome,) = enrich(api_settings, [task("PROJECT_CREATED", 405)]).outcomes
     assert isinstance(outcome, EnrichmentFailed) and outcome.category is ErrorCategory.TRANSIENT
+
+
+def test_a_batch_past_its_deadline_leaves_no_call_running_for_the_next(
+    api_settings: Settings, sim: RunningSimulator
+) -> None:
+    """An API that answers every call, slowly (0.2 s, one call at a time). Found failing: the
+    calls of a batch whose tasks ran out of their deadline kept running (shielded, for the
+    batch's other tasks), holding the client's slots; the next batches' calls queued behind
+    them and every task of those batches timed out, while the API served calls nobody
+    awaited. Each batch now enriches what its deadline allows, and its calls end with it."""
+    settings = api_settings.model_copy(update={"claimx_api_concurrency": 1})
+    sim.set_faults(latency_ms=200)
+
+    async def four_batches() -> list[EnrichedBatch]:
+        async with ClaimXApiClient(settings) as client:
+            enricher = Enricher(client, ProjectCache(), clock=lambda: NOW, deadline_s=0.5)
+            return [
+                await enricher.enrich(
+                    [task("PROJECT_CREATED", 5000 + 10 * b + i) for i in range(10)]
+                )
+                for b in range(4)
+            ]
+
+    try:
+        batches = asyncio.run(four_batches())
+        served = sim.stats.requests["project"]
+        time.sleep(1.0)
+        served_after = sim.stats.requests["project"]
+    finally:
+        sim.reset()
+    enriched = [sum(isinstance(o, Enriched) for o in b.outcomes) for b in batches]
+    assert all(count >= 1 for count in enriched), enriched
+    assert served_after - served <= 1  # at most the call that was in flight at the end
