@@ -11,6 +11,7 @@ without waiting: :mod:`operators.overlapped`.)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -68,23 +69,21 @@ class EventLoopThread:
         for a batch within its deadline is not stuck)."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    wait = left if while_waiting is None else min(left, WAIT_BEAT_S)
-                    return future.result(timeout=max(wait, 0.0))
-                except TimeoutError:
-                    if future.done() or time.monotonic() >= deadline or while_waiting is None:
-                        raise
+        while True:
+            left = deadline - time.monotonic()
+            wait = left if while_waiting is None else min(left, WAIT_BEAT_S)
+            done, _ = concurrent.futures.wait([future], timeout=max(wait, 0.0))
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                if not future.cancel():  # it finished meanwhile
+                    break
+                log.error("async batch did not finish within %.0fs; the step fails", timeout_s)
+                raise BatchTimeout(f"async batch did not finish within {timeout_s:.0f}s")
+            if while_waiting is not None:
                 while_waiting()
-        except TimeoutError:
-            if future.done():  # the batch's own error, not the wait's
-                log.exception("async batch failed; the step fails and recovery replays the epoch")
-                raise
-            future.cancel()
-            log.error("async batch did not finish within %.0fs; the step fails", timeout_s)
-            raise BatchTimeout(f"async batch did not finish within {timeout_s:.0f}s") from None
+        try:
+            return future.result()
         except Exception:
             log.exception("async batch failed; the step fails and recovery replays the epoch")
             raise
@@ -116,7 +115,7 @@ def async_flat_map_batch(
     The mapper is expected to turn per-item failures into values (failure envelopes) and to
     apply its own per-call timeouts; ``batch_timeout_s`` is the backstop for the whole batch,
     or a function of the batch's length giving it (batches are not bounded by a fixed size).
-    ``while_waiting`` is called every few seconds while the worker waits for a batch: a batch
+    ``while_waiting`` is called every second while the worker waits for a batch: a batch
     of slow items may take longer than a liveness probe allows between polls.
     """
     loop = EventLoopThread.shared()

@@ -51,10 +51,13 @@ def test_a_waiting_worker_is_called_back_until_the_batch_ends_or_its_deadline() 
     loop = EventLoopThread.shared()
     beats: list[float] = []
     assert loop.run(asyncio.sleep(2.5, result=3), 10, lambda: beats.append(1)) == 3
-    assert len(beats) == 2
+    assert 1 <= len(beats) <= 2  # a second of the wait each, however late the thread wakes
+    time.sleep(1.2)
+    assert len(beats) <= 2  # none once the batch is done
+    beats.clear()
     with pytest.raises(BatchTimeout):
         loop.run(asyncio.sleep(5), 1.5, lambda: beats.append(1))
-    assert len(beats) == 3
+    assert len(beats) <= 1  # the deadline holds: no beat past it
 
     async def late_failure() -> None:
         await asyncio.sleep(1.2)
