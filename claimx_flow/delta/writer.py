@@ -277,6 +277,27 @@ class DeltaWriter:
         metrics: dict[str, Any] = merger.when_not_matched_insert_all().execute()
         return metrics
 
+    def takes_writes(self) -> bool:
+        """Whether the table's storage takes a write now: one empty commit to its log, fenced
+        and followed by the index like any of ours. After a failed write, it tells rows the
+        table refuses from storage that refuses every write (a full volume, a read-only one, a
+        store answering 403 or 503 to writes while it answers reads)."""
+        try:
+            self._table = None
+            table = self._open()
+            empty = self.spec.schema.empty_table()
+            self._committed(
+                table,
+                partial(self._append, table, empty),
+                self._partitions_of(empty),
+                key_hashes([]),
+            )
+        except Exception as exc:
+            log.warning("%s: storage takes no write: %s", self.spec.name, exc)
+            self._table = None
+            return False
+        return True
+
     def answers(self) -> bool:
         """Whether the table's storage answers now: after a failed write, it tells a refused
         row (the storage answers) from storage that is down."""

@@ -8,20 +8,19 @@ one poisoned message would stop the stage for good. So a batch is converted befo
 written (``convert``), and a batch that does not convert is split until the rows that do not
 fit are found; their messages go to the stage's DLQ with the reason, the rest convert.
 
-A MERGE that still fails is split the same way, but only while the storage shows it is the
-rows' fault, since a refused row's message is dead-lettered as permanent while its other
-outputs (the next stage's task) have already gone on. The storage is at fault, and the step
-fails for recovery to replay the epoch, when:
+A MERGE that still fails is split the same way, but a row is dead-lettered only once the
+storage has shown it takes writes, since a refused row's message is dead-lettered as permanent
+while its other outputs (the next stage's task) have already gone on. The storage is at fault,
+and the step fails for recovery to replay the epoch, when:
 - it raises what only storage raises (an I/O error, a commit conflict past its retries, a
-  table that is not there or breaks the protocol);
+  table that is not there);
 - it does not answer a read of the table's version;
-- no part of the batch has landed by its second refused row, or by its end. A full disk, a
-  read-only volume, or an object store answering 503 to writes but not to reads fails every
-  row, and delta-rs reports a failed data-file write as a plain ``DeltaError``; a row the
-  table refuses leaves its batch-mates landing. Deciding at the second row keeps an outage to
-  log2(rows) + 2 writes, not one per row. The price: a batch whose every row the table
-  refuses (one row alone, say) fails the step as an outage would. Rows reach a MERGE already
-  converted to the table's schema, so no such row is known.
+- it takes no write: one empty commit to the table's log (``DeltaWriter.takes_writes``),
+  made once per commit that refused a row, before any row is dead-lettered. A full volume, a
+  read-only one, or an object store answering 403 or 503 to writes while it answers reads
+  fails every row alike, and delta-rs reports a failed data-file write as a plain
+  ``DeltaError``, as it would a row's fault. The write is made as soon as two messages are
+  refused with nothing landed, so an outage costs log2(rows) + 2 writes, not one per row.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake.exceptions import CommitFailedError, DeltaProtocolError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from claimx_flow.delta.tables import TABLES, Refusal, RowSchemaError, TableSpec, convert
 from claimx_flow.delta.writer import DeltaWriter, WriteOutcome, collapse_by_key
@@ -133,16 +132,13 @@ class TableCommitter:
             return
         whole = joined(batches)
         rows, sources = collapsed(self.writer.spec, whole.rows, whole.sources)
-        refused: list[Refusal[SourcedRow]] = []
-        split = _Split(refused)
+        split = _Split()
         self._merge(rows, sources, split)
-        if refused and not split.landed:  # a lone row: nothing tells its fault from the storage's
-            log.error("%s: no row of the batch lands; the storage refuses", self._table)
-            raise refused[-1][1]
-        if refused:
+        if split.refused:
+            self._check_writes(split, rows.num_rows)
             if self._sending is None:
                 self._sending = self.sender()
-            self._sending.write_batch(dead_letter(self.router, self._table, refused))
+            self._sending.write_batch(dead_letter(self.router, self._table, split.refused))
 
     def close(self) -> None:
         if self._sending is not None:
@@ -156,9 +152,8 @@ class TableCommitter:
                 raise  # the storage, not the rows: fail the step, replay the epoch
             if rows.num_rows == 1:
                 split.refused.append(((rows.to_pylist()[0], sources[0]), error))
-                if len(split.refused) >= 2 and not split.landed:
-                    log.error("%s: no row of the batch lands; the storage refuses", self._table)
-                    raise
+                if not split.landed and len(split.messages()) >= 2:
+                    self._check_writes(split, rows.num_rows)  # an outage fails here, early
                 return
             log.warning(
                 "%s: MERGE of %d rows failed (%s); splitting", self._table, rows.num_rows, error
@@ -170,21 +165,44 @@ class TableCommitter:
         split.landed = True
         self.on_write(outcome)
 
+    def _check_writes(self, split: _Split, rows: int) -> None:
+        """Raise the last refusal's error unless the storage takes a write (once per commit)."""
+        if split.storage_checked:
+            return
+        if not self.writer.takes_writes():
+            log.error(
+                "%s: %d of %d rows refused and the storage takes no write: the storage is at "
+                "fault, not the rows; the step fails (last error: %s)",
+                self._table,
+                len(split.refused),
+                rows,
+                split.refused[-1][1],
+            )
+            raise split.refused[-1][1]
+        split.storage_checked = True
+
     @property
     def _table(self) -> str:
         return self.writer.spec.name
 
 
-STORAGE_FAULTS = (OSError, CommitFailedError, DeltaProtocolError, TableNotFoundError)
-"""What delta-rs raises only for the storage or the log, never for a row's values."""
+STORAGE_FAULTS = (OSError, CommitFailedError, TableNotFoundError)
+"""What delta-rs raises only for the storage or the log, never for a row's values. Not
+``DeltaProtocolError``: delta-rs raises it for a row that breaks a table constraint too."""
 
 
 @dataclass
 class _Split:
-    """One commit's split MERGE so far: the rows refused, and whether any part landed."""
+    """One commit's split MERGE so far: the rows refused, whether any part landed, and whether
+    the storage was seen to take a write."""
 
-    refused: list[Refusal[SourcedRow]]
+    refused: list[Refusal[SourcedRow]] = field(default_factory=list)
     landed: bool = False
+    storage_checked: bool = False
+
+    def messages(self) -> set[tuple[str, int, int]]:
+        """The messages refused (one message may have several rows refused)."""
+        return {(source.topic, source.partition, source.offset) for (_, source), _ in self.refused}
 
 
 def collapsed(

@@ -1,0 +1,104 @@
+"""A proxy in front of a storage emulator that can refuse writes while it passes reads.
+
+Azurite grants every request its account key signs; a principal that may read a lakehouse but
+not write it (a role changed under a running stage) exists only on the real service. So this
+stands in front of the real Azurite and answers its writes as Azure answers a principal
+without write permission: 403 ``AuthorizationPermissionMismatch``. Everything else goes
+through unchanged (Shared Key signatures do not cover the host, so the emulator accepts the
+forwarded requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+WRITES = {"PUT", "POST", "PATCH", "DELETE"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+REFUSAL = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
+    b"<Message>This request is not authorized to perform this operation using this "
+    b"permission.</Message></Error>"
+)
+
+
+class RefusingProxy:
+    """``endpoint`` mirrors the upstream's path (``http://127.0.0.1:PORT/devstoreaccount1``)."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._path = parts.path
+        self.refusing = False
+        self.refused = 0
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="refusing-proxy", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self._path}"
+
+    def __enter__(self) -> RefusingProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            app = web.Application(client_max_size=1024**3)
+
+            async def handle(request: web.Request) -> web.Response:
+                return await self._pass(session, request)
+
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()
+
+    async def _pass(self, session: aiohttp.ClientSession, request: web.Request) -> web.Response:
+        if self.refusing and request.method in WRITES:
+            self.refused += 1
+            return web.Response(
+                status=403,
+                body=REFUSAL,
+                content_type="application/xml",
+                headers={"x-ms-error-code": "AuthorizationPermissionMismatch"},
+            )
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with session.request(
+            request.method,
+            self._origin + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+            # The signature covers Content-Type: add nothing the client did not send.
+            skip_auto_headers={"Content-Type", "Accept-Encoding", "User-Agent"},
+        ) as answer:
+            body = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            return web.Response(status=answer.status, body=body, headers=kept)
