@@ -17,19 +17,21 @@ every stage pod runs as (Azure workload identity, ``k8s/identity/``) and the wax
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from claimx_flow import catalog
 from claimx_flow.catalog import StageSpec as Stage
 from claimx_flow.config import Settings
-from claimx_flow.stages.download import task_bound_s
-from claimx_flow.stages.enrich import task_deadline_s
+from claimx_flow.stages.download import DownloadStage
+from claimx_flow.stages.enrich import EnrichStage
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "claimx-flow"
@@ -132,21 +134,50 @@ DEFAULTS = Settings.model_construct()
 GRACE_S = 60
 """terminationGracePeriodSeconds of a stage that holds nothing across epochs: its last batch,
 commits and snapshot."""
-IN_FLIGHT_S = {
-    "enrich": task_deadline_s(DEFAULTS),
-    "download": task_bound_s(DEFAULTS.download_timeout_seconds),
-}
-"""The longest item of the stages that keep items in flight across epochs (enrich's reads,
-download's files). On SIGTERM they drain those items before the last snapshot; kubelet sends
-SIGKILL once terminationGracePeriodSeconds have passed since SIGTERM (kubernetes.io, "Pod
-Lifecycle", termination of Pods). A rescale starts on fresh recovery volumes from the consumer
-group, whose offsets are behind what was in flight: a drain cut short by the SIGKILL would
-lose those items. Computed from the settings' defaults; raise it with their timeouts."""
+
+
+DRAIN_SETTINGS = (
+    "CLAIMX_API_TIMEOUT_SECONDS",
+    "CLAIMX_API_MAX_RETRIES",
+    "DOWNLOAD_TIMEOUT_SECONDS",
+    "DOWNLOAD_CONCURRENCY",
+    "DOWNLOAD_BATCH_SIZE",
+)
+"""The settings a stage's drain is made of."""
+
+
+def deployed_settings() -> Settings:
+    """The defaults with the drain's settings as ``SHARED_CONFIG`` sets them (field by field:
+    the whole model would also ask for the secrets, which the ConfigMap never holds)."""
+    fields = Settings.model_fields
+    return DEFAULTS.model_copy(
+        update={
+            name.lower(): TypeAdapter(fields[name.lower()].annotation).validate_python(
+                SHARED_CONFIG[name]
+            )
+            for name in DRAIN_SETTINGS
+            if name in SHARED_CONFIG
+        }
+    )
+
+
+def drain_bound_s(stage: Stage) -> float:
+    """How long a graceful stop of ``stage`` may take to finish what it holds in flight across
+    epochs (enrich's reads, download's files), under the deployed settings. On SIGTERM those
+    stages drain them before the last snapshot; kubelet sends SIGKILL once
+    terminationGracePeriodSeconds have passed since SIGTERM (kubernetes.io, "Pod Lifecycle",
+    termination of Pods). A rescale starts on fresh recovery volumes from the consumer group,
+    whose offsets are behind what was in flight: a drain cut short would lose those items."""
+    if stage.name == "enrich":
+        return EnrichStage.from_settings(deployed_settings()).drain_bound_s
+    if stage.name == "download":
+        return DownloadStage.from_settings(deployed_settings()).drain_bound_s
+    return 0.0
 
 
 def grace_period_s(stage: Stage) -> int:
-    """How long kubelet waits after SIGTERM: the stage's longest item in flight, and the rest."""
-    return int(IN_FLIGHT_S.get(stage.name, 0.0)) + GRACE_S
+    """How long kubelet waits after SIGTERM: the stage's drain, then its last snapshot."""
+    return math.ceil(drain_bound_s(stage)) + GRACE_S
 
 
 # The peer list: one address per process, the pod's stable DNS name in the headless Service.
@@ -225,7 +256,9 @@ def probes(stage: Stage) -> dict[str, Any]:
         }
 
     return {
-        "livenessProbe": probe("/health/live", 30, 10),
+        # A stage that failed liveness is stuck and drains nothing: kill it after its last
+        # snapshot's time, not after the drain's grace (the probe's own field, GA in 1.27).
+        "livenessProbe": probe("/health/live", 30, 10) | {"terminationGracePeriodSeconds": GRACE_S},
         "readinessProbe": probe("/health/ready", 10, 5),
     }
 

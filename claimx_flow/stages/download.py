@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -52,12 +53,6 @@ log = logging.getLogger(__name__)
 MAX_URL_REFRESHES = 2
 
 SourcedDownload = tuple[KafkaRecord, DownloadTask]
-
-
-def task_bound_s(timeout_s: float) -> float:
-    """The longest one task holds its slot: each fetch and each URL refresh within
-    ``timeout_s`` (``DOWNLOAD_TIMEOUT_SECONDS``)."""
-    return (2 * MAX_URL_REFRESHES + 1) * timeout_s
 
 
 def attempt_of(record: KafkaRecord) -> str:
@@ -100,7 +95,9 @@ class DownloadStage:
 
     @property
     def item_bound_s(self) -> float:
-        return task_bound_s(self.policy.timeout_s)
+        """The longest one task holds its slot: each fetch and each URL refresh within
+        ``DOWNLOAD_TIMEOUT_SECONDS``."""
+        return (2 * MAX_URL_REFRESHES + 1) * self.policy.timeout_s
 
     def batch_backstop_s(self, items: int) -> float:
         return batch_backstop_s(items, self.settings.download_concurrency, self.item_bound_s)
@@ -109,6 +106,13 @@ class DownloadStage:
     def stall_backstop_s(self) -> float:
         """How long downloads may be in flight with none finishing before the step fails."""
         return stall_backstop_s(self.item_bound_s)
+
+    @property
+    def drain_bound_s(self) -> float:
+        """The longest a graceful stop waits for the tasks in flight: each gets its slot in
+        turn, and its deadline counts from its slot."""
+        rounds = math.ceil(self.max_in_flight / self.settings.download_concurrency)
+        return rounds * self.item_bound_s
 
     @property
     def max_in_flight(self) -> int:

@@ -34,12 +34,6 @@ rows while the others wait (docs/performance.md, "Against an API across a networ
 holds the memory (a read's tasks, answers and rows) and the work a crash starts again."""
 
 
-def task_deadline_s(settings: Settings) -> float:
-    """How long one task may take: two API calls (its project's and its own), each with every
-    retry the client makes. Past it the task goes to its retry tier."""
-    return 2 * settings.claimx_api_timeout_seconds * (settings.claimx_api_max_retries + 1)
-
-
 @dataclass
 class EnrichStage:
     settings: Settings
@@ -62,7 +56,18 @@ class EnrichStage:
 
     @property
     def item_deadline_s(self) -> float:
-        return task_deadline_s(self.settings)
+        """How long one task may take: two API calls (its project's and its own), each with
+        every retry the client makes. Past it the task goes to its retry tier."""
+        per_call = self.settings.claimx_api_timeout_seconds * (
+            self.settings.claimx_api_max_retries + 1
+        )
+        return 2 * per_call
+
+    @property
+    def drain_bound_s(self) -> float:
+        """The longest a graceful stop waits for the reads in flight: every task of a read
+        starts with it, so each read ends within one task's deadline."""
+        return self.item_deadline_s
 
     @property
     def batches_in_flight(self) -> int:

@@ -3,6 +3,7 @@ runbook, and their init scripts really lay out a Bytewax cluster."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -17,18 +18,10 @@ import yaml
 
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
-from claimx_flow.stages.download import task_bound_s
-from claimx_flow.stages.enrich import task_deadline_s
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
 IDENTITY = yaml.safe_load((REPO / "tests/ops/fixtures/azure_workload_identity.yaml").read_text())
-BOUNDS: dict[str, type] = {
-    "CLAIMX_API_TIMEOUT_SECONDS": float,
-    "CLAIMX_API_MAX_RETRIES": int,
-    "DOWNLOAD_TIMEOUT_SECONDS": float,
-}
-"""The settings an item's bound is made of, as the ConfigMap may set them."""
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
@@ -130,25 +123,33 @@ def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> No
 @pytest.mark.parametrize("stage", ["enrich", "download"])
 def test_a_stage_holding_items_across_epochs_is_given_time_to_drain_them(stage: str) -> None:
     """kubelet sends SIGKILL terminationGracePeriodSeconds after SIGTERM (kubernetes.io,
-    "Pod Lifecycle", termination of Pods). Enrich and download drain their items in flight on
+    "Pod Lifecycle", termination of Pods). Enrich and download finish their items in flight on
     SIGTERM; a rescale starts on fresh recovery volumes from the consumer group, which is behind
-    those items, so a drain cut short loses them. The grace must outlast the longest item under
-    the settings the ConfigMap deploys, and the last snapshot after it."""
+    those items, so a drain cut short loses them. The longest drain under the ConfigMap's
+    settings: enrich's reads each end within one task's deadline (two API calls, each with
+    every retry); download's tasks in flight (every slot busy and a batch queued) take their
+    slots in turn, each within five fetch deadlines (a fetch and two URL refreshes with a
+    fetch each). Then the last snapshot."""
     config = by_kind("ConfigMap")["claimx-config"]["data"]
-    settings = Settings.model_construct().model_copy(
-        update={name.lower(): kind(config[name]) for name, kind in BOUNDS.items() if name in config}
-    )
-    longest = {
-        "enrich": task_deadline_s(settings),
-        "download": task_bound_s(settings.download_timeout_seconds),
-    }[stage]
-    spec = by_kind("StatefulSet")[STAGES[stage].app]["spec"]["template"]["spec"]
-    snapshot_s = float(
-        env_of(main_container(by_kind("StatefulSet")[STAGES[stage].app]))[
-            "BYTEWAX_SNAPSHOT_INTERVAL"
-        ]
-    )
-    assert spec["terminationGracePeriodSeconds"] >= longest + 2 * snapshot_s + 30
+
+    def setting(name: str, default: float) -> float:
+        return float(config.get(name, default))
+
+    defaults = Settings.model_construct()
+    if stage == "enrich":
+        calls = setting("CLAIMX_API_MAX_RETRIES", defaults.claimx_api_max_retries) + 1
+        drain = (
+            2 * calls * setting("CLAIMX_API_TIMEOUT_SECONDS", defaults.claimx_api_timeout_seconds)
+        )
+    else:
+        slots = setting("DOWNLOAD_CONCURRENCY", defaults.download_concurrency)
+        queued = setting("DOWNLOAD_BATCH_SIZE", defaults.download_batch_size)
+        task = 5 * setting("DOWNLOAD_TIMEOUT_SECONDS", defaults.download_timeout_seconds)
+        drain = math.ceil((slots + queued) / slots) * task
+    statefulset = by_kind("StatefulSet")[STAGES[stage].app]
+    snapshot_s = float(env_of(main_container(statefulset))["BYTEWAX_SNAPSHOT_INTERVAL"])
+    grace = statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= drain + 2 * snapshot_s, (grace, drain)
 
 
 def test_secrets_are_referenced_never_written() -> None:
