@@ -451,7 +451,13 @@ def _fits(download: NewDownloadTask) -> None:
     )
     if chars <= _ROOM_CHARS:
         return
-    size = len(download.to_json())
+    try:
+        size = len(download.to_json())
+    except ValueError:  # a lone surrogate: no JSON holds it
+        raise EnrichmentError(
+            "DOWNLOAD_TASK_UNENCODABLE",
+            f"media {download.media_id}: its download task holds text that is not UTF-8",
+        ) from None
     if size > MAX_MESSAGE_BYTES:
         raise EnrichmentError(
             "DOWNLOAD_TASK_TOO_LARGE",
