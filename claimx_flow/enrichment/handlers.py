@@ -30,8 +30,8 @@ from claimx_flow.delta.tables import (
 )
 from claimx_flow.enrichment import rows
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.media.tasks import MAX_MESSAGE_BYTES
 from claimx_flow.models import EnrichmentTask, NewDownloadTask
+from claimx_flow.models.messages import DOWNLOAD_TASK_MAX_BYTES
 
 T = TypeVar("T")
 
@@ -431,13 +431,13 @@ def _media(
     return Enriched(task, [(MEDIA.name, row)], [download])
 
 
-_ROOM_CHARS = (MAX_MESSAGE_BYTES - 1024) // 6
+_ROOM_CHARS = (DOWNLOAD_TASK_MAX_BYTES - 1024) // 6
 """Text that fits a task whatever it holds: a character takes at most 6 bytes of JSON (a control
 character escaped), and the keys, counts and expiry well under 1 KiB."""
 
 
 def _fits(download: NewDownloadTask) -> None:
-    """Refuse a download task the download stage would refuse (``MAX_MESSAGE_BYTES``).
+    """Refuse a download task the download stage would refuse (``DOWNLOAD_TASK_MAX_BYTES``).
 
     A link is the API's text, bounded only by the answer's size: one past the broker's
     ``max.message.bytes`` (1 MB by default) failed the send at the epoch's snapshot, and the
@@ -458,11 +458,11 @@ def _fits(download: NewDownloadTask) -> None:
             "DOWNLOAD_TASK_UNENCODABLE",
             f"media {download.media_id}: its download task holds text that is not UTF-8",
         ) from None
-    if size > MAX_MESSAGE_BYTES:
+    if size > DOWNLOAD_TASK_MAX_BYTES:
         raise EnrichmentError(
             "DOWNLOAD_TASK_TOO_LARGE",
             f"media {download.media_id}: its download task is {size} bytes, over the limit "
-            f"of {MAX_MESSAGE_BYTES}",
+            f"of {DOWNLOAD_TASK_MAX_BYTES}",
         )
 
 

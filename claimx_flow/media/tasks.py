@@ -11,12 +11,8 @@ fail after the download, or fail the stage.
 from __future__ import annotations
 
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.models.messages import DownloadFields
+from claimx_flow.models.messages import DOWNLOAD_TASK_MAX_BYTES, DownloadFields
 from claimx_flow.storage.paths import UnsafePathError, media_path
-
-MAX_MESSAGE_BYTES = 64 * 1024
-"""A task's JSON: a presigned URL is a few kB, so this leaves room and still lets the cached
-message (the task plus a few hundred bytes) fit any topic."""
 
 
 class InvalidMediaTask(ClaimxError):
@@ -35,8 +31,8 @@ def storage_path(message: DownloadFields) -> str:
         size = len(message.to_json())
     except ValueError:  # pydantic's serialisation error: text that is not valid UTF-8
         raise InvalidMediaTask("task holds text that cannot be encoded as UTF-8") from None
-    if size > MAX_MESSAGE_BYTES:
-        raise InvalidMediaTask(f"task of {size} bytes over the limit of {MAX_MESSAGE_BYTES}")
+    if size > DOWNLOAD_TASK_MAX_BYTES:
+        raise InvalidMediaTask(f"task of {size} bytes over the limit of {DOWNLOAD_TASK_MAX_BYTES}")
     try:
         return media_path(
             message.project_id, message.media_id, message.file_name, message.file_type

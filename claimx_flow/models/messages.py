@@ -175,6 +175,12 @@ class DownloadTask(DownloadFields):
     """A media file to fetch (``claimx.downloads.pending`` and its retry tiers)."""
 
 
+DOWNLOAD_TASK_MAX_BYTES = 64 * 1024
+"""A download task's JSON: a presigned URL is a few kB, so this leaves room and still lets the
+cached message (the task plus a few hundred bytes) fit any topic. Enrichment refuses to write
+a larger one, and the download stage refuses to read one."""
+
+
 class NewDownloadTask(NamedTuple):
     """A media file's first download task, as enrichment makes it from the file's media row.
 
