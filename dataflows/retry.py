@@ -1,7 +1,9 @@
 """retry: the retry tier topics → back to their pending topics, each message no earlier than
 its due time. The tiers are the configured ones plus any orphan tier found at start (a tier
 topic the configuration no longer names that still holds messages), so renaming or removing a
-tier strands nothing.
+tier strands nothing. A message the Kafka client cannot read (corrupt, not decompressible) has
+nothing to send back: it goes to the DLQ of the stage its pending topic feeds, with the reason
+and its tier, partition and offset in the failure headers.
 
     python -m bytewax.run dataflows.retry
 """
@@ -9,15 +11,18 @@ tier strands nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from claimx_flow import catalog
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, producer_config
-from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.records import UNREADABLE_HEADERS, KafkaRecord, OutboundRecord
+from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_time
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings) -> Dataflow:
     tiers = {tier.topic: tier for tier in [*all_tiers(settings), *_orphans(settings)]}
+    dead_letters = _dead_letters(settings, tiers.values())
 
     def due_at(record: KafkaRecord) -> datetime:
         return release_time(record, tiers[record.topic])
@@ -38,9 +44,14 @@ def build(settings: Settings) -> Dataflow:
     def back_to_pending(record: KafkaRecord) -> OutboundRecord:
         """The message as it was, failure headers included, so its attempts keep counting.
 
-        One whose headers the client could not read (``record.error``) goes back with its
-        value and none: its next failure starts its count again, which is logged here."""
+        One whose headers the client could not read (``UNREADABLE_HEADERS``) goes back with
+        its value and none: its next failure starts its count again, which is logged here.
+        One the client could not read at all has no value: it goes to its DLQ."""
         if record.error is not None:
+            if record.error != UNREADABLE_HEADERS:
+                routed = dead_letters[record.topic].unreadable(record)
+                log.warning("%s: to %s: %s", record.position, routed.topic, record.error)
+                return routed
             log.warning("%s: released without headers: %s", record.position, record.error)
         return OutboundRecord(
             tiers[record.topic].pending_topic, record.key, record.value, record.headers
@@ -62,6 +73,22 @@ def build(settings: Settings) -> Dataflow:
     pending = op.map("back-to-pending", released, back_to_pending)
     checked_records_output("pending", pending, producer_config(settings))
     return flow
+
+
+def _dead_letters(settings: Settings, tiers: Iterable[Tier]) -> dict[str, FailureRouter]:
+    """Per tier topic, the router to the DLQ of the stage that reads its pending topic (the
+    enrichment DLQ for the enrichment tiers, the download DLQ for the download tiers): where
+    that stage's own failures of the same messages end."""
+    dlq_of = {
+        catalog.topic_name(settings, read): catalog.topic_name(settings, spec.dlq)
+        for spec in STAGES.values()
+        if spec.dlq is not None
+        for read in spec.reads
+    }
+    routers = {
+        dlq: FailureRouter.for_stage(settings, STAGE.name, dlq) for dlq in set(dlq_of.values())
+    }
+    return {tier.topic: routers[dlq_of[tier.pending_topic]] for tier in tiers}
 
 
 def _orphans(settings: Settings) -> list[Tier]:

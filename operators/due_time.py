@@ -9,8 +9,12 @@ fetch its head came in (bounded, like librdkafka's own read-ahead), and the sour
 the earliest head is due. The snapshot is each partition's head offset, so a crash neither loses
 a held message (it is read again) nor releases it early (the caller's ``due_at`` reads its due
 time again). Positions reach the consumer group as the Kafka input's do
-(:class:`operators.kafka.Progress`). A message the client cannot read is logged and skipped: it
-has no value to release.
+(:class:`operators.kafka.Progress`). A message the client cannot read (corrupt, not
+decompressible) is handed over in its place, in offset order, as a record with its ``error``
+and no value (:func:`operators.kafka.unreadable_next`), for the caller to dead-letter: the
+position moves past it only as it moves past a released record, in the same snapshot as the
+epoch that carries it, and the consumer is sent past it (librdkafka alone would fetch it again
+for ever).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from operators.kafka import (
     fatal_or_logged,
     record_of,
     starting_offsets,
+    unreadable_next,
 )
 
 log = logging.getLogger(__name__)
@@ -91,11 +96,14 @@ class QuietReleases(QuietObserver):
 
 class _Held:
     """One Kafka partition's records of its last fetch not yet released: the first is the
-    head. At most one fetch, however many messages the partition holds."""
+    head. At most one fetch, however many messages the partition holds.
+
+    Each record is held with its due time; an unreadable one has none (None): it is due as
+    soon as it is the head, so it leaves right after the records before it."""
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
-        self.ahead: deque[tuple[KafkaRecord, datetime]] = deque()
+        self.ahead: deque[tuple[KafkaRecord, datetime | None]] = deque()
         self.at_end = False
         self.paused = False
         self.leader_epoch: int | None = None  # of the last record fetched
@@ -107,6 +115,18 @@ class _Held:
     @property
     def position(self) -> int:
         return self.ahead[0][0].offset if self.ahead else self.offset
+
+    @property
+    def next_offset(self) -> int:
+        """The first offset not fetched: after the last record held, or the position."""
+        return self.ahead[-1][0].offset + 1 if self.ahead else self.offset
+
+    def due(self, now: datetime) -> bool:
+        """Whether the head may leave at ``now``."""
+        if not self.ahead:
+            return False
+        due = self.ahead[0][1]
+        return due is None or due <= now
 
 
 class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
@@ -144,9 +164,10 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         now = datetime.now(UTC)
         released: list[KafkaRecord] = []
         for partition, held in self._held.items():
-            while held.ahead and held.ahead[0][1] <= now:
+            while held.due(now):
                 record, due = held.ahead.popleft()
-                self._observer.released(self._topic, max((now - due).total_seconds(), 0))
+                if due is not None:  # an unreadable record has no due time to be late for
+                    self._observer.released(self._topic, max((now - due).total_seconds(), 0))
                 released.append(record)
                 held.offset = record.offset + 1
             self._pause_while_waiting(partition, held)
@@ -169,22 +190,35 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         return later if earliest is None else min(earliest, later)
 
     def _fetch(self) -> int:
-        """One fetch, from the partitions whose heads do not wait (the others are paused)."""
+        """One fetch, from the partitions whose heads do not wait (the others are paused).
+
+        A message the client cannot read is held in its place, and its partition's consumer
+        is sent past it once this fetch is taken in."""
         messages = self._consumer.consume(self._batch_size, 0.001)
+        unreadable: set[int] = set()
         for msg in messages:
             partition = msg.partition() or 0
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    self._held[partition].at_end = True
-                else:
-                    fatal_or_logged(error, self._topic, partition)
-                continue
-            record = record_of(msg, self._topic, partition)
             held = self._held[partition]
-            held.ahead.append((record, self._due_at(record)))
+            error = msg.error()
+            due: datetime | None
+            if error is None:
+                record = record_of(msg, self._topic, partition)
+                due = self._due_at(record)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                held.at_end = True
+                continue
+            else:
+                lost = unreadable_next(msg, error, self._topic, partition, held.next_offset)
+                if lost is None:  # about no message: the client's own trouble
+                    fatal_or_logged(error, self._topic, partition)
+                    continue
+                record, due = lost, None
+                unreadable.add(partition)
+            held.ahead.append((record, due))
             held.at_end = False
             held.leader_epoch = msg.leader_epoch()
+        for partition in unreadable:
+            self._seek_next(partition, self._held[partition])
         return len(messages)
 
     def _pause_while_waiting(self, partition: int, held: _Held) -> None:
@@ -200,16 +234,22 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
             # A resume alone waits for librdkafka's fetcher to look again, about a second after
             # the pause; a seek to the first record not handed over fetches it at once. Every
             # record fetched has been released by now, so that is the one after the last
-            # fetched, and its leader epoch keeps librdkafka's check for a truncated log.
-            # librdkafka refuses a seek only for a partition it is stopping (the consumer
-            # closing), when there is nothing left to fetch.
-            epoch = -1 if held.leader_epoch is None else held.leader_epoch  # -1: none known
-            at = TopicPartition(self._topic, partition, held.offset, leader_epoch=epoch)
-            try:
-                self._consumer.seek(at)
-            except KafkaException as exc:
-                log.debug("%s [%d]: seek refused: %s", self._topic, partition, exc)
+            # fetched.
+            self._seek_next(partition, held)
         held.paused = waiting
+
+    def _seek_next(self, partition: int, held: _Held) -> None:
+        """Fetch the partition from the offset after the last record fetched (past an
+        unreadable one, which librdkafka would otherwise fetch again and again). The last
+        record's leader epoch keeps librdkafka's check for a truncated log. librdkafka refuses
+        a seek only for a partition it is stopping (the consumer closing), when there is
+        nothing left to fetch."""
+        epoch = -1 if held.leader_epoch is None else held.leader_epoch  # -1: none known
+        at = TopicPartition(self._topic, partition, held.next_offset, leader_epoch=epoch)
+        try:
+            self._consumer.seek(at)
+        except KafkaException as exc:
+            log.debug("%s [%d]: seek refused: %s", self._topic, partition, exc)
 
     def _earliest_due(self) -> datetime | None:
         dues = [held.head_due for held in self._held.values() if held.head_due is not None]

@@ -218,6 +218,26 @@ def unreadable(msg: Message, error: KafkaError, topic: str, partition: int) -> K
     return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
 
 
+def unreadable_next(
+    msg: Message, error: KafkaError, topic: str, partition: int, next_offset: int
+) -> KafkaRecord | None:
+    """:func:`unreadable`, for a reader that seeks past each unreadable record it takes.
+
+    librdkafka (2.16) never moves past a message it cannot read: it fetches the same batch
+    again and reports the same error, at the batch's first offset, until the reader seeks past
+    it. A compressed batch that cannot be decompressed loses every record in it, and a fetch
+    from inside it (``next_offset``, the first offset not yet read: after a seek past its first
+    record, or a restart from a snapshot) reports the batch's first offset again. That one is
+    already behind the reader; the record lost is ``next_offset``. So the record is placed at
+    the later of the two, and the reader, seeking past each in turn, takes every offset of the
+    batch once. A negative ``next_offset`` (a logical one: nothing read yet) places it where
+    Kafka says."""
+    lost = unreadable(msg, error, topic, partition)
+    if lost is None or next_offset < 0 or lost.offset >= next_offset:
+        return lost
+    return lost._replace(offset=next_offset)
+
+
 class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
     """One topic partition, read from the offset in the recovery snapshot, or else from its
     consumer group's committed offset."""
