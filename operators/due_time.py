@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from claimx_flow.kafka.records import KafkaRecord
@@ -42,6 +42,7 @@ from operators.kafka import (
     consumer_settings,
     fatal_or_logged,
     record_of,
+    seek_past,
     starting_offsets,
     unreadable_next,
 )
@@ -239,17 +240,8 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         held.paused = waiting
 
     def _seek_next(self, partition: int, held: _Held) -> None:
-        """Fetch the partition from the offset after the last record fetched (past an
-        unreadable one, which librdkafka would otherwise fetch again and again). The last
-        record's leader epoch keeps librdkafka's check for a truncated log. librdkafka refuses
-        a seek only for a partition it is stopping (the consumer closing), when there is
-        nothing left to fetch."""
-        epoch = -1 if held.leader_epoch is None else held.leader_epoch  # -1: none known
-        at = TopicPartition(self._topic, partition, held.next_offset, leader_epoch=epoch)
-        try:
-            self._consumer.seek(at)
-        except KafkaException as exc:
-            log.debug("%s [%d]: seek refused: %s", self._topic, partition, exc)
+        """Fetch the partition from the offset after the last record fetched (``seek_past``)."""
+        seek_past(self._consumer, self._topic, partition, held.next_offset, held.leader_epoch)
 
     def _earliest_due(self) -> datetime | None:
         dues = [held.head_due for held in self._held.values() if held.head_due is not None]

@@ -238,6 +238,22 @@ def unreadable_next(
     return lost._replace(offset=next_offset)
 
 
+def seek_past(
+    consumer: Consumer, topic: str, partition: int, offset: int, leader_epoch: int | None
+) -> None:
+    """Fetch ``topic[partition]`` from ``offset`` on: past an unreadable message, which
+    librdkafka would otherwise fetch again and again. The last record's leader epoch keeps
+    librdkafka's check for a truncated log. librdkafka refuses a seek only for a partition it
+    is stopping (the consumer closing), when there is nothing left to fetch."""
+    at = TopicPartition(
+        topic, partition, offset, leader_epoch=-1 if leader_epoch is None else leader_epoch
+    )
+    try:
+        consumer.seek(at)
+    except KafkaException as exc:
+        log.debug("%s [%d]: seek refused: %s", topic, partition, exc)
+
+
 class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
     """One topic partition, read from the offset in the recovery snapshot, or else from its
     consumer group's committed offset."""
@@ -270,19 +286,26 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._observer.polled()
         self._progress.publish()
         batch: list[KafkaRecord] = []
+        lost_any = False
+        epoch: int | None = None
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is None:
                 batch.append(record_of(msg, self._topic, self._partition))
+                epoch = msg.leader_epoch()
                 continue
-            lost = unreadable(msg, error, self._topic, self._partition)
+            next_offset = batch[-1].offset + 1 if batch else self._offset
+            lost = unreadable_next(msg, error, self._topic, self._partition, next_offset)
             if lost is not None:
                 batch.append(lost)
+                lost_any = True
             else:
                 self._on_error(error)
         if batch:
             self._offset = batch[-1].offset + 1
             self._observer.consumed(self._topic, self._partition, len(batch), self._lag())
+        if lost_any:  # librdkafka would fetch it again, and again: read on past it
+            seek_past(self._consumer, self._topic, self._partition, self._offset, epoch)
         self._idle = not batch
         return batch
 

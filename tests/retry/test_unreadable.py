@@ -2,44 +2,26 @@
 ladder, with the reason and where it was; its batch-mates go back to their pending topic; and a
 SIGKILL after that neither loses nor repeats anything.
 
-How the unreadable message is made: the broker checks every batch a producer sends (its CRC, and
-for a compressed batch that it decompresses), so no client, not even librdkafka driven through
-ctypes (``tests/poison/raw_producer.py``, which can only make headers unreadable), can store a
-batch a consumer cannot read. What a consumer does meet is a batch damaged at rest (a disk or
-filesystem fault). So a compressed batch is produced normally and then damaged where the broker
-keeps it: its compressed bytes in the partition's log segment are overwritten with zeros. The
-broker serves fetches from that file as stored, and librdkafka, which does not check CRCs by
-default, fails to decompress it and reports ``_BAD_COMPRESSION`` at the batch's offset: a real
-unreadable message on a real broker. This needs the broker's log directory on this machine (the
-suite's own broker); with a remote ``KAFKA_BOOTSTRAP_SERVERS`` the test is skipped.
+How the unreadable message is made: ``tests/kafka_damage.py`` (a batch damaged at rest).
 """
 
 from __future__ import annotations
 
-import os
-import struct
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.admin import ConfigResource
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.kafka.topics import admin_client
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.models import FailureInfo
+from tests import kafka_damage
 from tests.dlq.helpers import Read, read_all
 from tests.isolation import isolated_settings
-
-BATCH_HEADER_BYTES = 61
-"""A v2 record batch's header: base offset (8), length (4), leader epoch (4), magic (1), CRC (4),
-attributes (2), last offset delta (4), first and max timestamps (8 + 8), producer id (8) and
-epoch (2), base sequence (4), record count (4). The records (compressed, here) follow it."""
-COMPRESSION_MASK = 0x07
+from tests.kafka_damage import damage_compressed_batches
 
 
 @pytest.fixture
@@ -54,67 +36,10 @@ def retry_stage(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     pipeline.stop()
 
 
-def partition_dir(settings: Settings, topic: str, partition: int) -> Path:
-    """Where the broker keeps ``topic[partition]``, or a skip when that is not on this machine."""
-    admin = admin_client(settings)
-    broker = next(iter(admin.list_topics(timeout=30).brokers))
-    resource = ConfigResource(ConfigResource.Type.BROKER, str(broker))
-    config = admin.describe_configs([resource])[resource].result(timeout=30)
-    for log_dir in (config["log.dirs"].value or "").split(","):
-        found = Path(log_dir) / f"{topic}-{partition}"
-        if found.is_dir():
-            return found
-    pytest.skip("the broker's log directory is not on this machine: cannot damage a batch")
-
-
-def damage_compressed_batches(settings: Settings, topic: str, partition: int) -> list[int]:
-    """Overwrite the compressed records of every compressed batch of ``topic[partition]`` with
-    zeros, in place, as a disk fault would; returns the batches' base offsets."""
-    segments = sorted(partition_dir(settings, topic, partition).glob("*.log"))
-    damaged = []
-    for segment in segments:
-        data = segment.read_bytes()
-        fd = os.open(segment, os.O_WRONLY)
-        try:
-            at = 0
-            while at + BATCH_HEADER_BYTES <= len(data):
-                base, length = struct.unpack_from(">qi", data, at)
-                (attributes,) = struct.unpack_from(">h", data, at + 21)
-                end = at + 12 + length
-                if attributes & COMPRESSION_MASK:
-                    body = end - (at + BATCH_HEADER_BYTES)
-                    assert os.pwrite(fd, bytes(body), at + BATCH_HEADER_BYTES) == body
-                    damaged.append(base)
-                at = end
-        finally:
-            os.close(fd)
-    return damaged
-
-
 def fill(settings: Settings, tier: str, goods: list[bytes], lost: int) -> None:
-    """``goods[0]``, one gzip batch of ``lost`` records, then the other goods, all in partition
-    0 of ``tier``, each in a batch of its own, written long enough ago to be due at once."""
+    """``kafka_damage.fill``, written long enough ago to be due at once."""
     written = int((datetime.now(UTC) - timedelta(seconds=30)).timestamp() * 1000)
-    plain = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 0})
-    packed = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "compression.type": "gzip",
-            "linger.ms": 1000,  # the lost records travel in one batch
-        }
-    )
-
-    def good(value: bytes) -> None:
-        plain.produce(tier, key=value, value=value, partition=0, timestamp=written)
-        assert plain.flush(30) == 0
-
-    good(goods[0])
-    for index in range(lost):
-        value = f'{{"lost": {index}}}'.encode() * 20
-        packed.produce(tier, key=b"lost", value=value, partition=0, timestamp=written)
-    assert packed.flush(30) == 0
-    for value in goods[1:]:
-        good(value)
+    kafka_damage.fill(settings, tier, goods, lost, written_ms=written)
 
 
 def until(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
