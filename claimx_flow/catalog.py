@@ -135,7 +135,8 @@ STAGES: dict[StageName, StageSpec] = {
             "retry",
             8086,
             "retry",
-            writes=("enrichment_pending", "downloads_pending"),
+            # The DLQs take what the Kafka client cannot read in a tier (dataflows/retry.py).
+            writes=("enrichment_pending", "downloads_pending", "enrichment_dlq", "downloads_dlq"),
             releases=("enrichment", "download"),
         ),
     )
