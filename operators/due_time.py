@@ -213,11 +213,13 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
                 if lost is None:  # about no message: the client's own trouble
                     fatal_or_logged(error, self._topic, partition)
                     continue
+                if partition in unreadable:  # a refetch of the same one before the seek
+                    continue
                 record, due = lost, None
                 unreadable.add(partition)
             held.ahead.append((record, due))
             held.at_end = False
-            held.leader_epoch = msg.leader_epoch()
+            held.leader_epoch = None if error is not None else msg.leader_epoch()
         for partition in unreadable:
             self._seek_next(partition, self._held[partition])
         return len(messages)

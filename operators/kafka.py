@@ -209,11 +209,20 @@ def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int
     )[partition]
 
 
+LOST_MESSAGE_ERRORS = frozenset(
+    {KafkaError._BAD_COMPRESSION, KafkaError._BAD_MSG, KafkaError._NOT_IMPLEMENTED}
+)
+"""What librdkafka reports for a message it holds and cannot give: a batch it cannot
+decompress, a record it cannot parse, a codec it lacks. Its other errors at an offset (a topic
+not authorised, a fetch that failed) are about the fetch: the message there comes once the
+fetch works, and reading on past it would lose it."""
+
+
 def unreadable(msg: Message, error: KafkaError, topic: str, partition: int) -> KafkaRecord | None:
     """A message the client could not read (corrupt, not decompressible) as a record with its
     ``error``, so the stage can dead-letter it; None for errors that are about no message."""
     offset = msg.offset()
-    if offset is None or offset < 0 or error.code() == KafkaError._PARTITION_EOF:
+    if offset is None or offset < 0 or error.code() not in LOST_MESSAGE_ERRORS:
         return None
     return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
 
@@ -243,8 +252,11 @@ def seek_past(
 ) -> None:
     """Fetch ``topic[partition]`` from ``offset`` on: past an unreadable message, which
     librdkafka would otherwise fetch again and again. The last record's leader epoch keeps
-    librdkafka's check for a truncated log. librdkafka refuses a seek only for a partition it
-    is stopping (the consumer closing), when there is nothing left to fetch."""
+    librdkafka's check for a truncated log; None after an unreadable record, whose epoch is
+    unknown (librdkafka reports 0 for it, and a damaged batch that opens a new leader epoch
+    would then look like a truncated log, sending the reader back to it). librdkafka refuses a
+    seek only for a partition it is stopping (the consumer closing), when there is nothing left
+    to fetch."""
     at = TopicPartition(
         topic, partition, offset, leader_epoch=-1 if leader_epoch is None else leader_epoch
     )
@@ -287,25 +299,23 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._progress.publish()
         batch: list[KafkaRecord] = []
         lost_any = False
-        epoch: int | None = None
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is None:
                 batch.append(record_of(msg, self._topic, self._partition))
-                epoch = msg.leader_epoch()
                 continue
             next_offset = batch[-1].offset + 1 if batch else self._offset
             lost = unreadable_next(msg, error, self._topic, self._partition, next_offset)
-            if lost is not None:
+            if lost is None:
+                self._on_error(error)
+            elif not lost_any:  # a refetch of the same one before the seek: not another
                 batch.append(lost)
                 lost_any = True
-            else:
-                self._on_error(error)
         if batch:
             self._offset = batch[-1].offset + 1
             self._observer.consumed(self._topic, self._partition, len(batch), self._lag())
         if lost_any:  # librdkafka would fetch it again, and again: read on past it
-            seek_past(self._consumer, self._topic, self._partition, self._offset, epoch)
+            seek_past(self._consumer, self._topic, self._partition, self._offset, None)
         self._idle = not batch
         return batch
 

@@ -67,6 +67,13 @@ def damage_compressed_batches(settings: Settings, topic: str, partition: int) ->
     return damaged
 
 
+def damage_lost(settings: Settings, topic: str, lost: int) -> None:
+    """Damage the batch(es) ``fill`` wrote the ``lost`` records in (offsets 1 to ``lost``;
+    librdkafka may still split them in two batches)."""
+    damaged = damage_compressed_batches(settings, topic, 0)
+    assert damaged and damaged[0] == 1 and damaged[-1] <= lost, damaged
+
+
 def fill(
     settings: Settings,
     topic: str,
@@ -87,6 +94,7 @@ def fill(
     )
 
     at = written_ms or 0  # 0: the time of producing
+    packed.list_topics(topic, timeout=30)  # known before the first record: one batch, not two
 
     def good(value: bytes) -> None:
         plain.produce(topic, key=value, value=value, partition=0, timestamp=at)
@@ -94,9 +102,7 @@ def fill(
 
     good(goods[0])
     for _ in range(lost):
-        packed.produce(
-            topic, key=b"lost", value=lost_value * 20, partition=0, timestamp=written_ms or 0
-        )
+        packed.produce(topic, key=b"lost", value=lost_value * 20, partition=0, timestamp=at)
     assert packed.flush(30) == 0
     for value in goods[1:]:
         good(value)

@@ -16,7 +16,7 @@ from pathlib import Path
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.models import FailureInfo
 from tests.isolation import isolated_settings
-from tests.kafka_damage import damage_compressed_batches, fill
+from tests.kafka_damage import damage_lost, fill
 from tests.poison.harness import Read, read_topic, run_stage_process, table
 
 
@@ -38,7 +38,7 @@ def test_a_message_the_client_cannot_read_is_dead_lettered_once_and_the_stage_re
     topic = settings.claimx_events_topic
     # offsets: a good event at 0, a lost batch of three at 1-3, good events at 4 and 5
     fill(settings, topic, [event("good-0"), event("good-4"), event("good-5")], 3, None, event("x"))
-    assert damage_compressed_batches(settings, topic, 0) == [1]
+    damage_lost(settings, topic, 3)
 
     exit = run_stage_process(settings, "ingest", tmp_path / "logs", timeout_s=120)
 
