@@ -277,14 +277,16 @@ class DeltaWriter:
         metrics: dict[str, Any] = merger.when_not_matched_insert_all().execute()
         return metrics
 
-    def takes_writes(self) -> bool:
-        """Whether the table's storage takes a write now: one empty commit to its log, fenced
-        and followed by the index like any of ours. After a failed write, it tells rows the
-        table refuses from storage that refuses every write (a full volume, a read-only one, a
-        store answering 403 or 503 to writes while it answers reads)."""
+    def write_refused(self) -> Exception | None:
+        """Why the table's storage takes no write now, or None when it does: one empty commit
+        to its log, fenced and followed by the index like any of ours. After a failed write,
+        it tells rows the table refuses from storage that refuses every write (a full volume,
+        a read-only one, a store answering 403 or 503 to writes while it answers reads). It
+        writes no data file: a fault that fails data files alone is not seen."""
         try:
             self._table = None
             table = self._open()
+            self._held.follow(table.version())  # an index a failed commit left unsure goes
             empty = self.spec.schema.empty_table()
             self._committed(
                 table,
@@ -295,8 +297,8 @@ class DeltaWriter:
         except Exception as exc:
             log.warning("%s: storage takes no write: %s", self.spec.name, exc)
             self._table = None
-            return False
-        return True
+            return exc
+        return None
 
     def answers(self) -> bool:
         """Whether the table's storage answers now: after a failed write, it tells a refused

@@ -15,12 +15,14 @@ and the step fails for recovery to replay the epoch, when:
 - it raises what only storage raises (an I/O error, a commit conflict past its retries, a
   table that is not there);
 - it does not answer a read of the table's version;
-- it takes no write: one empty commit to the table's log (``DeltaWriter.takes_writes``),
-  made once per commit that refused a row, before any row is dead-lettered. A full volume, a
+- it takes no write: one empty commit to the table's log (``DeltaWriter.write_refused``),
+  made before any row is dead-lettered, and again when rows were refused since. A full volume, a
   read-only one, or an object store answering 403 or 503 to writes while it answers reads
   fails every row alike, and delta-rs reports a failed data-file write as a plain
   ``DeltaError``, as it would a row's fault. The write is made as soon as two messages are
   refused with nothing landed, so an outage costs log2(rows) + 2 writes, not one per row.
+  It writes no data file: a fault that fails data files alone (a volume with room for a log
+  entry but not for a file) is taken for the rows'.
 """
 
 from __future__ import annotations
@@ -132,10 +134,10 @@ class TableCommitter:
             return
         whole = joined(batches)
         rows, sources = collapsed(self.writer.spec, whole.rows, whole.sources)
-        split = _Split()
+        split = _Split(rows=rows.num_rows)
         self._merge(rows, sources, split)
         if split.refused:
-            self._check_writes(split, rows.num_rows)
+            self._check_writes(split)
             if self._sending is None:
                 self._sending = self.sender()
             self._sending.write_batch(dead_letter(self.router, self._table, split.refused))
@@ -153,7 +155,7 @@ class TableCommitter:
             if rows.num_rows == 1:
                 split.refused.append(((rows.to_pylist()[0], sources[0]), error))
                 if not split.landed and len(split.messages()) >= 2:
-                    self._check_writes(split, rows.num_rows)  # an outage fails here, early
+                    self._check_writes(split)  # an outage fails here, early
                 return
             log.warning(
                 "%s: MERGE of %d rows failed (%s); splitting", self._table, rows.num_rows, error
@@ -165,21 +167,24 @@ class TableCommitter:
         split.landed = True
         self.on_write(outcome)
 
-    def _check_writes(self, split: _Split, rows: int) -> None:
-        """Raise the last refusal's error unless the storage takes a write (once per commit)."""
-        if split.storage_checked:
+    def _check_writes(self, split: _Split) -> None:
+        """Fail the step unless the storage takes a write now; once per commit, and again
+        before the end when rows were refused after the last time (an outage may start
+        halfway through a long split)."""
+        if split.checked_at == len(split.refused):
             return
-        if not self.writer.takes_writes():
+        refusal = self.writer.write_refused()
+        if refusal is not None:
             log.error(
                 "%s: %d of %d rows refused and the storage takes no write: the storage is at "
-                "fault, not the rows; the step fails (last error: %s)",
+                "fault, not the rows; the step fails (a row's error: %s)",
                 self._table,
                 len(split.refused),
-                rows,
+                split.rows,
                 split.refused[-1][1],
             )
-            raise split.refused[-1][1]
-        split.storage_checked = True
+            raise refusal from split.refused[-1][1]
+        split.checked_at = len(split.refused)
 
     @property
     def _table(self) -> str:
@@ -193,12 +198,14 @@ STORAGE_FAULTS = (OSError, CommitFailedError, TableNotFoundError)
 
 @dataclass
 class _Split:
-    """One commit's split MERGE so far: the rows refused, whether any part landed, and whether
-    the storage was seen to take a write."""
+    """One commit's split MERGE so far: its rows, those refused, whether any part landed, and
+    where the storage was last seen to take a write."""
 
+    rows: int
     refused: list[Refusal[SourcedRow]] = field(default_factory=list)
     landed: bool = False
-    storage_checked: bool = False
+    checked_at: int = 0
+    """How many rows had been refused when the storage last took a write."""
 
     def messages(self) -> set[tuple[str, int, int]]:
         """The messages refused (one message may have several rows refused)."""

@@ -155,3 +155,33 @@ def test_rows_the_merge_refuses_are_dead_lettered_while_their_batch_mates_land(
     assert sorted(json.loads(m.value or b"")["n"] for m in letters) == sorted(
         int(event_id[1:]) for event_id in refused
     )
+
+
+def test_an_outage_after_the_storage_was_checked_still_fails_the_step(
+    committer_for: Any, kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refused rows at the head of a batch make the committer check the storage, which
+    takes a write; then the storage goes down while the split goes on (made here by the
+    writer refusing every write after that check: the real outage is the Azurite test's).
+    Found in review: one check per commit let every row refused after it go to the DLQ."""
+    commit, dlq = committer_for(EVENTS)
+    real_merge, real_check = DeltaWriter.merge_table, DeltaWriter.write_refused
+    down = False
+
+    def merge(writer: DeltaWriter, rows: Any) -> Any:
+        if down or {"e0", "e1"} & set(rows.column("event_id").to_pylist()):
+            raise DeltaError("refused")
+        return real_merge(writer, rows)
+
+    def check(writer: DeltaWriter) -> Exception | None:
+        nonlocal down
+        if down:
+            return OSError("the storage takes no write")
+        refusal, down = real_check(writer), True
+        return refusal
+
+    monkeypatch.setattr(DeltaWriter, "merge_table", merge)
+    monkeypatch.setattr(DeltaWriter, "write_refused", check)
+    with pytest.raises(OSError, match="takes no write"):
+        commit([(event_row(f"e{i}"), source(i)) for i in range(8)])
+    assert read_all(kafka_bootstrap, dlq) == []

@@ -21,6 +21,7 @@ from claimx_flow.config import Settings
 from claimx_flow.lab.process import stop_process_group
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, ENDPOINT_ENV, AzuriteService
 from tests.conftest import REPO
+from tests.isolation import isolated_settings
 from tests.storage.dfs_server import DfsServer
 
 LAKEHOUSE = "lakehouse-1"
@@ -36,6 +37,22 @@ def onelake_settings(endpoint: str, workspace: str, **overrides: object) -> Sett
         **overrides,
     }
     return Settings(**values)
+
+
+def onelake_isolated(
+    kafka_bootstrap: str, tmp_path: Path, endpoint: str, workspace: str, **overrides: object
+) -> Settings:
+    """``onelake_settings`` for a test's own pipeline: isolated topics (``isolated_settings``)
+    and its own data directory."""
+    return isolated_settings(
+        kafka_bootstrap,
+        tmp_path / "data",
+        onelake_workspace_id=workspace,
+        onelake_lakehouse_id=LAKEHOUSE,
+        onelake_endpoint=endpoint,
+        onelake_account_key=SecretStr(ACCOUNT_KEY),
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="session")

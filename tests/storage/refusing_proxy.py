@@ -34,6 +34,12 @@ class RefusingProxy:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path = parts.path
         self.refusing = False
+        """Every write refused."""
+        self.outage_after_a_commit = False
+        """The next data-file write refused, the writes after it passed until a commit to a
+        table's log lands, and from then on every write refused: an outage that starts while a
+        committer splits a batch, after part of it landed."""
+        self._data_file_refused = False
         self.refused = 0
         self.port = 0
         self._ready = threading.Event()
@@ -81,14 +87,29 @@ class RefusingProxy:
                 await runner.cleanup()
 
     async def _pass(self, session: aiohttp.ClientSession, request: web.Request) -> web.Response:
-        if self.refusing and request.method in WRITES:
-            self.refused += 1
-            return web.Response(
-                status=403,
-                body=REFUSAL,
-                content_type="application/xml",
-                headers={"x-ms-error-code": "AuthorizationPermissionMismatch"},
-            )
+        write = request.method in WRITES
+        first_data_file = self.outage_after_a_commit and not self._data_file_refused
+        if write and first_data_file and "/_delta_log/" not in request.path:
+            self._data_file_refused = True
+            return self._refusal()
+        if self.refusing and write:
+            return self._refusal()
+        answer = await self._forward(session, request)
+        landed = write and answer.status < 300 and "/_delta_log/" in request.path
+        if landed and self._data_file_refused and request.path.endswith(".json"):
+            self.refusing = True
+        return answer
+
+    def _refusal(self) -> web.Response:
+        self.refused += 1
+        return web.Response(
+            status=403,
+            body=REFUSAL,
+            content_type="application/xml",
+            headers={"x-ms-error-code": "AuthorizationPermissionMismatch"},
+        )
+
+    async def _forward(self, session: aiohttp.ClientSession, request: web.Request) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with session.request(
             request.method,

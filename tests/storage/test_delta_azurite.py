@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from azure.storage.blob import ContainerClient
-from pydantic import SecretStr
 
 from claimx_flow.delta.tables import ATTACHMENTS, EVENTS
 from claimx_flow.delta.writer import writer_for
@@ -21,9 +20,8 @@ from claimx_flow.stages.tables import TableCommitter, row_batch
 from claimx_flow.storage.locations import AZURITE_URL_ENV, file_store, table_location
 from operators.kafka import CheckedProducer
 from tests.dlq.helpers import read_all
-from tests.isolation import isolated_settings
 from tests.stages.test_table_commits import event_row, source
-from tests.storage.conftest import LAKEHOUSE, onelake_settings
+from tests.storage.conftest import LAKEHOUSE, onelake_isolated, onelake_settings
 from tests.storage.refusing_proxy import RefusingProxy
 
 
@@ -119,23 +117,18 @@ def test_file_sizes_are_read_over_the_blob_api_on_azurite(
     assert asyncio.run(sizes()) == [1234, None]
 
 
+@pytest.mark.parametrize("outage", ["from the start", "after part of the batch landed"])
 def test_a_lakehouse_that_refuses_writes_fails_the_commit_and_dead_letters_nothing(
-    azurite: str, azurite_workspace: str, kafka_bootstrap: str, tmp_path: Path
+    azurite: str, azurite_workspace: str, kafka_bootstrap: str, tmp_path: Path, outage: str
 ) -> None:
     """The stage's principal may read the lakehouse but no longer write it (403 to every
-    write, reads answered). Found failing: the committer took the failed MERGE for rows the
-    table refused, since the table still answered, and dead-lettered every healthy row as
-    permanent while their tasks went on downstream. Now the step fails, nothing is
-    dead-lettered, and once writes are allowed again the replay lands every row."""
+    write, reads answered), from the start of a commit or from halfway through its split.
+    Found failing: the committer took the failed MERGE for rows the table refused, since the
+    table still answered, and dead-lettered healthy rows as permanent while their tasks went
+    on downstream. Now the step fails, nothing is dead-lettered, and once writes are allowed
+    again the replay lands every row."""
     with RefusingProxy(azurite) as proxy:
-        settings = isolated_settings(
-            kafka_bootstrap,
-            tmp_path / "data",
-            onelake_workspace_id=azurite_workspace,
-            onelake_lakehouse_id=LAKEHOUSE,
-            onelake_endpoint=proxy.endpoint,
-            onelake_account_key=SecretStr(ACCOUNT_KEY),
-        )
+        settings = onelake_isolated(kafka_bootstrap, tmp_path, proxy.endpoint, azurite_workspace)
         router = FailureRouter.for_stage(settings, "ingest", settings.claimx_events_dlq_topic)
         producer = CheckedProducer(producer_config(settings))
         committer = TableCommitter(writer_for(settings, EVENTS), router, lambda: producer)
@@ -148,13 +141,17 @@ def test_a_lakehouse_that_refuses_writes_fails_the_commit_and_dead_letters_nothi
             committer.commit([batch])
 
         commit(0, 1)
-        proxy.refusing = True
+        if outage == "from the start":
+            proxy.refusing = True
+        else:
+            proxy.outage_after_a_commit = True
         with pytest.raises(Exception):  # noqa: B017 - whatever delta-rs raises for a 403
             commit(1, 20)
         with pytest.raises(Exception):  # noqa: B017 - a lone row fails the step the same way
-            commit(1, 1)
+            commit(20, 1)  # (one the split did not land)
         assert proxy.refused > 0
-        proxy.refusing = False
+        assert read_all(kafka_bootstrap, settings.claimx_events_dlq_topic) == []
+        proxy.refusing = proxy.outage_after_a_commit = False
         commit(1, 20)
         stored = writer_for(settings, EVENTS).read().column("event_id").to_pylist()
     assert sorted(stored) == sorted(f"e{i}" for i in range(21))

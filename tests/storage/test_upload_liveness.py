@@ -16,13 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from claimx_flow.lab.pipeline import Pipeline, settings_env
-from claimx_flow.lab.stack.azurite import ACCOUNT_KEY
-from tests.isolation import isolated_settings
 from tests.poison.harness import RawRecord, produce_exact, read_topic
-from tests.storage.conftest import LAKEHOUSE
+from tests.storage.conftest import onelake_isolated
 from tests.storage.dfs_server import DfsServer
 from tests.storage.test_upload_onelake import cache_files
 
@@ -46,13 +42,11 @@ def test_a_hung_onelake_times_uploads_out_one_by_one_and_the_stage_stays_alive(
     kafka_bootstrap: str, dfs_server: DfsServer, dfs_workspace: str, tmp_path: Path
 ) -> None:
     cached = cache_files(tmp_path, FILES)
-    settings = isolated_settings(
+    settings = onelake_isolated(
         kafka_bootstrap,
-        tmp_path / "data",
-        onelake_workspace_id=dfs_workspace,
-        onelake_lakehouse_id=LAKEHOUSE,
-        onelake_endpoint=dfs_server.endpoint,
-        onelake_account_key=SecretStr(ACCOUNT_KEY),
+        tmp_path,
+        dfs_server.endpoint,
+        dfs_workspace,
         cache_dir=tmp_path / "cache",
         upload_timeout_seconds=1.0,
         upload_concurrency=1,
