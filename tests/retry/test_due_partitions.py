@@ -83,7 +83,7 @@ def test_a_refused_seek_only_delays_the_resumed_partition(
 ) -> None:
     """The seek only hastens the fetch: were librdkafka to refuse it, the resume alone fetches
     from the same record, and nothing is lost, repeated or released early."""
-    caplog.set_level(logging.DEBUG, logger="operators.due_time")
+    caplog.set_level(logging.DEBUG, logger="operators.kafka")  # where seek_past logs
     _holds_every_message_to_its_time(_release_all(kafka_bootstrap, refuse_seeks=True))
     assert "seek refused" in caplog.text
 

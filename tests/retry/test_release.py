@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.pipeline import Pipeline
 from claimx_flow.models import FailureInfo, MessageOrigin
-from tests.isolation import isolated_settings
 
 N = 60
-
-
-@pytest.fixture
-def retry_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return isolated_settings(kafka_bootstrap, tmp_path / "data", retry_delays=[3, 6, 9, 12])
-
-
-@pytest.fixture
-def retry_stage(retry_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
-    pipeline = Pipeline(retry_settings, settings_env(retry_settings), tmp_path / "logs")
-    yield pipeline
-    pipeline.stop()
 
 
 def fill_tier(settings: Settings, tier: str, delay: timedelta) -> dict[str, datetime]:

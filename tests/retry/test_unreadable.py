@@ -8,32 +8,16 @@ How the unreadable message is made: ``tests/kafka_damage.py`` (a batch damaged a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
-from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.pipeline import Pipeline
 from claimx_flow.models import FailureInfo
 from tests import kafka_damage
 from tests.dlq.helpers import Read, read_all
-from tests.isolation import isolated_settings
 from tests.kafka_damage import damage_lost
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return isolated_settings(kafka_bootstrap, tmp_path / "data", retry_delays=[3, 6, 9, 12])
-
-
-@pytest.fixture
-def retry_stage(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
-    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
-    yield pipeline
-    pipeline.stop()
 
 
 def fill(settings: Settings, tier: str, goods: list[bytes], lost: int) -> None:
@@ -75,8 +59,9 @@ def assert_dead_lettered(letters: list[Read], tier: str, offsets: list[int]) -> 
 
 
 def test_an_unreadable_message_in_a_tier_is_dead_lettered_and_its_batch_mates_released(
-    settings: Settings, retry_stage: Pipeline
+    retry_settings: Settings, retry_stage: Pipeline
 ) -> None:
+    settings = retry_settings
     enrichment_tier = settings.enrichment_retry_topics[0]
     download_tier = settings.download_retry_topics[1]
     # offsets: good at 0, a lost batch at 1 (enrichment: one record; download: three, 1-3)
