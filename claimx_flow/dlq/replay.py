@@ -18,8 +18,9 @@ same way: its cut value would only fail again, and its original size and sha256 
 operator what to fetch from the source.
 
 A replayed task (enrichment or download DLQ) starts counting again in its body too: its
-``retry_count`` goes back to 0 with the ``claimx.attempt`` header, the rest of the message byte
-for byte (``with_retry_count``). Raw events (events DLQ) are sent exactly as they were.
+``retry_count`` goes back to 0 with the ``claimx.attempt`` header, and so does a download's
+``refresh_count``, the rest of the message byte for byte (``for_attempt``). Raw events (events
+DLQ) are sent exactly as they were.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
 from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
 from claimx_flow.kafka.clients import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.models.types import MAX_INT64
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
@@ -140,7 +141,7 @@ def replayed_value(dlq: DlqName, value: bytes | None) -> bytes | None:
     """The value a replay sends: a task's with ``retry_count`` restarted, a raw event's as is."""
     if dlq is DlqName.EVENTS:
         return value
-    return with_retry_count(value, REPLAYED_ATTEMPT)
+    return for_attempt(value, REPLAYED_ATTEMPT)
 
 
 def _envelope_header(name: str) -> bool:

@@ -395,6 +395,7 @@ def _result_fields(media: DownloadFields, finished_at: datetime | None) -> dict[
 
 
 RETRY_COUNT = "retry_count"
+REFRESH_COUNT = "refresh_count"
 _RETRY_COUNT_KEY = b'"retry_count"'
 _NEXT_TOKEN = re.compile(r'["{}\[\],]')
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -402,12 +403,18 @@ _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)(?![0-9.eE])")
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def with_retry_count(value: bytes | None, count: int) -> bytes | None:
-    """``value`` with its top-level ``retry_count`` set to ``count``, every other byte kept.
+def for_attempt(value: bytes | None, count: int) -> bytes | None:
+    """``value`` as its next attempt reads it: its top-level ``retry_count`` set to ``count``
+    and its ``refresh_count``, when it has one, back to 0, every other byte kept.
+
+    Refreshes of a presigned URL are bounded per attempt (``MAX_URL_REFRESHES``). A cached
+    message carries the count its download reached; sent back through the retry tiers by a
+    failed upload, or replayed, it kept it, and a link that expired while it waited was never
+    refreshed again, on every tier to the DLQ and on every replay.
 
     Only a UTF-8 JSON object whose ``retry_count`` is an integer is changed; anything else
     (not JSON, not an object, no such field, a field that is not an integer) is returned as
-    it is. The number is replaced where it stands, so key order, spacing and escapes of the
+    it is. The numbers are replaced where they stand, so key order, spacing and escapes of the
     rest of the message stay byte for byte what the producer sent.
     """
     if not value or _RETRY_COUNT_KEY not in value:
@@ -419,11 +426,12 @@ def with_retry_count(value: bytes | None, count: int) -> bytes | None:
         return value
     if not isinstance(document, dict) or type(document.get(RETRY_COUNT)) is not int:
         return value
-    spans = _top_level_integers(text, RETRY_COUNT)
+    spans = [(span, str(count)) for span in _top_level_integers(text, RETRY_COUNT)]
     if not spans:
         return value
-    written = str(count)
-    for start, end in reversed(spans):  # every copy of a repeated key: JSON readers differ
+    if type(document.get(REFRESH_COUNT)) is int and document[REFRESH_COUNT] != 0:
+        spans += [(span, "0") for span in _top_level_integers(text, REFRESH_COUNT)]
+    for (start, end), written in sorted(spans, reverse=True):  # every copy of a repeated key
         text = text[:start] + written + text[end:]
     return text.encode("utf-8")
 

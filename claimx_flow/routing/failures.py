@@ -11,8 +11,9 @@ headers giving its original size and sha256; one that would not fit a retry tier
 to the DLQ that way instead.
 
 Task messages (enrichment tasks, download tasks, cached downloads) count their attempts in the
-body too: a routed copy's ``retry_count`` is its ``claimx.attempt`` (``with_retry_count``: the
-one number rewritten, the rest byte for byte; a body that is not such a JSON object is left
+body too: a routed copy's ``retry_count`` is its ``claimx.attempt``, and its ``refresh_count``
+starts again, since a presigned URL's refreshes are bounded per attempt (``for_attempt``: the
+numbers rewritten, the rest byte for byte; a body that is not such a JSON object is left
 exactly as it came). A media file that goes to the DLQ also gets a failed ``UploadResult``, sent
 just before its DLQ copy, so the results stage counts the failure (``with_failed_result``).
 """
@@ -43,7 +44,7 @@ from claimx_flow.models import (
     redact,
     replace_failure_headers,
 )
-from claimx_flow.models.messages import DownloadFields, with_retry_count
+from claimx_flow.models.messages import DownloadFields, for_attempt
 from claimx_flow.models.types import normalise_id
 from claimx_flow.routing.tiers import RetryLadder, due_time
 from claimx_flow.runtime import health, metrics
@@ -170,7 +171,7 @@ class FailureRouter:
         headers = [(k, v or b"") for k, v in replace_failure_headers(record.headers, info)]
         value = record.value
         if self.stage in TASK_STAGES:
-            value = with_retry_count(value, info.attempt)
+            value = for_attempt(value, info.attempt)
         key = record.key
         if _size(key, value, headers) > self.max_message_bytes:
             # Too large for a copy with our headers: intact to no tier, truncated to the DLQ.

@@ -30,7 +30,7 @@ from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.media.cache_runs import cached_files
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import DownloadStage
 
@@ -205,7 +205,7 @@ def check_batch(
             *settings.download_retry_topics,
         }
         info = FailureInfo.from_headers(result.headers)
-        assert result.value == with_retry_count(source.value, info.attempt)  # else unchanged
+        assert result.value == for_attempt(source.value, info.attempt)  # else unchanged
         assert info.error_message.strip() and info.stage == "download"
     left = cached_files(settings.effective_cache_dir)
     assert sorted(left) == sorted(cached)  # no partial file, nothing of a failed attempt

@@ -24,7 +24,7 @@ from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.stages.enrich import EnrichStage
 from claimx_flow.stages.outputs import RowBatch, SourcedRow, StageOutput
 from tests.security import hostile
@@ -117,7 +117,7 @@ def assert_routed(result: Enriched, *, category: str, reason: str) -> FailureInf
     )
     assert routed.topic == expected_topic
     info = FailureInfo.from_headers(routed.headers)
-    sent = with_retry_count(task(BAD).to_json(), info.attempt)  # the task, its count moved on
+    sent = for_attempt(task(BAD).to_json(), info.attempt)  # the task, its count moved on
     assert routed.value == sent or b"PROJECT_FILE_ADDED" in (routed.value or b"")
     assert info.error_category == category
     assert reason in info.error_message, info.error_message

@@ -25,7 +25,7 @@ from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.downloader import DownloadError, DownloadPolicy, download_to_cache
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.stages.download import DownloadStage
 from tests.security import hostile
 from tests.security.conftest import counted
@@ -122,7 +122,7 @@ def refused_then_good(
         failed, done = run_stage(settings, [bad, media(good_url, media_id="4343")])
     assert failed.topic == topic
     info = FailureInfo.from_headers(failed.headers)
-    assert failed.value == with_retry_count(bad.to_json(), info.attempt)  # else unchanged
+    assert failed.value == for_attempt(bad.to_json(), info.attempt)  # else unchanged
     assert info.error_category == category
     assert reason in info.error_message, info.error_message
     assert (info.stage, info.media_id) == ("download", bad.media_id)
@@ -225,7 +225,7 @@ def test_text_that_is_not_utf8_is_refused_not_a_crash(
         failed, done = run_records(settings, list(zip(records, [bad, good], strict=True)))
         assert [r.path for r in host.requests] == ["/good.jpg"]
     assert failed.topic == settings.claimx_downloads_dlq_topic
-    assert failed.value == with_retry_count(raw, 1)
+    assert failed.value == for_attempt(raw, 1)
     assert reason in FailureInfo.from_headers(failed.headers).error_message
     assert done.topic == settings.claimx_downloads_cached_topic
 

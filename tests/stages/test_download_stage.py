@@ -31,7 +31,7 @@ from claimx_flow.models import (
     MessageOrigin,
     UploadResult,
 )
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.stages import download as download_module
 from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage, attempt_of
 from claimx_flow.stages.upload import UploadStage
@@ -219,7 +219,7 @@ def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
     assert info.media_id == task.media_id and info.stage == "download"
     assert sim.stats.requests["media"] - media_calls == MAX_URL_REFRESHES
     # The original message, its count of attempts in the body as in the header.
-    assert out.value == with_retry_count(task.to_json(), 1)
+    assert out.value == for_attempt(task.to_json(), 1)
     assert cached_files(tmp_path / "cache") == []  # no partial file left behind
 
 

@@ -17,7 +17,7 @@ from claimx_flow.dlq.replay import replayed_value
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.models import DownloadTask, EnrichmentTask, FailureInfo, UploadResult
-from claimx_flow.models.messages import with_retry_count
+from claimx_flow.models.messages import for_attempt
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import download_ladder, enrichment_ladder
 
@@ -61,7 +61,7 @@ def test_each_failure_writes_its_attempt_into_the_body() -> None:
         info = FailureInfo.from_headers(routed.headers)
         assert info.attempt == attempt
         assert json.loads(routed.value)["retry_count"] == attempt
-        assert routed.value == with_retry_count(TASK.to_json(), attempt)  # nothing else moved
+        assert routed.value == for_attempt(TASK.to_json(), attempt)  # nothing else moved
         rec = record(routed.value, routed.headers)  # the tier releases it; it fails again
     assert routed.topic == SETTINGS.claimx_downloads_dlq_topic
 
@@ -193,7 +193,7 @@ def test_only_the_top_level_count_changes_and_every_other_byte_stays() -> None:
         b' "retry_count" :\t0 , "z": {"retry_count": 2}}'
     )
     expected = body.replace(b":\t0 ,", b":\t3 ,")
-    assert with_retry_count(body, 3) == expected
+    assert for_attempt(body, 3) == expected
 
 
 @given(
@@ -215,11 +215,11 @@ def test_any_object_with_a_count_reads_back_with_the_new_count_and_nothing_else(
 ) -> None:
     document = {**document, "retry_count": old}
     body = json.dumps(document, ensure_ascii=ascii_only).encode()
-    assert json.loads(with_retry_count(body, new) or b"") == {**document, "retry_count": new}
+    assert json.loads(for_attempt(body, new) or b"") == {**document, "retry_count": new}
 
 
 def test_a_replay_restarts_a_tasks_count_and_sends_a_raw_event_as_is() -> None:
-    counted = with_retry_count(TASK.to_json(), 4)
+    counted = for_attempt(TASK.to_json(), 4)
     assert replayed_value(DlqName.DOWNLOAD, counted) == TASK.to_json()
     assert replayed_value(DlqName.ENRICHMENT, b"{not json") == b"{not json"
     raw = b'{"retry_count": 4}'
@@ -299,3 +299,23 @@ def test_a_header_name_counts_as_the_utf8_it_is_sent_as() -> None:
     wire = sum(len(n.encode()) + len(d) for n, d in copy.headers or [])
     assert wire + len(copy.value or b"") + len(copy.key or b"") <= limit
     assert dict(copy.headers or [])["claimx.dropped_headers"] == b"1"
+
+
+def test_a_routed_or_replayed_media_message_gets_its_url_refreshes_back() -> None:
+    """Refreshes of a presigned URL are bounded per attempt. Found in audit: a cached message
+    carries the count its download reached (here the bound, 2); a failed upload sent it back
+    through the retry tiers with that count, and so did a replay, so a link that expired while
+    it waited was never refreshed again, on every tier to the DLQ and on every replay."""
+    refreshed = TASK.model_copy(update={"refresh_count": 2}).to_json()
+    upload = FailureRouter.for_stage(
+        SETTINGS, "upload", SETTINGS.claimx_downloads_dlq_topic, download_ladder(SETTINGS)
+    )
+    routed = fail(upload, record(refreshed), ErrorCategory.TRANSIENT)[-1]
+    assert routed.topic == SETTINGS.download_retry_topics[0]
+    back = DownloadTask.from_json(routed.value or b"")
+    assert (back.retry_count, back.refresh_count) == (1, 0)
+    replayed = DownloadTask.from_json(replayed_value(DlqName.DOWNLOAD, refreshed) or b"")
+    assert (replayed.retry_count, replayed.refresh_count) == (0, 0)
+    assert for_attempt(TASK.to_json(), 3) == TASK.to_json().replace(
+        b'"retry_count":0', b'"retry_count":3'
+    )  # a count of 0 stays as it was written
