@@ -5,7 +5,8 @@ Results arrive at least once (replays), so each project's tally remembers which 
 counted: a repeated result changes nothing, and the totals equal ``claimx_attachments``. A
 project's tally is dropped once the project has been quiet for
 ``CLAIMX_RESULTS_PROJECT_IDLE_SECONDS``, which bounds the stage's memory by the projects active
-in that time (a replay older than that would be counted again).
+in that time (a replay older than that would be counted again, and a project that has a result
+again after such a pause counts again in ``projects``).
 
 Failed results come from the download and upload stages when a media file goes to the download
 DLQ; a later success of the same file (a DLQ replay) replaces its failure in the totals. The
@@ -47,11 +48,14 @@ class ProjectTally:
 
     def apply(self, result: UploadResult, now: datetime | None = None) -> ResultDelta | None:
         self.last_seen = now
-        return self._counted(result)
+        return self._counted(result, now)
 
-    def _counted(self, result: UploadResult) -> ResultDelta | None:
+    def _counted(self, result: UploadResult, now: datetime | None) -> ResultDelta | None:
         new_project = not self.completed and not self.failed
-        minute = result.finished_at.replace(second=0, microsecond=0)
+        # Never after it was seen: the windows keep the newest minutes, so one result from a
+        # clock far ahead (9999-12-31) would have been the summary's last minute for good.
+        finished = min(result.finished_at, now) if now is not None else result.finished_at
+        minute = finished.replace(second=0, microsecond=0)
         if result.status == "completed":
             if result.media_id in self.completed:
                 return None

@@ -56,6 +56,19 @@ def test_windows_keep_the_last_hour_per_minute() -> None:
     assert "completed" in totals.summary()
 
 
+def test_a_result_from_a_clock_far_ahead_counts_in_the_minute_it_was_seen() -> None:
+    """Found in audit: one result finished in 9999 was the newest minute, and so the minute
+    every later summary reported, for good."""
+    tally, totals = ProjectTally(), Totals()
+    seen = T0 + timedelta(minutes=5)
+    for r in (result("m1", at=datetime(9999, 12, 31, 23, 59, tzinfo=UTC)), result("m2", at=seen)):
+        delta = tally.apply(r, seen)
+        assert delta is not None
+        totals.add(delta)
+    assert list(totals.minutes) == [seen.replace(second=0)]
+    assert f"last minute ({seen:%H:%M} UTC): 2 completed" in totals.summary()
+
+
 def test_a_quiet_project_is_forgotten_after_the_idle_time() -> None:
     """The per-project state is bounded: a tally asks to be woken ``idle`` after its last
     result and is then discarded."""
