@@ -218,19 +218,12 @@ not authorised, a fetch that failed) are about the fetch: the message there come
 fetch works, and reading on past it would lose it."""
 
 
-def unreadable(msg: Message, error: KafkaError, topic: str, partition: int) -> KafkaRecord | None:
-    """A message the client could not read (corrupt, not decompressible) as a record with its
-    ``error``, so the stage can dead-letter it; None for errors that are about no message."""
-    offset = msg.offset()
-    if offset is None or offset < 0 or error.code() not in LOST_MESSAGE_ERRORS:
-        return None
-    return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
-
-
 def unreadable_next(
     msg: Message, error: KafkaError, topic: str, partition: int, next_offset: int
 ) -> KafkaRecord | None:
-    """:func:`unreadable`, for a reader that seeks past each unreadable record it takes.
+    """A message the client could not read (corrupt, not decompressible) as a record with its
+    ``error``, so the stage can dead-letter it, for a reader that seeks past each one it takes;
+    None for errors that are about no message.
 
     librdkafka (2.16) never moves past a message it cannot read: it fetches the same batch
     again and reports the same error, at the batch's first offset, until the reader seeks past
@@ -241,10 +234,12 @@ def unreadable_next(
     the later of the two, and the reader, seeking past each in turn, takes every offset of the
     batch once. A negative ``next_offset`` (a logical one: nothing read yet) places it where
     Kafka says."""
-    lost = unreadable(msg, error, topic, partition)
-    if lost is None or next_offset < 0 or lost.offset >= next_offset:
-        return lost
-    return lost._replace(offset=next_offset)
+    offset = msg.offset()
+    if offset is None or offset < 0 or error.code() not in LOST_MESSAGE_ERRORS:
+        return None
+    if next_offset >= 0 and offset < next_offset:
+        offset = next_offset
+    return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
 
 
 def seek_past(

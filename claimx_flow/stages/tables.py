@@ -154,8 +154,9 @@ class TableCommitter:
                 raise  # the storage, not the rows: fail the step, replay the epoch
             if rows.num_rows == 1:
                 split.refused.append(((rows.to_pylist()[0], sources[0]), error))
-                if not split.landed and len(split.messages()) >= 2:
-                    self._check_writes(split)  # an outage fails here, early
+                early = not split.landed and not split.checked_at
+                if early and len(split.messages()) >= 2:
+                    self._check_writes(split)  # an outage fails here, early (once)
                 return
             log.warning(
                 "%s: MERGE of %d rows failed (%s); splitting", self._table, rows.num_rows, error
