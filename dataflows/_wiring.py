@@ -20,6 +20,7 @@ from claimx_flow.delta.tables import TABLES
 from claimx_flow.delta.writer import writer_for
 from claimx_flow.kafka.clients import client_config, producer_config
 from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.ledger import RoutedLedger
 from claimx_flow.runtime import metrics
 from claimx_flow.runtime.observers import StageObserver
 from claimx_flow.stages import RowBatch, StageBatch, StageOutput
@@ -37,8 +38,15 @@ from operators.kafka import (
 )
 
 
-def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) -> KafkaInput:
-    """Every partition of the stage's input topics, positions published to its group."""
+def kafka_input(
+    settings: Settings,
+    spec: StageSpec,
+    *,
+    batch_size: int = 1000,
+    ledger: RoutedLedger | None = None,
+) -> KafkaInput:
+    """Every partition of the stage's input topics, positions published to its group, read
+    past the messages an earlier run already routed (``ledger``, by default the stage's)."""
     return KafkaInput(
         client_config(settings),
         settings.consumer_group(spec.consumer),
@@ -46,6 +54,7 @@ def kafka_input(settings: Settings, spec: StageSpec, *, batch_size: int = 1000) 
         batch_size=batch_size,
         stop_at_end=settings.claimx_stop_at_end,
         observer=StageObserver(),
+        sent_before=ledger or RoutedLedger.for_stage(settings, spec),
     )
 
 

@@ -10,13 +10,18 @@ recovery state and start again on resume (``operators/overlapped.py``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import OutboundRecord
-from claimx_flow.stages.download import DownloadStage
+from claimx_flow.routing.ledger import RoutedLedger
+from claimx_flow.stages import StageOutput
+from claimx_flow.stages.download import DownloadStage, SourcedDownload
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_input, write_outputs
 from operators.overlapped import overlapped_flat_map
@@ -25,11 +30,26 @@ from operators.parse import parse_or_route
 STAGE = STAGES["download"]
 
 
+async def unless_routed(
+    ledger: RoutedLedger | None,
+    download: Callable[[SourcedDownload], Awaitable[list[StageOutput]]],
+    item: SourcedDownload,
+) -> list[StageOutput]:
+    """``download``, but nothing for a task in flight at the snapshot that an earlier run went
+    on to route (the input reads past the others)."""
+    if ledger is not None and ledger.sent(item[0]):
+        return []
+    return await download(item)
+
+
 def build(settings: Settings) -> Dataflow:
     stage = DownloadStage.from_settings(settings)
+    ledger = RoutedLedger.for_stage(settings, STAGE)
     flow = Dataflow(STAGE.app)
     pending = op.input(
-        "pending", flow, kafka_input(settings, STAGE, batch_size=settings.download_batch_size)
+        "pending",
+        flow,
+        kafka_input(settings, STAGE, batch_size=settings.download_batch_size, ledger=ledger),
     )
     tasks = parse_or_route(
         "read-task",
@@ -41,7 +61,7 @@ def build(settings: Settings) -> Dataflow:
     downloaded = overlapped_flat_map(
         "download",
         tasks.oks,
-        stage.download,
+        partial(unless_routed, ledger, stage.download),
         max_in_flight=stage.max_in_flight,
         # Woken for more before the batch queued behind the slots runs out.
         refill_at_most=settings.download_batch_size,

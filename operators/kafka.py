@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow.kafka.clients import settled
+from claimx_flow.kafka.positions import committed_positions, position_metadata
 from claimx_flow.kafka.records import (
     UNREADABLE_HEADERS,
     Headers,
@@ -144,38 +145,53 @@ class Progress:
     downloads in flight). A start without a recovery snapshot resumes from these
     offsets, so a bare ``python -m bytewax.run`` re-reads at most the last two epochs, never the
     topic.
+
+    Each offset carries, as its commit metadata, the wall time of the snapshot it comes from:
+    what was read at or past it was read later, so a restart knows since when the outputs it
+    may make again were first made (``committed_positions``). An offset that has not moved is
+    published again every ``REFRESH_S``, so that time stays recent on a quiet partition.
     """
+
+    REFRESH_S = 60.0
 
     def __init__(self, consumer: Consumer, topic: str) -> None:
         self._consumer = consumer
         self._topic = topic
-        self._snapshots: deque[dict[int, int]] = deque(maxlen=2)
-        self._published: dict[int, int] = {}
+        self._snapshots: deque[tuple[dict[int, int], float]] = deque(maxlen=2)
+        self._published: dict[int, tuple[int, float]] = {}
 
     def snapshotted(self, offsets: Mapping[int, int]) -> None:
         """The partitions' offsets as this epoch's snapshot holds them."""
-        self._snapshots.append(dict(offsets))
+        self._snapshots.append((dict(offsets), time.time()))
 
     def publish(self) -> None:
         """Commit the offsets of the epoch before the last finished one, where they moved."""
         if len(self._snapshots) < 2:
             return
+        offsets, at = self._snapshots[0]
         moved = {
             partition: offset
-            for partition, offset in self._snapshots[0].items()
-            if offset >= 0 and self._published.get(partition) != offset
+            for partition, offset in offsets.items()
+            if offset >= 0 and self._stale(partition, offset, at)
         }
         if not moved:
             return
+        metadata = position_metadata(at)
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(self._topic, p, o) for p, o in moved.items()],
+                offsets=[
+                    TopicPartition(self._topic, p, o, metadata=metadata) for p, o in moved.items()
+                ],
                 asynchronous=True,
             )
         except KafkaException as exc:  # a later epoch publishes again
             log.debug("offsets not published for %s: %s", self._topic, exc)
             return
-        self._published.update(moved)
+        self._published.update({p: (o, at) for p, o in moved.items()})
+
+    def _stale(self, partition: int, offset: int, at: float) -> bool:
+        published = self._published.get(partition)
+        return published is None or published[0] != offset or at - published[1] > self.REFRESH_S
 
 
 def starting_offsets(
@@ -187,18 +203,10 @@ def starting_offsets(
     missing = [p for p in partitions if p not in offsets]
     if not missing:
         return offsets
-    committed = settled(  # a busy group coordinator answers "not yet" for a while
-        lambda: consumer.committed(
-            [TopicPartition(topic, p) for p in missing], timeout=METADATA_TIMEOUT_S
-        ),
-        what=f"read the committed offsets of {topic}",
-        timeout_s=METADATA_TIMEOUT_S,
-    )
-    for found in committed:
-        offset = found.offset
-        offsets[found.partition] = (
-            offset if offset is not None and offset >= 0 else OFFSET_BEGINNING
-        )
+    committed = committed_positions(consumer, topic, missing)
+    for partition in missing:
+        found = committed.get(partition)
+        offsets[partition] = found.offset if found is not None else OFFSET_BEGINNING
     return offsets
 
 
@@ -261,9 +269,14 @@ def seek_past(
         log.debug("%s [%d]: seek refused: %s", topic, partition, exc)
 
 
+SentBefore = Callable[[str, int], Collection[int]]
+"""Offsets of ``(topic, partition)`` whose whole outcome a run before this one already sent
+(and a crash kept out of every snapshot): a start reads past them, as done."""
+
+
 class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
     """One topic partition, read from the offset in the recovery snapshot, or else from its
-    consumer group's committed offset."""
+    consumer group's committed offset; offsets in ``sent_before`` are read past, not handed on."""
 
     def __init__(
         self,
@@ -275,6 +288,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         batch_size: int,
         stop_at_end: bool,
         observer: InputObserver,
+        sent_before: Collection[int] = (),
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
         self._offset = starting_offset(self._consumer, topic, partition, resumed)
@@ -286,6 +300,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._idle = False
         self._observer = observer
         self._progress = Progress(self._consumer, topic)
+        self._sent_before = {offset for offset in sent_before if offset >= self._offset}
 
     def next_batch(self) -> list[KafkaRecord]:
         if self._at_end or shutdown.requested():
@@ -312,7 +327,21 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         if lost_any:  # librdkafka would fetch it again, and again: read on past it
             seek_past(self._consumer, self._topic, self._partition, self._offset, None)
         self._idle = not batch
-        return batch
+        return self._not_sent(batch) if self._sent_before else batch
+
+    def _not_sent(self, batch: list[KafkaRecord]) -> list[KafkaRecord]:
+        kept = [record for record in batch if record.offset not in self._sent_before]
+        if len(kept) < len(batch):
+            skipped = sorted(r.offset for r in batch if r.offset in self._sent_before)
+            log.info(
+                "%s [%d]: %d message(s) whose outcome was sent before this start, read past: %s",
+                self._topic,
+                self._partition,
+                len(skipped),
+                ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""),
+            )
+        self._sent_before = {o for o in self._sent_before if o >= self._offset}
+        return kept
 
     def next_awake(self) -> datetime | None:
         return datetime.now(UTC) + IDLE_POLL if self._idle else None
@@ -387,7 +416,8 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
 
     ``client`` is the librdkafka client configuration (brokers, security); ``group_id`` the
     consumer group the positions are committed to. ``stop_at_end`` ends the input when every
-    partition is drained (benchmarks, batch runs).
+    partition is drained (benchmarks, batch runs). ``sent_before`` names, per partition, the
+    offsets a start reads past because their outcome is already out (see :data:`SentBefore`).
     """
 
     def __init__(
@@ -399,6 +429,7 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
         batch_size: int = 1000,
         stop_at_end: bool = False,
         observer: InputObserver | None = None,
+        sent_before: SentBefore | None = None,
     ) -> None:
         self._client = dict(client)
         self._group_id = group_id
@@ -406,6 +437,7 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
         self._observer = observer or QuietObserver()
+        self._sent_before = sent_before
 
     def list_parts(self) -> list[str]:
         return list_partitions(self._client, self._topics)
@@ -425,6 +457,7 @@ class KafkaInput(FixedPartitionedSource[KafkaRecord, int]):
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,
             observer=self._observer,
+            sent_before=self._sent_before(topic, partition) if self._sent_before else (),
         )
 
 

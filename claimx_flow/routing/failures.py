@@ -61,6 +61,9 @@ ORIGINAL_SHA256_HEADER = HEADER_PREFIX + "original_sha256"
 ORIGINAL_KEY_SIZE_HEADER = HEADER_PREFIX + "original_key_size"
 ORIGINAL_KEY_SHA256_HEADER = HEADER_PREFIX + "original_key_sha256"
 DROPPED_HEADERS_HEADER = HEADER_PREFIX + "dropped_headers"
+READ_AT_HEADER = HEADER_PREFIX + "read_at"
+"""On a copy that is its message's whole outcome: where the routing stage read the message,
+``<partition>:<offset>:<topic>``."""
 KEPT_KEY_BYTES = 1024
 """What a key that would crowd out the message keeps of itself in a truncated copy."""
 RECORD_OVERHEAD = 512
@@ -73,6 +76,20 @@ TASK_STAGES: frozenset[StageName] = frozenset({"enrich", "download", "upload"})
 
 def origin_of(record: KafkaRecord) -> MessageOrigin:
     return MessageOrigin(record.topic, record.partition, record.offset, record.created_at)
+
+
+def read_at(record: KafkaRecord) -> bytes:
+    """``READ_AT_HEADER``'s value for a copy of ``record``."""
+    return f"{record.partition}:{record.offset}:{record.topic}".encode()
+
+
+def read_position(value: bytes | None) -> tuple[str, int, int] | None:
+    """The topic, partition and offset a ``READ_AT_HEADER`` names, or None if it is not one."""
+    try:
+        partition, offset, topic = (value or b"").decode().split(":", 2)
+        return topic, int(partition), int(offset)
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def previous_failure(record: KafkaRecord) -> FailureInfo | None:
@@ -159,7 +176,12 @@ class FailureRouter:
         error_class: str,
         category: ErrorCategory,
         ids: MessageIds | None = None,
+        whole: bool = True,
     ) -> OutboundRecord:
+        """The record's copy for its retry tier or DLQ. ``whole``: the copy is the record's
+        whole outcome (nothing else of it goes anywhere), so it says where the record was read
+        (``READ_AT_HEADER``), and a restart that reads the record again reads past it
+        (``routing.ledger``). A row refused while the rest of its message went on is not."""
         previous = previous_failure(record)
         info = self._info(record, reason, error_class, category, previous, ids)
         if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
@@ -168,7 +190,13 @@ class FailureRouter:
         tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
         if tier is not None:
             info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
-        headers = [(k, v or b"") for k, v in replace_failure_headers(record.headers, info)]
+        headers = [
+            (k, v or b"")
+            for k, v in replace_failure_headers(record.headers, info)
+            if k != READ_AT_HEADER  # where an earlier stage read it: not this copy's
+        ]
+        if whole:
+            headers.append((READ_AT_HEADER, read_at(record)))
         value = record.value
         if self.stage in TASK_STAGES:
             value = for_attempt(value, info.attempt)

@@ -252,6 +252,7 @@ def _letter(
         error_class=type(error).__name__,
         category=ErrorCategory.PERMANENT,
         ids=MessageIds(_text(row, "project_id"), _text(row, "event_id"), _text(row, "media_id")),
+        whole=False,  # the message's other rows and tasks went on
     )
 
 

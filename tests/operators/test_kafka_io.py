@@ -15,11 +15,14 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, consumer_config, producer_config
+from claimx_flow.kafka.positions import CommittedPosition, committed_positions
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from operators.kafka import (
     CheckedProducer,
     DeliveryError,
     KafkaInput,
+    KafkaPartition,
+    Progress,
     checked_records_output,
 )
 
@@ -152,3 +155,77 @@ def test_missing_input_topic_is_a_clear_error(kafka_settings: Settings) -> None:
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     assert any("absent.topic is missing" in str(e) for e in _chain(caught.value))
+
+
+def _read_to(partition: KafkaPartition, end: int) -> list[int]:
+    """The offsets a partition hands on until its position reaches ``end``."""
+    offsets: list[int] = []
+    deadline = time.monotonic() + 30
+    while partition.snapshot() < end:
+        assert time.monotonic() < deadline, offsets
+        offsets += [record.offset for record in partition.next_batch()]
+        time.sleep(0.01)
+    return offsets
+
+
+def test_a_published_position_says_when_it_was_snapshotted_and_stays_recent(
+    kafka_settings: Settings, make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = make_topic(partitions=1)
+    _fill(kafka_settings, topic, 5)
+    source = KafkaInput(client_config(kafka_settings), f"g-{topic}", [topic])
+    partition = source.partition(f"0-{topic}", None)
+    consumer = Consumer(consumer_config(kafka_settings, group_id=f"g-{topic}"))
+    try:
+
+        def published() -> CommittedPosition:
+            for _ in range(50):  # the commit is asynchronous
+                found = committed_positions(consumer, topic, [0])
+                if 0 in found:
+                    return found[0]
+                time.sleep(0.1)
+            raise AssertionError("nothing published")
+
+        before = time.time()
+        assert len(_read_to(partition, 5)) == 5
+        partition.snapshot()  # this epoch's position, published once the next is done
+        partition.snapshot()
+        partition.next_batch()
+        first = published()
+        assert first.offset == 5 and first.snapshot_at is not None
+        assert before <= first.snapshot_at <= time.time()
+
+        # A quiet partition publishes the same offset again, with a later time.
+        monkeypatch.setattr(Progress, "REFRESH_S", 0.0)
+        for _ in range(2):  # two more epochs
+            time.sleep(0.05)
+            partition.snapshot()
+        partition.next_batch()
+        for _ in range(50):
+            again = published()
+            if again.snapshot_at != first.snapshot_at:
+                break
+            time.sleep(0.1)
+        assert again.offset == 5 and (again.snapshot_at or 0) > (first.snapshot_at or 0)
+    finally:
+        consumer.close()
+        partition.close()
+
+
+def test_a_partition_reads_past_the_offsets_sent_before(
+    kafka_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=1)
+    _fill(kafka_settings, topic, 10)
+    source = KafkaInput(
+        client_config(kafka_settings),
+        f"g-{topic}",
+        [topic],
+        sent_before=lambda t, p: {1, 4, 9, 42} if (t, p) == (topic, 0) else set(),
+    )
+    partition = source.partition(f"0-{topic}", 2)  # resumed from a snapshot at offset 2
+    try:
+        # The position moves on past what it reads past.
+        assert _read_to(partition, 10) == [2, 3, 5, 6, 7, 8]
+    finally:
+        partition.close()

@@ -11,7 +11,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import FailureInfo
-from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter, read_position
 from claimx_flow.routing.tiers import enrichment_ladder
 
 SETTINGS = Settings()
@@ -79,3 +79,26 @@ def test_a_replayed_message_starts_the_ladder_again() -> None:
     _, again, topic = fail(replayed, ErrorCategory.TRANSIENT)
     assert topic == SETTINGS.enrichment_retry_topics[0]
     assert (again.attempt, again.replay_count) == (1, 1)
+
+
+def test_a_copy_names_where_this_stage_read_its_message() -> None:
+    """Each routing names its own read, not the one an earlier stage or attempt made; a row
+    refused while the rest of its message went on names none (a restart must read it again)."""
+    record = KafkaRecord("claimx.enrichment.pending", 3, 17, None, b"p", b"{}")
+    again, _, _ = fail(record, ErrorCategory.TRANSIENT)
+    positions = [value for name, value in again.headers if name == READ_AT_HEADER]
+    assert [read_position(p) for p in positions] == [("claimx.enrichment.pending", 3, 17)]
+
+    twice = router().route(again, reason="boom", error_class="X", category=ErrorCategory.TRANSIENT)
+    positions = [value for name, value in twice.headers if name == READ_AT_HEADER]
+    assert [read_position(p) for p in positions] == [(again.topic, 0, 117)]
+
+    partly = router().route(
+        again, reason="row", error_class="X", category=ErrorCategory.PERMANENT, whole=False
+    )
+    assert READ_AT_HEADER not in dict(partly.headers)
+
+
+@pytest.mark.parametrize("value", [None, b"", b"3:17", b"x:17:t", b"3:y:t", b"\xff:1:t"])
+def test_a_read_at_header_that_is_not_one_names_nothing(value: bytes | None) -> None:
+    assert read_position(value) is None
