@@ -59,10 +59,14 @@ def kafka_input(
 
 
 def kafka_batches(
-    settings: Settings, spec: StageSpec, *, batch_size: int = 1000
+    settings: Settings,
+    spec: StageSpec,
+    *,
+    batch_size: int = 1000,
+    ledger: RoutedLedger | None = None,
 ) -> KafkaBatchInput:
     """``kafka_input``, one ``RecordBatch`` per poll of a partition."""
-    return KafkaBatchInput(kafka_input(settings, spec, batch_size=batch_size))
+    return KafkaBatchInput(kafka_input(settings, spec, batch_size=batch_size, ledger=ledger))
 
 
 def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCommitter:

@@ -12,6 +12,7 @@ when an epoch ends are in the step's recovery state and start again on resume
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -19,6 +20,7 @@ from bytewax.dataflow import Dataflow
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import RecordBatch
+from claimx_flow.routing.ledger import RoutedLedger
 from claimx_flow.stages import StageBatch
 from claimx_flow.stages.enrich import EnrichStage
 from dataflows._process import flow_attribute
@@ -35,13 +37,16 @@ cyclic garbage still gets freed in a long-running process."""
 
 def build(settings: Settings) -> Dataflow:
     stage = EnrichStage.from_settings(settings)
+    ledger = RoutedLedger.for_stage(settings, STAGE)
 
     async def enrich(read: RecordBatch) -> list[StageBatch]:
-        return [await stage.enrich(read)]
+        return [await stage.enrich(not_routed(ledger, read))]
 
     flow = Dataflow(STAGE.app)
     pending = op.input(
-        "pending", flow, kafka_batches(settings, STAGE, batch_size=settings.enrichment_batch_size)
+        "pending",
+        flow,
+        kafka_batches(settings, STAGE, batch_size=settings.enrichment_batch_size, ledger=ledger),
     )
     enriched = overlapped_flat_map(
         "enrich",
@@ -57,6 +62,15 @@ def build(settings: Settings) -> Dataflow:
     )
     write_batches("out", enriched, settings, STAGE)
     return flow
+
+
+def not_routed(ledger: RoutedLedger | None, read: RecordBatch) -> RecordBatch:
+    """``read`` without the tasks an earlier run routed: a read in flight at the snapshot comes
+    back from the step's recovery state, not from the input, which reads the others past."""
+    if ledger is None:
+        return read
+    kept = [record for record in read.records if not ledger.sent(record)]
+    return read if len(kept) == len(read.records) else replace(read, records=kept)
 
 
 def partition_of(read: RecordBatch) -> str:

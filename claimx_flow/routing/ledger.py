@@ -14,9 +14,16 @@ partitions marks a message the input reads past (``KafkaInput(sent_before=…)``
 it again. Tasks a step held in its recovery state (downloads in flight) are checked the same
 way (``sent``).
 
+A media file's DLQ copy has a failed result beside it in ``claimx.downloads.results``, sent just
+before it to another topic: a crash between their two confirmations can keep the copy and lose
+the result. So a media stage's start reads the results topic over the same span too, and sends
+the failed result again for each DLQ copy it reads past that has none there (the results stage
+counts a file once).
+
 It can miss, never lose: a message is read past only because its own copy is in Kafka. What it
-misses (no published time yet, a scan cut at ``SCAN_LIMIT_S``, a copy older than the margin)
-is routed again, as before this existed.
+misses (no published time yet, a scan cut at ``SCAN_LIMIT_S``, a copy older than the margin, a
+copy stamped by a host whose clock is more than the margin behind, a resume from a recovery
+backup older than the published position) is routed again, as before this existed.
 """
 
 from __future__ import annotations
@@ -25,17 +32,28 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from claimx_flow import catalog
 from claimx_flow.catalog import StageSpec
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import client_config, settled
+from claimx_flow.errors import ClaimxError
+from claimx_flow.kafka.clients import client_config, produce_or_wait, producer_config, settled
 from claimx_flow.kafka.positions import CommittedPosition, committed_positions
 from claimx_flow.kafka.records import KafkaRecord, raw_headers
 from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, watermarks
+from claimx_flow.models import (
+    CachedDownload,
+    DownloadTask,
+    FailureInfo,
+    MalformedHeadersError,
+    MalformedMessageError,
+    UploadResult,
+)
+from claimx_flow.models.messages import DownloadFields
 from claimx_flow.routing.failures import READ_AT_HEADER, read_position
 
 log = logging.getLogger(__name__)
@@ -48,6 +66,29 @@ SCAN_LIMIT_S = 60.0
 other stage's copies since)."""
 
 Position = tuple[str, int]
+MEDIA_MODELS: dict[str, type[DownloadFields]] = {"download": DownloadTask, "upload": CachedDownload}
+"""What a media stage reads, and so what its DLQ copies hold."""
+
+
+class LedgerError(ClaimxError):
+    """Failed results to send again that Kafka did not confirm: the start fails, as it would
+    on any Kafka outage, and the next one sends them."""
+
+
+@dataclass(frozen=True)
+class FailedResults:
+    """Where a media stage's failed results go, and what its DLQ copies hold."""
+
+    topic: str
+    model: type[DownloadFields]
+    producer: Mapping[str, Any]
+
+
+@dataclass
+class _Scan:
+    found: dict[Position, set[int]] = field(default_factory=dict)
+    dead: list[tuple[bytes | None, FailureInfo | None]] = field(default_factory=list)
+    failed_media: set[str] = field(default_factory=set)
 
 
 class RoutedLedger:
@@ -63,12 +104,16 @@ class RoutedLedger:
         inputs: list[str],
         routes: list[str],
         *,
+        dlq: str | None = None,
+        results: FailedResults | None = None,
         scan_limit_s: float = SCAN_LIMIT_S,
     ) -> None:
         self._client = dict(client)
         self._group_id = group_id
         self._inputs = inputs
         self._routes = routes
+        self._dlq = dlq
+        self._results = results
         self._scan_limit_s = scan_limit_s
         self._lock = threading.Lock()
         self._found: dict[Position, frozenset[int]] | None = None
@@ -77,15 +122,23 @@ class RoutedLedger:
     def for_stage(cls, settings: Settings, spec: StageSpec) -> RoutedLedger | None:
         """The ledger of a stage that routes failures (None for one that does not)."""
         routes = [*catalog.ladder_topics(settings, spec.ladder)] if spec.ladder else []
-        if spec.dlq is not None:
-            routes.append(catalog.topic_name(settings, spec.dlq))
+        dlq = catalog.topic_name(settings, spec.dlq) if spec.dlq is not None else None
+        if dlq is not None:
+            routes.append(dlq)
         if not routes:
             return None
+        model = MEDIA_MODELS.get(spec.name)
         return cls(
             client_config(settings),
             settings.consumer_group(spec.consumer),
             catalog.input_topics(settings, spec),
             routes,
+            dlq=dlq,
+            results=FailedResults(
+                settings.claimx_downloads_results_topic, model, producer_config(settings)
+            )
+            if model is not None
+            else None,
         )
 
     def __call__(self, topic: str, partition: int) -> frozenset[int]:
@@ -93,14 +146,19 @@ class RoutedLedger:
         return self._read().get((topic, partition), frozenset())
 
     def sent(self, record: KafkaRecord) -> bool:
-        """Whether ``record``'s copy is already in a tier or the DLQ."""
-        return record.offset in self(record.topic, record.partition)
+        """Whether ``record``'s copy is already in a tier or the DLQ (cheap once read: a stage
+        asks for every task it resumes)."""
+        found = self._found if self._found is not None else self._read()
+        offsets = found.get((record.topic, record.partition)) if found else None
+        return offsets is not None and record.offset in offsets
 
     def _read(self) -> dict[Position, frozenset[int]]:
         with self._lock:
             if self._found is None:
                 started = time.monotonic()
-                self._found = self._scan()
+                scan = self._scan()
+                self._send_missing_results(scan)
+                self._found = {p: frozenset(offsets) for p, offsets in scan.found.items()}
                 if self._found:
                     log.info(
                         "%d message(s) already routed by an earlier run, found in %.1fs; "
@@ -110,7 +168,47 @@ class RoutedLedger:
                     )
             return self._found
 
-    def _scan(self) -> dict[Position, frozenset[int]]:
+    def _send_missing_results(self, scan: _Scan) -> None:
+        """The failed result of each DLQ copy read past whose result is not in Kafka."""
+        if self._results is None or not scan.dead:
+            return
+        missing: list[UploadResult] = []
+        for value, info in scan.dead:
+            try:
+                media = self._results.model.from_json(value)
+            except MalformedMessageError:  # no file named: it never had a result
+                continue
+            if media.media_id in scan.failed_media:
+                continue
+            reason = info.error_message if info is not None else "dead-lettered"
+            at = info.last_failed_at if info is not None else None
+            missing.append(UploadResult.failed(media, None, reason, finished_at=at))
+        if not missing:
+            return
+        producer = Producer(dict(self._results.producer))
+        refused: list[str] = []
+
+        def delivered(error: KafkaError | None, _: object) -> None:
+            if error is not None:
+                refused.append(error.str())
+
+        for result in missing:
+            produce_or_wait(
+                producer,
+                self._results.topic,
+                key=result.kafka_key,
+                value=result.to_json(),
+                on_delivery=delivered,
+            )
+        left = producer.flush(SCAN_LIMIT_S)
+        if left or refused:
+            raise LedgerError(
+                f"{len(missing)} failed result(s) to send again, "
+                f"not confirmed by Kafka: {refused[0] if refused else f'{left} unconfirmed'}"
+            )
+        log.info("%d failed result(s) sent again, for files already dead-lettered", len(missing))
+
+    def _scan(self) -> _Scan:
         consumer = Consumer(
             {
                 **self._client,
@@ -123,12 +221,12 @@ class RoutedLedger:
             published = self._published(consumer)
             times = [p.snapshot_at for p in published.values() if p.snapshot_at is not None]
             if not times:
-                return {}
+                return _Scan()
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
             return self._copies(consumer, since_ms)
-        except KafkaException as exc:  # never worth a start: without it, copies come twice
+        except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
             log.warning("earlier routings not read (%s); they may be routed again", exc)
-            return {}
+            return _Scan()
         finally:
             consumer.close()
 
@@ -141,12 +239,16 @@ class RoutedLedger:
                 published[(topic, partition)] = position
         return published
 
-    def _copies(self, consumer: Consumer, since_ms: int) -> dict[Position, frozenset[int]]:
+    def _copies(self, consumer: Consumer, since_ms: int) -> _Scan:
+        topics = [*self._routes, *([self._results.topic] if self._results else [])]
         wanted = [
             TopicPartition(topic, partition, since_ms)
-            for topic in self._routes
+            for topic in topics
             for partition in self._partitions(consumer, topic)
         ]
+        scan = _Scan()
+        if not wanted:
+            return scan
         starts = settled(
             lambda: consumer.offsets_for_times(wanted, timeout=ADMIN_TIMEOUT_S),
             what="find the copies routed since the last snapshot",
@@ -160,9 +262,8 @@ class RoutedLedger:
             if start.offset < high:
                 ends[(start.topic, start.partition)] = high
         if not ends:
-            return {}
+            return scan
         consumer.assign([s for s in starts if (s.topic, s.partition) in ends])
-        found: dict[Position, set[int]] = {}
         deadline = time.monotonic() + self._scan_limit_s
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
@@ -175,20 +276,33 @@ class RoutedLedger:
                 offset = msg.offset()
                 if at in ends and offset is not None and offset >= ends[at] - 1:
                     del ends[at]
-                position = _read_at(msg)
-                if position is None:
-                    continue
-                topic, partition, read = position
-                if topic not in self._inputs:
-                    continue
-                found.setdefault((topic, partition), set()).add(read)
+                self._note(scan, msg)
         if ends:
             log.warning(
                 "earlier routings not all read within %.0fs (%s left); those may be routed again",
                 self._scan_limit_s,
                 ", ".join(f"{t}[{p}]" for t, p in sorted(ends)),
             )
-        return {position: frozenset(offsets) for position, offsets in found.items()}
+        return scan
+
+    def _note(self, scan: _Scan, msg: Message) -> None:
+        """What one message read tells: a copy read past, or a file's failed result."""
+        headers = raw_headers(msg) or []
+        if self._results is not None and msg.topic() == self._results.topic:
+            try:
+                result = UploadResult.from_json(msg.value())
+            except MalformedMessageError:
+                return
+            if result.status == "failed":
+                scan.failed_media.add(result.media_id)
+            return
+        position = _read_at(headers)
+        if position is None or position[0] not in self._inputs:
+            return
+        topic, partition, read = position
+        scan.found.setdefault((topic, partition), set()).add(read)
+        if msg.topic() == self._dlq:
+            scan.dead.append((msg.value(), _failure(headers)))
 
     @staticmethod
     def _partitions(consumer: Consumer, topic: str) -> list[int]:
@@ -198,8 +312,15 @@ class RoutedLedger:
         return sorted(metadata.partitions)
 
 
-def _read_at(msg: Any) -> tuple[str, int, int] | None:
-    for name, value in raw_headers(msg) or ():
+def _read_at(headers: list[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
+    for name, value in headers:
         if name == READ_AT_HEADER:
             return read_position(value if isinstance(value, bytes) else None)
     return None
+
+
+def _failure(headers: list[tuple[str, bytes | None]]) -> FailureInfo | None:
+    try:
+        return FailureInfo.maybe_from_headers(headers)
+    except MalformedHeadersError:
+        return None

@@ -26,7 +26,7 @@ from claimx_flow.config import Settings
 from claimx_flow.kafka.lag import stage_lag
 from claimx_flow.lab.pipeline import settings_env
 from claimx_flow.lab.simulator import RunningSimulator
-from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo
+from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
 from claimx_flow.routing.failures import READ_AT_HEADER, read_position
 from tests.dlq.helpers import Read, read_all
 from tests.isolation import isolated_settings
@@ -217,5 +217,10 @@ def test_a_file_dead_lettered_before_a_kill_is_not_downloaded_after_it(
             for m in read_all(bootstrap, settings.claimx_downloads_cached_topic)
         ]
         assert sorted(c.media_id for c in cached) == [f"ok-{i}" for i in range(5)]
+        results = [
+            UploadResult.from_json(m.value)
+            for m in read_all(bootstrap, settings.claimx_downloads_results_topic)
+        ]
+        assert {r.media_id for r in results if r.status == "failed"} == {t.media_id for t in gone}
     finally:
         stop(stage)

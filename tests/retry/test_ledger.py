@@ -12,15 +12,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import client_config
+from claimx_flow.errors import ErrorCategory
+from claimx_flow.kafka.clients import client_config, producer_config
 from claimx_flow.kafka.positions import position_metadata
 from claimx_flow.kafka.records import KafkaRecord
-from claimx_flow.models import DownloadTask
-from claimx_flow.routing.failures import READ_AT_HEADER
-from claimx_flow.routing.ledger import CLOCK_MARGIN_S, RoutedLedger
+from claimx_flow.models import DownloadTask, UploadResult
+from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter
+from claimx_flow.routing.ledger import CLOCK_MARGIN_S, FailedResults, RoutedLedger
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import SourcedDownload
 from dataflows.download import unless_routed
+from tests.dlq.helpers import read_all
 
 
 def publish(settings: Settings, group: str, topic: str, offsets: dict[int, int], at: float) -> None:
@@ -125,15 +127,83 @@ def test_a_download_in_flight_at_the_snapshot_is_not_started_again_once_routed(
         started.append(item[0].offset)
         return []
 
-    task = DownloadTask(
-        media_id="m",
-        project_id="p",
-        download_url="http://127.0.0.1/m.jpg",
-        file_name="m.jpg",
-        file_type="jpg",
-        source_event_id="e",
-    )
+    task = media_task("m")
     for offset in (40, 41):
         record = KafkaRecord(source, 0, offset, None, b"m", b"{}")
         asyncio.run(unless_routed(ledger, download, (record, task)))
     assert started == [41]
+
+
+def test_a_start_with_no_route_topic_reads_nothing_past_and_goes_on(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """A stage must not depend, to start, on topics it only writes to."""
+    source, _, _ = topics
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 1}, time.time() - 5)
+    ledger = RoutedLedger(client_config(kafka_settings), group, [source], ["absent.tier"])
+    assert ledger(source, 0) == frozenset()
+
+
+def media_task(media_id: str) -> DownloadTask:
+    return DownloadTask(
+        media_id=media_id,
+        project_id="p1",
+        download_url=f"http://127.0.0.1/{media_id}.jpg",
+        file_name=f"{media_id}.jpg",
+        file_type="jpg",
+        source_event_id=f"e-{media_id}",
+    )
+
+
+def media_copy(producer: Producer, dlq: str, source: str, offset: int, media_id: str) -> None:
+    task = media_task(media_id)
+    record = KafkaRecord(source, 0, offset, None, task.kafka_key, task.to_json())
+    router = FailureRouter("download", dlq)
+    out = router.route(
+        record,
+        reason="HTTP 404: media gone",
+        error_class="DownloadError",
+        category=ErrorCategory.PERMANENT,
+    )
+    producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers)
+
+
+def test_a_dead_lettered_file_read_past_has_its_failed_result(
+    kafka_settings: Settings, topics: tuple[str, str, str], make_topic: Callable[..., str]
+) -> None:
+    """A crash between the DLQ copy's confirmation and its failed result's: the start sends
+    the result again, and only the missing one."""
+    source, _, dlq = topics
+    results_topic = make_topic(partitions=2)
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    media_copy(producer, dlq, source, 3, "kept")
+    media_copy(producer, dlq, source, 4, "lost")
+    kept = UploadResult.failed(media_task("kept"), None, "HTTP 404: media gone")
+    producer.produce(results_topic, key=kept.kafka_key, value=kept.to_json())
+    producer.produce(
+        dlq,
+        key=b"x",
+        value=b"not a task",  # names no file: never had a result
+        headers=[(READ_AT_HEADER, f"0:5:{source}".encode())],
+    )
+    assert producer.flush(30) == 0
+
+    ledger = RoutedLedger(
+        client_config(kafka_settings),
+        group,
+        [source],
+        [dlq],
+        dlq=dlq,
+        results=FailedResults(results_topic, DownloadTask, producer_config(kafka_settings)),
+    )
+    assert ledger(source, 0) == {3, 4, 5}
+    results = [
+        UploadResult.from_json(m.value)
+        for m in read_all(kafka_settings.kafka_bootstrap_servers, results_topic)
+    ]
+    assert sorted(r.media_id for r in results) == ["kept", "lost"]
+    lost = next(r for r in results if r.media_id == "lost")
+    assert lost.status == "failed" and lost.error == "HTTP 404: media gone"
