@@ -1,7 +1,9 @@
 """retry: the retry tier topics → back to their pending topics, each message no earlier than
-its due time. The tiers are the configured ones plus any orphan tier found at start (a tier
-topic the configuration no longer names that still holds messages), so renaming or removing a
-tier strands nothing. A message the Kafka client cannot read (corrupt, not decompressible) has
+its due time, and once: a released message names where it was read (``claimx.read_at``), and a
+start after a crash reads past what the crashed run released (``claimx_flow/routing/ledger.py``).
+The tiers are the configured ones plus any orphan tier found at start (a tier topic the
+configuration no longer names that still holds messages), so renaming or removing a tier
+strands nothing. A message the Kafka client cannot read (corrupt, not decompressible) has
 nothing to send back: it goes to the DLQ of the stage its pending topic feeds, with the reason
 and its tier, partition and offset in the failure headers.
 
@@ -21,8 +23,9 @@ from claimx_flow import catalog
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, producer_config
-from claimx_flow.kafka.records import UNREADABLE_HEADERS, KafkaRecord, OutboundRecord
-from claimx_flow.routing.failures import FailureRouter
+from claimx_flow.kafka.records import UNREADABLE_HEADERS, Headers, KafkaRecord, OutboundRecord
+from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter, read_at
+from claimx_flow.routing.ledger import RoutedLedger
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_time
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
@@ -54,7 +57,7 @@ def build(settings: Settings) -> Dataflow:
                 return routed
             log.warning("%s: released without headers: %s", record.position, record.error)
         return OutboundRecord(
-            tiers[record.topic].pending_topic, record.key, record.value, record.headers
+            tiers[record.topic].pending_topic, record.key, record.value, released_headers(record)
         )
 
     due = DueTimeInput(
@@ -64,6 +67,12 @@ def build(settings: Settings) -> Dataflow:
         due_at,
         stop_at_end=settings.claimx_stop_at_end,
         observer=StageObserver(),
+        sent_before=RoutedLedger(
+            client_config(settings),
+            settings.consumer_group(STAGE.consumer),
+            list(tiers),
+            [catalog.topic_name(settings, topic) for topic in STAGE.writes],
+        ),
     )
     flow = Dataflow(STAGE.app)
     # "tiers": one source partition per tier topic (its state is a position per Kafka
@@ -73,6 +82,13 @@ def build(settings: Settings) -> Dataflow:
     pending = op.map("back-to-pending", released, back_to_pending)
     checked_records_output("pending", pending, producer_config(settings))
     return flow
+
+
+def released_headers(record: KafkaRecord) -> Headers:
+    """The message's headers, naming where this stage read it (as a routed copy does): a
+    start after a crash reads past what the crashed run released (``routing.ledger``)."""
+    kept = [(name, value) for name, value in record.headers if name != READ_AT_HEADER]
+    return [*kept, (READ_AT_HEADER, read_at(record))]
 
 
 def _dead_letters(settings: Settings, tiers: Iterable[Tier]) -> dict[str, FailureRouter]:

@@ -14,7 +14,8 @@ decompressible) is handed over in its place, in offset order, as a record with i
 and no value (:func:`operators.kafka.unreadable_next`), for the caller to dead-letter: the
 position moves past it only as it moves past a released record, in the same snapshot as the
 epoch that carries it, and the consumer is sent past it (librdkafka alone would fetch it again
-for ever).
+for ever). Offsets in ``sent_before`` (released by a run whose epoch a crash kept out of every
+snapshot) are read past when their turn comes, not released again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from operators.kafka import (
     KafkaInputError,
     Progress,
     QuietObserver,
+    SentBefore,
     consumer_settings,
     fatal_or_logged,
     record_of,
@@ -144,9 +146,18 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         batch_size: int,
         stop_at_end: bool,
         observer: ReleaseObserver,
+        sent_before: SentBefore | None = None,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
         offsets = starting_offsets(self._consumer, topic, partitions, resumed or {})
+        self._sent_before = (
+            {
+                partition: {o for o in sent_before(topic, partition) if o >= offset}
+                for partition, offset in offsets.items()
+            }
+            if sent_before
+            else {}
+        )
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
         self._held = {partition: _Held(offset) for partition, offset in offsets.items()}
         self._topic = topic
@@ -167,10 +178,12 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         for partition, held in self._held.items():
             while held.due(now):
                 record, due = held.ahead.popleft()
+                held.offset = record.offset + 1
+                if self._sent_before.get(partition) and self._released_before(record):
+                    continue
                 if due is not None:  # an unreadable record has no due time to be late for
                     self._observer.released(self._topic, max((now - due).total_seconds(), 0))
                 released.append(record)
-                held.offset = record.offset + 1
             self._pause_while_waiting(partition, held)
             head = held.head_due
             waiting = (head - now).total_seconds() if head is not None else 0.0
@@ -178,6 +191,15 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         self._observer.polled(quiet_until=self._earliest_due())  # asleep until a head is due
         self._idle = not fetched and not released
         return released
+
+    def _released_before(self, record: KafkaRecord) -> bool:
+        """Whether an earlier run released ``record`` (its epoch never snapshotted): read past."""
+        offsets = self._sent_before[record.partition]
+        if record.offset not in offsets:
+            return False
+        offsets.discard(record.offset)
+        log.info("%s: released before this start, read past", record.position)
+        return True
 
     def next_awake(self) -> datetime | None:
         """Soon while records come in; when idle, when the earliest head is due, or after a
@@ -282,11 +304,13 @@ class DueTimeInput(FixedPartitionedSource[KafkaRecord, Positions]):
         batch_size: int = 500,
         stop_at_end: bool = False,
         observer: ReleaseObserver | None = None,
+        sent_before: SentBefore | None = None,
     ) -> None:
         self._client = dict(client)
         self._group_id = group_id
         self._topics = list(topics)
         self._due_at = due_at
+        self._sent_before = sent_before
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
         self._observer = observer or QuietReleases()
@@ -315,4 +339,5 @@ class DueTimeInput(FixedPartitionedSource[KafkaRecord, Positions]):
             batch_size=self._batch_size,
             stop_at_end=self._stop_at_end,
             observer=self._observer,
+            sent_before=self._sent_before,
         )

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
@@ -222,5 +223,48 @@ def test_a_file_dead_lettered_before_a_kill_is_not_downloaded_after_it(
             for m in read_all(bootstrap, settings.claimx_downloads_results_topic)
         ]
         assert {r.media_id for r in results if r.status == "failed"} == {t.media_id for t in gone}
+    finally:
+        stop(stage)
+
+
+def test_a_tier_message_released_before_a_kill_is_released_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The retry stage's release is its message's whole outcome too: a restart reads past what
+    the killed run released, rather than sending it to its pending topic again."""
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data", retry_delays=[3, 6, 9, 12])
+    bootstrap, tier = settings.kafka_bootstrap_servers, settings.enrichment_retry_topics[0]
+    pending = settings.claimx_enrichment_pending_topic
+    due_ms = int((time.time() - 30) * 1000)  # written long enough ago to be due at once
+
+    def fill(values: list[bytes]) -> None:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for value in values:
+            producer.produce(tier, key=value, value=value, partition=0, timestamp=due_ms)
+        assert producer.flush(30) == 0
+
+    def released() -> list[bytes]:
+        return sorted(m.value or b"" for m in read_all(bootstrap, pending))
+
+    first = [f"first-{i}".encode() for i in range(5)]
+    later = [f"later-{i}".encode() for i in range(10)]
+    fill(first)
+    log = tmp_path / "retry.log"
+    stage = bare("retry", settings, log)
+    try:
+        wait_until(lambda: caught_up(settings, "retry"), "the group to publish what is done")
+        fill(later)
+        wait_until(lambda: len(released()) >= len(first) + len(later), "the later releases")
+        stage.kill()
+        stage.wait(30)
+        releases = read_all(bootstrap, pending)
+        assert_read_again(
+            [m for m in releases if (m.value or b"").startswith(b"later-")], settings, "retry", tier
+        )
+
+        stage = bare("retry", settings, log)
+        wait_until(lambda: caught_up(settings, "retry"), "the restart to publish the end")
+        assert released() == sorted(first + later)
+        assert "read past" in log.read_text()
     finally:
         stop(stage)
