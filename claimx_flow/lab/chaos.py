@@ -3,7 +3,8 @@ exact reconciliation.
 
 The workload is fed in waves while a random stage is killed with SIGKILL at random moments and
 started again (as Kubernetes would), the Kafka broker is killed and restarted, and the API
-simulator fails a share of calls. Then the faults stop, the pipeline is given time to settle,
+simulator fails a share of calls (and knows no project of a stable share, whose events end in
+the enrichment DLQ). Then the faults stop, the pipeline is given time to settle,
 and the conservation law is checked: every event and media file where it belongs, once.
 """
 
@@ -46,6 +47,9 @@ class ChaosPlan:
     kill_every_s: tuple[float, float] = (4.0, 9.0)
     broker_restarts: int = 1
     api_error_rate: float = 0.05
+    unknown_project_rate: float = 0.05
+    """Share of projects the API does not know (404): their events end in the enrichment DLQ,
+    so failures are routed while stages are killed."""
     settle_timeout_s: float = 240.0
     seed: int = 0
     media_bytes: int = 64 * 1024
@@ -132,7 +136,11 @@ def run_chaos(
     events = [RawEvent.from_source(json.loads(line)) for _, line in lines]
     pipeline = Pipeline(settings, settings_env(settings), log_dir)
     report = ChaosReport()
-    simulator.set(error_rates={"503": plan.api_error_rate}, apply_to=["api", "media"])
+    simulator.set(
+        error_rates={"503": plan.api_error_rate},
+        apply_to=["api", "media"],
+        not_found_rate=plan.unknown_project_rate,
+    )
     pipeline.start(processes=plan.processes)
     try:
         _storm(settings, plan, rng, lines, pipeline, broker, report, progress)

@@ -28,6 +28,9 @@ def chaos(
     projects: int = typer.Option(50, min=1, help="Projects the events are spread over."),
     broker_restarts: int = typer.Option(1, min=0, help="Kafka broker restarts."),
     api_error_rate: float = typer.Option(0.05, min=0, max=1, help="Share of API calls failing."),
+    unknown_projects: float = typer.Option(
+        0.05, min=0, max=1, help="Share of projects the API answers 404 for (to the DLQ)."
+    ),
     seed: int = typer.Option(7, help="Seed of the workload and the chaos."),
     keep: bool = typer.Option(False, help="Keep the run's data directory for inspection."),
 ) -> None:
@@ -57,6 +60,7 @@ def chaos(
             waves=max(4, int(minutes * 6)),
             broker_restarts=broker_restarts,
             api_error_rate=api_error_rate,
+            unknown_project_rate=unknown_projects,
             seed=seed,
         )
         console.print(f"chaos for {minutes:g} min: {plan.events} events; data in {workdir}")
@@ -95,6 +99,10 @@ def _print(report: ChaosReport) -> None:
     table.add_row("files uploaded (claimx_attachments)", str(result.attachments))
     for name, count in result.dlq.items():
         table.add_row(f"{name} DLQ", str(count))
+    table.add_row(
+        "DLQ copies routed again from one read (restarts the ledger missed)",
+        str(result.routed_twice),
+    )
     table.add_row("seconds to settle after the chaos", f"{report.settle_seconds:.0f}")
     console.print(table)
     if result.ok:
