@@ -158,6 +158,7 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
             if sent_before
             else {}
         )
+        self._read_past = 0
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
         self._held = {partition: _Held(offset) for partition, offset in offsets.items()}
         self._topic = topic
@@ -188,6 +189,13 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
             head = held.head_due
             waiting = (head - now).total_seconds() if head is not None else 0.0
             self._observer.holding(self._topic, partition, waiting)
+        if self._read_past:
+            log.info(
+                "%s: %d message(s) released before this start, read past",
+                self._topic,
+                self._read_past,
+            )
+            self._read_past = 0
         self._observer.polled(quiet_until=self._earliest_due())  # asleep until a head is due
         self._idle = not fetched and not released
         return released
@@ -198,7 +206,7 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         if record.offset not in offsets:
             return False
         offsets.discard(record.offset)
-        log.info("%s: released before this start, read past", record.position)
+        self._read_past += 1
         return True
 
     def next_awake(self) -> datetime | None:

@@ -35,7 +35,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from claimx_flow.kafka.positions import committed_positions, position_metadata
+from claimx_flow.kafka.positions import REFRESH_S, committed_positions, position_metadata
 from claimx_flow.kafka.records import (
     UNREADABLE_HEADERS,
     Headers,
@@ -152,7 +152,7 @@ class Progress:
     published again every ``REFRESH_S``, so that time stays recent on a quiet partition.
     """
 
-    REFRESH_S = 60.0
+    REFRESH_S = REFRESH_S
 
     def __init__(self, consumer: Consumer, topic: str) -> None:
         self._consumer = consumer

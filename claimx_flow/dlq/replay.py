@@ -46,6 +46,7 @@ from claimx_flow.kafka.clients import produce_or_wait
 from claimx_flow.models import HEADER_PREFIX, FailureInfo, replace_failure_headers, utc_now
 from claimx_flow.models.messages import for_attempt
 from claimx_flow.models.types import MAX_INT64
+from claimx_flow.routing.failures import READ_AT_HEADER
 
 REPLAYED_AT_HEADER = "claimx.replayed_at"
 REPLAYED_FROM_HEADER = "claimx.replayed_from"
@@ -119,7 +120,8 @@ def replayed_headers(letter: DeadLetter, at: datetime) -> RawHeaders:
 
     An envelope that cannot be read is dropped: the stage then starts a fresh one.
     """
-    marks = {REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER}
+    # The read that routed it: this copy will be read elsewhere, and routed anew if it fails.
+    marks = {REPLAYED_AT_HEADER, REPLAYED_FROM_HEADER, READ_AT_HEADER}
     kept = [(name, value) for name, value in letter.headers if name not in marks]
     added: RawHeaders = [
         (REPLAYED_AT_HEADER, at.isoformat().encode()),

@@ -18,6 +18,9 @@ from confluent_kafka import Consumer, TopicPartition
 from claimx_flow.kafka.clients import settled
 
 TIMEOUT_S = 30.0
+REFRESH_S = 60.0
+"""A quiet partition's position is published again this often, so its time stays recent: a
+running stage's newest published time is never older than this and a couple of epochs."""
 
 _METADATA_PREFIX = "snapshot_at="
 

@@ -7,12 +7,13 @@ gone meanwhile, process it: its rows or file land while its first copy sits in a
 breaks the law's "exactly one".
 
 So a copy that is its message's whole outcome names where the message was read
-(``READ_AT_HEADER``). At a start, the stage reads its tiers and DLQ from the time of the oldest
-snapshot its published positions come from (``claimx_flow.kafka.positions``), less
-``CLOCK_MARGIN_S``, to their ends as they are then. A copy that names one of its input
-partitions marks a message the input reads past (``KafkaInput(sent_before=…)``), should it read
-it again. Tasks a step held in its recovery state (downloads in flight) are checked the same
-way (``sent``).
+(``READ_AT_HEADER``). At a start, the stage reads the topics it routes to (its tiers and DLQ;
+for the retry stage, the pending topics and DLQs it releases to) over the earlier run's span:
+from the oldest snapshot its published positions come from (``claimx_flow.kafka.positions``),
+less ``CLOCK_MARGIN_S``, to past the newest. A copy that names one of its input partitions marks
+a message the input reads past (``sent_before`` of ``KafkaInput`` and ``DueTimeInput``), should
+it read it again. Tasks a step held in its recovery state (enrich's reads, downloads in flight)
+are checked the same way (``sent``).
 
 A media file's DLQ copy has a failed result beside it in ``claimx.downloads.results``, sent just
 before it to another topic: a crash between their two confirmations can keep the copy and lose
@@ -42,7 +43,7 @@ from claimx_flow.catalog import StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config, produce_or_wait, producer_config, settled
-from claimx_flow.kafka.positions import CommittedPosition, committed_positions
+from claimx_flow.kafka.positions import REFRESH_S, CommittedPosition, committed_positions
 from claimx_flow.kafka.records import KafkaRecord, raw_headers
 from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, watermarks
 from claimx_flow.models import (
@@ -223,7 +224,8 @@ class RoutedLedger:
             if not times:
                 return _Scan()
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
-            return self._copies(consumer, since_ms)
+            until_ms = int((max(times) + REFRESH_S + 2 * CLOCK_MARGIN_S) * 1000)
+            return self._copies(consumer, since_ms, until_ms)
         except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
             log.warning("earlier routings not read (%s); they may be routed again", exc)
             return _Scan()
@@ -239,31 +241,29 @@ class RoutedLedger:
                 published[(topic, partition)] = position
         return published
 
-    def _copies(self, consumer: Consumer, since_ms: int) -> _Scan:
+    def _copies(self, consumer: Consumer, since_ms: int, until_ms: int) -> _Scan:
+        """The copies written from ``since_ms`` to ``until_ms``: the earlier run's span, from
+        its oldest published snapshot to past its newest (it published at least every
+        ``REFRESH_S`` while it ran), however long it has been stopped since."""
         topics = [*self._routes, *([self._results.topic] if self._results else [])]
-        wanted = [
-            TopicPartition(topic, partition, since_ms)
-            for topic in topics
-            for partition in self._partitions(consumer, topic)
-        ]
+        partitions = [(t, p) for t in topics for p in self._partitions(consumer, t)]
         scan = _Scan()
-        if not wanted:
+        if not partitions:
             return scan
-        starts = settled(
-            lambda: consumer.offsets_for_times(wanted, timeout=ADMIN_TIMEOUT_S),
-            what="find the copies routed since the last snapshot",
-            timeout_s=ADMIN_TIMEOUT_S,
-        )
+        starts = self._offsets_at(consumer, partitions, since_ms)
+        stops = self._offsets_at(consumer, partitions, until_ms)
         ends: dict[Position, int] = {}
-        for start in starts:
-            if start.offset < 0:  # nothing written since
+        for position, start in starts.items():
+            if start < 0:  # nothing written since
                 continue
-            _, high = watermarks(consumer, TopicPartition(start.topic, start.partition))
-            if start.offset < high:
-                ends[(start.topic, start.partition)] = high
+            _, high = watermarks(consumer, TopicPartition(*position))
+            stop = stops.get(position, -1)
+            end = min(high, stop) if stop >= 0 else high
+            if start < end:
+                ends[position] = end
         if not ends:
             return scan
-        consumer.assign([s for s in starts if (s.topic, s.partition) in ends])
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in ends])
         deadline = time.monotonic() + self._scan_limit_s
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
@@ -274,9 +274,13 @@ class RoutedLedger:
                         ends.pop(at, None)
                     continue
                 offset = msg.offset()
-                if at in ends and offset is not None and offset >= ends[at] - 1:
-                    del ends[at]
-                self._note(scan, msg)
+                last = ends.get(at)
+                if last is None or offset is None:
+                    continue
+                if offset >= last - 1:
+                    del ends[at]  # its span read (anything past it came in the same fetch)
+                if offset < last:
+                    self._note(scan, msg)
         if ends:
             log.warning(
                 "earlier routings not all read within %.0fs (%s left); those may be routed again",
@@ -303,6 +307,20 @@ class RoutedLedger:
         scan.found.setdefault((topic, partition), set()).add(read)
         if msg.topic() == self._dlq:
             scan.dead.append((msg.value(), _failure(headers)))
+
+    @staticmethod
+    def _offsets_at(
+        consumer: Consumer, partitions: list[Position], at_ms: int
+    ) -> dict[Position, int]:
+        """Per partition, the first offset written at or after ``at_ms`` (-1: none)."""
+        found = settled(
+            lambda: consumer.offsets_for_times(
+                [TopicPartition(t, p, at_ms) for t, p in partitions], timeout=ADMIN_TIMEOUT_S
+            ),
+            what="find the copies routed since the last snapshot",
+            timeout_s=ADMIN_TIMEOUT_S,
+        )
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
 
     @staticmethod
     def _partitions(consumer: Consumer, topic: str) -> list[int]:

@@ -207,3 +207,18 @@ def test_a_dead_lettered_file_read_past_has_its_failed_result(
     assert sorted(r.media_id for r in results) == ["kept", "lost"]
     lost = next(r for r in results if r.media_id == "lost")
     assert lost.status == "failed" and lost.error == "HTTP 404: media gone"
+
+
+def test_the_span_read_ends_past_the_newest_published_snapshot(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """After a long stop, what other stages wrote since is not the stopped run's: not read."""
+    source, _, dlq = topics
+    group = f"g-{source}"
+    stopped = time.time() - 3600
+    publish(kafka_settings, group, source, {0: 0}, stopped)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    copy(producer, dlq, f"0:1:{source}".encode(), at_ms=int((stopped + 10) * 1000))
+    copy(producer, dlq, f"0:2:{source}".encode())  # now: an hour after the run stopped
+    assert producer.flush(30) == 0
+    assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {1}
