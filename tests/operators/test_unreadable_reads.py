@@ -12,11 +12,13 @@ real path, a damaged batch on a real broker through a real stage, is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
+import operators.due_time as due_time
 import operators.kafka as kafka
 from operators.kafka import KafkaPartition, QuietObserver
 
@@ -139,3 +141,48 @@ def test_an_error_about_the_fetch_loses_no_message(partition: KafkaPartition, co
     assert [r.offset for r in partition.next_batch()] == [0]
     assert consumer.seeks == []
     assert [(r.offset, r.value) for r in partition.next_batch()] == [(1, b"v1")]
+
+
+class HoldingConsumer(Consumer):
+    """The stand-in, as the retry stage's source uses it: it also pauses and resumes."""
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+
+def test_a_tier_reads_past_what_an_earlier_run_released_damaged_batch_included(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry stage's skip (``sent_before``) meets a damaged batch (offsets 3-5): what an
+    earlier run released or dead-lettered is read past, everything else leaves once, and the
+    position moves on past all of it."""
+    monkeypatch.setattr(due_time, "Consumer", HoldingConsumer)
+    topic = due_time.DueTimeTopic(
+        {},
+        TOPIC,
+        [0],
+        None,
+        due_at=lambda record: datetime(2000, 1, 1, tzinfo=UTC),  # all due
+        batch_size=100,
+        stop_at_end=False,
+        observer=due_time.QuietReleases(),
+        sent_before=lambda t, p: {0, 1, 3, 4, 7} if (t, p) == (TOPIC, 0) else set(),
+    )
+    consumer: Consumer = topic._consumer  # type: ignore[assignment]
+    bad = KafkaError._BAD_COMPRESSION
+    consumer.fetches.extend(
+        [
+            [Message(0), Message(1), Message(2), Message(3, bad)],
+            [Message(3, bad)],  # librdkafka reports the batch's first offset again
+            [Message(3, bad)],
+            [Message(6), Message(7), Message(8), Message(9)],
+        ]
+    )
+    released = [
+        (record.offset, record.error is not None) for _ in range(6) for record in topic.next_batch()
+    ]
+    assert released == [(2, False), (5, True), (6, False), (8, False), (9, False)]
+    assert topic.snapshot() == {0: 10}
