@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,11 +17,41 @@ from claimx_flow.errors import StackError
 LOOPBACK = "127.0.0.1"
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on the loopback address that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on the loopback address that nothing listens on right now, below the
+    kernel's ephemeral range when it can.
+
+    A port from that range (what binding port 0 gives) can be handed to any outgoing
+    connection, a Kafka client's say, between this check and the listener's own bind: a
+    Bytewax process of a three-process rescale test once failed with "Address already in use".
+    Outgoing connections never take a port below the range, and this process never hands the
+    same one out twice."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12_000), low) if low > 2048 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            found = int(sock.getsockname()[1])
+        _handed_out.add(found)
+        return found
+    raise StackError("no free TCP port on the loopback address")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux: the kernel's choice
 
 
 def require_free_port(port: int, what: str) -> int:
