@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -89,6 +90,22 @@ def read_position(value: bytes | None) -> tuple[str, int, int] | None:
         partition, offset, topic = (value or b"").decode().split(":", 2)
         return topic, int(partition), int(offset)
     except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def failed_result(
+    media: DownloadFields,
+    reason: str,
+    *,
+    secrets: tuple[str, ...] = (),
+    finished_at: datetime | None = None,
+) -> UploadResult | None:
+    """A dead-lettered media file's failed result, or None (logged) when its fields make
+    none: routing stays total."""
+    try:
+        return UploadResult.failed(media, None, reason, secrets=secrets, finished_at=finished_at)
+    except ValidationError as exc:
+        log.warning("media %r: no failed result sent: %s", media.media_id, exc)
         return None
 
 
@@ -255,10 +272,8 @@ class FailureRouter:
         """
         if routed.topic != self.dlq_topic:
             return [routed]
-        try:
-            result = UploadResult.failed(media, None, reason, secrets=self.secrets)
-        except ValidationError as exc:
-            log.warning("media %r: no failed result sent: %s", media.media_id, exc)
+        result = failed_result(media, reason, secrets=self.secrets)
+        if result is None:
             return [routed]
         return [OutboundRecord(results_topic, result.kafka_key, result.to_json()), routed]
 

@@ -55,7 +55,7 @@ from claimx_flow.models import (
     UploadResult,
 )
 from claimx_flow.models.messages import DownloadFields
-from claimx_flow.routing.failures import READ_AT_HEADER, read_position
+from claimx_flow.routing.failures import READ_AT_HEADER, failed_result, read_position
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,9 @@ class RoutedLedger:
                 continue
             reason = info.error_message if info is not None else "dead-lettered"
             at = info.last_failed_at if info is not None else None
-            missing.append(UploadResult.failed(media, None, reason, finished_at=at))
+            result = failed_result(media, reason, finished_at=at)
+            if result is not None:
+                missing.append(result)
         if not missing:
             return
         producer = Producer(dict(self._results.producer))
