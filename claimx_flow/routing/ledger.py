@@ -21,14 +21,19 @@ the result. So a media stage's start reads the results topic over the same span 
 the failed result again for each DLQ copy it reads past that has none there (the results stage
 counts a file once).
 
-It can miss, never lose: a message is read past only because its own copy is in Kafka. What it
-misses (no published time yet, a scan cut at ``SCAN_LIMIT_S``, a copy older than the margin, a
-copy stamped by a host whose clock is more than the margin behind, a resume from a recovery
-backup older than the published position) is routed again, as before this existed.
+It can miss, never lose: a message is read past only because its own copy is in Kafka. A copy
+only names a position, and anything can be written to a route topic (a foreign producer, a topic
+deleted and made again, its offsets from 0), so before believing one the start reads the message
+it names and compares keys: the copy's own, or, if the copy's key was cut to fit, the sha256 it
+gives of the whole one. What it misses (no published time yet, a scan cut at ``SCAN_LIMIT_S``, a
+copy older than the margin, a copy stamped by a host whose clock is more than the margin behind,
+a copy naming a message that cannot be read again, a resume from a recovery backup older than
+the published position) is routed again, as before this existed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -55,7 +60,12 @@ from claimx_flow.models import (
     UploadResult,
 )
 from claimx_flow.models.messages import DownloadFields
-from claimx_flow.routing.failures import READ_AT_HEADER, failed_result, read_position
+from claimx_flow.routing.failures import (
+    ORIGINAL_KEY_SHA256_HEADER,
+    READ_AT_HEADER,
+    failed_result,
+    read_position,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +76,12 @@ SCAN_LIMIT_S = 60.0
 """The longest a start spends reading its tiers and DLQ (after a long stop, they hold every
 other stage's copies since)."""
 
+SEEK_GAP = 1000
+"""Messages between two a start must read again beyond which it seeks rather than reads on."""
+
 Position = tuple[str, int]
+Keys = frozenset[str]
+"""The key digests (``key_digest``) a copy accepts for the message it names."""
 MEDIA_MODELS: dict[str, type[DownloadFields]] = {"download": DownloadTask, "upload": CachedDownload}
 """What a media stage reads, and so what its DLQ copies hold."""
 
@@ -85,10 +100,21 @@ class FailedResults:
     producer: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class _DeadCopy:
+    at: Position
+    offset: int
+    value: bytes | None
+    info: FailureInfo | None
+
+
 @dataclass
 class _Scan:
+    copies: dict[Position, dict[int, Keys]] = field(default_factory=dict)
+    """Per input partition, the offsets copies name, with the keys they accept."""
     found: dict[Position, set[int]] = field(default_factory=dict)
-    dead: list[tuple[bytes | None, FailureInfo | None]] = field(default_factory=list)
+    """Those whose message has one of its copy's keys (``RoutedLedger._confirmed``)."""
+    dead: list[_DeadCopy] = field(default_factory=list)
     failed_media: set[str] = field(default_factory=set)
 
 
@@ -174,13 +200,16 @@ class RoutedLedger:
         if self._results is None or not scan.dead:
             return
         missing: list[UploadResult] = []
-        for value, info in scan.dead:
+        for dead in scan.dead:
+            if dead.offset not in scan.found.get(dead.at, set()):  # its message not confirmed
+                continue
             try:
-                media = self._results.model.from_json(value)
+                media = self._results.model.from_json(dead.value)
             except MalformedMessageError:  # no file named: it never had a result
                 continue
             if media.media_id in scan.failed_media:
                 continue
+            info = dead.info
             reason = info.error_message if info is not None else "dead-lettered"
             at = info.last_failed_at if info is not None else None
             result = failed_result(media, reason, finished_at=at)
@@ -220,6 +249,7 @@ class RoutedLedger:
                 "enable.partition.eof": True,
             }
         )
+        deadline = time.monotonic() + self._scan_limit_s
         try:
             published = self._published(consumer)
             times = [p.snapshot_at for p in published.values() if p.snapshot_at is not None]
@@ -227,7 +257,9 @@ class RoutedLedger:
                 return _Scan()
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
             until_ms = int((max(times) + REFRESH_S + 2 * CLOCK_MARGIN_S) * 1000)
-            return self._copies(consumer, since_ms, until_ms)
+            scan = self._copies(consumer, since_ms, until_ms, deadline)
+            scan.found = self._confirmed(consumer, scan.copies, deadline)
+            return scan
         except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
             log.warning("earlier routings not read (%s); they may be routed again", exc)
             return _Scan()
@@ -243,7 +275,7 @@ class RoutedLedger:
                 published[(topic, partition)] = position
         return published
 
-    def _copies(self, consumer: Consumer, since_ms: int, until_ms: int) -> _Scan:
+    def _copies(self, consumer: Consumer, since_ms: int, until_ms: int, deadline: float) -> _Scan:
         """The copies written from ``since_ms`` to ``until_ms``: the earlier run's span, from
         its oldest published snapshot to past its newest (it published at least every
         ``REFRESH_S`` while it ran), however long it has been stopped since."""
@@ -266,7 +298,6 @@ class RoutedLedger:
         if not ends:
             return scan
         consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in ends])
-        deadline = time.monotonic() + self._scan_limit_s
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
                 at = (str(msg.topic()), int(msg.partition() or 0))
@@ -306,9 +337,59 @@ class RoutedLedger:
         if position is None or position[0] not in self._inputs:
             return
         topic, partition, read = position
-        scan.found.setdefault((topic, partition), set()).add(read)
+        keys = {key_digest(msg.key())}
+        whole = _header(headers, ORIGINAL_KEY_SHA256_HEADER)  # the key was cut to fit
+        if whole is not None:
+            keys.add(whole.decode("ascii", "replace"))
+        found = scan.copies.setdefault((topic, partition), {})
+        found[read] = found.get(read, frozenset()) | keys
         if msg.topic() == self._dlq:
-            scan.dead.append((msg.value(), _failure(headers)))
+            scan.dead.append(_DeadCopy((topic, partition), read, msg.value(), _failure(headers)))
+
+    def _confirmed(
+        self, consumer: Consumer, copies: dict[Position, dict[int, Keys]], deadline: float
+    ) -> dict[Position, set[int]]:
+        """The offsets ``copies`` name whose message is there with one of its copy's keys. Any
+        offset: a task a step held in its recovery state lies below the published position."""
+        confirmed: dict[Position, set[int]] = {}
+        if not copies:
+            return confirmed
+        ahead: dict[Position, list[int]] = {}
+        for (topic, partition), offsets in copies.items():
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
+            there = sorted(o for o in offsets if low <= o < high)
+            if there:
+                ahead[(topic, partition)] = there
+        if ahead:
+            consumer.assign([TopicPartition(t, p, there[0]) for (t, p), there in ahead.items()])
+        while ahead and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                at = (str(msg.topic()), int(msg.partition() or 0))
+                wanted = ahead.get(at)
+                if wanted is None:
+                    continue
+                offset = msg.offset()
+                if msg.error() is not None or offset is None:  # a message not to be read again
+                    del ahead[at]
+                    continue
+                while wanted and wanted[0] < offset:  # gone (compacted, deleted): not confirmed
+                    wanted.pop(0)
+                if wanted and wanted[0] == offset:
+                    if key_digest(msg.key()) in copies[at][offset]:
+                        confirmed.setdefault(at, set()).add(offset)
+                    wanted.pop(0)
+                if not wanted:
+                    del ahead[at]
+                elif wanted[0] - offset > SEEK_GAP:
+                    consumer.seek(TopicPartition(at[0], at[1], wanted[0]))
+        if ahead:
+            log.warning(
+                "routed messages not all read again within %.0fs (%s left); "
+                "those may be routed again",
+                self._scan_limit_s,
+                ", ".join(f"{t}[{p}]" for t, p in sorted(ahead)),
+            )
+        return confirmed
 
     @staticmethod
     def _offsets_at(
@@ -332,11 +413,21 @@ class RoutedLedger:
         return sorted(metadata.partitions)
 
 
-def _read_at(headers: list[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
+def key_digest(key: bytes | None) -> str:
+    """What a copy and the message it names must share (a null key is its own)."""
+    return "null" if key is None else hashlib.sha256(key).hexdigest()
+
+
+def _header(headers: list[tuple[str, bytes | None]], wanted: str) -> bytes | None:
     for name, value in headers:
-        if name == READ_AT_HEADER:
-            return read_position(value if isinstance(value, bytes) else None)
+        if name == wanted:
+            return value if isinstance(value, bytes) else None
     return None
+
+
+def _read_at(headers: list[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
+    value = _header(headers, READ_AT_HEADER)
+    return read_position(value) if value is not None else None
 
 
 def _failure(headers: list[tuple[str, bytes | None]]) -> FailureInfo | None:

@@ -4,6 +4,7 @@ and DLQ since its last published snapshot, found on a real broker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +18,9 @@ from claimx_flow.kafka.clients import client_config, producer_config
 from claimx_flow.kafka.positions import position_metadata
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import DownloadTask, UploadResult
+from claimx_flow.routing.failures import ORIGINAL_KEY_SHA256_HEADER as KEY_SHA256
 from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter
-from claimx_flow.routing.ledger import CLOCK_MARGIN_S, FailedResults, RoutedLedger
+from claimx_flow.routing.ledger import CLOCK_MARGIN_S, SEEK_GAP, FailedResults, RoutedLedger
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import SourcedDownload
 from dataflows.download import unless_routed
@@ -41,13 +43,26 @@ def publish(settings: Settings, group: str, topic: str, offsets: dict[int, int],
 
 
 def copy(
-    producer: Producer, topic: str, read_at: bytes | None, *, at_ms: int | None = None
+    producer: Producer,
+    topic: str,
+    read_at: bytes | None,
+    *,
+    at_ms: int | None = None,
+    key: bytes | None = b"k",
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    headers = [("claimx.stage", b"enrich")]
+    sent = [("claimx.stage", b"enrich"), *(headers or [])]
     if read_at is not None:
-        headers.append((READ_AT_HEADER, read_at))
+        sent.append((READ_AT_HEADER, read_at))
     kwargs = {"timestamp": at_ms} if at_ms is not None else {}
-    producer.produce(topic, key=b"k", value=b"{}", headers=headers, **kwargs)
+    producer.produce(topic, key=key, value=b"{}", headers=sent, **kwargs)
+
+
+def fill(producer: Producer, topic: str, partition: int, keys: list[bytes | None]) -> None:
+    """The input messages copies name, one per key, from offset 0 of an empty partition."""
+    for key in keys:
+        producer.produce(topic, key=key, value=b"{}", partition=partition)
+    assert producer.flush(30) == 0
 
 
 @pytest.fixture
@@ -63,6 +78,8 @@ def test_a_start_reads_past_what_an_earlier_run_routed_since_its_last_snapshot(
     now = time.time()
     publish(kafka_settings, group, source, {0: 10, 1: 3}, now - 5)
     producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [b"k"] * 15)
+    fill(producer, source, 1, [b"k"] * 5)
     # Made before the last published snapshot (and its margin): not this crash's, not read.
     copy(producer, dlq, f"0:13:{source}".encode(), at_ms=int((now - CLOCK_MARGIN_S - 60) * 1000))
     copy(producer, tier, f"0:12:{source}".encode())
@@ -118,6 +135,7 @@ def test_a_download_in_flight_at_the_snapshot_is_not_started_again_once_routed(
     group = f"g-{source}"
     publish(kafka_settings, group, source, {0: 50}, time.time() - 5)
     producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [b"k"] * 50)
     copy(producer, dlq, f"0:40:{source}".encode())  # read before that snapshot, still in flight
     assert producer.flush(30) == 0
     ledger = RoutedLedger(client_config(kafka_settings), group, [source], [dlq])
@@ -179,6 +197,8 @@ def test_a_dead_lettered_file_read_past_has_its_failed_result(
     group = f"g-{source}"
     publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
     producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    keys = [media_task("kept").kafka_key, media_task("lost").kafka_key, b"x"]
+    fill(producer, source, 0, [b"-", b"-", b"-", *keys])
     media_copy(producer, dlq, source, 3, "kept")
     media_copy(producer, dlq, source, 4, "lost")
     kept = UploadResult.failed(media_task("kept"), None, "HTTP 404: media gone")
@@ -218,7 +238,36 @@ def test_the_span_read_ends_past_the_newest_published_snapshot(
     stopped = time.time() - 3600
     publish(kafka_settings, group, source, {0: 0}, stopped)
     producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [b"k"] * 3)
     copy(producer, dlq, f"0:1:{source}".encode(), at_ms=int((stopped + 10) * 1000))
     copy(producer, dlq, f"0:2:{source}".encode())  # now: an hour after the run stopped
     assert producer.flush(30) == 0
     assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {1}
+
+
+def test_a_copy_is_believed_only_for_the_message_it_names(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """Anything can be written to a route topic: a copy is read past only if the message at the
+    position it names is there and has its key (or, for a key cut to fit, the sha256 it gives).
+    Messages far apart are reached by seeking, not by reading all between."""
+    source, _, dlq = topics
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 0, 1: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [f"k{i}".encode() for i in range(6)])
+    fill(producer, source, 1, [None, *[b"far"] * 3 * SEEK_GAP])
+    long_key = b"k3"
+    whole = hashlib.sha256(long_key).hexdigest().encode()
+    copy(producer, dlq, f"0:1:{source}".encode(), key=b"k1")
+    copy(producer, dlq, f"0:2:{source}".encode(), key=b"another message's key")
+    copy(producer, dlq, f"0:3:{source}".encode(), key=b"k", headers=[(KEY_SHA256, whole)])
+    copy(producer, dlq, f"0:4:{source}".encode(), key=None)
+    copy(producer, dlq, f"0:99:{source}".encode(), key=b"k5")  # past the partition's end
+    copy(producer, dlq, f"1:0:{source}".encode(), key=None)
+    copy(producer, dlq, f"1:{3 * SEEK_GAP - 1}:{source}".encode(), key=b"far")
+    assert producer.flush(30) == 0
+
+    ledger = RoutedLedger(client_config(kafka_settings), group, [source], [dlq])
+    assert ledger(source, 0) == {1, 3}
+    assert ledger(source, 1) == {0, 3 * SEEK_GAP - 1}
