@@ -43,9 +43,19 @@ def test_any_timestamp_and_header_give_a_release_time(
         written = None
     after = datetime.now(UTC)
     if written is not None and written.year < 9999:
-        assert written + delay(1) <= released <= written + delay(2)
+        # written no later than it was read: a timestamp ahead of the clock counts as now
+        assert min(written, before) + delay(1) <= released <= min(written, after) + delay(2)
     else:  # no moment a datetime holds with the delay added: from now
         assert before <= released <= after + delay(1)
+
+
+def test_a_timestamp_ahead_of_the_clock_does_not_hold_its_partition() -> None:
+    """A producer whose clock is a year ahead: its message waits the tier's delay from now."""
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    record = KafkaRecord(TIER.topic, 0, 7, int(ahead.timestamp() * 1000), b"k", b"v")
+    before = datetime.now(UTC)
+    released = release_time(record, TIER)
+    assert before + delay(1) <= released <= datetime.now(UTC) + delay(1)
 
 
 def delay(times: int) -> timedelta:
