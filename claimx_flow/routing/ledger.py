@@ -24,11 +24,12 @@ counts a file once).
 It can miss, never lose: a message is read past only because its own copy is in Kafka. A copy
 only names a position, and anything can be written to a route topic (a foreign producer, a topic
 deleted and made again, its offsets from 0), so before believing one the start reads the message
-it names and compares keys: the copy's own, or, if the copy's key was cut to fit, the sha256 it
-gives of the whole one. What it misses (no published time yet, a scan cut at ``SCAN_LIMIT_S``, a
-copy older than the margin, a copy stamped by a host whose clock is more than the margin behind,
-a copy naming a message that cannot be read again, a resume from a recovery backup older than
-the published position) is routed again, as before this existed.
+it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys: the copy's own,
+or, if the copy's key was cut to fit, the sha256 it gives of the whole one. What it misses (no
+published time yet, a read cut at ``SCAN_LIMIT_S``, a copy older than the margin, a copy stamped
+by a host whose clock is more than the margin behind, a copy naming a message that cannot be
+read again, a resume from a recovery backup older than the published position) is routed again,
+as before this existed.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ CLOCK_MARGIN_S = 60.0
 or hosts kept within this of each other."""
 SCAN_LIMIT_S = 60.0
 """The longest a start spends reading its tiers and DLQ (after a long stop, they hold every
-other stage's copies since)."""
+other stage's copies since), and again reading the messages their copies name."""
 
 SEEK_GAP = 1000
 """Messages between two a start must read again beyond which it seeks rather than reads on."""
@@ -104,6 +105,7 @@ class FailedResults:
 class _DeadCopy:
     at: Position
     offset: int
+    keys: Keys
     value: bytes | None
     info: FailureInfo | None
 
@@ -112,8 +114,14 @@ class _DeadCopy:
 class _Scan:
     copies: dict[Position, dict[int, Keys]] = field(default_factory=dict)
     """Per input partition, the offsets copies name, with the keys they accept."""
-    found: dict[Position, set[int]] = field(default_factory=dict)
-    """Those whose message has one of its copy's keys (``RoutedLedger._confirmed``)."""
+    read: dict[Position, dict[int, str]] = field(default_factory=dict)
+    """The key digest of each of those messages, read again (``RoutedLedger._confirmed``)."""
+
+    def believed(self, at: Position, offset: int, keys: Keys) -> bool:
+        """Whether the message at ``offset`` was read again and has one of ``keys``."""
+        digest = self.read.get(at, {}).get(offset)
+        return digest is not None and digest in keys
+
     dead: list[_DeadCopy] = field(default_factory=list)
     failed_media: set[str] = field(default_factory=set)
 
@@ -185,7 +193,12 @@ class RoutedLedger:
                 started = time.monotonic()
                 scan = self._scan()
                 self._send_missing_results(scan)
-                self._found = {p: frozenset(offsets) for p, offsets in scan.found.items()}
+                self._found = {
+                    at: frozenset(
+                        offset for offset, keys in copies.items() if scan.believed(at, offset, keys)
+                    )
+                    for at, copies in scan.copies.items()
+                }
                 if self._found:
                     log.info(
                         "%d message(s) already routed by an earlier run, found in %.1fs; "
@@ -201,7 +214,7 @@ class RoutedLedger:
             return
         missing: list[UploadResult] = []
         for dead in scan.dead:
-            if dead.offset not in scan.found.get(dead.at, set()):  # its message not confirmed
+            if not scan.believed(dead.at, dead.offset, dead.keys):  # not a copy of its message
                 continue
             try:
                 media = self._results.model.from_json(dead.value)
@@ -249,16 +262,16 @@ class RoutedLedger:
                 "enable.partition.eof": True,
             }
         )
-        deadline = time.monotonic() + self._scan_limit_s
         try:
-            published = self._published(consumer)
+            inputs = {(t, p) for t in self._inputs for p in self._partitions(consumer, t)}
+            published = self._published(consumer, inputs)
             times = [p.snapshot_at for p in published.values() if p.snapshot_at is not None]
             if not times:
                 return _Scan()
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
             until_ms = int((max(times) + REFRESH_S + 2 * CLOCK_MARGIN_S) * 1000)
-            scan = self._copies(consumer, since_ms, until_ms, deadline)
-            scan.found = self._confirmed(consumer, scan.copies, deadline)
+            scan = self._copies(consumer, since_ms, until_ms, frozenset(inputs))
+            scan.read = self._read_again(consumer, scan.copies)
             return scan
         except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
             log.warning("earlier routings not read (%s); they may be routed again", exc)
@@ -266,16 +279,19 @@ class RoutedLedger:
         finally:
             consumer.close()
 
-    def _published(self, consumer: Consumer) -> dict[Position, CommittedPosition]:
+    def _published(
+        self, consumer: Consumer, inputs: set[Position]
+    ) -> dict[Position, CommittedPosition]:
         published: dict[Position, CommittedPosition] = {}
         for topic in self._inputs:
-            for partition, position in committed_positions(
-                consumer, topic, self._partitions(consumer, topic)
-            ).items():
+            partitions = sorted(p for t, p in inputs if t == topic)
+            for partition, position in committed_positions(consumer, topic, partitions).items():
                 published[(topic, partition)] = position
         return published
 
-    def _copies(self, consumer: Consumer, since_ms: int, until_ms: int, deadline: float) -> _Scan:
+    def _copies(
+        self, consumer: Consumer, since_ms: int, until_ms: int, inputs: frozenset[Position]
+    ) -> _Scan:
         """The copies written from ``since_ms`` to ``until_ms``: the earlier run's span, from
         its oldest published snapshot to past its newest (it published at least every
         ``REFRESH_S`` while it ran), however long it has been stopped since."""
@@ -298,6 +314,7 @@ class RoutedLedger:
         if not ends:
             return scan
         consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in ends])
+        deadline = time.monotonic() + self._scan_limit_s
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
                 at = (str(msg.topic()), int(msg.partition() or 0))
@@ -313,7 +330,7 @@ class RoutedLedger:
                 if offset >= last - 1:
                     del ends[at]  # its span read (anything past it came in the same fetch)
                 if offset < last:
-                    self._note(scan, msg)
+                    self._note(scan, msg, inputs)
         if ends:
             log.warning(
                 "earlier routings not all read within %.0fs (%s left); those may be routed again",
@@ -322,7 +339,7 @@ class RoutedLedger:
             )
         return scan
 
-    def _note(self, scan: _Scan, msg: Message) -> None:
+    def _note(self, scan: _Scan, msg: Message, inputs: frozenset[Position]) -> None:
         """What one message read tells: a copy read past, or a file's failed result."""
         headers = raw_headers(msg) or []
         if self._results is not None and msg.topic() == self._results.topic:
@@ -334,27 +351,36 @@ class RoutedLedger:
                 scan.failed_media.add(result.media_id)
             return
         position = _read_at(headers)
-        if position is None or position[0] not in self._inputs:
+        if position is None:
             return
         topic, partition, read = position
-        keys = {key_digest(msg.key())}
-        whole = _header(headers, ORIGINAL_KEY_SHA256_HEADER)  # the key was cut to fit
-        if whole is not None:
-            keys.add(whole.decode("ascii", "replace"))
+        if (topic, partition) not in inputs or read < 0:  # names none of the stage's messages
+            return
+        keys = frozenset(
+            {
+                key_digest(msg.key()),
+                *(  # the whole key's, when it was cut to fit
+                    value.decode("ascii", "replace")
+                    for name, value in headers
+                    if name == ORIGINAL_KEY_SHA256_HEADER and value is not None
+                ),
+            }
+        )
         found = scan.copies.setdefault((topic, partition), {})
         found[read] = found.get(read, frozenset()) | keys
         if msg.topic() == self._dlq:
-            scan.dead.append(_DeadCopy((topic, partition), read, msg.value(), _failure(headers)))
+            dead = _DeadCopy((topic, partition), read, keys, msg.value(), _failure(headers))
+            scan.dead.append(dead)
 
-    def _confirmed(
-        self, consumer: Consumer, copies: dict[Position, dict[int, Keys]], deadline: float
-    ) -> dict[Position, set[int]]:
-        """The offsets ``copies`` name whose message is there with one of its copy's keys. Any
-        offset: a task a step held in its recovery state lies below the published position."""
-        confirmed: dict[Position, set[int]] = {}
-        if not copies:
-            return confirmed
+    def _read_again(
+        self, consumer: Consumer, copies: dict[Position, dict[int, Keys]]
+    ) -> dict[Position, dict[int, str]]:
+        """The key digest of each message ``copies`` name, read again (any offset: a task a step
+        held in its recovery state lies below the published position). One the client cannot
+        read, or no longer there, is left out: its copy is not believed."""
+        read: dict[Position, dict[int, str]] = {}
         ahead: dict[Position, list[int]] = {}
+        deadline = time.monotonic() + self._scan_limit_s
         for (topic, partition), offsets in copies.items():
             low, high = watermarks(consumer, TopicPartition(topic, partition))
             there = sorted(o for o in offsets if low <= o < high)
@@ -362,25 +388,36 @@ class RoutedLedger:
                 ahead[(topic, partition)] = there
         if ahead:
             consumer.assign([TopicPartition(t, p, there[0]) for (t, p), there in ahead.items()])
+        tried: dict[Position, int] = {}
         while ahead and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
-                at = (str(msg.topic()), int(msg.partition() or 0))
+                number, offset = msg.partition(), msg.offset()
+                at = (str(msg.topic()), number if number is not None else -1)
                 wanted = ahead.get(at)
                 if wanted is None:
                     continue
-                offset = msg.offset()
-                if msg.error() is not None or offset is None:  # a message not to be read again
+                error = msg.error()
+                if error is not None and (
+                    error.code() == KafkaError._PARTITION_EOF or offset is None or offset < 0
+                ):
                     del ahead[at]
                     continue
-                while wanted and wanted[0] < offset:  # gone (compacted, deleted): not confirmed
-                    wanted.pop(0)
-                if wanted and wanted[0] == offset:
-                    if key_digest(msg.key()) in copies[at][offset]:
-                        confirmed.setdefault(at, set()).add(offset)
-                    wanted.pop(0)
+                if offset is None:
+                    continue
+                if error is not None:  # unreadable (a damaged batch): skip what it hides
+                    passed = max(offset, tried.get(at, -1))
+                    while wanted and wanted[0] <= passed:
+                        wanted.pop(0)
+                elif wanted[0] <= offset:
+                    while wanted and wanted[0] < offset:  # gone (compacted): not believed
+                        wanted.pop(0)
+                    if wanted and wanted[0] == offset:
+                        read.setdefault(at, {})[offset] = key_digest(msg.key())
+                        wanted.pop(0)
                 if not wanted:
                     del ahead[at]
-                elif wanted[0] - offset > SEEK_GAP:
+                elif error is not None or wanted[0] - offset > SEEK_GAP:
+                    tried[at] = wanted[0]
                     consumer.seek(TopicPartition(at[0], at[1], wanted[0]))
         if ahead:
             log.warning(
@@ -389,7 +426,7 @@ class RoutedLedger:
                 self._scan_limit_s,
                 ", ".join(f"{t}[{p}]" for t, p in sorted(ahead)),
             )
-        return confirmed
+        return read
 
     @staticmethod
     def _offsets_at(

@@ -109,10 +109,14 @@ def junk(draw: st.DrawFn, placed: list[Placed]) -> Junk:
             hostile_envelopes(),
         )
     )
+    source = task.record.topic
     read_at = draw(
         st.one_of(
             st.none(),
             _positions,
+            st.tuples(  # the stage's input, at a partition it has not
+                st.sampled_from([-1, 2, 99, 2**31, 2**63]), st.integers(-1, TASKS)
+            ).map(lambda p: f"{p[0]}:{p[1]}:{source}".encode()),
             st.just(task.read_at),  # names a real task: under any key but its own
             st.sampled_from(placed).map(lambda other: other.read_at),
         )

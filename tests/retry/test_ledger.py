@@ -24,6 +24,7 @@ from claimx_flow.routing.ledger import CLOCK_MARGIN_S, SEEK_GAP, FailedResults, 
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import SourcedDownload
 from dataflows.download import unless_routed
+from tests import kafka_damage
 from tests.dlq.helpers import read_all
 
 
@@ -250,7 +251,8 @@ def test_a_copy_is_believed_only_for_the_message_it_names(
 ) -> None:
     """Anything can be written to a route topic: a copy is read past only if the message at the
     position it names is there and has its key (or, for a key cut to fit, the sha256 it gives).
-    Messages far apart are reached by seeking, not by reading all between."""
+    A copy naming no partition of the input (one past an int32 included) is left, and the
+    others are still read past. Offsets far apart are both reached."""
     source, _, dlq = topics
     group = f"g-{source}"
     publish(kafka_settings, group, source, {0: 0, 1: 0}, time.time() - 5)
@@ -266,8 +268,86 @@ def test_a_copy_is_believed_only_for_the_message_it_names(
     copy(producer, dlq, f"0:99:{source}".encode(), key=b"k5")  # past the partition's end
     copy(producer, dlq, f"1:0:{source}".encode(), key=None)
     copy(producer, dlq, f"1:{3 * SEEK_GAP - 1}:{source}".encode(), key=b"far")
+    for partition in (-1, 2, 2**31, 2**63):
+        copy(producer, dlq, f"{partition}:1:{source}".encode(), key=b"k1")
+    copy(producer, dlq, f"0:-1:{source}".encode(), key=b"k1")
     assert producer.flush(30) == 0
 
     ledger = RoutedLedger(client_config(kafka_settings), group, [source], [dlq])
     assert ledger(source, 0) == {1, 3}
     assert ledger(source, 1) == {0, 3 * SEEK_GAP - 1}
+
+
+def test_a_copy_whose_key_was_cut_to_fit_is_believed_by_the_sha256_it_gives(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """A copy too large for the DLQ keeps the head of its key and says the whole key's sha256
+    (``FailureRouter._truncated``): the start compares that."""
+    source, _, dlq = topics
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    key = b"k" * 5000
+    fill(producer, source, 0, [key])
+    router = FailureRouter("ingest", dlq, max_message_bytes=4000)
+    out = router.route(
+        KafkaRecord(source, 0, 0, None, key, b"v" * 3000),
+        reason="too large",
+        error_class="MalformedMessageError",
+        category=ErrorCategory.PERMANENT,
+    )
+    assert out.key is not None and len(out.key) < len(key)
+    producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers)
+    assert producer.flush(30) == 0
+    assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {0}
+
+
+def test_a_dead_letter_copy_under_another_key_sends_no_failed_result(
+    kafka_settings: Settings, topics: tuple[str, str, str], make_topic: Callable[..., str]
+) -> None:
+    """A genuine copy makes its message read past; a junk DLQ copy naming the same position
+    under another key, holding another file's task, does not make that file's result."""
+    source, _, dlq = topics
+    results_topic = make_topic(partitions=2)
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [media_task("routed").kafka_key])
+    media_copy(producer, dlq, source, 0, "routed")
+    other = media_task("other")
+    producer.produce(
+        dlq,
+        key=b"not the routed task's key",
+        value=other.to_json(),
+        headers=[(READ_AT_HEADER, f"0:0:{source}".encode())],
+    )
+    assert producer.flush(30) == 0
+    ledger = RoutedLedger(
+        client_config(kafka_settings),
+        group,
+        [source],
+        [dlq],
+        dlq=dlq,
+        results=FailedResults(results_topic, DownloadTask, producer_config(kafka_settings)),
+    )
+    assert ledger(source, 0) == {0}
+    results = read_all(kafka_settings.kafka_bootstrap_servers, results_topic)
+    assert [UploadResult.from_json(m.value).media_id for m in results] == ["routed"]
+
+
+def test_a_message_the_client_cannot_read_again_is_passed_and_those_after_it_believed(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """A damaged batch in the input (``tests/kafka_damage.py``): its messages' copies cannot be
+    compared and are not believed; the start reads on past it to the copies after it."""
+    source, _, dlq = topics
+    group = f"g-{source}"
+    kafka_damage.fill(kafka_settings, source, [b"g0", b"g4", b"g5"], lost=3)
+    kafka_damage.damage_lost(kafka_settings, source, 3)
+    publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    copy(producer, dlq, f"0:0:{source}".encode(), key=b"g0")
+    copy(producer, dlq, f"0:2:{source}".encode(), key=b"lost")
+    copy(producer, dlq, f"0:5:{source}".encode(), key=b"g5")
+    assert producer.flush(30) == 0
+    assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {0, 5}
