@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -58,6 +59,13 @@ poison_settings = settings(
     ),
     print_blob=True,
 )
+
+
+def runs_within(per_run_s: float) -> pytest.MarkDecorator:
+    """A property's time limit: ``per_run_s`` for each of its ``RUNS`` (more when exploring),
+    never below the suite's 300 s."""
+    return pytest.mark.timeout(max(300, int(per_run_s * RUNS) + 60))
+
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 MAX_PRODUCE_BYTES = 64 * 1024 * 1024

@@ -43,7 +43,7 @@ from claimx_flow.routing.failures import (
 from claimx_flow.routing.tiers import download_ladder
 from tests.isolation import isolated_settings
 from tests.poison.checks import Findings
-from tests.poison.harness import Read, poison_settings, read_topic, run_stage_process
+from tests.poison.harness import Read, poison_settings, read_topic, run_stage_process, runs_within
 from tests.poison.strategies import header_names, header_values, hostile_envelopes, keys
 from tests.procedures.test_routed_once import MediaHost
 from tests.procedures.test_routed_once import tasks as media_tasks
@@ -209,6 +209,7 @@ def results(reads: list[Read]) -> list[UploadResult]:
     return found
 
 
+@runs_within(180)
 @poison_settings
 @given(data=st.data())
 def test_junk_in_the_route_topics_makes_a_start_read_past_only_genuine_copies(
