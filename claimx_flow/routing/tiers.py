@@ -142,14 +142,14 @@ def release_time(record: KafkaRecord, tier: Tier) -> datetime:
 
 
 def _floor(record: KafkaRecord, tier: Tier) -> datetime:
-    """The tier's delay after the message was written; now when it has no timestamp, or one no
-    datetime can hold (a producer's clock may write anything, and a stage that raised on it
-    would stop at the same message on every start). A message cannot have been written after
-    it is read: a timestamp ahead of this clock (a producer's clock gone wrong) counts as now,
-    or it would hold its partition, and every message behind it, until then."""
+    """The tier's delay after the message was written. A message cannot have been written after
+    it is read, so one whose timestamp is ahead of this clock (a producer's clock gone wrong)
+    counts as written now, or it would hold its partition, and every message behind it, until
+    then; so does one with no timestamp, or one no datetime can hold (a stage that raised on
+    it would stop at the same message on every start)."""
     now = datetime.now(UTC)
     written = record.created_at
-    return now if written is None else due_time(tier, min(written, now))
+    return due_time(tier, now if written is None else min(written, now))
 
 
 def _header_due(record: KafkaRecord) -> datetime | None:

@@ -40,6 +40,7 @@ from tests.poison.harness import (
     poison_settings,
     produce_exact,
     read_topic,
+    runs_within,
     set_topic_config,
     table,
     unreadable_timestamps,
@@ -217,6 +218,7 @@ def check_workload(run: Pipeline, settings: Settings, work: Workload) -> Finding
     return findings
 
 
+@runs_within(250)
 @hypothesis_settings(poison_settings, max_examples=max(1, RUNS // 2))
 @given(
     cases=project_cases(4, max_files=3, bodies=True),

@@ -35,6 +35,7 @@ from tests.poison.harness import (
     read_topic,
     read_topics,
     run_stage_process,
+    runs_within,
     table,
     unreadable_timestamps,
 )
@@ -208,6 +209,7 @@ def served_hostile(sim: RunningSimulator) -> int:
     return sum(n for kind, n in sim.stats.faults.items() if kind.startswith("hostile:"))
 
 
+@runs_within(150)
 @poison_settings
 @given(cases=project_cases(PROJECTS))
 def test_every_enrichment_task_lands_or_fails_alone_whatever_the_api_answers(
@@ -230,6 +232,7 @@ def test_every_enrichment_task_lands_or_fails_alone_whatever_the_api_answers(
     findings.check()
 
 
+@runs_within(150)
 @poison_settings
 @given(cases=unfit_beside_contactless(), order=st.randoms(use_true_random=False))
 def test_an_unfit_project_fails_alone_beside_projects_without_contacts(

@@ -51,6 +51,7 @@ from tests.poison.harness import (
     produce_exact,
     read_topic,
     run_stage_process,
+    runs_within,
     set_topic_config,
     table,
 )
@@ -257,6 +258,7 @@ def check_ingest(
     findings.check()
 
 
+@runs_within(150)
 @poison_settings
 @given(batch=st.lists(raw_records(), min_size=BATCH, max_size=BATCH))
 def test_every_raw_record_ends_in_claimx_events_or_the_events_dlq(

@@ -52,6 +52,7 @@ from tests.poison.harness import (
     read_topic,
     read_topics,
     run_stage_process,
+    runs_within,
     table,
 )
 from tests.poison.hostile_plans import BAD_BODIES, BAD_URLS
@@ -456,6 +457,7 @@ def media_sim(simulator: RunningSimulator) -> RunningSimulator:
     return simulator
 
 
+@runs_within(150)
 @poison_settings
 @given(data=st.data())
 def test_every_media_file_ends_uploaded_or_in_the_download_dlq(
