@@ -44,6 +44,7 @@ from claimx_flow.kafka.records import (
     RecordBatch,
     raw_headers,
 )
+from claimx_flow.kafka.unreadable import lost_offset
 from operators import shutdown
 
 log = logging.getLogger(__name__)
@@ -217,36 +218,15 @@ def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int
     )[partition]
 
 
-LOST_MESSAGE_ERRORS = frozenset(
-    {KafkaError._BAD_COMPRESSION, KafkaError._BAD_MSG, KafkaError._NOT_IMPLEMENTED}
-)
-"""What librdkafka reports for a message it holds and cannot give: a batch it cannot
-decompress, a record it cannot parse, a codec it lacks. Its other errors at an offset (a topic
-not authorised, a fetch that failed) are about the fetch: the message there comes once the
-fetch works, and reading on past it would lose it."""
-
-
 def unreadable_next(
     msg: Message, error: KafkaError, topic: str, partition: int, next_offset: int
 ) -> KafkaRecord | None:
     """A message the client could not read (corrupt, not decompressible) as a record with its
     ``error``, so the stage can dead-letter it, for a reader that seeks past each one it takes;
-    None for errors that are about no message.
-
-    librdkafka (2.16) never moves past a message it cannot read: it fetches the same batch
-    again and reports the same error, at the batch's first offset, until the reader seeks past
-    it. A compressed batch that cannot be decompressed loses every record in it, and a fetch
-    from inside it (``next_offset``, the first offset not yet read: after a seek past its first
-    record, or a restart from a snapshot) reports the batch's first offset again. That one is
-    already behind the reader; the record lost is ``next_offset``. So the record is placed at
-    the later of the two, and the reader, seeking past each in turn, takes every offset of the
-    batch once. A negative ``next_offset`` (a logical one: nothing read yet) places it where
-    Kafka says."""
-    offset = msg.offset()
-    if offset is None or offset < 0 or error.code() not in LOST_MESSAGE_ERRORS:
+    None for errors that are about no message. Where it is: ``claimx_flow.kafka.unreadable``."""
+    offset = lost_offset(msg, error, next_offset)
+    if offset is None:
         return None
-    if next_offset >= 0 and offset < next_offset:
-        offset = next_offset
     return KafkaRecord(topic, partition, offset, None, msg.key(), None, error=error.str())
 
 

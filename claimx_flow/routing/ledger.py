@@ -18,14 +18,15 @@ are checked the same way (``sent``).
 A media file's DLQ copy has a failed result beside it in ``claimx.downloads.results``, sent just
 before it to another topic: a crash between their two confirmations can keep the copy and lose
 the result. So a media stage's start reads the results topic over the same span too, and sends
-the failed result again for each DLQ copy it reads past that has none there (the results stage
-counts a file once).
+the failed result again for each DLQ copy it believes (below) that has none there (the results
+stage counts a file once).
 
 It can miss, never lose: a message is read past only because its own copy is in Kafka. A copy
 only names a position, and anything can be written to a route topic (a foreign producer, a topic
 deleted and made again, its offsets from 0), so before believing one the start reads the message
-it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys: the copy's own,
-or, if the copy's key was cut to fit, the sha256 it gives of the whole one. What it misses (no
+it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys (``identity``; for
+a message without one, its value): the copy's own, or, if the copy's was cut to fit, the sha256
+it gives of the whole one. What it misses (no
 published time yet, a read cut at ``SCAN_LIMIT_S``, a copy older than the margin, a copy stamped
 by a host whose clock is more than the margin behind, a copy naming a message that cannot be
 read again, a resume from a recovery backup older than the published position) is routed again,
@@ -38,7 +39,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from claimx_flow.kafka.clients import client_config, produce_or_wait, producer_c
 from claimx_flow.kafka.positions import REFRESH_S, CommittedPosition, committed_positions
 from claimx_flow.kafka.records import KafkaRecord, raw_headers
 from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, watermarks
+from claimx_flow.kafka.unreadable import lost_offset
 from claimx_flow.models import (
     CachedDownload,
     DownloadTask,
@@ -63,6 +65,7 @@ from claimx_flow.models import (
 from claimx_flow.models.messages import DownloadFields
 from claimx_flow.routing.failures import (
     ORIGINAL_KEY_SHA256_HEADER,
+    ORIGINAL_SHA256_HEADER,
     READ_AT_HEADER,
     failed_result,
     read_position,
@@ -82,7 +85,7 @@ SEEK_GAP = 1000
 
 Position = tuple[str, int]
 Keys = frozenset[str]
-"""The key digests (``key_digest``) a copy accepts for the message it names."""
+"""The identities (``identity``) a copy accepts for the message it names."""
 MEDIA_MODELS: dict[str, type[DownloadFields]] = {"download": DownloadTask, "upload": CachedDownload}
 """What a media stage reads, and so what its DLQ copies hold."""
 
@@ -115,12 +118,12 @@ class _Scan:
     copies: dict[Position, dict[int, Keys]] = field(default_factory=dict)
     """Per input partition, the offsets copies name, with the keys they accept."""
     read: dict[Position, dict[int, str]] = field(default_factory=dict)
-    """The key digest of each of those messages, read again (``RoutedLedger._confirmed``)."""
+    """The identity of each of those messages, read again (``RoutedLedger._read_again``)."""
 
     def believed(self, at: Position, offset: int, keys: Keys) -> bool:
         """Whether the message at ``offset`` was read again and has one of ``keys``."""
-        digest = self.read.get(at, {}).get(offset)
-        return digest is not None and digest in keys
+        found = self.read.get(at, {}).get(offset)
+        return found is not None and found in keys
 
     dead: list[_DeadCopy] = field(default_factory=list)
     failed_media: set[str] = field(default_factory=set)
@@ -313,29 +316,18 @@ class RoutedLedger:
                 ends[position] = end
         if not ends:
             return scan
-        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in ends])
-        deadline = time.monotonic() + self._scan_limit_s
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                at = (str(msg.topic()), int(msg.partition() or 0))
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        ends.pop(at, None)
-                    continue
-                offset = msg.offset()
-                last = ends.get(at)
-                if last is None or offset is None:
-                    continue
-                if offset >= last - 1:
-                    del ends[at]  # its span read (anything past it came in the same fetch)
-                if offset < last:
-                    self._note(scan, msg, inputs)
-        if ends:
+        walk = _Walk(consumer, {at: starts[at] for at in ends})
+        for at, offset, msg in walk.read(time.monotonic() + self._scan_limit_s):
+            last = ends[at]
+            if offset < last and msg is not None:
+                self._note(scan, msg, inputs)
+            if offset >= last - 1:
+                walk.close(at)  # its span read (anything past it came in the same fetch)
+        if walk.left:
             log.warning(
                 "earlier routings not all read within %.0fs (%s left); those may be routed again",
                 self._scan_limit_s,
-                ", ".join(f"{t}[{p}]" for t, p in sorted(ends)),
+                ", ".join(f"{t}[{p}]" for t, p in walk.left),
             )
         return scan
 
@@ -356,16 +348,7 @@ class RoutedLedger:
         topic, partition, read = position
         if (topic, partition) not in inputs or read < 0:  # names none of the stage's messages
             return
-        keys = frozenset(
-            {
-                key_digest(msg.key()),
-                *(  # the whole key's, when it was cut to fit
-                    value.decode("ascii", "replace")
-                    for name, value in headers
-                    if name == ORIGINAL_KEY_SHA256_HEADER and value is not None
-                ),
-            }
-        )
+        keys = _copy_identities(msg.key(), msg.value(), headers)
         found = scan.copies.setdefault((topic, partition), {})
         found[read] = found.get(read, frozenset()) | keys
         if msg.topic() == self._dlq:
@@ -375,56 +358,37 @@ class RoutedLedger:
     def _read_again(
         self, consumer: Consumer, copies: dict[Position, dict[int, Keys]]
     ) -> dict[Position, dict[int, str]]:
-        """The key digest of each message ``copies`` name, read again (any offset: a task a step
-        held in its recovery state lies below the published position). One the client cannot
-        read, or no longer there, is left out: its copy is not believed."""
+        """The identity (``identity``) of each message ``copies`` name, read again (any offset:
+        a task a step held in its recovery state lies below the published position). One the
+        client cannot give, or no longer there, is left out: its copy is not believed."""
         read: dict[Position, dict[int, str]] = {}
         ahead: dict[Position, list[int]] = {}
-        deadline = time.monotonic() + self._scan_limit_s
         for (topic, partition), offsets in copies.items():
             low, high = watermarks(consumer, TopicPartition(topic, partition))
             there = sorted(o for o in offsets if low <= o < high)
             if there:
                 ahead[(topic, partition)] = there
-        if ahead:
-            consumer.assign([TopicPartition(t, p, there[0]) for (t, p), there in ahead.items()])
-        tried: dict[Position, int] = {}
-        while ahead and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                number, offset = msg.partition(), msg.offset()
-                at = (str(msg.topic()), number if number is not None else -1)
-                wanted = ahead.get(at)
-                if wanted is None:
-                    continue
-                error = msg.error()
-                if error is not None and (
-                    error.code() == KafkaError._PARTITION_EOF or offset is None or offset < 0
-                ):
-                    del ahead[at]
-                    continue
-                if offset is None:
-                    continue
-                if error is not None:  # unreadable (a damaged batch): skip what it hides
-                    passed = max(offset, tried.get(at, -1))
-                    while wanted and wanted[0] <= passed:
-                        wanted.pop(0)
-                elif wanted[0] <= offset:
-                    while wanted and wanted[0] < offset:  # gone (compacted): not believed
-                        wanted.pop(0)
-                    if wanted and wanted[0] == offset:
-                        read.setdefault(at, {})[offset] = key_digest(msg.key())
-                        wanted.pop(0)
-                if not wanted:
-                    del ahead[at]
-                elif error is not None or wanted[0] - offset > SEEK_GAP:
-                    tried[at] = wanted[0]
-                    consumer.seek(TopicPartition(at[0], at[1], wanted[0]))
-        if ahead:
+        if not ahead:
+            return read
+        walk = _Walk(consumer, {at: wanted[0] for at, wanted in ahead.items()})
+        for at, offset, msg in walk.read(time.monotonic() + self._scan_limit_s):
+            wanted = ahead[at]
+            while wanted and wanted[0] < offset:  # gone (compacted): not believed
+                wanted.pop(0)
+            if wanted and wanted[0] == offset:
+                if msg is not None:
+                    read.setdefault(at, {})[offset] = identity(msg.key(), msg.value())
+                wanted.pop(0)
+            if not wanted:
+                walk.close(at)
+            elif msg is None or wanted[0] - offset > SEEK_GAP:
+                walk.seek(at, wanted[0])
+        if walk.left:
             log.warning(
                 "routed messages not all read again within %.0fs (%s left); "
                 "those may be routed again",
                 self._scan_limit_s,
-                ", ".join(f"{t}[{p}]" for t, p in sorted(ahead)),
+                ", ".join(f"{t}[{p}]" for t, p in walk.left),
             )
         return read
 
@@ -450,9 +414,81 @@ class RoutedLedger:
         return sorted(metadata.partitions)
 
 
-def key_digest(key: bytes | None) -> str:
-    """What a copy and the message it names must share (a null key is its own)."""
-    return "null" if key is None else hashlib.sha256(key).hexdigest()
+class _Walk:
+    """Partitions read from given offsets on, in offset order each, stepping past a message the
+    client cannot give (``claimx_flow.kafka.unreadable``), which librdkafka would otherwise
+    fetch again and again."""
+
+    def __init__(self, consumer: Consumer, starts: Mapping[Position, int]) -> None:
+        self._consumer = consumer
+        self._next = dict(starts)  # per partition, the first offset not yet read or passed
+        self._moved: set[Position] = set()
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+
+    @property
+    def left(self) -> list[Position]:
+        return sorted(self._next)
+
+    def close(self, at: Position) -> None:
+        self._next.pop(at, None)
+
+    def seek(self, at: Position, offset: int) -> None:
+        """Read ``at`` from ``offset`` on; what this fetch still holds from before is dropped."""
+        self._next[at] = offset
+        self._moved.add(at)
+        try:
+            self._consumer.seek(TopicPartition(at[0], at[1], offset))
+        except KafkaException as exc:  # a partition the client is stopping: nothing to read
+            log.debug("%s[%d]: seek refused: %s", at[0], at[1], exc)
+            self.close(at)
+
+    def read(self, deadline: float) -> Iterator[tuple[Position, int, Message | None]]:
+        """Each message read (None: one the client cannot give, already stepped past) until
+        every partition is closed (its end closes it) or ``deadline``."""
+        while self._next and time.monotonic() < deadline:
+            self._moved.clear()
+            for msg in self._consumer.consume(1000, 0.5):
+                number, offset = msg.partition(), msg.offset()
+                at = (str(msg.topic()), number if number is not None else -1)
+                if at not in self._next or at in self._moved:  # closed, or fetched before a seek
+                    continue
+                error = msg.error()
+                if error is None:
+                    if offset is not None:
+                        self._next[at] = offset + 1
+                        yield at, offset, msg
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    self.close(at)
+                else:
+                    lost = lost_offset(msg, error, self._next[at])
+                    if lost is not None:  # else about the fetch: it clears
+                        self.seek(at, lost + 1)
+                        yield at, lost, None
+
+
+def identity(key: bytes | None, value: bytes | None) -> str:
+    """What a copy and the message it names must share: the key, or, for a message without
+    one (raw events may come keyless), its value, which the stages routing keyless messages
+    (ingest, the retry stage) keep whole in the copy."""
+    if key is not None:
+        return _sha256(key)
+    return "null" if value is None else "value:" + _sha256(value)
+
+
+def _copy_identities(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]
+) -> Keys:
+    """The identities a copy accepts: its own, or the whole key's or value's it states when
+    that was cut to fit (every such header: a replayed copy may carry an earlier one too)."""
+    stated = ORIGINAL_KEY_SHA256_HEADER if key is not None else ORIGINAL_SHA256_HEADER
+    wholes = [v.decode("ascii", "replace") for n, v in headers if n == stated and v is not None]
+    return frozenset(
+        {identity(key, value), *(w if key is not None else "value:" + w for w in wholes)}
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _header(headers: list[tuple[str, bytes | None]], wanted: str) -> bytes | None:

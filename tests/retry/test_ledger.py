@@ -50,13 +50,15 @@ def copy(
     *,
     at_ms: int | None = None,
     key: bytes | None = b"k",
+    value: bytes = b"{}",
     headers: list[tuple[str, bytes]] | None = None,
+    partition: int = -1,
 ) -> None:
     sent = [("claimx.stage", b"enrich"), *(headers or [])]
     if read_at is not None:
         sent.append((READ_AT_HEADER, read_at))
     kwargs = {"timestamp": at_ms} if at_ms is not None else {}
-    producer.produce(topic, key=key, value=b"{}", headers=sent, **kwargs)
+    producer.produce(topic, key=key, value=value, headers=sent, partition=partition, **kwargs)
 
 
 def fill(producer: Producer, topic: str, partition: int, keys: list[bytes | None]) -> None:
@@ -258,15 +260,18 @@ def test_a_copy_is_believed_only_for_the_message_it_names(
     publish(kafka_settings, group, source, {0: 0, 1: 0}, time.time() - 5)
     producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
     fill(producer, source, 0, [f"k{i}".encode() for i in range(6)])
-    fill(producer, source, 1, [None, *[b"far"] * 3 * SEEK_GAP])
+    fill(producer, source, 1, [None, None, *[b"far"] * 3 * SEEK_GAP])
     long_key = b"k3"
     whole = hashlib.sha256(long_key).hexdigest().encode()
     copy(producer, dlq, f"0:1:{source}".encode(), key=b"k1")
     copy(producer, dlq, f"0:2:{source}".encode(), key=b"another message's key")
-    copy(producer, dlq, f"0:3:{source}".encode(), key=b"k", headers=[(KEY_SHA256, whole)])
+    stale = hashlib.sha256(b"a key from an earlier cut").hexdigest().encode()
+    headers = [(KEY_SHA256, stale), (KEY_SHA256, whole)]  # a replayed copy's, then its own
+    copy(producer, dlq, f"0:3:{source}".encode(), key=b"k", headers=headers)
     copy(producer, dlq, f"0:4:{source}".encode(), key=None)
     copy(producer, dlq, f"0:99:{source}".encode(), key=b"k5")  # past the partition's end
-    copy(producer, dlq, f"1:0:{source}".encode(), key=None)
+    copy(producer, dlq, f"1:0:{source}".encode(), key=None)  # keyless: its value decides
+    copy(producer, dlq, f"1:1:{source}".encode(), key=None, value=b"another message's value")
     copy(producer, dlq, f"1:{3 * SEEK_GAP - 1}:{source}".encode(), key=b"far")
     for partition in (-1, 2, 2**31, 2**63):
         copy(producer, dlq, f"{partition}:1:{source}".encode(), key=b"k1")
@@ -351,3 +356,33 @@ def test_a_message_the_client_cannot_read_again_is_passed_and_those_after_it_bel
     copy(producer, dlq, f"0:5:{source}".encode(), key=b"g5")
     assert producer.flush(30) == 0
     assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {0, 5}
+
+
+def test_copies_after_a_damaged_batch_in_a_route_topic_are_still_found(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """librdkafka fetches a batch it cannot decompress again and again: the span's read steps
+    past it to the copies behind it."""
+    source, _, dlq = topics
+    group = f"g-{source}"
+    publish(kafka_settings, group, source, {0: 0}, time.time() - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [b"k"] * 3)
+    packed = Producer(
+        {
+            "bootstrap.servers": kafka_settings.kafka_bootstrap_servers,
+            "compression.type": "gzip",
+            "linger.ms": 1000,
+        }
+    )
+    packed.list_topics(dlq, timeout=30)
+    copy(producer, dlq, f"0:0:{source}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    for _ in range(3):
+        packed.produce(dlq, key=b"lost", value=b"lost" * 50, partition=0)
+    assert packed.flush(30) == 0
+    copy(producer, dlq, f"0:2:{source}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    assert kafka_damage.damage_compressed_batches(kafka_settings, dlq, 0) == [1]
+    ledger = RoutedLedger(client_config(kafka_settings), group, [source], [dlq])
+    assert ledger(source, 0) == {0, 2}
