@@ -163,6 +163,7 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         self._held = {partition: _Held(offset) for partition, offset in offsets.items()}
         self._topic = topic
         self._progress = Progress(self._consumer, topic)
+        self._progress.started(offsets)
         self._due_at = due_at
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end

@@ -35,7 +35,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.positions import REFRESH_S, committed_positions, position_metadata
+from claimx_flow.kafka.positions import TIMEOUT_S as POSITIONS_TIMEOUT_S
 from claimx_flow.kafka.records import (
     UNREADABLE_HEADERS,
     Headers,
@@ -161,6 +163,41 @@ class Progress:
         self._snapshots: deque[tuple[dict[int, int], float]] = deque(maxlen=2)
         self._published: dict[int, tuple[int, float]] = {}
 
+    def started(self, offsets: Mapping[int, int]) -> None:
+        """Publish, with this start's time, where each partition that has no published time
+        yet starts (a group's first start, or the first after an upgrade), so that a crash
+        before the first snapshot is published still leaves the next start a time to read its
+        routings from. A partition with a time keeps it: an earlier run's, older, covers more.
+        Best effort: without it, that next start routes them again, as it would have."""
+        at = time.time()
+        try:
+            timed = committed_positions(self._consumer, self._topic, offsets)
+            starts = {
+                partition: offset if offset >= 0 else self._low(partition)
+                for partition, offset in offsets.items()
+                if (found := timed.get(partition)) is None or found.snapshot_at is None
+            }
+            if starts:
+                metadata = position_metadata(at)
+                self._consumer.commit(
+                    offsets=[
+                        TopicPartition(self._topic, p, o, metadata=metadata)
+                        for p, o in starts.items()
+                    ],
+                    asynchronous=True,
+                )
+        except (KafkaException, ClaimxError) as exc:
+            log.debug("start not published for %s: %s", self._topic, exc)
+            return
+        self._published.update({p: (o, at) for p, o in starts.items()})
+
+    def _low(self, partition: int) -> int:
+        """The partition's first offset: where a start from its beginning reads."""
+        low, _ = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, partition), timeout=POSITIONS_TIMEOUT_S, cached=False
+        )
+        return int(low)
+
     def snapshotted(self, offsets: Mapping[int, int]) -> None:
         """The partitions' offsets as this epoch's snapshot holds them."""
         self._snapshots.append((dict(offsets), time.time()))
@@ -280,6 +317,7 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._idle = False
         self._observer = observer
         self._progress = Progress(self._consumer, topic)
+        self._progress.started({partition: self._offset})
         self._sent_before = {offset for offset in sent_before if offset >= self._offset}
 
     def next_batch(self) -> list[KafkaRecord]:

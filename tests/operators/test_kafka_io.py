@@ -10,7 +10,7 @@ import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
@@ -181,14 +181,15 @@ def test_a_published_position_says_when_it_was_snapshotted_and_stays_recent(
     consumer = Consumer(consumer_config(kafka_settings, group_id=f"g-{topic}"))
     try:
 
-        def published() -> CommittedPosition:
+        def published(offset: int = 5) -> CommittedPosition:
             for _ in range(50):  # the commit is asynchronous
                 found = committed_positions(consumer, topic, [0])
-                if 0 in found:
+                if 0 in found and found[0].offset == offset:
                     return found[0]
                 time.sleep(0.1)
-            raise AssertionError("nothing published")
+            raise AssertionError(f"offset {offset} not published")
 
+        assert published(0).snapshot_at is not None  # where it starts (see the next test)
         before = time.time()
         assert _read_to(partition, 4) == [0, 1, 2, 3, 4]
         partition.snapshot()  # this epoch's position, published once the next is done
@@ -232,3 +233,44 @@ def test_a_partition_reads_past_the_offsets_sent_before(
         assert partition.snapshot() == 10  # the position moves on past what it read past
     finally:
         partition.close()
+
+
+def test_a_start_publishes_where_it_starts_only_where_no_time_is_published(
+    kafka_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    """A crash before the first snapshot is published must leave the next start a time to read
+    the routings of the crashed run from (``routing.ledger``); a time already published, an
+    earlier run's, is kept, since it covers more."""
+    topic = make_topic(partitions=2)
+    _fill(kafka_settings, topic, 6)
+    group = f"g-{topic}"
+    consumer = Consumer(consumer_config(kafka_settings, group_id=group))
+    # partition 1: a position published by other means (an upgrade from before times)
+    consumer.commit(offsets=[TopicPartition(topic, 1, 2)], asynchronous=False)
+    source = KafkaInput(client_config(kafka_settings), group, [topic])
+
+    def published() -> dict[int, CommittedPosition]:
+        for _ in range(50):  # the commit is asynchronous
+            found = committed_positions(consumer, topic, [0, 1])
+            if all(p in found and found[p].snapshot_at is not None for p in (0, 1)):
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"no start published: {found}")
+
+    try:
+        before = time.time()
+        parts = [source.partition(f"{p}-{topic}", None) for p in (0, 1)]
+        first = published()
+        assert (first[0].offset, first[1].offset) == (0, 2)  # the beginning; the group's
+        assert all(before <= (first[p].snapshot_at or 0) <= time.time() for p in (0, 1))
+        for part in parts:
+            part.close()
+
+        time.sleep(0.05)
+        parts = [source.partition(f"{p}-{topic}", None) for p in (0, 1)]
+        time.sleep(1)  # what it would have published by now
+        assert published() == first  # an earlier run's time is kept
+    finally:
+        for part in parts:
+            part.close()
+        consumer.close()

@@ -129,6 +129,33 @@ def test_a_message_dead_lettered_before_a_kill_is_dead_lettered_once(
         stop(stage)
 
 
+def test_a_first_run_killed_before_its_first_snapshot_is_published_routes_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A group's very first run: what it routed before a kill that came ahead of its first
+    published snapshot is found by the start's own published time."""
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
+    bootstrap, dlq = settings.kafka_bootstrap_servers, settings.claimx_events_dlq_topic
+    poison = [(f"poison-{i}", f"not an event {i}") for i in range(10)]
+    produce(settings, poison)
+    log = tmp_path / "ingest.log"
+    stage = bare("ingest", settings, log)
+    try:
+        wait_until(lambda: len(read_all(bootstrap, dlq)) >= len(poison), "the DLQ copies")
+        stage.kill()
+        stage.wait(30)
+        first = read_all(bootstrap, dlq)
+        assert_read_again(first, settings, "ingest", settings.claimx_events_topic)
+
+        stage = bare("ingest", settings, log)
+        wait_until(lambda: caught_up(settings, "ingest"), "the restart to publish the end")
+        copies = read_all(bootstrap, dlq)
+        assert sorted(read_at(c) for c in copies) == sorted(read_at(c) for c in first)
+        assert len(copies) == len(poison)
+    finally:
+        stop(stage)
+
+
 class MediaHost:
     """A real HTTP media host: ``/ok/<id>`` always serves the file; ``/gone/<id>`` answers 404
     until ``restored``."""
