@@ -49,7 +49,10 @@ def test_help_loads_no_sub_command() -> None:
     assert "claimx_flow.lab" not in loaded and "_cmd" not in loaded and "dlq" not in loaded
 
 
-@pytest.mark.parametrize("command", [["lag"], ["check"]])
+@pytest.mark.parametrize(
+    "command",
+    [["lag"], ["check"], ["simulate", "events", "--count", "5", "--topic", "claimx.events"]],
+)
 def test_an_unreachable_broker_is_one_red_line_and_exit_2(
     command: list[str], tmp_path: Path
 ) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TextIO
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
-from claimx_flow.kafka.clients import produce_or_wait, producer_config
+from claimx_flow.kafka.clients import failure_reason, produce_or_wait, producer_config
+from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S
 
 _WRITE_BATCH = 4096
 
@@ -42,8 +43,16 @@ def write_lines(lines: Iterable[tuple[str, str]], out: TextIO) -> int:
 def produce_lines(
     lines: Iterable[tuple[str, str]], topic: str, settings: Settings, flush_timeout_s: float = 60
 ) -> int:
-    """Produce each line keyed by its project id; fails unless every one was acknowledged."""
+    """Produce each line keyed by its project id; fails unless every one was acknowledged,
+    and at once on a broker it cannot reach (rather than after the whole flush timeout)."""
     producer = Producer(producer_config(settings))
+    try:
+        producer.list_topics(topic, timeout=ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        raise EventDeliveryError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: "
+            f"{failure_reason(producer, exc)}"
+        ) from None
     failures: list[str] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:
