@@ -45,7 +45,6 @@ from operators.kafka import (
     fatal_or_logged,
     record_of,
     seek_past,
-    starting_offsets,
     unreadable_next,
 )
 
@@ -149,7 +148,8 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         sent_before: SentBefore | None = None,
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
-        offsets = starting_offsets(self._consumer, topic, partitions, resumed or {})
+        self._progress = Progress(self._consumer, topic)
+        offsets = self._progress.start(partitions, resumed or {})
         self._sent_before = (
             {
                 partition: {o for o in sent_before(topic, partition) if o >= offset}
@@ -162,8 +162,6 @@ class DueTimeTopic(StatefulSourcePartition[KafkaRecord, Positions]):
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
         self._held = {partition: _Held(offset) for partition, offset in offsets.items()}
         self._topic = topic
-        self._progress = Progress(self._consumer, topic)
-        self._progress.started(offsets)
         self._due_at = due_at
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end

@@ -163,30 +163,52 @@ class Progress:
         self._snapshots: deque[tuple[dict[int, int], float]] = deque(maxlen=2)
         self._published: dict[int, tuple[int, float]] = {}
 
-    def started(self, offsets: Mapping[int, int]) -> None:
-        """Publish, with this start's time, where each partition that has no published time
-        yet starts (a group's first start, or the first after an upgrade), so that a crash
-        before the first snapshot is published still leaves the next start a time to read its
-        routings from. A partition with a time keeps it: an earlier run's, older, covers more.
-        Best effort: without it, that next start routes them again, as it would have."""
+    def start(self, partitions: Iterable[int], resumed: Mapping[int, int]) -> dict[int, int]:
+        """Where each partition starts: the recovery snapshot's offset when there is one; else
+        the group's published offset; else the beginning of the partition.
+
+        The group's positions are read once for both jobs. Where a partition has no published
+        time yet (a group's first start, or the first after an upgrade), its start is published
+        with this start's time, so that a crash before the first snapshot is published still
+        leaves the next start a time to read its routings from. A partition with a time keeps
+        it: an earlier run's, older, covers more. That publishing is best effort: without it,
+        the next start routes them again, as it would have; and a start wholly from snapshots
+        does not depend on reading the group."""
+        partitions = list(partitions)
+        try:
+            committed = committed_positions(self._consumer, self._topic, partitions)
+        except (KafkaException, ClaimxError) as exc:
+            if any(p not in resumed for p in partitions):
+                raise
+            log.debug("start not published for %s: %s", self._topic, exc)
+            return dict(resumed)
+        offsets = {
+            p: resumed[p]
+            if p in resumed
+            else committed[p].offset
+            if p in committed
+            else OFFSET_BEGINNING
+            for p in partitions
+        }
+        untimed = [p for p in partitions if p not in committed or committed[p].snapshot_at is None]
+        self._publish_start({p: offsets[p] for p in untimed})
+        return offsets
+
+    def _publish_start(self, offsets: Mapping[int, int]) -> None:
+        """Commit ``offsets`` (a logical beginning as the partition's first offset) with now."""
+        if not offsets:
+            return
         at = time.time()
         try:
-            timed = committed_positions(self._consumer, self._topic, offsets)
-            starts = {
-                partition: offset if offset >= 0 else self._low(partition)
-                for partition, offset in offsets.items()
-                if (found := timed.get(partition)) is None or found.snapshot_at is None
-            }
-            if starts:
-                metadata = position_metadata(at)
-                self._consumer.commit(
-                    offsets=[
-                        TopicPartition(self._topic, p, o, metadata=metadata)
-                        for p, o in starts.items()
-                    ],
-                    asynchronous=True,
-                )
-        except (KafkaException, ClaimxError) as exc:
+            starts = {p: o if o >= 0 else self._low(p) for p, o in offsets.items()}
+            self._consumer.commit(
+                offsets=[
+                    TopicPartition(self._topic, p, o, metadata=position_metadata(at))
+                    for p, o in starts.items()
+                ],
+                asynchronous=True,
+            )
+        except KafkaException as exc:
             log.debug("start not published for %s: %s", self._topic, exc)
             return
         self._published.update({p: (o, at) for p, o in starts.items()})
@@ -230,29 +252,6 @@ class Progress:
     def _stale(self, partition: int, offset: int, at: float) -> bool:
         published = self._published.get(partition)
         return published is None or published[0] != offset or at - published[1] > self.REFRESH_S
-
-
-def starting_offsets(
-    consumer: Consumer, topic: str, partitions: Iterable[int], resumed: Mapping[int, int]
-) -> dict[int, int]:
-    """Per partition: the recovery snapshot's offset when there is one; else the consumer
-    group's committed offset (see :class:`Progress`); else the beginning of the partition."""
-    offsets = dict(resumed)
-    missing = [p for p in partitions if p not in offsets]
-    if not missing:
-        return offsets
-    committed = committed_positions(consumer, topic, missing)
-    for partition in missing:
-        found = committed.get(partition)
-        offsets[partition] = found.offset if found is not None else OFFSET_BEGINNING
-    return offsets
-
-
-def starting_offset(consumer: Consumer, topic: str, partition: int, resumed: int | None) -> int:
-    """:func:`starting_offsets` of one partition."""
-    return starting_offsets(
-        consumer, topic, [partition], {} if resumed is None else {partition: resumed}
-    )[partition]
 
 
 def unreadable_next(
@@ -308,7 +307,10 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         sent_before: Collection[int] = (),
     ) -> None:
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
-        self._offset = starting_offset(self._consumer, topic, partition, resumed)
+        self._progress = Progress(self._consumer, topic)
+        self._offset = self._progress.start(
+            [partition], {} if resumed is None else {partition: resumed}
+        )[partition]
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
         self._topic = topic
         self._partition = partition
@@ -316,8 +318,6 @@ class KafkaPartition(StatefulSourcePartition[KafkaRecord, int]):
         self._at_end = False
         self._idle = False
         self._observer = observer
-        self._progress = Progress(self._consumer, topic)
-        self._progress.started({partition: self._offset})
         self._sent_before = {offset for offset in sent_before if offset >= self._offset}
 
     def next_batch(self) -> list[KafkaRecord]:

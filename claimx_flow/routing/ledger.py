@@ -27,7 +27,7 @@ deleted and made again, its offsets from 0), so before believing one the start r
 it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys (``identity``; for
 a message without one, its value): the copy's own, or, if the copy's was cut to fit, the sha256
 it gives of the whole one. What it misses (no published time yet, as when a group's first start
-is killed within moments, before its own start is published by ``Progress.started``; a read cut
+is killed within moments, before its own start is published by ``Progress.start``; a read cut
 at ``SCAN_LIMIT_S``; a copy older than the margin; a copy stamped by a host whose clock is more
 than the margin behind; a copy naming a message that cannot be read again; a resume from a
 recovery backup older than the published position) is routed again, as before this existed.
@@ -119,14 +119,13 @@ class _Scan:
     """Per input partition, the offsets copies name, with the keys they accept."""
     read: dict[Position, dict[int, str]] = field(default_factory=dict)
     """The identity of each of those messages, read again (``RoutedLedger._read_again``)."""
+    dead: list[_DeadCopy] = field(default_factory=list)
+    failed_media: set[str] = field(default_factory=set)
 
     def believed(self, at: Position, offset: int, keys: Keys) -> bool:
         """Whether the message at ``offset`` was read again and has one of ``keys``."""
         found = self.read.get(at, {}).get(offset)
         return found is not None and found in keys
-
-    dead: list[_DeadCopy] = field(default_factory=list)
-    failed_media: set[str] = field(default_factory=set)
 
 
 class RoutedLedger:
@@ -491,16 +490,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _header(headers: list[tuple[str, bytes | None]], wanted: str) -> bytes | None:
-    for name, value in headers:
-        if name == wanted:
-            return value if isinstance(value, bytes) else None
-    return None
-
-
 def _read_at(headers: list[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
-    value = _header(headers, READ_AT_HEADER)
-    return read_position(value) if value is not None else None
+    for name, value in headers:
+        if name == READ_AT_HEADER:
+            return read_position(value if isinstance(value, bytes) else None)
+    return None
 
 
 def _failure(headers: list[tuple[str, bytes | None]]) -> FailureInfo | None:

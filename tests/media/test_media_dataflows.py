@@ -46,7 +46,7 @@ def simulator_task(settings: Settings) -> DownloadTask:
 
 def settle_groups(settings: Settings) -> None:
     """Ask for the stages' committed offsets until their group coordinator answers. The stage
-    input asks once at start (operators/kafka.py ``starting_offset``) and a busy test broker
+    input asks once at start (operators/kafka.py ``Progress.start``) and a busy test broker
     sometimes answers NOT_COORDINATOR then, which fails the dataflow before it reads."""
     for stage, topic in (
         ("download", settings.claimx_downloads_pending_topic),

@@ -98,11 +98,35 @@ def stop(stage: subprocess.Popen[bytes]) -> None:
     stage.wait(60)
 
 
+def killed_once_routed(
+    stage: subprocess.Popen[bytes], settings: Settings, log: Path, poison: int
+) -> subprocess.Popen[bytes]:
+    """Kill ingest once its ``poison`` DLQ copies are out, start it again with the bare
+    command, and check it routed none of them again; the restarted stage, to stop."""
+    bootstrap, dlq = settings.kafka_bootstrap_servers, settings.claimx_events_dlq_topic
+    wait_until(lambda: len(read_all(bootstrap, dlq)) >= poison, "the DLQ copies")
+    stage.kill()
+    stage.wait(30)
+    first = read_all(bootstrap, dlq)
+    assert_read_again(first, settings, "ingest", settings.claimx_events_topic)
+
+    restarted = bare("ingest", settings, log)
+    try:
+        wait_until(lambda: caught_up(settings, "ingest"), "the restart to publish the end")
+        copies = read_all(bootstrap, dlq)
+        assert sorted(read_at(c) for c in copies) == sorted(read_at(c) for c in first)
+        assert len(copies) == poison
+    except BaseException:
+        stop(restarted)
+        raise
+    return restarted
+
+
 def test_a_message_dead_lettered_before_a_kill_is_dead_lettered_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
-    bootstrap, dlq = settings.kafka_bootstrap_servers, settings.claimx_events_dlq_topic
+    bootstrap = settings.kafka_bootstrap_servers
     good = workload(100, 21)
     produce(settings, good)
     log = tmp_path / "ingest.log"
@@ -111,17 +135,7 @@ def test_a_message_dead_lettered_before_a_kill_is_dead_lettered_once(
         wait_until(lambda: caught_up(settings, "ingest"), "the group to publish what is done")
         poison = [(f"poison-{i}", f"not an event {i}") for i in range(20)]
         produce(settings, poison)
-        wait_until(lambda: len(read_all(bootstrap, dlq)) >= len(poison), "the DLQ copies")
-        stage.kill()
-        stage.wait(30)
-        first = read_all(bootstrap, dlq)
-        assert_read_again(first, settings, "ingest", settings.claimx_events_topic)
-
-        stage = bare("ingest", settings, log)
-        wait_until(lambda: caught_up(settings, "ingest"), "the restart to publish the end")
-        copies = read_all(bootstrap, dlq)
-        assert sorted(read_at(c) for c in copies) == sorted(read_at(c) for c in first)
-        assert len(copies) == len(poison)
+        stage = killed_once_routed(stage, settings, log, len(poison))
         tasks = read_all(bootstrap, settings.claimx_enrichment_pending_topic)
         assert len(tasks) == len(good)
         assert "read past" in log.read_text()
@@ -135,23 +149,12 @@ def test_a_first_run_killed_before_its_first_snapshot_is_published_routes_once(
     """A group's very first run: what it routed before a kill that came ahead of its first
     published snapshot is found by the start's own published time."""
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data")
-    bootstrap, dlq = settings.kafka_bootstrap_servers, settings.claimx_events_dlq_topic
     poison = [(f"poison-{i}", f"not an event {i}") for i in range(10)]
     produce(settings, poison)
     log = tmp_path / "ingest.log"
     stage = bare("ingest", settings, log)
     try:
-        wait_until(lambda: len(read_all(bootstrap, dlq)) >= len(poison), "the DLQ copies")
-        stage.kill()
-        stage.wait(30)
-        first = read_all(bootstrap, dlq)
-        assert_read_again(first, settings, "ingest", settings.claimx_events_topic)
-
-        stage = bare("ingest", settings, log)
-        wait_until(lambda: caught_up(settings, "ingest"), "the restart to publish the end")
-        copies = read_all(bootstrap, dlq)
-        assert sorted(read_at(c) for c in copies) == sorted(read_at(c) for c in first)
-        assert len(copies) == len(poison)
+        stage = killed_once_routed(stage, settings, log, len(poison))
     finally:
         stop(stage)
 

@@ -166,6 +166,20 @@ def test_a_start_with_no_route_topic_reads_nothing_past_and_goes_on(
     assert ledger(source, 0) == frozenset()
 
 
+def media_ledger(
+    settings: Settings, group: str, source: str, dlq: str, results_topic: str
+) -> RoutedLedger:
+    """The ledger of a download stage reading ``source``, with its DLQ and failed results."""
+    return RoutedLedger(
+        client_config(settings),
+        group,
+        [source],
+        [dlq],
+        dlq=dlq,
+        results=FailedResults(results_topic, DownloadTask, producer_config(settings)),
+    )
+
+
 def media_task(media_id: str) -> DownloadTask:
     return DownloadTask(
         media_id=media_id,
@@ -214,14 +228,7 @@ def test_a_dead_lettered_file_read_past_has_its_failed_result(
     )
     assert producer.flush(30) == 0
 
-    ledger = RoutedLedger(
-        client_config(kafka_settings),
-        group,
-        [source],
-        [dlq],
-        dlq=dlq,
-        results=FailedResults(results_topic, DownloadTask, producer_config(kafka_settings)),
-    )
+    ledger = media_ledger(kafka_settings, group, source, dlq, results_topic)
     assert ledger(source, 0) == {3, 4, 5}
     results = [
         UploadResult.from_json(m.value)
@@ -327,14 +334,7 @@ def test_a_dead_letter_copy_under_another_key_sends_no_failed_result(
         headers=[(READ_AT_HEADER, f"0:0:{source}".encode())],
     )
     assert producer.flush(30) == 0
-    ledger = RoutedLedger(
-        client_config(kafka_settings),
-        group,
-        [source],
-        [dlq],
-        dlq=dlq,
-        results=FailedResults(results_topic, DownloadTask, producer_config(kafka_settings)),
-    )
+    ledger = media_ledger(kafka_settings, group, source, dlq, results_topic)
     assert ledger(source, 0) == {0}
     results = read_all(kafka_settings.kafka_bootstrap_servers, results_topic)
     assert [UploadResult.from_json(m.value).media_id for m in results] == ["routed"]
