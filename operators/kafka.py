@@ -170,10 +170,12 @@ class Progress:
         The group's positions are read once for both jobs. Where a partition has no published
         time yet (a group's first start, or the first after an upgrade), its start is published
         with this start's time, so that a crash before the first snapshot is published still
-        leaves the next start a time to read its routings from. A partition with a time keeps
-        it: an earlier run's, older, covers more. That publishing is best effort: without it,
-        the next start routes them again, as it would have; and a start wholly from snapshots
-        does not depend on reading the group."""
+        leaves the next start a time to read its routings from. It is published before the
+        first message is read, and waited for: an asynchronous commit could land after a crash
+        that followed the run's first routings. A partition with a time keeps it: an earlier
+        run's, older, covers more. That publishing is best effort: without it, the next start
+        routes them again, as it would have; and a start wholly from snapshots does not depend
+        on reading the group."""
         partitions = list(partitions)
         try:
             committed = committed_positions(self._consumer, self._topic, partitions)
@@ -195,23 +197,27 @@ class Progress:
         return offsets
 
     def _publish_start(self, offsets: Mapping[int, int]) -> None:
-        """Commit ``offsets`` (a logical beginning as the partition's first offset) with now."""
+        """Commit ``offsets`` (a logical beginning as the partition's first offset) with now,
+        and wait for the group's answer."""
         if not offsets:
             return
         at = time.time()
         try:
             starts = {p: o if o >= 0 else self._low(p) for p, o in offsets.items()}
-            self._consumer.commit(
+            answered = self._consumer.commit(
                 offsets=[
                     TopicPartition(self._topic, p, o, metadata=position_metadata(at))
                     for p, o in starts.items()
                 ],
-                asynchronous=True,
+                asynchronous=False,
             )
         except KafkaException as exc:
-            log.debug("start not published for %s: %s", self._topic, exc)
+            log.warning("start of %s not published: %s", self._topic, exc)
             return
-        self._published.update({p: (o, at) for p, o in starts.items()})
+        refused = {tp.partition for tp in answered or () if tp.error is not None}
+        if refused:
+            log.warning("start of %s[%s] not published", self._topic, sorted(refused))
+        self._published.update({p: (o, at) for p, o in starts.items() if p not in refused})
 
     def _low(self, partition: int) -> int:
         """The partition's first offset: where a start from its beginning reads."""

@@ -239,7 +239,8 @@ def test_a_start_publishes_where_it_starts_only_where_no_time_is_published(
     kafka_settings: Settings, make_topic: Callable[..., str]
 ) -> None:
     """A crash before the first snapshot is published must leave the next start a time to read
-    the routings of the crashed run from (``routing.ledger``); a time already published, an
+    the routings of the crashed run from (``routing.ledger``), and it must be there before the
+    first message is read (read at once below, with no wait); a time already published, an
     earlier run's, is kept, since it covers more."""
     topic = make_topic(partitions=2)
     _fill(kafka_settings, topic, 6)
@@ -250,12 +251,9 @@ def test_a_start_publishes_where_it_starts_only_where_no_time_is_published(
     source = KafkaInput(client_config(kafka_settings), group, [topic])
 
     def published() -> dict[int, CommittedPosition]:
-        for _ in range(50):  # the commit is asynchronous
-            found = committed_positions(consumer, topic, [0, 1])
-            if all(p in found and found[p].snapshot_at is not None for p in (0, 1)):
-                return found
-            time.sleep(0.1)
-        raise AssertionError(f"no start published: {found}")
+        found = committed_positions(consumer, topic, [0, 1])
+        assert all(p in found and found[p].snapshot_at is not None for p in (0, 1)), found
+        return found
 
     try:
         before = time.time()
