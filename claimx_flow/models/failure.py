@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from claimx_flow.catalog import StageName
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models.parsing import loose_text, reason_from
-from claimx_flow.models.redaction import redact_credentials, truncate
+from claimx_flow.models.redaction import encodable, redact_credentials, truncate
 from claimx_flow.models.types import (
     MAX_INT64,
     MAX_KAFKA_PARTITION,
@@ -85,7 +85,7 @@ class FailureInfo(BaseModel):
     @field_validator("error_message")
     @classmethod
     def _safe_message(cls, value: str) -> str:
-        return truncate(redact_credentials(value))
+        return truncate(redact_credentials(encodable(value)))
 
     @field_validator("error_class")
     @classmethod

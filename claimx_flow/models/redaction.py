@@ -126,12 +126,23 @@ def one_line(text: str) -> str:
     return truncate(" ".join(text.split()), MAX_LINE_CHARS)
 
 
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates: how aiohttp and the os module
+    decode a peer's bytes that are not UTF-8) written as a ``\\udcff`` escape, so JSON and
+    Kafka headers take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def describe_error(
     error: BaseException | str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS
 ) -> str:
-    """An error's message, safe to store: secrets masked first, then bounded."""
+    """An error's message, safe to store: encodable, secrets masked, then bounded."""
     text = error if isinstance(error, str) else str(error)
-    return truncate(redact(text, secrets), limit)
+    return truncate(redact(encodable(text), secrets), limit)
 
 
 def _mask_secret_group(match: re.Match[str]) -> str:

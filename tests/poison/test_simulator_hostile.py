@@ -268,6 +268,16 @@ def test_each_media_body_kind_is_what_it_says(sim: RunningSimulator, kind: str) 
         assert headers["content-encoding"] == "gzip" and body == content
     elif kind == "redirect":
         assert headers["location"].startswith("http://169.254.169.254/")
+    elif kind in ("odd_encoding", "odd_headers"):  # http.client reads header bytes as Latin-1
+        odd = [headers["content-type"], headers["x-host-note"]]
+        if kind == "odd_encoding":
+            odd.append(headers["content-encoding"])
+        else:
+            assert "content-encoding" not in headers
+        assert all(
+            unencodable(value.encode("latin-1").decode("utf-8", "surrogateescape")) for value in odd
+        )
+        assert body == content and problem is None
     elif kind == "trickled":  # the whole file, in at least 1,100 pieces with a pause after each
         assert body == content and headers["content-length"] == str(len(content))
         assert problem is None and elapsed >= TRICKLE_PIECES[0] * TRICKLE_PAUSE_S * 0.9

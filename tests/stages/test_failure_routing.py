@@ -319,3 +319,29 @@ def test_a_routed_or_replayed_media_message_gets_its_url_refreshes_back() -> Non
     assert for_attempt(TASK.to_json(), 3) == TASK.to_json().replace(
         b'"retry_count":0', b'"retry_count":3'
     )  # a count of 0 stays as it was written
+
+
+@given(
+    reason=st.lists(st.characters() | st.characters(categories=["Cs"])).map("".join),
+    category=st.sampled_from(list(ErrorCategory)),
+)
+def test_any_reason_text_routes_and_its_result_says_what_the_headers_say(
+    reason: str, category: ErrorCategory
+) -> None:
+    """A reason is a peer's text: an HTTP header aiohttp decoded with surrogate escapes (lone
+    surrogates, which UTF-8 cannot encode), an exception's message. Whatever it holds, the copy
+    and its failed result are made: a failure here escaped the stage's per-item handling and
+    failed the step on every replay."""
+    routed = download_router().route_media(
+        record(TASK.to_json()),
+        TASK,
+        SETTINGS.claimx_downloads_results_topic,
+        reason=reason,
+        error_class="DownloadError",
+        category=category,
+    )
+    info = FailureInfo.from_headers(routed[-1].headers)
+    info.error_message.encode("utf-8")
+    if routed[-1].topic == SETTINGS.claimx_downloads_dlq_topic:
+        result = UploadResult.from_json(routed[0].value)
+        assert result.error == info.error_message

@@ -41,11 +41,14 @@ media bodies:
   ``cut_short`` (a ``Content-Length`` never delivered), ``chunked_cut`` (chunked, cut before
   the last chunk), ``empty``, ``html``, ``gzip_claimed`` (``Content-Encoding: gzip`` on raw
   bytes), ``overlong`` (more bytes than announced), ``not_found`` (404), ``gone`` (410),
-  ``server_error`` (500), ``throttled`` (503), ``redirect`` (302 to the metadata address);
+  ``server_error`` (500), ``throttled`` (503), ``redirect`` (302 to the metadata address),
+  ``odd_encoding`` (the whole file, with a ``Content-Encoding`` of bytes that are not UTF-8);
 honest bodies of a rarer shape (``HONEST_BODIES``):
   ``trickled``: the whole file, its length announced, in 1,100 to 1,600 pieces sent one at a
   time with a pause between, as a slow or congested host sends it: a client that reads each
-  piece as it comes holds more pieces than one vectored write takes (``IOV_MAX``, 1,024).
+  piece as it comes holds more pieces than one vectored write takes (``IOV_MAX``, 1,024);
+  ``odd_headers``: the whole file, its ``Content-Type`` and a header of the host's own made of
+  bytes that are not UTF-8.
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ BodyKind = Literal[
     "server_error",
     "throttled",
     "redirect",
+    "odd_encoding",
     "trickled",
+    "odd_headers",
 ]
 Endpoint = Literal["project", "media", "media_item", "task_assignment", "video_collaboration"]
 
@@ -114,8 +119,10 @@ HONEST_KINDS: tuple[str, ...] = ("no_contacts",)
 """Answers of an honest but rarer shape, which a batch's neighbours may need to meet."""
 URL_KINDS: tuple[str, ...] = get_args(UrlKind)
 BODY_KINDS: tuple[str, ...] = get_args(BodyKind)
-HONEST_BODIES: tuple[str, ...] = ("trickled",)
+HONEST_BODIES: tuple[str, ...] = ("trickled", "odd_headers")
 """Bodies that are the whole file, served in an honest but rarer way: it must land."""
+ODD_HEADER_BYTES = (b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80\x80", b"\xfe\xfe")
+"""Bytes no UTF-8 decoder takes: aiohttp reads them as lone surrogates."""
 TRICKLE_PIECES = (1_100, 1_600)
 TRICKLE_PAUSE_S = 0.001
 """Long enough for an idle client to read each piece alone; 1,600 pieces take about 2 s."""
@@ -588,6 +595,13 @@ async def media_body(
         )
     if kind == "trickled":
         return await _trickle(request, content, content_type, rng.randint(*TRICKLE_PIECES))
+    if kind in ("odd_encoding", "odd_headers"):
+        odd = rng.choice(ODD_HEADER_BYTES)
+        headers = [(b"Content-Type", content_type.encode() + b"; name=" + odd)]
+        headers.append((b"X-Host-Note", odd + b" note"))
+        if kind == "odd_encoding":
+            headers.append((b"Content-Encoding", odd + rng.choice([b"gzip", b"", b"identity"])))
+        return _raw_answer(request, headers, content)
     cut = rng.randint(1, max(1, len(content) - 1))
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     if kind == "cut_short":
@@ -604,6 +618,21 @@ async def media_body(
     if transport is not None:
         transport.close()
     return response
+
+
+def _raw_answer(
+    request: web.Request, headers: list[tuple[bytes, bytes]], body: bytes
+) -> web.StreamResponse:
+    """A 200 with ``body`` and ``headers`` written as they are: aiohttp's own writer sends
+    only what UTF-8 encodes. The connection is then closed, and the response aiohttp gets back
+    is never sent."""
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    length = f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+    transport = request.transport
+    if transport is not None:
+        transport.write(b"HTTP/1.1 200 OK\r\n" + head + length + b"\r\n" + body)
+        transport.close()
+    return web.StreamResponse()
 
 
 async def _trickle(
