@@ -144,3 +144,24 @@ def test_a_small_commit_after_the_discard_writes_nothing(tmp_path: Path) -> None
     with pytest.raises(FileNotFoundError):
         asyncio.run(spool.commit(tmp_path / "x.bin"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_volume_mid_download_leaves_nothing_and_the_discard_does_not_raise(
+    tmp_path: Path,
+) -> None:
+    """A volume that fills while a large file spills (``/dev/full``: every write fails with
+    ENOSPC): the write fails, and so would the close that flushes what is buffered. The
+    discard must still remove the partial file and raise nothing, or its error replaces the
+    download's transient one ("cache write failed") and the file is dead-lettered for good."""
+    partial = tmp_path / "x.bin.run.part"
+    partial.symlink_to("/dev/full")
+    spool = CacheSpool(partial)
+
+    with pytest.raises(OSError) as full:
+        _feed(spool, os.urandom(SPILL_BYTES + 1), chunk=4096)  # buffered: some bytes held
+    assert full.value.errno == errno.ENOSPC
+
+    spool.discard()
+
+    assert list(tmp_path.iterdir()) == []
+    assert not spool.committed

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -74,14 +75,18 @@ class CacheSpool:
 
     def discard(self) -> None:
         """Drop the partial file, if any was written (blocking, briefly); after this no commit
-        can happen, and ``committed`` is final."""
+        can happen, and ``committed`` is final. It raises nothing: the close flushes what is
+        buffered, which fails again on a full volume, and the download's own error is the one
+        that says what happened."""
         with self._lock:
             self._discarded = True
             self._held.clear()
             if self._file is not None:
-                self._file.close()
-                self._file = None
-                self.partial.unlink(missing_ok=True)
+                file, self._file = self._file, None
+                with suppress(OSError):
+                    file.close()  # closes the descriptor even when the flush fails
+                with suppress(OSError):  # a read-only volume: a later start sweeps it
+                    self.partial.unlink(missing_ok=True)
 
     def _write_held(self) -> None:
         with self._lock:
