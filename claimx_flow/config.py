@@ -605,9 +605,13 @@ class _YamlSource(PydanticBaseSettingsSource):
         if path is None:
             return {}
         try:
-            document = yaml.safe_load(path.read_text()) or {}
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ConfigError(f"CLAIMX_CONFIG_FILE: cannot read {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"CLAIMX_CONFIG_FILE: cannot read {path}: not UTF-8 text (save it as UTF-8)"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(
                 f"CLAIMX_CONFIG_FILE: cannot read {path}: {_yaml_problem(exc)}"
@@ -734,11 +738,28 @@ def load_settings(
 
 def secret_variables() -> list[str]:
     """The variables that hold secrets (``SecretStr`` fields)."""
+    return [env_name(name) for name in _secret_fields()]
+
+
+def _secret_fields() -> list[str]:
     return [
-        env_name(name)
+        name
         for name, info in Settings.model_fields.items()
         if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
     ]
+
+
+def configured_secrets() -> list[str]:
+    """Every secret the environment and the config file give, in clear: for masking what a
+    command prints before its settings are built, or when they cannot be. A config file that
+    cannot be read gives none (its error names no value)."""
+    fields = _secret_fields()
+    found = [os.environ[env_name(name)] for name in fields if os.environ.get(env_name(name))]
+    try:
+        from_file = _YamlSource(Settings)()
+    except ConfigError:
+        return found
+    return found + [str(from_file[name]) for name in fields if from_file.get(name)]
 
 
 # .env.example ------------------------------------------------------------------------------

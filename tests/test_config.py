@@ -462,3 +462,31 @@ def test_env_example_sets_nothing_when_loaded_as_is() -> None:
     """Every line is a comment: sourcing it unedited cannot pass for a production setting."""
     lines = (REPO / ".env.example").read_text().splitlines()
     assert all(not line or line.startswith("#") for line in lines)
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfeclaimx:\n", "claimx:\n".encode("utf-16")])
+def test_a_config_file_that_is_not_utf8_is_one_message(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, text: bytes
+) -> None:
+    """A file saved as UTF-16 (Windows editors do) is a ConfigError naming it, not a
+    ``UnicodeDecodeError`` traceback from the CLI."""
+    (tmp_path / "config.yaml").write_bytes(text)
+    with pytest.raises(ConfigError, match=r"CLAIMX_CONFIG_FILE: cannot read config\.yaml"):
+        load_settings()
+
+
+def test_the_cli_masks_the_secrets_of_the_config_file_too(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A peer's error may echo what it was given: the CLI's red line masks the secrets of
+    config.yaml as well as those of the environment, before any settings are built."""
+    from claimx_flow.cli.output import error_line
+
+    (tmp_path / "config.yaml").write_text(
+        "claimx:\n  api_password: Zq9unusualPW\nonelake:\n  account_key: Kk7unusualKEY==\n"
+    )
+    clean_env.setenv("KAFKA_SASL_PASSWORD", "Ev3unusualENV")
+    line = error_line("login refused for Zq9unusualPW, key Kk7unusualKEY==, sasl Ev3unusualENV")
+    assert "unusual" not in line, line
+    (tmp_path / "config.yaml").write_bytes(b"\xff")  # unreadable: the environment's still masked
+    assert "Ev3unusualENV" not in error_line("sasl Ev3unusualENV")

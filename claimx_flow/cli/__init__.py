@@ -195,14 +195,14 @@ def prepare(verbose: bool = False, *, lab: bool = False, entry_point: bool = Fal
     lab command or where a local stack is found, else ``production``, where a missing
     ``KAFKA_BOOTSTRAP_SERVERS`` (or ``CLAIMX_API_*`` for what calls the API) stops the command.
     """
-    from claimx_flow.config import adopt_default_environment, local_stack_found, secret_variables
+    from claimx_flow.config import adopt_default_environment, configured_secrets, local_stack_found
     from claimx_flow.runtime import logs
 
     level = logs.parse_level(os.environ.get("LOG_LEVEL"), logging.WARNING)
     logs.configure(
         logs.parse_format(os.environ.get("LOG_FORMAT")),
         min(level, logging.INFO) if verbose else level,
-        secrets=[os.environ[name] for name in secret_variables() if os.environ.get(name)],
+        secrets=configured_secrets(),
         text_format="%(message)s",
         replace=False,
     )

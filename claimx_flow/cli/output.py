@@ -7,7 +7,6 @@ errors go to stderr, so ``claimx lag -o json | jq …`` always parses.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -38,15 +37,15 @@ def emit_json(document: Mapping[str, Any]) -> None:
 
 
 def error_line(message: str) -> str:
-    """``message`` fit for the one red line: the configured secrets (from the environment) and
-    URL queries masked, a peer's many coloured lines made one, and read as text, not markup."""
+    """``message`` fit for the one red line: the configured secrets (the environment's and the
+    config file's) and URL queries masked, a peer's many coloured lines made one, and read as
+    text, not markup."""
     from rich.markup import escape
 
-    from claimx_flow.config import secret_variables
+    from claimx_flow.config import configured_secrets
     from claimx_flow.models.redaction import mask_url_queries, one_line, redact
 
-    secrets = [os.environ[name] for name in secret_variables() if os.environ.get(name)]
-    return escape(one_line(mask_url_queries(redact(message, secrets))))
+    return escape(one_line(mask_url_queries(redact(message, configured_secrets()))))
 
 
 def print_error(message: str) -> None:
