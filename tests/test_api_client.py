@@ -436,6 +436,7 @@ def test_cli_api_check(
     assert as_json.exit_code == 1
     document = json.loads(as_json.stdout)
     assert (document["ok"], document["problem"], document["status"]) == (False, "credentials", 401)
+    assert as_json.stderr.startswith("error:") and "rejected the credentials" in as_json.stderr
 
     clean_env.setenv("CLAIMX_API_URL", f"http://127.0.0.1:{free_port()}")
     down = runner.invoke(app, ["api", "check"])  # a broken peer: one red line, exit 2

@@ -63,7 +63,7 @@ def check(
             f"[green]✓[/] {where} reachable as {who}: {detail} ({result.elapsed_ms:.0f} ms)",
             highlight=False,
         )
-    else:
+    if not result.ok:  # on stderr, with JSON too: stdout stays the document
         headline = _HEADLINES[result.problem or "unexpected"]
         print_error(f"{headline} at {where} as {who}: {detail}")
     if code:

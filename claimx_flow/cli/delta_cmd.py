@@ -21,7 +21,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import typer
@@ -30,7 +29,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from claimx_flow.cli.output import EXIT_ERROR, print_error
+from claimx_flow.cli.output import EXIT_ERROR, Output, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
 from claimx_flow.errors import ClaimxError
@@ -45,18 +44,13 @@ EXIT_CODES_HELP = (
 LISTED_FILES = 20
 
 
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
 app = typer.Typer(
     help="Maintain the Delta tables (local or OneLake).\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 TABLE = typer.Option(..., "--table", "-t", help="Table name, e.g. claimx_projects.")
-OUTPUT = typer.Option(Output.TABLE, "--output", "-o", help="table or json.")
+OUTPUT = typer.Option(Output.TABLE, "--output", "-o", case_sensitive=False, help="table or json.")
 YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (scripts).")
 
 

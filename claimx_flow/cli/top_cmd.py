@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.live import Live
 
-from claimx_flow.cli.output import EXIT_ERROR
+from claimx_flow.cli.output import EXIT_ERROR, Output, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.top.broker import BrokerProbe
@@ -22,11 +21,6 @@ from claimx_flow.top.view import view
 
 EXIT_STAGE_DOWN = 1
 """A stage endpoint that did not answer: a finding about the pipeline, not a broken peer."""
-
-
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 class _Watch:
@@ -77,7 +71,11 @@ def top(
     ),
     once: bool = typer.Option(False, "--once", help="One snapshot over one interval, then exit."),
     output: Output = typer.Option(
-        Output.TABLE, "--output", "-o", help="table or json (json needs --once)."
+        Output.TABLE,
+        "--output",
+        "-o",
+        case_sensitive=False,
+        help="table or json (json needs --once).",
     ),
     timeout: float = typer.Option(
         2.0, "--timeout", min=0.1, help="Seconds to wait for each endpoint and Kafka request."
@@ -107,8 +105,10 @@ def top(
                 typer.echo(json.dumps(document(snapshot), indent=2))
             else:
                 Console().print(view(snapshot))
-            if snapshot.broker_error:
-                raise typer.Exit(EXIT_ERROR)  # Kafka out of reach: the snapshot printed first
+            if snapshot.broker_error:  # Kafka out of reach: the snapshot printed first
+                if output is Output.JSON:  # the table says so in red; the document does not
+                    print_error(f"Kafka: {snapshot.broker_error}")
+                raise typer.Exit(EXIT_ERROR)
             if snapshot.unreachable:
                 raise typer.Exit(EXIT_STAGE_DOWN)
             return

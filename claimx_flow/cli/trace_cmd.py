@@ -7,12 +7,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from claimx_flow.cli.output import Output
 from claimx_flow.config import load_settings
 from claimx_flow.models import utc_now
 from claimx_flow.models.types import as_utc
@@ -22,11 +22,6 @@ from claimx_flow.trace.render import document, view
 
 PROGRESS_FROM = 5_000
 """Scans shorter than this finish before a progress bar would tell anything."""
-
-
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 _SPAN = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw])")
@@ -98,7 +93,9 @@ def trace_command(
         help="Read every partition of keyed topics (messages from a producer whose "
         "partitioner differs from the stages').",
     ),
-    output: Output = typer.Option(Output.TABLE, "--output", "-o", help="table or json."),
+    output: Output = typer.Option(
+        Output.TABLE, "--output", "-o", case_sensitive=False, help="table or json."
+    ),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per Kafka request."),
 ) -> None:
     """Follow one event, project or media file through the pipeline and say where it ended.

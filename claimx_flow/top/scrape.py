@@ -6,6 +6,7 @@ an exception: the view shows it and goes on.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -114,9 +115,12 @@ def parse_metrics(text: str, stage: StageName) -> Numbers:
 
 
 def _readiness(body: bytes) -> tuple[str, ...]:
+    """The failing checks of a readiness answer; any other answer is one unreadable one."""
     try:
         checks = json.loads(body).get("checks", {})
     except (ValueError, AttributeError):
+        checks = None
+    if not isinstance(checks, dict):
         return ("unreadable answer",)
     return tuple(
         f"{name}: {check.get('detail', '')}"
@@ -135,7 +139,7 @@ def scrape(endpoint: Endpoint, timeout_s: float) -> Scrape:
             return Scrape(endpoint, at, wall, False, f"/metrics answered HTTP {status}")
         numbers = parse_metrics(body.decode("utf-8", "replace"), endpoint.stage)
         status, body = _get(endpoint.url("/health/ready"), timeout_s)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # not HTTP: a banner
         return Scrape(endpoint, time.monotonic(), wall, False, _reason(exc))
     ready = status == 200
     return Scrape(

@@ -42,6 +42,7 @@ def test_nothing_answers(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: Kafka:"), done.stderr  # the red line, with JSON too
     document = json.loads(done.stdout)
     assert "127.0.0.1:9" in document["kafka"]["error"]
     assert [row["stage"] for row in document["stages"]] == list(STAGE_NAMES)
@@ -53,7 +54,7 @@ def test_nothing_answers(tmp_path: Path) -> None:
 
 def test_json_needs_once_and_endpoints_must_parse(tmp_path: Path) -> None:
     env = {"CLAIMX_STACK_DIR": str(tmp_path / "no-stack")}
-    result = CliRunner().invoke(app, ["top", "-o", "json"], env=env)
+    result = CliRunner().invoke(app, ["top", "-o", "JSON"], env=env)  # any case, as elsewhere
     assert result.exit_code == 2 and "--output json needs --once" in result.output
     result = CliRunner().invoke(app, ["top", "--once", "-e", "enrich=nowhere"], env=env)
     assert result.exit_code == 2 and "not host:port" in result.output
