@@ -25,14 +25,16 @@ class InvalidMediaTask(ClaimxError):
         self.reason = reason
 
 
-def storage_path(message: DownloadFields) -> str:
-    """The storage path of ``message``'s file, once its fields are known to travel safely."""
+def storage_path(message: DownloadFields, max_bytes: int = DOWNLOAD_TASK_MAX_BYTES) -> str:
+    """The storage path of ``message``'s file, once its fields are known to travel safely:
+    within ``max_bytes`` (a cached download's is ``CACHED_DOWNLOAD_MAX_BYTES``, room for what
+    the download adds to any task it took)."""
     try:
         size = len(message.to_json())
     except ValueError:  # pydantic's serialisation error: text that is not valid UTF-8
         raise InvalidMediaTask("task holds text that cannot be encoded as UTF-8") from None
-    if size > DOWNLOAD_TASK_MAX_BYTES:
-        raise InvalidMediaTask(f"task of {size} bytes over the limit of {DOWNLOAD_TASK_MAX_BYTES}")
+    if size > max_bytes:
+        raise InvalidMediaTask(f"task of {size} bytes over the limit of {max_bytes}")
     try:
         return media_path(
             message.project_id, message.media_id, message.file_name, message.file_type

@@ -177,8 +177,14 @@ class DownloadTask(DownloadFields):
 
 DOWNLOAD_TASK_MAX_BYTES = 64 * 1024
 """A download task's JSON: a presigned URL is a few kB, so this leaves room and still lets the
-cached message (the task plus a few hundred bytes) fit any topic. Enrichment refuses to write
-a larger one, and the download stage refuses to read one."""
+cached message fit any topic. Enrichment refuses to write a larger one, and the download stage
+refuses to read one."""
+
+CACHED_DOWNLOAD_MAX_BYTES = 2 * DOWNLOAD_TASK_MAX_BYTES
+"""A cached-download message's JSON: its task, whose URL a refresh may have made longer (up to
+the 8,192 characters a URL may have, 4 bytes each at most), and the file's fields (a cache path
+of up to 4,096 bytes, escaped; size, sha256, type, time). The upload refuses a larger one; a
+task the download took always fits."""
 
 
 class NewDownloadTask(NamedTuple):

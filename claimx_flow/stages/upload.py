@@ -31,6 +31,7 @@ from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.deadlines import batch_backstop_s
 from claimx_flow.media.tasks import storage_path
 from claimx_flow.models import CachedDownload, UploadResult
+from claimx_flow.models.messages import CACHED_DOWNLOAD_MAX_BYTES
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -146,7 +147,7 @@ class UploadStage:
         local: Path | None = None
         try:
             local = self._cached_file(cached)
-            path = storage_path(cached)
+            path = storage_path(cached, CACHED_DOWNLOAD_MAX_BYTES)
             async with slots:  # the deadline counts from here, not from the queue
                 async with asyncio.timeout(self.settings.upload_timeout_seconds):
                     stored, cache_file = await self._store(cached, path, local)

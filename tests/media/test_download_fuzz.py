@@ -29,8 +29,9 @@ from claimx_flow.config import Settings
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.media.cache_runs import cached_files
+from claimx_flow.media.tasks import storage_path
 from claimx_flow.models import CachedDownload, DownloadTask, FailureInfo, UploadResult
-from claimx_flow.models.messages import for_attempt
+from claimx_flow.models.messages import CACHED_DOWNLOAD_MAX_BYTES, for_attempt
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import DownloadStage
 
@@ -75,6 +76,8 @@ NAMES = st.sampled_from(
     ["roof.jpg", "../../etc/passwd", "con.jpg", "", ".", "..", "a" * 5000, "x\x00y.jpg"]
 )
 TYPES = st.sampled_from(["jpg", "JPG", ".png", "exe", "", "mp4", "j/pg"])
+NEAR_THE_LIMIT = st.integers(64 * 1024 - 600, 64 * 1024).map(lambda n: "a" * n)
+"""Names that bring a task to the size limit, where what the download adds must still fit."""
 IDS = st.sampled_from(["1", "1_2", "../x", " ", "a" * 70, "é", "-", "_"])
 
 
@@ -112,7 +115,7 @@ def task_documents(draw: st.DrawFn, valid: list[tuple[str, str]]) -> dict[str, A
         "media_id": IDS | any_text | st.integers(),
         "project_id": IDS | st.integers(-5, 10**20),
         "download_url": media_urls([link for _, link in valid]),
-        "file_name": NAMES | any_text,
+        "file_name": NAMES | any_text | NEAR_THE_LIMIT,
         "file_type": TYPES | any_text,
         "source_event_id": any_text,
     }
@@ -198,6 +201,7 @@ def check_batch(
             assert isinstance(task, DownloadTask) and download.media_id == task.media_id
             content = Path(download.local_path).read_bytes()
             assert hashlib.sha256(content).hexdigest() == download.sha256
+            storage_path(download, CACHED_DOWNLOAD_MAX_BYTES)  # the upload takes what it took
             cached.append(Path(download.local_path))
             continue
         assert result.topic in {
