@@ -127,7 +127,13 @@ def reset(
     if not yes:
         _confirm(plan, stage)
     backup = back_up(directory) if files else None
-    _table(f"{stage} will resume from", reset_positions(settings, stage, target))
+    try:
+        moved = reset_positions(settings, stage, target)
+    except RecoveryStateError as exc:
+        if backup is None:
+            raise
+        raise RecoveryStateError(f"{exc} (it is {backup})") from None
+    _table(f"{stage} will resume from", moved)
     if backup is not None:
         console.print(f"the recovery files as they were are in {backup}")
 

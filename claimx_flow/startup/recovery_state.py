@@ -30,7 +30,7 @@ import os
 import pickle
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -238,7 +238,33 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
     topics = describe_input_topics(settings, stage, TIMEOUT_S)
     current = [(t.name, p) for t in topics.values() for p in t.partitions]
     offsets = target_offsets(settings, current, target)
+    try:
+        updated = _move_snapshots(files, positions, offsets, epoch)
+    except sqlite3.Error as exc:  # locked, read-only, damaged: some files may have moved
+        raise RecoveryStateError(
+            f"the recovery files of {stage} could not all be changed ({exc}); its consumer "
+            "group was left as it was: put their backup back before the stage starts"
+        ) from None
     _commit_group(settings, stage, offsets)
+    covered = {(p.topic, p.partition) for p in updated}
+    updated += [
+        InputPosition("-", topic, partition, offset, 0, directory)
+        for (topic, partition), offset in sorted(offsets.items())
+        if (topic, partition) not in covered
+    ]
+    if files:
+        record_identity(settings, stage, kafka_cluster_id(settings), topics.values(), replace=True)
+    return sorted(updated, key=lambda p: (p.topic, p.partition))
+
+
+def _move_snapshots(
+    files: list[Path],
+    positions: list[InputPosition],
+    offsets: Mapping[tuple[str, int], int],
+    epoch: int,
+) -> list[InputPosition]:
+    """Point each snapshotted input position at its new offset, and drop the input snapshots
+    of ``epoch`` and later (see ``reset_positions``); the positions as they now are."""
     updated: list[InputPosition] = []
     for position in positions:
         offset = offsets.get((position.topic, position.partition))
@@ -267,15 +293,7 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
                 position.file,
             )
         )
-    covered = {(p.topic, p.partition) for p in updated}
-    updated += [
-        InputPosition("-", topic, partition, offset, 0, directory)
-        for (topic, partition), offset in sorted(offsets.items())
-        if (topic, partition) not in covered
-    ]
-    if files:
-        record_identity(settings, stage, kafka_cluster_id(settings), topics.values(), replace=True)
-    return sorted(updated, key=lambda p: (p.topic, p.partition))
+    return updated
 
 
 def check_recovery_identity(settings: Settings, stage: str) -> None:

@@ -147,3 +147,54 @@ def test_after_a_sigkill_mid_stream_the_restart_resumes_where_the_reset_said(
     before = messages(settings, pending)
     run_ingest_to_the_end(settings, tmp_path / "logs-again")
     assert messages(settings, pending) - before == total - 300  # one task per event re-read
+
+
+def test_recovery_files_that_refuse_the_change_leave_the_group_and_name_the_backup(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A recovery file that cannot be written (locked, read-only, damaged; here a trigger in
+    the real file refuses every update, as a full or read-only volume would) is one error
+    naming the backup, not a traceback, and the consumer group is not moved without it."""
+    import sqlite3
+    from contextlib import closing
+
+    from typer.testing import CliRunner
+
+    from claimx_flow.cli import app
+    from claimx_flow.kafka.clients import consumer_config
+    from claimx_flow.kafka.positions import committed_positions
+    from claimx_flow.startup.recovery_state import partition_files, recovery_directory
+
+    lines = list(event_lines(EventPlan(20, 4)))
+    produce_lines(lines, settings.claimx_events_topic, settings)
+    run_ingest_to_the_end(settings, tmp_path / "logs")
+    before = input_positions(settings, "ingest")
+    assert 0 < sum(p.offset for p in before) <= len(lines)
+    for path in partition_files(recovery_directory(settings, "ingest")):
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON snaps "
+                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+            )
+
+    def group() -> dict[int, int]:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(consumer_config(settings, group_id=settings.consumer_group("ingester")))
+        try:
+            found = committed_positions(consumer, settings.claimx_events_topic, range(2))
+            return {p: position.offset for p, position in found.items()}
+        finally:
+            consumer.close()
+
+    published = group()
+    done = CliRunner().invoke(
+        app, ["recovery", "reset", "ingest", "--to-earliest", "--yes"], env=settings_env(settings)
+    )
+    assert isinstance(done.exception, RecoveryStateError), done.output
+    message = str(done.exception)
+    assert "could not all be changed" in message and "disk I/O error" in message
+    (backup,) = recovery_directory(settings, "ingest").glob("backup-*")
+    assert str(backup) in message
+    assert group() == published  # not moved without the files
+    assert input_positions(settings, "ingest") == before
