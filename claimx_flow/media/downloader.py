@@ -174,8 +174,9 @@ async def download_to_cache(
     spool = CacheSpool(run.partial(target))
     started, outcome = time.perf_counter(), "failed"
     try:
+        past_expiry = task.expires_at is not None and task.expires_at <= datetime.now(UTC)
         async with asyncio.timeout(policy.timeout_s):
-            content_type = await _stream(session, url, spool, policy)
+            content_type = await _stream(session, url, spool, policy, past_expiry)
             digest = await spool.commit(target)
         cached = CachedFile(str(target), spool.size, digest, content_type, datetime.now(UTC))
         outcome = "ok"
@@ -212,13 +213,17 @@ def _first_line(error: BaseException) -> str:
 
 
 async def _stream(
-    session: aiohttp.ClientSession, url: URL, spool: CacheSpool, policy: DownloadPolicy
+    session: aiohttp.ClientSession,
+    url: URL,
+    spool: CacheSpool,
+    policy: DownloadPolicy,
+    past_expiry: bool,
 ) -> str:
     """Stream ``url``'s body into ``spool`` within the policy; the content type served."""
     async with session.get(
         url, allow_redirects=False, auto_decompress=False, headers={"Accept-Encoding": "identity"}
     ) as response:
-        await _raise_for_status(response)
+        await _raise_for_status(response, past_expiry)
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # We asked for identity. Inflating could turn kilobytes into gigabytes, and storing
@@ -245,13 +250,15 @@ async def _stream(
         return media_type(response.headers.get("Content-Type", GENERIC_TYPE))
 
 
-async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
+async def _raise_for_status(response: aiohttp.ClientResponse, past_expiry: bool) -> None:
+    """``past_expiry``: the task's ``expires_at`` has passed, so a 400 or 403 is the URL's
+    expiry even where the host's refusal does not say so."""
     status = response.status
     if status == 200:
         return
     if status in (400, 403):
         body = (await response.content.read(2048)).decode("utf-8", "replace").lower()
-        if "expired" in body:
+        if past_expiry or "expired" in body:
             raise DownloadError(ErrorCategory.TRANSIENT, "presigned URL expired", expired=True)
         raise DownloadError(ErrorCategory.PERMANENT, f"HTTP {status} from media host")
     if 300 <= status < 400:

@@ -27,6 +27,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 import aiohttp
+from pydantic import TypeAdapter, ValidationError
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
@@ -42,6 +43,7 @@ from claimx_flow.media.downloader import (
     download_to_cache,
 )
 from claimx_flow.models import CachedFile, DownloadTask
+from claimx_flow.models.types import UtcDateTime
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -49,6 +51,7 @@ from claimx_flow.runtime.logs import at
 from claimx_flow.stages.outputs import StageOutput
 
 log = logging.getLogger(__name__)
+_EXPIRY: TypeAdapter[object] = TypeAdapter(UtcDateTime | None)
 
 MAX_URL_REFRESHES = 2
 
@@ -204,24 +207,34 @@ class DownloadStage:
             metrics.URL_REFRESHES.inc()
             try:
                 async with asyncio.timeout(self.policy.timeout_s):
-                    fresh = await self._fresh_url(task)
+                    task = await self._refreshed(task)
             except TimeoutError:
                 raise DownloadError(
                     ErrorCategory.TRANSIENT,
                     f"URL refresh timed out after {self.policy.timeout_s:g}s",
                 ) from None
-            task = task.model_copy(
-                update={"download_url": fresh, "refresh_count": task.refresh_count + 1}
-            )
 
-    async def _fresh_url(self, task: DownloadTask) -> str:
+    async def _refreshed(self, task: DownloadTask) -> DownloadTask:
+        """The task with the media item's fresh link, and the expiry the API gives with it
+        (none, if it gives none that reads): a passed expiry is how a refusal that names no
+        reason is known to be the link's."""
         assert self._client is not None
         items = await self._client.get_media(task.project_id, [task.media_id])
         for item in items:
             if str(item.get("mediaID", item.get("mediaId"))) == task.media_id:
                 link = item.get("fullDownloadLink")
                 if isinstance(link, str) and link:
-                    return link
+                    expires_at = None
+                    with suppress(ValidationError):
+                        expires_at = _EXPIRY.validate_python(item.get("expiresAt"))
+                    refreshes = task.refresh_count + 1
+                    return task.model_copy(
+                        update={
+                            "download_url": link,
+                            "expires_at": expires_at,
+                            "refresh_count": refreshes,
+                        }
+                    )
         raise DownloadError(
             ErrorCategory.PERMANENT, f"media {task.media_id} no longer offers a download link"
         )

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def media_task(settings: Settings, index: int = 0) -> DownloadTask:
         download_url=item["fullDownloadLink"],
         file_name=item["mediaName"],
         file_type=item["mediaType"],
+        expires_at=item["expiresAt"],
         source_event_id="evt-1",
     )
 
@@ -190,25 +192,46 @@ def test_the_cached_message_carries_the_tasks_failure_headers(
     assert all(name.startswith("claimx.") for name, _ in done.headers)
 
 
+@pytest.mark.parametrize("answer", ["says_expired", "terse"])
 def test_an_expired_url_is_refreshed_and_retried_at_once(
-    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path, answer: str
 ) -> None:
+    """Known expired by the host's words, or, where its 403 gives no reason, by the task's
+    ``expires_at`` having passed; the refreshed task carries the fresh link's expiry."""
     settings = settings_for(api_settings, tmp_path)
-    sim.set_faults(expired_urls=True)
+    sim.set_faults(expired_urls=True, expired_answer=answer)
     task = media_task(settings)
-    sim.set_faults(expired_urls=False)
+    sim.set_faults(expired_urls=False, expired_answer=answer)
     (out,) = run_stage(settings, [task])
     cached = CachedDownload.from_json(out.value)
     assert cached.refresh_count == 1
     assert cached.download_url != task.download_url
+    assert task.expires_at is not None and cached.expires_at is not None
+    assert cached.expires_at > datetime.now(UTC) > task.expires_at
     assert Path(cached.local_path).read_bytes() == expected_bytes(task.media_id)
 
 
-def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
+def test_a_refusal_that_gives_no_reason_before_the_expiry_is_permanent(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
+    """A 403 that does not say "expired", for a link whose expiry has not passed, is no
+    expiry: the task is dead-lettered at once, with no refresh."""
     settings = settings_for(api_settings, tmp_path)
-    sim.set_faults(expired_urls=True)
+    task = media_task(settings)
+    forged = task.download_url.replace("sig=", "sig=0")  # the host refuses the signature
+    refreshes = sim.stats.requests["media"]
+    *_, out = run_stage(settings, [task.model_copy(update={"download_url": forged})])
+    assert out.topic == settings.claimx_downloads_dlq_topic
+    assert "HTTP 403" in FailureInfo.from_headers(out.headers).error_message
+    assert sim.stats.requests["media"] == refreshes  # no media list asked for a fresh link
+
+
+@pytest.mark.parametrize("answer", ["says_expired", "terse"])
+def test_urls_that_stay_expired_go_to_a_retry_tier_after_bounded_refreshes(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path, answer: str
+) -> None:
+    settings = settings_for(api_settings, tmp_path)
+    sim.set_faults(expired_urls=True, expired_answer=answer)
     task = media_task(settings)
     media_calls = sim.stats.requests["media"]
     (out,) = run_stage(settings, [task])

@@ -20,6 +20,7 @@ from claimx_flow.lab.simulator.hostile import Hostility
 
 FailureKind = Literal["timeout", "malformed", "truncated", "disconnect"]
 Target = Literal["api", "media"]
+ExpiredAnswer = Literal["says_expired", "terse"]
 Injected = int | FailureKind
 ProjectShape = Literal["wrapped", "bare", "mixed"]
 MediaShape = Literal["list", "data", "media", "mixed"]
@@ -52,6 +53,9 @@ class Faults(BaseModel):
     """Share of project ids that are unknown (the same ids every time for one seed)."""
     expired_urls: bool = False
     """Issue media URLs that have already expired."""
+    expired_answer: ExpiredAnswer = "says_expired"
+    """How an expired URL is refused: with S3's "Request has expired", or ``terse``, a bare
+    ``AccessDenied`` that gives no reason (the media item's ``expiresAt`` still tells)."""
     url_ttl_ms: int | None = Field(None, ge=0)
     """Override the configured lifetime of media URLs."""
     apply_to: frozenset[Target] = frozenset({"api"})

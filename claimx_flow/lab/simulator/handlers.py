@@ -218,9 +218,12 @@ async def media_download(request: web.Request) -> web.StreamResponse:
         request.path, query.get("systemDate", ""), query.get("expires", ""), query.get("sig", "")
     )
     if check is UrlCheck.EXPIRED:
+        says = sim.injector.faults.expired_answer == "says_expired"
         return web.Response(
             status=403,
-            text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            if says
+            else "<Error><Code>AccessDenied</Code></Error>",
             content_type="application/xml",
         )
     if check is UrlCheck.BAD_SIGNATURE:
