@@ -490,3 +490,13 @@ def test_the_cli_masks_the_secrets_of_the_config_file_too(
     assert "unusual" not in line, line
     (tmp_path / "config.yaml").write_bytes(b"\xff")  # unreadable: the environment's still masked
     assert "Ev3unusualENV" not in error_line("sasl Ev3unusualENV")
+
+
+def test_config_show_masks_a_key_in_a_url_query(clean_env: pytest.MonkeyPatch) -> None:
+    """An API behind a gateway may take its key in the query (an Azure Function's ``code=``):
+    ``config show`` keeps where the URL points and masks what the query grants."""
+    clean_env.setenv("CLAIMX_API_URL", "https://claimx.example/api?code=FnKey-Qq71-never-print")
+    for args in (["config", "show"], ["config", "show", "-o", "json"]):
+        shown = CliRunner().invoke(app, args, terminal_width=300).output
+        assert "FnKey-Qq71" not in shown
+        assert "https://claimx.example/api?***" in shown

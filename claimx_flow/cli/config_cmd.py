@@ -9,6 +9,7 @@ from rich.table import Table
 
 from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import env_example, env_name, load_settings
+from claimx_flow.models.redaction import mask_url_queries
 
 app = typer.Typer(help="Show and validate the effective configuration.")
 console = Console()
@@ -16,9 +17,13 @@ console = Console()
 
 @app.command()
 def show(output: Output = OUTPUT_OPTION) -> None:
-    """Print every setting by its environment variable; secrets show as stars."""
+    """Print every setting by its environment variable; secrets, and URL queries, show as
+    stars."""
     settings = load_settings(require_kafka=False)  # shows the settings; talks to no broker
-    values = {env_name(field): value for field, value in settings}
+    values = {
+        env_name(field): mask_url_queries(value) if isinstance(value, str) else value
+        for field, value in settings
+    }  # a query may hold a key (an Azure Function's ``code=``): shown as ``?***``
     if output is Output.JSON:
         emit_json(
             {

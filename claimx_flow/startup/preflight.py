@@ -30,7 +30,7 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.kafka.clients import failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
-from claimx_flow.models.redaction import one_line
+from claimx_flow.models.redaction import mask_url_queries, one_line
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
 from claimx_flow.startup.recovery import recovery_directory
 from claimx_flow.startup.recovery_state import check_recovery_identity
@@ -184,7 +184,8 @@ def _api(settings: Settings) -> Check:
     except ClaimxError as exc:
         return Check("ClaimX API", False, str(exc))
     if ok:
-        return Check("ClaimX API", True, f"{settings.claimx_api_url}: credentials accepted")
+        where = mask_url_queries(settings.claimx_api_url)
+        return Check("ClaimX API", True, f"{where}: credentials accepted")
     # An outage, not a misconfiguration: report it, don't refuse to start.
     outage = problem in ("unreachable", "unavailable")
     return Check("ClaimX API", False, detail, blocking=not outage, unreachable=outage)
