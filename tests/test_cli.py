@@ -51,7 +51,12 @@ def test_help_loads_no_sub_command() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["lag"], ["check"], ["simulate", "events", "--count", "5", "--topic", "claimx.events"]],
+    [
+        [CLAIMX, "lag"],
+        [CLAIMX, "check"],
+        [CLAIMX, "simulate", "events", "--count", "5", "--topic", "claimx.events"],
+        [sys.executable, "-m", "claimx_flow.dlq", "list"],  # the runbook's DLQ tool path
+    ],
 )
 def test_an_unreachable_broker_is_one_red_line_and_exit_2(
     command: list[str], tmp_path: Path
@@ -68,7 +73,7 @@ def test_an_unreachable_broker_is_one_red_line_and_exit_2(
         "CLAIMX_DATA_DIR": str(tmp_path / "data"),
     }
     env.pop("CLAIMX_ENV", None)
-    done = subprocess.run([CLAIMX, *command], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

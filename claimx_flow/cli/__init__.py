@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,7 @@ import typer
 from typer import _click as click  # typer 0.29 carries its own click; its groups use it
 from typer.core import TyperCommand, TyperGroup
 
-from claimx_flow.cli.output import EXIT_ERROR
-from claimx_flow.errors import ClaimxError
+from claimx_flow.cli.output import run_guarded
 
 PACKAGE = "claimx-flow"
 
@@ -224,42 +222,4 @@ def main() -> None:
     """Entry point: a known failure is one red line and exit code 2, never a traceback."""
     global _entry_point
     _entry_point = True
-    try:
-        app()
-    except ClaimxError as exc:
-        _fail(str(exc))
-    except Exception as exc:
-        if not _peer_failure(exc):
-            raise
-        _fail(_described(exc))
-
-
-def _peer_failure(exc: BaseException) -> bool:
-    """A broken peer (Kafka, storage, a socket, a file or folder that is missing or refused)
-    that no command turned into its own error: still one red line, since a traceback tells an
-    operator nothing more."""
-    kafka = sys.modules.get("confluent_kafka")
-    if kafka is not None and isinstance(exc, kafka.KafkaException):
-        return True
-    azure = sys.modules.get("azure.core.exceptions")
-    if azure is not None and isinstance(exc, azure.AzureError):
-        return True
-    return isinstance(exc, OSError)  # ConnectionError and TimeoutError among them
-
-
-def _described(exc: BaseException) -> str:
-    """A peer's failure in its own words: librdkafka's sentence, not ``KafkaError{code=…}``."""
-    kafka = sys.modules.get("confluent_kafka")
-    if kafka is not None and isinstance(exc, kafka.KafkaException):
-        error = exc.args[0] if exc.args else None
-        reason = error.str() if isinstance(error, kafka.KafkaError) else str(exc)
-        where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        return f"Kafka at {where}: {reason}" if where else f"Kafka: {reason}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _fail(message: str) -> None:
-    from claimx_flow.cli.output import print_error
-
-    print_error(message)
-    sys.exit(EXIT_ERROR)
+    run_guarded(lambda: app())  # looked up at the call: a test may stand another in

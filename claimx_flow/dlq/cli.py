@@ -20,7 +20,6 @@ from typing import Any
 import typer
 from confluent_kafka import KafkaException
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,7 +31,14 @@ from rich.progress import (
 )
 
 from claimx_flow.cli import prepare
-from claimx_flow.cli.output import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
+from claimx_flow.cli.output import (
+    EXIT_ERROR,
+    OUTPUT_OPTION,
+    Output,
+    emit_json,
+    print_error,
+    run_guarded,
+)
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.dlq import browse
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
@@ -344,9 +350,4 @@ def _confirm(plan: PurgePlan) -> None:
 def main() -> None:
     """``python -m claimx_flow.dlq``: the same commands, quiet Kafka logs, the local stack's env."""
     prepare(entry_point=True)
-    try:
-        app(prog_name="python -m claimx_flow.dlq")
-    except ClaimxError as exc:
-        err = Console(stderr=True, soft_wrap=True)
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(EXIT_ERROR)
+    run_guarded(lambda: app(prog_name="python -m claimx_flow.dlq"))
