@@ -448,3 +448,33 @@ def test_cli_api_check(
     assert isinstance(in_url.exception, ClaimxError)  # ``main`` makes it one red line, exit 2
     assert "CLAIMX_API_URL: must not hold a user or password" in str(in_url.exception)
     assert "Url-Secret-9" not in str(in_url.exception) + in_url.output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "01 Jan 99999999999999999999 00:00:00 GMT",  # a year past any datetime
+        "Mon, 01 Jan 0001 00:00:00 GMT",
+        "1e309",
+        "-5",
+        "nan",
+        "soon",
+        "",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+    ],
+)
+def test_a_retry_after_of_any_text_fails_no_answer_and_holds_no_bytes(
+    sim: RunningSimulator, api_settings: Settings, text: str
+) -> None:
+    """A ``Retry-After`` the client cannot read (a gateway's, on a 200 too) is no delay: the
+    answer is read, and the bytes it held are given back (they were kept for good once, and
+    enough such answers left no room for any call)."""
+    sim.set_faults(retry_after_text=text)
+
+    async def call() -> tuple[Any, int]:
+        async with ClaimXApiClient(api_settings) as client:
+            answer = await client.get_project("7")
+            return answer, client._in_flight.used
+
+    answer, held = asyncio.run(call())
+    assert answer and held == 0

@@ -221,46 +221,52 @@ class ClaimXApiClient:
             await self._bucket.acquire()
         headers = {"Authorization": self._auth_header} if self._auth_header else {}
         where = f"{method} {path}"
-        async with self._semaphore:
-            self.attempts[endpoint] += 1
-            try:
-                with metrics.api_attempt(endpoint) as timed:
-                    async with self._session.request(
-                        method,
-                        self.base_url + path,
-                        params=params,
-                        json=body,
-                        headers=headers,
-                        allow_redirects=False,
-                    ) as response:
-                        status = timed.status = response.status
-                        raw = await _read_bounded(
-                            response, self.policy.max_response_bytes, self._in_flight
-                        )
-                        retry_after = _retry_after(response.headers.get("Retry-After"))
-            except TimeoutError:
-                raise self._error(
-                    TRANSIENT, endpoint, f"{where}: no answer within {self.timeout_s:g}s"
-                ) from None
-            except _TooLarge as exc:
-                raise self._error(
-                    PERMANENT, endpoint, f"{where}: {exc}", status=timed.status
-                ) from None
-            except _OverBudget as exc:
-                raise self._error(
-                    TRANSIENT, endpoint, f"{where}: {exc}", status=timed.status
-                ) from None
-            except aiohttp.ClientPayloadError as exc:
-                raise self._error(TRANSIENT, endpoint, f"{where}: truncated body ({exc})") from None
-            except aiohttp.InvalidURL as exc:
-                raise self._error(PERMANENT, endpoint, f"{where}: invalid URL {exc}") from None
-            except aiohttp.ClientError as exc:
-                detail = f"{where}: connection failed ({type(exc).__name__}: {exc})"
-                raise self._error(TRANSIENT, endpoint, detail) from None
+        raw: bytes | None = None  # once read, held in the budget until this call ends
         try:
-            return self._parse(endpoint, where, status, raw, retry_after)
+            async with self._semaphore:
+                self.attempts[endpoint] += 1
+                try:
+                    with metrics.api_attempt(endpoint) as timed:
+                        async with self._session.request(
+                            method,
+                            self.base_url + path,
+                            params=params,
+                            json=body,
+                            headers=headers,
+                            allow_redirects=False,
+                        ) as response:
+                            status = timed.status = response.status
+                            raw = await _read_bounded(
+                                response, self.policy.max_response_bytes, self._in_flight
+                            )
+                            retry_header = response.headers.get("Retry-After")
+                except TimeoutError:
+                    raise self._error(
+                        TRANSIENT, endpoint, f"{where}: no answer within {self.timeout_s:g}s"
+                    ) from None
+                except _TooLarge as exc:
+                    raise self._error(
+                        PERMANENT, endpoint, f"{where}: {exc}", status=timed.status
+                    ) from None
+                except _OverBudget as exc:
+                    raise self._error(
+                        TRANSIENT, endpoint, f"{where}: {exc}", status=timed.status
+                    ) from None
+                except aiohttp.ClientPayloadError as exc:
+                    raise self._error(
+                        TRANSIENT, endpoint, f"{where}: truncated body ({exc})"
+                    ) from None
+                except aiohttp.InvalidURL as exc:
+                    raise self._error(PERMANENT, endpoint, f"{where}: invalid URL {exc}") from None
+                except aiohttp.ClientError as exc:
+                    detail = f"{where}: connection failed ({type(exc).__name__}: {exc})"
+                    raise self._error(TRANSIENT, endpoint, detail) from None
+            # A gateway's header may be any text: reading it fails neither the answer nor the
+            # budget (the bytes are given back, whatever is raised from here on).
+            return self._parse(endpoint, where, status, raw, _retry_after(retry_header))
         finally:
-            self._in_flight.give(len(raw))
+            if raw is not None:
+                self._in_flight.give(len(raw))
 
     def _parse(
         self, endpoint: str, where: str, status: int, raw: bytes, retry_after: float | None
@@ -417,9 +423,9 @@ def _retry_after(value: str | None) -> float | None:
         pass
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, moment.timestamp() - datetime.now(moment.tzinfo).timestamp())
+    except (TypeError, ValueError, OverflowError):  # no date a datetime holds: no delay
         return None
-    return max(0.0, moment.timestamp() - datetime.now(moment.tzinfo).timestamp())
 
 
 def _shaped(endpoint: str, normalise: Callable[[Any], T], payload: Any) -> T:
