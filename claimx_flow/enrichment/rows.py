@@ -389,7 +389,9 @@ def task_rows(
     if task["project_id"] is None:
         task["project_id"] = project_id
     rows: list[tuple[str, Row]] = [(TASKS.name, task)]
-    if isinstance(template, dict) and template.get("taskId") is not None:
+    # A template or link is there only with an id (``as_id``: an empty one is none): their
+    # tables are keyed by it, and would refuse the row while the task's went on.
+    if isinstance(template, dict) and as_id(template.get("taskId"), "taskId") is not None:
         rows.append(
             (
                 TASK_TEMPLATES.name,
@@ -401,7 +403,7 @@ def task_rows(
                 ),
             )
         )
-    if isinstance(link, dict) and link.get("linkId") is not None:
+    if isinstance(link, dict) and task["link_id"] is not None:
         rows.append(
             (
                 EXTERNAL_LINKS.name,

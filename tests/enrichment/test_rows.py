@@ -161,3 +161,34 @@ _iso_texts = st.one_of(
 )
 def test_timestamp_text_is_read_as_before_its_fast_path(value: str) -> None:
     assert _answer(rows.parse_timestamp, value) == _answer(_timestamp_as_before, value)
+
+
+@pytest.mark.parametrize("empty", ["", None])
+def test_a_template_or_link_without_an_id_makes_no_row(empty: Any) -> None:
+    """An empty ``taskId`` or ``linkId`` is no id, as everywhere (``as_id``): the task's row,
+    and no template or link row that its table would refuse (which put the event in Delta and
+    in the DLQ at once, on every replay)."""
+    assignment = {
+        "assignmentId": 7,
+        "projectId": 5,
+        "customTask": {"taskId": empty, "taskName": "Roof"},
+        "externalLinkData": {"linkId": empty, "url": "https://example.test/x"},
+    }
+    made = rows.task_rows(assignment, "5", "e-1", datetime(2024, 1, 1, tzinfo=UTC))
+    assert [table for table, _ in made] == ["claimx_tasks"]
+    assert made[0][1]["link_id"] is None
+
+
+def test_a_template_and_link_with_ids_make_their_rows() -> None:
+    assignment = {
+        "assignmentId": 7,
+        "customTask": {"taskId": 11, "taskName": "Roof"},
+        "externalLinkData": {"linkId": "L-3", "url": "https://example.test/x"},
+    }
+    made = rows.task_rows(assignment, "5", "e-1", datetime(2024, 1, 1, tzinfo=UTC))
+    assert [table for table, _ in made] == [
+        "claimx_tasks",
+        "claimx_task_templates",
+        "claimx_external_links",
+    ]
+    assert (made[1][1]["task_id"], made[2][1]["link_id"]) == ("11", "L-3")
