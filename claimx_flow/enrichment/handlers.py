@@ -117,17 +117,19 @@ class EnrichmentError(ClaimxError):
 
 
 class ProjectCache:
-    """Recently written projects (their answers), so a burst of events costs one project call,
-    not one each."""
+    """Recently written projects, so a burst of events costs one project call, not one each.
+    Only the ids: nothing reads a cached answer, and 10,000 answers of tens of kilobytes each
+    would be hundreds of megabytes."""
 
     def __init__(self, maxsize: int = 10_000, ttl_s: float = 300.0) -> None:
-        self._entries: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+        self._entries: TTLCache[str, bool] = TTLCache(maxsize=maxsize, ttl=ttl_s)
 
-    def get(self, project_id: str) -> dict[str, Any] | None:
-        return self._entries.get(project_id)
+    def written(self, project_id: str) -> bool:
+        """Whether a batch wrote the project's row within the last ``ttl_s``."""
+        return project_id in self._entries
 
-    def put(self, project_id: str, response: dict[str, Any]) -> None:
-        self._entries[project_id] = response
+    def remember(self, project_id: str) -> None:
+        self._entries[project_id] = True
 
 
 class _Calls:
@@ -135,8 +137,6 @@ class _Calls:
 
     def __init__(self) -> None:
         self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
-        self.projects: dict[str, dict[str, Any]] = {}
-        """The project answers this batch fetched, by id."""
         self.promised: dict[str, asyncio.Future[bool]] = {}
         """For each project this batch fetches: whether the batch writes its row, settled as
         soon as the batch has built that row or lost its call, and at the latest when it is
@@ -201,7 +201,7 @@ class Enricher:
         for project_id, promise in calls.promised.items():
             written = project_id in project_rows
             if written:
-                self._cache.put(project_id, calls.projects[project_id])
+                self._cache.remember(project_id)
             if self._promised.get(project_id) is promise:
                 del self._promised[project_id]
             _tell(promise, written)
@@ -343,7 +343,7 @@ class Enricher:
             if earlier is not None:
                 if await asyncio.shield(earlier):
                     return  # the earlier batch wrote it; if not, this one fetches for itself
-            elif self._cache.get(project_id) is not None:
+            elif self._cache.written(project_id):
                 return
         promise = calls.promised.get(project_id)
         if promise is None and not calls.made(key):
@@ -355,7 +355,6 @@ class Enricher:
         except BaseException:
             _tell(promise, False)  # no row from this batch: a waiting one fetches for itself
             raise
-        calls.projects[project_id] = response
         if project_id not in project_rows:
             project = rows.project_row(response, task.event_id, now)
             contacts = rows.contact_rows(response, project_id, task.event_id, now)

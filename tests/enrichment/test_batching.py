@@ -177,7 +177,7 @@ def test_file_events_without_media_ids_make_no_media_call() -> None:
 
 def test_a_cached_project_spares_its_call_for_file_events() -> None:
     cache = ProjectCache()
-    cache.put("5", {"project": {"projectId": "5"}})
+    cache.remember("5")
     api = CannedApi({"5": items(1, 2)})
     batch = enrich(api, files("5", "1", "2"), cache)
     assert all(isinstance(o, Enriched) for o in batch.outcomes)
