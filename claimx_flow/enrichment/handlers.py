@@ -380,8 +380,17 @@ class Enricher:
         self, project_id: str, selective: list[str] | None
     ) -> dict[str, dict[str, Any]]:
         """The project's media by id, indexed once per call rather than scanned once per event."""
+        try:
+            items = await self._api.get_media(project_id, selective)
+        except ClaimxError as error:  # the API's errors carry their HTTP status
+            if selective is None or len(selective) < 2 or getattr(error, "status", None) != 400:
+                raise
+            # One id the API refuses (a 400 for the query; an unknown project is a 404) must
+            # not cost the others: the whole list has theirs, and the refused one fails alone
+            # as not found.
+            items = await self._api.get_media(project_id)
         by_id: dict[str, dict[str, Any]] = {}
-        for item in await self._api.get_media(project_id, selective):
+        for item in items:
             by_id.setdefault(str(item.get("mediaID", item.get("mediaId"))), item)
         return by_id
 

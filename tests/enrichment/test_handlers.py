@@ -288,3 +288,18 @@ def test_a_batch_past_its_deadline_leaves_no_call_running_for_the_next(
     # At most the call in flight when its batch ended (served after the cancel: the simulator
     # counts a request when it starts answering it).
     assert all(count <= 1 for count in served_while_idle), served_while_idle
+
+
+def test_a_media_id_the_api_refuses_fails_alone(
+    api_settings: Settings, sim: RunningSimulator
+) -> None:
+    """A few file events of one project share one selective media query; an id the API
+    refuses there (400: ``abc`` is no media id) must not cost the others: they are looked up
+    in the project's whole list, and only the refused one fails."""
+    media = sim_data.media_ids(SEED, 813)
+    tasks = [task("PROJECT_FILE_ADDED", 813, media_id=m) for m in (media[0], "abc", media[1])]
+    outcomes = enrich(api_settings, tasks).outcomes
+    assert [type(o).__name__ for o in outcomes] == ["Enriched", "EnrichmentFailed", "Enriched"]
+    refused = outcomes[1]
+    assert isinstance(refused, EnrichmentFailed)
+    assert refused.category is ErrorCategory.PERMANENT and "MEDIA_NOT_FOUND" in refused.message
