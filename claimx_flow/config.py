@@ -451,6 +451,16 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/")
 
+    @field_validator("claimx_api_url")
+    @classmethod
+    def _no_query(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            # Paths are appended to it, so a query would swallow them (and it is printed as
+            # the URL's address): a key has CLAIMX_API_TOKEN, CLAIMX_API_PASSWORD.
+            raise ValueError("must not hold a query or fragment (give a key as CLAIMX_API_TOKEN)")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _event_hubs(cls, values: Any) -> Any:

@@ -214,9 +214,9 @@ class Progress:
         except KafkaException as exc:
             log.warning("start of %s not published: %s", self._topic, exc)
             return
-        refused = {tp.partition for tp in answered or () if tp.error is not None}
-        if refused:
-            log.warning("start of %s[%s] not published", self._topic, sorted(refused))
+        refused = {tp.partition: tp.error for tp in answered or () if tp.error is not None}
+        for partition, error in refused.items():
+            log.warning("start of %s[%d] not published: %s", self._topic, partition, error)
         self._published.update({p: (o, at) for p, o in starts.items() if p not in refused})
 
     def _low(self, partition: int) -> int:

@@ -110,6 +110,26 @@ def test_a_peer_failure_no_command_caught_is_still_one_masked_red_line(
     assert "pw-Kq3" not in err and "sig=abc" not in err
 
 
+def test_the_dlq_module_shares_the_entry_point_guard(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m claimx_flow.dlq``, the runbook's DLQ tool path: a broken peer no command
+    caught (a folder refused) is one masked red line and exit 2 there too, not a traceback."""
+    import claimx_flow.dlq.cli as dlq_cli
+
+    def broken(**_: object) -> None:
+        raise PermissionError(13, "Permission denied: token=tk-Zz8 at https://h/x?sig=abc")
+
+    monkeypatch.setattr(dlq_cli, "app", broken)
+    monkeypatch.setenv("CLAIMX_ENV", "local")
+    with pytest.raises(SystemExit) as exited:
+        dlq_cli.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: PermissionError")
+    assert "tk-Zz8" not in err and "sig=abc" not in err
+
+
 def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A process environment with no ClaimX or Kafka variable and no local stack."""
     env = {

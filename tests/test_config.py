@@ -492,11 +492,23 @@ def test_the_cli_masks_the_secrets_of_the_config_file_too(
     assert "Ev3unusualENV" not in error_line("sasl Ev3unusualENV")
 
 
-def test_config_show_masks_a_key_in_a_url_query(clean_env: pytest.MonkeyPatch) -> None:
-    """An API behind a gateway may take its key in the query (an Azure Function's ``code=``):
-    ``config show`` keeps where the URL points and masks what the query grants."""
-    clean_env.setenv("CLAIMX_API_URL", "https://claimx.example/api?code=FnKey-Qq71-never-print")
+def test_config_show_masks_a_url_query(clean_env: pytest.MonkeyPatch) -> None:
+    """An endpoint may carry a grant in its query (a SAS token on a storage URL): ``config
+    show`` keeps where it points and masks what the query grants."""
+    clean_env.setenv("ONELAKE_ENDPOINT", "https://onelake.example/?sv=2024&sig=Sas-Qq71-never")
     for args in (["config", "show"], ["config", "show", "-o", "json"]):
         shown = CliRunner().invoke(app, args, terminal_width=300).output
-        assert "FnKey-Qq71" not in shown
-        assert "https://claimx.example/api?***" in shown
+        assert "Sas-Qq71" not in shown
+        assert "https://onelake.example/?***" in shown
+
+
+def test_an_api_url_with_a_query_is_refused_without_echoing_it(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The client appends paths to CLAIMX_API_URL, which a query would swallow (every call
+    and the health probe sent to the wrong place): refused at start, naming the variable
+    and not the key the query holds."""
+    clean_env.setenv("CLAIMX_API_URL", "https://claimx.example/api?code=FnKey-Qq71-never-print")
+    with pytest.raises(ConfigError, match=r"CLAIMX_API_URL: .*query") as caught:
+        load_settings()
+    assert "FnKey-Qq71" not in str(caught.value)

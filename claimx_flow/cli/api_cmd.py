@@ -58,14 +58,14 @@ def check(
                 "elapsed_ms": round(result.elapsed_ms),
             }
         )
-    elif result.ok:
+    if not result.ok:  # on stderr, with JSON too: stdout stays the document
+        headline = _HEADLINES[result.problem or "unexpected"]
+        print_error(f"{headline} at {where} as {who}: {detail}")
+    elif output is not Output.JSON:
         console.print(
             f"[green]✓[/] {where} reachable as {who}: {detail} ({result.elapsed_ms:.0f} ms)",
             highlight=False,
         )
-    if not result.ok:  # on stderr, with JSON too: stdout stays the document
-        headline = _HEADLINES[result.problem or "unexpected"]
-        print_error(f"{headline} at {where} as {who}: {detail}")
     if code:
         raise typer.Exit(code)
 

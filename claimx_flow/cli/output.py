@@ -1,4 +1,5 @@
-"""``--output table|json`` (``-o``), the same on every read command, as kubectl has it.
+"""``--output table|json`` (``-o``), the same on every read command, as kubectl has it; and
+the one red line (``print_error``, ``run_guarded`` for an entry point) that any failure is.
 
 ``json`` prints one document on stdout and nothing else there: progress bars, warnings and
 errors go to stderr, so ``claimx lag -o json | jq …`` always parses.

@@ -132,7 +132,7 @@ def reset(
     except RecoveryStateError as exc:
         if backup is None:
             raise
-        raise RecoveryStateError(f"{exc} (it is {backup})") from None
+        raise RecoveryStateError(f"{exc} (the files as they were are in {backup})") from None
     _table(f"{stage} will resume from", moved)
     if backup is not None:
         console.print(f"the recovery files as they were are in {backup}")

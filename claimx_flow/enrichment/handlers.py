@@ -371,7 +371,8 @@ class Enricher:
         self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]
     ) -> Awaitable[dict[str, dict[str, Any]]]:
         """The project's media by id, fetched once per batch: only the batch's ids when they are
-        few (one selective query), else the whole list."""
+        few (one selective query, asked again as the whole list if the API refuses one of its
+        ids), else the whole list."""
         ids = wanted[project_id]
         selective = ids if len(ids) <= SELECTIVE_MEDIA_LIMIT else None
         return calls.once(("media", project_id), lambda: self._media_by_id(project_id, selective))

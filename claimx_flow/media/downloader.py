@@ -33,6 +33,7 @@ from claimx_flow.media.cache_runs import CacheRun
 from claimx_flow.media.cache_spool import CacheSpool
 from claimx_flow.media.tasks import InvalidMediaTask, storage_path
 from claimx_flow.models import CachedFile, DownloadTask
+from claimx_flow.models.messages import DOWNLOAD_TASK_MAX_BYTES, REFRESHED_TASK_MAX_BYTES
 from claimx_flow.runtime import metrics
 from claimx_flow.storage.paths import UnsafePathError, check_id
 
@@ -98,8 +99,9 @@ class DownloadPolicy:
         file_type = task.file_type.lower().lstrip(".")
         if file_type not in self.allowed_types:
             raise _refused(f"file type {file_type[:40]!r} not allowed")
+        limit = REFRESHED_TASK_MAX_BYTES if task.refresh_count else DOWNLOAD_TASK_MAX_BYTES
         try:
-            storage_path(task)
+            storage_path(task, limit)
         except InvalidMediaTask as exc:
             raise _refused(exc.reason) from None
         return self.check_url(task.download_url)

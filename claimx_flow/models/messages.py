@@ -180,11 +180,14 @@ DOWNLOAD_TASK_MAX_BYTES = 64 * 1024
 cached message fit any topic. Enrichment refuses to write a larger one, and the download stage
 refuses to read one."""
 
+REFRESHED_TASK_MAX_BYTES = DOWNLOAD_TASK_MAX_BYTES + 33 * 1024
+"""A task after a URL refresh: the fresh link may be longer (up to the 8,192 characters a URL
+may have, 4 bytes each at most) and brings its expiry."""
+
 CACHED_DOWNLOAD_MAX_BYTES = 2 * DOWNLOAD_TASK_MAX_BYTES
-"""A cached-download message's JSON: its task, whose URL a refresh may have made longer (up to
-the 8,192 characters a URL may have, 4 bytes each at most), and the file's fields (a cache path
-of up to 4,096 bytes, escaped; size, sha256, type, time). The upload refuses a larger one; a
-task the download took always fits."""
+"""A cached-download message's JSON: its task, refreshed or not, and the file's fields (a
+cache path of up to 4,096 bytes, each escaped to at most 6; size, sha256, type, time). The
+upload refuses a larger one; a task the download took always fits."""
 
 
 class NewDownloadTask(NamedTuple):

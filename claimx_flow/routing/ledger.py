@@ -27,7 +27,7 @@ deleted and made again, its offsets from 0), so before believing one the start r
 it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys (``identity``; for
 a message without one, its value): the copy's own, or, if the copy's was cut to fit, the sha256
 it gives of the whole one. What it misses (no published time yet, which only a start whose own
-publishing the group refused leaves: ``Progress.start`` waits for it before reading; a read cut
+publishing failed leaves: ``Progress.start`` waits for it before reading; a read cut
 at ``SCAN_LIMIT_S``; a copy older than the margin; a copy stamped by a host whose clock is more
 than the margin behind; a copy naming a message that cannot be read again; a resume from a
 recovery backup older than the published position) is routed again, as before this existed.

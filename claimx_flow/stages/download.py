@@ -27,11 +27,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 import aiohttp
-from pydantic import TypeAdapter, ValidationError
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.config import Settings
+from claimx_flow.enrichment.rows import parse_timestamp
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
 from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
@@ -43,7 +43,6 @@ from claimx_flow.media.downloader import (
     download_to_cache,
 )
 from claimx_flow.models import CachedFile, DownloadTask
-from claimx_flow.models.types import UtcDateTime
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
@@ -51,7 +50,6 @@ from claimx_flow.runtime.logs import at
 from claimx_flow.stages.outputs import StageOutput
 
 log = logging.getLogger(__name__)
-_EXPIRY: TypeAdapter[object] = TypeAdapter(UtcDateTime | None)
 
 MAX_URL_REFRESHES = 2
 
@@ -224,9 +222,9 @@ class DownloadStage:
             if str(item.get("mediaID", item.get("mediaId"))) == task.media_id:
                 link = item.get("fullDownloadLink")
                 if isinstance(link, str) and link:
-                    expires_at = None
-                    with suppress(ValidationError):
-                        expires_at = _EXPIRY.validate_python(item.get("expiresAt"))
+                    expires_at = None  # none where it gives none that reads
+                    with suppress(ValueError, TypeError, OverflowError):
+                        expires_at = parse_timestamp(item.get("expiresAt"))  # as the media row
                     refreshes = task.refresh_count + 1
                     return task.model_copy(
                         update={

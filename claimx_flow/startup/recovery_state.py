@@ -245,7 +245,15 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
             f"the recovery files of {stage} could not all be changed ({exc}); its consumer "
             "group was left as it was: put their backup back before the stage starts"
         ) from None
-    _commit_group(settings, stage, offsets)
+    try:
+        _commit_group(settings, stage, offsets)
+    except RecoveryStateError as exc:
+        if not updated:
+            raise
+        raise RecoveryStateError(
+            f"{exc}; the recovery files already point at the target, which is where the stage "
+            "resumes from: run the reset again to move the group too"
+        ) from None
     covered = {(p.topic, p.partition) for p in updated}
     updated += [
         InputPosition("-", topic, partition, offset, 0, directory)

@@ -117,16 +117,16 @@ def parse_metrics(text: str, stage: StageName) -> Numbers:
 def _readiness(body: bytes) -> tuple[str, ...]:
     """The failing checks of a readiness answer; any other answer is one unreadable one."""
     try:
-        checks = json.loads(body).get("checks", {})
-    except (ValueError, AttributeError):
+        checks = json.loads(body).get("checks")
+    except (ValueError, AttributeError, RecursionError):  # not JSON, no object, too deep
         checks = None
-    if not isinstance(checks, dict):
+    if not isinstance(checks, dict) or not checks:
         return ("unreadable answer",)
     return tuple(
-        f"{name}: {check.get('detail', '')}"
+        f"{name}: {check.get('detail', '')}" if isinstance(check, dict) else f"{name}: unreadable"
         for name, check in sorted(checks.items())
-        if isinstance(check, dict) and not check.get("ok")
-    )
+        if not isinstance(check, dict) or not check.get("ok")
+    ) or ("not ready, every check passing",)
 
 
 def scrape(endpoint: Endpoint, timeout_s: float) -> Scrape:

@@ -32,7 +32,7 @@ from claimx_flow.models import (
     MessageOrigin,
     UploadResult,
 )
-from claimx_flow.models.messages import for_attempt
+from claimx_flow.models.messages import DOWNLOAD_TASK_MAX_BYTES, for_attempt
 from claimx_flow.stages import download as download_module
 from claimx_flow.stages.download import MAX_URL_REFRESHES, DownloadStage, attempt_of
 from claimx_flow.stages.upload import UploadStage
@@ -211,6 +211,25 @@ def test_an_expired_url_is_refreshed_and_retried_at_once(
     assert Path(cached.local_path).read_bytes() == expected_bytes(task.media_id)
 
 
+def test_a_task_at_the_size_limit_is_refreshed_and_lands(
+    api_settings: Settings, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A refresh makes a task larger (its fresh link's expiry, a longer link): one read at the
+    limit must still be fetched, not refused as over it halfway through its download."""
+    settings = settings_for(api_settings, tmp_path)
+    sim.set_faults(expired_urls=True)
+    task = media_task(settings).model_copy(update={"expires_at": None})  # the host says why
+    sim.set_faults(expired_urls=False)
+    room = DOWNLOAD_TASK_MAX_BYTES - len(task.to_json())
+    task = task.model_copy(update={"source_event_id": task.source_event_id + "x" * room})
+    assert len(task.to_json()) == DOWNLOAD_TASK_MAX_BYTES
+    (out,) = run_stage(settings, [task])
+    assert out.topic == settings.claimx_downloads_cached_topic, out.headers
+    cached = CachedDownload.from_json(out.value)
+    assert cached.refresh_count == 1 and cached.expires_at is not None
+    assert Path(cached.local_path).read_bytes() == expected_bytes(task.media_id)
+
+
 def test_a_refusal_that_gives_no_reason_before_the_expiry_is_permanent(
     api_settings: Settings, sim: RunningSimulator, tmp_path: Path
 ) -> None:
@@ -219,11 +238,11 @@ def test_a_refusal_that_gives_no_reason_before_the_expiry_is_permanent(
     settings = settings_for(api_settings, tmp_path)
     task = media_task(settings)
     forged = task.download_url.replace("sig=", "sig=0")  # the host refuses the signature
-    refreshes = sim.stats.requests["media"]
+    media_lists = sim.stats.requests["media"]
     *_, out = run_stage(settings, [task.model_copy(update={"download_url": forged})])
     assert out.topic == settings.claimx_downloads_dlq_topic
     assert "HTTP 403" in FailureInfo.from_headers(out.headers).error_message
-    assert sim.stats.requests["media"] == refreshes  # no media list asked for a fresh link
+    assert sim.stats.requests["media"] == media_lists  # no media list asked for a fresh link
 
 
 @pytest.mark.parametrize("answer", ["says_expired", "terse"])
