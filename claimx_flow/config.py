@@ -526,13 +526,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret in clear, for redaction of text that leaves the process."""
-        secrets = (
-            self.kafka_sasl_password,
-            self.eventhubs_connection_string,
-            self.claimx_api_password,
-            self.claimx_api_token,
-            self.onelake_account_key,
-        )
+        secrets = [getattr(self, name) for name in _secret_fields()]
         return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property

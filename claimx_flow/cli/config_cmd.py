@@ -23,7 +23,7 @@ def show(output: Output = OUTPUT_OPTION) -> None:
     values = {
         env_name(field): mask_url_queries(value) if isinstance(value, str) else value
         for field, value in settings
-    }  # a query may hold a key (an Azure Function's ``code=``): shown as ``?***``
+    }  # a query may hold a grant (a SAS token on a storage endpoint): shown as ``?***``
     if output is Output.JSON:
         emit_json(
             {
