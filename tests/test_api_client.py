@@ -469,7 +469,7 @@ def test_a_retry_after_of_any_text_fails_no_answer_and_holds_no_bytes(
     """A ``Retry-After`` the client cannot read (a gateway's, on a 200 too) is no delay: the
     answer is read, and the bytes it held are given back (they were kept for good once, and
     enough such answers left no room for any call)."""
-    sim.set_faults(retry_after_text=text)
+    sim.set_faults(retry_after_texts=[text])
 
     async def call() -> tuple[Any, int]:
         async with ClaimXApiClient(api_settings) as client:

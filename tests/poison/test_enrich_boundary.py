@@ -209,19 +209,33 @@ def served_hostile(sim: RunningSimulator) -> int:
     return sum(n for kind, n in sim.stats.faults.items() if kind.startswith("hostile:"))
 
 
+EDGE_RETRY_AFTERS = [
+    "01 Jan 99999999999999999999 00:00:00 GMT",  # a year past any datetime
+    "Mon, 01 Jan 0001 00:00:00 GMT",
+    "1e309",
+]
+RETRY_AFTERS = st.lists(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60), max_size=5
+).map(lambda texts: [*texts, *EDGE_RETRY_AFTERS])
+"""A gateway's ``Retry-After`` on the API's answers, 200s included, one text after another:
+any printable text (a header can hold no other), with the edges a date parser meets always
+among them; read or not, none may fail an answer."""
+
+
 @runs_within(150)
 @poison_settings
-@given(cases=project_cases(PROJECTS))
+@given(cases=project_cases(PROJECTS), retry_afters=RETRY_AFTERS)
 def test_every_enrichment_task_lands_or_fails_alone_whatever_the_api_answers(
     kafka_bootstrap: str,
     sim: RunningSimulator,
     tmp_path_factory: pytest.TempPathFactory,
     cases: list[ProjectCase],
+    retry_afters: list[str],
 ) -> None:
     tmp = tmp_path_factory.mktemp("enrich-poison")
     settings = enrich_settings(kafka_bootstrap, sim, tmp / "data")
     sim.reset()
-    sim.set_faults(hostile=hostility(cases))
+    sim.set_faults(hostile=hostility(cases), retry_after_texts=retry_afters)
     planned = planned_tasks(cases)
     produce_tasks(settings, planned)
     exit = run_stage_process(settings, "enrich", tmp / "logs", timeout_s=150)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import deque
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,9 +40,10 @@ class Faults(BaseModel):
     """Outcomes of the next requests, in order: a status or one of the failure kinds."""
     retry_after_s: float = Field(1.0, ge=0.0)
     """``Retry-After`` sent with every 429."""
-    retry_after_text: str | None = Field(None, max_length=200, pattern=r"^[\x20-\x7e]*$")
-    """A ``Retry-After`` header as this text on every API answer, 200s included, right or
-    wrong (a gateway's own): a client must read what it can of it and fail nothing on it."""
+    retry_after_texts: list[Annotated[str, Field(max_length=200, pattern=r"^[\x20-\x7e]*$")]] = []
+    """A ``Retry-After`` header on every API answer, 200s included, each the next of these
+    texts in turn, right or wrong (a gateway's own): a client must read what it can of it and
+    fail nothing on it."""
     latency_ms: float = Field(0.0, ge=0.0)
     jitter_ms: float = Field(0.0, ge=0.0)
     """Latency is ``latency_ms`` plus a uniform draw from ``[0, jitter_ms]``."""

@@ -134,9 +134,9 @@ async def _serve(
             headers={"WWW-Authenticate": 'Basic realm="ClaimX"'},
         )
     response = await handler(request)
-    text = sim.injector.faults.retry_after_text
-    if target == "api" and text is not None and not response.prepared:
-        response.headers["Retry-After"] = text
+    texts = sim.injector.faults.retry_after_texts
+    if target == "api" and texts and not response.prepared:
+        response.headers["Retry-After"] = texts[sim.stats.api_calls % len(texts)]
     return await _mangle(request, response, injected)
 
 
