@@ -6,7 +6,8 @@
 Each partition read starts as soon as it arrives, beside the reads still waiting for their API
 answers, and leaves when it and every earlier read of its partition are done; reads in flight
 when an epoch ends are in the step's recovery state and start again on resume
-(``operators/overlapped.py``).
+(``operators/overlapped.py``). Their groups of tasks take turns at the API, and a stop gives no
+turn past one deadline (``claimx_flow/enrichment/turns.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from claimx_flow.stages import StageBatch
 from claimx_flow.stages.enrich import EnrichStage
 from dataflows._process import flow_attribute
 from dataflows._wiring import kafka_batches, write_batches
-from operators.overlapped import overlapped_flat_map
+from operators import shutdown
+from operators.overlapped import Heartbeat, overlapped_flat_map
 
 STAGE = STAGES["enrich"]
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -36,7 +38,10 @@ cyclic garbage still gets freed in a long-running process."""
 
 
 def build(settings: Settings) -> Dataflow:
-    stage = EnrichStage.from_settings(settings)
+    progress = Heartbeat()
+    stage = EnrichStage.from_settings(
+        settings, stopping=shutdown.requested, on_progress=progress.beat
+    )
     ledger = RoutedLedger.for_stage(settings, STAGE)
 
     async def enrich(read: RecordBatch) -> list[StageBatch]:
@@ -55,9 +60,9 @@ def build(settings: Settings) -> Dataflow:
         max_in_flight=stage.batches_in_flight,
         lane_of=partition_of,
         ordered=True,
-        # Each task has its own deadline; these only catch a read that is stuck, or a loop
-        # that stopped answering.
-        item_timeout_s=stage.item_deadline_s + 60,
+        # Each group of tasks ends within its deadline from its turn, and beats as it does: a
+        # read waiting its turns is not stalled, a loop that stopped answering is.
+        heartbeat=progress,
         stall_timeout_s=stage.item_deadline_s + 60,
     )
     write_batches("out", enriched, settings, STAGE)

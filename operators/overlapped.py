@@ -28,13 +28,12 @@ not yet emitted, a lane that takes more waits for its own first item.
 Bytewax calls a stateful step only when an item arrives or a timer it asked for is due, so a
 lane with items in flight asks to be woken every ``poll`` to emit what finished meanwhile (the
 loop thread only queues finished outcomes; the worker thread emits them). A loop that stopped
-answering is caught by ``stall_timeout_s``: items in flight and none finished for that long
-fails the step, and recovery starts them again.
+answering is caught by ``stall_timeout_s``: items in flight and none finished (nor a
+``Heartbeat`` beaten) for that long fails the step, and recovery starts them again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
@@ -68,17 +67,34 @@ class Stalled(RuntimeError):
     recovery starts them again."""
 
 
+class Heartbeat:
+    """Progress inside items, for a step whose items are long (a read of thousands of tasks,
+    done in many parts): the mapper beats as each part is done, from any thread, and the stall
+    check counts a beat as an item finished."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def beat(self) -> None:
+        self.at = time.monotonic()
+
+
 class Flight:
     """One step's items started and not yet finished, in this process (all its workers and
     lanes): room for more, and whether any finish at all."""
 
     def __init__(
-        self, max_in_flight: int, stall_timeout_s: float, refill_at_most: int | None = None
+        self,
+        max_in_flight: int,
+        stall_timeout_s: float,
+        refill_at_most: int | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
         self.stall_timeout_s = stall_timeout_s
+        self._heartbeat = heartbeat
         # A step waiting for room is woken once a quarter of the bound is free (or
         # ``refill_at_most`` places, if fewer), not at every finished item: each wake-up hands
         # the GIL to the worker thread and back, and the download bench's loop thread ran 15%
@@ -148,7 +164,10 @@ class Flight:
     def _stall_remaining(self) -> float:
         if self._running == 0:
             return self.stall_timeout_s
-        remaining = self.stall_timeout_s - (time.monotonic() - self._progress_at)
+        progress_at = self._progress_at
+        if self._heartbeat is not None:
+            progress_at = max(progress_at, self._heartbeat.at)
+        remaining = self.stall_timeout_s - (time.monotonic() - progress_at)
         if remaining <= 0:
             log.error(
                 "%d items in flight and none finished in %.0fs; the step fails",
@@ -173,7 +192,6 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         poll: timedelta,
         resumed: list[X] | None,
         ordered: bool = False,
-        item_timeout_s: float | None = None,
     ) -> None:
         self._mapper = mapper
         self._flight = flight
@@ -186,7 +204,6 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
         self._finished: deque[tuple[int, list[Y] | BaseException]] = deque()
         self._done: dict[int, list[Y]] = {}  # finished, waiting for the items before them
         self._ready: list[Y] = []  # outputs taken in order, not yet handed to Bytewax
-        self._timeout_s = item_timeout_s
         if resumed:
             self._start(resumed)
 
@@ -233,10 +250,7 @@ class _Lane(StatefulBatchLogic[X, Y, list[X]], Generic[X, Y]):
     async def _run(self, seq: int, value: X) -> None:
         outcome: list[Y] | BaseException
         try:
-            if self._timeout_s is None:
-                outcome = list(await self._mapper(value))
-            else:
-                outcome = list(await asyncio.wait_for(self._mapper(value), self._timeout_s))
+            outcome = list(await self._mapper(value))
         except BaseException as exc:  # the worker raises it: the step fails, recovery reruns
             outcome = exc
         self._finished.append((seq, outcome))
@@ -289,7 +303,7 @@ def overlapped_flat_map(
     lanes: int = LANES,
     lane_of: Callable[[X], str] | None = None,
     ordered: bool = False,
-    item_timeout_s: float | None = None,
+    heartbeat: Heartbeat | None = None,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
     """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
@@ -305,13 +319,12 @@ def overlapped_flat_map(
 
     ``lane_of`` names each item's lane (by default, items are dealt over ``lanes`` lanes in
     turn); ``ordered`` emits each lane's outputs in the order its items arrived.
-    ``item_timeout_s`` is a backstop per item: one that outlives it fails the step (whose
-    recovery starts it again), where the stall timeout would miss one stuck item among others
-    that finish.
+    ``heartbeat``, beaten by the mapper as parts of an item are done, counts as progress for
+    the stall timeout, so items that each take longer than it are not taken for a stall.
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
-    flight = Flight(max_in_flight, stall_timeout_s, refill_at_most)
+    flight = Flight(max_in_flight, stall_timeout_s, refill_at_most, heartbeat)
     loop = EventLoopThread.shared()
     arrivals = itertools.count()
 
@@ -319,7 +332,7 @@ def overlapped_flat_map(
         return str(next(arrivals) % lanes)
 
     def builder(resumed: list[X] | None) -> _Lane[X, Y]:
-        return _Lane(mapper, flight, loop, poll, resumed, ordered, item_timeout_s)
+        return _Lane(mapper, flight, loop, poll, resumed, ordered)
 
     keyed = op.key_on(f"{step_id}-lane", up, lane_of or in_turn)
     done = op.stateful_batch(f"{step_id}-in-flight", keyed, builder)

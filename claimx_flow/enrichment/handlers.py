@@ -29,6 +29,7 @@ from claimx_flow.delta.tables import (
     convert,
 )
 from claimx_flow.enrichment import rows
+from claimx_flow.enrichment.turns import Turns
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import EnrichmentTask, NewDownloadTask
 from claimx_flow.models.messages import DOWNLOAD_TASK_MAX_BYTES
@@ -171,11 +172,18 @@ class Enricher:
         cache: ProjectCache | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         deadline_s: float | None = None,
+        turns: Turns | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
+        """``deadline_s`` bounds each group of tasks from its turn (``turns``; without them,
+        every group starts at once); ``on_progress`` is told whenever a group is done, which
+        a read of thousands of tasks may take minutes to be."""
         self._api = api
         self._cache = cache or ProjectCache()
         self._clock = clock
         self._deadline_s = deadline_s
+        self._turns = turns
+        self._on_progress = on_progress
         # Projects a batch under way is fetching, and whether it writes their rows: batches
         # overlap, and a later one waits for that answer rather than fetch (and write) the
         # project again, as if it had started after the earlier batch.
@@ -247,18 +255,35 @@ class Enricher:
         group: list[EnrichmentTask],
         work: Callable[[list[EnrichmentTask]], Awaitable[list[Outcome]]],
     ) -> list[Outcome]:
-        """``work`` on ``group`` within the deadline; past it, each task is a transient
-        failure (its retry tier), and the batch's other tasks keep what they finished."""
-        if self._deadline_s is None:
-            return await work(group)
+        """``work`` on ``group`` in its turn, within the deadline counted from the turn; past
+        it, or turned away by a stop, each task is a transient failure (its retry tier), and
+        the batch's other tasks keep what they finished."""
+        turns = self._turns
+        if turns is not None and not await turns.take():
+            self._progressed()
+            return _transient(group, "Stopping", "the stage stopped before this task's turn")
         try:
-            return await asyncio.wait_for(work(group), self._deadline_s)
-        except TimeoutError:
-            reason = f"not enriched within {self._deadline_s:.0f}s (a slow API)"
-            return [
-                EnrichmentFailed(task, ErrorCategory.TRANSIENT, "TimeoutError", reason)
-                for task in group
-            ]
+            deadline = self._deadline_s
+            closing = turns.closing_in() if turns is not None else None
+            if closing is not None:  # stopping: no group outlasts the drain
+                deadline = closing if deadline is None else min(deadline, closing)
+            if deadline is None:
+                return await work(group)
+            try:
+                return await asyncio.wait_for(work(group), deadline)
+            except TimeoutError:
+                if deadline == self._deadline_s:
+                    reason = f"not enriched within {deadline:.0f}s of its turn (a slow API)"
+                    return _transient(group, "TimeoutError", reason)
+                return _transient(group, "Stopping", "the stage stopped before it was enriched")
+        finally:
+            if turns is not None:
+                turns.give()
+            self._progressed()
+
+    def _progressed(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress()
 
     async def _group(
         self,
@@ -540,6 +565,10 @@ def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:
             files[task.project_id] = [index]
             groups.append(files[task.project_id])
     return groups
+
+
+def _transient(group: list[EnrichmentTask], error_class: str, reason: str) -> list[Outcome]:
+    return [EnrichmentFailed(task, ErrorCategory.TRANSIENT, error_class, reason) for task in group]
 
 
 async def _caught(task: EnrichmentTask, work: Awaitable[Outcome]) -> Outcome:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, ProjectCache
+from claimx_flow.enrichment.turns import STOP_POLL_S, Turns, never
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
@@ -34,16 +35,34 @@ rows while the others wait (docs/performance.md, "Against an API across a networ
 holds the memory (a read's tasks, answers and rows) and the work a crash starts again."""
 
 
+TURNS_PER_CALL = 4
+"""Groups of tasks enriched at once per API call the client may have in flight: enough that a
+call never waits for a group to be ready (a group builds its rows, or waits for a project
+another batch is fetching, between its calls), few enough that a group in its turn waits for
+at most a few others' calls."""
+
+
 @dataclass
 class EnrichStage:
     settings: Settings
     router: FailureRouter
     make_client: Callable[[Settings], ClaimXApiClient] = ClaimXApiClient
+    stopping: Callable[[], bool] = never
+    """Whether the process is stopping: groups still waiting for a turn one deadline after the
+    stop go to their retry tier, so the drain ends within ``drain_bound_s``."""
+    on_progress: Callable[[], None] | None = None
+    """Told whenever a group of tasks is done (on the event loop's thread)."""
     _enricher: Enricher | None = field(default=None, init=False)
     _client: ClaimXApiClient | None = field(default=None, init=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EnrichStage:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        stopping: Callable[[], bool] = never,
+        on_progress: Callable[[], None] | None = None,
+    ) -> EnrichStage:
         return cls(
             settings,
             FailureRouter.for_stage(
@@ -52,12 +71,15 @@ class EnrichStage:
                 settings.claimx_enrichment_dlq_topic,
                 enrichment_ladder(settings),
             ),
+            stopping=stopping,
+            on_progress=on_progress,
         )
 
     @property
     def item_deadline_s(self) -> float:
-        """How long one task may take: two API calls (its project's and its own), each with
-        every retry the client makes. Past it the task goes to its retry tier."""
+        """How long one task may take from its turn: two API calls (its project's and its
+        own), each with every retry the client makes. Past it the task goes to its retry
+        tier."""
         per_call = self.settings.claimx_api_timeout_seconds * (
             self.settings.claimx_api_max_retries + 1
         )
@@ -65,9 +87,15 @@ class EnrichStage:
 
     @property
     def drain_bound_s(self) -> float:
-        """The longest a graceful stop waits for the reads in flight: every task of a read
-        starts with it, so each read ends within one task's deadline."""
-        return self.item_deadline_s
+        """The longest a graceful stop waits for the reads in flight: no turn is given later
+        than one task deadline after the stop is seen (at most ``STOP_POLL_S`` after it), and
+        none outlasts that closing time."""
+        return self.item_deadline_s + STOP_POLL_S
+
+    @property
+    def turns(self) -> int:
+        """Groups of tasks enriched at once, per process."""
+        return TURNS_PER_CALL * self.settings.claimx_api_concurrency
 
     @property
     def batches_in_flight(self) -> int:
@@ -155,5 +183,12 @@ class EnrichStage:
     async def _ready(self) -> Enricher:
         if self._enricher is None:
             self._client = await self.make_client(self.settings).open()
-            self._enricher = Enricher(self._client, ProjectCache(), deadline_s=self.item_deadline_s)
+            turns = Turns(self.turns, stopping=self.stopping, closing_after_s=self.item_deadline_s)
+            self._enricher = Enricher(
+                self._client,
+                ProjectCache(),
+                deadline_s=self.item_deadline_s,
+                turns=turns,
+                on_progress=self.on_progress,
+            )
         return self._enricher

@@ -1,0 +1,131 @@
+"""A slow API: each group of tasks has its whole deadline from its turn, and a stop still
+drains within one deadline.
+
+Found by review: a group's deadline (two calls with every retry) started when its read
+arrived, before its calls waited for one of the client's slots. With thousands of tasks in
+flight and answers slower than about half a second, later groups ran out of their deadline in
+the process's own queue, unsent, and spent retries into the DLQ. The API here is the simulator
+over real HTTP, made slow; the stop goes to a real enrich process, on a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from claimx_flow.api import ClaimXApiClient
+from claimx_flow.config import Settings
+from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, EnrichmentFailed, ProjectCache
+from claimx_flow.enrichment.turns import Turns
+from claimx_flow.lab.pipeline import Pipeline, settings_env
+from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.models import EnrichmentTask, FailureInfo
+from claimx_flow.stages.enrich import TURNS_PER_CALL, EnrichStage
+from tests.isolation import isolated_settings
+from tests.poison.harness import RawRecord, produce_exact, read_topics, table
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def created(project_id: int) -> EnrichmentTask:
+    return EnrichmentTask(
+        event_id=f"created-{project_id}",
+        event_type="PROJECT_CREATED",
+        project_id=str(project_id),
+        ingested_at=NOW,
+    )
+
+
+def test_every_group_has_its_whole_deadline_from_its_turn(
+    api_settings: Settings, sim: RunningSimulator
+) -> None:
+    """40 projects, one call each, answered in 0.15 s one at a time: 6 s for the batch, and a
+    deadline of 1 s per group. Counted from the batch's start, 34 of them timed out; counted
+    from each group's turn, every one is enriched."""
+    settings = api_settings.model_copy(update={"claimx_api_concurrency": 1})
+    sim.set_faults(latency_ms=150)
+
+    async def run() -> EnrichedBatch:
+        async with ClaimXApiClient(settings) as client:
+            turns = Turns(TURNS_PER_CALL * settings.claimx_api_concurrency)
+            enricher = Enricher(
+                client, ProjectCache(), clock=lambda: NOW, deadline_s=1.0, turns=turns
+            )
+            return await enricher.enrich([created(7000 + i) for i in range(40)])
+
+    try:
+        batch = asyncio.run(run())
+    finally:
+        sim.reset()
+    failed = [o for o in batch.outcomes if isinstance(o, EnrichmentFailed)]
+    assert failed == []
+    assert sum(isinstance(o, Enriched) for o in batch.outcomes) == 40
+    assert {
+        row["project_id"] for table, row in batch.project_rows if table == "claimx_projects"
+    } == {str(7000 + i) for i in range(40)}
+
+
+def test_a_stop_under_a_slow_api_drains_within_one_deadline(
+    kafka_bootstrap: str, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """300 projects against an API answering one call at a time in 0.3 s (90 s of work), a
+    2 s deadline per group, and a SIGTERM once the first calls are answered. The process ends by
+    itself with 0 well before the work could be done; every task is in the projects table or
+    in the first retry tier, never both, never the DLQ; and every task routed was turned away
+    by the stop, none timed out waiting in the queue. (A read's rows are written when the whole
+    read is done, so the stop comes once the API has been called a few times.)"""
+    settings = isolated_settings(
+        kafka_bootstrap,
+        tmp_path / "data",
+        sim=simulator,
+        claimx_api_concurrency=1,
+        claimx_api_timeout_seconds=1.0,
+        claimx_api_max_retries=0,
+        claimx_snapshot_interval_seconds=2,
+    )
+    stage = EnrichStage.from_settings(settings)
+    assert stage.item_deadline_s == 2.0
+    tasks = [created(8000 + i) for i in range(300)]
+    produce_exact(
+        settings,
+        settings.claimx_enrichment_pending_topic,
+        [RawRecord(t.to_json(), t.kafka_key) for t in tasks],
+    )
+    simulator.set_faults(latency_ms=300)
+    pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
+    try:
+        pipeline.start(["enrich"])
+        (process,) = pipeline.processes["enrich"]
+        deadline = time.monotonic() + 60
+        while simulator.stats.requests["project"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert simulator.stats.requests["project"] >= 5, "no call before the stop"
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(stage.drain_bound_s + 30)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        drained_s = time.monotonic() - stopped_at
+    finally:
+        pipeline.stop(grace_s=10)
+        simulator.reset()
+    log = (tmp_path / "logs" / "enrich.log").read_text(errors="replace")
+    assert returncode == 0, log[-3000:]
+    assert drained_s < 40, drained_s  # the 90 s of work left was not waited for
+
+    written = {row["project_id"] for row in table(settings, "claimx_projects")}
+    routed = read_topics(settings, settings.enrichment_retry_topics)
+    dead = read_topics(settings, [settings.claimx_enrichment_dlq_topic])
+    routed_ids = [EnrichmentTask.from_json(r.value).project_id for r in routed]
+    assert dead == []
+    assert len(routed_ids) == len(set(routed_ids))
+    assert written.isdisjoint(routed_ids)
+    assert written | set(routed_ids) == {t.project_id for t in tasks}
+    assert len(written) < 150  # the stop came long before the work was done
+    classes = {FailureInfo.from_headers(r.headers).error_class for r in routed}
+    assert classes == {"Stopping"}, classes
