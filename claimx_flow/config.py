@@ -119,6 +119,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ENVIRONMENT_VARIABLE = "CLAIMX_ENV"
 STACK_DIR_VARIABLE = "CLAIMX_STACK_DIR"
 STACK_STATE_FILE = "state.json"
+MAX_RETRY_DELAY_S = 7 * 24 * 3600
+"""The longest a retry tier may hold a message: a week. A tier's release and retention are
+times after a message's timestamp, and a delay no date can be added to stopped the retry
+stage at that tier on every start."""
 """What ``claimx stack up`` records its services in, and ``claimx stack down`` removes."""
 
 
@@ -432,6 +436,8 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one delay")
         if any(delay <= 0 for delay in value):
             raise ValueError("every delay must be a positive number of seconds")
+        if any(delay > MAX_RETRY_DELAY_S for delay in value):
+            raise ValueError(f"a delay may be at most {MAX_RETRY_DELAY_S} seconds (a week)")
         if len(set(value)) != len(value):
             raise ValueError("delays must be distinct (each names its own tier topic)")
         return value

@@ -20,6 +20,7 @@ from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import OutboundRecord
 from claimx_flow.routing.ledger import RoutedLedger
+from claimx_flow.runtime.health import heartbeat
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import DownloadStage, SourcedDownload
 from dataflows._process import flow_attribute
@@ -67,6 +68,7 @@ def build(settings: Settings) -> Dataflow:
         refill_at_most=settings.download_batch_size,
         # Each download keeps its own deadline; this only catches a loop that stopped answering.
         stall_timeout_s=stage.stall_backstop_s,
+        while_waiting=heartbeat,
     )
     write_outputs("out", op.merge("all-out", downloaded, tasks.errs), settings, STAGE)
     return flow

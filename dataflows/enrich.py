@@ -22,6 +22,7 @@ from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
 from claimx_flow.kafka.records import RecordBatch
 from claimx_flow.routing.ledger import RoutedLedger
+from claimx_flow.runtime.health import heartbeat
 from claimx_flow.stages import StageBatch
 from claimx_flow.stages.enrich import EnrichStage
 from dataflows._process import flow_attribute
@@ -40,7 +41,7 @@ cyclic garbage still gets freed in a long-running process."""
 def build(settings: Settings) -> Dataflow:
     progress = Heartbeat()
     stage = EnrichStage.from_settings(
-        settings, stopping=shutdown.requested, on_progress=progress.beat
+        settings, stopped_at=shutdown.requested_at, on_progress=progress.beat
     )
     ledger = RoutedLedger.for_stage(settings, STAGE)
 
@@ -64,6 +65,9 @@ def build(settings: Settings) -> Dataflow:
         # read waiting its turns is not stalled, a loop that stopped answering is.
         heartbeat=progress,
         stall_timeout_s=stage.item_deadline_s + 60,
+        # A full step waits for room as long as the API needs; while groups finish, the worker
+        # is alive though it polls no source.
+        while_waiting=heartbeat,
     )
     write_batches("out", enriched, settings, STAGE)
     return flow

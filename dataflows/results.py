@@ -63,7 +63,9 @@ class Tally(StatefulLogic[UploadResult, ResultDelta, ProjectTally]):
         return seen + self.idle if seen is not None else None
 
     def snapshot(self) -> ProjectTally:
-        return self.state
+        """A copy: Bytewax requires a snapshot not to change after it is taken (it may
+        serialise it later), and ``state`` goes on counting."""
+        return self.state.copy()
 
 
 class Summary(StatefulLogic[ResultDelta, str, Totals]):

@@ -89,12 +89,14 @@ class Flight:
         stall_timeout_s: float,
         refill_at_most: int | None = None,
         heartbeat: Heartbeat | None = None,
+        while_waiting: Callable[[], None] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
         self.stall_timeout_s = stall_timeout_s
         self._heartbeat = heartbeat
+        self._while_waiting = while_waiting
         # A step waiting for room is woken once a quarter of the bound is free (or
         # ``refill_at_most`` places, if fewer), not at every finished item: each wake-up hands
         # the GIL to the worker thread and back, and the download bench's loop thread ran 15%
@@ -146,12 +148,16 @@ class Flight:
     def wait_until(self, done: Callable[[], bool], *, every_item: bool = False) -> None:
         """Until ``done()``, checked when room frees up (``every_item``: whenever an item
         finishes) and at least every second; raises ``Stalled`` if items are in flight and
-        none finishes within the stall timeout."""
+        none finishes within the stall timeout. ``while_waiting`` is called every second of
+        the wait that is not a stall (a liveness heartbeat: the worker polls no source while
+        it waits here, for as long as the items in flight take)."""
         with self._changed:
             self._every_item += every_item
             try:
                 while not done():
                     remaining = self._stall_remaining()
+                    if self._while_waiting is not None:
+                        self._while_waiting()
                     self._changed.wait(min(remaining, 1.0))
             finally:
                 self._every_item -= every_item
@@ -304,6 +310,7 @@ def overlapped_flat_map(
     lane_of: Callable[[X], str] | None = None,
     ordered: bool = False,
     heartbeat: Heartbeat | None = None,
+    while_waiting: Callable[[], None] | None = None,
     poll: timedelta = POLL,
 ) -> Stream[Y]:
     """Run the async ``mapper`` on each item as soon as it arrives; emit its outputs as soon as
@@ -321,10 +328,11 @@ def overlapped_flat_map(
     turn); ``ordered`` emits each lane's outputs in the order its items arrived.
     ``heartbeat``, beaten by the mapper as parts of an item are done, counts as progress for
     the stall timeout, so items that each take longer than it are not taken for a stall.
+    ``while_waiting`` is called every second the worker waits for room (not a stall).
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
-    flight = Flight(max_in_flight, stall_timeout_s, refill_at_most, heartbeat)
+    flight = Flight(max_in_flight, stall_timeout_s, refill_at_most, heartbeat, while_waiting)
     loop = EventLoopThread.shared()
     arrivals = itertools.count()
 

@@ -79,6 +79,9 @@ class EnrichmentFailed:
     category: ErrorCategory
     error_class: str
     message: str
+    spends_attempt: bool = True
+    """False when the task was never tried (the stage stopping before its turn): it goes back
+    to the tier it is on, not one further towards the DLQ."""
 
     @classmethod
     def from_error(cls, task: EnrichmentTask, error: BaseException) -> EnrichmentFailed:
@@ -229,6 +232,8 @@ class Enricher:
                     [tasks[i] for i in group],
                     lambda g: self._group(g, calls, now, media_wanted, project_rows),
                 )
+                if _calls_api(tasks[group[0]])
+                else self._group([tasks[i] for i in group], calls, now, media_wanted, project_rows)
                 for group in groups
             ),
             return_exceptions=True,
@@ -261,7 +266,7 @@ class Enricher:
         turns = self._turns
         if turns is not None and not await turns.take():
             self._progressed()
-            return _transient(group, "Stopping", "the stage stopped before this task's turn")
+            return _stopped(group, "the stage stopped before this task's turn")
         try:
             deadline = self._deadline_s
             closing = turns.closing_in() if turns is not None else None
@@ -275,7 +280,7 @@ class Enricher:
                 if deadline == self._deadline_s:
                     reason = f"not enriched within {deadline:.0f}s of its turn (a slow API)"
                     return _transient(group, "TimeoutError", reason)
-                return _transient(group, "Stopping", "the stage stopped before it was enriched")
+                return _stopped(group, "the stage stopped before it was enriched")
         finally:
             if turns is not None:
                 turns.give()
@@ -377,16 +382,18 @@ class Enricher:
             self._promised.setdefault(project_id, promise)
         try:
             response = await calls.once(key, lambda: self._api.get_project(project_id))
+            if project_id not in project_rows:
+                project = rows.project_row(response, task.event_id, now)
+                contacts = rows.contact_rows(response, project_id, task.event_id, now)
+                project_rows[project_id] = [
+                    (PROJECTS.name, project),
+                    *((CONTACTS.name, contact) for contact in contacts),
+                ]
         except BaseException:
-            _tell(promise, False)  # no row from this batch: a waiting one fetches for itself
+            # No row from this batch (no answer, or one no row can be built from): a batch
+            # waiting for it fetches for itself now, not once this whole batch is done.
+            _tell(promise, False)
             raise
-        if project_id not in project_rows:
-            project = rows.project_row(response, task.event_id, now)
-            contacts = rows.contact_rows(response, project_id, task.event_id, now)
-            project_rows[project_id] = [
-                (PROJECTS.name, project),
-                *((CONTACTS.name, contact) for contact in contacts),
-            ]
         # The row is this batch's now (project rows belong to the batch, not to a task, and
         # leave with it whatever becomes of its tasks); a batch waiting for it need not wait
         # for the rest of this one.
@@ -567,8 +574,22 @@ def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:
     return groups
 
 
+def _calls_api(task: EnrichmentTask) -> bool:
+    """Whether the task's group waits for the API (a turn, a deadline): an XA link, or a type
+    no handler knows, is done (or failed) at once."""
+    return task.event_type in KNOWN_EVENTS and task.event_type not in XA_EVENTS
+
+
 def _transient(group: list[EnrichmentTask], error_class: str, reason: str) -> list[Outcome]:
     return [EnrichmentFailed(task, ErrorCategory.TRANSIENT, error_class, reason) for task in group]
+
+
+def _stopped(group: list[EnrichmentTask], reason: str) -> list[Outcome]:
+    """Tasks a stopping stage did not get to: back to their tier, no attempt spent."""
+    return [
+        EnrichmentFailed(task, ErrorCategory.TRANSIENT, "Stopping", reason, spends_attempt=False)
+        for task in group
+    ]
 
 
 async def _caught(task: EnrichmentTask, work: Awaitable[Outcome]) -> Outcome:

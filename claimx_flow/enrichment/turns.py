@@ -9,41 +9,47 @@ arrival order, a few per API call so the calls never wait for work), and its dea
 with the turn.
 
 Waiting for turns has no bound of its own, so a graceful stop needs one: once the stage is
-stopping, no turn is given after the *closing time* (the stop plus one group deadline), and the
-groups still waiting then are turned away, to their retry tier. Every group that holds a turn
-ends within its deadline, so the drain ends within one deadline of the stop.
+stopping, no turn is given after the *closing time* (the stop plus one group deadline), a group
+given its turn before then has only until then, and the groups still waiting then are turned
+away, to their retry tier. So the drain ends within one deadline of the stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable
 
 STOP_POLL_S = 0.5
-"""How often waiting groups look for a stop: the closing time can start this much late."""
+"""How often waiting groups look for a stop, to be turned away at its closing time."""
 
 
-def never() -> bool:
+def never() -> float | None:
     """A process that never stops (tests, measurements)."""
-    return False
+    return None
 
 
 class Turns:
     """At most ``size`` holders at once, served in the order they asked (on one event loop)."""
 
     def __init__(
-        self, size: int, *, stopping: Callable[[], bool] = never, closing_after_s: float = 0.0
+        self,
+        size: int,
+        *,
+        stopped_at: Callable[[], float | None] = never,
+        closing_after_s: float = 0.0,
     ) -> None:
+        """``stopped_at``: when the process was asked to stop (``time.monotonic()``), or None;
+        the closing time is ``closing_after_s`` later."""
         if size < 1:
             raise ValueError("turns: size must be at least 1")
         self.size = size
         self._free = size
         self._waiting: deque[asyncio.Future[bool]] = deque()
-        self._stopping = stopping
+        self._stopped_at = stopped_at
         self._closing_after_s = closing_after_s
-        self._closing_at: float | None = None  # loop time; set once the stop is seen
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -56,10 +62,10 @@ class Turns:
 
     def closing_in(self) -> float | None:
         """Seconds until no turn is given any more; None while the stage is not stopping."""
-        self._notice_stop()
-        if self._closing_at is None:
+        stopped_at = self._stopped_at()
+        if stopped_at is None:
             return None
-        return self._closing_at - asyncio.get_running_loop().time()
+        return stopped_at + self._closing_after_s - time.monotonic()
 
     async def take(self) -> bool:
         """Wait for a turn; False (and nothing to give back) if the closing time comes first."""
@@ -83,7 +89,11 @@ class Turns:
             raise
 
     def give(self) -> None:
-        """A holder is done: its turn goes to the first group still waiting."""
+        """A holder is done: its turn goes to the first group still waiting (none, past the
+        closing time)."""
+        left = self.closing_in()
+        if left is not None and left <= 0:
+            self._turn_away()
         while self._waiting:
             turn = self._waiting.popleft()
             if not turn.done():
@@ -94,10 +104,6 @@ class Turns:
     def _discard(self, turn: asyncio.Future[bool]) -> None:
         with contextlib.suppress(ValueError):  # already given, or turned away
             self._waiting.remove(turn)
-
-    def _notice_stop(self) -> None:
-        if self._closing_at is None and self._stopping():
-            self._closing_at = asyncio.get_running_loop().time() + self._closing_after_s
 
     def _turn_away(self) -> None:
         while self._waiting:

@@ -194,15 +194,19 @@ class FailureRouter:
         category: ErrorCategory,
         ids: MessageIds | None = None,
         whole: bool = True,
+        spend_attempt: bool = True,
     ) -> OutboundRecord:
         """The record's copy for its retry tier or DLQ. ``whole``: the copy is the record's
         whole outcome (nothing else of it goes anywhere), so it says where the record was read
         (``READ_AT_HEADER``), and a restart that reads the record again reads past it
-        (``routing.ledger``). A row refused while the rest of its message went on is not."""
+        (``routing.ledger``). A row refused while the rest of its message went on is not.
+        ``spend_attempt=False``: the failure is not the message's (a stage stopping before it
+        got to it), so it goes to the tier it is on, and never to the DLQ for it."""
         previous = previous_failure(record)
         info = self._info(record, reason, error_class, category, previous, ids)
-        if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
+        if category is ErrorCategory.AUTH or not spend_attempt:  # not the message's fault
             info = info.model_copy(update={"attempt": previous.attempt if previous else 1})
+        if category is ErrorCategory.AUTH:
             health.auth_failure()
         tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
         if tier is not None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from claimx_flow.config import Settings
+from claimx_flow.config import MAX_RETRY_DELAY_S, Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.kafka.topics import TopicState, describe_topics, topic_names
@@ -85,7 +85,9 @@ def parse_tier(topic: str, pending_topics: Iterable[str]) -> Tier | None:
     if match is None or match["pending"] not in set(pending_topics):
         return None
     delay = int(match["amount"]) * _UNIT_S[match["unit"]]
-    return Tier(topic, delay, match["pending"]) if delay > 0 else None
+    # A name may say any number (a tier made by hand, or by a mistaken setting): past the
+    # longest delay settings allow, the tier releases as one of that delay.
+    return Tier(topic, min(delay, MAX_RETRY_DELAY_S), match["pending"]) if delay > 0 else None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, ProjectCache
-from claimx_flow.enrichment.turns import STOP_POLL_S, Turns, never
+from claimx_flow.enrichment.turns import Turns, never
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
 from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
@@ -47,9 +47,10 @@ class EnrichStage:
     settings: Settings
     router: FailureRouter
     make_client: Callable[[Settings], ClaimXApiClient] = ClaimXApiClient
-    stopping: Callable[[], bool] = never
-    """Whether the process is stopping: groups still waiting for a turn one deadline after the
-    stop go to their retry tier, so the drain ends within ``drain_bound_s``."""
+    stopped_at: Callable[[], float | None] = never
+    """When the process was asked to stop (``time.monotonic()``), or None: groups still waiting
+    for a turn one deadline after the stop go back to their retry tier, so the drain ends
+    within ``drain_bound_s``."""
     on_progress: Callable[[], None] | None = None
     """Told whenever a group of tasks is done (on the event loop's thread)."""
     _enricher: Enricher | None = field(default=None, init=False)
@@ -60,7 +61,7 @@ class EnrichStage:
         cls,
         settings: Settings,
         *,
-        stopping: Callable[[], bool] = never,
+        stopped_at: Callable[[], float | None] = never,
         on_progress: Callable[[], None] | None = None,
     ) -> EnrichStage:
         return cls(
@@ -71,7 +72,7 @@ class EnrichStage:
                 settings.claimx_enrichment_dlq_topic,
                 enrichment_ladder(settings),
             ),
-            stopping=stopping,
+            stopped_at=stopped_at,
             on_progress=on_progress,
         )
 
@@ -87,10 +88,9 @@ class EnrichStage:
 
     @property
     def drain_bound_s(self) -> float:
-        """The longest a graceful stop waits for the reads in flight: no turn is given later
-        than one task deadline after the stop is seen (at most ``STOP_POLL_S`` after it), and
-        none outlasts that closing time."""
-        return self.item_deadline_s + STOP_POLL_S
+        """The longest a graceful stop waits for the reads in flight: no group of tasks runs
+        past one task deadline after the stop (``Turns``)."""
+        return self.item_deadline_s
 
     @property
     def turns(self) -> int:
@@ -150,6 +150,7 @@ class EnrichStage:
                         error_class=outcome.error_class,
                         category=outcome.category,
                         ids=MessageIds(task.project_id, task.event_id, task.media_id),
+                        spend_attempt=outcome.spends_attempt,
                     )
                 )
         for event_type, count in done.items():
@@ -183,7 +184,9 @@ class EnrichStage:
     async def _ready(self) -> Enricher:
         if self._enricher is None:
             self._client = await self.make_client(self.settings).open()
-            turns = Turns(self.turns, stopping=self.stopping, closing_after_s=self.item_deadline_s)
+            turns = Turns(
+                self.turns, stopped_at=self.stopped_at, closing_after_s=self.item_deadline_s
+            )
             self._enricher = Enricher(
                 self._client,
                 ProjectCache(),

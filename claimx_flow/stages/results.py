@@ -46,6 +46,9 @@ class ProjectTally:
     bytes: int = 0
     last_seen: datetime | None = None
 
+    def copy(self) -> ProjectTally:
+        return ProjectTally(set(self.completed), set(self.failed), self.bytes, self.last_seen)
+
     def apply(self, result: UploadResult, now: datetime | None = None) -> ResultDelta | None:
         self.last_seen = now
         return self._counted(result, now)

@@ -21,12 +21,16 @@ from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
 from claimx_flow.enrichment import Enriched, EnrichedBatch, Enricher, EnrichmentFailed, ProjectCache
 from claimx_flow.enrichment.turns import Turns
+from claimx_flow.errors import ErrorCategory
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator import RunningSimulator
+from claimx_flow.lab.simulator import data as sim_data
 from claimx_flow.models import EnrichmentTask, FailureInfo
+from claimx_flow.models.failure import MessageOrigin
 from claimx_flow.stages.enrich import TURNS_PER_CALL, EnrichStage
 from tests.isolation import isolated_settings
 from tests.poison.harness import RawRecord, produce_exact, read_topics, table
+from tests.simulator_fixtures import SIMULATOR_SEED as SEED
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -38,6 +42,19 @@ def created(project_id: int) -> EnrichmentTask:
         project_id=str(project_id),
         ingested_at=NOW,
     )
+
+
+def last_attempt_headers(settings: Settings) -> list[tuple[str, bytes | None]]:
+    """Failure headers of a task that has failed ``MAX_RETRIES`` times: one more failure that
+    spends an attempt sends it to the DLQ."""
+    info = FailureInfo.from_reason(
+        "HTTP 503",
+        error_class="ClaimXApiError",
+        origin=MessageOrigin(settings.claimx_enrichment_pending_topic, 0, 0),
+        stage="enrich",
+        category=ErrorCategory.TRANSIENT,
+    ).model_copy(update={"attempt": settings.max_retries})
+    return list(info.to_headers())
 
 
 def test_every_group_has_its_whole_deadline_from_its_turn(
@@ -90,10 +107,14 @@ def test_a_stop_under_a_slow_api_drains_within_one_deadline(
     stage = EnrichStage.from_settings(settings)
     assert stage.item_deadline_s == 2.0
     tasks = [created(8000 + i) for i in range(300)]
+    last_try = last_attempt_headers(settings)
     produce_exact(
         settings,
         settings.claimx_enrichment_pending_topic,
-        [RawRecord(t.to_json(), t.kafka_key) for t in tasks],
+        [  # every tenth on its last retry: a stop must not send it to the DLQ
+            RawRecord(t.to_json(), t.kafka_key, last_try if i % 10 == 9 else [])
+            for i, t in enumerate(tasks)
+        ],
     )
     simulator.set_faults(latency_ms=300)
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
@@ -127,5 +148,62 @@ def test_a_stop_under_a_slow_api_drains_within_one_deadline(
     assert written.isdisjoint(routed_ids)
     assert written | set(routed_ids) == {t.project_id for t in tasks}
     assert len(written) < 150  # the stop came long before the work was done
-    classes = {FailureInfo.from_headers(r.headers).error_class for r in routed}
-    assert classes == {"Stopping"}, classes
+    failures = [FailureInfo.from_headers(r.headers) for r in routed]
+    assert {f.error_class for f in failures} == {"Stopping"}
+    # No attempt spent: each went back to the tier it was on (a first try: the first tier).
+    on_last_try = {t.project_id for i, t in enumerate(tasks) if i % 10 == 9}
+    tier_of = {topic: n for n, topic in enumerate(settings.enrichment_retry_topics, start=1)}
+    for copy, failure, project_id in zip(routed, failures, routed_ids, strict=True):
+        expected = settings.max_retries if project_id in on_last_try else 1
+        assert failure.attempt == expected, (project_id, failure.attempt)
+        assert tier_of[copy.topic] == expected
+    assert on_last_try & set(routed_ids)
+
+
+def test_a_project_answer_no_row_comes_from_frees_its_waiters_at_once(
+    api_settings: Settings, sim: RunningSimulator
+) -> None:
+    """A batch's project answer from which no row can be built (wrong types) frees the later
+    batches waiting for that project at once, not when the whole first batch is done: found
+    waiting (in a turn, against a slow API) until then. The first batch is held 3 s by another
+    call; the second fetches the project itself, and fails on the same answer well before."""
+    bad, held = 7100, 7101
+    sim.set_faults(
+        fail_next=["timeout"],  # the first call made: the held project's
+        hang_s=3.0,
+        hostile={"projects": {str(bad): "wrong_types"}},
+    )
+    settings = api_settings.model_copy(update={"claimx_api_timeout_seconds": 10.0})
+    media = sim_data.media_ids(SEED, bad)[0]
+
+    async def run() -> tuple[EnrichedBatch, EnrichedBatch, float]:
+        async with ClaimXApiClient(settings) as client:
+            enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
+            first = asyncio.ensure_future(enricher.enrich([created(held), created(bad)]))
+            while sim.stats.requests["project"] < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the bad answer is in; the held call hangs
+            started = time.monotonic()
+            second = await enricher.enrich(
+                [
+                    EnrichmentTask(
+                        event_id="file-1",
+                        event_type="PROJECT_FILE_ADDED",
+                        project_id=str(bad),
+                        media_id=media,
+                        ingested_at=NOW,
+                    )
+                ]
+            )
+            waited = time.monotonic() - started
+            return await first, second, waited
+
+    try:
+        first, second, waited = asyncio.run(run())
+    finally:
+        sim.reset()
+    refused = first.outcomes[1]
+    assert isinstance(refused, EnrichmentFailed) and refused.error_class == "PayloadError", refused
+    (outcome,) = second.outcomes
+    assert isinstance(outcome, EnrichmentFailed) and outcome.error_class == "PayloadError", outcome
+    assert waited < 1.5, waited

@@ -7,6 +7,7 @@ against a slow API, and a stop through a real enrich process, are in ``test_slow
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -62,14 +63,14 @@ def test_a_stop_closes_after_one_deadline(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(turns_module, "STOP_POLL_S", 0.01)
 
     async def run() -> None:
-        stopping = False
-        turns = Turns(1, stopping=lambda: stopping, closing_after_s=0.3)
+        stopped_at: float | None = None
+        turns = Turns(1, stopped_at=lambda: stopped_at, closing_after_s=0.3)
         assert await turns.take()
         assert turns.closing_in() is None
         first = asyncio.ensure_future(turns.take())
         second = asyncio.ensure_future(turns.take())
         await asyncio.sleep(0.05)
-        stopping = True
+        stopped_at = time.monotonic()
         await asyncio.sleep(0.05)
         closing = turns.closing_in()
         assert closing is not None and 0.1 < closing <= 0.3

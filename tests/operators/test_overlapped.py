@@ -5,6 +5,7 @@ and items in flight at a crash are in the recovery state and run again on resume
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -403,3 +404,41 @@ def test_items_in_flight_at_a_crash_run_again_on_resume(tmp_path: Path) -> None:
     assert mapper.calls.count("slow") == 1  # from the recovery state, not from the input
     assert "fast2-done" in names
     assert {name for name, _ in first + second} == {f"{v}-done" for v in values if type(v) is str}
+
+
+def test_a_worker_waiting_for_room_beats_its_liveness_while_items_progress() -> None:
+    """A full step's worker polls no source while it waits for room, for as long as the items
+    in flight take (reads waiting their turns at a slow API: minutes). While the items beat
+    the step's heartbeat, the wait beats the worker's liveness every second; once they stop,
+    it is a stall, and no beat hides it."""
+    liveness: list[float] = []
+    heartbeat = Heartbeat()
+    flight = Flight(
+        max_in_flight=1,
+        stall_timeout_s=0.6,
+        heartbeat=heartbeat,
+        while_waiting=lambda: liveness.append(time.monotonic()),
+    )
+    flight.started(1)
+    stop_beating = threading.Event()
+
+    def parts_done() -> None:
+        while not stop_beating.wait(0.1):
+            heartbeat.beat()
+
+    beating = threading.Thread(target=parts_done)
+    beating.start()
+    finisher = threading.Timer(2.5, flight.finished)
+    finisher.start()
+    started = time.monotonic()
+    flight.wait_for_room()  # 2.5 s, four stall timeouts, and no stall
+    assert time.monotonic() - started >= 2.4
+    assert len(liveness) >= 3 and max(b - a for a, b in itertools.pairwise(liveness)) < 1.5
+    stop_beating.set()
+    beating.join()
+
+    flight.started(1)
+    beats_before = len(liveness)
+    with pytest.raises(Stalled):
+        flight.wait_for_room()
+    assert len(liveness) - beats_before <= 1  # the wait's first second, before any stall

@@ -15,8 +15,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from pydantic import ValidationError
 
-from claimx_flow.config import Settings
+from claimx_flow.config import MAX_RETRY_DELAY_S, Settings
 from claimx_flow.kafka.topics import admin_client, await_leaders
 from claimx_flow.routing.tiers import DUE_HEADER, Tier, orphan_tiers, parse_tier
 from dataflows import retry
@@ -52,6 +53,16 @@ def test_a_tier_name_says_its_delay_and_pending_topic(name: str, delay: int) -> 
 )
 def test_other_names_are_no_tier(name: str) -> None:
     assert parse_tier(name, PENDING) is None
+
+
+def test_a_tier_name_past_any_date_releases_as_the_longest_delay() -> None:
+    """Found stopping the retry stage on every start: a tier named with a delay no date can be
+    added to (``….retry.99999999999m``, made by hand) raised ``OverflowError`` at its first
+    message. Settings refuse such a delay; a name gets the longest one allowed."""
+    name = "p.enrichment.pending.retry.99999999999m"
+    assert parse_tier(name, PENDING) == Tier(name, MAX_RETRY_DELAY_S, "p.enrichment.pending")
+    with pytest.raises(ValidationError, match="at most"):
+        Settings(retry_delays=[300, 99_999_999_999 * 60])
 
 
 def create(settings: Settings, *topics: str, partitions: int = 2) -> None:
@@ -145,6 +156,17 @@ def test_the_retry_stage_drains_orphans_no_earlier_than_due(settings: Settings) 
     assert overdue.headers[DUE_HEADER] == now.isoformat().encode()  # as it was
     (soon,) = arrived(settings, settings.claimx_downloads_pending_topic)
     assert soon.value == b"soon" and soon.at >= due
+
+
+def test_the_retry_stage_drains_an_orphan_named_past_any_date(settings: Settings) -> None:
+    """The same name on a real broker: its message, written two weeks ago, goes on to its
+    pending topic, and the stage ends by itself."""
+    orphan = f"{settings.claimx_enrichment_pending_topic}.retry.99999999999m"
+    create(settings, orphan)
+    produce(settings, orphan, b"old", datetime.now(UTC) - timedelta(days=14))
+    cluster_main(retry.build(settings), [], 0)
+    (released,) = arrived(settings, settings.claimx_enrichment_pending_topic)
+    assert released.value == b"old"
 
 
 def test_an_orphan_found_on_a_resume_is_drained_once(settings: Settings, tmp_path: Path) -> None:

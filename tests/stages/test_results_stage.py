@@ -80,6 +80,19 @@ def test_a_quiet_project_is_forgotten_after_the_idle_time() -> None:
     assert tally.on_notify() == ([], StatefulLogic.DISCARD)
 
 
+def test_a_tally_snapshot_does_not_change_with_later_results() -> None:
+    """Bytewax may serialise a snapshot after the step goes on (its contract: a snapshot must
+    not change once taken). One that was the live tally would take later results into the
+    epoch before them, and a resume would skip those as repeats."""
+    tally = Tally(None, timedelta(hours=1))
+    tally.on_item(result("a"))
+    taken = tally.snapshot()
+    tally.on_item(result("b"))
+    tally.on_item(result("c", "failed"))
+    assert taken.completed == {"a"} and taken.failed == set()
+    assert Tally(taken, timedelta(hours=1)).on_item(result("b"))[0]  # counted on a resume
+
+
 def test_the_summary_gives_the_success_and_failure_rates() -> None:
     totals = fold([result("a"), result("b"), result("c"), result("d", "failed")])
     assert "3 completed, 1 failed (75.0% success, 25.0% failed)" in totals.summary()
