@@ -275,7 +275,10 @@ class Enricher:
             if deadline is None:
                 return await work(group)
             try:
-                return await asyncio.wait_for(work(group), deadline)
+                # A timeout, not wait_for: no task of its own per group (wait_for makes one,
+                # and a batch of project events is a group per task).
+                async with asyncio.timeout(deadline):
+                    return await work(group)
             except TimeoutError:
                 if deadline == self._deadline_s:
                     reason = f"not enriched within {deadline:.0f}s of its turn (a slow API)"
