@@ -119,11 +119,11 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ENVIRONMENT_VARIABLE = "CLAIMX_ENV"
 STACK_DIR_VARIABLE = "CLAIMX_STACK_DIR"
 STACK_STATE_FILE = "state.json"
-MAX_RETRY_DELAY_S = 7 * 24 * 3600
-"""The longest a retry tier may hold a message: a week. A tier's release and retention are
-times after a message's timestamp, and a delay no date can be added to stopped the retry
-stage at that tier on every start."""
 """What ``claimx stack up`` records its services in, and ``claimx stack down`` removes."""
+MAX_RETRY_DELAY_S = 7 * 24 * 3600
+"""The longest delay of a retry tier: a week. A tier's release and retention are times after
+a message's timestamp, and a delay no date can be added to stopped the retry stage at that
+tier on every start."""
 
 
 def _comma_list(value: Any) -> Any:

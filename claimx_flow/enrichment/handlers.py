@@ -80,8 +80,8 @@ class EnrichmentFailed:
     error_class: str
     message: str
     spends_attempt: bool = True
-    """False when the task was never tried (the stage stopping before its turn): it goes back
-    to the tier it is on, not one further towards the DLQ."""
+    """False when the failure is the stage's, not the task's (stopping before it was done):
+    it waits in the tier of the attempts it has had, not one further towards the DLQ."""
 
     @classmethod
     def from_error(cls, task: EnrichmentTask, error: BaseException) -> EnrichmentFailed:
@@ -274,6 +274,8 @@ class Enricher:
                 deadline = closing if deadline is None else min(deadline, closing)
             if deadline is None:
                 return await work(group)
+            if deadline <= 0:  # given its turn as the stage closed: start no call
+                return _stopped(group, "the stage stopped before it was enriched")
             try:
                 # A timeout, not wait_for: no task of its own per group (wait_for makes one,
                 # and a batch of project events is a group per task).

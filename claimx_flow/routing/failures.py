@@ -204,11 +204,16 @@ class FailureRouter:
         got to it), so it goes to the tier it is on, and never to the DLQ for it."""
         previous = previous_failure(record)
         info = self._info(record, reason, error_class, category, previous, ids)
-        if category is ErrorCategory.AUTH or not spend_attempt:  # not the message's fault
+        if category is ErrorCategory.AUTH:  # not the message's fault: spend no attempt
             info = info.model_copy(update={"attempt": previous.attempt if previous else 1})
-        if category is ErrorCategory.AUTH:
             health.auth_failure()
-        tier = self.ladder.next_step(category, info.attempt) if self.ladder else None
+        elif not spend_attempt:  # as it was: a replayed or never-failed message keeps its 0
+            info = info.model_copy(update={"attempt": previous.attempt if previous else 0})
+        tier = (
+            self.ladder.next_step(category, info.attempt, spent=spend_attempt)
+            if self.ladder
+            else None
+        )
         if tier is not None:
             info = info.model_copy(update={"due_at": due_time(tier, info.last_failed_at)})
         headers = [

@@ -45,11 +45,15 @@ class RetryLadder:
     tiers: tuple[Tier, ...]
     max_retries: int
 
-    def next_step(self, category: ErrorCategory, attempt: int) -> Tier | None:
-        """The tier for a message failing for the ``attempt``-th time, or None for the DLQ."""
+    def next_step(
+        self, category: ErrorCategory, attempt: int, *, spent: bool = True
+    ) -> Tier | None:
+        """The tier for a message failing for the ``attempt``-th time, or None for the DLQ.
+        An auth failure, or one that spent no attempt (``spent``), waits in the tier of the
+        attempts it has had (the first, if none), and never goes to the DLQ for it."""
         if category is ErrorCategory.PERMANENT or not self.tiers:
             return None
-        if category is ErrorCategory.AUTH:
+        if category is ErrorCategory.AUTH or not spent:
             return self.tiers[min(max(attempt, 1), len(self.tiers)) - 1]
         if attempt > self.max_retries:
             return None

@@ -345,3 +345,44 @@ def test_any_reason_text_routes_and_its_result_says_what_the_headers_say(
     if routed[-1].topic == SETTINGS.claimx_downloads_dlq_topic:
         result = UploadResult.from_json(routed[0].value)
         assert result.error == info.error_message
+
+
+@pytest.mark.parametrize("max_retries", [0, 4])
+@pytest.mark.parametrize("before", [None, 0, 1, 4])
+def test_a_failure_that_spends_no_attempt_waits_in_the_tier_of_its_attempts(
+    before: int | None, max_retries: int
+) -> None:
+    """A stage that stopped before it got to a task: the task keeps its attempt count (none,
+    or 0 after a DLQ replay: the first tier), and never reaches the DLQ for it, even on its
+    last try or with no retries at all."""
+    settings = SETTINGS.model_copy(update={"max_retries": max_retries})
+    router = FailureRouter.for_stage(
+        settings, "enrich", settings.claimx_enrichment_dlq_topic, enrichment_ladder(settings)
+    )
+    task = EnrichmentTask(
+        event_id="e1", event_type="PROJECT_CREATED", project_id="7", ingested_at="2026-12-07T00:00Z"
+    )
+    headers: list[tuple[str, bytes]] = []
+    if before is not None:
+        earlier = FailureInfo.from_headers(
+            router.route(
+                KafkaRecord("p", 0, 1, None, b"7", task.to_json(), []),
+                reason="HTTP 503",
+                error_class="ClaimXApiError",
+                category=ErrorCategory.TRANSIENT,
+            ).headers
+        ).model_copy(update={"attempt": before})
+        headers = [(k, v or b"") for k, v in earlier.to_headers()]
+    rec = KafkaRecord("p", 0, 2, None, b"7", task.to_json(), headers)
+    routed = router.route(
+        rec,
+        reason="the stage stopped before this task's turn",
+        error_class="Stopping",
+        category=ErrorCategory.TRANSIENT,
+        spend_attempt=False,
+    )
+    kept = before or 0
+    assert FailureInfo.from_headers(routed.headers).attempt == kept
+    assert json.loads(routed.value)["retry_count"] == kept
+    tiers = settings.enrichment_retry_topics
+    assert routed.topic == tiers[min(max(kept, 1), len(tiers)) - 1]
