@@ -100,6 +100,12 @@ API_ERRORS = Counter(
     "HTTP attempts to the ClaimX API that failed, by error category.",
     ["stage", "endpoint", "category"],
 )
+TASK_GROUPS = Gauge(
+    "claimx_enrich_task_groups",
+    "Groups of enrichment tasks (a task, or one project's file events of a read) in a turn at "
+    "the API or waiting for one: many waiting, an API slower than the work in flight.",
+    ["state"],
+)
 BREAKER_STATE = Gauge(
     "claimx_api_circuit_breaker_state",
     "1 for the ClaimX API circuit breaker's current state, 0 for the others.",
@@ -266,6 +272,13 @@ def api_call(endpoint: str) -> None:
 
 def api_error(endpoint: str, category: ErrorCategory) -> None:
     API_ERRORS.labels(stage=_stage, endpoint=endpoint, category=category.value).inc()
+
+
+def watch_task_groups(in_turn: Callable[[], int], waiting: Callable[[], int]) -> None:
+    """Read the enricher's turns at every scrape (``len`` and a subtraction: safe from the
+    scrape's thread)."""
+    TASK_GROUPS.labels(state="in_turn").set_function(in_turn)
+    TASK_GROUPS.labels(state="waiting").set_function(waiting)
 
 
 def breaker_state(state: str) -> None:

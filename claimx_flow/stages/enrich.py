@@ -187,6 +187,7 @@ class EnrichStage:
             turns = Turns(
                 self.turns, stopped_at=self.stopped_at, closing_after_s=self.item_deadline_s
             )
+            metrics.watch_task_groups(lambda: turns.held, lambda: turns.waiting)
             self._enricher = Enricher(
                 self._client,
                 ProjectCache(),

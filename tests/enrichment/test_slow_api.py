@@ -14,8 +14,11 @@ import asyncio
 import signal
 import subprocess
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from claimx_flow.api import ClaimXApiClient
 from claimx_flow.config import Settings
@@ -55,6 +58,18 @@ def last_attempt_headers(settings: Settings) -> list[tuple[str, bytes | None]]:
         category=ErrorCategory.TRANSIENT,
     ).model_copy(update={"attempt": settings.max_retries})
     return list(info.to_headers())
+
+
+def task_groups(port: int) -> dict[str, float]:
+    """``claimx_enrich_task_groups`` by state, scraped from the stage's own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "claimx_enrich_task_groups"
+        for sample in family.samples
+    }
 
 
 def test_every_group_has_its_whole_deadline_from_its_turn(
@@ -125,6 +140,10 @@ def test_a_stop_under_a_slow_api_drains_within_one_deadline(
         while simulator.stats.requests["project"] < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert simulator.stats.requests["project"] >= 5, "no call before the stop"
+        # What an operator sees meanwhile: every turn (4 for one call at a time) taken, the
+        # rest of the read's groups waiting for one.
+        groups = task_groups(pipeline.health_ports["enrich"][0])
+        assert groups["in_turn"] == 4 and groups["waiting"] > 100, groups
         stopped_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
