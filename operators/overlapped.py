@@ -148,9 +148,9 @@ class Flight:
     def wait_until(self, done: Callable[[], bool], *, every_item: bool = False) -> None:
         """Until ``done()``, checked when room frees up (``every_item``: whenever an item
         finishes) and at least every second; raises ``Stalled`` if items are in flight and
-        none finishes within the stall timeout. ``while_waiting`` is called every second of
-        the wait that is not a stall (a liveness heartbeat: the worker polls no source while
-        it waits here, for as long as the items in flight take)."""
+        none finishes within the stall timeout. ``while_waiting`` is called at every wake-up of
+        the wait that is not a stall, at least every second (a liveness heartbeat: the worker
+        polls no source while it waits here, for as long as the items in flight take)."""
         with self._changed:
             self._every_item += every_item
             try:

@@ -232,8 +232,6 @@ class Enricher:
                     [tasks[i] for i in group],
                     lambda g: self._group(g, calls, now, media_wanted, project_rows),
                 )
-                if _calls_api(tasks[group[0]])
-                else self._group([tasks[i] for i in group], calls, now, media_wanted, project_rows)
                 for group in groups
             ),
             return_exceptions=True,
@@ -262,16 +260,19 @@ class Enricher:
     ) -> list[Outcome]:
         """``work`` on ``group`` in its turn, within the deadline counted from the turn; past
         it, or turned away by a stop, each task is a transient failure (its retry tier), and
-        the batch's other tasks keep what they finished."""
+        the batch's other tasks keep what they finished. A group that makes no call (an XA
+        link, a type no handler knows) is done at once, without a turn."""
+        if not _calls_api(group[0]):
+            return await work(group)
         turns = self._turns
         if turns is not None and not await turns.take():
             self._progressed()
             return _stopped(group, "the stage stopped before this task's turn")
         try:
-            deadline = self._deadline_s
+            deadline, stopping = self._deadline_s, False
             closing = turns.closing_in() if turns is not None else None
-            if closing is not None:  # stopping: no group outlasts the drain
-                deadline = closing if deadline is None else min(deadline, closing)
+            if closing is not None and (deadline is None or closing < deadline):
+                deadline, stopping = closing, True  # no group outlasts the drain
             if deadline is None:
                 return await work(group)
             if deadline <= 0:  # given its turn as the stage closed: start no call
@@ -282,10 +283,10 @@ class Enricher:
                 async with asyncio.timeout(deadline):
                     return await work(group)
             except TimeoutError:
-                if deadline == self._deadline_s:
-                    reason = f"not enriched within {deadline:.0f}s of its turn (a slow API)"
-                    return _transient(group, "TimeoutError", reason)
-                return _stopped(group, "the stage stopped before it was enriched")
+                if stopping:
+                    return _stopped(group, "the stage stopped before it was enriched")
+                reason = f"not enriched within {deadline:.0f}s of its turn (a slow API)"
+                return _transient(group, "TimeoutError", reason)
         finally:
             if turns is not None:
                 turns.give()
@@ -580,8 +581,8 @@ def _groups(tasks: Sequence[EnrichmentTask]) -> list[list[int]]:
 
 
 def _calls_api(task: EnrichmentTask) -> bool:
-    """Whether the task's group waits for the API (a turn, a deadline): an XA link, or a type
-    no handler knows, is done (or failed) at once."""
+    """Whether the task's group calls the API (an XA link, or a type no handler knows, is
+    done, or failed, at once)."""
     return task.event_type in KNOWN_EVENTS and task.event_type not in XA_EVENTS
 
 
