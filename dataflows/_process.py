@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 
 from bytewax.dataflow import Dataflow
@@ -19,9 +20,9 @@ from bytewax.dataflow import Dataflow
 from claimx_flow import catalog
 from claimx_flow.config import Settings, adopt_default_environment, load_settings
 from claimx_flow.errors import ConfigError
-from claimx_flow.runtime import logs, metrics
+from claimx_flow.runtime import health, logs, metrics
 from claimx_flow.runtime.health import serve
-from claimx_flow.startup.preflight import PreflightError, require_ready
+from claimx_flow.startup.preflight import Check, PreflightError, require_ready
 from operators import shutdown
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,47 @@ def setup_process(stage: str, settings: Settings, level: int | None = None) -> N
     # which is cheaper than the replay after a kill (which recovery covers too).
     shutdown.install()
     metrics.set_stage(stage)
-    try:
-        for check in require_ready(settings, stage):
-            if not check.ok:
-                log.warning("%s: %s", check.name, check.detail)
-    except PreflightError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
-    serve(stage, settings)
+    serve(stage, settings)  # first: the probes answer while a start waits out an outage
+    for check in await_ready(stage, settings):
+        if not check.ok:
+            log.warning("%s: %s", check.name, check.detail)
     metrics.watch_dlq_depth(stage, settings)
+
+
+OUTAGE_RECHECK_S = 5.0
+"""How often a start held by an outage checks again."""
+OUTAGE_NOTE_EVERY_S = 60.0
+
+
+def await_ready(stage: str, settings: Settings, recheck_s: float = OUTAGE_RECHECK_S) -> list[Check]:
+    """The stage's preflight checks once they pass; exit 2 saying why if one fails for a
+    reason waiting will not mend (a missing topic, a refused login, a recovery directory of
+    another cluster).
+
+    While every failure is a peer that is down (Kafka unreachable, OneLake unavailable), the
+    start waits and checks again, saying so every minute, rather than exit: Kubernetes would
+    only start it again into the same outage, and back off further each time. The wait counts
+    as no stall for liveness; SIGTERM ends it with exit 0."""
+    started = time.monotonic()
+    noted: float | None = None
+    while True:
+        try:
+            checks = require_ready(settings, stage)
+        except PreflightError as exc:
+            if not exc.outage:
+                log.error("%s", exc)
+                raise SystemExit(2) from None
+            now = time.monotonic()
+            if noted is None or now - noted >= OUTAGE_NOTE_EVERY_S:
+                log.warning("%s; waiting, checking again every %.0fs", exc, recheck_s)
+                noted = now
+        else:
+            if noted is not None:
+                log.info(
+                    "%s: checks pass after %.0fs of waiting", stage, time.monotonic() - started
+                )
+            return checks
+        health.waiting_to_start()
+        if shutdown.wait(recheck_s):
+            log.info("%s: SIGTERM while waiting to start; exiting", stage)
+            raise SystemExit(0)

@@ -75,7 +75,7 @@ def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCom
     return TableCommitter(
         writer_for(settings, TABLES[table]),
         stage_router(settings, spec),
-        lambda: CheckedProducer(producer_config(settings)),
+        lambda: CheckedProducer(producer_config(settings), f"{table} refusals"),
         metrics.delta_written,
     )
 

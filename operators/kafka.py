@@ -535,21 +535,35 @@ class _Deliveries:
             self.failed.append(f"{msg.topic()}: {error.str()}")
 
 
-def checked_settings(producer: Mapping[str, Any], flush_timeout_s: float) -> dict[str, Any]:
+def checked_settings(producer: Mapping[str, Any]) -> dict[str, Any]:
     """Producer settings of a checked sink.
 
     Only failed deliveries are reported back (``delivery.report.only.error``): a message still
     in the queue shows in ``flush()``'s count and a refused one in a report, so reports of
     successes told nothing, and each cost a Python callback per message on the worker.
+
+    A message is never given up for lack of time (``delivery.timeout.ms`` 0, "infinite" in
+    librdkafka's CONFIGURATION.md): librdkafka retries it until a broker takes it, and the epoch
+    waits (:meth:`CheckedProducer.confirm`). A stage that gave up would only be started again
+    into the same outage, and replay the epoch once it ended. A refusal (a message too large,
+    a topic that does not exist) is still reported at once and fails the step.
     """
     return {
         # Records wait in the producer's queue until an epoch's end confirms them; bound it
         # (librdkafka's default is 1 GiB), so a slow broker holds the worker back instead.
         "queue.buffering.max.kbytes": 64 * 1024,
         **producer,
-        "delivery.timeout.ms": int(flush_timeout_s * 1000),
+        "delivery.timeout.ms": 0,
         "delivery.report.only.error": True,
     }
+
+
+CONFIRM_SLICE_S = 1.0
+"""How long one ``flush`` waits inside :meth:`CheckedProducer.confirm` before it looks again."""
+WAIT_NOTE_EVERY_S = 60.0
+"""While Kafka confirms nothing, a warning says so this often (first after this long)."""
+CLOSE_FLUSH_S = 10.0
+"""What ``close`` gives messages still queued: an epoch's end has confirmed all it counts on."""
 
 
 class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
@@ -557,12 +571,10 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
     and retries it in its own threads), ``confirm`` returns once Kafka has confirmed every
     message sent so far, or raises :class:`DeliveryError`. ``write_batch`` is both."""
 
-    def __init__(self, producer: Mapping[str, Any], flush_timeout_s: float = 60.0) -> None:
+    def __init__(self, producer: Mapping[str, Any], name: str = "producer") -> None:
         self._deliveries = _Deliveries([])
-        self._producer = Producer(
-            {**checked_settings(producer, flush_timeout_s), "on_delivery": self._deliveries}
-        )
-        self._flush_timeout_s = flush_timeout_s
+        self._producer = Producer({**checked_settings(producer), "on_delivery": self._deliveries})
+        self._name = name
         self._sent = 0
 
     def send(self, items: Iterable[OutboundRecord]) -> None:
@@ -586,14 +598,31 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
         self._sent += sent
 
     def confirm(self) -> None:
-        """Until every message sent so far is confirmed; raises if one was not."""
-        remaining = self._producer.flush(self._flush_timeout_s)
-        sent, self._sent = self._sent, 0
-        if remaining:
-            raise DeliveryError(
-                f"{remaining} of {sent} messages not confirmed by Kafka "
-                f"within {self._flush_timeout_s:.0f}s"
+        """Until every message sent so far is confirmed; raises if Kafka refused one.
+
+        A broker that is away is waited for, however long, with a warning every
+        ``WAIT_NOTE_EVERY_S``: the step, and with it the epoch, waits, and nothing is lost or
+        sent twice (the producer is idempotent)."""
+        started = noted = time.monotonic()
+        remaining = self._producer.flush(CONFIRM_SLICE_S)
+        while remaining:
+            now = time.monotonic()
+            if now - noted >= WAIT_NOTE_EVERY_S:
+                noted = now
+                log.warning(
+                    "%s: %d of %d messages not yet confirmed by Kafka after %.0fs; waiting "
+                    "(the epoch ends when they are)",
+                    self._name,
+                    remaining,
+                    self._sent,
+                    now - started,
+                )
+            remaining = self._producer.flush(CONFIRM_SLICE_S)
+        if noted != started:
+            log.warning(
+                "%s: Kafka confirmed them after %.0fs", self._name, time.monotonic() - started
             )
+        sent, self._sent = self._sent, 0
         failed, self._deliveries.failed = self._deliveries.failed, []  # each reported once
         if failed:
             raise DeliveryError(
@@ -605,7 +634,7 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
         self.confirm()
 
     def close(self) -> None:
-        self._producer.flush(self._flush_timeout_s)
+        self._producer.flush(CLOSE_FLUSH_S)
 
 
 HASH_LANES = 4
@@ -665,16 +694,9 @@ class KafkaOutput(FixedPartitionedSink[list[OutboundRecord], None]):
     :func:`checked_kafka_output`.
     """
 
-    def __init__(
-        self,
-        producer: Mapping[str, Any],
-        lanes: Callable[[], list[str]],
-        *,
-        flush_timeout_s: float = 60.0,
-    ) -> None:
+    def __init__(self, producer: Mapping[str, Any], lanes: Callable[[], list[str]]) -> None:
         self._producer = dict(producer)
         self._lanes = lanes
-        self._flush_timeout_s = flush_timeout_s
         self._index: dict[str, int] = {}
 
     def list_parts(self) -> list[str]:
@@ -688,7 +710,7 @@ class KafkaOutput(FixedPartitionedSink[list[OutboundRecord], None]):
         return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Lane:
-        return _Lane(f"{step_id}.{for_part}", _shared(self._producer, self._flush_timeout_s))
+        return _Lane(f"{step_id}.{for_part}", _shared(self._producer, step_id))
 
 
 def hash_lanes(count: int = HASH_LANES) -> Callable[[], list[str]]:
@@ -711,17 +733,18 @@ def input_lanes(admin_config: Mapping[str, Any], topics: Iterable[str]) -> Calla
     return lambda: list_partitions(config, names)
 
 
-_producers: dict[tuple[str, float], CheckedProducer] = {}
+_producers: dict[str, CheckedProducer] = {}
 _producers_lock = threading.Lock()
 
 
-def _shared(config: dict[str, Any], flush_timeout_s: float) -> CheckedProducer:
+def _shared(config: dict[str, Any], name: str) -> CheckedProducer:
     """One producer per process and configuration: librdkafka producers are thread-safe, and
-    each is several threads and connections of its own."""
-    key = (repr(sorted(config.items(), key=lambda item: item[0])), flush_timeout_s)
+    each is several threads and connections of its own. ``name`` (the first step to ask) is
+    what its warnings say."""
+    key = repr(sorted(config.items(), key=lambda item: item[0]))
     with _producers_lock:
         if key not in _producers:
-            _producers[key] = CheckedProducer(config, flush_timeout_s)
+            _producers[key] = CheckedProducer(config, name)
         return _producers[key]
 
 
@@ -731,11 +754,10 @@ def checked_kafka_output(
     producer: Mapping[str, Any],
     *,
     lanes: Callable[[], list[str]] | None = None,
-    flush_timeout_s: float = 60.0,
 ) -> None:
     """Write ``(lane, records)`` items to the topics their records name, through
     :class:`KafkaOutput` (by default with :func:`hash_lanes`)."""
-    sink = KafkaOutput(producer, lanes or hash_lanes(), flush_timeout_s=flush_timeout_s)
+    sink = KafkaOutput(producer, lanes or hash_lanes())
     op.output(step_id, up, sink)
 
 
@@ -743,9 +765,7 @@ def checked_records_output(
     step_id: str,
     up: Stream[OutboundRecord],
     producer: Mapping[str, Any],
-    *,
-    flush_timeout_s: float = 60.0,
 ) -> None:
     """:func:`checked_kafka_output` of single records, laned by key a batch at a time."""
     laned = op.flat_map_batch(f"{step_id}-lanes", up, lane_by_key)
-    checked_kafka_output(step_id, laned, producer, flush_timeout_s=flush_timeout_s)
+    checked_kafka_output(step_id, laned, producer)

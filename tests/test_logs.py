@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -200,3 +201,33 @@ def test_a_real_stage_process_writes_only_json_lines_with_its_stage(
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
     assert any("ingest starting" in r["message"] for r in records)
     assert SECRET not in done.stderr + done.stdout
+
+
+def test_a_broker_that_is_down_is_said_once_a_minute_not_per_reconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Real clients reconnecting to a closed port: librdkafka reports every attempt of every
+    client (over a hundred lines a second from a stage during an outage); one line of each kind
+    is kept per minute."""
+    from confluent_kafka import Consumer, Producer
+
+    from claimx_flow.config import Settings
+    from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER, client_config
+    from claimx_flow.lab.process import free_port
+
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens
+    config = {**client_config(settings), "reconnect.backoff.max.ms": 100}
+    caplog.set_level(logging.ERROR, logger=LIBRDKAFKA_LOGGER.name)
+    producers = [Producer(config) for _ in range(3)]
+    consumer = Consumer({**config, "group.id": "down"})
+    consumer.subscribe(["anything"])
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        consumer.poll(0.1)
+        for producer in producers:
+            producer.poll(0)
+    consumer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == LIBRDKAFKA_LOGGER.name]
+    refused = [line for line in lines if "Connection refused" in line]
+    assert refused, lines  # said, ...
+    assert len(lines) <= 6, lines  # ... but not for each of the 4 clients' ~40 attempts each

@@ -17,12 +17,15 @@ from confluent_kafka import KafkaError, KafkaException
 
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, KafkaAdminError
+from claimx_flow.kafka.repeats import RepeatFilter
 
 T = TypeVar("T")
 
 # librdkafka's own log lines (connection refused, retries…) go through this logger rather than
 # straight to stderr, so a command line can keep them quiet and a worker can keep them.
 LIBRDKAFKA_LOGGER = logging.getLogger("claimx_flow.librdkafka")
+# A line per reconnect of every client while a broker is down: once a minute is enough.
+LIBRDKAFKA_LOGGER.addFilter(RepeatFilter(r"\[rdkafka#[^\]]*\] |\[thrd:[^\]]*\]: |\d+ms"))
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -65,14 +68,14 @@ def _on_client_error(error: KafkaError) -> None:
     A refused login reaches the caller only as "broker transport failure"; it is remembered
     here so that the caller's message can say what happened.
     """
-    if error.code() not in _AUTH_ERRORS:
-        LIBRDKAFKA_LOGGER.error("%s", error.str())
-        return
-    with _refused_lock:
-        repeated = _refused.text == error.str()
-        _refused.text, _refused.at = error.str(), time.monotonic()
-    if not repeated:  # librdkafka retries every few hundred ms: say it once
-        LIBRDKAFKA_LOGGER.error("%s", error.str())
+    if error.code() in _AUTH_ERRORS:
+        with _refused_lock:
+            _refused.text, _refused.at = error.str(), time.monotonic()
+    LIBRDKAFKA_LOGGER.error("%s", error.str())  # its repeats are dropped (RepeatFilter)
+
+
+AUTH_REFUSED = "authentication failed"
+"""How :func:`failure_reason` begins when the broker refused the client's login."""
 
 
 def failure_reason(client: Any, error: KafkaException) -> str:
@@ -87,7 +90,7 @@ def failure_reason(client: Any, error: KafkaException) -> str:
     with _refused_lock:
         refused = _refused.text if time.monotonic() - _refused.at < _RECENT_S else None
     if refused and cause is not None and cause.code() == KafkaError._TRANSPORT:
-        return f"authentication failed ({refused})"
+        return f"{AUTH_REFUSED} ({refused})"
     return cause.str() if cause is not None else str(error)
 
 

@@ -44,8 +44,12 @@ class ChaosPlan:
     events: int = 400
     projects: int = 20
     waves: int = 4
+    kills: bool = True
+    """SIGKILL a random stage every ``kill_every_s``; off to watch a broker outage alone."""
     kill_every_s: tuple[float, float] = (4.0, 9.0)
     broker_restarts: int = 1
+    broker_down_s: float = 1.0
+    """How long the broker stays down at each restart: an outage, while the stages run on."""
     api_error_rate: float = 0.05
     unknown_project_rate: float = 0.05
     """Share of projects the API does not know (404): their events end in the enrichment DLQ,
@@ -98,10 +102,11 @@ class BrokerControl:
 
     running: RunningService
 
-    def restart(self) -> None:
+    def kill(self) -> None:
         os.killpg(self.running.pid, signal.SIGKILL)  # a crash, not a clean shutdown
         stop_process_group(self.running.pid, grace_s=10)
-        time.sleep(1.0)
+
+    def start_again(self) -> None:
         self.running = KafkaService().restart(self.running)
 
 
@@ -174,12 +179,13 @@ def _storm(
     next_wave = started
     next_kill = started + rng.uniform(*plan.kill_every_s)
     victims: list[str] = []
-    while time.monotonic() < deadline or waves:
+    broker_back_at: float | None = None  # the broker is down until then
+    while time.monotonic() < deadline or waves or broker_back_at is not None:
         now = time.monotonic()
-        if waves and now >= next_wave:
+        if waves and now >= next_wave and broker_back_at is None:
             produce_lines(waves.pop(0), settings.claimx_events_topic, settings)
             next_wave = now + wave_every
-        if now < deadline and now >= next_kill:
+        if plan.kills and now < deadline and now >= next_kill:
             if not victims:  # every stage once, in a random order, before any twice
                 victims = rng.sample(STAGE_NAMES, len(STAGE_NAMES))
             stage = victims.pop()
@@ -188,11 +194,21 @@ def _storm(
             progress(f"killed {stage} (SIGKILL), kill #{sum(report.kills.values())}")
             time.sleep(rng.uniform(0.2, 2.0))
             next_kill = time.monotonic() + rng.uniform(*plan.kill_every_s)
-        if broker is not None and broker_at and now - started >= broker_at[0]:
+        if (
+            broker is not None
+            and broker_at
+            and broker_back_at is None
+            and now - started >= broker_at[0]
+        ):
             broker_at.pop(0)
-            progress("restarting the Kafka broker")
-            broker.restart()
+            progress(f"killing the Kafka broker (SIGKILL) for {plan.broker_down_s:g}s")
+            broker.kill()
+            broker_back_at = time.monotonic() + plan.broker_down_s
+        if broker is not None and broker_back_at is not None and now >= broker_back_at:
+            broker.start_again()
+            broker_back_at = None
             report.broker_restarts += 1
+            progress("the Kafka broker is back")
         _revive(pipeline, report, progress)
         time.sleep(0.2)
 

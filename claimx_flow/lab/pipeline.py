@@ -67,11 +67,15 @@ class Pipeline:
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     health_ports: dict[str, list[int]] = field(default_factory=dict)
+    cluster_id: str | None = None
+    """The Kafka cluster's id, read at the first start: a restart during an outage needs none."""
 
     def start(
         self, stages: Iterable[str] = STAGE_NAMES, workers: int = 1, processes: int = 1
     ) -> None:
-        cluster = kafka_cluster_id(self.settings)
+        if self.cluster_id is None:
+            self.cluster_id = kafka_cluster_id(self.settings)
+        cluster = self.cluster_id
         for stage in stages:
             command = stage_command(self.settings, stage, workers, cluster)
             peers = [f"{LOOPBACK}:{free_port()}" for _ in range(processes)]

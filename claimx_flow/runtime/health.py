@@ -36,6 +36,9 @@ AUTH_HOLD_S = 60.0
 """Readiness stays red this long after the last refused credential."""
 PROBE_TIMEOUT_S = 2.0
 
+KAFKA_CHECK = "kafka"
+"""The active check whose failures liveness does not count against the workers."""
+
 Probe = Callable[[], Awaitable[str]]
 """An active check: returns a short detail when healthy, raises when not."""
 
@@ -64,6 +67,7 @@ class HealthState:
         self._lock = threading.Lock()
         self.started = clock()
         self._beats: dict[int, float] = {}
+        self._kafka_down_at: float | None = None
         self._auth_failed_at: float | None = None
         self._breaker: str | None = None
         self._results: dict[str, CheckResult] = {}
@@ -81,21 +85,39 @@ class HealthState:
         with self._lock:
             self._breaker = state
 
+    def waiting_to_start(self) -> None:
+        """The start waits for a peer that is down: the wait so far is no stall."""
+        with self._lock:
+            self.started = self._clock()
+
     def record(self, name: str, ok: bool, detail: str) -> None:
         with self._lock:
-            self._results[name] = CheckResult(ok, detail, self._clock())
+            now = self._clock()
+            self._results[name] = CheckResult(ok, detail, now)
+            if name == KAFKA_CHECK and not ok:
+                self._kafka_down_at = now
 
     def liveness(self, stale_s: float) -> dict[str, CheckResult]:
+        """Stale when a worker has not polled for ``stale_s``, not counting the time Kafka was
+        down: a worker then waits for Kafka's confirmations (however long, see
+        ``operators.kafka.CheckedProducer.confirm``), and a restart would mend nothing."""
         now = self._clock()
         with self._lock:
             beats = dict(self._beats)
+            excused = self._kafka_down_at
+        if excused is None:
+            excused, since_kafka = float("-inf"), ""
+        else:
+            since_kafka = (
+                f"; Kafka down {now - excused:.0f}s ago" if now - excused < stale_s else ""
+            )
         if not beats:
-            waited = now - self.started
-            ok = waited < stale_s
-            return {"heartbeat": CheckResult(ok, f"no worker has polled yet ({waited:.0f}s)")}
-        stalest = max(now - beat for beat in beats.values())
+            waited = now - max(self.started, excused)
+            detail = f"no worker has polled yet ({waited:.0f}s){since_kafka}"
+            return {"heartbeat": CheckResult(waited < stale_s, detail)}
+        stalest = max(now - max(beat, excused) for beat in beats.values())
         detail = f"{len(beats)} worker(s); stalest heartbeat {max(stalest, 0):.1f}s ago"
-        return {"heartbeat": CheckResult(stalest < stale_s, detail)}
+        return {"heartbeat": CheckResult(stalest < stale_s, detail + since_kafka)}
 
     def readiness(self, active: Sequence[ActiveCheck], api: bool) -> dict[str, CheckResult]:
         now = self._clock()
@@ -120,6 +142,11 @@ class HealthState:
 
 STATE = HealthState()
 """The process's one state: a process runs one stage."""
+
+
+def waiting_to_start() -> None:
+    """A start held by an outage (``dataflows._process.await_ready``) is alive."""
+    STATE.waiting_to_start()
 
 
 def heartbeat(quiet_until: datetime | None = None) -> None:
@@ -193,7 +220,7 @@ def storage_probe(settings: Settings) -> Probe:
 
 def active_checks(stage: str, settings: Settings) -> list[ActiveCheck]:
     spec = catalog.stage(stage)
-    checks = [ActiveCheck("kafka", kafka_probe(settings), every_s=5.0)]
+    checks = [ActiveCheck(KAFKA_CHECK, kafka_probe(settings), every_s=5.0)]
     if spec.calls_api:
         checks.append(ActiveCheck("api", api_probe(settings), every_s=1.0))
     if spec.stores_files:

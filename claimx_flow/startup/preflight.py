@@ -28,7 +28,7 @@ from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.kafka.clients import failure_reason
+from claimx_flow.kafka.clients import AUTH_REFUSED, failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
 from claimx_flow.models.redaction import mask_url_queries, one_line
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
@@ -38,6 +38,11 @@ from claimx_flow.startup.recovery_state import check_recovery_identity
 
 class PreflightError(ClaimxError):
     """A stage cannot start; the message lists every failed check."""
+
+    def __init__(self, message: str, outage: bool = False) -> None:
+        super().__init__(message)
+        self.outage = outage
+        """Every failed check is a peer that is down: starting later may succeed."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ def require_ready(settings: Settings, stage: str) -> list[Check]:
     failed = [c for c in checks if not c.ok and c.blocking]
     if failed:
         raise PreflightError(
-            f"{stage} cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            f"{stage} cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in failed),
+            outage=all(c.unreachable for c in failed),
         )
     return checks
 
@@ -90,8 +96,10 @@ def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> Check:
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
-        detail = f"{settings.kafka_bootstrap_servers} unreachable: {failure_reason(admin, exc)}"
-        return Check("Kafka", False, detail, unreachable=True)
+        reason = failure_reason(admin, exc)
+        detail = f"{settings.kafka_bootstrap_servers} unreachable: {reason}"
+        # A refused login is a finding, not an outage: waiting would not mend it.
+        return Check("Kafka", False, detail, unreachable=not reason.startswith(AUTH_REFUSED))
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:
         detail = f"topics missing: {', '.join(missing)} (run `claimx topics create`)"

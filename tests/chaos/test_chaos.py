@@ -62,3 +62,38 @@ def test_kills_and_a_broker_restart_lose_nothing_and_double_nothing(
     assert report.broker_restarts == restarts
     assert report.reconciliation.problems == []
     assert report.reconciliation.media > 0 and report.reconciliation.attachments > 0
+
+
+def test_a_kafka_outage_past_every_timeout_stops_no_stage_and_loses_nothing(
+    own_broker: BrokerControl | None, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The broker is down 75 s while every stage has work in flight: longer than librdkafka's
+    delivery timeout the sinks used to keep (60 s), after which a stage stopped and, started
+    again, refused to start until the broker was back. Now nothing stops: the stages wait, and
+    the law holds once the broker is back."""
+    if own_broker is None:
+        pytest.skip("needs a broker of its own to stop (an external cluster is shared)")
+    settings = isolated_settings(
+        own_broker.running.endpoint,
+        tmp_path / "data",
+        sim=sim,
+        create_topics=False,
+        retry_delays=[1, 2, 3, 4],
+        claimx_results_summary_seconds=1,
+    )
+    plan = ChaosPlan(
+        seconds=20,
+        events=200,
+        projects=10,
+        waves=4,
+        kills=False,
+        broker_down_s=75,
+        api_error_rate=0.1,  # failures routed to the tiers while the broker is away
+        seed=SIMULATOR_SEED,
+    )
+    report = run_chaos(settings, plan, tmp_path / "logs", SimulatorFaults(sim.origin), own_broker)
+
+    assert report.broker_restarts == 1
+    assert [stop.described() for stop in report.self_stops] == []
+    assert report.reconciliation.problems == []
+    assert report.reconciliation.media > 0 and report.reconciliation.attachments > 0

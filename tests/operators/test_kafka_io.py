@@ -92,7 +92,7 @@ def test_confirming_sends_at_once_whatever_the_linger(
     as long as it runs (confluentinc/librdkafka#3489, fixed by #3494 in v1.8.0)."""
     topic = make_topic(partitions=1)
     settings = kafka_settings.model_copy(update={"kafka_linger_ms": 1_000})
-    producer = CheckedProducer(producer_config(settings), flush_timeout_s=30)
+    producer = CheckedProducer(producer_config(settings))
     producer.write_batch([OutboundRecord(topic, b"warm", b"up")])  # connect, learn the leader
     records = [OutboundRecord(topic, f"k{i}".encode(), str(i).encode()) for i in range(5)]
     for _ in range(3):
@@ -104,10 +104,13 @@ def test_confirming_sends_at_once_whatever_the_linger(
 
 
 def test_undeliverable_message_fails_the_step(kafka_settings: Settings) -> None:
-    """A message Kafka cannot store must stop the dataflow, never vanish."""
+    """A message Kafka cannot store must stop the dataflow, never vanish. A message is never
+    timed out, so a topic that does not exist is refused once librdkafka stops waiting for it
+    to appear (``topic.metadata.propagation.max.ms``, 30 s by default; 1 s here)."""
     flow = Dataflow("kafka-refused")
     records = op.input("in", flow, TestingSource([OutboundRecord("no.such.topic", b"k", b"v")]))
-    checked_records_output("out", records, producer_config(kafka_settings), flush_timeout_s=3)
+    config = producer_config(kafka_settings, **{"topic.metadata.propagation.max.ms": 1_000})
+    checked_records_output("out", records, config)
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     assert any(isinstance(e, DeliveryError) for e in _chain(caught.value))
@@ -128,7 +131,7 @@ def test_message_the_broker_refuses_fails_the_step(
     records = op.input(
         "in", flow, TestingSource([OutboundRecord(topic, b"k", v) for v in (fits, too_big)])
     )
-    checked_records_output("out", records, producer_config(kafka_settings), flush_timeout_s=20)
+    checked_records_output("out", records, producer_config(kafka_settings))
     with pytest.raises(Exception) as caught:
         cluster_main(flow, [], 0)
     refused = [e for e in _chain(caught.value) if isinstance(e, DeliveryError)]

@@ -67,6 +67,30 @@ def test_a_sleeping_source_stays_alive_until_its_wake_up() -> None:
     assert not state.liveness(stale_s=60)["heartbeat"].ok
 
 
+def test_time_kafka_is_down_is_no_stall_and_neither_is_a_start_waiting_for_it() -> None:
+    """A worker waits for Kafka's confirmations however long Kafka is away: restarting it
+    would mend nothing. A stall once Kafka answers again counts from then."""
+    clock = Clock()
+    state = health.HealthState(clock)
+    for _ in range(60):  # a start held by the outage ten minutes, checking every ten seconds
+        clock.now += 10
+        state.waiting_to_start()
+    assert state.liveness(stale_s=60)["heartbeat"].ok
+    state.beat()
+    for _ in range(60):  # ten minutes of outage, found every ten seconds, no poll
+        clock.now += 10
+        state.record("kafka", False, "KafkaException: transport failure")
+    live = state.liveness(stale_s=60)["heartbeat"]
+    assert live.ok and "Kafka down 0s ago" in live.detail
+    state.record("kafka", True, "1 broker(s)")
+    clock.now += 59
+    assert state.liveness(stale_s=60)["heartbeat"].ok
+    clock.now += 2
+    assert not state.liveness(stale_s=60)["heartbeat"].ok  # Kafka is back; the worker is not
+    state.record("api", False, "down")  # another peer down excuses nothing
+    assert not state.liveness(stale_s=60)["heartbeat"].ok
+
+
 def test_readiness_reds_on_open_circuit_auth_failures_and_stale_checks() -> None:
     clock = Clock()
     state = health.HealthState(clock)

@@ -27,6 +27,10 @@ def chaos(
     events: int = typer.Option(0, min=0, help="Events to feed (default: 600 per minute)."),
     projects: int = typer.Option(50, min=1, help="Projects the events are spread over."),
     broker_restarts: int = typer.Option(1, min=0, help="Kafka broker restarts."),
+    broker_down: float = typer.Option(
+        1.0, min=0, help="Seconds the broker stays down at each restart (an outage)."
+    ),
+    kills: bool = typer.Option(True, help="SIGKILL stages (--no-kills: the outage alone)."),
     api_error_rate: float = typer.Option(0.05, min=0, max=1, help="Share of API calls failing."),
     unknown_projects: float = typer.Option(
         0.05, min=0, max=1, help="Share of projects the API answers 404 for (to the DLQ)."
@@ -59,6 +63,8 @@ def chaos(
             projects=projects,
             waves=max(4, int(minutes * 6)),
             broker_restarts=broker_restarts,
+            broker_down_s=broker_down,
+            kills=kills,
             api_error_rate=api_error_rate,
             unknown_project_rate=unknown_projects,
             seed=seed,
