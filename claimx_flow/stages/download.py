@@ -19,6 +19,7 @@ comes from its record), so the second run replaces or removes what the first lef
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import math
@@ -46,6 +47,7 @@ from claimx_flow.models import CachedFile, DownloadTask
 from claimx_flow.routing.failures import FailureRouter, previous_failure
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
+from claimx_flow.runtime.exit import close_at_exit
 from claimx_flow.runtime.logs import at
 from claimx_flow.stages.outputs import StageOutput
 
@@ -79,6 +81,7 @@ class DownloadStage:
     policy: DownloadPolicy
     make_client: Callable[[Settings], ClaimXApiClient] = ClaimXApiClient
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
+    _exit_hook: Callable[[], None] | None = field(default=None, init=False)
     _client: ClaimXApiClient | None = field(default=None, init=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
     _run: CacheRun | None = field(default=None, init=False)
@@ -238,7 +241,10 @@ class DownloadStage:
         )
 
     async def close(self) -> None:
-        """Close the media session and the API client (tests; a stage process just ends)."""
+        """Close the media session and the API client (tests; a stage process at its exit)."""
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -266,3 +272,5 @@ class DownloadStage:
                 timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
             )
         self._client = await self.make_client(self.settings).open()
+        if self._exit_hook is None:
+            self._exit_hook = close_at_exit(self.close)

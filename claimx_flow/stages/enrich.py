@@ -10,6 +10,7 @@ lives on the process's event loop and is created there on first use.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from claimx_flow.models import EnrichmentTask, MessageIds
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.tiers import enrichment_ladder
 from claimx_flow.runtime import metrics
+from claimx_flow.runtime.exit import close_at_exit
 from claimx_flow.stages.outputs import RowBatch, StageBatch, StageOutput, sourced
 from claimx_flow.stages.tables import gathered
 
@@ -55,6 +57,7 @@ class EnrichStage:
     """Told whenever a group of tasks is done (on the event loop's thread)."""
     _enricher: Enricher | None = field(default=None, init=False)
     _client: ClaimXApiClient | None = field(default=None, init=False)
+    _exit_hook: Callable[[], None] | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(
@@ -175,8 +178,11 @@ class EnrichStage:
         ]
 
     async def close(self) -> None:
-        """Close the API client (tests and measurements; a stage process just ends). The next
+        """Close the API client (tests and measurements; a stage process at its exit). The next
         batch opens a new one, with an empty project cache."""
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         if self._client is not None:
             await self._client.close()
         self._client = self._enricher = None
@@ -184,6 +190,8 @@ class EnrichStage:
     async def _ready(self) -> Enricher:
         if self._enricher is None:
             self._client = await self.make_client(self.settings).open()
+            if self._exit_hook is None:
+                self._exit_hook = close_at_exit(self.close)
             turns = Turns(
                 self.turns, stopped_at=self.stopped_at, closing_after_s=self.item_deadline_s
             )
