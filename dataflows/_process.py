@@ -135,6 +135,7 @@ def setup_process(stage: str, settings: Settings, level: int | None = None) -> N
 OUTAGE_RECHECK_S = 5.0
 """How often a start held by an outage checks again."""
 OUTAGE_NOTE_EVERY_S = 60.0
+STOP_POLL_S = 0.2
 
 
 def await_ready(stage: str, settings: Settings, recheck_s: float = OUTAGE_RECHECK_S) -> list[Check]:
@@ -165,7 +166,10 @@ def await_ready(stage: str, settings: Settings, recheck_s: float = OUTAGE_RECHEC
                     "%s: checks pass after %.0fs of waiting", stage, time.monotonic() - started
                 )
             return checks
-        health.waiting_to_start()
-        if shutdown.wait(recheck_s):
-            log.info("%s: SIGTERM while waiting to start; exiting", stage)
-            raise SystemExit(0)
+        until = time.monotonic() + recheck_s
+        while time.monotonic() < until:  # polled: a handler must not wait on a lock we hold
+            health.waiting_to_start()
+            if shutdown.requested():
+                log.info("%s: SIGTERM while waiting to start; exiting", stage)
+                raise SystemExit(0)
+            time.sleep(STOP_POLL_S)

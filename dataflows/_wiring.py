@@ -21,7 +21,7 @@ from claimx_flow.delta.writer import writer_for
 from claimx_flow.kafka.clients import client_config, producer_config
 from claimx_flow.routing.failures import FailureRouter
 from claimx_flow.routing.ledger import RoutedLedger
-from claimx_flow.runtime import metrics
+from claimx_flow.runtime import health, metrics
 from claimx_flow.runtime.observers import StageObserver
 from claimx_flow.stages import RowBatch, StageBatch, StageOutput
 from claimx_flow.stages.tables import TableCommitter, gathered
@@ -75,7 +75,9 @@ def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCom
     return TableCommitter(
         writer_for(settings, TABLES[table]),
         stage_router(settings, spec),
-        lambda: CheckedProducer(producer_config(settings), f"{table} refusals"),
+        lambda: CheckedProducer(
+            producer_config(settings), f"{table} refusals", health.waited_on_kafka
+        ),
         metrics.delta_written,
     )
 
@@ -115,6 +117,7 @@ def write_batches(
         records,
         producer_config(settings),
         lanes=lambda: [*lanes(), *hash_lanes()()],
+        on_waiting=health.waited_on_kafka,
     )
     if tables and settings.enable_delta_writes:
         rows = op.flat_map(f"{step_id}-rows", up, _tables)

@@ -27,6 +27,7 @@ from claimx_flow.kafka.records import UNREADABLE_HEADERS, Headers, KafkaRecord, 
 from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter, read_at
 from claimx_flow.routing.ledger import RoutedLedger
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers, release_time
+from claimx_flow.runtime import health
 from claimx_flow.runtime.observers import StageObserver
 from dataflows._process import flow_attribute
 from operators.due_time import DueTimeInput
@@ -80,7 +81,9 @@ def build(settings: Settings) -> Dataflow:
     # upgraded from it resumes from its consumer group.
     released = op.input("tiers", flow, due)
     pending = op.map("back-to-pending", released, back_to_pending)
-    checked_records_output("pending", pending, producer_config(settings))
+    checked_records_output(
+        "pending", pending, producer_config(settings), on_waiting=health.waited_on_kafka
+    )
     return flow
 
 

@@ -17,6 +17,7 @@ from claimx_flow.delta.tables import ATTACHMENTS
 from claimx_flow.delta.writer import writer_for
 from claimx_flow.kafka.clients import producer_config
 from claimx_flow.kafka.records import OutboundRecord
+from claimx_flow.runtime import health
 from claimx_flow.runtime.health import heartbeat
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.upload import UploadCommitter, UploadCompletion, UploadOutput, UploadStage
@@ -41,7 +42,9 @@ def completion(item: UploadOutput) -> tuple[str, UploadCompletion] | None:
 def committer(settings: Settings) -> UploadCommitter:
     """Row, result and cache release, in order, by the one committer of the attachments."""
     writer = writer_for(settings, ATTACHMENTS) if settings.enable_delta_writes else None
-    return UploadCommitter(writer, CheckedProducer(producer_config(settings), "upload results"))
+    return UploadCommitter(
+        writer, CheckedProducer(producer_config(settings), "upload results", health.waited_on_kafka)
+    )
 
 
 def build(settings: Settings) -> Dataflow:

@@ -564,24 +564,98 @@ WAIT_NOTE_EVERY_S = 60.0
 """While Kafka confirms nothing, a warning says so this often (first after this long)."""
 CLOSE_FLUSH_S = 10.0
 """What ``close`` gives messages still queued: an epoch's end has confirmed all it counts on."""
+STOPPING_GIVE_UP_S = 30.0
+"""After a SIGTERM, how long messages may stay unconfirmed before the step gives up on them
+(the epoch replays on the next start): a drain must not wait out an outage."""
+REFUSED_GIVE_UP_S = 30.0
+"""How long a wait goes on while the brokers refuse the client's login or TLS handshake: that
+is a finding for an operator, which no wait mends, and a restart names it (exit 2)."""
+REFUSALS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+)
+
+
+class _Waiting:
+    """One wait for Kafka (queue room or confirmations): warns once a minute, tells
+    ``on_waiting`` every slice, and gives up when waiting cannot end well."""
+
+    def __init__(self, name: str, what: str, on_waiting: Callable[[], None] | None) -> None:
+        self._name, self._what, self._on_waiting = name, what, on_waiting
+        self.started = self._noted = time.monotonic()
+
+    def slice(self, remaining: int, refused: str | None, limit_s: float | None = None) -> None:
+        """Called after each slice that left ``remaining`` messages waiting."""
+        now = time.monotonic()
+        waited = now - self.started
+        if self._on_waiting is not None:
+            self._on_waiting()
+        if now - self._noted >= WAIT_NOTE_EVERY_S:
+            self._noted = now
+            log.warning(
+                "%s: %d messages %s after %.0fs; waiting (the epoch ends when they are)",
+                self._name,
+                remaining,
+                self._what,
+                waited,
+            )
+        stop = shutdown.requested_at()
+        if stop is not None and now - stop >= STOPPING_GIVE_UP_S:
+            raise DeliveryError(
+                f"{remaining} messages {self._what} {now - stop:.0f}s after the stop was asked"
+                " for; giving up: the epoch replays on the next start"
+            )
+        if refused is not None and waited >= REFUSED_GIVE_UP_S:
+            raise DeliveryError(f"{remaining} messages {self._what}: Kafka refused us: {refused}")
+        if limit_s is not None and waited >= limit_s:
+            raise DeliveryError(f"{remaining} messages {self._what} within {limit_s:.0f}s")
+
+    def done(self) -> None:
+        if self._noted != self.started:
+            log.warning(
+                "%s: Kafka took them after %.0fs", self._name, time.monotonic() - self.started
+            )
 
 
 class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
     """Sends records and confirms them: ``send`` queues a batch (librdkafka batches, compresses
     and retries it in its own threads), ``confirm`` returns once Kafka has confirmed every
-    message sent so far, or raises :class:`DeliveryError`. ``write_batch`` is both."""
+    message sent so far, or raises :class:`DeliveryError`. ``write_batch`` is both.
 
-    def __init__(self, producer: Mapping[str, Any], name: str = "producer") -> None:
+    ``on_waiting`` is called at least every second while the worker waits for Kafka (for room
+    in the queue or for confirmations): a liveness check can tell that wait from a stall."""
+
+    def __init__(
+        self,
+        producer: Mapping[str, Any],
+        name: str = "producer",
+        on_waiting: Callable[[], None] | None = None,
+    ) -> None:
         self._deliveries = _Deliveries([])
-        self._producer = Producer({**checked_settings(producer), "on_delivery": self._deliveries})
+        self._client_error = producer.get("error_cb")
+        self._refused: str | None = None
+        self._producer = Producer(
+            {
+                **checked_settings(producer),
+                "on_delivery": self._deliveries,
+                "error_cb": self._on_error,
+            }
+        )
         self._name = name
+        self._on_waiting = on_waiting
         self._sent = 0
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in REFUSALS:
+            self._refused = error.str()
+        if self._client_error is not None:
+            self._client_error(error)
 
     def send(self, items: Iterable[OutboundRecord]) -> None:
         """Queue ``items`` in order (waiting while the local queue is full)."""
         produce = self._producer.produce
         sent = 0
         for record in items:
+            waiting: _Waiting | None = None
             while True:
                 try:
                     if record.headers:
@@ -593,35 +667,32 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
                         produce(record.topic, record.value, record.key)
                     break
                 except BufferError:  # deliveries are behind: serve their reports, try again
+                    if waiting is None:
+                        waiting = _Waiting(self._name, "queued, the queue full", self._on_waiting)
+                        self._refused = None
                     self._producer.poll(0.05)
+                    waiting.slice(len(self._producer), self._refused)
+            if waiting is not None:
+                waiting.done()
             sent += 1
         self._sent += sent
 
-    def confirm(self) -> None:
+    def confirm(self, limit_s: float | None = None) -> None:
         """Until every message sent so far is confirmed; raises if Kafka refused one.
 
-        A broker that is away is waited for, however long, with a warning every
-        ``WAIT_NOTE_EVERY_S``: the step, and with it the epoch, waits, and nothing is lost or
-        sent twice (the producer is idempotent)."""
-        started = noted = time.monotonic()
+        A broker that is away is waited for, however long (or ``limit_s``), with a warning
+        every ``WAIT_NOTE_EVERY_S``: the step, and with it the epoch, waits, and nothing is lost
+        or sent twice (the producer is idempotent). It gives up, and the epoch replays on the
+        next start, when a stop was asked for ``STOPPING_GIVE_UP_S`` ago, or when the brokers
+        have refused our login or TLS handshake for ``REFUSED_GIVE_UP_S``."""
+        self._refused = None
         remaining = self._producer.flush(CONFIRM_SLICE_S)
-        while remaining:
-            now = time.monotonic()
-            if now - noted >= WAIT_NOTE_EVERY_S:
-                noted = now
-                log.warning(
-                    "%s: %d of %d messages not yet confirmed by Kafka after %.0fs; waiting "
-                    "(the epoch ends when they are)",
-                    self._name,
-                    remaining,
-                    self._sent,
-                    now - started,
-                )
-            remaining = self._producer.flush(CONFIRM_SLICE_S)
-        if noted != started:
-            log.warning(
-                "%s: Kafka confirmed them after %.0fs", self._name, time.monotonic() - started
-            )
+        if remaining:
+            waiting = _Waiting(self._name, "not yet confirmed by Kafka", self._on_waiting)
+            while remaining:
+                waiting.slice(remaining, self._refused, limit_s)
+                remaining = self._producer.flush(CONFIRM_SLICE_S)
+            waiting.done()
         sent, self._sent = self._sent, 0
         failed, self._deliveries.failed = self._deliveries.failed, []  # each reported once
         if failed:
@@ -666,8 +737,8 @@ class _Lane(StatefulSinkPartition[list[OutboundRecord], None]):
             raise
 
     def close(self) -> None:
-        try:
-            self._producer.confirm()
+        try:  # bounded: Bytewax closes while it unwinds from another failure too
+            self._producer.confirm(limit_s=CLOSE_FLUSH_S)
         except Exception:  # never a second error while Bytewax unwinds (see CommitBehind.close)
             log.exception("%s: closed with messages Kafka did not confirm", self._name)
 
@@ -694,9 +765,15 @@ class KafkaOutput(FixedPartitionedSink[list[OutboundRecord], None]):
     :func:`checked_kafka_output`.
     """
 
-    def __init__(self, producer: Mapping[str, Any], lanes: Callable[[], list[str]]) -> None:
+    def __init__(
+        self,
+        producer: Mapping[str, Any],
+        lanes: Callable[[], list[str]],
+        on_waiting: Callable[[], None] | None = None,
+    ) -> None:
         self._producer = dict(producer)
         self._lanes = lanes
+        self._on_waiting = on_waiting
         self._index: dict[str, int] = {}
 
     def list_parts(self) -> list[str]:
@@ -710,7 +787,8 @@ class KafkaOutput(FixedPartitionedSink[list[OutboundRecord], None]):
         return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Lane:
-        return _Lane(f"{step_id}.{for_part}", _shared(self._producer, step_id))
+        producer = _shared(self._producer, step_id, self._on_waiting)
+        return _Lane(f"{step_id}.{for_part}", producer)
 
 
 def hash_lanes(count: int = HASH_LANES) -> Callable[[], list[str]]:
@@ -737,14 +815,16 @@ _producers: dict[str, CheckedProducer] = {}
 _producers_lock = threading.Lock()
 
 
-def _shared(config: dict[str, Any], name: str) -> CheckedProducer:
+def _shared(
+    config: dict[str, Any], name: str, on_waiting: Callable[[], None] | None
+) -> CheckedProducer:
     """One producer per process and configuration: librdkafka producers are thread-safe, and
-    each is several threads and connections of its own. ``name`` (the first step to ask) is
-    what its warnings say."""
+    each is several threads and connections of its own. ``name`` and ``on_waiting`` are the
+    first asker's."""
     key = repr(sorted(config.items(), key=lambda item: item[0]))
     with _producers_lock:
         if key not in _producers:
-            _producers[key] = CheckedProducer(config, name)
+            _producers[key] = CheckedProducer(config, name, on_waiting)
         return _producers[key]
 
 
@@ -754,10 +834,11 @@ def checked_kafka_output(
     producer: Mapping[str, Any],
     *,
     lanes: Callable[[], list[str]] | None = None,
+    on_waiting: Callable[[], None] | None = None,
 ) -> None:
     """Write ``(lane, records)`` items to the topics their records name, through
     :class:`KafkaOutput` (by default with :func:`hash_lanes`)."""
-    sink = KafkaOutput(producer, lanes or hash_lanes())
+    sink = KafkaOutput(producer, lanes or hash_lanes(), on_waiting)
     op.output(step_id, up, sink)
 
 
@@ -765,7 +846,9 @@ def checked_records_output(
     step_id: str,
     up: Stream[OutboundRecord],
     producer: Mapping[str, Any],
+    *,
+    on_waiting: Callable[[], None] | None = None,
 ) -> None:
     """:func:`checked_kafka_output` of single records, laned by key a batch at a time."""
     laned = op.flat_map_batch(f"{step_id}-lanes", up, lane_by_key)
-    checked_kafka_output(step_id, laned, producer)
+    checked_kafka_output(step_id, laned, producer, on_waiting=on_waiting)

@@ -31,11 +31,6 @@ def requested_at() -> float | None:
     return _requested_at
 
 
-def wait(timeout_s: float) -> bool:
-    """Sleep up to ``timeout_s``, waking at once on a stop; True if one was asked for."""
-    return _requested.wait(timeout_s)
-
-
 def install() -> None:
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         global _requested_at

@@ -46,13 +46,21 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-_AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+_REFUSALS = {
+    KafkaError._AUTHENTICATION: "authentication failed",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "authentication failed",
+    KafkaError._SSL: "TLS handshake failed",
+}
+"""What librdkafka reports, asynchronously only, when brokers that answer refuse us."""
+REFUSED = tuple(sorted(set(_REFUSALS.values())))
+"""How :func:`failure_reason` begins when the brokers answered and refused the client: a
+finding (credentials, certificates), not an outage."""
 _RECENT_S = 5.0
 
 
 @dataclass
 class _Refusal:
-    """The latest refused login any client of this process reported, and when."""
+    """The latest refusal (login or TLS) any client of this process reported, and when."""
 
     text: str = ""
     at: float = -_RECENT_S
@@ -65,21 +73,19 @@ _refused_lock = threading.Lock()
 def _on_client_error(error: KafkaError) -> None:
     """librdkafka's asynchronous errors, logged as librdkafka logs them without a callback.
 
-    A refused login reaches the caller only as "broker transport failure"; it is remembered
-    here so that the caller's message can say what happened.
+    A refused login or TLS handshake reaches the caller only as "broker transport failure";
+    it is remembered here so that the caller's message can say what happened.
     """
-    if error.code() in _AUTH_ERRORS:
+    named = _REFUSALS.get(error.code())
+    if named is not None:
         with _refused_lock:
-            _refused.text, _refused.at = error.str(), time.monotonic()
+            _refused.text, _refused.at = f"{named} ({error.str()})", time.monotonic()
     LIBRDKAFKA_LOGGER.error("%s", error.str())  # its repeats are dropped (RepeatFilter)
 
 
-AUTH_REFUSED = "authentication failed"
-"""How :func:`failure_reason` begins when the broker refused the client's login."""
-
-
 def failure_reason(client: Any, error: KafkaException) -> str:
-    """Why a Kafka request failed, in librdkafka's words, naming a refused login as such.
+    """Why a Kafka request failed, in librdkafka's words, naming a refused login or TLS
+    handshake as such (it begins with one of ``REFUSED``).
 
     Serves the client's queued events first: that is where its authentication failure waits
     (librdkafka keeps retrying the login until the request times out). librdkafka never puts
@@ -90,7 +96,7 @@ def failure_reason(client: Any, error: KafkaException) -> str:
     with _refused_lock:
         refused = _refused.text if time.monotonic() - _refused.at < _RECENT_S else None
     if refused and cause is not None and cause.code() == KafkaError._TRANSPORT:
-        return f"{AUTH_REFUSED} ({refused})"
+        return refused
     return cause.str() if cause is not None else str(error)
 
 

@@ -174,13 +174,14 @@ def _storm(
     wave_size = -(-len(lines) // plan.waves)
     waves = [lines[i : i + wave_size] for i in range(0, len(lines), wave_size)]
     wave_every = plan.seconds / max(len(waves), 1)
-    broker_at = sorted(rng.uniform(0.3, 0.7) * plan.seconds for _ in range(plan.broker_restarts))
+    restarts = plan.broker_restarts if broker is not None else 0
+    broker_at = sorted(rng.uniform(0.3, 0.7) * plan.seconds for _ in range(restarts))
     started = time.monotonic()
     next_wave = started
     next_kill = started + rng.uniform(*plan.kill_every_s)
     victims: list[str] = []
     broker_back_at: float | None = None  # the broker is down until then
-    while time.monotonic() < deadline or waves or broker_back_at is not None:
+    while time.monotonic() < deadline or waves or broker_back_at is not None or broker_at:
         now = time.monotonic()
         if waves and now >= next_wave and broker_back_at is None:
             produce_lines(waves.pop(0), settings.claimx_events_topic, settings)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,10 @@ AUTH_HOLD_S = 60.0
 """Readiness stays red this long after the last refused credential."""
 PROBE_TIMEOUT_S = 2.0
 
-KAFKA_CHECK = "kafka"
-"""The active check whose failures liveness does not count against the workers."""
+MAX_WAITS = 256
+"""Spans of waiting for Kafka kept for liveness (the oldest drop out)."""
+WAIT_GAP_S = 3.0
+"""Reports of waiting for Kafka at most this far apart are one wait."""
 
 Probe = Callable[[], Awaitable[str]]
 """An active check: returns a short detail when healthy, raises when not."""
@@ -67,7 +70,8 @@ class HealthState:
         self._lock = threading.Lock()
         self.started = clock()
         self._beats: dict[int, float] = {}
-        self._kafka_down_at: float | None = None
+        self._waits: deque[list[float]] = deque(maxlen=MAX_WAITS)
+        """Spans ``[from, to]`` in which a worker waited for Kafka, newest last."""
         self._auth_failed_at: float | None = None
         self._breaker: str | None = None
         self._results: dict[str, CheckResult] = {}
@@ -90,34 +94,41 @@ class HealthState:
         with self._lock:
             self.started = self._clock()
 
-    def record(self, name: str, ok: bool, detail: str) -> None:
+    def waited_on_kafka(self) -> None:
+        """A worker is waiting for Kafka (room in its queue, or confirmations); called at least
+        every second meanwhile. Reports closer than ``WAIT_GAP_S`` make one span."""
         with self._lock:
             now = self._clock()
-            self._results[name] = CheckResult(ok, detail, now)
-            if name == KAFKA_CHECK and not ok:
-                self._kafka_down_at = now
+            if self._waits and now - self._waits[-1][1] <= WAIT_GAP_S:
+                self._waits[-1][1] = now
+            else:
+                self._waits.append([now, now])
+
+    def record(self, name: str, ok: bool, detail: str) -> None:
+        with self._lock:
+            self._results[name] = CheckResult(ok, detail, self._clock())
 
     def liveness(self, stale_s: float) -> dict[str, CheckResult]:
-        """Stale when a worker has not polled for ``stale_s``, not counting the time Kafka was
-        down: a worker then waits for Kafka's confirmations (however long, see
-        ``operators.kafka.CheckedProducer.confirm``), and a restart would mend nothing."""
+        """Stale when a worker has not polled for ``stale_s``, not counting the time it spent
+        waiting for Kafka (however long: ``operators.kafka.CheckedProducer`` waits out an
+        outage, and a restart would mend nothing). Only time reported as such a wait is taken
+        off, so a stuck worker is still found."""
         now = self._clock()
         with self._lock:
             beats = dict(self._beats)
-            excused = self._kafka_down_at
-        if excused is None:
-            excused, since_kafka = float("-inf"), ""
-        else:
-            since_kafka = (
-                f"; Kafka down {now - excused:.0f}s ago" if now - excused < stale_s else ""
-            )
+            waits = [tuple(span) for span in self._waits]
+
+        def stale(since: float) -> tuple[float, float]:
+            waited = sum(max(0.0, min(to, now) - max(start, since)) for start, to in waits)
+            return now - since - waited, waited
+
         if not beats:
-            waited = now - max(self.started, excused)
-            detail = f"no worker has polled yet ({waited:.0f}s){since_kafka}"
-            return {"heartbeat": CheckResult(waited < stale_s, detail)}
-        stalest = max(now - max(beat, excused) for beat in beats.values())
-        detail = f"{len(beats)} worker(s); stalest heartbeat {max(stalest, 0):.1f}s ago"
-        return {"heartbeat": CheckResult(stalest < stale_s, detail + since_kafka)}
+            quiet, waited = stale(self.started)
+            detail = f"no worker has polled yet ({quiet:.0f}s)" + _waited(waited)
+            return {"heartbeat": CheckResult(quiet < stale_s, detail)}
+        quiet, waited = max(stale(beat) for beat in beats.values())
+        detail = f"{len(beats)} worker(s); stalest heartbeat {max(quiet, 0):.1f}s ago"
+        return {"heartbeat": CheckResult(quiet < stale_s, detail + _waited(waited))}
 
     def readiness(self, active: Sequence[ActiveCheck], api: bool) -> dict[str, CheckResult]:
         now = self._clock()
@@ -142,6 +153,15 @@ class HealthState:
 
 STATE = HealthState()
 """The process's one state: a process runs one stage."""
+
+
+def _waited(seconds: float) -> str:
+    return f" (not counting {seconds:.0f}s waiting for Kafka)" if seconds >= 1 else ""
+
+
+def waited_on_kafka() -> None:
+    """A sink's worker waits for Kafka (``on_waiting`` of ``operators.kafka``): no stall."""
+    STATE.waited_on_kafka()
 
 
 def waiting_to_start() -> None:
@@ -220,7 +240,7 @@ def storage_probe(settings: Settings) -> Probe:
 
 def active_checks(stage: str, settings: Settings) -> list[ActiveCheck]:
     spec = catalog.stage(stage)
-    checks = [ActiveCheck(KAFKA_CHECK, kafka_probe(settings), every_s=5.0)]
+    checks = [ActiveCheck("kafka", kafka_probe(settings), every_s=5.0)]
     if spec.calls_api:
         checks.append(ActiveCheck("api", api_probe(settings), every_s=1.0))
     if spec.stores_files:

@@ -28,7 +28,7 @@ from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
-from claimx_flow.kafka.clients import AUTH_REFUSED, failure_reason
+from claimx_flow.kafka.clients import REFUSED, failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
 from claimx_flow.models.redaction import mask_url_queries, one_line
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
@@ -97,9 +97,10 @@ def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> Check:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
         reason = failure_reason(admin, exc)
+        if reason.startswith(REFUSED):  # a finding, not an outage: waiting would not mend it
+            return Check("Kafka", False, f"{settings.kafka_bootstrap_servers}: {reason}")
         detail = f"{settings.kafka_bootstrap_servers} unreachable: {reason}"
-        # A refused login is a finding, not an outage: waiting would not mend it.
-        return Check("Kafka", False, detail, unreachable=not reason.startswith(AUTH_REFUSED))
+        return Check("Kafka", False, detail, unreachable=True)
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:
         detail = f"topics missing: {', '.join(missing)} (run `claimx topics create`)"

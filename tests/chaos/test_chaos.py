@@ -95,5 +95,7 @@ def test_a_kafka_outage_past_every_timeout_stops_no_stage_and_loses_nothing(
 
     assert report.broker_restarts == 1
     assert [stop.described() for stop in report.self_stops] == []
+    logs = [path.read_text(errors="replace") for path in (tmp_path / "logs").glob("*.log")]
+    assert any("not yet confirmed by Kafka" in log for log in logs)  # a sink did wait
     assert report.reconciliation.problems == []
     assert report.reconciliation.media > 0 and report.reconciliation.attachments > 0

@@ -39,6 +39,7 @@ from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack import KafkaService
 from claimx_flow.startup.recovery import kafka_cluster_id
 from operators import kafka as kafka_operators
+from operators import shutdown
 from operators.kafka import checked_records_output
 from tests.isolation import isolated_settings
 
@@ -50,6 +51,15 @@ def own_broker(tmp_path: Path) -> Iterator[BrokerControl]:
         yield control
     finally:
         stop_process_group(control.running.pid)
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """The exception and its causes: Bytewax wraps what a step raised."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 def test_a_stopped_broker_holds_the_step_until_it_is_back_and_each_message_lands_once(
@@ -77,9 +87,8 @@ def test_a_stopped_broker_holds_the_step_until_it_is_back_and_each_message_lands
     dataflow = Dataflow("delivery")
     stream = op.input("in", dataflow, TestingSource(records, batch_size=20))
     # A timeout the caller asks for is overridden: with it, librdkafka would fail them in 2 s.
-    checked_records_output(
-        "out", stream, producer_config(settings, **{"delivery.timeout.ms": 2000})
-    )
+    config = producer_config(settings, **{"delivery.timeout.ms": 2000})
+    checked_records_output("out", stream, config)
     failures: list[BaseException] = []
 
     def run() -> None:
@@ -102,8 +111,23 @@ def test_a_stopped_broker_holds_the_step_until_it_is_back_and_each_message_lands
         runner.join(60)
     assert not runner.is_alive() and not failures
     waiting = [r.getMessage() for r in caplog.records if "not yet confirmed" in r.getMessage()]
-    assert waiting and "20 of 20 messages" in waiting[0]
-    assert any("Kafka confirmed them after" in r.getMessage() for r in caplog.records)
+    assert waiting and "20 messages not yet confirmed" in waiting[0]
+    assert any("Kafka took them after" in r.getMessage() for r in caplog.records)
+
+    # A stop during an outage gives up on what Kafka has not confirmed (the epoch replays on
+    # the next start) rather than hold the drain until the pod is killed.
+    own_broker.kill()
+    stopped = Dataflow("delivery-stopped")
+    late = [OutboundRecord(topic, b"late", b"late")]
+    checked_records_output("out", op.input("in", stopped, TestingSource(late)), config)
+    monkeypatch.setattr(shutdown, "_requested_at", time.monotonic())
+    monkeypatch.setattr(kafka_operators, "STOPPING_GIVE_UP_S", 3.0)
+    began = time.monotonic()
+    with pytest.raises(Exception) as caught:  # Bytewax wraps what the step raised
+        run_main(stopped, epoch_interval=timedelta(seconds=1))
+    assert any("after the stop was asked for" in str(e) for e in _chain(caught.value))
+    assert time.monotonic() - began < 15
+    own_broker.start_again()
 
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "check"}
@@ -115,6 +139,7 @@ def test_a_stopped_broker_holds_the_step_until_it_is_back_and_each_message_lands
         values.extend(m.value() for m in consumer.consume(100, 1.0) if m.error() is None)
     values.extend(m.value() for m in consumer.consume(100, 2.0) if m.error() is None)
     consumer.close()
+    values = [value for value in values if value != b"late"]  # its producer outlived the stop
     assert sorted(values) == sorted(f"v{i}".encode() for i in range(20))  # each once
 
 
@@ -198,22 +223,29 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
     of exiting into a crash loop whose back-off would outlast the outage; once the broker is
     back it starts and reads on. SIGTERM ends such a wait at once."""
     settings = isolated_settings(
-        own_broker.running.endpoint, tmp_path / "data", claimx_topic_partitions=1
+        own_broker.running.endpoint,
+        tmp_path / "data",
+        claimx_topic_partitions=1,
+        claimx_liveness_stale_seconds=15,  # the wait below outlasts it
     )
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
     pipeline.cluster_id = kafka_cluster_id(settings)  # a first start, while the broker was up
     own_broker.kill()
+    started = time.monotonic()
     pipeline.start(["ingest", "retry"])
     ingest, retry = pipeline.processes["ingest"][0], pipeline.processes["retry"][0]
     live_port, retry_port = pipeline.health_ports["ingest"][0], pipeline.health_ports["retry"][0]
-    log = tmp_path / "logs" / "ingest.log"
+    logs = tmp_path / "logs" / "ingest.log", tmp_path / "logs" / "retry.log"
     deadline = time.monotonic() + 60
-    while "checking again every" not in _text(log) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not all(
+        "checking again every" in _text(path) for path in logs
+    ):
         time.sleep(0.5)
-    time.sleep(6)  # at least one check again
+    time.sleep(max(0.0, started + 22 - time.monotonic()))  # past liveness's 15 s
     assert ingest.poll() is None and retry.poll() is None  # waiting, not exited
     assert _status(live_port, "/health/live") == 200
     assert _status(live_port, "/health/ready") == 503
+    log = logs[0]
     assert "unreachable" in _text(log) and _text(log).count("checking again every") == 1
 
     retry.send_signal(signal.SIGTERM)  # a stop during the wait: at once, and clean
