@@ -668,7 +668,7 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
                     break
                 except BufferError:  # deliveries are behind: serve their reports, try again
                     if waiting is None:
-                        waiting = _Waiting(self._name, "queued, the queue full", self._on_waiting)
+                        waiting = _Waiting(self._name, "in a full producer queue", self._on_waiting)
                         self._refused = None
                     self._producer.poll(0.05)
                     waiting.slice(len(self._producer), self._refused)

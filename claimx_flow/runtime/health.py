@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,10 +37,13 @@ AUTH_HOLD_S = 60.0
 """Readiness stays red this long after the last refused credential."""
 PROBE_TIMEOUT_S = 2.0
 
+KAFKA_CHECK = "kafka"
+KAFKA_DOWN_AFTER = 2
+"""Failed Kafka checks in a row (five seconds apart) that make an outage: one is a blip."""
 MAX_WAITS = 256
 """Spans of waiting for Kafka kept for liveness (the oldest drop out)."""
 WAIT_GAP_S = 3.0
-"""Reports of waiting for Kafka at most this far apart are one wait."""
+"""Reports of waiting at most this far apart are one wait."""
 
 Probe = Callable[[], Awaitable[str]]
 """An active check: returns a short detail when healthy, raises when not."""
@@ -72,6 +75,8 @@ class HealthState:
         self._beats: dict[int, float] = {}
         self._waits: deque[list[float]] = deque(maxlen=MAX_WAITS)
         """Spans ``[from, to]`` in which a worker waited for Kafka, newest last."""
+        self._kafka_failing: list[float] = []
+        """When each of the Kafka check's failures in a row was found."""
         self._auth_failed_at: float | None = None
         self._breaker: str | None = None
         self._results: dict[str, CheckResult] = {}
@@ -96,17 +101,35 @@ class HealthState:
 
     def waited_on_kafka(self) -> None:
         """A worker is waiting for Kafka (room in its queue, or confirmations); called at least
-        every second meanwhile. Reports closer than ``WAIT_GAP_S`` make one span."""
+        every second meanwhile."""
         with self._lock:
             now = self._clock()
-            if self._waits and now - self._waits[-1][1] <= WAIT_GAP_S:
-                self._waits[-1][1] = now
-            else:
-                self._waits.append([now, now])
+            self._waited(now, now)
 
-    def record(self, name: str, ok: bool, detail: str) -> None:
+    def record(self, name: str, ok: bool, detail: str, outage: bool = True) -> None:
+        """An active check's result. Kafka found down by ``KAFKA_DOWN_AFTER`` checks in a row
+        (not refusing us: ``outage``) is a wait for every worker of this process, from the
+        first of them: in a cluster of several processes, one whose sinks have nothing to
+        confirm still stops polling while another's epoch waits for Kafka."""
         with self._lock:
-            self._results[name] = CheckResult(ok, detail, self._clock())
+            now = self._clock()
+            self._results[name] = CheckResult(ok, detail, now)
+            if name != KAFKA_CHECK:
+                return
+            if ok or not outage:
+                self._kafka_failing = []
+                return
+            self._kafka_failing.append(now)
+            if len(self._kafka_failing) >= KAFKA_DOWN_AFTER:
+                self._waited(self._kafka_failing[0], now)
+
+    def _waited(self, start: float, now: float) -> None:
+        """Spans starting at most ``WAIT_GAP_S`` after the last one ends join it."""
+        if self._waits and start <= self._waits[-1][1] + WAIT_GAP_S:
+            last = self._waits[-1]
+            last[0], last[1] = min(last[0], start), max(last[1], now)
+        else:
+            self._waits.append([start, now])
 
     def liveness(self, stale_s: float) -> dict[str, CheckResult]:
         """Stale when a worker has not polled for ``stale_s``, not counting the time it spent
@@ -116,7 +139,7 @@ class HealthState:
         now = self._clock()
         with self._lock:
             beats = dict(self._beats)
-            waits = [tuple(span) for span in self._waits]
+            waits = _union(self._waits)
 
         def stale(since: float) -> tuple[float, float]:
             waited = sum(max(0.0, min(to, now) - max(start, since)) for start, to in waits)
@@ -159,6 +182,17 @@ def _waited(seconds: float) -> str:
     return f" (not counting {seconds:.0f}s waiting for Kafka)" if seconds >= 1 else ""
 
 
+def _union(spans: Iterable[list[float]]) -> list[tuple[float, float]]:
+    """The spans as disjoint ones: a wait told twice (by a sink and by the check) counts once."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted((span[0], span[1]) for span in spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def waited_on_kafka() -> None:
     """A sink's worker waits for Kafka (``on_waiting`` of ``operators.kafka``): no stall."""
     STATE.waited_on_kafka()
@@ -188,7 +222,11 @@ def breaker_changed(state: str) -> None:
 
 
 def kafka_probe(settings: Settings) -> Probe:
-    """Broker metadata through one long-lived admin client."""
+    """Broker metadata through one long-lived admin client; brokers that refuse our login or
+    TLS raise ``PermissionError`` (a finding, not an outage)."""
+    from confluent_kafka import KafkaException
+
+    from claimx_flow.kafka.clients import REFUSED, failure_reason
     from claimx_flow.kafka.topics import admin_client
 
     admin: Any = None
@@ -197,7 +235,13 @@ def kafka_probe(settings: Settings) -> Probe:
         nonlocal admin
         if admin is None:
             admin = admin_client(settings)
-        metadata = await asyncio.to_thread(admin.list_topics, timeout=PROBE_TIMEOUT_S)
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, timeout=PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            reason = failure_reason(admin, exc)
+            if reason.startswith(REFUSED):
+                raise PermissionError(reason) from None
+            raise ConnectionError(reason) from None
         return f"{len(metadata.brokers)} broker(s)"
 
     return probe
@@ -240,7 +284,7 @@ def storage_probe(settings: Settings) -> Probe:
 
 def active_checks(stage: str, settings: Settings) -> list[ActiveCheck]:
     spec = catalog.stage(stage)
-    checks = [ActiveCheck("kafka", kafka_probe(settings), every_s=5.0)]
+    checks = [ActiveCheck(KAFKA_CHECK, kafka_probe(settings), every_s=5.0)]
     if spec.calls_api:
         checks.append(ActiveCheck("api", api_probe(settings), every_s=1.0))
     if spec.stores_files:
@@ -313,7 +357,10 @@ class HealthServer:
                 ok = True
             except Exception as exc:
                 ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-            self.state.record(check.name, ok, detail)
+                outage = not isinstance(exc, PermissionError)
+            else:
+                outage = False
+            self.state.record(check.name, ok, detail, outage)
             gauge.set(1 if ok else 0)
             await asyncio.sleep(check.every_s)
 

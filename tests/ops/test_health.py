@@ -97,8 +97,38 @@ def test_time_spent_waiting_for_kafka_is_no_stall_and_neither_is_a_start_waiting
         blip.waited_on_kafka()
     stuck = blip.liveness(stale_s=60)["heartbeat"]
     assert not stuck.ok and "not counting 40s" in stuck.detail
-    blip.record("kafka", False, "KafkaException: transport failure")  # a probe: no excuse
+    blip.record("kafka", False, "KafkaException: transport failure")  # one check: a blip
     assert not blip.liveness(stale_s=60)["heartbeat"].ok
+
+
+def test_kafka_found_down_twice_in_a_row_excuses_every_worker_of_the_process() -> None:
+    """In a cluster of processes, one whose sinks have nothing to confirm stops polling too
+    while another's epoch waits for Kafka; the Kafka check, failing in a row, tells it. A
+    refused login is no outage; a single failed check is a blip."""
+    clock = Clock()
+    state = health.HealthState(clock)
+    state.beat()
+    clock.now += 30
+    state.record("kafka", False, "ConnectionError: down")
+    clock.now += 5
+    state.record("kafka", True, "1 broker(s)")  # a blip: nothing excused
+    for _ in range(120):  # then ten minutes down, checked every five seconds
+        clock.now += 5
+        state.record("kafka", False, "ConnectionError: down")
+    live = state.liveness(stale_s=60)["heartbeat"]
+    assert live.ok and "not counting 595s" in live.detail
+    state.record("kafka", True, "1 broker(s)")
+    clock.now += 19
+    assert state.liveness(stale_s=60)["heartbeat"].ok  # 40 s before it, 19 s since
+    clock.now += 2
+    assert not state.liveness(stale_s=60)["heartbeat"].ok
+
+    refused = health.HealthState(clock)
+    refused.beat()
+    for _ in range(20):
+        clock.now += 5
+        refused.record("kafka", False, "PermissionError: authentication failed", outage=False)
+    assert not refused.liveness(stale_s=60)["heartbeat"].ok
 
 
 def test_readiness_reds_on_open_circuit_auth_failures_and_stale_checks() -> None:
