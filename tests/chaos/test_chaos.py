@@ -67,7 +67,7 @@ def test_kills_and_a_broker_restart_lose_nothing_and_double_nothing(
 def test_a_kafka_outage_past_every_timeout_stops_no_stage_and_loses_nothing(
     own_broker: BrokerControl | None, sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    """The broker is down 75 s while every stage has work in flight: longer than librdkafka's
+    """The broker is down 65 s while every stage has work in flight: longer than librdkafka's
     delivery timeout the sinks used to keep (60 s), after which a stage stopped and, started
     again, refused to start until the broker was back. Now nothing stops: the stages wait, and
     the law holds once the broker is back."""
@@ -87,7 +87,7 @@ def test_a_kafka_outage_past_every_timeout_stops_no_stage_and_loses_nothing(
         projects=10,
         waves=4,
         kills=False,
-        broker_down_s=75,
+        broker_down_s=65,
         api_error_rate=0.1,  # failures routed to the tiers while the broker is away
         seed=SIMULATOR_SEED,
     )
