@@ -36,6 +36,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from claimx_flow.errors import ClaimxError
+from claimx_flow.kafka.clients import recent_refusal
 from claimx_flow.kafka.positions import REFRESH_S, committed_positions, position_metadata
 from claimx_flow.kafka.positions import TIMEOUT_S as POSITIONS_TIMEOUT_S
 from claimx_flow.kafka.records import (
@@ -569,10 +570,8 @@ STOPPING_GIVE_UP_S = 30.0
 (the epoch replays on the next start): a drain must not wait out an outage."""
 REFUSED_GIVE_UP_S = 30.0
 """How long a wait goes on while the brokers refuse the client's login or TLS handshake: that
-is a finding for an operator, which no wait mends, and a restart names it (exit 2)."""
-REFUSALS = frozenset(
-    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
-)
+is a finding for an operator, which no wait mends, and a restart names it (exit 2). The
+refusal is the one the clients' error callback remembers (``recent_refusal``)."""
 
 
 class _Waiting:
@@ -583,7 +582,7 @@ class _Waiting:
         self._name, self._what, self._on_waiting = name, what, on_waiting
         self.started = self._noted = time.monotonic()
 
-    def slice(self, remaining: int, refused: str | None, limit_s: float | None = None) -> None:
+    def slice(self, remaining: int, limit_s: float | None = None) -> None:
         """Called after each slice that left ``remaining`` messages waiting."""
         now = time.monotonic()
         waited = now - self.started
@@ -604,7 +603,8 @@ class _Waiting:
                 f"{remaining} messages {self._what} {now - stop:.0f}s after the stop was asked"
                 " for; giving up: the epoch replays on the next start"
             )
-        if refused is not None and waited >= REFUSED_GIVE_UP_S:
+        refused = recent_refusal() if waited >= REFUSED_GIVE_UP_S else None
+        if refused is not None:
             raise DeliveryError(f"{remaining} messages {self._what}: Kafka refused us: {refused}")
         if limit_s is not None and waited >= limit_s:
             raise DeliveryError(f"{remaining} messages {self._what} within {limit_s:.0f}s")
@@ -631,51 +631,44 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
         on_waiting: Callable[[], None] | None = None,
     ) -> None:
         self._deliveries = _Deliveries([])
-        self._client_error = producer.get("error_cb")
-        self._refused: str | None = None
-        self._producer = Producer(
-            {
-                **checked_settings(producer),
-                "on_delivery": self._deliveries,
-                "error_cb": self._on_error,
-            }
-        )
+        self._producer = Producer({**checked_settings(producer), "on_delivery": self._deliveries})
         self._name = name
         self._on_waiting = on_waiting
         self._sent = 0
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.code() in REFUSALS:
-            self._refused = error.str()
-        if self._client_error is not None:
-            self._client_error(error)
 
     def send(self, items: Iterable[OutboundRecord]) -> None:
         """Queue ``items`` in order (waiting while the local queue is full)."""
         produce = self._producer.produce
         sent = 0
         for record in items:
-            waiting: _Waiting | None = None
-            while True:
-                try:
-                    if record.headers:
-                        headers = record.headers  # a list, as librdkafka's binding wants
-                        if type(headers) is not list:
-                            headers = list(headers)
-                        produce(record.topic, record.value, record.key, headers=headers)  # type: ignore[arg-type]
-                    else:
-                        produce(record.topic, record.value, record.key)
-                    break
-                except BufferError:  # deliveries are behind: serve their reports, try again
-                    if waiting is None:
-                        waiting = _Waiting(self._name, "in a full producer queue", self._on_waiting)
-                        self._refused = None
-                    self._producer.poll(0.05)
-                    waiting.slice(len(self._producer), self._refused)
-            if waiting is not None:
-                waiting.done()
+            try:
+                self._produce(produce, record)
+            except BufferError:  # deliveries are behind: serve their reports, try again
+                self._produce_when_room(produce, record)
             sent += 1
         self._sent += sent
+
+    @staticmethod
+    def _produce(produce: Callable[..., None], record: OutboundRecord) -> None:
+        if record.headers:
+            headers = record.headers  # a list, as librdkafka's binding wants
+            if type(headers) is not list:
+                headers = list(headers)
+            produce(record.topic, record.value, record.key, headers=headers)
+        else:
+            produce(record.topic, record.value, record.key)
+
+    def _produce_when_room(self, produce: Callable[..., None], record: OutboundRecord) -> None:
+        waiting = _Waiting(self._name, "in a full producer queue", self._on_waiting)
+        while True:
+            self._producer.poll(0.05)
+            try:
+                self._produce(produce, record)
+            except BufferError:
+                waiting.slice(len(self._producer))
+                continue
+            waiting.done()
+            return
 
     def confirm(self, limit_s: float | None = None) -> None:
         """Until every message sent so far is confirmed; raises if Kafka refused one.
@@ -685,12 +678,11 @@ class CheckedProducer(StatelessSinkPartition[OutboundRecord]):
         or sent twice (the producer is idempotent). It gives up, and the epoch replays on the
         next start, when a stop was asked for ``STOPPING_GIVE_UP_S`` ago, or when the brokers
         have refused our login or TLS handshake for ``REFUSED_GIVE_UP_S``."""
-        self._refused = None
         remaining = self._producer.flush(CONFIRM_SLICE_S)
         if remaining:
             waiting = _Waiting(self._name, "not yet confirmed by Kafka", self._on_waiting)
             while remaining:
-                waiting.slice(remaining, self._refused, limit_s)
+                waiting.slice(remaining, limit_s)
                 remaining = self._producer.flush(CONFIRM_SLICE_S)
             waiting.done()
         sent, self._sent = self._sent, 0

@@ -83,6 +83,14 @@ def _on_client_error(error: KafkaError) -> None:
     LIBRDKAFKA_LOGGER.error("%s", error.str())  # its repeats are dropped (RepeatFilter)
 
 
+def recent_refusal() -> str | None:
+    """The refusal (login or TLS) a client of this process reported in the last few seconds,
+    beginning with one of ``REFUSED``; None if none. librdkafka retries a refused login every
+    few hundred ms, so a refusal that goes on stays recent."""
+    with _refused_lock:
+        return _refused.text if time.monotonic() - _refused.at < _RECENT_S else None
+
+
 def failure_reason(client: Any, error: KafkaException) -> str:
     """Why a Kafka request failed, in librdkafka's words, naming a refused login or TLS
     handshake as such (it begins with one of ``REFUSED``).
@@ -93,8 +101,7 @@ def failure_reason(client: Any, error: KafkaException) -> str:
     """
     cause = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
     client.poll(0)
-    with _refused_lock:
-        refused = _refused.text if time.monotonic() - _refused.at < _RECENT_S else None
+    refused = recent_refusal()
     if refused and cause is not None and cause.code() == KafkaError._TRANSPORT:
         return refused
     return cause.str() if cause is not None else str(error)

@@ -36,8 +36,9 @@ class RepeatFilter(logging.Filter):
                 seen[1] += 1
                 return False
             dropped = int(seen[1]) if seen is not None else 0
-            if len(self._kinds) >= self.MAX_KINDS:
-                self._kinds = {k: v for k, v in self._kinds.items() if now - v[0] < self._window_s}
+            if len(self._kinds) >= self.MAX_KINDS:  # forget kinds past their window, or all
+                kept = {k: v for k, v in self._kinds.items() if now - v[0] < self._window_s}
+                self._kinds = kept if len(kept) < self.MAX_KINDS // 2 else {}
             self._kinds[kind] = [now, 0]
         if dropped:
             record.msg = f"{message} (and {dropped} more like it in {self._window_s:.0f}s)"

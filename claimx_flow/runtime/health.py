@@ -75,8 +75,8 @@ class HealthState:
         self._beats: dict[int, float] = {}
         self._waits: deque[list[float]] = deque(maxlen=MAX_WAITS)
         """Spans ``[from, to]`` in which a worker waited for Kafka, newest last."""
-        self._kafka_failing: list[float] = []
-        """When each of the Kafka check's failures in a row was found."""
+        self._kafka_failing: tuple[float, int] | None = None
+        """When the Kafka check's failures in a row began, and how many there are."""
         self._auth_failed_at: float | None = None
         self._breaker: str | None = None
         self._results: dict[str, CheckResult] = {}
@@ -117,11 +117,12 @@ class HealthState:
             if name != KAFKA_CHECK:
                 return
             if ok or not outage:
-                self._kafka_failing = []
+                self._kafka_failing = None
                 return
-            self._kafka_failing.append(now)
-            if len(self._kafka_failing) >= KAFKA_DOWN_AFTER:
-                self._waited(self._kafka_failing[0], now)
+            since, count = self._kafka_failing or (now, 0)
+            self._kafka_failing = since, count + 1
+            if count + 1 >= KAFKA_DOWN_AFTER:
+                self._waited(since, now)
 
     def _waited(self, start: float, now: float) -> None:
         """Spans starting at most ``WAIT_GAP_S`` after the last one ends join it."""
@@ -147,11 +148,11 @@ class HealthState:
 
         if not beats:
             quiet, waited = stale(self.started)
-            detail = f"no worker has polled yet ({quiet:.0f}s)" + _waited(waited)
+            detail = f"no worker has polled yet ({quiet:.0f}s)" + _not_counting(waited)
             return {"heartbeat": CheckResult(quiet < stale_s, detail)}
         quiet, waited = max(stale(beat) for beat in beats.values())
         detail = f"{len(beats)} worker(s); stalest heartbeat {max(quiet, 0):.1f}s ago"
-        return {"heartbeat": CheckResult(quiet < stale_s, detail + _waited(waited))}
+        return {"heartbeat": CheckResult(quiet < stale_s, detail + _not_counting(waited))}
 
     def readiness(self, active: Sequence[ActiveCheck], api: bool) -> dict[str, CheckResult]:
         now = self._clock()
@@ -178,7 +179,7 @@ STATE = HealthState()
 """The process's one state: a process runs one stage."""
 
 
-def _waited(seconds: float) -> str:
+def _not_counting(seconds: float) -> str:
     return f" (not counting {seconds:.0f}s waiting for Kafka)" if seconds >= 1 else ""
 
 
