@@ -18,11 +18,19 @@ from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import await_leaders
 from claimx_flow.lab.process import TIE_ENV, stop_process_group
 from claimx_flow.lab.stack import KafkaService, RunningService
+from claimx_flow.storage.locations import AZURITE_URL_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
 # Every server and stage a test starts dies with the test run, even a killed one.
 os.environ[TIE_ENV] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _emulator_url_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``table_location`` (the preflight's tables check too) exports the emulator's URL for
+    deltalake into this process; undo it after each test."""
+    monkeypatch.delenv(AZURITE_URL_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -67,9 +67,12 @@ def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[
         checks.append(_orphans(settings))
     if any(spec.calls_api for spec in specs):
         checks.append(_api(settings))
-    local_tables = settings.onelake_workspace_id is None
-    if any(spec.tables for spec in specs) and settings.enable_delta_writes and local_tables:
-        checks.append(_writable("Delta tables", settings.tables_dir))
+    tables = sorted({table for spec in specs for table in spec.tables})
+    if tables and settings.enable_delta_writes:
+        if settings.onelake_workspace_id is None:
+            checks.append(_writable("Delta tables", settings.tables_dir))
+        else:
+            checks.append(_table_storage(settings, tables[0]))
     if any(spec.uses_cache for spec in specs):
         checks.append(_writable("download cache", settings.effective_cache_dir))
     if any(spec.stores_files for spec in specs):
@@ -202,6 +205,24 @@ def _api(settings: Settings) -> Check:
 
 def _writable(name: str, directory: Path) -> Check:
     return _attempt(name, lambda: _probe_dir(directory), f"{directory} is writable")
+
+
+def _table_storage(settings: Settings, table: str) -> Check:
+    """Tables in OneLake take a write, probed through delta-rs as every commit writes (one
+    table: they share the lakehouse and the credential)."""
+    from claimx_flow.delta.reach import storage_fault
+    from claimx_flow.storage.locations import table_location
+
+    name = "Delta tables"
+    try:
+        uri, options = table_location(settings, table)
+    except ClaimxError as exc:
+        return Check(name, False, str(exc))
+    fault = storage_fault(uri, options, tuple(settings.secret_values()))
+    if fault is not None:
+        # Down (no answer, 5xx) is an outage, as for the file storage; "no" is a finding.
+        return Check(name, False, fault.detail, unreachable=not fault.refused)
+    return Check(name, True, f"{uri.rsplit('/', 1)[0]} takes writes")
 
 
 def _file_store(settings: Settings) -> Check:

@@ -11,8 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -42,6 +40,7 @@ from operators import kafka as kafka_operators
 from operators import shutdown
 from operators.kafka import checked_records_output
 from tests.isolation import isolated_settings
+from tests.probes import log_text, status, status_or_none
 
 
 @pytest.fixture
@@ -195,7 +194,7 @@ def test_sigterm_takes_the_graceful_path(kafka_bootstrap: str, tmp_path: Path) -
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
-    assert "stopping gracefully" in (tmp_path / "logs" / "ingest.log").read_text()
+    assert "stopping gracefully" in (tmp_path / "logs" / "ingest.log").readlog_text()
 
     # Started again, it goes on from where it stopped: counted on its output topic, where a
     # re-read would show (the events table is insert-if-absent and would hide it).
@@ -238,19 +237,19 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
     logs = tmp_path / "logs" / "ingest.log", tmp_path / "logs" / "retry.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(
-        "checking again every" in _text(path) for path in logs
+        "checking again every" in log_text(path) for path in logs
     ):
         time.sleep(0.5)
     time.sleep(max(0.0, started + 22 - time.monotonic()))  # past liveness's 15 s
     assert ingest.poll() is None and retry.poll() is None  # waiting, not exited
-    assert _status(live_port, "/health/live") == 200
-    assert _status(live_port, "/health/ready") == 503
+    assert status(live_port, "/health/live") == 200
+    assert status(live_port, "/health/ready") == 503
     log = logs[0]
-    assert "unreachable" in _text(log) and _text(log).count("checking again every") == 1
+    assert "unreachable" in log_text(log) and log_text(log).count("checking again every") == 1
 
     retry.send_signal(signal.SIGTERM)  # a stop during the wait: at once, and clean
     assert retry.wait(15) == 0
-    assert _status_or_none(retry_port, "/health/live") is None
+    assert status_or_none(retry_port, "/health/live") is None
 
     own_broker.start_again()
     lines = list(event_lines(EventPlan(count=50, projects=5, mix="mixed")))
@@ -261,22 +260,3 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
     assert table_rows(settings, "claimx_events") == 50
     assert ingest.poll() is None
     pipeline.stop()
-
-
-def _text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _status_or_none(port: int, path: str) -> int | None:
-    try:
-        return _status(port, path)
-    except OSError:
-        return None
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)

@@ -1,11 +1,13 @@
-"""A proxy in front of a storage emulator that can refuse writes while it passes reads.
+"""A proxy in front of a storage emulator that can refuse writes while it passes reads, or be
+unavailable.
 
 Azurite grants every request its account key signs; a principal that may read a lakehouse but
 not write it (a role changed under a running stage) exists only on the real service. So this
 stands in front of the real Azurite and answers its writes as Azure answers a principal
 without write permission: 403 ``AuthorizationPermissionMismatch``. Everything else goes
 through unchanged (Shared Key signatures do not cover the host, so the emulator accepts the
-forwarded requests).
+forwarded requests). An outage of the service itself is every request answered 503
+``ServerBusy`` (``unavailable``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ REFUSAL = (
     b"<Message>This request is not authorized to perform this operation using this "
     b"permission.</Message></Error>"
 )
+BUSY = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
+    b"<Message>The server is currently unable to receive requests. Please retry your request."
+    b"</Message></Error>"
+)
 
 
 class RefusingProxy:
@@ -39,6 +46,8 @@ class RefusingProxy:
         """The next data-file write refused, the writes after it passed until a commit to a
         table's log lands, and from then on every write refused: an outage that starts while a
         committer splits a batch, after part of it landed."""
+        self.unavailable = False
+        """Every request answered 503 ``ServerBusy``, as Azure answers during an outage."""
         self._data_file_refused = False
         self.refused = 0
         self.port = 0
@@ -87,6 +96,13 @@ class RefusingProxy:
                 await runner.cleanup()
 
     async def _pass(self, session: aiohttp.ClientSession, request: web.Request) -> web.Response:
+        if self.unavailable:
+            return web.Response(
+                status=503,
+                body=BUSY,
+                content_type="application/xml",
+                headers={"x-ms-error-code": "ServerBusy"},
+            )
         write = request.method in WRITES
         first_data_file = self.outage_after_a_commit and not self._data_file_refused
         if write and first_data_file and "/_delta_log/" not in request.path:

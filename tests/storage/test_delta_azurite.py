@@ -42,12 +42,6 @@ def attachment(media_id: str, size: int) -> dict[str, object]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _emulator_url_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``table_location`` exports the emulator's URL for deltalake; undo it after each test."""
-    monkeypatch.delenv(AZURITE_URL_ENV, raising=False)
-
-
 def test_table_location_puts_deltalake_in_emulator_mode(azurite: str) -> None:
     uri, options = table_location(onelake_settings(azurite, "ws-1"), "claimx_attachments")
 
