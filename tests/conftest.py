@@ -29,7 +29,7 @@ os.environ[TIE_ENV] = "1"
 @pytest.fixture(autouse=True)
 def _emulator_url_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """``table_location`` (the preflight's tables check too) exports the emulator's URL for
-    deltalake into this process; undo it after each test."""
+    deltalake into this process; each test starts without it."""
     monkeypatch.delenv(AZURITE_URL_ENV, raising=False)
 
 

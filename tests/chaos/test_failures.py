@@ -194,7 +194,7 @@ def test_sigterm_takes_the_graceful_path(kafka_bootstrap: str, tmp_path: Path) -
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
-    assert "stopping gracefully" in (tmp_path / "logs" / "ingest.log").readlog_text()
+    assert "stopping gracefully" in log_text(tmp_path / "logs" / "ingest.log")
 
     # Started again, it goes on from where it stopped: counted on its output topic, where a
     # re-read would show (the events table is insert-if-absent and would hide it).

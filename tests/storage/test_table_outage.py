@@ -9,6 +9,7 @@ writes while ``refusing``. A real broker and a real ingest process.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,8 +64,8 @@ def test_the_tables_check_tells_an_outage_from_a_refusal(
         azurite_workspace,
         credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
     )
-    (probe,) = container.list_blobs()  # one empty object beside the log, written again
-    assert probe.name == f"{LAKEHOUSE}/Tables/claimx_events/{PROBE}" and probe.size == 0
+    (probe,) = container.list_blobs()  # one object beside the log, written again
+    assert probe.name == f"{LAKEHOUSE}/Tables/claimx_events/{PROBE}" and probe.size == 1
 
     proxy.unavailable = True
     down = check()
@@ -72,9 +73,9 @@ def test_the_tables_check_tells_an_outage_from_a_refusal(
     proxy.unavailable = False
 
     proxy.refusing = True
-    refused = check()
-    assert not refused.ok and not refused.unreachable  # exit 2: waiting will not mend it
-    assert "AuthorizationPermissionMismatch" in refused.detail
+    said_no = check()
+    assert not said_no.ok and not said_no.unreachable  # exit 2: waiting will not mend it
+    assert "AuthorizationPermissionMismatch" in said_no.detail
     proxy.refusing = False
 
     missing = tables_check(kafka_bootstrap, tmp_path, proxy.endpoint, "no-such-workspace")
@@ -83,7 +84,10 @@ def test_the_tables_check_tells_an_outage_from_a_refusal(
     closed = f"http://127.0.0.1:{free_port()}/{ACCOUNT_NAME}"
     unreachable = tables_check(kafka_bootstrap, tmp_path, closed, azurite_workspace)
     assert not unreachable.ok and unreachable.unreachable
-    for found in (down, refused, missing, unreachable):
+    uri, options = table_location(onelake_settings(closed, azurite_workspace), "t")
+    malformed = storage_fault(uri, {**(options or {}), "azure_storage_account_key": "not base64"})
+    assert malformed is not None and malformed.refused  # exit 2: a key to fix
+    for found in (down, said_no, missing, unreachable):
         assert ACCOUNT_KEY not in found.detail and "\n" not in found.detail
 
 
@@ -118,15 +122,19 @@ def test_what_the_storage_said_decides_between_waiting_and_exit_2(detail: str, n
     assert refused(detail) is no
 
 
-def test_a_probe_gives_up_in_seconds_not_minutes(azurite_workspace: str) -> None:
-    """Left to its defaults, delta-rs retries a storage that is down for up to three minutes;
-    a stage waiting to start probes again every few seconds anyway."""
-    closed = f"http://127.0.0.1:{free_port()}/{ACCOUNT_NAME}"
-    uri, options = table_location(onelake_settings(closed, azurite_workspace), "claimx_events")
-    began = time.monotonic()
-    fault = storage_fault(uri, options)
+def test_a_probe_of_a_storage_that_never_answers_gives_up_in_seconds(
+    azurite_workspace: str,
+) -> None:
+    """A port that takes the connection and never answers: by default delta-rs would give each
+    request 30 s and try 11 times; a stage waiting to start probes again every 5 s anyway."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:  # never accepts
+        port = silent.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{port}/{ACCOUNT_NAME}"
+        uri, options = table_location(onelake_settings(endpoint, azurite_workspace), "t")
+        began = time.monotonic()
+        fault = storage_fault(uri, options)
     assert fault is not None and not fault.refused
-    assert time.monotonic() - began < 30
+    assert time.monotonic() - began < 25
 
 
 def test_an_outage_of_its_tables_costs_ingest_one_exit_then_its_start_waits_it_out(
@@ -158,7 +166,7 @@ def test_an_outage_of_its_tables_costs_ingest_one_exit_then_its_start_waits_it_o
         (ingest,) = pipeline.processes["ingest"]
         assert ingest.wait(90) not in (0, None)  # the step failed: the epoch replays later
 
-        started = time.monotonic()
+        started, before = time.monotonic(), len(log_text(log))
         pipeline.restart("ingest")
         (ingest,) = pipeline.processes["ingest"]
         (port,) = pipeline.health_ports["ingest"]
@@ -167,7 +175,8 @@ def test_an_outage_of_its_tables_costs_ingest_one_exit_then_its_start_waits_it_o
         assert ingest.poll() is None, log_text(log)[-3000:]  # waiting, not failed again
         assert status(port, "/health/live") == 200
         assert status(port, "/health/ready") == 503
-        assert "Delta tables" in log_text(log) and "ServerBusy" in log_text(log)
+        waiting = log_text(log)[before:]  # the restarted process's lines
+        assert "Delta tables" in waiting and "ServerBusy" in waiting
 
         proxy.unavailable = False
         _wait_for(lambda: _rows(settings) >= 2 * HALF, 90)
