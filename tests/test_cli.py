@@ -49,20 +49,18 @@ def test_help_loads_no_sub_command() -> None:
     assert "claimx_flow.lab" not in loaded and "_cmd" not in loaded and "dlq" not in loaded
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        [CLAIMX, "lag"],
-        [CLAIMX, "check"],
-        [CLAIMX, "simulate", "events", "--count", "5", "--topic", "claimx.events"],
-        [sys.executable, "-m", "claimx_flow.dlq", "list"],  # the runbook's DLQ tool path
-    ],
-)
-def test_an_unreachable_broker_is_one_red_line_and_exit_2(
-    command: list[str], tmp_path: Path
-) -> None:
+UNREACHABLE_BROKER_COMMANDS = [
+    [CLAIMX, "lag"],
+    [CLAIMX, "check"],
+    [CLAIMX, "simulate", "events", "--count", "5", "--topic", "claimx.events"],
+    [sys.executable, "-m", "claimx_flow.dlq", "list"],  # the runbook's DLQ tool path
+]
+
+
+def test_an_unreachable_broker_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
     """With every required variable given (so in production mode, the default away from a
-    local stack), an unreachable broker is the one error."""
+    local stack), an unreachable broker is the one error. The commands run side by side: each
+    spends its Kafka timeout waiting."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # discard port: nothing listens
@@ -73,12 +71,22 @@ def test_an_unreachable_broker_is_one_red_line_and_exit_2(
         "CLAIMX_DATA_DIR": str(tmp_path / "data"),
     }
     env.pop("CLAIMX_ENV", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr + done.stdout
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Kafka" in errors[0]
-    assert len(done.stderr.strip().splitlines()) == 1
+    running = [
+        (
+            command,
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            ),
+        )
+        for command in UNREACHABLE_BROKER_COMMANDS
+    ]
+    for command, process in running:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2, command
+        assert "Traceback" not in stderr + stdout, command
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Kafka" in errors[0], (command, stderr)
+        assert len(stderr.strip().splitlines()) == 1, (command, stderr)
 
 
 def test_a_peer_failure_no_command_caught_is_still_one_masked_red_line(
