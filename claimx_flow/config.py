@@ -338,6 +338,12 @@ class Settings(BaseSettings):
         "25-30 MiB more memory)",
     )
     enable_delta_writes: bool = Field(True, description="write entity rows to Delta")
+    claimx_delta_retry_seconds: float = Field(
+        45.0,
+        ge=0,
+        description="how long a stage retries a request its OneLake tables fail (no answer, "
+        "5xx, throttled) before the step fails and the restart waits for them",
+    )
 
     # Embedded storage root
     claimx_data_dir: Path = Field(

@@ -73,7 +73,7 @@ def table_committer(settings: Settings, spec: StageSpec, table: str) -> TableCom
     """The one committer of ``table``; rows its MERGE refuses dead-letter their messages to
     the stage's DLQ."""
     return TableCommitter(
-        writer_for(settings, TABLES[table]),
+        writer_for(settings, TABLES[table], patient=True),
         stage_router(settings, spec),
         lambda: CheckedProducer(
             producer_config(settings), f"{table} refusals", health.waited_on_kafka

@@ -41,7 +41,8 @@ def completion(item: UploadOutput) -> tuple[str, UploadCompletion] | None:
 
 def committer(settings: Settings) -> UploadCommitter:
     """Row, result and cache release, in order, by the one committer of the attachments."""
-    writer = writer_for(settings, ATTACHMENTS) if settings.enable_delta_writes else None
+    enabled = settings.enable_delta_writes
+    writer = writer_for(settings, ATTACHMENTS, patient=True) if enabled else None
     return UploadCommitter(
         writer, CheckedProducer(producer_config(settings), "upload results", health.waited_on_kafka)
     )

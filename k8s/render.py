@@ -87,6 +87,7 @@ SHARED_CONFIG: dict[str, str] = {
     "DOWNLOAD_ALLOWED_HOSTS": "*.amazonaws.com,*.claimxperience.com",
     "ENRICHMENT_BATCH_SIZE": "500",
     "ENABLE_DELTA_WRITES": "true",
+    "CLAIMX_DELTA_RETRY_SECONDS": "45",
     "CACHE_DIR": CACHE_DIR,
     "CLAIMX_DATA_DIR": DATA_DIR,
     "CLAIMX_LIVENESS_STALE_SECONDS": "600",

@@ -27,8 +27,9 @@ from claimx_flow.models.redaction import one_line, redact
 PROBE = "_claimx-write-probe"
 PROBE_OPTIONS = {"max_retries": "1", "retry_timeout": "10s", "timeout": "5s"}
 """A probe gives up in seconds: by default delta-rs tries 11 times over up to 180 s, each request
-allowed 30 s, and a stage that waits for its storage probes again anyway (keys of delta-rs's
-object store client; an unknown key would be ignored, a bad value refused at once)."""
+allowed 30 s, and a stage that waits for its storage probes again anyway (storage options
+documented in delta-rs's "Advanced object storage configuration"; an unknown key would be
+ignored, a bad value is refused at once)."""
 
 _STATUS = re.compile(r"status code: (\d{3})")
 """How delta-rs names the HTTP status of an answer in its errors (they reach Python as text)."""

@@ -389,9 +389,29 @@ class DeltaWriter:
         return f"t.{c} IS NULL OR s.{c} IS NULL OR s.{c} >= t.{c}"
 
 
-def writer_for(settings: Settings, spec: TableSpec) -> DeltaWriter:
-    """The writer of ``spec`` where the settings put tables: local ``tables/<name>`` or OneLake."""
+def ride_out(seconds: float) -> dict[str, str]:
+    """delta-rs's retries for a stage's writes to remote tables (storage options documented in
+    delta-rs's "Advanced object storage configuration"): a request the storage fails (no
+    answer, a 5xx, a throttle) is tried again for ``seconds``, 1 s apart at first, so a
+    throttle or a blip of OneLake costs a slower commit, not a failed step. By default delta-rs
+    gives up after 10 quick retries, within seconds. A longer outage still fails the step, and
+    the restart waits at start (``claimx_flow/delta/reach.py``). Commands that only read keep
+    the default and fail fast."""
+    return {
+        "backoff_config.init_backoff": "1s",
+        "backoff_config.max_backoff": "15s",
+        "backoff_config.base": "2",
+        "max_retries": "1000",  # the time bounds the tries
+        "retry_timeout": f"{seconds:.3f}s",
+    }
+
+
+def writer_for(settings: Settings, spec: TableSpec, *, patient: bool = False) -> DeltaWriter:
+    """The writer of ``spec`` where the settings put tables: local ``tables/<name>`` or OneLake;
+    a stage's (``patient``) rides out a failing remote storage (``ride_out``)."""
     uri, storage_options = table_location(settings, spec.name)
+    if patient and storage_options is not None:
+        storage_options |= ride_out(settings.claimx_delta_retry_seconds)
     return DeltaWriter(spec, uri, storage_options)
 
 

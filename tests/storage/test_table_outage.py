@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from azure.storage.blob import ContainerClient
 from deltalake import DeltaTable
@@ -28,10 +30,12 @@ from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.lab.stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from claimx_flow.stages.tables import row_batch
 from claimx_flow.startup.preflight import Check, run_checks
 from claimx_flow.storage.locations import AZURITE_URL_ENV, table_location
 from tests.poison.harness import read_topic
 from tests.probes import log_text, status
+from tests.stages.test_table_commits import event_row, source
 from tests.storage.conftest import LAKEHOUSE, onelake_isolated, onelake_settings
 from tests.storage.refusing_proxy import RefusingProxy
 
@@ -137,6 +141,36 @@ def test_a_probe_of_a_storage_that_never_answers_gives_up_in_seconds(
     assert time.monotonic() - began < 25
 
 
+BLIP_S = 12.0
+"""Longer than delta-rs's default retries last (10, within seconds)."""
+
+
+def test_a_stage_writer_rides_out_a_blip_of_its_storage(
+    proxy: RefusingProxy, azurite_workspace: str
+) -> None:
+    """A throttle or a blip of OneLake costs a slower commit, not a failed step: a stage's
+    writer retries the storage for ``CLAIMX_DELTA_RETRY_SECONDS`` (45 s)."""
+    writer = writer_for(onelake_settings(proxy.endpoint, azurite_workspace), EVENTS, patient=True)
+    writer.merge_table(_events(range(0, 5)))
+    proxy.unavailable = True
+    back = threading.Timer(BLIP_S, lambda: setattr(proxy, "unavailable", False))
+    back.start()
+    began = time.monotonic()
+    try:
+        writer.merge_table(_events(range(5, 10)))
+    finally:
+        back.cancel()
+    assert time.monotonic() - began >= BLIP_S - 1  # it waited, then landed
+    ids = writer.read().column("event_id").to_pylist()
+    assert sorted(ids) == sorted(f"e{i}" for i in range(10))
+
+
+def _events(numbers: range) -> pa.Table:
+    batch, refused = row_batch(EVENTS, [(event_row(f"e{i}"), source(i)) for i in numbers])
+    assert batch is not None and not refused
+    return batch.rows
+
+
 def test_an_outage_of_its_tables_costs_ingest_one_exit_then_its_start_waits_it_out(
     kafka_bootstrap: str, proxy: RefusingProxy, azurite_workspace: str, tmp_path: Path
 ) -> None:
@@ -151,6 +185,7 @@ def test_an_outage_of_its_tables_costs_ingest_one_exit_then_its_start_waits_it_o
         azurite_workspace,
         claimx_topic_partitions=1,
         claimx_liveness_stale_seconds=10,  # the wait below outlasts it
+        claimx_delta_retry_seconds=1,  # the outage below outlasts the commit's retries
     )
     lines = list(event_lines(EventPlan(count=2 * HALF, projects=4, mix="mixed")))
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
