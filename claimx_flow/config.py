@@ -339,10 +339,11 @@ class Settings(BaseSettings):
     )
     enable_delta_writes: bool = Field(True, description="write entity rows to Delta")
     claimx_delta_retry_seconds: float = Field(
-        45.0,
-        ge=0,
-        description="how long a stage retries a request its OneLake tables fail (no answer, "
-        "5xx, throttled) before the step fails and the restart waits for them",
+        30.0,
+        ge=1,
+        le=120,
+        description="how long a stage retries a request its OneLake tables fail (a refused "
+        "connection, 5xx, throttled) before the step fails and the restart waits for them",
     )
 
     # Embedded storage root

@@ -87,7 +87,7 @@ SHARED_CONFIG: dict[str, str] = {
     "DOWNLOAD_ALLOWED_HOSTS": "*.amazonaws.com,*.claimxperience.com",
     "ENRICHMENT_BATCH_SIZE": "500",
     "ENABLE_DELTA_WRITES": "true",
-    "CLAIMX_DELTA_RETRY_SECONDS": "45",
+    "CLAIMX_DELTA_RETRY_SECONDS": "30",
     "CACHE_DIR": CACHE_DIR,
     "CLAIMX_DATA_DIR": DATA_DIR,
     "CLAIMX_LIVENESS_STALE_SECONDS": "600",
@@ -132,9 +132,10 @@ API_ENV_SECRET = "claimx-api-env"
 STAGES = list(catalog.STAGES.values())
 DEFAULTS = Settings.model_construct()
 
-GRACE_S = 60
+GRACE_S = 90
 """terminationGracePeriodSeconds of a stage that holds nothing across epochs: its last batch,
-commits and snapshot."""
+commits and snapshot; a commit may ride out a failing OneLake for a request's
+``CLAIMX_DELTA_RETRY_SECONDS`` and its last try (``tests/ops/test_manifests.py``)."""
 
 
 DRAIN_SETTINGS = (

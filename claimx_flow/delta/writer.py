@@ -91,12 +91,34 @@ class DeltaWriter:
         spec: TableSpec,
         uri: str,
         storage_options: dict[str, str] | None = None,
+        patience: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.uri = uri
         self._storage_options = storage_options
+        self._patience = patience
+        """Storage options that retry a failing storage for longer (``ride_out``), used until
+        a write fails after them (``hurry``) and again from ``be_patient``."""
+        self._patient = patience is not None
         self._table: DeltaTable | None = None
         self._held = HeldKeys()
+
+    def hurry(self) -> None:
+        """Fail fast from now on: a write failed after its patience, and what follows (the
+        checks of the storage, the halves of a split batch) would each spend it again."""
+        if self._patient:
+            self._patient, self._table = False, None
+
+    def be_patient(self) -> None:
+        """Ride out a failing storage again (the next commit)."""
+        if self._patience is not None and not self._patient:
+            self._patient, self._table = True, None
+
+    @property
+    def _options(self) -> dict[str, str] | None:
+        if self._patient and self._patience is not None:
+            return {**(self._storage_options or {}), **self._patience}
+        return self._storage_options
 
     def write(self, rows: Sequence[Row]) -> WriteOutcome:
         """Merge ``rows`` into the table by its write mode; safe to repeat with the same rows."""
@@ -282,7 +304,9 @@ class DeltaWriter:
         to its log, fenced and followed by the index like any of ours. After a failed write,
         it tells rows the table refuses from storage that refuses every write (a full volume,
         a read-only one, a store answering 403 or 503 to writes while it answers reads). It
-        writes no data file: a fault that fails data files alone is not seen."""
+        writes no data file: a fault that fails data files alone is not seen. Fails fast
+        (``hurry``)."""
+        self.hurry()
         try:
             self._table = None
             table = self._open()
@@ -302,7 +326,8 @@ class DeltaWriter:
 
     def answers(self) -> bool:
         """Whether the table's storage answers now: after a failed write, it tells a refused
-        row (the storage answers) from storage that is down."""
+        row (the storage answers) from storage that is down. Fails fast (``hurry``)."""
+        self.hurry()
         try:
             self._table = None
             self._open().version()
@@ -317,7 +342,7 @@ class DeltaWriter:
     def _open(self) -> DeltaTable:
         if self._table is None:
             try:
-                table = DeltaTable(self.uri, storage_options=self._storage_options)
+                table = DeltaTable(self.uri, storage_options=self._options)
             except TableNotFoundError:
                 table = DeltaTable.create(
                     self.uri,
@@ -325,7 +350,7 @@ class DeltaWriter:
                     mode="ignore",
                     partition_by=list(self.spec.partition_by) or None,
                     name=self.spec.name,
-                    storage_options=self._storage_options,
+                    storage_options=self._options,
                 )
             self._table = self._with_all_columns(table)
         else:
@@ -345,7 +370,7 @@ class DeltaWriter:
                     raise
                 log.warning("%s: adding columns failed (%s), retrying", self.spec.name, exc)
                 time.sleep(0.05 * attempt)
-                table = DeltaTable(self.uri, storage_options=self._storage_options)
+                table = DeltaTable(self.uri, storage_options=self._options)
                 continue
             log.warning(
                 "%s: added the columns it lacked: %s",
@@ -389,20 +414,27 @@ class DeltaWriter:
         return f"t.{c} IS NULL OR s.{c} IS NULL OR s.{c} >= t.{c}"
 
 
+RIDE_OUT_BACKOFF_MAX_S = 5.0
+RIDE_OUT_TRY_TIMEOUT_S = 30.0
+"""The longest pause between two tries of a request, and the longest a try may take: a try
+may start up to ``seconds`` after the first, so one request takes at most ``seconds`` + both."""
+
+
 def ride_out(seconds: float) -> dict[str, str]:
     """delta-rs's retries for a stage's writes to remote tables (storage options documented in
-    delta-rs's "Advanced object storage configuration"): a request the storage fails (no
-    answer, a 5xx, a throttle) is tried again for ``seconds``, 1 s apart at first, so a
+    delta-rs's "Advanced object storage configuration"): a request the storage fails (a refused
+    connection, a 5xx, a throttle) is tried again for ``seconds``, 1 s apart at first, so a
     throttle or a blip of OneLake costs a slower commit, not a failed step. By default delta-rs
     gives up after 10 quick retries, within seconds. A longer outage still fails the step, and
-    the restart waits at start (``claimx_flow/delta/reach.py``). Commands that only read keep
-    the default and fail fast."""
+    the restart waits at start (``claimx_flow/delta/reach.py``). A commit spends this patience
+    once (``DeltaWriter.hurry``); commands that only read keep the default and fail fast."""
     return {
         "backoff_config.init_backoff": "1s",
-        "backoff_config.max_backoff": "15s",
+        "backoff_config.max_backoff": f"{RIDE_OUT_BACKOFF_MAX_S:.0f}s",
         "backoff_config.base": "2",
         "max_retries": "1000",  # the time bounds the tries
         "retry_timeout": f"{seconds:.3f}s",
+        "timeout": f"{RIDE_OUT_TRY_TIMEOUT_S:.0f}s",
     }
 
 
@@ -410,9 +442,9 @@ def writer_for(settings: Settings, spec: TableSpec, *, patient: bool = False) ->
     """The writer of ``spec`` where the settings put tables: local ``tables/<name>`` or OneLake;
     a stage's (``patient``) rides out a failing remote storage (``ride_out``)."""
     uri, storage_options = table_location(settings, spec.name)
-    if patient and storage_options is not None:
-        storage_options |= ride_out(settings.claimx_delta_retry_seconds)
-    return DeltaWriter(spec, uri, storage_options)
+    remote = patient and storage_options is not None
+    patience = ride_out(settings.claimx_delta_retry_seconds) if remote else None
+    return DeltaWriter(spec, uri, storage_options, patience)
 
 
 def _q(column: str) -> str:

@@ -135,9 +135,13 @@ class TableCommitter:
         whole = joined(batches)
         rows, sources = collapsed(self.writer.spec, whole.rows, whole.sources)
         split = _Split(rows=rows.num_rows)
-        self._merge(rows, sources, split)
+        try:
+            self._merge(rows, sources, split)
+            if split.refused:
+                self._check_writes(split)
+        finally:
+            self.writer.be_patient()  # spent by a failed write (``_merge``): back for the next
         if split.refused:
-            self._check_writes(split)
             if self._sending is None:
                 self._sending = self.sender()
             self._sending.write_batch(dead_letter(self.router, self._table, split.refused))
@@ -150,6 +154,7 @@ class TableCommitter:
         try:
             outcome = self.writer.merge_table(rows)
         except Exception as error:
+            self.writer.hurry()  # the write rode out the storage: the rest of this one fails fast
             if isinstance(error, STORAGE_FAULTS) or not self.writer.answers():
                 raise  # the storage, not the rows: fail the step, replay the epoch
             if rows.num_rows == 1:

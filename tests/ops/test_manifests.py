@@ -18,6 +18,7 @@ import yaml
 
 from claimx_flow.catalog import STAGES
 from claimx_flow.config import Settings
+from claimx_flow.delta.writer import RIDE_OUT_BACKOFF_MAX_S, RIDE_OUT_TRY_TIMEOUT_S
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
@@ -134,11 +135,14 @@ def test_a_stage_holding_items_across_epochs_is_given_time_to_drain_them(stage: 
 
 @pytest.mark.parametrize("stage", [name for name, spec in STAGES.items() if spec.tables])
 def test_a_stage_writing_tables_is_given_time_to_ride_out_a_storage_blip(stage: str) -> None:
-    """A commit that meets a OneLake blip retries it for ``CLAIMX_DELTA_RETRY_SECONDS``. A pod
-    stopped meanwhile (a rollout) must not be killed before that commit ends and the last
-    snapshot is taken: after a drain (above), what was drained would be lost on a rescale."""
+    """A commit that meets a OneLake blip retries its request for ``CLAIMX_DELTA_RETRY_SECONDS``
+    (once per commit). A pod stopped meanwhile (a rollout) must not be killed before that
+    commit ends and the last snapshot is taken: after a drain (above), what was drained would
+    be lost on a rescale. delta-rs's object store checks the retry time before it pauses, so a
+    last try may start a pause after it, and take its own timeout."""
     config = by_kind("ConfigMap")["claimx-config"]["data"]
-    ride_out = float(config["CLAIMX_DELTA_RETRY_SECONDS"])
+    retries = float(config["CLAIMX_DELTA_RETRY_SECONDS"])
+    ride_out = retries + RIDE_OUT_BACKOFF_MAX_S + RIDE_OUT_TRY_TIMEOUT_S
     statefulset = by_kind("StatefulSet")[STAGES[stage].app]
     snapshot_s = float(env_of(main_container(statefulset))["BYTEWAX_SNAPSHOT_INTERVAL"])
     grace = statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

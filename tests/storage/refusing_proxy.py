@@ -48,6 +48,8 @@ class RefusingProxy:
         committer splits a batch, after part of it landed."""
         self.unavailable = False
         """Every request answered 503 ``ServerBusy``, as Azure answers during an outage."""
+        self.writes_unavailable = False
+        """Every write answered 503 ``ServerBusy``, reads passed: a throttle of writes."""
         self._data_file_refused = False
         self.refused = 0
         self.port = 0
@@ -96,7 +98,7 @@ class RefusingProxy:
                 await runner.cleanup()
 
     async def _pass(self, session: aiohttp.ClientSession, request: web.Request) -> web.Response:
-        if self.unavailable:
+        if self.unavailable or (self.writes_unavailable and request.method in WRITES):
             return web.Response(
                 status=503,
                 body=BUSY,
