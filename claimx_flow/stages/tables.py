@@ -23,6 +23,10 @@ and the step fails for recovery to replay the epoch, when:
   refused with nothing landed, so an outage costs log2(rows) + 2 writes, not one per row.
   It writes no data file: a fault that fails data files alone (a volume with room for a log
   entry but not for a file) is taken for the rows'.
+
+Once that write is taken, the refused rows are merged once more before any is dead-lettered:
+a storage that refused writes for a while, and took them again during the split, refused them
+for itself.
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ class TableCommitter:
             self._merge(rows, sources, split)
             if split.refused:
                 self._check_writes(split)
+                split = self._again(split)
         finally:
             self.writer.be_patient()  # spent by a failed write (``_merge``): back for the next
         if split.refused:
@@ -172,6 +177,21 @@ class TableCommitter:
             return
         split.landed = True
         self.on_write(outcome)
+
+    def _again(self, split: _Split) -> _Split:
+        """The refused rows merged once more, now that the storage has shown it takes writes: a
+        storage that refused writes for a while, and took them again during the split, refused
+        them for itself, not for their values. What is refused again is checked as before."""
+        refused = [row for row, _ in split.refused]
+        again = _Split(rows=len(refused))
+        self._merge(
+            self.writer.spec.to_arrow([row for row, _ in refused]),
+            [source for _, source in refused],
+            again,
+        )
+        if again.refused:
+            self._check_writes(again)
+        return again
 
     def _check_writes(self, split: _Split) -> None:
         """Fail the step unless the storage takes a write now; once per commit, and again

@@ -48,6 +48,9 @@ class RefusingProxy:
         committer splits a batch, after part of it landed."""
         self.unavailable = False
         """Every request answered 503 ``ServerBusy``, as Azure answers during an outage."""
+        self.refuse_writes = 0
+        """The next this many writes refused, then writes pass: a refusal that ends while a
+        committer splits a batch."""
         self.writes_unavailable = False
         """Every write answered 503 ``ServerBusy``, reads passed: a throttle of writes."""
         self._data_file_refused = False
@@ -111,6 +114,9 @@ class RefusingProxy:
             self._data_file_refused = True
             return self._refusal()
         if self.refusing and write:
+            return self._refusal()
+        if self.refuse_writes and write:
+            self.refuse_writes -= 1
             return self._refusal()
         answer = await self._forward(session, request)
         landed = write and answer.status < 300 and "/_delta_log/" in request.path

@@ -150,3 +150,29 @@ def test_a_lakehouse_that_refuses_writes_fails_the_commit_and_dead_letters_nothi
         stored = writer_for(settings, EVENTS).read().column("event_id").to_pylist()
     assert sorted(stored) == sorted(f"e{i}" for i in range(21))
     assert read_all(kafka_bootstrap, settings.claimx_events_dlq_topic) == []
+
+
+def test_a_refusal_that_ends_while_a_batch_is_split_dead_letters_nothing(
+    azurite: str, azurite_workspace: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Writes refused, then taken again while the committer splits the batch: the rows refused
+    meanwhile failed for the storage, not for themselves. Found failing: once the storage took
+    the committer's test write, they went to the DLQ as permanent while their tasks went on.
+    Now they are merged again first, and land."""
+    with RefusingProxy(azurite) as proxy:
+        settings = onelake_isolated(kafka_bootstrap, tmp_path, proxy.endpoint, azurite_workspace)
+        router = FailureRouter.for_stage(settings, "ingest", settings.claimx_events_dlq_topic)
+        producer = CheckedProducer(producer_config(settings))
+        committer = TableCommitter(writer_for(settings, EVENTS), router, lambda: producer)
+        rows = [(event_row(f"e{i}"), source(i)) for i in range(3)]
+        first, _ = row_batch(EVENTS, rows[:1])
+        assert first is not None
+        committer.commit([first])
+        proxy.refuse_writes = 3  # the batch's MERGE and each half's
+        batch, _ = row_batch(EVENTS, rows[1:])
+        assert batch is not None
+        committer.commit([batch])
+        assert proxy.refused == 3 and proxy.refuse_writes == 0
+        stored = writer_for(settings, EVENTS).read().column("event_id").to_pylist()
+    assert sorted(stored) == ["e0", "e1", "e2"]
+    assert read_all(kafka_bootstrap, settings.claimx_events_dlq_topic) == []
