@@ -24,6 +24,7 @@ from claimx_flow.delta.tables import (
     MEDIA,
     PROJECTS,
     VIDEO_COLLAB,
+    RowSchemaError,
     TableRow,
     TableSpec,
     convert,
@@ -136,12 +137,21 @@ class ProjectCache:
         self._entries[project_id] = True
 
 
+@dataclass(eq=False)
+class _Promise:
+    """A batch's word to the batches waiting for a project: whether it writes the row."""
+
+    written: asyncio.Future[bool]
+    awaited: bool = False
+    """A batch waits on it: told as soon as the row is built and known to fit its tables."""
+
+
 class _Calls:
     """Each distinct API call of a batch made once, however many tasks need it."""
 
     def __init__(self) -> None:
         self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
-        self.promised: dict[str, asyncio.Future[bool]] = {}
+        self.promised: dict[str, _Promise] = {}
         """For each project this batch fetches: whether the batch writes its row, settled as
         soon as the batch has built that row or lost its call, and at the latest when it is
         done."""
@@ -190,7 +200,7 @@ class Enricher:
         # Projects a batch under way is fetching, and whether it writes their rows: batches
         # overlap, and a later one waits for that answer rather than fetch (and write) the
         # project again, as if it had started after the earlier batch.
-        self._promised: dict[str, asyncio.Future[bool]] = {}
+        self._promised: dict[str, _Promise] = {}
 
     async def enrich(self, tasks: Sequence[EnrichmentTask]) -> EnrichedBatch:
         calls = _Calls()
@@ -377,13 +387,14 @@ class Enricher:
         if task.event_type not in PROJECT_EVENTS:
             earlier = None if calls.made(key) else self._promised.get(project_id)
             if earlier is not None:
-                if await asyncio.shield(earlier):
+                earlier.awaited = True
+                if await asyncio.shield(earlier.written):
                     return  # the earlier batch wrote it; if not, this one fetches for itself
             elif self._cache.written(project_id):
                 return
         promise = calls.promised.get(project_id)
         if promise is None and not calls.made(key):
-            promise = asyncio.get_running_loop().create_future()
+            promise = _Promise(asyncio.get_running_loop().create_future())
             calls.promised[project_id] = promise
             self._promised.setdefault(project_id, promise)
         try:
@@ -402,8 +413,11 @@ class Enricher:
             raise
         # The row is this batch's now (project rows belong to the batch, not to a task, and
         # leave with it whatever becomes of its tasks); a batch waiting for it need not wait
-        # for the rest of this one.
-        _tell(promise, True)
+        # for the rest of this one, once the rows are known to fit their tables (found unfit at
+        # the batch's end, they are not written). Checked only then: one conversion per
+        # project is what ``_checked`` spares. A batch that comes later waits for the end.
+        if promise is not None and promise.awaited:
+            _tell(promise, _fit(project_rows[project_id]))
 
     def _project_media(
         self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]
@@ -446,10 +460,20 @@ class Enricher:
         return Enriched(task, [(VIDEO_COLLAB.name, row)])
 
 
-def _tell(promise: asyncio.Future[bool] | None, written: bool) -> None:
+def _tell(promise: _Promise | None, written: bool) -> None:
     """Tell the batches waiting for a project whether this batch writes its row (once)."""
-    if promise is not None and not promise.done():
-        promise.set_result(written)
+    if promise is not None and not promise.written.done():
+        promise.written.set_result(written)
+
+
+def _fit(project: list[TableRow]) -> bool:
+    """Whether a project's rows fit their tables, as ``_checked`` will find at the batch's end."""
+    try:
+        for spec in (PROJECTS, CONTACTS):
+            spec.to_arrow([row for table, row in project if table == spec.name])
+    except RowSchemaError:  # what ``_checked`` refuses, and names
+        return False
+    return True
 
 
 def _media(

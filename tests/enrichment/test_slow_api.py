@@ -18,6 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from claimx_flow.api import ClaimXApiClient
@@ -228,3 +229,59 @@ def test_a_project_answer_no_row_comes_from_frees_its_waiters_at_once(
     (outcome,) = second.outcomes
     assert isinstance(outcome, EnrichmentFailed) and outcome.error_class == "PayloadError", outcome
     assert waited < 1.5, waited
+
+
+def file_added(project_id: int) -> EnrichmentTask:
+    return EnrichmentTask(
+        event_id=f"file-{project_id}",
+        event_type="PROJECT_FILE_ADDED",
+        project_id=str(project_id),
+        media_id=sim_data.media_ids(SEED, project_id)[0],
+        ingested_at=NOW,
+    )
+
+
+@pytest.mark.parametrize("waiting", ["before the answer", "after the answer"])
+def test_a_project_whose_rows_do_not_fit_is_never_told_written_to_a_later_batch(
+    api_settings: Settings, sim: RunningSimulator, waiting: str
+) -> None:
+    """A project's answer builds its row, but the row does not fit its table (a lone surrogate
+    in a team member's name): the first batch fails the project's tasks at its end. A later
+    batch of the same project, started while the first was still running (waiting for the
+    answer, or after it came in), must fail the same way. Found failing: it was told the row
+    was written as soon as it was built, and went on to a media row and a download task for a
+    project that never reached ``claimx_projects``."""
+    bad, held = 7104, 7103  # 7104's answer builds, but a contact's e-mail Arrow cannot encode
+    hostile = {"projects": {str(bad): "lone_surrogates"}}
+    if waiting == "before the answer":  # every project answer takes a second
+        sim.set_faults(latency_ms=1000.0, hostile=hostile)
+    else:  # the first batch is held 3 s by another project's call, after the bad answer
+        sim.set_faults(fail_next=["timeout"], hang_s=3.0, hostile=hostile)
+    settings = api_settings.model_copy(update={"claimx_api_timeout_seconds": 10.0})
+
+    async def run() -> tuple[EnrichedBatch, EnrichedBatch]:
+        async with ClaimXApiClient(settings) as client:
+            enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
+            if waiting == "before the answer":
+                first = asyncio.ensure_future(enricher.enrich([created(bad)]))
+                await asyncio.sleep(0.3)  # the first batch's call is under way
+            else:
+                first = asyncio.ensure_future(enricher.enrich([created(held), created(bad)]))
+                while sim.stats.requests["project"] < 2:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # the bad answer is in; the held call hangs
+            second = await enricher.enrich([file_added(bad)])
+            return await first, second
+
+    try:
+        first, second = asyncio.run(run())
+    finally:
+        sim.reset()
+    (unfit,) = [o for o in first.outcomes if o.task.project_id == str(bad)]
+    assert isinstance(unfit, EnrichmentFailed) and "claimx_contacts" in unfit.message, unfit
+    (outcome,) = second.outcomes
+    assert isinstance(outcome, EnrichmentFailed), outcome  # no media row, no download task
+    assert outcome.error_class == "PayloadError" and outcome.category is ErrorCategory.PERMANENT
+    assert str(bad) not in {
+        row["project_id"] for _, row in first.project_rows + second.project_rows
+    }
