@@ -144,6 +144,9 @@ class _Promise:
     written: asyncio.Future[bool]
     awaited: bool = False
     """A batch waits on it: told as soon as the row is built and known to fit its tables."""
+    rows: list[TableRow] | None = None
+    """The project's rows once built: a batch that comes to wait after that checks them itself
+    rather than wait for the end of the batch that built them."""
 
 
 class _Calls:
@@ -152,9 +155,9 @@ class _Calls:
     def __init__(self) -> None:
         self._started: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self.promised: dict[str, _Promise] = {}
-        """For each project this batch fetches: whether the batch writes its row, settled as
-        soon as the batch has built that row or lost its call, and at the latest when it is
-        done."""
+        """For each project this batch fetches: whether the batch writes its row, told to a batch
+        already waiting once the row is built and found to fit, and at the latest when this
+        batch is done."""
 
     def made(self, key: tuple[str, ...]) -> bool:
         return key in self._started
@@ -387,9 +390,13 @@ class Enricher:
         if task.event_type not in PROJECT_EVENTS:
             earlier = None if calls.made(key) else self._promised.get(project_id)
             if earlier is not None:
-                earlier.awaited = True
-                if await asyncio.shield(earlier.written):
-                    return  # the earlier batch wrote it; if not, this one fetches for itself
+                if earlier.rows is not None and not earlier.written.done():
+                    if _fit(earlier.rows):
+                        return  # built, and fit: the earlier batch writes it
+                else:
+                    earlier.awaited = True
+                    if await asyncio.shield(earlier.written):
+                        return  # the earlier batch wrote it; if not, this one fetches itself
             elif self._cache.written(project_id):
                 return
         promise = calls.promised.get(project_id)
@@ -415,9 +422,11 @@ class Enricher:
         # leave with it whatever becomes of its tasks); a batch waiting for it need not wait
         # for the rest of this one, once the rows are known to fit their tables (found unfit at
         # the batch's end, they are not written). Checked only then: one conversion per
-        # project is what ``_checked`` spares. A batch that comes later waits for the end.
-        if promise is not None and promise.awaited:
-            _tell(promise, _fit(project_rows[project_id]))
+        # project is what ``_checked`` spares. A batch that comes later checks them itself.
+        if promise is not None:
+            promise.rows = project_rows[project_id]
+            if promise.awaited:
+                _tell(promise, _fit(promise.rows))
 
     def _project_media(
         self, project_id: str, calls: _Calls, wanted: dict[str, list[str]]

@@ -259,7 +259,7 @@ def test_a_project_whose_rows_do_not_fit_is_never_told_written_to_a_later_batch(
         sim.set_faults(fail_next=["timeout"], hang_s=3.0, hostile=hostile)
     settings = api_settings.model_copy(update={"claimx_api_timeout_seconds": 10.0})
 
-    async def run() -> tuple[EnrichedBatch, EnrichedBatch]:
+    async def run() -> tuple[EnrichedBatch, EnrichedBatch, float]:
         async with ClaimXApiClient(settings) as client:
             enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
             if waiting == "before the answer":
@@ -270,11 +270,13 @@ def test_a_project_whose_rows_do_not_fit_is_never_told_written_to_a_later_batch(
                 while sim.stats.requests["project"] < 2:
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.2)  # the bad answer is in; the held call hangs
+            started = time.monotonic()
             second = await enricher.enrich([file_added(bad)])
-            return await first, second
+            waited = time.monotonic() - started
+            return await first, second, waited
 
     try:
-        first, second = asyncio.run(run())
+        first, second, waited = asyncio.run(run())
     finally:
         sim.reset()
     (unfit,) = [o for o in first.outcomes if o.task.project_id == str(bad)]
@@ -282,6 +284,7 @@ def test_a_project_whose_rows_do_not_fit_is_never_told_written_to_a_later_batch(
     (outcome,) = second.outcomes
     assert isinstance(outcome, EnrichmentFailed), outcome  # no media row, no download task
     assert outcome.error_class == "PayloadError" and outcome.category is ErrorCategory.PERMANENT
-    assert str(bad) not in {
-        row["project_id"] for _, row in first.project_rows + second.project_rows
-    }
+    written = {row["project_id"] for _, row in first.project_rows + second.project_rows}
+    assert str(bad) not in written
+    if waiting == "after the answer":  # it checked the built rows itself: no wait for the
+        assert waited < 1.5, waited  # first batch's held call (and the order was as named)
