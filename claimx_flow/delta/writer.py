@@ -304,9 +304,7 @@ class DeltaWriter:
         to its log, fenced and followed by the index like any of ours. After a failed write,
         it tells rows the table refuses from storage that refuses every write (a full volume,
         a read-only one, a store answering 403 or 503 to writes while it answers reads). It
-        writes no data file: a fault that fails data files alone is not seen. Fails fast
-        (``hurry``)."""
-        self.hurry()
+        writes no data file: a fault that fails data files alone is not seen."""
         try:
             self._table = None
             table = self._open()
@@ -326,8 +324,7 @@ class DeltaWriter:
 
     def answers(self) -> bool:
         """Whether the table's storage answers now: after a failed write, it tells a refused
-        row (the storage answers) from storage that is down. Fails fast (``hurry``)."""
-        self.hurry()
+        row (the storage answers) from storage that is down."""
         try:
             self._table = None
             self._open().version()

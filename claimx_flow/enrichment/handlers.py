@@ -24,7 +24,6 @@ from claimx_flow.delta.tables import (
     MEDIA,
     PROJECTS,
     VIDEO_COLLAB,
-    RowSchemaError,
     TableRow,
     TableSpec,
     convert,
@@ -476,13 +475,10 @@ def _tell(promise: _Promise | None, written: bool) -> None:
 
 
 def _fit(project: list[TableRow]) -> bool:
-    """Whether a project's rows fit their tables, as ``_checked`` will find at the batch's end."""
-    try:
-        for spec in (PROJECTS, CONTACTS):
-            spec.to_arrow([row for table, row in project if table == spec.name])
-    except RowSchemaError:  # what ``_checked`` refuses, and names
-        return False
-    return True
+    """Whether a project's rows fit their tables: ``_checked`` of that project alone, as the
+    batch's end will check it."""
+    unfit, _ = _checked({"": project})
+    return not unfit
 
 
 def _media(

@@ -159,7 +159,9 @@ class TableCommitter:
         try:
             outcome = self.writer.merge_table(rows)
         except Exception as error:
-            self.writer.hurry()  # the write rode out the storage: the rest of this one fails fast
+            # The write rode out the storage: the rest of this commit (the storage's checks,
+            # the halves of a split) fails fast.
+            self.writer.hurry()
             if isinstance(error, STORAGE_FAULTS) or not self.writer.answers():
                 raise  # the storage, not the rows: fail the step, replay the epoch
             if rows.num_rows == 1:
@@ -182,11 +184,11 @@ class TableCommitter:
         """The refused rows merged once more, now that the storage has shown it takes writes: a
         storage that refused writes for a while, and took them again during the split, refused
         them for itself, not for their values. What is refused again is checked as before."""
-        refused = [row for row, _ in split.refused]
-        again = _Split(rows=len(refused))
+        sourced = [row for row, _ in split.refused]
+        again = _Split(rows=len(sourced))
         self._merge(
-            self.writer.spec.to_arrow([row for row, _ in refused]),
-            [source for _, source in refused],
+            self.writer.spec.to_arrow([row for row, _ in sourced]),
+            [source for _, source in sourced],
             again,
         )
         if again.refused:

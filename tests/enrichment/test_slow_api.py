@@ -48,6 +48,37 @@ def created(project_id: int) -> EnrichmentTask:
     )
 
 
+def file_added(project_id: int) -> EnrichmentTask:
+    return EnrichmentTask(
+        event_id=f"file-{project_id}",
+        event_type="PROJECT_FILE_ADDED",
+        project_id=str(project_id),
+        media_id=sim_data.media_ids(SEED, project_id)[0],
+        ingested_at=NOW,
+    )
+
+
+async def overlapping(
+    settings: Settings,
+    sim: RunningSimulator,
+    first_tasks: list[EnrichmentTask],
+    second_tasks: list[EnrichmentTask],
+    asked: int,
+) -> tuple[EnrichedBatch, EnrichedBatch, float]:
+    """Two batches of one enricher: the second starts 0.2 s after the simulator has been asked
+    the first batch's ``asked`` project calls. Both batches, and how long the second took."""
+    async with ClaimXApiClient(settings) as client:
+        enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
+        first = asyncio.ensure_future(enricher.enrich(first_tasks))
+        while sim.stats.requests["project"] < asked:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        second = await enricher.enrich(second_tasks)
+        took = time.monotonic() - started  # before the first batch is awaited
+        return await first, second, took
+
+
 def last_attempt_headers(settings: Settings) -> list[tuple[str, bytes | None]]:
     """Failure headers of a task that has failed ``MAX_RETRIES`` times: one more failure that
     spends an attempt sends it to the DLQ."""
@@ -196,32 +227,10 @@ def test_a_project_answer_no_row_comes_from_frees_its_waiters_at_once(
         hostile={"projects": {str(bad): "wrong_types"}},
     )
     settings = api_settings.model_copy(update={"claimx_api_timeout_seconds": 10.0})
-    media = sim_data.media_ids(SEED, bad)[0]
-
-    async def run() -> tuple[EnrichedBatch, EnrichedBatch, float]:
-        async with ClaimXApiClient(settings) as client:
-            enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
-            first = asyncio.ensure_future(enricher.enrich([created(held), created(bad)]))
-            while sim.stats.requests["project"] < 2:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # the bad answer is in; the held call hangs
-            started = time.monotonic()
-            second = await enricher.enrich(
-                [
-                    EnrichmentTask(
-                        event_id="file-1",
-                        event_type="PROJECT_FILE_ADDED",
-                        project_id=str(bad),
-                        media_id=media,
-                        ingested_at=NOW,
-                    )
-                ]
-            )
-            waited = time.monotonic() - started
-            return await first, second, waited
-
     try:
-        first, second, waited = asyncio.run(run())
+        first, second, waited = asyncio.run(
+            overlapping(settings, sim, [created(held), created(bad)], [file_added(bad)], 2)
+        )
     finally:
         sim.reset()
     refused = first.outcomes[1]
@@ -229,16 +238,6 @@ def test_a_project_answer_no_row_comes_from_frees_its_waiters_at_once(
     (outcome,) = second.outcomes
     assert isinstance(outcome, EnrichmentFailed) and outcome.error_class == "PayloadError", outcome
     assert waited < 1.5, waited
-
-
-def file_added(project_id: int) -> EnrichmentTask:
-    return EnrichmentTask(
-        event_id=f"file-{project_id}",
-        event_type="PROJECT_FILE_ADDED",
-        project_id=str(project_id),
-        media_id=sim_data.media_ids(SEED, project_id)[0],
-        ingested_at=NOW,
-    )
 
 
 @pytest.mark.parametrize("waiting", ["before the answer", "after the answer"])
@@ -259,24 +258,13 @@ def test_a_project_whose_rows_do_not_fit_is_never_told_written_to_a_later_batch(
         sim.set_faults(fail_next=["timeout"], hang_s=3.0, hostile=hostile)
     settings = api_settings.model_copy(update={"claimx_api_timeout_seconds": 10.0})
 
-    async def run() -> tuple[EnrichedBatch, EnrichedBatch, float]:
-        async with ClaimXApiClient(settings) as client:
-            enricher = Enricher(client, ProjectCache(), clock=lambda: NOW)
-            if waiting == "before the answer":
-                first = asyncio.ensure_future(enricher.enrich([created(bad)]))
-                await asyncio.sleep(0.3)  # the first batch's call is under way
-            else:
-                first = asyncio.ensure_future(enricher.enrich([created(held), created(bad)]))
-                while sim.stats.requests["project"] < 2:
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.2)  # the bad answer is in; the held call hangs
-            started = time.monotonic()
-            second = await enricher.enrich([file_added(bad)])
-            waited = time.monotonic() - started
-            return await first, second, waited
-
+    first_batch = (
+        [created(bad)] if waiting == "before the answer" else [created(held), created(bad)]
+    )
     try:
-        first, second, waited = asyncio.run(run())
+        first, second, waited = asyncio.run(
+            overlapping(settings, sim, first_batch, [file_added(bad)], len(first_batch))
+        )
     finally:
         sim.reset()
     (unfit,) = [o for o in first.outcomes if o.task.project_id == str(bad)]
