@@ -48,6 +48,10 @@ class StageSpec:
     dlq: Topic | None = None
     ladder: Ladder | None = None
     """The retry tiers its failures climb."""
+    outcome: Topic | None = None
+    """Where a message that succeeds goes, whole, as one message naming where it was read (the
+    download's cached message): a restart reads past a message already there, as it does one
+    already routed (``routing.ledger``)."""
     releases: tuple[Ladder, ...] = ()
     """The retry tiers it reads and releases (the retry stage)."""
     tables: tuple[str, ...] = ()
@@ -113,6 +117,7 @@ STAGES: dict[StageName, StageSpec] = {
             writes=("downloads_cached",),
             dlq="downloads_dlq",
             ladder="download",
+            outcome="downloads_cached",
             calls_api=True,
             uses_cache=True,
             processes=5,

@@ -8,7 +8,9 @@ breaks the law's "exactly one".
 
 So a copy that is its message's whole outcome names where the message was read
 (``READ_AT_HEADER``). At a start, the stage reads the topics it routes to (its tiers and DLQ;
-for the retry stage, the pending topics and DLQs it releases to) over the earlier run's span:
+for the retry stage, the pending topics and DLQs it releases to; for the download stage, its
+cached topic too, since a task run again after its file was announced can meet a source gone
+since and dead-letter a file the upload stage stored) over the earlier run's span:
 from the oldest snapshot its published positions come from (``claimx_flow.kafka.positions``),
 less ``CLOCK_MARGIN_S``, to past the newest. A copy that names one of its input partitions marks
 a message the input reads past (``sent_before`` of ``KafkaInput`` and ``DueTimeInput``), should
@@ -162,6 +164,8 @@ class RoutedLedger:
         dlq = catalog.topic_name(settings, spec.dlq) if spec.dlq is not None else None
         if dlq is not None:
             routes.append(dlq)
+        if spec.outcome is not None:
+            routes.append(catalog.topic_name(settings, spec.outcome))
         if not routes:
             return None
         model = MEDIA_MODELS.get(spec.name)
@@ -203,8 +207,8 @@ class RoutedLedger:
                 }
                 if self._found:
                     log.info(
-                        "%d message(s) already routed by an earlier run, found in %.1fs; "
-                        "they are read past, not routed again",
+                        "%d message(s) already routed or done by an earlier run, found in "
+                        "%.1fs; they are read past, not routed or done again",
                         sum(len(offsets) for offsets in self._found.values()),
                         time.monotonic() - started,
                     )

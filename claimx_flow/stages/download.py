@@ -7,8 +7,9 @@ Every failure a task causes is that task's: a URL that does not parse, a field t
 path, a hostile host, a full cache volume, a bug no check foresaw. Each ends as a retry-tier or
 DLQ record with a category and a reason while its batch-mates land; the stage fails only when
 its own machinery does (the session, the cache folder, the output). The cached message carries
-the task's failure headers on, so the upload's failures keep counting its attempts. A task that
-goes to the DLQ also sends its media file's failed result to ``claimx.downloads.results``.
+the task's failure headers on, so the upload's failures keep counting its attempts, and names
+where the task was read, so a restart reads past a task already downloaded. A task that goes to
+the DLQ also sends its media file's failed result to ``claimx.downloads.results``.
 
 Tasks are downloaded one at a time (:meth:`DownloadStage.download`) by a step that starts each
 as soon as it arrives and emits its outputs as soon as it is done, holding the tasks in flight in
@@ -44,7 +45,12 @@ from claimx_flow.media.downloader import (
     download_to_cache,
 )
 from claimx_flow.models import CachedFile, DownloadTask
-from claimx_flow.routing.failures import FailureRouter, previous_failure
+from claimx_flow.routing.failures import (
+    READ_AT_HEADER,
+    FailureRouter,
+    previous_failure,
+    read_at,
+)
 from claimx_flow.routing.tiers import download_ladder
 from claimx_flow.runtime import metrics
 from claimx_flow.runtime.exit import close_at_exit
@@ -67,11 +73,15 @@ def attempt_of(record: KafkaRecord) -> str:
     return hashlib.sha256(position.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
-def carried_headers(record: KafkaRecord) -> list[tuple[str, bytes]]:
-    """The task's failure envelope, for its cached message: an upload failure then counts on
-    from the download's attempts and reaches the DLQ after ``MAX_RETRIES``."""
+def cached_headers(record: KafkaRecord) -> list[tuple[str, bytes]]:
+    """The cached message's headers: the task's failure envelope, so that an upload failure
+    counts on from the download's attempts and reaches the DLQ after ``MAX_RETRIES``; and where
+    the task was read, since the message is its whole outcome (``routing.ledger``: a restart
+    reads past a task already downloaded instead of fetching it again, from a source that may
+    have gone since)."""
     previous = previous_failure(record)
-    return previous.to_headers() if previous is not None else []
+    carried = previous.to_headers() if previous is not None else []
+    return [*carried, (READ_AT_HEADER, read_at(record))]
 
 
 @dataclass
@@ -153,7 +163,7 @@ class DownloadStage:
                         self.settings.claimx_downloads_cached_topic,
                         fetched.kafka_key,
                         cached.message(fetched),
-                        carried_headers(record),
+                        cached_headers(record),
                     )
                 ]
             except Exception as exc:

@@ -1,18 +1,19 @@
 """The routing ledger's boundary: what a start reads from the topics it routes to.
 
-A stage's start reads its tiers, its DLQ and (a media stage) the results topic, which any
-producer can write to, to find what a crashed run already routed (``routing/ledger.py``).
-Hypothesis fills the download stage's tiers, DLQ and results topic with junk: any key, value and
-headers, ``claimx.read_at`` naming nothing, another topic, or one of the stage's own unread
-tasks under another key, values that are those tasks, failed and completed results for them.
-Beside the junk, some tasks get a genuine copy, as a crashed run would have left it: in a tier,
-in the DLQ with its failed result, or in the DLQ with the result lost. The group's position is
+A stage's start reads its tiers, its DLQ, (a media stage) the results topic and (the download
+stage) its cached topic, which any producer can write to, to find what a crashed run already
+routed or downloaded (``routing/ledger.py``). Hypothesis fills the download stage's tiers, DLQ,
+results and cached topics with junk: any key, value and headers, ``claimx.read_at`` naming
+nothing, another topic, or one of the stage's own unread tasks under another key, values that
+are those tasks, failed and completed results for them. Beside the junk, some tasks get a
+genuine copy, as a crashed run would have left it: in a tier, in the DLQ with its failed
+result, in the DLQ with the result lost, or their cached message. The group's position is
 published at the start of the input, with a snapshot time, so the start reads all of it.
 
 Then ``python -m bytewax.run dataflows.download`` runs until its input is drained, and every
 task must be exactly where it belongs, whatever the junk said: one with a genuine copy read past
-(not downloaded, not routed again, a failed result beside each DLQ copy), every other downloaded
-once. The process must end by itself with 0.
+(not downloaded again, not routed again, a failed result beside each DLQ copy), every other
+downloaded once. The process must end by itself with 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Producer
@@ -34,13 +36,14 @@ from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.lab.simulator import RunningSimulator
-from claimx_flow.models import DownloadTask, MalformedMessageError, UploadResult
+from claimx_flow.models import CachedFile, DownloadTask, MalformedMessageError, UploadResult
 from claimx_flow.routing.failures import (
     ORIGINAL_KEY_SHA256_HEADER,
     READ_AT_HEADER,
     FailureRouter,
 )
 from claimx_flow.routing.tiers import download_ladder
+from claimx_flow.stages.download import cached_headers
 from tests.isolation import isolated_settings
 from tests.poison.checks import Findings
 from tests.poison.harness import Read, poison_settings, read_topic, run_stage_process, runs_within
@@ -51,13 +54,13 @@ from tests.retry.test_ledger import publish
 from tests.stages.download_runs import produce
 
 TASKS = 10
-Route = str  # "tier", "dlq" (with its failed result) or "dlq, result lost"
-ROUTES: list[Route] = ["tier", "dlq", "dlq, result lost"]
+Route = str  # "tier", "dlq" (with its failed result), "dlq, result lost" or "downloaded"
+ROUTES: list[Route] = ["tier", "dlq", "dlq, result lost", "downloaded"]
 
 
 @dataclass(frozen=True)
 class Junk:
-    """One record for a route topic: ``topic`` is "tier", "dlq" or "results"."""
+    """One record for a route topic: ``topic`` is "tier", "dlq", "results" or "cached"."""
 
     topic: str
     key: bytes | None
@@ -91,7 +94,7 @@ _positions = st.one_of(
 def junk(draw: st.DrawFn, placed: list[Placed]) -> Junk:
     """A record no stage of ours wrote as it stands, aimed at the ledger's reading."""
     task = draw(st.sampled_from(placed))
-    topic = draw(st.sampled_from(["tier", "dlq", "dlq", "results"]))
+    topic = draw(st.sampled_from(["tier", "dlq", "dlq", "results", "cached"]))
     value = draw(
         st.one_of(
             st.none(),
@@ -164,13 +167,18 @@ def genuine_copies(
     settings: Settings, routed: dict[int, Route], placed: list[Placed]
 ) -> list[Junk]:
     """What a crashed run left for each routed task: its copy, and (but for one whose result
-    was lost) its failed result."""
+    was lost) its failed result; or, for one it downloaded, the cached message."""
     router = FailureRouter.for_stage(
         settings, "download", settings.claimx_downloads_dlq_topic, download_ladder(settings)
     )
     out: list[Junk] = []
     for index, route in routed.items():
         task = placed[index]
+        if route == "downloaded":
+            file = CachedFile("/cache/gone.bin", 1, "0" * 64, "image/jpeg", datetime.now(UTC))
+            value = file.message(task.task)
+            out.append(Junk("cached", task.record.key, value, cached_headers(task.record)))
+            continue
         category = ErrorCategory.TRANSIENT if route == "tier" else ErrorCategory.PERMANENT
         copy = router.route(
             task.record, reason="HTTP 404: gone", error_class="DownloadError", category=category
@@ -190,6 +198,7 @@ def send(settings: Settings, records: list[Junk]) -> None:
         "tier": settings.download_retry_topics[0],
         "dlq": settings.claimx_downloads_dlq_topic,
         "results": settings.claimx_downloads_results_topic,
+        "cached": settings.claimx_downloads_cached_topic,
     }
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
     for record in records:
@@ -238,10 +247,13 @@ def test_junk_in_the_route_topics_makes_a_start_read_past_only_genuine_copies(
     findings = Findings("ledger boundary")
     findings.stage_ran(run_stage_process(settings, "download", tmp / "logs", timeout_s=150))
 
-    cached = Counter(
-        json.loads(read.value or b"{}").get("media_id")
-        for read in read_topic(settings, settings.claimx_downloads_cached_topic)
-    )
+    sent_cached = Counter(record.value for record in records if record.topic == "cached")
+    cached: Counter[str] = Counter()
+    for read in read_topic(settings, settings.claimx_downloads_cached_topic):
+        if sent_cached[read.value]:  # one of those sent before the start
+            sent_cached[read.value] -= 1
+            continue
+        cached[json.loads(read.value or b"{}").get("media_id")] += 1
     for index, item in enumerate(placed):
         media = item.task.media_id
         expected = 0 if index in routed else 1
@@ -251,7 +263,7 @@ def test_junk_in_the_route_topics_makes_a_start_read_past_only_genuine_copies(
 
     dlq = read_topic(settings, settings.claimx_downloads_dlq_topic)
     tier = read_topic(settings, settings.download_retry_topics[0])
-    sent = Counter(record.topic for record in records)
+    sent = Counter(record.topic for record in records)  # ("downloaded" is in neither)
     if len(dlq) != sent["dlq"] or len(tier) != sent["tier"]:
         findings.add(
             f"routed again: {len(dlq)} DLQ and {len(tier)} tier records, "
@@ -273,7 +285,7 @@ def test_junk_in_the_route_topics_makes_a_start_read_past_only_genuine_copies(
     )
     for index, item in enumerate(placed):
         media = item.task.media_id
-        if routed.get(index, "tier") != "tier" and not failed_any[media]:
+        if routed.get(index, "tier") in ("dlq", "dlq, result lost") and not failed_any[media]:
             findings.add(f"[{media}] dead-lettered before the start, with no failed result")
         if index not in routed and failed_now[media]:
             findings.add(f"[{media}] downloaded, and given a failed result at the start")

@@ -161,15 +161,17 @@ def test_a_first_run_killed_before_its_first_snapshot_is_published_routes_once(
 
 class MediaHost:
     """A real HTTP media host: ``/ok/<id>`` always serves the file; ``/gone/<id>`` answers 404
-    until ``restored``."""
+    until ``restored``; ``/vanishing/<id>`` serves it until ``vanished``, then answers 404."""
 
     def __init__(self) -> None:
         self.restored = threading.Event()
+        self.vanished = threading.Event()
         host = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.startswith("/gone/") and not host.restored.is_set():
+                gone = self.path.startswith("/gone/") and not host.restored.is_set()
+                if gone or (self.path.startswith("/vanishing/") and host.vanished.is_set()):
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -253,6 +255,49 @@ def test_a_file_dead_lettered_before_a_kill_is_not_downloaded_after_it(
             for m in read_all(bootstrap, settings.claimx_downloads_results_topic)
         ]
         assert {r.media_id for r in results if r.status == "failed"} == {t.media_id for t in gone}
+    finally:
+        stop(stage)
+
+
+def test_a_file_downloaded_before_a_kill_is_not_downloaded_again_after_it(
+    kafka_bootstrap: str, tmp_path: Path, media_host: MediaHost, sim: RunningSimulator
+) -> None:
+    """A download's cached message is its task's whole outcome too. Run again after the kill,
+    the task would meet a source that has since gone (404): a DLQ copy and a deleted cache
+    file for a file the upload stage may already have stored, both uploaded and dead-lettered.
+    """
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data", sim=sim)
+    bootstrap, cached_topic = (
+        settings.kafka_bootstrap_servers,
+        settings.claimx_downloads_cached_topic,
+    )
+    pending = settings.claimx_downloads_pending_topic
+    log = tmp_path / "download.log"
+    produce_tasks(settings, tasks(media_host, "ok", 5))
+    stage = bare("download", settings, log)
+    try:
+        wait_until(lambda: caught_up(settings, "download"), "the group to publish what is done")
+        vanishing = tasks(media_host, "vanishing", 3)
+        produce_tasks(settings, vanishing)
+        wait_until(lambda: len(read_all(bootstrap, cached_topic)) >= 8, "the cached messages")
+        stage.kill()
+        stage.wait(30)
+        assert sum(published(settings, "download", pending).values()) == 5  # read again
+
+        media_host.vanished.set()  # the source is gone: a second try would be dead-lettered
+        stage = bare("download", settings, log)
+        wait_until(lambda: caught_up(settings, "download"), "the restart to publish the end")
+        assert read_all(bootstrap, settings.claimx_downloads_dlq_topic) == []
+        assert read_all(bootstrap, settings.claimx_downloads_results_topic) == []
+        cached = [
+            CachedDownload.from_json(m.value or b"") for m in read_all(bootstrap, cached_topic)
+        ]
+        assert sorted(c.media_id for c in cached) == sorted(
+            [f"ok-{i}" for i in range(5)] + [t.media_id for t in vanishing]
+        )
+        for message in cached:  # each file is still there for the upload stage
+            assert Path(message.local_path).read_bytes() == CONTENT
+        assert "read past" in log.read_text()
     finally:
         stop(stage)
 
