@@ -60,5 +60,5 @@ locks: $(STAMP)
 	rm -f .runtime-report.json
 
 clean:
-	-$(BIN)/claimx stack down
+	-$(BIN)/claimx stack down --yes
 	rm -rf $(VENV) .claimx-stack claimx-data

@@ -147,6 +147,7 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         hide_input_in_errors=True,
+        allow_inf_nan=False,  # a timeout or rate of inf or nan is a typo, never a setting
     )
 
     # Where the process runs: production requires what the embedded defaults stand in for

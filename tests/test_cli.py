@@ -10,19 +10,23 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
-from claimx_flow.cli import COMMANDS, app, load_command, recovery_cmd
+from claimx_flow import terminal as cli_output
+from claimx_flow.cli import COMMANDS, app, load_command
 from claimx_flow.cli.docs import render
 from claimx_flow.config import Settings
 from claimx_flow.lab.pipeline import settings_env
 from claimx_flow.startup.recovery import init_recovery, kafka_cluster_id
+from claimx_flow.startup.recovery_state import target_offsets
 from tests.isolation import isolated_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,7 +380,7 @@ def test_recovery_reset_shows_its_plan_asks_and_backs_up_first(
     assert settings.claimx_events_topic in planned.output
     assert backups() == []
 
-    monkeypatch.setattr(recovery_cmd, "_has_terminal", lambda: True)
+    monkeypatch.setattr(cli_output, "has_terminal", lambda: True)
     declined = runner.invoke(app, reset, env=env, input="n\n")
     assert declined.exit_code == 1 and "nothing changed" in declined.output
     assert settings.claimx_events_topic in declined.output  # the plan came before the question
@@ -390,6 +394,26 @@ def test_recovery_reset_shows_its_plan_asks_and_backs_up_first(
     assert sorted(p.name for p in backup.iterdir()) == ["kafka-cluster-id", "part-0.sqlite3"]
     assert (directory / "kafka-topic-ids").is_file()
     assert (backup / "part-0.sqlite3").read_bytes()[:16] == b"SQLite format 3\x00"
+
+
+def test_a_reset_to_a_time_before_1970_resumes_at_the_earliest_message(
+    stage_env: tuple[Settings, dict[str, str]],
+) -> None:
+    """Kafka reads -1 ms as "the latest offset": 1969-12-31T23:59:59.999 would have skipped
+    every message there. The same look-up serves ``dlq purge --before`` (which would then have
+    deleted everything) and ``trace --since``."""
+    settings, _ = stage_env
+    topic = settings.claimx_events_topic
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for i in range(4):
+        producer.produce(topic, key=b"k", value=b"v%d" % i, partition=i % 2)
+    assert producer.flush(30) == 0
+    partitions = [(topic, 0), (topic, 1)]
+    latest = target_offsets(settings, partitions, "latest")
+    assert latest == {(topic, 0): 2, (topic, 1): 2}
+    for moment in ("1969-12-31T23:59:59.999+00:00", "1900-01-01T00:00:00+00:00"):
+        earliest = target_offsets(settings, partitions, datetime.fromisoformat(moment))
+        assert earliest == {(topic, 0): 0, (topic, 1): 0}, moment
 
 
 @pytest.mark.parametrize(
@@ -422,3 +446,40 @@ def test_a_missing_or_refused_path_is_one_red_line(
     assert line.startswith("error:") and str(tmp_path) in line
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     assert topic not in admin.list_topics(timeout=15).topics
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (["trace", "evt", "--since", "100000000d"], {}),
+        (["top", "--once", "--interval", "inf", "-e", "ingest=127.0.0.1:1", "-o", "json"], {}),
+        (["top", "--once", "--timeout", "inf", "-e", "ingest=127.0.0.1:1", "-o", "json"], {}),
+        (["top", "--once", "--endpoints-file", "{tmp}/utf16.txt", "-o", "json"], {}),
+        (["api", "check"], {"CLAIMX_API_TIMEOUT_SECONDS": "inf"}),
+        (["api", "check"], {"CLAIMX_API_TIMEOUT_SECONDS": "nan"}),
+    ],
+)
+def test_a_value_out_of_range_is_refused_in_words_not_a_traceback(
+    tmp_path: Path, command: list[str], env: dict[str, str]
+) -> None:
+    """Past what a date or a duration holds, or a file in another encoding: each was a
+    traceback (an OverflowError, a UnicodeDecodeError). (The Delta commands' numbers:
+    ``tests/delta/test_delta_cli.py``.)"""
+    (tmp_path / "utf16.txt").write_bytes("ingest 127.0.0.1:1\n".encode("utf-16"))
+    args = [part.format(tmp=tmp_path) for part in command]
+    done = subprocess.run(
+        [CLAIMX, *args],
+        capture_output=True,
+        text=True,
+        env=_bare_env(tmp_path, CLAIMX_ENV="local", CLAIMX_DATA_DIR=str(tmp_path), **env),
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout and "panic" not in done.stderr.lower()
+
+
+def test_a_number_json_cannot_hold_is_null(capsys: pytest.CaptureFixture[str]) -> None:
+    """A stage's metrics may hold NaN or an infinity, which ``json`` would print as bare
+    ``NaN``: not JSON, so ``-o json | jq`` would fail on it."""
+    cli_output.emit_json({"lag": float("nan"), "rates": [float("inf"), 1.5], "n": 3})
+    assert json.loads(capsys.readouterr().out) == {"lag": None, "rates": [None, 1.5], "n": 3}

@@ -480,7 +480,7 @@ def test_the_cli_masks_the_secrets_of_the_config_file_too(
 ) -> None:
     """A peer's error may echo what it was given: the CLI's red line masks the secrets of
     config.yaml as well as those of the environment, before any settings are built."""
-    from claimx_flow.cli.output import error_line
+    from claimx_flow.terminal import error_line
 
     (tmp_path / "config.yaml").write_text(
         "claimx:\n  api_password: Zq9unusualPW\nonelake:\n  account_key: Kk7unusualKEY==\n"

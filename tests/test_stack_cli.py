@@ -61,6 +61,11 @@ def test_up_topics_down_leaves_nothing_behind(stack_env: dict[str, str], tmp_pat
 
         status = run(["stack", "status"], stack_env, tmp_path)
         assert status.returncode == 0 and "ready" in status.stdout
+        document = json.loads(run(["stack", "status", "-o", "json"], stack_env, tmp_path).stdout)
+        assert {s["service"]: s["state"] for s in document["services"]} == {
+            "kafka": "ready",
+            "simulator": "ready",
+        }
 
         # No `source` needed: commands find the running stack on their own.
         created = run(["topics", "create", "--partitions", "2"], stack_env, tmp_path)
@@ -76,7 +81,12 @@ def test_up_topics_down_leaves_nothing_behind(stack_env: dict[str, str], tmp_pat
         ):
             assert topic in listed.stdout
     finally:
-        down = run(["stack", "down"], stack_env, tmp_path)
+        refused = run(["stack", "down"], stack_env, tmp_path)  # no terminal to ask on, no --yes
+        still = is_alive(kafka["pid"])
+        down = run(["stack", "down", "--yes"], stack_env, tmp_path)
+    assert refused.returncode == 2 and "refusing to stop the stack" in refused.stderr
+    assert kafka["workdir"] in refused.stderr.replace("\n", "")  # the plan, before refusing
+    assert still
     assert down.returncode == 0
     assert "stopped: kafka, simulator" in down.stdout
     assert "simulator" in state and not is_alive(state["simulator"]["pid"])

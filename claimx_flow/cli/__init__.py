@@ -18,7 +18,7 @@ import typer
 from typer import _click as click  # typer 0.29 carries its own click; its groups use it
 from typer.core import TyperCommand, TyperGroup
 
-from claimx_flow.cli.output import run_guarded
+from claimx_flow.terminal import run_guarded
 
 PACKAGE = "claimx-flow"
 

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
-from claimx_flow.cli.output import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.models.redaction import mask_url_queries, one_line
+from claimx_flow.terminal import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
 
 app = typer.Typer(help="Talk to the ClaimX API.")
 console = Console(soft_wrap=True)

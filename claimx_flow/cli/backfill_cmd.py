@@ -18,10 +18,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines
 from claimx_flow.kafka.topics import TopicSpec, admin_client, ensure_topics
+from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 console = Console(stderr=True)
 

@@ -8,10 +8,10 @@ from rich.table import Table
 
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.startup.preflight import run_checks
+from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 console = Console()
 
@@ -30,7 +30,8 @@ def check(
     stages = tuple(stage) or STAGE_NAMES
     calls_api = any(catalog.stage(name).calls_api for name in stages)
     settings = load_settings(require_api=calls_api)  # a bad or missing value ends here, named
-    checks = run_checks(settings, stages)
+    with Console(stderr=True).status("checking Kafka, the topics, the API and the storage…"):
+        checks = run_checks(settings, stages)  # up to their timeouts each, against broken peers
     if output is Output.JSON:
         emit_json(
             {

@@ -7,9 +7,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import env_example, env_name, load_settings
 from claimx_flow.models.redaction import mask_url_queries
+from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 app = typer.Typer(help="Show and validate the effective configuration.")
 console = Console()

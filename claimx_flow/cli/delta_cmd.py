@@ -16,8 +16,6 @@ Exit codes, as for ``claimx dlq``:
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,10 +27,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from claimx_flow.cli.output import EXIT_ERROR, Output, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
 from claimx_flow.errors import ClaimxError
+from claimx_flow.terminal import EXIT_ERROR, Output, confirm_plan, emit_json, print_error
 
 EXIT_OK, EXIT_NOTHING = 0, 1
 
@@ -68,25 +66,6 @@ def _stderr() -> Console:
     return Console(stderr=True)
 
 
-def _emit_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
-
-
-def _confirm(what: str, question: str, plan_view: Any) -> None:
-    """Show the plan and ask on the terminal; without one, refuse rather than guess."""
-    err = _stderr()
-    err.print(plan_view)
-    if not sys.stdin.isatty():
-        err.print(
-            f"[bold red]error:[/] refusing to {what} without confirmation: stdin is not a "
-            "terminal; pass --yes to go ahead"
-        )
-        raise typer.Exit(EXIT_ERROR)
-    if not typer.confirm(question):
-        err.print("nothing changed")
-        raise typer.Exit(EXIT_NOTHING)
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def optimize(
     table: str = TABLE,
@@ -99,7 +78,11 @@ def optimize(
         "the whole table.",
     ),
     target_size: int | None = typer.Option(
-        None, "--target-size", min=1, help="Bytes per file written (default: 100 MiB)."
+        None,
+        "--target-size",
+        min=1,
+        max=upkeep.TARGET_SIZE_MAX,
+        help="Bytes per file written (default: 100 MiB).",
     ),
     output: Output = OUTPUT,
 ) -> None:
@@ -109,7 +92,7 @@ def optimize(
     with _failures_exit() as settings, _stderr().status(f"{doing}…"):
         metrics = upkeep.optimize(settings, table, columns, target_size=target_size)
     if output is Output.JSON:
-        _emit_json({"table": table, "zorder_by": columns, "metrics": metrics})
+        emit_json({"table": table, "zorder_by": columns, "metrics": metrics})
         return
     how = f"z-ordered by {', '.join(columns)}: " if columns else ""
     Console().print(
@@ -122,7 +105,10 @@ def optimize(
 def vacuum(
     table: str = TABLE,
     retention_hours: int | None = typer.Option(
-        None, min=0, help="Keep files newer than this (default: the table's retention)."
+        None,
+        min=0,
+        max=upkeep.RETENTION_HOURS_MAX,
+        help="Keep files newer than this (default: the table's retention).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would go."),
     force: bool = typer.Option(False, "--force", help="Allow a retention below the minimum."),
@@ -137,18 +123,17 @@ def vacuum(
         if dry_run or not plan.files:
             _show(output, _vacuum_document(plan, dry_run=True, removed=[]), _vacuum_view(plan))
             raise typer.Exit(EXIT_OK if plan.files and dry_run else EXIT_NOTHING)
-        if not yes:
-            _confirm(
-                "vacuum",
-                f"Permanently delete {len(plan.files):,} file(s) from {table}?",
-                _vacuum_view(plan),
-            )
-        elif output is Output.TABLE:
-            Console().print(_vacuum_view(plan))
+        confirm_plan(
+            _vacuum_view(plan),
+            f"Permanently delete {len(plan.files):,} file(s) from {table}?",
+            what="vacuum",
+            yes=yes,
+            show=output is Output.TABLE,
+        )
         with _stderr().status(f"vacuuming {table} ({len(plan.files):,} files)…"):
             removed = upkeep.execute_vacuum(settings, plan)
     if output is Output.JSON:
-        _emit_json(_vacuum_document(plan, dry_run=False, removed=removed))
+        emit_json(_vacuum_document(plan, dry_run=False, removed=removed))
         return
     console = Console()
     console.print(f"{table}: deleted {len(removed):,} file(s)")
@@ -198,14 +183,16 @@ def _vacuum_document(
 @app.command(epilog=EXIT_CODES_HELP)
 def history(
     table: str = TABLE,
-    limit: int = typer.Option(20, min=1, help="How many commits, newest first."),
+    limit: int = typer.Option(
+        20, min=1, max=upkeep.HISTORY_LIMIT_MAX, help="How many commits, newest first."
+    ),
     output: Output = OUTPUT,
 ) -> None:
     """Show the table's commits, newest first."""
     with _failures_exit() as settings:
         rows = upkeep.history(settings, table, limit)
     if output is Output.JSON:
-        _emit_json({"table": table, "commits": [_commit_document(c) for c in rows]})
+        emit_json({"table": table, "commits": [_commit_document(c) for c in rows]})
         return
     view = Table(title=f"{table} history")
     for column in ("version", "timestamp", "operation", "parameters"):
@@ -258,19 +245,18 @@ def restore(
         if dry_run or not plan.changes_anything:
             _show(output, _restore_document(plan, dry_run=True, metrics=None), _restore_view(plan))
             raise typer.Exit(EXIT_OK if plan.changes_anything else EXIT_NOTHING)
-        if not yes:
-            _confirm(
-                "restore",
-                f"Make version {plan.target.version} of {table} current "
-                f"(as version {plan.new_version})?",
-                _restore_view(plan),
-            )
-        elif output is Output.TABLE:
-            Console().print(_restore_view(plan))
+        confirm_plan(
+            _restore_view(plan),
+            f"Make version {plan.target.version} of {table} current "
+            f"(as version {plan.new_version})?",
+            what="restore",
+            yes=yes,
+            show=output is Output.TABLE,
+        )
         with _stderr().status(f"restoring {table} to version {plan.target.version}…"):
             metrics = upkeep.execute_restore(settings, plan)
     if output is Output.JSON:
-        _emit_json(_restore_document(plan, dry_run=False, metrics=metrics))
+        emit_json(_restore_document(plan, dry_run=False, metrics=metrics))
         return
     Console().print(
         f"{table}: version {plan.target.version} restored as version {plan.new_version} "
@@ -317,6 +303,6 @@ def _restore_document(
 
 def _show(output: Output, document: dict[str, Any], view: Group) -> None:
     if output is Output.JSON:
-        _emit_json(document)
+        emit_json(document)
     else:
         Console().print(view)

@@ -126,6 +126,8 @@ def _default(param: click.Parameter) -> str | None:
     value = param.default
     if callable(value) or value is None or value is False or value in ((), []):
         return None
+    if getattr(param, "show_default", None) is False:  # hidden from --help: a secret, say
+        return None
     if isinstance(param, TyperOption) and param.is_flag and value is True:
         return param.opts[0]
     if isinstance(value, Enum):

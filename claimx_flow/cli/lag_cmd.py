@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.lag import (
     DlqPartition,
@@ -19,6 +18,7 @@ from claimx_flow.kafka.lag import (
     read_dlq_partitions,
     stage_lag,
 )
+from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 console = Console()
 

@@ -8,7 +8,6 @@ writes, it copies the stage's recovery files to a timestamped folder beside them
 from __future__ import annotations
 
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.catalog import STAGE_NAMES
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.startup.recovery import (
     CLUSTER_MARKER,
@@ -40,8 +38,7 @@ from claimx_flow.startup.recovery_state import (
     reset_positions,
     target_offsets,
 )
-
-EXIT_DECLINED, EXIT_REFUSED = 1, 2
+from claimx_flow.terminal import OUTPUT_OPTION, Output, confirm_plan, emit_json
 
 app = typer.Typer(help="Create, show and reset the stages' recovery state.")
 console = Console()
@@ -124,8 +121,7 @@ def reset(
     if dry_run:
         console.print(plan)
         return
-    if not yes:
-        _confirm(plan, stage)
+    confirm_plan(plan, f"Reset the recovery state of {stage} as shown?", what="reset", yes=yes)
     backup = back_up(directory) if files else None
     try:
         moved = reset_positions(settings, stage, target)
@@ -180,25 +176,6 @@ def _plan_table(
         else "no recovery files yet: moves the consumer group only"
     )
     return table
-
-
-def _confirm(plan: Table, stage: str) -> None:
-    """Ask on the terminal; with no terminal to ask on, refuse rather than guess."""
-    err = Console(stderr=True)
-    if not _has_terminal():
-        err.print(
-            "[bold red]error:[/] refusing to reset without confirmation: stdin is not a "
-            "terminal; pass --yes to reset anyway"
-        )
-        raise typer.Exit(EXIT_REFUSED)
-    err.print(plan)
-    if not typer.confirm(f"Reset the recovery state of {stage} as shown?"):
-        err.print("nothing changed")
-        raise typer.Exit(EXIT_DECLINED)
-
-
-def _has_terminal() -> bool:
-    return sys.stdin.isatty()
 
 
 def _stages(stages: list[str] | None) -> list[str]:

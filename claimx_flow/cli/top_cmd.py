@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from claimx_flow.cli.output import EXIT_ERROR, Output, print_error
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ClaimxError
+from claimx_flow.terminal import EXIT_ERROR, Output, emit_json, print_error
 from claimx_flow.top.broker import BrokerProbe
 from claimx_flow.top.endpoints import DEFAULT_HOST, Endpoint, choose
 from claimx_flow.top.scrape import Scrape, Scraper
@@ -67,7 +66,12 @@ def top(
         DEFAULT_HOST, "--host", help="Without endpoints: each stage's catalog port on this host."
     ),
     interval: float = typer.Option(
-        2.0, "--interval", "-n", min=0.2, help="Seconds between scrapes (rates span this)."
+        2.0,
+        "--interval",
+        "-n",
+        min=0.2,
+        max=3600,
+        help="Seconds between scrapes (rates span this).",
     ),
     once: bool = typer.Option(False, "--once", help="One snapshot over one interval, then exit."),
     output: Output = typer.Option(
@@ -78,7 +82,11 @@ def top(
         help="table or json (json needs --once).",
     ),
     timeout: float = typer.Option(
-        2.0, "--timeout", min=0.1, help="Seconds to wait for each endpoint and Kafka request."
+        2.0,
+        "--timeout",
+        min=0.1,
+        max=300,
+        help="Seconds to wait for each endpoint and Kafka request.",
     ),
 ) -> None:
     """Watch the pipeline live: rates, lag, retry tiers, DLQs and readiness per stage process.
@@ -102,7 +110,7 @@ def top(
             time.sleep(interval)
             snapshot = watch.next(interval)
             if output is Output.JSON:
-                typer.echo(json.dumps(document(snapshot), indent=2))
+                emit_json(document(snapshot))
             else:
                 Console().print(view(snapshot))
             if snapshot.broker_error:  # Kafka out of reach: the snapshot printed first

@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from claimx_flow.cli.output import OUTPUT_OPTION, Output, emit_json
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
 from claimx_flow.routing.tiers import orphan_tiers
+from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 app = typer.Typer(help="Create and list the pipeline's Kafka topics.")
 console = Console()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from claimx_flow.cli.output import Output
 from claimx_flow.config import load_settings
 from claimx_flow.models import utc_now
 from claimx_flow.models.types import as_utc
+from claimx_flow.terminal import Output, emit_json
 from claimx_flow.trace.collect import TraceOptions, trace
 from claimx_flow.trace.model import Target, TargetKind
 from claimx_flow.trace.render import document, view
@@ -33,7 +32,12 @@ def parse_since(text: str) -> datetime:
     match = _SPAN.fullmatch(text.strip())
     if match:
         seconds = float(match["amount"]) * _UNIT_S[match["unit"]]
-        return utc_now() - timedelta(seconds=seconds)
+        try:
+            return utc_now() - timedelta(seconds=seconds)
+        except OverflowError:
+            raise typer.BadParameter(
+                f"{text!r} reaches before year 1", param_hint="--since"
+            ) from None
     try:
         return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
@@ -115,6 +119,6 @@ def trace_command(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if output is Output.JSON:
-        typer.echo(json.dumps(document(found), indent=2, ensure_ascii=False, default=str))
+        emit_json(document(found))
     else:
         Console().print(view(found))

@@ -29,6 +29,12 @@ ZORDER_BY = "zOrderBy"
 """The commit-info field of an OPTIMIZE that names its Z-order columns (a JSON list)."""
 DEFAULT_RETENTION_HOURS = 168
 """delta-rs's retention when the table sets no ``delta.deletedFileRetentionDuration``."""
+RETENTION_HOURS_MAX = 100 * 366 * 24
+"""A century: beyond it delta-rs's duration overflows (a panic, not an error)."""
+TARGET_SIZE_MAX = 2**40
+"""1 TiB a file: far above any useful size, and below what delta-rs's integer holds."""
+HISTORY_LIMIT_MAX = 1_000_000
+"""More commits than a table keeps in its log, and an integer delta-rs takes."""
 
 
 class MaintenanceError(ClaimxError):

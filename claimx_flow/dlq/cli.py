@@ -12,7 +12,6 @@ Exit codes, the same for every command, so scripts can rely on them:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,14 +30,6 @@ from rich.progress import (
 )
 
 from claimx_flow.cli import prepare
-from claimx_flow.cli.output import (
-    EXIT_ERROR,
-    OUTPUT_OPTION,
-    Output,
-    emit_json,
-    print_error,
-    run_guarded,
-)
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.dlq import browse
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
@@ -60,6 +51,15 @@ from claimx_flow.dlq.render import (
 )
 from claimx_flow.dlq.replay import ReplayOptions, ReplayOutcome, replay
 from claimx_flow.errors import ClaimxError
+from claimx_flow.terminal import (
+    EXIT_ERROR,
+    OUTPUT_OPTION,
+    Output,
+    confirm_plan,
+    emit_json,
+    print_error,
+    run_guarded,
+)
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
 
@@ -316,8 +316,13 @@ def purge(
             if not plan.removed and not json_out:
                 Console().print(f"nothing to purge in {plan.topic}")
             raise typer.Exit(EXIT_OK if plan.removed else EXIT_PARTIAL)
-        if not yes:
-            _confirm(plan)
+        confirm_plan(
+            plan_view(plan, dry_run=False),
+            f"Permanently delete {plan.removed:,} record(s) from {plan.topic}?",
+            what="purge",
+            yes=yes,
+            show=not json_out,
+        )
         removed = execute_purge(settings, plan, _timeout(ctx))
     if json_out:
         emit_json(plan_document(plan, dry_run=False, removed=removed))
@@ -330,21 +335,6 @@ def _show_plan(plan: PurgePlan, json_out: bool, *, dry_run: bool, removed: int) 
         emit_json(plan_document(plan, dry_run=dry_run, removed=removed))
     else:
         Console().print(plan_view(plan, dry_run=dry_run))
-
-
-def _confirm(plan: PurgePlan) -> None:
-    """Ask on the terminal; with no terminal to ask on, refuse rather than guess."""
-    err = Console(stderr=True)
-    if not sys.stdin.isatty():
-        err.print(
-            "[bold red]error:[/] refusing to purge without confirmation: stdin is not a "
-            "terminal; pass --yes to purge anyway"
-        )
-        raise typer.Exit(EXIT_ERROR)
-    err.print(plan_view(plan, dry_run=False))
-    if not typer.confirm(f"Permanently delete {plan.removed:,} record(s) from {plan.topic}?"):
-        err.print("nothing removed")
-        raise typer.Exit(EXIT_PARTIAL)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from claimx_flow.config import Settings
 from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError, kafka_reason
 from claimx_flow.dlq.queues import DlqName, dlq_topic
+from claimx_flow.kafka.records import kafka_millis
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _first_at_or_after(
     before: datetime,
     timeout_s: float,
 ) -> dict[int, int]:
-    millis = int(before.timestamp() * 1000)
+    millis = kafka_millis(before)
     asked = [TopicPartition(topic, p, millis) for p in sorted(bounds)]
     try:
         found = consumer.offsets_for_times(asked, timeout=timeout_s)

@@ -182,7 +182,7 @@ def settled(
         try:
             return call()
         except TimeoutError:  # a request future that got no answer: nobody there
-            raise error(f"cannot {what}: no answer within {timeout_s:.0f}s") from None
+            raise error(f"cannot {what}: Kafka gave no answer within {timeout_s:.0f}s") from None
         except KafkaException as exc:
             cause = exc.args[0] if exc.args else None
             waiting = isinstance(cause, KafkaError) and (

@@ -49,6 +49,13 @@ def message_headers(message: Any) -> list[tuple[str, bytes | str | None]]:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
+def kafka_millis(moment: datetime) -> int:
+    """``moment`` as the epoch milliseconds a Kafka look-up by time takes. One before 1970 is
+    0, the first instant a record can have: Kafka reads -1 as "the latest offset" and -2 as
+    "the earliest", so a negative time would answer for the wrong end."""
+    return max(0, int(moment.timestamp() * 1000))
+
+
 def moment_of_ms(ms: int) -> datetime | None:
     """A Kafka timestamp (epoch milliseconds) as a UTC instant, or None when it names no moment
     a datetime can hold with room for a delay added (years 1-9998).

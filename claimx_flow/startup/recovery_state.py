@@ -44,6 +44,7 @@ from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config, settled
+from claimx_flow.kafka.records import kafka_millis
 from claimx_flow.kafka.topics import watermarks
 from claimx_flow.startup.recovery import (
     RecoveryMismatch,
@@ -422,7 +423,7 @@ def target_offsets(
     consumer = Consumer({**client_config(settings), "group.id": "claimx-recovery-reset"})
     try:
         if isinstance(target, datetime):
-            millis = int(target.timestamp() * 1000)
+            millis = kafka_millis(target)
             found = consumer.offsets_for_times(
                 [TopicPartition(t, p, millis) for t, p in partitions], timeout=TIMEOUT_S
             )

@@ -63,9 +63,11 @@ def parse_endpoint(text: str) -> Endpoint:
 def read_endpoints_file(path: Path) -> list[Endpoint]:
     """One ``stage host:port`` per line; blank lines and ``#`` comments are skipped."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise EndpointError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     found = []
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()

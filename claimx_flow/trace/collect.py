@@ -12,6 +12,7 @@ from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import MEDIA
 from claimx_flow.kafka.clients import producer_config
+from claimx_flow.kafka.records import kafka_millis
 from claimx_flow.models import utc_now
 from claimx_flow.trace.model import Found, TableRow, Target, Trace, mentions, read_record
 from claimx_flow.trace.partitioner import partition_for, partitioner_of
@@ -115,7 +116,7 @@ class _Scanner:
         self.partitioner = partitioner_of(producer_config(settings))
         self.roles = [r for r in topic_roles(settings) if self._present(r)]
         self.done: set[tuple[str, int]] = set()
-        self.since_ms = int(options.since.timestamp() * 1000)
+        self.since_ms = kafka_millis(options.since)
 
     def _present(self, where: TopicRole) -> bool:
         if self.window.partitions(where.topic):

@@ -352,3 +352,22 @@ def test_in_a_terminal_restore_and_vacuum_ask_and_respect_the_answer(data_dir: P
     assert "vacuuming claimx_media (5 files)…" in screen  # the spinner, on a terminal
     assert len(parquet_files(data_dir)) == 1
     assert table(data_dir).to_pyarrow_table().num_rows == 40
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("vacuum", "--retention-hours", "9" * 17, "--dry-run"),
+        ("history", "--limit", "9" * 23),
+        ("optimize", "--target-size", "9" * 23),
+    ],
+)
+def test_a_number_past_what_delta_rs_holds_is_refused_in_words(
+    data_dir: Path, args: tuple[str, ...]
+) -> None:
+    """Each was a traceback: a panic in delta-rs (a duration out of bounds) or an
+    OverflowError (an integer too big for it)."""
+    result = delta(args[0], "-t", MEDIA.name, *args[1:])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+    assert table(data_dir).version() == 5  # nothing was done

@@ -82,6 +82,11 @@ def test_purge_dry_run_shows_the_plan_and_removes_nothing(pipeline: Pipeline) ->
     assert len(read_all(pipeline.bootstrap, pipeline["enrichment.dlq"])) == 3
     nothing_before = claimx(pipeline, "purge", "enrichment", "--before", "2020-01-01", "--yes")
     assert nothing_before.exit_code == 1
+    # Before 1970: -1 ms, which Kafka reads as "the latest offset", would cut at the end.
+    for instant in ("1969-12-31T23:59:59.999Z", "1900-01-01"):
+        before_kafka = claimx(pipeline, "purge", "enrichment", "--before", instant, "--yes")
+        assert before_kafka.exit_code == 1, before_kafka.output
+    assert len(read_all(pipeline.bootstrap, pipeline["enrichment.dlq"])) == 3
 
 
 def test_records_arriving_after_the_plan_are_kept(pipeline: Pipeline) -> None:

@@ -7,6 +7,8 @@ from rich.console import Console
 from rich.table import Table
 
 from claimx_flow.lab.stack import Stack, default_services
+from claimx_flow.lab.stack.manager import ServiceStatus
+from claimx_flow.terminal import OUTPUT_OPTION, Output, confirm_plan, emit_json
 
 app = typer.Typer(
     help="Start, inspect and stop the local stack (Kafka and the API simulator on 127.0.0.1)."
@@ -30,30 +32,57 @@ def up() -> None:
 
 
 @app.command()
-def status() -> None:
-    """Show each service of the stack: process, endpoint, readiness."""
+def status(output: Output = OUTPUT_OPTION) -> None:
+    """Show each service of the stack: process, endpoint, readiness. Exit code 1 when it is not
+    running or a service is not ready."""
     statuses = Stack().status()
-    if not statuses:
+    if output is Output.JSON:
+        emit_json({"services": [_document(s) for s in statuses]})
+    elif not statuses:
         console.print("the local stack is not running ([bold]claimx stack up[/] starts it)")
+    else:
+        table = Table(title="local stack")
+        for column in ("service", "pid", "endpoint", "state", "note"):
+            table.add_column(column)
+        for s in statuses:
+            colour = {"ready": "green", "starting": "yellow", "down": "red"}[_state(s)]
+            table.add_row(
+                s.name, str(s.pid or "-"), s.endpoint, f"[{colour}]{_state(s)}[/]", s.note
+            )
+        console.print(table)
+    if not statuses or not all(s.ready for s in statuses):
         raise typer.Exit(1)
-    table = Table(title="local stack")
-    for column in ("service", "pid", "endpoint", "state", "note"):
-        table.add_column(column)
-    for s in statuses:
-        state = (
-            "[green]ready[/]" if s.ready else ("[yellow]starting[/]" if s.alive else "[red]down[/]")
-        )
-        table.add_row(s.name, str(s.pid or "-"), s.endpoint, state, s.note)
-    console.print(table)
-    if not all(s.ready for s in statuses):
-        raise typer.Exit(1)
+
+
+def _state(service: ServiceStatus) -> str:
+    return "ready" if service.ready else ("starting" if service.alive else "down")
+
+
+def _document(service: ServiceStatus) -> dict[str, object]:
+    return {
+        "service": service.name,
+        "pid": service.pid,
+        "endpoint": service.endpoint,
+        "state": _state(service),
+        "note": service.note,
+    }
 
 
 @app.command()
-def down() -> None:
-    """Stop every service the stack started and delete its data."""
-    stopped = Stack().down()
-    if stopped:
-        console.print(f"stopped: {', '.join(stopped)}")
-    else:
+def down(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Stop every service the stack started and delete its data (the broker's topics, the
+    storage emulator's files). Shows what goes and asks first, unless --yes."""
+    stack = Stack()
+    running = stack.running()
+    if not running:
         console.print("nothing was running")
+        return
+    plan = Table(title="stop and delete")
+    for column in ("service", "pid", "data deleted"):
+        plan.add_column(column)
+    for service in running.values():
+        plan.add_row(service.name, str(service.pid), service.workdir)
+    confirm_plan(plan, "Stop these services and delete their data?", what="stop the stack", yes=yes)
+    console.print(f"stopped: {', '.join(stack.down())}")

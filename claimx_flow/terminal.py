@@ -1,5 +1,7 @@
-"""``--output table|json`` (``-o``), the same on every read command, as kubectl has it; and
-the one red line (``print_error``, ``run_guarded`` for an entry point) that any failure is.
+"""What every command, the lab's too, does the same at the terminal, as kubectl does:
+``--output table|json`` (``-o``) on read commands; a destructive command's plan and question
+(``confirm_plan``, ``--yes`` for scripts); and the one red line (``print_error``,
+``run_guarded`` for an entry point) that any failure is.
 
 ``json`` prints one document on stdout and nothing else there: progress bars, warnings and
 errors go to stderr, so ``claimx lag -o json | jq …`` always parses.
@@ -8,6 +10,7 @@ errors go to stderr, so ``claimx lag -o json | jq …`` always parses.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +21,8 @@ import typer
 
 EXIT_ERROR = 2
 """Bad settings or arguments, or a broken peer (Kafka, the API, storage): one red line."""
+EXIT_DECLINED = 1
+"""A destructive command's question answered no: nothing changed."""
 
 
 class Output(StrEnum):
@@ -34,9 +39,20 @@ OUTPUT_OPTION: Any = typer.Option(
 )
 
 
-def emit_json(document: Mapping[str, Any]) -> None:
-    """The command's one JSON document, on stdout."""
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+def emit_json(document: Any) -> None:
+    """The command's one JSON document, on stdout: strict JSON, a number that is none (a NaN or
+    an infinity a stage's metrics may hold) written as null."""
+    typer.echo(json.dumps(_finite(document), indent=2, ensure_ascii=False, default=str))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def error_line(message: str) -> str:
@@ -58,6 +74,34 @@ def print_error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(
         f"[bold red]error:[/] {error_line(message)}", highlight=False
     )
+
+
+def has_terminal() -> bool:
+    """Whether there is a person to ask: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
+def confirm_plan(plan_view: Any, question: str, *, what: str, yes: bool, show: bool = True) -> None:
+    """A destructive command's plan on stderr, then its question. ``--yes`` (``yes``) goes on
+    once the plan is shown (``show=False``: a JSON document will carry it); with no terminal to
+    ask on, it refuses (exit 2) rather than guess; "no" changes nothing (exit 1)."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if yes:
+        if show:
+            err.print(plan_view)
+        return
+    err.print(plan_view)
+    if not has_terminal():
+        print_error(
+            f"refusing to {what} without confirmation: stdin is not a terminal; "
+            "pass --yes to go ahead"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    if not typer.confirm(question):
+        err.print("nothing changed")
+        raise typer.Exit(EXIT_DECLINED)
 
 
 def run_guarded(command: Callable[[], object]) -> None:
