@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -167,7 +168,11 @@ class UploadStage:
         except Exception as exc:
             failure = self._failed(record, cached, exc)
             if local is not None and self._downloaded_for(cached, local):
-                local.unlink(missing_ok=True)  # nothing reads it again: see the module docstring
+                # Nothing reads it again (see the module docstring). Best effort: what will not
+                # go (a folder of that name, a read-only volume) is this message's, not its
+                # batch's.
+                with suppress(OSError):
+                    local.unlink(missing_ok=True)
             return list(failure)
 
     def _failed(

@@ -122,6 +122,20 @@ def test_a_lost_cache_file_never_uploaded_is_fetched_anew(tmp_path: Path) -> Non
     assert "cache file missing" in info.error_message and info.error_category == "transient"
 
 
+def test_a_cache_path_that_is_a_folder_fails_its_message_alone(tmp_path: Path) -> None:
+    """Its release after the failure met a folder (``IsADirectoryError``) and failed the whole
+    batch, which a replay would fail the same way: a stage stopped by one message."""
+    good = cached_file(tmp_path, "1", "photo.png")
+    odd = cached_file(tmp_path, "2", "photo.png")
+    Path(odd.local_path).unlink()
+    Path(odd.local_path).mkdir()
+    done, failed = upload(tmp_path, [good, odd])
+    assert isinstance(done, UploadCompletion) and done.row["media_id"] == "1"
+    assert isinstance(failed, OutboundRecord)
+    assert failed.topic == Settings().download_retry_topics[0]
+    assert FailureInfo.from_headers(failed.headers).media_id == "2"
+
+
 def test_same_name_in_one_project_never_collides(tmp_path: Path) -> None:
     first = cached_file(tmp_path, "1", "photo.png")
     second = cached_file(tmp_path, "2", "photo.png")
