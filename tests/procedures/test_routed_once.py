@@ -218,6 +218,31 @@ def tasks(host: MediaHost, kind: str, count: int) -> list[DownloadTask]:
     ]
 
 
+def killed_after(
+    settings: Settings, media_host: MediaHost, kind: str, outcome: str, outcomes: int, log: Path
+) -> list[DownloadTask]:
+    """Download five files, then three of ``kind``, and SIGKILL the stage once ``outcome``
+    holds ``outcomes`` messages: before its group publishes the three, which the restart then
+    reads again. The three tasks."""
+    bootstrap = settings.kafka_bootstrap_servers
+    produce_tasks(settings, tasks(media_host, "ok", 5))
+    stage = bare("download", settings, log)
+    try:
+        wait_until(lambda: caught_up(settings, "download"), "the group to publish what is done")
+        later = tasks(media_host, kind, 3)
+        produce_tasks(settings, later)
+        wait_until(lambda: len(read_all(bootstrap, outcome)) >= outcomes, f"{outcome} filled")
+    finally:
+        stage.kill()
+        stage.wait(30)
+    return later
+
+
+def cached_media(settings: Settings) -> list[CachedDownload]:
+    read = read_all(settings.kafka_bootstrap_servers, settings.claimx_downloads_cached_topic)
+    return [CachedDownload.from_json(m.value or b"") for m in read]
+
+
 def test_a_file_dead_lettered_before_a_kill_is_not_downloaded_after_it(
     kafka_bootstrap: str, tmp_path: Path, media_host: MediaHost, sim: RunningSimulator
 ) -> None:
@@ -225,31 +250,20 @@ def test_a_file_dead_lettered_before_a_kill_is_not_downloaded_after_it(
     bootstrap = settings.kafka_bootstrap_servers
     dlq, pending = settings.claimx_downloads_dlq_topic, settings.claimx_downloads_pending_topic
     log = tmp_path / "download.log"
-    produce_tasks(settings, tasks(media_host, "ok", 5))
+    gone = killed_after(settings, media_host, "gone", dlq, 3, log)
+    first = read_all(bootstrap, dlq)
+    assert_read_again(first, settings, "download", pending)
+
+    media_host.restored.set()  # the cause has gone: a second try would now succeed
     stage = bare("download", settings, log)
     try:
-        wait_until(lambda: caught_up(settings, "download"), "the group to publish what is done")
-        gone = tasks(media_host, "gone", 3)
-        produce_tasks(settings, gone)
-        wait_until(lambda: len(read_all(bootstrap, dlq)) >= len(gone), "the DLQ copies")
-        stage.kill()
-        stage.wait(30)
-        first = read_all(bootstrap, dlq)
-        assert_read_again(first, settings, "download", pending)
-
-        media_host.restored.set()  # the cause has gone: a second try would now succeed
-        stage = bare("download", settings, log)
         wait_until(lambda: caught_up(settings, "download"), "the restart to publish the end")
         copies = read_all(bootstrap, dlq)
         assert sorted(read_at(c) for c in copies) == sorted(read_at(c) for c in first)
         assert {FailureInfo.from_headers(list(c.headers.items())).media_id for c in copies} == {
             t.media_id for t in gone
         }
-        cached = [
-            CachedDownload.from_json(m.value or b"")
-            for m in read_all(bootstrap, settings.claimx_downloads_cached_topic)
-        ]
-        assert sorted(c.media_id for c in cached) == [f"ok-{i}" for i in range(5)]
+        assert sorted(c.media_id for c in cached_media(settings)) == [f"ok-{i}" for i in range(5)]
         results = [
             UploadResult.from_json(m.value)
             for m in read_all(bootstrap, settings.claimx_downloads_results_topic)
@@ -267,31 +281,19 @@ def test_a_file_downloaded_before_a_kill_is_not_downloaded_again_after_it(
     file for a file the upload stage may already have stored, both uploaded and dead-lettered.
     """
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data", sim=sim)
-    bootstrap, cached_topic = (
-        settings.kafka_bootstrap_servers,
-        settings.claimx_downloads_cached_topic,
-    )
-    pending = settings.claimx_downloads_pending_topic
+    bootstrap, pending = settings.kafka_bootstrap_servers, settings.claimx_downloads_pending_topic
     log = tmp_path / "download.log"
-    produce_tasks(settings, tasks(media_host, "ok", 5))
+    cached_topic = settings.claimx_downloads_cached_topic
+    vanishing = killed_after(settings, media_host, "vanishing", cached_topic, 8, log)
+    assert sum(published(settings, "download", pending).values()) == 5  # read again
+
+    media_host.vanished.set()  # the source is gone: a second try would be dead-lettered
     stage = bare("download", settings, log)
     try:
-        wait_until(lambda: caught_up(settings, "download"), "the group to publish what is done")
-        vanishing = tasks(media_host, "vanishing", 3)
-        produce_tasks(settings, vanishing)
-        wait_until(lambda: len(read_all(bootstrap, cached_topic)) >= 8, "the cached messages")
-        stage.kill()
-        stage.wait(30)
-        assert sum(published(settings, "download", pending).values()) == 5  # read again
-
-        media_host.vanished.set()  # the source is gone: a second try would be dead-lettered
-        stage = bare("download", settings, log)
         wait_until(lambda: caught_up(settings, "download"), "the restart to publish the end")
         assert read_all(bootstrap, settings.claimx_downloads_dlq_topic) == []
         assert read_all(bootstrap, settings.claimx_downloads_results_topic) == []
-        cached = [
-            CachedDownload.from_json(m.value or b"") for m in read_all(bootstrap, cached_topic)
-        ]
+        cached = cached_media(settings)
         assert sorted(c.media_id for c in cached) == sorted(
             [f"ok-{i}" for i in range(5)] + [t.media_id for t in vanishing]
         )
