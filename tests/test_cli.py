@@ -483,3 +483,12 @@ def test_a_number_json_cannot_hold_is_null(capsys: pytest.CaptureFixture[str]) -
     ``NaN``: not JSON, so ``-o json | jq`` would fail on it."""
     cli_output.emit_json({"lag": float("nan"), "rates": [float("inf"), 1.5], "n": 3})
     assert json.loads(capsys.readouterr().out) == {"lag": None, "rates": [None, 1.5], "n": 3}
+
+
+def test_a_misspelt_stage_is_named_before_kafka_is_asked(tmp_path: Path) -> None:
+    env = _bare_env(tmp_path, CLAIMX_ENV="local", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    done = subprocess.run(
+        [CLAIMX, "recovery", "init", "ingset"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "ingset" in done.stderr and "Traceback" not in done.stderr

@@ -48,9 +48,10 @@ console = Console()
 def init(stages: list[str] = typer.Argument(None, help="Stages (default: all).")) -> None:
     """Create each stage's recovery partitions (CLAIMX_RECOVERY_PARTITIONS) if missing, and
     record the Kafka cluster and input topic ids they belong to."""
+    chosen = _stages(stages)  # a misspelt stage is named before Kafka is asked anything
     settings = load_settings()
     cluster = kafka_cluster_id(settings)
-    for stage in _stages(stages):
+    for stage in chosen:
         directory = init_recovery(settings, stage, cluster)
         topics = describe_input_topics(settings, stage)
         record_identity(settings, stage, cluster, topics.values(), replace=False)

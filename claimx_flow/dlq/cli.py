@@ -128,7 +128,7 @@ def list_dlqs(
 ) -> None:
     """Messages, time span, top errors, and the most frequent event types, projects, media and
     attempts of each DLQ."""
-    with _failures_exit() as settings:
+    with _failures_exit() as settings, Console(stderr=True).status("reading the DLQs…"):
         surveys = browse.survey(settings, list(DlqName), scan, _timeout(ctx))
     bootstrap = settings.kafka_bootstrap_servers
     if _as_json(output, json_out):

@@ -44,6 +44,10 @@ class Reconciliation:
     media: int = 0
     attachments: int = 0
     dlq: dict[str, int] = field(default_factory=dict)
+    dlq_ids: dict[str, int] = field(default_factory=dict)
+    """Per task DLQ, the distinct events (enrichment) or media files (download) its copies name:
+    fewer than ``dlq`` when one was dead-lettered from two messages (a duplicate upstream, as a
+    replayed epoch of the stage before sends) or twice from one read."""
     routed_twice: int = 0
     """DLQ copies beyond the first of one stage's read of one message (``claimx.read_at``):
     a restart the routing ledger missed (see docs/architecture.md); counted, not a problem."""
@@ -154,6 +158,13 @@ def _dead_letters(settings: Settings, report: Reconciliation) -> tuple[set[str],
         copies = read_headers(settings, topic)
         infos = [_failure(headers) for headers in copies]
         report.dlq[name] = len(infos)
+        named = {
+            (info.media_id if name == "download" else info.event_id)
+            for info in infos
+            if info is not None
+        }
+        if name != "events":  # raw events that did not parse name no id
+            report.dlq_ids[name] = len(named - {None, ""})
         reads = Counter(dict(h).get(READ_AT_HEADER) for h in copies)
         report.routed_twice += sum(n - 1 for read, n in reads.items() if read is not None)
         for info in infos:

@@ -143,6 +143,17 @@ def test_unreachable_storage_is_one_uncoloured_line_and_exit_code_2(
     assert "backtrace" not in line.lower()
 
 
+def test_a_damaged_log_is_one_line_without_the_backtrace(data_dir: Path) -> None:
+    """delta-rs's kernel errors carry a backtrace's frames with no header ("0: <unknown>")."""
+    (first, *_) = sorted((data_dir / "tables" / MEDIA.name / "_delta_log").glob("*.json"))
+    first.write_text("not json{")
+    result = delta("history", "-t", MEDIA.name)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error:") and "Json error" in line
+    assert "0: " not in line and "pthread" not in line
+
+
 # optimize --------------------------------------------------------------------------------------
 
 

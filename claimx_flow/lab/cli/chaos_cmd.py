@@ -104,7 +104,9 @@ def _print(report: ChaosReport) -> None:
     table.add_row("media files expected", str(result.media))
     table.add_row("files uploaded (claimx_attachments)", str(result.attachments))
     for name, count in result.dlq.items():
-        table.add_row(f"{name} DLQ", str(count))
+        named = result.dlq_ids.get(name, count)
+        what = "media files" if name == "download" else "events"
+        table.add_row(f"{name} DLQ", str(count) if named == count else f"{count} ({named} {what})")
     table.add_row(
         "DLQ copies routed again from one read (restarts the ledger missed)",
         str(result.routed_twice),
