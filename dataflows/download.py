@@ -5,7 +5,8 @@
 
 Each task starts as soon as a download slot is free, whatever batch it was read in, and its
 outputs leave as soon as it is done; tasks still in flight when an epoch ends are in the step's
-recovery state and start again on resume (``operators/overlapped.py``).
+recovery state and start again on resume (``operators/overlapped.py``), unless an earlier run
+already routed or downloaded them (``routing/ledger.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def unless_routed(
     item: SourcedDownload,
 ) -> list[StageOutput]:
     """``download``, but nothing for a task in flight at the snapshot that an earlier run went
-    on to route (the input reads past the others)."""
+    on to route or download (the input reads past the others)."""
     if ledger is not None and ledger.sent(item[0]):
         return []
     return await download(item)

@@ -8,14 +8,18 @@ breaks the law's "exactly one".
 
 So a copy that is its message's whole outcome names where the message was read
 (``READ_AT_HEADER``). At a start, the stage reads the topics it routes to (its tiers and DLQ;
-for the retry stage, the pending topics and DLQs it releases to; for the download stage, its
-cached topic too, since a task run again after its file was announced can meet a source gone
-since and dead-letter a file the upload stage stored) over the earlier run's span:
+for the retry stage, the pending topics and DLQs it releases to) over the earlier run's span:
 from the oldest snapshot its published positions come from (``claimx_flow.kafka.positions``),
 less ``CLOCK_MARGIN_S``, to past the newest. A copy that names one of its input partitions marks
 a message the input reads past (``sent_before`` of ``KafkaInput`` and ``DueTimeInput``), should
 it read it again. Tasks a step held in its recovery state (enrich's reads, downloads in flight)
 are checked the same way (``sent``).
+
+A success can be a whole outcome too: the download's cached message (``StageSpec.outcome``).
+Run again, its task could meet a source gone since and dead-letter a file the upload stage
+stored from the first message. Its topic carries every success, not a few failures, so it is
+read only from the newest snapshot, less ``OUTCOME_MARGIN_S``: whatever a restart reads again
+was read, and so finished, after that.
 
 A media file's DLQ copy has a failed result beside it in ``claimx.downloads.results``, sent just
 before it to another topic: a crash between their two confirmations can keep the copy and lose
@@ -23,16 +27,17 @@ the result. So a media stage's start reads the results topic over the same span 
 the failed result again for each DLQ copy it believes (below) that has none there (the results
 stage counts a file once).
 
-It can miss, never lose: a message is read past only because its own copy is in Kafka. A copy
-only names a position, and anything can be written to a route topic (a foreign producer, a topic
-deleted and made again, its offsets from 0), so before believing one the start reads the message
-it names (a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys (``identity``; for
-a message without one, its value): the copy's own, or, if the copy's was cut to fit, the sha256
-it gives of the whole one. What it misses (no published time yet, which only a start whose own
-publishing failed leaves: ``Progress.start`` waits for it before reading; a read cut
-at ``SCAN_LIMIT_S``; a copy older than the margin; a copy stamped by a host whose clock is more
-than the margin behind; a copy naming a message that cannot be read again; a resume from a
-recovery backup older than the published position) is routed again, as before this existed.
+It can miss, never lose: a message is read past only because its own copy is in Kafka. A copy only
+names a position, and anything can be written to a route topic (a foreign producer, a topic deleted
+and made again, its offsets from 0), so before believing one the start reads the message it names
+(a second read, with a ``SCAN_LIMIT_S`` of its own) and compares keys (``identity``; for a message
+without one, its value): the copy's own, or, if the copy's was cut to fit, the sha256 it gives of
+the whole one. What it misses (no published time yet, which only a start whose own publishing
+failed leaves: ``Progress.start`` waits for it before reading; a read cut at ``SCAN_LIMIT_S``; a
+copy older than the margin; a copy stamped by a host whose clock is more than the margin behind; an
+outcome of a resume older than the newest snapshot; a copy naming a message that cannot be read
+again; a resume from a recovery backup older than the published position) is routed again, as
+before this existed.
 """
 
 from __future__ import annotations
@@ -78,9 +83,14 @@ log = logging.getLogger(__name__)
 CLOCK_MARGIN_S = 60.0
 """Copies are stamped by the producing host's clock, snapshots by the stage's: the same host,
 or hosts kept within this of each other."""
+OUTCOME_MARGIN_S = 10.0
+"""An outcome (the download's cached message) comes after the snapshot a restart resumes from:
+its task was read later, or was in flight then. The stage's own processes stamp both, so this
+is all the margin their clocks need, and the read stays short at any rate."""
 SCAN_LIMIT_S = 60.0
-"""The longest a start spends reading its tiers and DLQ (after a long stop, they hold every
-other stage's copies since), and again reading the messages their copies name."""
+"""The longest a start spends reading its tiers, DLQ and outcomes (after a long stop, the
+tiers and DLQ hold every other stage's copies since), and again reading the messages their
+copies name."""
 
 SEEK_GAP = 1000
 """Messages between two a start must read again beyond which it seeks rather than reads on."""
@@ -145,12 +155,14 @@ class RoutedLedger:
         *,
         dlq: str | None = None,
         results: FailedResults | None = None,
+        outcomes: list[str] | None = None,
         scan_limit_s: float = SCAN_LIMIT_S,
     ) -> None:
         self._client = dict(client)
         self._group_id = group_id
         self._inputs = inputs
         self._routes = routes
+        self._outcomes = outcomes or []
         self._dlq = dlq
         self._results = results
         self._scan_limit_s = scan_limit_s
@@ -164,8 +176,6 @@ class RoutedLedger:
         dlq = catalog.topic_name(settings, spec.dlq) if spec.dlq is not None else None
         if dlq is not None:
             routes.append(dlq)
-        if spec.outcome is not None:
-            routes.append(catalog.topic_name(settings, spec.outcome))
         if not routes:
             return None
         model = MEDIA_MODELS.get(spec.name)
@@ -180,15 +190,17 @@ class RoutedLedger:
             )
             if model is not None
             else None,
+            outcomes=[catalog.topic_name(settings, spec.outcome)] if spec.outcome else None,
         )
 
     def __call__(self, topic: str, partition: int) -> frozenset[int]:
-        """The offsets of ``topic[partition]`` already routed by an earlier run."""
+        """The offsets of ``topic[partition]`` an earlier run already routed (or, for the
+        download, downloaded)."""
         return self._read().get((topic, partition), frozenset())
 
     def sent(self, record: KafkaRecord) -> bool:
-        """Whether ``record``'s copy is already in a tier or the DLQ (cheap once read: a stage
-        asks for every task it resumes)."""
+        """Whether ``record``'s copy is already in a tier or the DLQ, or its outcome in its
+        topic (cheap once read: a stage asks for every task it resumes)."""
         found = self._found if self._found is not None else self._read()
         offsets = found.get((record.topic, record.partition)) if found else None
         return offsets is not None and record.offset in offsets
@@ -275,8 +287,11 @@ class RoutedLedger:
             if not times:
                 return _Scan()
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
+            outcomes_since_ms = int((max(times) - OUTCOME_MARGIN_S) * 1000)
             until_ms = int((max(times) + REFRESH_S + 2 * CLOCK_MARGIN_S) * 1000)
-            scan = self._copies(consumer, since_ms, until_ms, frozenset(inputs))
+            scan = self._copies(
+                consumer, (since_ms, outcomes_since_ms), until_ms, frozenset(inputs)
+            )
             scan.read = self._read_again(consumer, scan.copies)
             return scan
         except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
@@ -296,18 +311,27 @@ class RoutedLedger:
         return published
 
     def _copies(
-        self, consumer: Consumer, since_ms: int, until_ms: int, inputs: frozenset[Position]
+        self,
+        consumer: Consumer,
+        since_ms: tuple[int, int],
+        until_ms: int,
+        inputs: frozenset[Position],
     ) -> _Scan:
         """The copies written from ``since_ms`` to ``until_ms``: the earlier run's span, from
         its oldest published snapshot to past its newest (it published at least every
-        ``REFRESH_S`` while it ran), however long it has been stopped since."""
+        ``REFRESH_S`` while it ran), however long it has been stopped since; its outcomes
+        (``since_ms[1]``) only from its newest snapshot on."""
         topics = [*self._routes, *([self._results.topic] if self._results else [])]
         partitions = [(t, p) for t in topics for p in self._partitions(consumer, t)]
+        outcomes = [(t, p) for t in self._outcomes for p in self._partitions(consumer, t)]
         scan = _Scan()
-        if not partitions:
+        if not partitions and not outcomes:
             return scan
-        starts = self._offsets_at(consumer, partitions, since_ms)
-        stops = self._offsets_at(consumer, partitions, until_ms)
+        starts = {
+            **(self._offsets_at(consumer, partitions, since_ms[0]) if partitions else {}),
+            **(self._offsets_at(consumer, outcomes, since_ms[1]) if outcomes else {}),
+        }
+        stops = self._offsets_at(consumer, [*partitions, *outcomes], until_ms)
         ends: dict[Position, int] = {}
         for position, start in starts.items():
             if start < 0:  # nothing written since

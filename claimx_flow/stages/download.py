@@ -13,8 +13,9 @@ the DLQ also sends its media file's failed result to ``claimx.downloads.results`
 
 Tasks are downloaded one at a time (:meth:`DownloadStage.download`) by a step that starts each
 as soon as it arrives and emits its outputs as soon as it is done, holding the tasks in flight in
-its recovery state; a task started again after a crash writes the same cache file (its tag
-comes from its record), so the second run replaces or removes what the first left.
+its recovery state. A restart reads past a task whose cached message is already in Kafka
+(``routing/ledger.py``); one it misses writes the same cache file (its tag comes from its
+record), so the second run replaces or removes what the first left.
 """
 
 from __future__ import annotations

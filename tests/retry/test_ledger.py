@@ -20,7 +20,13 @@ from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import DownloadTask, UploadResult
 from claimx_flow.routing.failures import ORIGINAL_KEY_SHA256_HEADER as KEY_SHA256
 from claimx_flow.routing.failures import READ_AT_HEADER, FailureRouter
-from claimx_flow.routing.ledger import CLOCK_MARGIN_S, SEEK_GAP, FailedResults, RoutedLedger
+from claimx_flow.routing.ledger import (
+    CLOCK_MARGIN_S,
+    OUTCOME_MARGIN_S,
+    SEEK_GAP,
+    FailedResults,
+    RoutedLedger,
+)
 from claimx_flow.stages import StageOutput
 from claimx_flow.stages.download import SourcedDownload
 from dataflows.download import unless_routed
@@ -253,6 +259,32 @@ def test_the_span_read_ends_past_the_newest_published_snapshot(
     copy(producer, dlq, f"0:2:{source}".encode())  # now: an hour after the run stopped
     assert producer.flush(30) == 0
     assert RoutedLedger(client_config(kafka_settings), group, [source], [dlq])(source, 0) == {1}
+
+
+def test_outcomes_are_read_only_from_the_newest_snapshot_on(
+    kafka_settings: Settings, topics: tuple[str, str, str]
+) -> None:
+    """The cached topic holds every success: only what came after the newest snapshot (less
+    its margin) can be a restart's, and only that is read, however old the oldest position.
+    Its failures' topics keep the whole span."""
+    source, dlq, cached = topics
+    group = f"g-{source}"
+    now = time.time()
+    publish(kafka_settings, group, source, {0: 0}, now - 90)  # a quiet partition
+    publish(kafka_settings, group, source, {1: 0}, now - 5)
+    producer = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    fill(producer, source, 0, [b"k"] * 4)
+    fill(producer, source, 1, [b"k"] * 4)
+    early_ms = int((now - 5 - OUTCOME_MARGIN_S - 20) * 1000)  # after the oldest, before the newest
+    copy(producer, cached, f"0:1:{source}".encode(), at_ms=early_ms)
+    copy(producer, cached, f"1:1:{source}".encode(), at_ms=early_ms)
+    copy(producer, cached, f"0:2:{source}".encode())
+    copy(producer, cached, f"1:2:{source}".encode())
+    copy(producer, dlq, f"0:3:{source}".encode(), at_ms=early_ms)
+    assert producer.flush(30) == 0
+    ledger = RoutedLedger(client_config(kafka_settings), group, [source], [dlq], outcomes=[cached])
+    assert ledger(source, 0) == {2, 3}
+    assert ledger(source, 1) == {2}
 
 
 def test_a_copy_is_believed_only_for_the_message_it_names(
