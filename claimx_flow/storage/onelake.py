@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential
@@ -36,7 +37,7 @@ from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import redact
 from claimx_flow.models.redaction import truncate
 from claimx_flow.storage.address import OneLakeAddress
-from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, fingerprint_of
+from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, read_fingerprint
 from claimx_flow.storage.paths import probe_path
 
 log = logging.getLogger(__name__)
@@ -130,18 +131,25 @@ class OneLakeFileStore:
 
     async def put(self, path: str, source: Path, expected: Fingerprint | None = None) -> StoredFile:
         target = self._file(path)
-        # Read before anything is sent: the check, and the sha256 the file will carry.
-        actual = await asyncio.to_thread(fingerprint_of, source)
-        if expected is not None and actual != expected:
-            raise ContentMismatch(actual)
-        async with self._classified("upload", path):
-            held = _holding(await self._properties(target), actual)
-            if held is None:
-                await self._upload_staged(path, source, actual)
-                held = int((await target.get_file_properties()).size)
+        # Opened once: the bytes sent are the bytes checked, even if a download run again
+        # renames a new cache file over this one meanwhile.
+        handle = await asyncio.to_thread(source.open, "rb")
+        try:
+            # Read before anything is sent: the check, and the sha256 the file will carry.
+            actual = await asyncio.to_thread(read_fingerprint, handle)
+            if expected is not None and actual != expected:
+                raise ContentMismatch(actual)
+            async with self._classified("upload", path):
+                held = _holding(await self._properties(target), actual)
+                if held is None:
+                    await asyncio.to_thread(handle.seek, 0)
+                    await self._upload_staged(path, handle, actual)
+                    held = int((await target.get_file_properties()).size)
+        finally:
+            handle.close()
         return StoredFile(path=path, uri=self.uri_of(path), bytes=held)
 
-    async def _upload_staged(self, path: str, source: Path, content: Fingerprint) -> None:
+    async def _upload_staged(self, path: str, source: BinaryIO, content: Fingerprint) -> None:
         """Stream ``source`` into a staging file of its own, then rename it onto ``path``."""
         staging = self._file(_staging_path(path))
         try:
@@ -240,11 +248,7 @@ def _staging_path(path: str) -> str:
     return f"{folder}/{staged}" if folder else staged
 
 
-async def _chunks(source: Path, size: int) -> AsyncIterator[bytes]:
+async def _chunks(source: BinaryIO, size: int) -> AsyncIterator[bytes]:
     """``source`` in chunks of ``size`` bytes, read off the event loop."""
-    handle = await asyncio.to_thread(source.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, size):
-            yield chunk
-    finally:
-        handle.close()
+    while chunk := await asyncio.to_thread(source.read, size):
+        yield chunk

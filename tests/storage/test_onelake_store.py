@@ -98,6 +98,37 @@ def test_upload_is_create_appends_in_chunks_flush_rename(
     }
 
 
+def test_a_cache_file_replaced_during_the_upload_is_stored_as_it_was_checked(
+    dfs_server: DfsServer, dfs_workspace: str, tmp_path: Path
+) -> None:
+    """A download run again renames a new cache file over the old (``os.replace``) while the
+    old one is being uploaded: what is stored must be the bytes whose sha256 the stored file
+    carries, and the caller checked. It read the file once for its sha256 and again, by
+    path, to send it: the new bytes under the old sha256, which later replays then trust."""
+    source = tmp_path / "roof.mp4"
+    first = os.urandom(3 * MIB)
+    source.write_bytes(first)
+    expected = Fingerprint(len(first), hashlib.sha256(first).hexdigest())
+    dfs_server.stall_next(1.5, on="HEAD")  # the look for a stored copy, after the check
+
+    async def scenario(store: OneLakeFileStore) -> StoredFile:
+        async def replace_meanwhile() -> None:
+            await asyncio.sleep(0.5)
+            newer = tmp_path / "newer.part"
+            newer.write_bytes(os.urandom(3 * MIB))
+            os.replace(newer, source)
+
+        stored, _ = await asyncio.gather(store.put(PATH, source, expected), replace_meanwhile())
+        return stored
+
+    run_store(dfs_server.endpoint, dfs_workspace, scenario)
+    on_disk = dfs_server.stored(dfs_workspace, f"{LAKEHOUSE}/Files/{PATH}")
+    assert on_disk.read_bytes() == first
+    assert dfs_server.metadata(dfs_workspace, f"{LAKEHOUSE}/Files/{PATH}") == {
+        SHA256_METADATA: expected.sha256
+    }
+
+
 def test_stored_size_is_read_back_from_the_service(
     dfs_server: DfsServer, dfs_workspace: str, source_file: Path
 ) -> None:
