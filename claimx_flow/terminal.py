@@ -99,7 +99,7 @@ def confirm_plan(plan_view: Any, question: str, *, what: str, yes: bool, show: b
             "pass --yes to go ahead"
         )
         raise typer.Exit(EXIT_ERROR)
-    if not typer.confirm(question):
+    if not typer.confirm(question, err=True):  # stdout keeps to the one JSON document
         err.print("nothing changed")
         raise typer.Exit(EXIT_DECLINED)
 

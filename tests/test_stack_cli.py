@@ -147,3 +147,17 @@ def test_external_cluster_starts_nothing(
         assert "external" in status.stdout and "ready" in status.stdout
     finally:
         assert "nothing was running" in run(["stack", "down"], stack_env, tmp_path).stdout
+
+
+def test_down_after_a_failed_up_clears_what_it_left(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A failed `stack up` leaves an empty state, which makes later commands here local: `stack
+    down` must clear it though nothing runs, and without asking."""
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    (stack / "state.json").write_text("{}")
+    (stack / "env").write_text("")
+    down = run(["stack", "down"], stack_env, tmp_path)
+    assert down.returncode == 0 and "nothing was running" in down.stdout
+    assert not (stack / "state.json").exists() and not (stack / "env").exists()

@@ -114,7 +114,7 @@ def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_BACKTRACE = re.compile(r"(?im)\bstack backtrace:|^ *0: ")
+_BACKTRACE = re.compile(r"(?im)\bstack backtrace:|^ +0: ")
 """Where a Rust backtrace starts: its header, or (delta-rs's kernel errors) its first frame."""
 MAX_LINE_CHARS = 500
 

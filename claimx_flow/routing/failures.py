@@ -63,8 +63,8 @@ ORIGINAL_KEY_SIZE_HEADER = HEADER_PREFIX + "original_key_size"
 ORIGINAL_KEY_SHA256_HEADER = HEADER_PREFIX + "original_key_sha256"
 DROPPED_HEADERS_HEADER = HEADER_PREFIX + "dropped_headers"
 READ_AT_HEADER = HEADER_PREFIX + "read_at"
-"""On a copy that is its message's whole outcome: where the routing stage read the message,
-``<partition>:<offset>:<topic>``."""
+"""On a copy that is its message's whole outcome, and on a download's cached message (a
+success that is one): where the stage read the message, ``<partition>:<offset>:<topic>``."""
 KEPT_KEY_BYTES = 1024
 """What a key that would crowd out the message keeps of itself in a truncated copy."""
 RECORD_OVERHEAD = 512

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -171,8 +170,10 @@ class UploadStage:
                 # Nothing reads it again (see the module docstring). Best effort: what will not
                 # go (a folder of that name, a read-only volume) is this message's, not its
                 # batch's.
-                with suppress(OSError):
+                try:
                     local.unlink(missing_ok=True)
+                except OSError as error:
+                    log.info("%s: cache file not released: %s", record.position, error)
             return list(failure)
 
     def _failed(

@@ -301,12 +301,20 @@ def test_restore_asks_for_exactly_one_existing_version(data_dir: Path) -> None:
 # in a real terminal ----------------------------------------------------------------------------
 
 
-def in_terminal(args: list[str], answer: str | None, env: dict[str, str]) -> tuple[int, str]:
+def in_terminal(
+    args: list[str], answer: str | None, env: dict[str, str], stdout: int | None = None
+) -> tuple[int, str]:
     """Run ``claimx`` on a pseudo-terminal, answer its question (if ``answer``), return (exit
-    code, screen without colours)."""
+    code, screen without colours). ``stdout``: where its stdout goes instead, as a script
+    pipes it."""
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [CLAIMX, *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+        [CLAIMX, *args],
+        stdin=slave,
+        stdout=slave if stdout is None else stdout,
+        stderr=slave,
+        env=env,
+        close_fds=True,
     )
     os.close(slave)
     screen, answered = b"", False
@@ -382,3 +390,18 @@ def test_a_number_past_what_delta_rs_holds_is_refused_in_words(
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit | None), repr(result.exception)
     assert table(data_dir).version() == 5  # nothing was done
+
+
+def test_asked_on_a_terminal_the_json_output_is_still_one_document(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The plan and the question go to the terminal (stderr), the document alone to stdout."""
+    compacted(data_dir)
+    env = {**os.environ, "CLAIMX_ENV": "local", "CLAIMX_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    with (tmp_path / "stdout").open("w+b") as out:
+        code, screen = in_terminal(["delta", *VACUUM_NOW, "-o", "json"], "y", env, out.fileno())
+        out.seek(0)
+        document = json.loads(out.read())
+    assert code == 0, screen
+    assert "Permanently delete 5 file(s) from claimx_media?" in screen
+    assert sorted(document["removed"]) == sorted(document["files"])

@@ -275,6 +275,6 @@ def test_stack_status_of_a_running_stack_shows_no_secret(
         outputs["stack up"] = cli(env, "stack", "up", cwd=tmp_path)
         outputs["stack status"] = cli(env, "stack", "status", cwd=tmp_path)
     finally:
-        outputs["stack down"] = cli(env, "stack", "down", cwd=tmp_path)
+        outputs["stack down"] = cli(env, "stack", "down", "--yes", cwd=tmp_path)
     assert "simulator" in outputs["stack status"] and "ready" in outputs["stack status"]
     assert not leaks(outputs), leaks(outputs)

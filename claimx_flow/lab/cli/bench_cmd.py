@@ -19,6 +19,7 @@ from claimx_flow.lab.bench.progress import Phases
 from claimx_flow.lab.bench.report import Report, notes_markdown, results_markdown
 from claimx_flow.lab.bench.suite import ORDER, run_suite
 from claimx_flow.lab.bench.targets import evaluate, targets_markdown
+from claimx_flow.terminal import emit_json
 
 app = typer.Typer(
     help="Benchmark the stages on a dedicated broker and the API simulator.",
@@ -84,7 +85,7 @@ def _run(stages: tuple[str, ...], config: BenchConfig, json_out: bool, out: Path
     if out is not None:
         out.write_text(json.dumps(document, indent=2) + "\n")
     if json_out:
-        print(json.dumps(document, indent=2))
+        emit_json(document)
     else:
         _print(report, targets)
     if any(not r.ok for r in report.results):

@@ -77,6 +77,7 @@ def down(
     stack = Stack()
     running = stack.running()
     if not running:
+        stack.down()  # the state a failed `stack up` left, which would make commands local
         console.print("nothing was running")
         return
     plan = Table(title="stop and delete")
