@@ -158,12 +158,12 @@ def _dead_letters(settings: Settings, report: Reconciliation) -> tuple[set[str],
         copies = read_headers(settings, topic)
         infos = [_failure(headers) for headers in copies]
         report.dlq[name] = len(infos)
-        named = {
-            (info.media_id if name == "download" else info.event_id)
-            for info in infos
-            if info is not None
-        }
         if name != "events":  # raw events that did not parse name no id
+            named = {
+                info.media_id if name == "download" else info.event_id
+                for info in infos
+                if info is not None
+            }
             report.dlq_ids[name] = len(named - {None, ""})
         reads = Counter(dict(h).get(READ_AT_HEADER) for h in copies)
         report.routed_twice += sum(n - 1 for read, n in reads.items() if read is not None)

@@ -289,9 +289,7 @@ class RoutedLedger:
             since_ms = int((min(times) - CLOCK_MARGIN_S) * 1000)
             outcomes_since_ms = int((max(times) - OUTCOME_MARGIN_S) * 1000)
             until_ms = int((max(times) + REFRESH_S + 2 * CLOCK_MARGIN_S) * 1000)
-            scan = self._copies(
-                consumer, (since_ms, outcomes_since_ms), until_ms, frozenset(inputs)
-            )
+            scan = self._copies(consumer, since_ms, outcomes_since_ms, until_ms, frozenset(inputs))
             scan.read = self._read_again(consumer, scan.copies)
             return scan
         except (KafkaException, ClaimxError) as exc:  # not worth a start: copies come twice
@@ -313,14 +311,15 @@ class RoutedLedger:
     def _copies(
         self,
         consumer: Consumer,
-        since_ms: tuple[int, int],
+        since_ms: int,
+        outcomes_since_ms: int,
         until_ms: int,
         inputs: frozenset[Position],
     ) -> _Scan:
         """The copies written from ``since_ms`` to ``until_ms``: the earlier run's span, from
         its oldest published snapshot to past its newest (it published at least every
-        ``REFRESH_S`` while it ran), however long it has been stopped since; its outcomes
-        (``since_ms[1]``) only from its newest snapshot on."""
+        ``REFRESH_S`` while it ran), however long it has been stopped since; its outcomes only
+        from ``outcomes_since_ms``, its newest snapshot."""
         topics = [*self._routes, *([self._results.topic] if self._results else [])]
         partitions = [(t, p) for t in topics for p in self._partitions(consumer, t)]
         outcomes = [(t, p) for t in self._outcomes for p in self._partitions(consumer, t)]
@@ -328,8 +327,8 @@ class RoutedLedger:
         if not partitions and not outcomes:
             return scan
         starts = {
-            **(self._offsets_at(consumer, partitions, since_ms[0]) if partitions else {}),
-            **(self._offsets_at(consumer, outcomes, since_ms[1]) if outcomes else {}),
+            **(self._offsets_at(consumer, partitions, since_ms) if partitions else {}),
+            **(self._offsets_at(consumer, outcomes, outcomes_since_ms) if outcomes else {}),
         }
         stops = self._offsets_at(consumer, [*partitions, *outcomes], until_ms)
         ends: dict[Position, int] = {}
