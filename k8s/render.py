@@ -232,7 +232,10 @@ def stage_env(stage: Stage) -> list[dict[str, Any]]:
         {"name": "BYTEWAX_RECOVERY_DIRECTORY", "value": RECOVERY_DIR},
         {"name": "BYTEWAX_SNAPSHOT_INTERVAL", "value": str(SNAPSHOT_INTERVAL_S)},
         {"name": "BYTEWAX_RECOVERY_BACKUP_INTERVAL", "value": str(BACKUP_INTERVAL_S)},
+        # Bytewax's API writes dataflow.json at start, and a failed write ends the process: into
+        # the tmp emptyDir, not the working directory on the read-only root filesystem.
         {"name": "BYTEWAX_DATAFLOW_API_ENABLED", "value": "true"},
+        {"name": "BYTEWAX_DATAFLOW_API_CACHE_PATH", "value": "/tmp"},
         {"name": "CLAIMX_PROCESSES", "value": str(stage.processes)},
         {"name": "CLAIMX_RECOVERY_PARTS_PER_PROCESS", "value": str(PARTS_PER_PROCESS)},
         {"name": "CLAIMX_HEALTH_PORT", "value": str(stage.port)},

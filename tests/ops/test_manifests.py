@@ -3,6 +3,7 @@ runbook, and their init scripts really lay out a Bytewax cluster."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -306,65 +307,103 @@ def run_init(script: str, env: dict[str, str]) -> None:
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
 
+def image_entrypoint() -> list[str]:
+    """The image's ENTRYPOINT, which a container without ``command`` runs."""
+    (line,) = [
+        x for x in (REPO / "Dockerfile").read_text().splitlines() if x.startswith("ENTRYPOINT")
+    ]
+    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT"))
+    return entrypoint
+
+
+class Pod:
+    """One pod of a StatefulSet on this machine: each volume a folder under ``root``, and the
+    downward API's fields filled in as the kubelet would."""
+
+    def __init__(self, root: Path, statefulset: dict[str, Any], index: int) -> None:
+        self.root = root
+        self.name = f"{statefulset['metadata']['name']}-{index}"
+        self.fields = {"metadata.name": self.name, "metadata.namespace": "claimx"}
+
+    def path(self, text: str, container: dict[str, Any]) -> str:
+        """``text`` with each mount path in it moved to its volume's folder, in one pass."""
+        folders = {m["mountPath"]: self.root / m["name"] for m in container["volumeMounts"]}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        mounts = "|".join(re.escape(p) for p in sorted(folders, key=len, reverse=True))
+        return re.sub(f"({mounts})(?![\\w.-])", lambda m: str(folders[m[1]]), text)
+
+    def env(self, container: dict[str, Any]) -> dict[str, str]:
+        """The container's own variables (secrets left out: nothing here reads them)."""
+        env = {}
+        for entry in container["env"]:
+            if "value" in entry:
+                env[entry["name"]] = self.path(entry["value"], container)
+            elif "fieldRef" in entry["valueFrom"]:
+                env[entry["name"]] = self.fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+        return env
+
+
 @pytest.mark.parametrize("stage", ["enrich"])
 def test_init_scripts_lay_out_a_cluster_bytewax_accepts(stage: str, tmp_path: Path) -> None:
-    """Both init containers of every pod, run for real with paths moved under tmp, then the
-    cluster started from what they made."""
+    """Both init containers of every pod, then the main container's command: each run for real
+    with the manifest's own variables and the volumes as folders under tmp."""
     sts = by_kind("StatefulSet")[f"claimx-{stage}"]
-    init = {c["name"]: c["command"][-1] for c in sts["spec"]["template"]["spec"]["initContainers"]}
-    processes = 2
-    dirs = []
-    for index in range(processes):
-        pod = tmp_path / f"pod{index}"
-        dirs.append(pod / "recovery")
-        env = {
-            "BYTEWAX_POD_NAME": f"claimx-{stage}-{index}",
-            "BYTEWAX_STATEFULSET_NAME": f"claimx-{stage}",
-            "POD_NAMESPACE": "claimx",
-            "BYTEWAX_RECOVERY_DIRECTORY": str(pod / "recovery"),
-            "CLAIMX_PROCESSES": str(processes),
-            "CLAIMX_RECOVERY_PARTS_PER_PROCESS": "2",
-        }
-        (pod / "etc").mkdir(parents=True)
-        run_init(init["peers"].replace("/etc/bytewax", str(pod / "etc")), env)
-        run_init(init["recovery"], env)
-        run_init(init["recovery"], env)  # a restarted pod keeps its partitions
-        hosts = (pod / "etc/hostfile").read_text().split()
-        assert hosts == [
+    spec = sts["spec"]["template"]["spec"]
+    init = {c["name"]: c for c in spec["initContainers"]}
+    processes = int(env_of(main_container(sts))["CLAIMX_PROCESSES"])
+    assert processes >= 2  # a cluster, so that the pod index really is the process id
+    pods = [Pod(tmp_path / f"pod{index}", sts, index) for index in range(processes)]
+    for pod in pods:
+        for name in ["peers", "recovery", "recovery"]:  # a restarted pod keeps its partitions
+            container = init[name]
+            run_init(pod.path(container["command"][-1], container), pod.env(container))
+        hostfile = Path(pod.env(main_container(sts))["BYTEWAX_HOSTFILE_PATH"])
+        assert hostfile.read_text().split() == [
             f"claimx-{stage}-{i}.claimx-{stage}.claimx.svc.cluster.local:9999"
             for i in range(processes)
         ]
-    assert sorted(p.name for p in dirs[0].iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
-    assert sorted(p.name for p in dirs[1].iterdir()) == ["part-2.sqlite3", "part-3.sqlite3"]
+    for index, pod in enumerate(pods):
+        parts = sorted(p.name for p in (pod.root / "recovery").iterdir())
+        assert parts == [f"part-{2 * index}.sqlite3", f"part-{2 * index + 1}.sqlite3"]
 
-    # The two "pods" as a real two-process Bytewax cluster resuming from those partitions.
-    flow = tmp_path / "tiny.py"
-    flow.write_text(
+    # The main container's command and variables, with a tiny flow for the stage's: pod i must
+    # be process i of the cluster, resume from the partitions its init made, and start with a
+    # working directory it cannot write to (the root filesystem is read-only; this test may run
+    # as root, so a folder where Bytewax's API writes dataflow.json stands for that).
+    (tmp_path / "tiny.py").write_text(
         "import bytewax.operators as op\n"
         "from bytewax.dataflow import Dataflow\n"
         "from bytewax.testing import TestingSource\n"
         "flow = Dataflow('tiny')\n"
         "op.inspect('out', op.input('in', flow, TestingSource(range(4))))\n"
     )
+    readonly = tmp_path / "app"
+    (readonly / "dataflow.json").mkdir(parents=True)
     from claimx_flow.lab.process import free_port
 
-    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "tiny:flow", "-i", str(i), "-a", addresses],
-            cwd=tmp_path,
-            env={
-                **os.environ,
-                "BYTEWAX_RECOVERY_DIRECTORY": str(dirs[i]),
-                "BYTEWAX_SNAPSHOT_INTERVAL": "1",
-                "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "0",
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    # The pods' DNS names resolve only in the cluster, and each pod has its own network.
+    addresses = [f"127.0.0.1:{free_port()}" for _ in pods]
+    container = main_container(sts)
+    command = [*container.get("command", image_entrypoint()), *container["args"]]
+    assert command == ["python", "-m", "bytewax.run", f"dataflows.{stage}:flow"]
+    runs = []
+    for pod in pods:
+        env = pod.env(main_container(sts))
+        Path(env["BYTEWAX_HOSTFILE_PATH"]).write_text("\n".join(addresses) + "\n")
+        env["BYTEWAX_DATAFLOW_API_PORT"] = str(free_port())
+        env["PYTHONPATH"] = str(tmp_path)
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, *command[1:3], "tiny:flow"],
+                cwd=readonly,
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         )
-        for i in range(processes)
-    ]
     outputs = [run.communicate(timeout=60)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert [run.returncode for run in runs] == [0] * processes, outputs
     assert "MissingPartitions" not in "".join(outputs)
+    assert all((pod.root / "tmp/dataflow.json").is_file() for pod in pods)
