@@ -183,9 +183,17 @@ def grace_period_s(stage: Stage) -> int:
 
 
 # The peer list: one address per process, the pod's stable DNS name in the headless Service.
+# A pod past the process count (a bare `kubectl scale`) would be a process outside the mesh.
 HOSTFILE_SCRIPT = f"""set -eu
 name="$BYTEWAX_STATEFULSET_NAME"
 domain="$name.$POD_NAMESPACE.svc.cluster.local"
+index="${{BYTEWAX_POD_NAME##*-}}"
+if [ "$index" -ge "$CLAIMX_PROCESSES" ]; then
+  echo "pod $BYTEWAX_POD_NAME is past this stage's $CLAIMX_PROCESSES processes" \\
+    "(CLAIMX_PROCESSES): a stage is scaled by a redeploy, not kubectl scale" \\
+    "(docs/kubernetes.md, Scaling)" >&2
+  exit 1
+fi
 : > {HOSTFILE}
 i=0
 while [ "$i" -lt "$CLAIMX_PROCESSES" ]; do
@@ -196,14 +204,29 @@ done
 
 # This pod's share of the recovery partitions, made once: all are created, then the ones other
 # pods own are removed (pod i owns [i*P, (i+1)*P)); Bytewax finds the union across the cluster.
+# Partitions kept from another process count (a rescale onto the old volumes) are refused here,
+# with the way out, rather than by Bytewax in a crash loop ("Inconsistent partition counts").
 RECOVERY_SCRIPT = """set -eu
 dir="$BYTEWAX_RECOVERY_DIRECTORY"
 index="${BYTEWAX_POD_NAME##*-}"
+parts=$((CLAIMX_PROCESSES * CLAIMX_RECOVERY_PARTS_PER_PROCESS))
 if ls "$dir"/part-*.sqlite3 >/dev/null 2>&1; then
+  made=$(python -c 'import glob, sqlite3, sys
+counts = {c for f in glob.glob(sys.argv[1] + "/part-*.sqlite3")
+          for (c,) in sqlite3.connect(f).execute("SELECT part_count FROM parts")}
+print(" ".join(map(str, sorted(counts))))' "$dir")
+  if [ "$made" != "$parts" ]; then
+    echo "the recovery partitions in $dir were made for a count of $made, and this stage now" \\
+      "needs $parts ($CLAIMX_PROCESSES processes): a rescale starts on fresh recovery volumes." \\
+      "Scale the StatefulSet to 0, delete its claims recovery-$BYTEWAX_STATEFULSET_NAME-*," \\
+      "and scale it to" \\
+      "$CLAIMX_PROCESSES (docs/kubernetes.md, Scaling)" >&2
+    exit 1
+  fi
   echo "recovery partitions already in $dir"; exit 0
 fi
 mkdir -p "$dir"
-python -m bytewax.recovery "$dir" $((CLAIMX_PROCESSES * CLAIMX_RECOVERY_PARTS_PER_PROCESS))
+python -m bytewax.recovery "$dir" "$parts"
 for part in "$dir"/part-*.sqlite3; do
   n="${part##*/part-}"; n="${n%.sqlite3}"
   [ $((n / CLAIMX_RECOVERY_PARTS_PER_PROCESS)) -eq "$index" ] || rm "$part"

@@ -297,14 +297,16 @@ def test_the_operator_sets_the_client_id_in_one_place(tmp_path: Path) -> None:
     }
 
 
-def run_init(script: str, env: dict[str, str]) -> None:
+def run_init(script: str, env: dict[str, str], code: int = 0) -> str:
+    """The init script run as its container would, to the exit ``code`` expected; its stderr."""
     ran = subprocess.run(
         ["sh", "-c", script],
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env},
         capture_output=True,
         text=True,
     )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.returncode == code, ran.stdout + ran.stderr
+    return ran.stderr
 
 
 def image_entrypoint() -> list[str]:
@@ -407,3 +409,28 @@ def test_init_scripts_lay_out_a_cluster_bytewax_accepts(stage: str, tmp_path: Pa
     assert [run.returncode for run in runs] == [0] * processes, outputs
     assert "MissingPartitions" not in "".join(outputs)
     assert all((pod.root / "tmp/dataflow.json").is_file() for pod in pods)
+
+
+def test_init_scripts_refuse_a_rescale_onto_the_old_volumes(tmp_path: Path) -> None:
+    """A redeploy with another process count onto the recovery volumes of the last one, and a
+    bare ``kubectl scale`` past the process count: each pod's init stops with the way out,
+    before Bytewax would crash-loop on partitions of two counts or a mesh without the pod."""
+    sts = by_kind("StatefulSet")["claimx-enrich"]
+    init = {c["name"]: c for c in sts["spec"]["template"]["spec"]["initContainers"]}
+    pod = Pod(tmp_path, sts, 1)
+    recovery, peers = init["recovery"], init["peers"]
+    env = pod.env(recovery)
+    run_init(recovery["command"][-1], {**env, "CLAIMX_PROCESSES": "3"})
+    rescaled = {**env, "CLAIMX_PROCESSES": "4"}
+    said = run_init(recovery["command"][-1], rescaled, code=1)
+    assert "made for a count of 6, and this stage now needs 8 (4 processes)" in said
+    assert "delete its claims recovery-claimx-enrich-*" in said
+    assert sorted(p.name for p in (tmp_path / "recovery").iterdir()) == [
+        "part-2.sqlite3",
+        "part-3.sqlite3",
+    ]  # left as they were
+
+    script = pod.path(peers["command"][-1], peers)
+    run_init(script, {**pod.env(peers), "CLAIMX_PROCESSES": "2"})
+    said = run_init(script, {**pod.env(peers), "CLAIMX_PROCESSES": "1"}, code=1)
+    assert "pod claimx-enrich-1 is past this stage's 1 processes" in said
