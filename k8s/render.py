@@ -613,7 +613,8 @@ NO SHARED DOWNLOAD CACHE: the chart's StatefulSet (statefulset.yaml@7c44682) mou
 extraVolumeMounts into its init-hostfile container only, never into the dataflow container,
 so these values cannot mount the cache at CACHE_DIR={CACHE_DIR}. The root filesystem is
 read-only: this stage's preflight refuses to start (exit 2, "download cache") until a shared
-ReadWriteMany volume is mounted there. Deploy download and upload with k8s/ instead.
+ReadWriteMany volume is mounted there, so waxctl/deploy.sh leaves it out: deploy download and
+upload from k8s/ (docs/kubernetes.md, "waxctl", gives the commands).
 """
     return "".join(f"# {line}\n" for line in text.splitlines())
 

@@ -2,7 +2,7 @@
 
     python waxctl/command.py deploy waxctl/values/enrich.yaml CHART  # the command, one arg a line
     python waxctl/command.py chart-values waxctl/values/enrich.yaml  # what CHART (-V) must hold
-    python waxctl/command.py stages                                  # the stages, from the catalog
+    python waxctl/command.py stages                                  # the stages the chart runs
 
 The values files are rendered from the same table as k8s/ (``python k8s/render.py``): their
 ``deploy`` part becomes flags, their ``chart`` part is the Bytewax Helm chart values file.
@@ -23,7 +23,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from claimx_flow.catalog import STAGE_NAMES
+from claimx_flow.catalog import STAGE_NAMES, STAGES
+
+CHART_STAGES = [name for name in STAGE_NAMES if not STAGES[name].uses_cache]
+"""The stages the chart can run. Download and upload share a cache volume, which the chart
+cannot mount into the dataflow container: under it they would refuse to start (exit 2) and
+crash-loop, so they are deployed from k8s/ instead (docs/kubernetes.md, "waxctl")."""
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -65,7 +70,9 @@ def chart_values(values: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     if argv == ["stages"]:
-        print("\n".join(STAGE_NAMES))
+        left = [name for name in STAGE_NAMES if name not in CHART_STAGES]
+        print(f"left out: {', '.join(left)} (no shared cache under the chart)", file=sys.stderr)
+        print("\n".join(CHART_STAGES))
         return 0
     if argv[:1] == ["chart-values"] and len(argv) == 2:
         print(chart_values(load(Path(argv[1]))), end="")

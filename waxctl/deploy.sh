@@ -8,7 +8,8 @@
 # DRY_RUN=1: deploy adds `--dry-run -o yaml` (waxctl prints the manifests, applies nothing) and
 # delete leaves out --yes (waxctl then only reports what it would delete). PRINT=1 prints the
 # commands instead of running them. PYTHON picks the interpreter that has PyYAML and the
-# package (default: the project's .venv). The stage list comes from the catalog.
+# package (default: the project's .venv). The stage list comes from the catalog, less download
+# and upload: the chart cannot mount their shared cache (docs/kubernetes.md, "waxctl").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

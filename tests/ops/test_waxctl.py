@@ -34,6 +34,8 @@ IDENTITY: dict[str, Any] = yaml.safe_load(
     (REPO / "tests/ops/fixtures/azure_workload_identity.yaml").read_text()
 )
 CHART = CONTRACT["helm_chart"]
+CHART_STAGES = [stage for stage in STAGE_NAMES if not STAGES[stage].uses_cache]
+"""What deploy.sh deploys: the chart cannot mount the shared cache download and upload need."""
 
 
 def values_of(stage: str) -> dict[str, Any]:
@@ -119,10 +121,10 @@ def test_the_standin_rejects_what_waxctl_does_not_document(tmp_path: Path) -> No
 
 def test_deploy_makes_one_documented_call_per_catalog_stage(deployed: list[dict[str, Any]]) -> None:
     calls = deployed
-    assert [c["command"] for c in calls] == ["deploy"] * len(STAGE_NAMES)
+    assert [c["command"] for c in calls] == ["deploy"] * len(CHART_STAGES)
     sets = by_kind("StatefulSet")
     documented = {f["long"] for f in CONTRACT["waxctl"]["deploy_flags"]}
-    for stage, call in zip(STAGE_NAMES, calls, strict=True):
+    for stage, call in zip(CHART_STAGES, calls, strict=True):
         spec, sts = STAGES[stage], sets[f"claimx-{stage}"]
         env = env_of(main_container(sts))
         assert call["positionals"] == [f"dataflows/{stage}.py"]
@@ -156,7 +158,8 @@ def test_deploy_yes_dry_run_and_image_override(tmp_path: Path) -> None:
         IMAGE_TAG="9.9.9",
     )
     assert ran.returncode == 0, ran.stderr
-    assert len(calls) == len(STAGE_NAMES)
+    assert len(calls) == len(CHART_STAGES)
+    assert "left out: download, upload (no shared cache under the chart)" in ran.stderr
     for call in calls:
         assert call["flags"]["--yes"] == ["true"] and call["flags"]["--dry-run"] == ["true"]
         assert one(call, "--output-format") == "yaml"
@@ -173,11 +176,11 @@ def test_list_and_delete_use_documented_forms(tmp_path: Path) -> None:
     assert call["command"] == "list" and call["flags"] == {"--namespace": ["claimx"]}
     ran, calls = deploy_sh(["delete"], tmp_path)
     assert ran.returncode == 0, ran.stderr
-    assert [c["positionals"] for c in calls] == [[f"claimx-{s}"] for s in STAGE_NAMES]
+    assert [c["positionals"] for c in calls] == [[f"claimx-{s}"] for s in CHART_STAGES]
     assert all(c["flags"] == {"--namespace": ["claimx"], "--yes": ["true"]} for c in calls)
     ran, calls = deploy_sh(["delete"], tmp_path, DRY_RUN="1")  # without --yes waxctl only reports
     assert ran.returncode == 0, ran.stderr
-    assert all("--yes" not in c["flags"] for c in calls) and len(calls) == len(STAGE_NAMES)
+    assert all("--yes" not in c["flags"] for c in calls) and len(calls) == len(CHART_STAGES)
 
 
 # (b) The chart-values files the script wrote, against the chart's values tree.
@@ -203,7 +206,7 @@ def _check_tree(value: Any, schema: Any, path: str, problems: list[str]) -> None
 def test_chart_values_use_only_keys_the_chart_reads_with_their_types(
     deployed: list[dict[str, Any]],
 ) -> None:
-    for stage, call in zip(STAGE_NAMES, deployed, strict=True):
+    for stage, call in zip(CHART_STAGES, deployed, strict=True):
         chart = call["chart_values"]
         problems: list[str] = []
         _check_tree(chart, CHART["values_keys"], stage, problems)
@@ -240,7 +243,7 @@ def test_chart_values_fit_the_chart_container(deployed: list[dict[str, Any]]) ->
         if ln.startswith("USER ")
     ]
     uid = int(user[-1].split(":")[0])
-    for stage, call in zip(STAGE_NAMES, deployed, strict=True):
+    for stage, call in zip(CHART_STAGES, deployed, strict=True):
         chart, env = call["chart_values"], call["chart_values"]["env"]
         for name in ("CLAIMX_DATA_DIR", "TMPDIR"):
             assert any(env[name] == w or env[name].startswith(w + "/") for w in writable), name
@@ -253,10 +256,12 @@ def test_chart_values_fit_the_chart_container(deployed: list[dict[str, Any]]) ->
         # No pretending: extraVolumeMounts reach the init-hostfile container only, so the cache
         # cannot be mounted through them; CACHE_DIR stays where k8s/ mounts the shared claim.
         assert "extraVolumeMounts" not in chart
-        if STAGES[stage].uses_cache:
-            assert not any(env["CACHE_DIR"].startswith(w + "/") for w in writable)
-            assert "NO SHARED DOWNLOAD CACHE" in VALUES[stage].read_text()
     assert CHART["values_rendering"]["extraVolumeMounts"]["mounted_into"] == ["init-hostfile"]
+    # Which is why the stages that need it are left out, and their values files say so.
+    for stage in set(STAGE_NAMES) - set(CHART_STAGES):
+        env = values_of(stage)["chart"]["env"]
+        assert not any(env["CACHE_DIR"].startswith(w + "/") for w in writable)
+        assert "NO SHARED DOWNLOAD CACHE" in VALUES[stage].read_text()
 
 
 def test_chart_values_carry_workload_identity(deployed: list[dict[str, Any]]) -> None:
@@ -348,3 +353,29 @@ def test_every_stage_has_values_naming_an_importable_dataflow(
         [sys.executable, "-c", check, *modules], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
+
+
+def test_the_documented_apply_of_the_cache_stages_brings_what_their_pods_need() -> None:
+    """docs/kubernetes.md's commands for the two stages deploy.sh leaves out: exactly their
+    StatefulSets, and every object their pods name (ConfigMap, claim, ServiceAccount)."""
+    from tests.ops.test_manifests import K8S, documents, kustomized
+
+    text = (REPO / "docs/kubernetes.md").read_text().replace("\\\n", " ")
+    (applies,) = [ln for ln in text.splitlines() if "apply -f" in ln and "download" in ln]
+    files = [REPO / f for f in re.findall(r"-f (\S+)", applies)]
+    assert "kubectl apply -k k8s/identity" in text
+    objects = [doc for path in [*files, *kustomized(K8S / "identity")] for doc in documents(path)]
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    sets = [o for o in objects if o["kind"] == "StatefulSet"]
+    left_out = sorted(set(STAGE_NAMES) - set(CHART_STAGES))
+    assert sorted(s["metadata"]["name"] for s in sets) == [f"claimx-{s}" for s in left_out]
+    for sts in sets:
+        pod = sts["spec"]["template"]["spec"]
+        assert ("ServiceAccount", pod["serviceAccountName"]) in names
+        for ref in main_container(sts)["envFrom"]:
+            assert ("ConfigMap", ref["configMapRef"]["name"]) in names
+        for volume in pod["volumes"]:
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert ("PersistentVolumeClaim", claim) in names
+        assert ("Service", sts["spec"]["serviceName"]) in names
