@@ -13,9 +13,9 @@ from claimx_flow.config import Settings
 from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError
 from claimx_flow.dlq.columns import ColumnTally
+from claimx_flow.dlq.masking import masked_text
 from claimx_flow.dlq.queues import DlqName, dlq_topic
 from claimx_flow.dlq.reader import DeadLetter, read_range
-from claimx_flow.models.redaction import mask_url_queries
 
 Bounds = dict[int, tuple[int, int]]
 
@@ -23,7 +23,7 @@ Bounds = dict[int, tuple[int, int]]
 @dataclass
 class DlqSurvey:
     """One DLQ at a glance. Error counts cover the ``scanned`` newest records (all, if fewer);
-    error messages are counted with their URL query strings masked."""
+    error messages are counted masked (``masking``)."""
 
     dlq: DlqName
     topic: str
@@ -45,12 +45,12 @@ class DlqSurvey:
         if letter.failure is None:
             self.categories["unknown"] += 1
             self.error_classes["(no failure headers)"] += 1
-            self.errors["(no failure headers)", mask_url_queries(letter.failure_error or "")] += 1
+            self.errors["(no failure headers)", masked_text(letter.failure_error or "")] += 1
             return
         self.categories[letter.failure.error_category.value] += 1
         self.error_classes[letter.failure.error_class] += 1
         # URL queries masked: presigned URLs differing only in their signature are one error
-        message = mask_url_queries(letter.failure.error_message)
+        message = masked_text(letter.failure.error_message)
         self.errors[letter.failure.error_class, message] += 1
 
     def see_time(self, at: datetime | None) -> None:

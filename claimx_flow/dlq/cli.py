@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from claimx_flow.cli import prepare
 from claimx_flow.config import Settings, load_settings
@@ -39,10 +40,18 @@ from claimx_flow.dlq.documents import (
     plan_document,
     survey_document,
 )
-from claimx_flow.dlq.filters import ReplayFilter, parse_categories, parse_instant, split_list
+from claimx_flow.dlq.filters import (
+    ReplayFilter,
+    parse_categories,
+    parse_instant,
+    parse_positions,
+    split_list,
+)
+from claimx_flow.dlq.force import force_command
 from claimx_flow.dlq.purge import PurgePlan, execute_purge, plan_purge
 from claimx_flow.dlq.queues import DlqName
 from claimx_flow.dlq.render import (
+    force_line,
     letter_view,
     letters_table,
     outcome_view,
@@ -191,6 +200,14 @@ def replay_cmd(
     ),
     since: str | None = typer.Option(None, "--since", help="DLQ records at or after (ISO)."),
     until: str | None = typer.Option(None, "--until", help="DLQ records before (ISO)."),
+    positions: str | None = typer.Option(
+        None,
+        "--positions",
+        help="Only these records: PARTITION:OFFSET or PARTITION:FIRST-LAST, commas.",
+    ),
+    min_replays: int | None = typer.Option(
+        None, "--min-replays", min=1, help="Only records already replayed at least N times."
+    ),
     max_messages: int | None = typer.Option(None, "--max", min=1, help="Replay at most N."),
     rate: float | None = typer.Option(None, "--rate", min=0.01, help="At most N messages/s."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count and show; send nothing."),
@@ -213,13 +230,23 @@ def replay_cmd(
 
     The record's key and value are unchanged; its failure headers restart the attempt count,
     count one more replay and mark it replayed. Records already replayed --max-replays times
-    are parked: left in the DLQ and listed. A progress bar with counts shows on stderr when it
-    is a terminal (also with --output json, whose document alone goes to stdout).
+    are parked: left in the DLQ and listed, with the command that sends them anyway. A
+    progress bar with counts shows on stderr when it is a terminal (also with --output json,
+    whose document alone goes to stdout).
     """
     json_out = _as_json(output, json_out)
     options = ReplayOptions(
         selection=_selection(
-            event_ids, media_ids, project_id, category, event_type, error_contains, since, until
+            event_ids,
+            media_ids,
+            project_id,
+            category,
+            event_type,
+            error_contains,
+            since,
+            until,
+            positions,
+            min_replays,
         ),
         to_topic=to,
         max_messages=max_messages,
@@ -231,14 +258,27 @@ def replay_cmd(
     )
     with _failures_exit() as settings:
         outcome = _run_replay(settings, dlq, options, _timeout(ctx))
+    warn = Console(stderr=True, highlight=False)
+    for warning in outcome.warnings:
+        warn.print(Text.assemble(("warning: ", "bold yellow"), warning))
+    force = force_command(
+        dlq,
+        options.selection,
+        options.to_topic,
+        options.max_replays,
+        outcome.done.parked,
+        transactional=options.transactional,
+    )
     if json_out:
-        emit_json(outcome_document(outcome))
+        emit_json(outcome_document(outcome, force))
     else:
         Console().print(outcome_view(outcome))
+        if force is not None:
+            Console().print(force_line(force), soft_wrap=True)
         if outcome.interrupted:
             Console().print("[yellow]interrupted[/]: run the same command again to continue")
     done = outcome.done
-    if done.replayed == 0 or done.parked or done.truncated or outcome.interrupted:
+    if done.replayed == 0 or done.parked.total or done.truncated.total or outcome.interrupted:
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -251,6 +291,8 @@ def _selection(
     error_contains: str | None,
     since: str | None,
     until: str | None,
+    positions: str | None,
+    min_replays: int | None,
 ) -> ReplayFilter:
     try:
         return ReplayFilter(
@@ -262,6 +304,8 @@ def _selection(
             error_contains=error_contains or None,
             since=parse_instant(since),
             until=parse_instant(until),
+            positions=parse_positions(positions),
+            min_replays=min_replays,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

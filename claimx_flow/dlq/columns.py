@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from claimx_flow.dlq.masking import masked_text
 from claimx_flow.dlq.reader import DeadLetter
-from claimx_flow.models.redaction import mask_url_queries
 
 
 def masked(text: str | None) -> str | None:
-    return mask_url_queries(text) if text else text
+    return masked_text(text) if text else text
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class LetterColumns:
     """A DLQ record's columns in ``inspect`` (table and JSON) and their tallies in ``list``:
     ids, attempt and category from the ``claimx.*`` headers (ids completed from the body where
     the headers lack them); the event type from the body, which an enrichment task and a raw
-    event carry (``event_type``, or ``eventType`` in ClaimX's own spelling)."""
+    event carry (``event_type``, or ``eventType`` in ClaimX's own spelling: ``value_fields``)."""
 
     event_type: str | None
     project_id: str | None
@@ -31,16 +31,12 @@ def letter_columns(letter: DeadLetter) -> LetterColumns:
     ids = letter.ids
     failure = letter.failure
     return LetterColumns(
-        event_type=masked(letter.event_type or _plain(letter.value_fields.get("eventType"))),
+        event_type=masked(letter.event_type),
         project_id=masked(ids.project_id),
         media_id=masked(ids.media_id),
         attempt=failure.attempt if failure else None,
         error_category=failure.error_category.value if failure else None,
     )
-
-
-def _plain(value: object) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 @dataclass

@@ -3,22 +3,24 @@
 Bytes are shown as UTF-8 text where they decode, else base64, with an ``*_encoding`` field
 saying which; instants are ISO 8601 in UTC. Every URL's query string in a message's key, value,
 headers and error messages (base64 ones too) is masked (``https://host/path?***``): presigned
-URLs carry their signature and credential there. Only ``replay`` sends the raw bytes on.
+URLs carry their signature and credential there; so is credential-shaped text (``masking``).
+Only ``replay`` sends the raw bytes on.
 """
 
 from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from claimx_flow.dlq.browse import DlqSurvey
 from claimx_flow.dlq.columns import ColumnTally, letter_columns, masked
+from claimx_flow.dlq.masking import masked_header, masked_text
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
-from claimx_flow.models.redaction import mask_url_queries
 
 TOP = 5
 TOP_COLUMN = 10
@@ -34,22 +36,30 @@ def as_text(data: bytes | None) -> tuple[str | None, str | None]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
-def shown(data: bytes | None) -> tuple[str | None, str | None]:
-    """:func:`as_text` for people and exports, with URL query strings and credentials masked.
+def shown(
+    data: bytes | None, mask: Callable[[str], str] = masked_text
+) -> tuple[str | None, str | None]:
+    """:func:`as_text` for people and exports, with URL query strings and credentials masked
+    (``masking``).
 
     Bytes that are not UTF-8 are masked too, then shown as base64: one stray byte in a file
     name must not put its presigned URL's signature on the screen in base64."""
     if data is None:
         return None, None
     text = data.decode("utf-8", "surrogateescape")  # every byte kept, and masking sees the text
-    return as_text(mask_url_queries(text).encode("utf-8", "surrogateescape"))
+    return as_text(mask(text).encode("utf-8", "surrogateescape"))
+
+
+def shown_header(name: str, data: bytes | None) -> tuple[str | None, str | None]:
+    """:func:`shown` for a header: all of its value masked when its name says it is a secret."""
+    return shown(data, lambda text: masked_header(name, text))
 
 
 def masked_counts(counts: Counter[str]) -> Counter[str]:
-    """Counts keyed by text, with URL queries masked (keys that become equal are added up)."""
+    """Counts keyed by text, masked (keys that become equal are added up)."""
     merged: Counter[str] = Counter()
     for name, count in counts.items():
-        merged[mask_url_queries(name)] += count
+        merged[masked_text(name)] += count
     return merged
 
 
@@ -107,7 +117,7 @@ def letter_document(letter: DeadLetter) -> dict[str, Any]:
 
 
 def _header_document(name: str, raw: bytes | None) -> dict[str, Any]:
-    value, encoding = shown(raw)
+    value, encoding = shown_header(name, raw)
     return {"name": name, "value": value, "encoding": encoding}
 
 
@@ -139,7 +149,8 @@ def survey_document(bootstrap: str, surveys: list[DlqSurvey]) -> dict[str, Any]:
     }
 
 
-def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
+def outcome_document(outcome: ReplayOutcome, force: str | None = None) -> dict[str, Any]:
+    """The summary of a replay; ``force`` is the command that sends its parked records."""
     done = outcome.done
     return {
         "dlq": outcome.dlq.value,
@@ -149,10 +160,11 @@ def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
         "dry_run": outcome.dry_run,
         "replayed": done.replayed,
         "skipped_by_filter": done.skipped,
-        "parked": len(done.parked),
-        "parked_records": [_left(p) for p in done.parked],
-        "truncated": len(done.truncated),
-        "truncated_records": [_left(p) for p in done.truncated],
+        "parked": done.parked.total,
+        "parked_records": [vars(p) for p in done.parked.shown],
+        "force_parked": force,
+        "truncated": done.truncated.total,
+        "truncated_records": [vars(p) for p in done.truncated.shown],
         "by_target": dict(done.by_target.most_common()),
         "by_category": dict(done.by_category.most_common()),
         "by_error": dict(masked_counts(done.by_error).most_common()),
@@ -161,6 +173,7 @@ def outcome_document(outcome: ReplayOutcome) -> dict[str, Any]:
         "committed_offsets": _keyed(outcome.committed),
         "stopped_at_max": outcome.stopped_at_max,
         "interrupted": outcome.interrupted,
+        "warnings": list(outcome.warnings),
     }
 
 
@@ -188,14 +201,3 @@ def plan_document(plan: PurgePlan, *, dry_run: bool, removed: int) -> dict[str, 
 def _keyed(offsets: dict[int, int]) -> dict[str, int]:
     """JSON object keys are strings: partition numbers become ``"0"``, ``"1"``…"""
     return {str(p): o for p, o in sorted(offsets.items())}
-
-
-def _left(letter: DeadLetter) -> dict[str, object]:
-    """A record left in the DLQ by a replay (parked or truncated), by position and ids."""
-    return {
-        "partition": letter.partition,
-        "offset": letter.offset,
-        "event_id": letter.ids.event_id,
-        "media_id": letter.ids.media_id,
-        "replay_count": letter.replay_count,
-    }

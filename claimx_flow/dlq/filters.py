@@ -1,4 +1,5 @@
-"""Which DLQ records a replay takes: ids, project, category, error text, event type, time range.
+"""Which DLQ records a replay takes: ids, project, category, error text, event type, time
+range, and (for the command that forces parked records) positions and replay count.
 
 Filters are read from the failure headers first (the stage wrote the ids it knew there) and
 from the message body only where the headers say nothing, so a record whose ids came later
@@ -10,10 +11,28 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import NamedTuple
 
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.models.types import as_utc
+
+
+class OffsetSpan(NamedTuple):
+    """Offsets ``first`` to ``last`` (both included) of one partition."""
+
+    partition: int
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        end = "" if self.last == self.first else f"-{self.last}"
+        return f"{self.partition}:{self.first}{end}"
+
+
+# Conditions added after sessions were first named: left out of a fingerprint while unset, so
+# a session named before keeps its name (and its progress).
+_LATER = frozenset({"positions", "min_replays"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,8 @@ class ReplayFilter:
     error_contains: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    positions: frozenset[OffsetSpan] = frozenset()
+    min_replays: int | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
         ids = letter.ids
@@ -42,8 +63,32 @@ class ReplayFilter:
             self.error_contains is None or self._error_matches(letter),
             self.since is None or (letter.timestamp is not None and letter.timestamp >= self.since),
             self.until is None or (letter.timestamp is not None and letter.timestamp < self.until),
+            not self.positions or self._at_position(letter),
+            self.min_replays is None or letter.replay_count >= self.min_replays,
         )
         return all(checks)
+
+    def _at_position(self, letter: DeadLetter) -> bool:
+        return any(
+            s.partition == letter.partition and s.first <= letter.offset <= s.last
+            for s in self.positions
+        )
+
+    def narrowed(
+        self, starts: dict[int, int], ends: dict[int, int]
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """The offsets to read, narrowed to ``positions`` when given: forcing a few parked
+        records through does not read the whole DLQ."""
+        if not self.positions:
+            return starts, ends
+        narrow_starts, narrow_ends = {}, {}
+        for p, start in starts.items():
+            spans = [s for s in self.positions if s.partition == p]
+            first = min((s.first for s in spans), default=start)
+            last = max((s.last + 1 for s in spans), default=start)
+            narrow_starts[p] = min(max(start, first), ends[p])
+            narrow_ends[p] = max(min(ends[p], last), narrow_starts[p])
+        return narrow_starts, narrow_ends
 
     def _error_matches(self, letter: DeadLetter) -> bool:
         if letter.failure is None or self.error_contains is None:
@@ -60,6 +105,8 @@ class ReplayFilter:
         parts = []
         for spec in fields(self):
             value = getattr(self, spec.name)
+            if spec.name in _LATER and value == spec.default:
+                continue
             if isinstance(value, frozenset):
                 value = ",".join(sorted(str(v) for v in value))
             elif isinstance(value, datetime):
@@ -94,3 +141,21 @@ def parse_instant(text: str | None) -> datetime | None:
         return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         raise ValueError(f"not an ISO date or datetime: {text!r}") from None
+
+
+def parse_positions(text: str | None) -> frozenset[OffsetSpan]:
+    """``"0:17,1:3-9"`` → partition 0 offset 17, partition 1 offsets 3 to 9."""
+    spans = []
+    for part in split_list(text):
+        partition, _, offsets = part.partition(":")
+        first, _, last = offsets.partition("-")
+        try:
+            span = OffsetSpan(int(partition), int(first), int(last or first))
+        except ValueError:
+            raise ValueError(
+                f"not a position: {part!r} (PARTITION:OFFSET or PARTITION:FIRST-LAST)"
+            ) from None
+        if min(span) < 0 or span.last < span.first:
+            raise ValueError(f"not a position: {part!r} (offsets from 0, first to last)")
+        spans.append(span)
+    return frozenset(spans)

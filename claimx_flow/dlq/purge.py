@@ -18,6 +18,7 @@ from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError, kafka_reason
 from claimx_flow.dlq.queues import DlqName, dlq_topic
 from claimx_flow.kafka.records import kafka_millis
+from claimx_flow.models import redact
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ def _first_at_or_after(
         raise DlqError(
             f"cannot look up offsets by time in {topic}: {kafka_reason(settings, exc)}"
         ) from None
+    for tp in found:
+        if tp.error is not None:  # its offset says nothing: -1 would cut the whole partition
+            raise DlqError(
+                f"cannot look up offsets by time in {topic}[{tp.partition}]: "
+                f"{redact(tp.error.str(), settings.secret_values())}"
+            )
     # -1: no record at or after the instant, so every record is older.
     return {tp.partition: bounds[tp.partition][1] if tp.offset < 0 else tp.offset for tp in found}
 

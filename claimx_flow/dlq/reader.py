@@ -17,8 +17,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Messa
 
 from claimx_flow.dlq.clients import DlqError
 from claimx_flow.kafka.records import message_headers, moment_of_ms
-from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds
-from claimx_flow.models.parsing import json_fields, loose_text
+from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
+from claimx_flow.models.parsing import json_fields, loose_text, named_fields
 from claimx_flow.routing.failures import TRUNCATED_HEADER
 
 RawHeaders = list[tuple[str, bytes | None]]
@@ -49,8 +49,11 @@ class DeadLetter:
     def value_fields(self) -> dict[str, Any]:
         """The value's top-level JSON fields, or nothing: a fallback for ids and the event type.
 
-        A DLQ holds what could not be read, so this reads anything, nested past any depth."""
-        return json_fields(self.value)
+        A DLQ holds what could not be read, so this reads anything, nested past any depth. A
+        raw event's fields are also under their snake_case names whichever spelling its
+        producer used (``RawEvent``'s aliases: ``projectId``, ``eventType``…), so filters and
+        columns see a camelCase event's ids too."""
+        return named_fields(json_fields(self.value), RawEvent)
 
     @property
     def ids(self) -> MessageIds:

@@ -1,8 +1,8 @@
 """Rich views of the DLQ commands: tables an operator reads at a terminal.
 
 Everything taken from a message is wrapped in ``Text``, never parsed as markup: an error message
-holding ``[brackets]`` must show as written. URL query strings in a message's text are masked
-(presigned URLs carry their signature there; see ``documents.shown``).
+holding ``[brackets]`` must show as written. URL query strings and credential-shaped text in a
+message are masked (presigned URLs carry their signature there; see ``masking``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from rich.text import Text
 
 from claimx_flow.dlq.browse import DlqSurvey
 from claimx_flow.dlq.columns import ColumnTally, letter_columns, masked
-from claimx_flow.dlq.documents import masked_counts, shown
+from claimx_flow.dlq.documents import masked_counts, shown, shown_header
+from claimx_flow.dlq.left import LeftRecords
 from claimx_flow.dlq.purge import PurgePlan
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.dlq.replay import ReplayOutcome
@@ -186,7 +187,7 @@ def _headers_table(letter: DeadLetter) -> Table:
     table.add_column("name", style="dim", no_wrap=True)
     table.add_column("value")
     for name, raw in letter.headers:
-        text, encoding = shown(raw)
+        text, encoding = shown_header(name, raw)
         value = "(none)" if text is None else text if encoding == "utf-8" else f"base64:{text}"
         table.add_row(Text(name), Text(value))
     return table
@@ -199,6 +200,12 @@ def _value_preview(letter: DeadLetter) -> Text:
     label = "value" if encoding == "utf-8" else "value (base64)"
     cut = text if len(text) <= VALUE_PREVIEW else text[: VALUE_PREVIEW - 1] + "…"
     return Text.assemble((f"{label}: ", "bold cyan"), cut)
+
+
+def force_line(command: str) -> Text:
+    """The command that sends the parked records anyway; print it with ``soft_wrap`` so that
+    it stays one line to copy."""
+    return Text.assemble(("to send the parked records anyway, once: ", "bold"), command)
 
 
 def histogram(title: str, label: str, counts: Counter[str], limit: int = 10) -> Table:
@@ -231,8 +238,8 @@ def outcome_view(outcome: ReplayOutcome) -> RenderableType:
     summary.add_column(justify="right")
     summary.add_row(verb, f"{done.replayed:,}")
     summary.add_row("skipped by filter", f"{done.skipped:,}")
-    summary.add_row("parked (replay limit)", f"{len(done.parked):,}")
-    summary.add_row("left: truncated copies", f"{len(done.truncated):,}")
+    summary.add_row("parked (replay limit)", f"{done.parked.total:,}")
+    summary.add_row("left: truncated copies", f"{done.truncated.total:,}")
     session = Text(f"session {outcome.session} (consumer group {outcome.group})", style="dim")
     parts: list[RenderableType] = [summary, session]
     if outcome.dry_run and done.replayed:
@@ -242,25 +249,26 @@ def outcome_view(outcome: ReplayOutcome) -> RenderableType:
         ]
     if done.by_target:
         parts.append(histogram(f"{verb} to", "topic", done.by_target))
-    if done.parked:
+    if done.parked.total:
         parts.append(_left_table("parked: left in the DLQ", done.parked))
-    if done.truncated:
+    if done.truncated.total:
         title = "truncated copies: left in the DLQ (the original did not fit; not replayable)"
         parts.append(_left_table(title, done.truncated))
     return Group(*parts)
 
 
-def _left_table(title: str, letters: list[DeadLetter]) -> Table:
+def _left_table(title: str, left: LeftRecords) -> Table:
+    if left.total > len(left.shown):
+        title = f"{title} (the first {len(left.shown):,} of {left.total:,})"
     table = Table(title=title, box=box.ROUNDED, title_justify="left")
     for name in ("partition", "offset", "event id", "media id", "replays"):
         table.add_column(name, justify="right" if name in {"partition", "offset"} else "left")
-    for p in letters[:50]:
-        ids = p.ids
+    for p in left.shown:
         table.add_row(
             str(p.partition),
             str(p.offset),
-            Text(ids.event_id or "-"),
-            Text(ids.media_id or "-"),
+            Text(masked(p.event_id) or "-"),
+            Text(masked(p.media_id) or "-"),
             str(p.replay_count),
         )
     return table

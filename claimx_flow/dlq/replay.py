@@ -9,10 +9,12 @@ from the last committed offsets, so each record reaches its pending topic once.
 
 With ``--no-transactions`` (clusters without transactions, such as Azure Event Hubs Standard)
 the offsets are committed right after Kafka confirms each chunk: a crash between the two resends
-that one chunk, which the pipeline's idempotent sinks absorb.
+that one chunk, which the pipeline's idempotent sinks absorb. Ctrl-C is no crash: the sends
+queued so far are confirmed and committed before the run ends (``ReplayRun._stop``).
 
 A message is parked, not replayed, when it has already been replayed ``max_replays`` times: it
-stays in the DLQ and is listed, so a message that can never succeed does not loop forever. A
+stays in the DLQ and is listed (the first ``LEFT_SHOWN``, and how many), so a message that can
+never succeed does not loop forever; ``force.force_command`` says how to send them anyway. A
 truncated copy (``claimx.truncated``: the original did not fit the DLQ) is left and listed the
 same way: its cut value would only fail again, and its original size and sha256 tell an
 operator what to fetch from the source.
@@ -39,6 +41,7 @@ from claimx_flow.config import Settings
 from claimx_flow.dlq import clients
 from claimx_flow.dlq.clients import DlqError, kafka_reason
 from claimx_flow.dlq.filters import ReplayFilter
+from claimx_flow.dlq.left import LeftRecords
 from claimx_flow.dlq.queues import DlqName, dlq_topic, replay_target
 from claimx_flow.dlq.reader import DeadLetter, RawHeaders, read_range
 from claimx_flow.dlq.session import session_group, session_name, session_starts, transactional_id
@@ -80,8 +83,8 @@ class Tally:
 
     replayed: int = 0
     skipped: int = 0
-    parked: list[DeadLetter] = field(default_factory=list)
-    truncated: list[DeadLetter] = field(default_factory=list)
+    parked: LeftRecords = field(default_factory=LeftRecords)
+    truncated: LeftRecords = field(default_factory=LeftRecords)
     by_target: Counter[str] = field(default_factory=Counter)
     by_category: Counter[str] = field(default_factory=Counter)
     by_error: Counter[str] = field(default_factory=Counter)
@@ -89,8 +92,8 @@ class Tally:
     def add(self, other: Tally) -> None:
         self.replayed += other.replayed
         self.skipped += other.skipped
-        self.parked.extend(other.parked)
-        self.truncated.extend(other.truncated)
+        self.parked.merge(other.parked)
+        self.truncated.merge(other.truncated)
         self.by_target.update(other.by_target)
         self.by_category.update(other.by_category)
         self.by_error.update(other.by_error)
@@ -109,6 +112,7 @@ class ReplayOutcome:
     committed: dict[int, int] = field(default_factory=dict)  # the session's offsets after
     stopped_at_max: bool = False
     interrupted: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def to_scan(self) -> int:
@@ -207,17 +211,15 @@ class ReplayRun:
                 self._require_topic(self.options.to_topic)
             if not self.options.dry_run:
                 self._producer = self._start_producer(transactional_id(group))
-            starts = session_starts(self.settings, consumer, group, topic, bounds, self.timeout_s)
-            outcome = ReplayOutcome(
-                self.dlq,
-                topic,
-                name,
-                group,
-                self.options.dry_run,
-                starts,
-                {p: high for p, (_, high) in bounds.items()},
+            begun = session_starts(self.settings, consumer, group, topic, bounds, self.timeout_s)
+            starts, ends = self.options.selection.narrowed(
+                begun.starts, {p: high for p, (_, high) in bounds.items()}
             )
-            outcome.committed.update(starts)
+            outcome = ReplayOutcome(
+                self.dlq, topic, name, group, self.options.dry_run, starts, ends
+            )
+            outcome.warnings = begun.warnings
+            outcome.committed.update(begun.starts)
             self._loop(consumer, outcome, progress)
             return outcome
         finally:
@@ -241,8 +243,8 @@ class ReplayRun:
                     self._commit(consumer, outcome)
             self._commit(consumer, outcome)
         except KeyboardInterrupt:
-            self._abort()
             outcome.interrupted = True
+            self._stop(consumer, outcome)
         except (DlqError, KafkaException) as exc:
             self._abort()
             raise DlqError(
@@ -252,16 +254,20 @@ class ReplayRun:
             ) from None
 
     def _step(self, letter: DeadLetter) -> None:
+        self._take(letter)
+        # Only once the record is dealt with (its send queued): a stop commits what is read.
         self._positions[letter.partition] = letter.offset + 1
         self._unsaved += 1
+
+    def _take(self, letter: DeadLetter) -> None:
         if not self.options.selection.matches(letter):
             self._chunk.skipped += 1
             return
         if letter.replay_count >= self.options.max_replays:
-            self._chunk.parked.append(letter)
+            self._chunk.parked.add(letter)
             return
         if letter.truncated:
-            self._chunk.truncated.append(letter)
+            self._chunk.truncated.add(letter)
             return
         target = self.options.to_topic or replay_target(self.settings, self.dlq, letter.failure)
         self._require_topic(target)  # a dry run says so too, rather than promise a send
@@ -340,8 +346,28 @@ class ReplayRun:
             producer.begin_transaction()
             self._txn_open = True
 
+    def _stop(self, consumer: Consumer, outcome: ReplayOutcome) -> None:
+        """After Ctrl-C: a transaction's chunk is rolled back (sent again next run, unseen this
+        time). Without transactions nothing can take a send back, and closing the producer
+        would deliver what it holds, so every send queued is confirmed and committed with its
+        offsets: the next run starts after them instead of sending them again."""
+        if self.options.transactional:
+            self._abort()
+            return
+        try:
+            self._commit(consumer, outcome)
+        except (DlqError, KafkaException) as exc:
+            self._abort()
+            raise DlqError(
+                f"replay interrupted, and its last chunk not confirmed: run the same command "
+                f"again (it may send that chunk again): {kafka_reason(self.settings, exc)}"
+            ) from None
+
     def _abort(self) -> None:
         self._chunk = Tally()
+        if self._producer is not None and not self.options.transactional:
+            # Not sent yet, so not sent at all: the next run sends them from the last commit.
+            self._producer.purge(in_queue=True, in_flight=False)
         if self._producer is None or not self._txn_open:
             return
         self._txn_open = False

@@ -10,6 +10,7 @@ not take.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -17,6 +18,7 @@ from claimx_flow.config import Settings
 from claimx_flow.dlq.clients import DlqError, kafka_reason
 from claimx_flow.dlq.filters import ReplayFilter
 from claimx_flow.dlq.queues import DlqName
+from claimx_flow.models import redact
 
 
 def session_name(selection: ReplayFilter, to_topic: str | None, explicit: str | None) -> str:
@@ -38,6 +40,14 @@ def transactional_id(group: str) -> str:
     return f"{group}-tx"
 
 
+@dataclass(frozen=True)
+class SessionStart:
+    """Where a session continues in each partition, and what an operator must hear about it."""
+
+    starts: dict[int, int]
+    warnings: tuple[str, ...] = ()
+
+
 def session_starts(
     settings: Settings,
     consumer: Consumer,
@@ -45,10 +55,13 @@ def session_starts(
     topic: str,
     bounds: dict[int, tuple[int, int]],
     timeout_s: float,
-) -> dict[int, int]:
+) -> SessionStart:
     """Where the session continues in each partition: its committed offset, else the start.
 
-    Offsets below the low watermark (purged or expired records) start at the low watermark.
+    Offsets below the low watermark (purged or expired records) start at the low watermark. A
+    partition whose progress Kafka could not read is an error: read as "no progress", it would
+    send everything again. Progress past the end means the topic was made anew (its records
+    are new to this session), so that partition starts over, and the operator is told.
     """
     asked = [TopicPartition(topic, p) for p in sorted(bounds)]
     try:
@@ -57,8 +70,23 @@ def session_starts(
         raise DlqError(
             f"cannot read the replay progress of group {group}: {kafka_reason(settings, exc)}"
         ) from None
+    for tp in committed:
+        if tp.error is not None:
+            raise DlqError(
+                f"cannot read the replay progress of group {group} in {topic}[{tp.partition}]: "
+                f"{redact(tp.error.str(), settings.secret_values())}"
+            )
     starts: dict[int, int] = {}
+    warnings: list[str] = []
     for tp in committed:
         low, high = bounds[tp.partition]
-        starts[tp.partition] = low if tp.offset < 0 else max(low, min(tp.offset, high))
-    return starts
+        if tp.offset > high:
+            warnings.append(
+                f"session progress in {topic}[{tp.partition}] is at offset {tp.offset}, past "
+                f"the end ({high}): the topic was made anew? replaying that partition from "
+                f"its start ({low})"
+            )
+            starts[tp.partition] = low
+            continue
+        starts[tp.partition] = low if tp.offset < 0 else max(low, tp.offset)
+    return SessionStart(starts, tuple(warnings))

@@ -6,8 +6,10 @@ A message that cannot be read is data for a DLQ, not a crash: the stage catches
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ValidationError
@@ -63,6 +65,29 @@ def json_fields(value: bytes | None) -> dict[str, Any]:
         return {}
 
 
+def named_fields(fields: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """``fields`` with each of ``model``'s fields also under its Python name, taken from the
+    first spelling the model accepts (``projectId`` for ``project_id``), as validation would:
+    the operator's tools read ids off a message that failed validation with the model's own
+    aliases, so a camelCase event is not a message without ids."""
+    named = dict(fields)
+    for name, choices in _alias_choices(model).items():
+        present = next((choice for choice in choices if choice in fields), None)
+        if present is not None:
+            named[name] = fields[present]
+    return named
+
+
+@functools.cache
+def _alias_choices(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    spellings = {}
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or name]
+        spellings[name] = tuple(choice for choice in choices if isinstance(choice, str))
+    return spellings
+
+
 def loose_text(value: object) -> str | None:
     """A JSON field as an id's text for display and filters, or ``None`` where it is none
     (``7.0`` reads ``"7"``, as ``normalise_id`` would have it)."""
@@ -109,12 +134,7 @@ def reason_from(
 
 
 def _canonical_names(model: type[BaseModel]) -> dict[str, str]:
-    names = {}
-    for name, info in model.model_fields.items():
-        alias = info.validation_alias
-        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-        names.update({choice: name for choice in choices if isinstance(choice, str)})
-    return names
+    return {choice: name for name, choices in _alias_choices(model).items() for choice in choices}
 
 
 def _short(message: str) -> str:

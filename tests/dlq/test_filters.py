@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from claimx_flow.dlq.filters import ReplayFilter, parse_categories, parse_instant, split_list
+from claimx_flow.dlq.filters import (
+    ReplayFilter,
+    parse_categories,
+    parse_instant,
+    parse_positions,
+    split_list,
+)
 from claimx_flow.dlq.reader import DeadLetter
 from claimx_flow.errors import ErrorCategory
 from tests.dlq.helpers import failure, hour, task_value
@@ -88,6 +94,21 @@ def test_fingerprints_tell_filter_sets_apart() -> None:
     assert a.fingerprint() == ReplayFilter(event_ids=frozenset({"b", "a"})).fingerprint()
     assert a.fingerprint() != ReplayFilter(media_ids=frozenset({"a", "b"})).fingerprint()
     assert ReplayFilter().is_empty and not a.is_empty
+    # Conditions added since sessions were first named leave the names of sessions without
+    # them alone (a renamed session would send everything again); set, they make a new one.
+    assert ReplayFilter(event_ids=frozenset({"evt_1", "evt_4"})).fingerprint() == "4db26ab977"
+    forcing = ReplayFilter(positions=parse_positions("0:3-9,1:4"), min_replays=3)
+    assert forcing.fingerprint() != ReplayFilter(min_replays=3).fingerprint()
+
+
+def test_positions_and_replay_count_select_and_narrow_the_read() -> None:
+    selection = ReplayFilter(positions=parse_positions("0:2-3,0:5"), min_replays=1)
+    letters = [_letter(n, replay_count=n % 2) for n in range(6)]
+    assert {d.offset for d in letters if selection.matches(d)} == {3, 5}
+    assert selection.narrowed({0: 0, 1: 0}, {0: 9, 1: 9}) == ({0: 2, 1: 0}, {0: 6, 1: 0})
+    for bad in ("0", "a:1", "0:5-2", "-1:3"):
+        with pytest.raises(ValueError, match="not a position"):
+            parse_positions(bad)
 
 
 def test_a_body_nested_past_any_depth_has_no_fields_and_stops_no_listing() -> None:

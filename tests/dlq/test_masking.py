@@ -1,13 +1,17 @@
-"""Presigned URLs in dead letters: every view and export of ``claimx dlq`` masks their query
-strings (signatures, credentials, the ClaimX ``systemDate``/``expires`` signature) in values,
-keys, headers and error messages; ``replay`` sends the bytes on unchanged."""
+"""Presigned URLs and credentials in dead letters: every view and export of ``claimx dlq`` masks
+URL query strings (signatures, credentials, the ClaimX ``systemDate``/``expires`` signature) and
+credential-shaped text in values, keys, headers and error messages, and keeps ordinary words;
+``replay`` sends the bytes on unchanged."""
 
 from __future__ import annotations
 
 import base64
 import json
 
+import pytest
+
 from claimx_flow.dlq.documents import shown
+from claimx_flow.dlq.masking import masked_text
 from claimx_flow.models.redaction import mask_url_queries
 from tests.dlq.helpers import Pipeline, claimx, failure, hour, put, read_all
 
@@ -149,3 +153,65 @@ def test_a_value_that_is_not_utf8_is_masked_before_its_base64() -> None:
     decoded = base64.b64decode(text)
     assert b"SIGsecret1" not in decoded
     assert decoded.startswith(b'{"file_name": "caf\xe9.jpg", "download_url": "https://b.s3')
+
+
+BASIC = base64.b64encode(b"claimx-svc:Hunter2-Basic").decode()
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjbGFpbXgifQ.SigJwt0042"
+CREDENTIALS = ("hunter2Body", BASIC, "Hunter2-Basic", "SaslPw77", "AccKey0099", "SigJwt0042")
+WORDS = ("Basic Claim Form.pdf", "pwd: reset needed", "Basic Coverage", "token count 3")
+
+
+def test_views_mask_credentials_in_bodies_and_headers_and_keep_words(pipeline: Pipeline) -> None:
+    value = json.dumps(
+        {
+            "media_id": "9",
+            "file_name": WORDS[0],
+            "note": f"{WORDS[1]}; {WORDS[2]}; {WORDS[3]}",
+            "password": "hunter2Body",
+            "auth": f"Basic {BASIC}",
+            "storage": "AccountName=claims;AccountKey=AccKey0099;EndpointSuffix=core",
+            "upstream": f"Bearer {JWT}",
+        }
+    ).encode()
+    info = failure("evt_9", origin_topic=pipeline["downloads.pending"], stage="download")
+    headers = [
+        ("Authorization", f"Basic {BASIC}".encode()),
+        ("x-client", b'sasl.jaas.config=PlainLoginModule username="u" password="SaslPw77";'),
+        *info.to_headers(),
+    ]
+    put(pipeline.bootstrap, pipeline["downloads.dlq"], [(b"9", value, headers)], [hour(1)])
+
+    for args in (("inspect", "download"), ("inspect", "download", "-o", "json")):
+        result = claimx(pipeline, *args)
+        assert result.exit_code == 0, (args, result.output)
+        for secret in CREDENTIALS:
+            assert secret not in result.output, (args, secret)
+        flat = " ".join(result.output.split())
+        for word in WORDS:
+            assert word in flat, (args, word)
+    replayed = claimx(pipeline, "replay", "download")
+    assert replayed.exit_code == 0, replayed.output
+    (sent,) = read_all(pipeline.bootstrap, pipeline["downloads.pending"])
+    assert sent.value == value  # the bytes go on as they were
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"password": "hunter2"}', '{"password": "***"}'),
+        ("{'db_password': 'hunter2', 'n': 1}", "{'db_password': '***', 'n': 1}"),
+        ('{\\"clientSecret\\": \\"s3cr3t\\"}', '{\\"clientSecret\\": \\"***\\"}'),
+        ("password=hunter2&user=u", "password=***&user=u"),
+        (f"Authorization: Basic {BASIC}", "Authorization: Basic ***"),
+        ("Authorization: Bearer opaque-42", "Authorization: Bearer ***"),
+        (f"sent Basic {BASIC} to it", "sent Basic *** to it"),
+        (f"Bearer {JWT}", "Bearer ***"),
+        *((word, word) for word in WORDS),
+        ("Basic Information", "Basic Information"),
+        ("password reset requested", "password reset requested"),
+        ('{"token_count": 3, "passwordless": true}', '{"token_count": 3, "passwordless": true}'),
+    ],
+)
+def test_credential_shapes_are_masked_and_words_kept(text: str, expected: str) -> None:
+    assert masked_text(text) == expected
+    assert masked_text(expected) == expected

@@ -200,6 +200,27 @@ def test_without_transactions_a_replay_still_resumes_without_duplicates(pipeline
     assert len(seen) == 5 and set(seen.values()) == {1}
 
 
+def test_ctrl_c_without_transactions_commits_what_was_sent(pipeline: Pipeline) -> None:
+    """Nothing takes a send back without a transaction: an interrupted run confirms and commits
+    the sends it queued, so the next run sends only the rest."""
+    _letters(pipeline, 8)
+
+    def ctrl_c(read: int, _total: int) -> None:
+        if read == 3:
+            raise KeyboardInterrupt
+
+    options = ReplayOptions(transactional=False)
+    first = replay(pipeline.settings, DlqName.ENRICHMENT, options, progress=ctrl_c)
+    rest = claimx(pipeline, "replay", "enrichment", "--no-transactions", "--json")
+
+    assert rest.exit_code == 0, rest.output
+    seen = Counter(r.value for r in read_all(pipeline.bootstrap, pipeline["enrichment.pending"]))
+    assert sorted(seen) == sorted(task_value(f"evt_{i}") for i in range(8))
+    assert set(seen.values()) == {1}, seen
+    assert first.interrupted and first.done.replayed == 3
+    assert json.loads(rest.stdout)["replayed"] == 5
+
+
 def test_a_crash_between_confirmed_sends_and_commit_duplicates_nothing(pipeline: Pipeline) -> None:
     _letters(pipeline, 8)
     crash = subprocess.run(
