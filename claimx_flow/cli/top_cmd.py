@@ -50,6 +50,7 @@ class _Watch:
 
     def close(self) -> None:
         self.scraper.close()
+        self.broker.close()
 
 
 def top(

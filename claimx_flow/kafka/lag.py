@@ -18,18 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import KafkaAdminError
-from claimx_flow.kafka.clients import client_config, failure_reason, settled
+from claimx_flow.kafka.clients import consumer_config, failure_reason, settled
+from claimx_flow.kafka.positions import group_offsets
 from claimx_flow.kafka.topics import ADMIN_TIMEOUT_S, admin_client, watermarks
 
 
@@ -43,20 +39,15 @@ class PartitionLag:
 
     @property
     def lag(self) -> int:
-        return self.end - (self.committed if self.committed is not None else 0)
+        """Never below 0: a group committed past the end (``past_end``) has nothing to read."""
+        return max(self.end - (self.committed if self.committed is not None else 0), 0)
 
-
-def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offsets, waiting out a coordinator that is still loading."""
-    answer = settled(
-        lambda: admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[
-            group
-        ].result(timeout=ADMIN_TIMEOUT_S),
-        what=f"read the offsets of {group}",
-        timeout_s=ADMIN_TIMEOUT_S,
-        pause_s=0.5,
-    )
-    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+    @property
+    def past_end(self) -> bool:
+        """The group's offset is above the partition's end: the topic was deleted and made
+        again, and a position from before (a stage publishes what its recovery snapshots
+        kept) sits above the new end. A lag there would be negative, and means nothing."""
+        return self.committed is not None and self.committed > self.end
 
 
 def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
@@ -71,17 +62,22 @@ def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
             f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: "
             f"{failure_reason(admin, exc)}"
         ) from None
-    committed = _committed(admin, group)
-    consumer = Consumer({**client_config(settings), "group.id": f"{group}-lag-reader"})
+    places = [
+        (topic, partition)
+        for topic in topics
+        if (described := metadata.topics.get(topic))
+        for partition in sorted(described.partitions)
+    ]
+    # The stage's own group, asked as a consumer asks (never subscribed: it joins nothing).
+    consumer = Consumer(consumer_config(settings, group))
     try:
+        committed = group_offsets(consumer, group, places, ADMIN_TIMEOUT_S)
         rows = []
-        for topic in topics:
-            described = metadata.topics.get(topic)
-            for partition in sorted(described.partitions if described else []):
-                _, end = watermarks(consumer, TopicPartition(topic, partition))
-                rows.append(
-                    PartitionLag(group, topic, partition, end, committed.get((topic, partition)))
-                )
+        for topic, partition in places:
+            _, end = watermarks(consumer, TopicPartition(topic, partition))
+            rows.append(
+                PartitionLag(group, topic, partition, end, committed.get((topic, partition)))
+            )
         return rows
     finally:
         consumer.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
+from claimx_flow.errors import KafkaAdminError
 from claimx_flow.kafka.clients import settled
 
 TIMEOUT_S = 30.0
@@ -63,6 +64,42 @@ def committed_positions(
     )
     return {
         found.partition: CommittedPosition(found.offset, snapshot_time(found.metadata))
+        for found in committed
+        if found.offset is not None and found.offset >= 0
+    }
+
+
+def group_offsets(
+    consumer: Consumer,
+    group: str,
+    places: Iterable[tuple[str, int]],
+    timeout_s: float = TIMEOUT_S,
+) -> dict[tuple[str, int], int]:
+    """The committed offset of each ``(topic, partition)`` that has one, in the group of
+    ``consumer`` (a consumer made with that ``group.id`` that never subscribes, so it never
+    joins the group), waiting out a coordinator that is still loading.
+
+    Not the admin client's ListConsumerGroupOffsets: when the broker answers that the group's
+    coordinator is not ready (a new group, a broker just started), librdkafka crashes the
+    whole process in it (SIGSEGV in ``rd_kafka_cgrp_op``: librdkafka#5040,
+    confluent-kafka-python#1982), where a consumer's OffsetFetch looks the coordinator up again.
+    """
+    wanted = [TopicPartition(topic, partition) for topic, partition in places]
+    if not wanted:
+        return {}
+    committed = settled(
+        lambda: consumer.committed(wanted, timeout=timeout_s),
+        what=f"read the offsets of {group}",
+        timeout_s=timeout_s,
+    )
+    for found in committed:
+        if found.error is not None:  # read as "no offset", it would show the whole topic as lag
+            raise KafkaAdminError(
+                f"cannot read the offsets of {group} in {found.topic}[{found.partition}]: "
+                f"{found.error.str()}"
+            )
+    return {
+        (found.topic, found.partition): found.offset
         for found in committed
         if found.offset is not None and found.offset >= 0
     }

@@ -106,16 +106,23 @@ class OrphanTier:
         return self.state.messages
 
 
+def orphan_names(settings: Settings, topics: Iterable[str]) -> list[Tier]:
+    """The tiers among ``topics`` (names on the cluster) that name a configured pending topic
+    but no ladder: the one test of what an orphan is, for the retry stage that drains them and
+    for ``claimx top`` and ``claimx trace``, which must see what they hold."""
+    configured = {tier.topic for tier in all_tiers(settings)}
+    pending = (settings.claimx_enrichment_pending_topic, settings.claimx_downloads_pending_topic)
+    return [
+        tier
+        for name in sorted(topics)
+        if name not in configured and (tier := parse_tier(name, pending)) is not None
+    ]
+
+
 def orphan_tiers(settings: Settings) -> list[OrphanTier]:
     """Tier topics of the configured pending topics that the ladders no longer name and that
     hold messages (released or not: Kafka keeps them until retention removes them)."""
-    configured = {tier.topic for tier in all_tiers(settings)}
-    pending = (settings.claimx_enrichment_pending_topic, settings.claimx_downloads_pending_topic)
-    found = [
-        tier
-        for name in sorted(topic_names(settings))
-        if name not in configured and (tier := parse_tier(name, pending)) is not None
-    ]
+    found = orphan_names(settings, topic_names(settings))
     if not found:
         return []
     states = describe_topics(settings, [tier.topic for tier in found])

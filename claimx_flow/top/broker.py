@@ -5,25 +5,37 @@ Lag is read as ``claimx lag`` reads it (:class:`claimx_flow.kafka.lag.PartitionL
 each input partition minus the stage group's committed offset). A tier's waiting messages are
 those the retry stage has not released yet (its end minus the retry group's position, never
 below the low watermark); a DLQ's depth is its high minus low watermark, as ``claimx dlq list``
-counts it. One admin client serves every refresh, and each refresh asks for all offsets in one
-batched request.
+counts it. Orphan tiers (``routing.tiers.orphan_names``) that hold messages count as the retry
+stage drains them: among the tiers and the retry stage's inputs. A position past the end (a
+topic deleted and made again) counts 0 and is named, never a negative number. One admin client
+serves every refresh, and each refresh asks for all offsets in one batched request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, Ladder, StageName
 from claimx_flow.config import Settings
-from claimx_flow.kafka.clients import client_config, failure_reason
+from claimx_flow.errors import KafkaAdminError
+from claimx_flow.kafka.clients import client_config, consumer_config, failure_reason
 from claimx_flow.kafka.lag import PartitionLag
+from claimx_flow.kafka.positions import group_offsets
 from claimx_flow.models import redact
+from claimx_flow.routing.tiers import (
+    RetryLadder,
+    Tier,
+    download_ladder,
+    enrichment_ladder,
+    orphan_names,
+)
 
 
 @dataclass(frozen=True)
@@ -33,18 +45,33 @@ class BrokerView:
     """Tier topic → messages not released yet."""
     dlqs: dict[str, int] = field(default_factory=dict)
     """DLQ topic → messages it holds."""
+    orphans: tuple[Tier, ...] = ()
+    """Orphan tiers that hold messages, which the retry stage drains."""
     error: str | None = None
 
     def stage_lag(self, stage: StageName) -> int | None:
         rows = self.lag.get(stage)
         return None if rows is None else sum(r.lag for r in rows)
 
+    def past_end(self, stage: StageName) -> list[str]:
+        """``topic[partition]`` of each input the stage's group committed past the end of."""
+        return [f"{r.topic}[{r.partition}]" for r in self.lag.get(stage, []) if r.past_end]
 
-def tier_topics(settings: Settings, stage: StageName) -> list[str]:
-    """The tiers a stage's failures climb (the retry stage: every tier it releases)."""
+
+_LADDERS: dict[Ladder, Callable[[Settings], RetryLadder]] = {
+    "enrichment": enrichment_ladder,
+    "download": download_ladder,
+}
+
+
+def tier_topics(settings: Settings, stage: StageName, orphans: Iterable[Tier] = ()) -> list[str]:
+    """The tiers a stage's failures climb (the retry stage: every tier it releases), then the
+    ``orphans`` in front of the same pending topics, which the retry stage drains as well."""
     spec = catalog.stage(stage)
     ladders = [spec.ladder] if spec.ladder else list(spec.releases)
-    return [t for ladder in ladders for t in catalog.ladder_topics(settings, ladder)]
+    pending = {_LADDERS[ladder](settings).pending_topic for ladder in ladders}
+    configured = [t for ladder in ladders for t in catalog.ladder_topics(settings, ladder)]
+    return configured + [o.topic for o in orphans if o.pending_topic in pending]
 
 
 def dlq_topic(settings: Settings, stage: StageName) -> str | None:
@@ -57,6 +84,7 @@ class BrokerProbe:
         self.settings = settings
         self.timeout_s = timeout_s
         self.admin = AdminClient(client_config(settings))
+        self._consumers: dict[str, Consumer] = {}
 
     def _reason(self, exc: KafkaException) -> str:
         return redact(failure_reason(self.admin, exc), self.settings.secret_values())
@@ -69,6 +97,8 @@ class BrokerProbe:
                 error=f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: "
                 f"{self._reason(exc)}"
             )
+        except KafkaAdminError as exc:  # a group's offsets, after waiting out a settling cluster
+            return BrokerView(error=redact(str(exc), self.settings.secret_values()))
         except TimeoutError:
             return BrokerView(
                 error=f"Kafka at {self.settings.kafka_bootstrap_servers} gave no answer "
@@ -81,16 +111,29 @@ class BrokerProbe:
         inputs = {s: catalog.input_topics(settings, catalog.stage(s)) for s in STAGE_NAMES}
         ladders: tuple[Ladder, ...] = ("enrichment", "download")
         tiers = [t for ladder in ladders for t in catalog.ladder_topics(settings, ladder)]
+        orphans = orphan_names(settings, metadata.topics)
         dlqs = [d for s in STAGE_NAMES if (d := dlq_topic(settings, s))]
-        topics = list(dict.fromkeys([*[t for ts in inputs.values() for t in ts], *tiers, *dlqs]))
+        named = [*[t for ts in inputs.values() for t in ts], *tiers, *(o.topic for o in orphans)]
+        topics = list(dict.fromkeys([*named, *dlqs]))
         partitions = {
             t: sorted(metadata.topics[t].partitions)
             for t in topics
             if t in metadata.topics and metadata.topics[t].error is None
         }
         low, high = self._offsets(partitions)
+        held = tuple(
+            o
+            for o in orphans
+            if any(high[(o.topic, p)] > low[(o.topic, p)] for p in partitions.get(o.topic, []))
+        )
+        inputs["retry"] += [o.topic for o in held]
+        tiers += [o.topic for o in held]
         groups = {s: settings.consumer_group(catalog.stage(s).consumer) for s in STAGE_NAMES}
-        committed = {s: self._committed(g) for s, g in groups.items()}
+        reads = {**inputs, "retry": list(dict.fromkeys([*inputs["retry"], *tiers]))}
+        committed = {
+            s: self._committed(g, [(t, p) for t in reads[s] for p in partitions.get(t, [])])
+            for s, g in groups.items()
+        }
         lag = {
             stage: [
                 PartitionLag(groups[stage], t, p, high[(t, p)], committed[stage].get((t, p)))
@@ -102,13 +145,13 @@ class BrokerProbe:
         released = committed["retry"]
         waiting = {
             t: sum(
-                high[(t, p)] - max(low[(t, p)], released.get((t, p), 0), 0)
+                max(high[(t, p)] - max(low[(t, p)], released.get((t, p), 0)), 0)
                 for p in partitions.get(t, [])
             )
             for t in tiers
         }
         depth = {d: sum(high[(d, p)] - low[(d, p)] for p in partitions.get(d, [])) for d in dlqs}
-        return BrokerView(lag, waiting, depth)
+        return BrokerView(lag, waiting, depth, held)
 
     def _offsets(
         self, partitions: dict[str, list[int]]
@@ -127,15 +170,17 @@ class BrokerProbe:
             found.append(_results(futures, self.timeout_s))
         return found[0], found[1]
 
-    def _committed(self, group: str) -> dict[tuple[str, int], int]:
-        request = [ConsumerGroupTopicPartitions(group)]
-        future = self.admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
-        answer = future[group].result(timeout=self.timeout_s)
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in answer.topic_partitions or []
-            if tp.offset >= 0
-        }
+    def _committed(self, group: str, places: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's offsets, asked by a consumer of the group kept across refreshes
+        (``group_offsets`` says why not the admin client)."""
+        if group not in self._consumers:
+            self._consumers[group] = Consumer(consumer_config(self.settings, group))
+        return group_offsets(self._consumers[group], group, places, self.timeout_s)
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
 
 
 def _results(

@@ -1,20 +1,24 @@
 """One look at one stage process: its ``/metrics`` counters and its ``/health/ready`` answer.
 
 A process that does not answer is a result too (``reachable`` false, with the reason), never
-an exception: the view shows it and goes on.
+an exception: the view shows it and goes on. Nor may one that answers slowly hold the view:
+urlopen's timeout bounds each socket operation, not a name lookup or a body trickled a byte at
+a time, so each scrape has one deadline for both its requests.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,6 +43,8 @@ BREAKER = "claimx_api_circuit_breaker_state"
 STAGE_INFO = "claimx_stage_info"
 
 MAX_BODY = 8 * 1024 * 1024
+CHUNK = 64 * 1024
+THREAD_NAME = "claimx-top-scrape"
 
 
 @dataclass(frozen=True)
@@ -62,13 +68,38 @@ class Scrape:
     """The readiness checks that fail, with their detail."""
 
 
-def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
+def _get(url: str, timeout_s: float, deadline: float) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers={"Accept": "text/plain, application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-            return int(answer.status), answer.read(MAX_BODY)
+            return int(answer.status), _body(answer, deadline)
     except urllib.error.HTTPError as exc:  # readiness answers 503 with its reasons
-        return exc.code, exc.read(MAX_BODY)
+        return exc.code, _body(exc, deadline)
+
+
+class _Late(TimeoutError):
+    """The scrape's deadline passed while an answer was still arriving."""
+
+
+def _late(timeout_s: float) -> str:
+    return f"no answer within {timeout_s:g}s"
+
+
+def _body(answer: Any, deadline: float) -> bytes:
+    """Up to ``MAX_BODY`` bytes, in reads of what has arrived (``read1``: ``read(n)`` waits for
+    all n), until the ``time.monotonic()`` deadline: then ``_Late``, which ends this scrape's
+    thread soon after its caller stopped waiting for it."""
+    parts: list[bytes] = []
+    size = 0
+    while size < MAX_BODY:
+        if time.monotonic() > deadline:
+            raise _Late
+        chunk = answer.read1(min(CHUNK, MAX_BODY - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def _reason(error: BaseException) -> str:
@@ -130,15 +161,19 @@ def _readiness(body: bytes) -> tuple[str, ...]:
 
 
 def scrape(endpoint: Endpoint, timeout_s: float) -> Scrape:
-    """Metrics, then readiness; the first failure makes the process unreachable."""
+    """Metrics, then readiness, both within ``timeout_s``; the first failure makes the process
+    unreachable."""
     wall = datetime.now(UTC)
+    deadline = time.monotonic() + timeout_s
     try:
-        status, body = _get(endpoint.url("/metrics"), timeout_s)
+        status, body = _get(endpoint.url("/metrics"), timeout_s, deadline)
         at = time.monotonic()
         if status != 200:
             return Scrape(endpoint, at, wall, False, f"/metrics answered HTTP {status}")
         numbers = parse_metrics(body.decode("utf-8", "replace"), endpoint.stage)
-        status, body = _get(endpoint.url("/health/ready"), timeout_s)
+        status, body = _get(endpoint.url("/health/ready"), timeout_s, deadline)
+    except _Late:
+        return Scrape(endpoint, time.monotonic(), wall, False, _late(timeout_s))
     except (OSError, ValueError, http.client.HTTPException) as exc:  # not HTTP: a banner
         return Scrape(endpoint, time.monotonic(), wall, False, _reason(exc))
     ready = status == 200
@@ -154,16 +189,50 @@ def scrape(endpoint: Endpoint, timeout_s: float) -> Scrape:
 
 
 class Scraper:
-    """Scrapes every endpoint at once, on threads of its own."""
+    """Scrapes every endpoint at once and waits no longer than the timeout: a scrape still
+    running then is an unreachable row for this refresh.
+
+    Each scrape runs on a daemon thread of its own, and an endpoint whose last scrape still
+    runs gets no new one: a stuck endpoint holds one thread, however many refreshes pass, and
+    none holds the process at exit (a ``ThreadPoolExecutor`` joins its workers then).
+    """
 
     def __init__(self, endpoints: Sequence[Endpoint], timeout_s: float) -> None:
         self.endpoints = list(endpoints)
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=min(max(len(self.endpoints), 1), 16))
+        self._running: dict[Endpoint, Future[Scrape]] = {}
 
     def all(self) -> dict[Endpoint, Scrape]:
-        futures = [self._pool.submit(scrape, e, self.timeout_s) for e in self.endpoints]
-        return {f.result().endpoint: f.result() for f in futures}
+        wall = datetime.now(UTC)
+        started = {e: self._start(e) for e in self.endpoints if not self._busy(e)}
+        wait(started.values(), timeout=self.timeout_s)
+        return {e: self._result(e, started.get(e), wall) for e in self.endpoints}
+
+    def _busy(self, endpoint: Endpoint) -> bool:
+        running = self._running.get(endpoint)
+        return running is not None and not running.done()
+
+    def _start(self, endpoint: Endpoint) -> Future[Scrape]:
+        future: Future[Scrape] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(scrape(endpoint, self.timeout_s))
+            except BaseException as exc:  # handed to the caller, as an executor would
+                future.set_exception(exc)
+
+        name = f"{THREAD_NAME} {endpoint.address}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        self._running[endpoint] = future
+        return future
+
+    def _result(self, endpoint: Endpoint, future: Future[Scrape] | None, wall: datetime) -> Scrape:
+        if future is not None and future.done():
+            return future.result()
+        late = _late(self.timeout_s)
+        if future is None:
+            late += " (its last scrape is still waiting)"
+        return Scrape(endpoint, time.monotonic(), wall, False, late)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to stop: a scrape still running ends at its deadline, or with the process."""

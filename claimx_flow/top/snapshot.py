@@ -55,6 +55,8 @@ class StageRow:
     tier_topics: list[str]
     dlq: int | None
     dlq_topic: str | None
+    past_end: list[str]
+    """``topic[partition]`` its group committed past the end of (counted 0 in its lag)."""
 
     def rate(self, which: str) -> float | None:
         rates = [
@@ -161,7 +163,7 @@ def combine(
         processes = [
             process_row(before.get(e), s, clock) for e, s in after.items() if e.stage == stage
         ]
-        tiers = tier_topics(settings, stage)
+        tiers = tier_topics(settings, stage, broker.orphans)
         dlq = dlq_topic(settings, stage)
         failed = broker.error is not None
         stages.append(
@@ -173,6 +175,7 @@ def combine(
                 tiers,
                 None if failed or dlq is None else broker.dlqs.get(dlq, 0),
                 dlq,
+                broker.past_end(stage),
             )
         )
     return Snapshot(
@@ -202,6 +205,7 @@ def document(snapshot: Snapshot) -> dict[str, Any]:
                 "input_rate": row.rate("input"),
                 "output_rate": row.rate("output"),
                 "lag": row.lag,
+                "committed_past_end": row.past_end,
                 "retry_tiers": {"topics": row.tier_topics, "waiting": row.tiers},
                 "dlq": {"topic": row.dlq_topic, "messages": row.dlq},
                 "processes": [

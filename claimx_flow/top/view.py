@@ -42,13 +42,20 @@ def _ready(row: ProcessRow) -> Text:
     return Text("not ready", style="bold red")
 
 
-def _note(row: ProcessRow) -> Text:
+def _note(row: ProcessRow, stage_notes: list[str]) -> Text:
     if not row.reachable:
-        return Text(row.error or "", style="red")
+        return Text("; ".join([*stage_notes, row.error or ""]), style="red")
     notes = list(row.not_ready)
     if row.serves and row.serves != row.endpoint.stage:
         notes.insert(0, f"serves stage {row.serves}")
-    return Text("; ".join(notes), style="red")
+    return Text("; ".join([*stage_notes, *notes]), style="red")
+
+
+def _stage_notes(stage: StageRow) -> list[str]:
+    """What the broker says is wrong with the stage's group; on its first row."""
+    if not stage.past_end:
+        return []
+    return [f"committed past the end of {', '.join(stage.past_end)} (topic made again?), counted 0"]
 
 
 def _stage_cells(stage: StageRow) -> list[Text]:
@@ -89,7 +96,7 @@ def view(snapshot: Snapshot) -> RenderableType:
             blank = Text("-", style="dim")
             table.add_row(
                 stage_name, Text("no endpoint", style="dim"), blank, blank, blank, blank,
-                lag, tiers, dlq, blank, blank, Text(""),
+                lag, tiers, dlq, blank, blank, Text("; ".join(_stage_notes(stage)), "red"),
             )  # fmt: skip
             continue
         for index, row in enumerate(stage.processes):
@@ -107,7 +114,7 @@ def view(snapshot: Snapshot) -> RenderableType:
                 dlq if first else empty,
                 Text(row.breaker or "-", style=BREAKER_STYLE.get(row.breaker or "", "dim")),
                 _progress(row),
-                _note(row),
+                _note(row, _stage_notes(stage) if first else []),
             )
     parts: list[RenderableType] = [table]
     if snapshot.broker_error:

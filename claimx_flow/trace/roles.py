@@ -3,16 +3,22 @@
 Keys decide how much of a topic a trace reads: enrichment tasks (and their retry tiers and
 DLQ copies, which keep the original key) are keyed by project id, everything about a media
 file by media id; raw events may carry any key, so they are read in every partition.
+
+Orphan tiers (``routing.tiers.orphan_names``: a tier topic ``RETRY_DELAYS`` no longer names)
+are retry tiers too: the retry stage still drains them, so an event can wait in one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
+from claimx_flow.kafka.topics import topic_names
+from claimx_flow.routing.tiers import orphan_names
 
 
 class Role(StrEnum):
@@ -61,9 +67,17 @@ class TopicRole:
     tier_delay_s: int | None = None
 
 
-def topic_roles(settings: Settings) -> list[TopicRole]:
-    """Every pipeline topic with its role, in pipeline order."""
+def topic_roles(settings: Settings, existing: Collection[str] | None = None) -> list[TopicRole]:
+    """Every pipeline topic with its role, in pipeline order, orphan tiers after the configured
+    ones of their ladder. ``existing`` is the cluster's topic names; None asks the cluster."""
     delays = settings.retry_delays
+    orphans = orphan_names(settings, topic_names(settings) if existing is None else existing)
+
+    def held(pending: str, role: Role, key: Key) -> list[TopicRole]:
+        return [
+            TopicRole(t.topic, role, key, t.delay_s) for t in orphans if t.pending_topic == pending
+        ]
+
     return [
         TopicRole(settings.claimx_events_topic, Role.RAW, "any"),
         TopicRole(settings.claimx_events_dlq_topic, Role.EVENTS_DLQ, "any"),
@@ -72,12 +86,14 @@ def topic_roles(settings: Settings) -> list[TopicRole]:
             TopicRole(topic, Role.ENRICHMENT_RETRY, "project", delay)
             for topic, delay in zip(settings.enrichment_retry_topics, delays, strict=True)
         ),
+        *held(settings.claimx_enrichment_pending_topic, Role.ENRICHMENT_RETRY, "project"),
         TopicRole(settings.claimx_enrichment_dlq_topic, Role.ENRICHMENT_DLQ, "project"),
         TopicRole(settings.claimx_downloads_pending_topic, Role.DOWNLOAD, "media"),
         *(
             TopicRole(topic, Role.DOWNLOAD_RETRY, "media", delay)
             for topic, delay in zip(settings.download_retry_topics, delays, strict=True)
         ),
+        *held(settings.claimx_downloads_pending_topic, Role.DOWNLOAD_RETRY, "media"),
         TopicRole(settings.claimx_downloads_cached_topic, Role.CACHED, "media"),
         TopicRole(settings.claimx_downloads_results_topic, Role.RESULT, "media"),
         TopicRole(settings.claimx_downloads_dlq_topic, Role.DOWNLOAD_DLQ, "media"),
