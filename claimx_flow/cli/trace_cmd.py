@@ -89,7 +89,11 @@ def trace_command(
         "24h", "--since", help="How far back to read Kafka: 24h, 90m, 7d or an ISO time."
     ),
     limit: int = typer.Option(
-        200_000, "--limit", min=1, help="Read at most this many Kafka messages (newest kept)."
+        200_000,
+        "--limit",
+        min=1,
+        help="Read at most this many messages of the raw, pending, cached and results topics "
+        "(newest kept); DLQs and retry tiers are always read whole.",
     ),
     all_partitions: bool = typer.Option(
         False,
@@ -106,8 +110,10 @@ def trace_command(
 
     Shows the raw event, its claimx_events row, the enrichment task, the rows it wrote, each
     download task, every retry and DLQ copy, the stored file and the upload result, then one
-    verdict: landed, in retry until T, in DLQ because R, or not seen. Kafka is read from
-    --since to the end seen at the start, keyed topics only in the partition of the key.
+    verdict: landed (with evidence in Delta or an upload result), in retry until T, in DLQ
+    because R, read but not confirmed, ingested before the window, incomplete (part of the
+    window unread and nothing decisive), or not seen. Kafka is read from --since to the end
+    seen at the start, keyed topics only in the partition of the key.
     """
     target = _target(event_id, project_id, media_id)
     options = TraceOptions(parse_since(since), limit, timeout, all_partitions)

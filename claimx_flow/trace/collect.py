@@ -14,11 +14,15 @@ from claimx_flow.delta.tables import MEDIA
 from claimx_flow.kafka.clients import producer_config
 from claimx_flow.kafka.records import kafka_millis
 from claimx_flow.models import utc_now
+from claimx_flow.trace import scan
 from claimx_flow.trace.model import Found, TableRow, Target, Trace, mentions, read_record
 from claimx_flow.trace.partitioner import partition_for, partitioner_of
-from claimx_flow.trace.roles import CONSUMER, TopicRole, topic_roles
+from claimx_flow.trace.roles import CONSUMER, DLQ_ROLES, RETRY_ROLES, TopicRole, topic_roles
 from claimx_flow.trace.scan import KafkaWindow, Range, cap
 from claimx_flow.trace.tables import entity_rows, first_rows, read_rows
+
+WHOLE = DLQ_ROLES | RETRY_ROLES
+"""Topics read whole whatever ``--limit`` says."""
 
 Progress = Callable[[int], Callable[[int], None]]
 """Told how many messages a scan will read; returns what to call as it reads them."""
@@ -28,6 +32,8 @@ Progress = Callable[[int], Callable[[int], None]]
 class TraceOptions:
     since: datetime
     limit: int = 200_000
+    """Messages read at most from the busy topics (raw, pending, cached, results); DLQs and
+    retry tiers are read whole, since a copy there decides the verdict."""
     timeout_s: float = 10.0
     all_partitions: bool = False
     """Read every partition of keyed topics too (for messages a producer with another
@@ -85,9 +91,10 @@ def trace(
     with KafkaWindow(settings, options.timeout_s) as window:
         _Scanner(settings, window, target, options, result, progress).run(keys)
     event_ids = sorted(keys.events) if target.kind != "project" else []
-    result.rows = events_rows + entity_rows(
+    rows, result.evidence = entity_rows(
         settings, target, event_ids, sorted(keys.media), result.notes
     )
+    result.rows = events_rows + rows
     result.records.sort(key=lambda f: f.sort_key)
     return result
 
@@ -117,6 +124,8 @@ class _Scanner:
         self.roles = [r for r in topic_roles(settings) if self._present(r)]
         self.done: set[tuple[str, int]] = set()
         self.since_ms = kafka_millis(options.since)
+        self.budget = options.limit
+        """What ``--limit`` still allows of the capped topics."""
 
     def _present(self, where: TopicRole) -> bool:
         if self.window.partitions(where.topic):
@@ -187,9 +196,7 @@ class _Scanner:
         for where, partitions in plan:
             ranges += self.window.ranges(where.topic, partitions, self.since_ms)
             self.done |= {(where.topic, p) for p in partitions}
-        budget = max(self.options.limit - self.result.scanned, 0)
-        ranges, left_out = cap(ranges, budget)
-        self.result.skipped += left_out
+        ranges = self._capped(ranges, by_topic)
         total = sum(r.size for r in ranges)
         advance = self.progress(total) if self.progress and total else None
         needles = self._needles(keys)
@@ -203,9 +210,20 @@ class _Scanner:
                 self.result.records.append(found)
                 keys.learn(found)
         if self.window.stalled:
+            self.result.stalled += self.window.stalled
             self.result.notes.append(
-                f"gave up on partitions that sent nothing for a while: {self.window.stalled}"
+                f"gave up on partitions that sent nothing for {scan.IDLE_TIMEOUT_S:g}s, "
+                f"left partly unread: {', '.join(self.window.stalled)}"
             )
+
+    def _capped(self, ranges: list[Range], by_topic: dict[str, TopicRole]) -> list[Range]:
+        """DLQ and retry-tier ranges whole (few messages, and a copy there decides the
+        verdict); the rest within what ``--limit`` still allows, newest kept."""
+        whole = [r for r in ranges if by_topic[r.topic].role in WHOLE]
+        busy, left_out = cap([r for r in ranges if r not in whole], self.budget)
+        self.budget -= sum(r.size for r in busy)
+        self.result.skipped += left_out
+        return whole + busy
 
     def _needles(self, keys: _Keys) -> tuple[bytes, ...]:
         """Bytes every matching record must contain somewhere. A raw event's id may be derived

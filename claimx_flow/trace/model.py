@@ -82,6 +82,17 @@ class TableRow:
 
 
 @dataclass
+class Evidence:
+    """What Delta holds about the trace's events and files, read whole: the rows a trace shows
+    are capped, and a verdict taken from a capped list would call a stored file missing."""
+
+    stored_media: set[str] = field(default_factory=set)
+    """Media ids with a ``claimx_attachments`` row."""
+    written_by: dict[str, set[str]] = field(default_factory=dict)
+    """Event id → the enriched tables holding a row that event last changed."""
+
+
+@dataclass
 class Trace:
     target: Target
     since: datetime
@@ -92,7 +103,10 @@ class Trace:
     skipped: int = 0
     """Messages in the window left unread because of ``--limit``."""
     limit: int = 0
+    stalled: list[str] = field(default_factory=list)
+    """Partitions given up on because they sent nothing for a while: left partly unread."""
     notes: list[str] = field(default_factory=list)
+    evidence: Evidence = field(default_factory=Evidence)
 
     def rows_of(self, table: str) -> list[TableRow]:
         return [r for r in self.rows if r.table == table]

@@ -14,7 +14,7 @@ from rich.text import Text
 from claimx_flow.delta.tables import ATTACHMENTS, EVENTS, TABLES
 from claimx_flow.trace.model import Found, TableRow, Trace
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role
-from claimx_flow.trace.verdict import Verdict, verdict
+from claimx_flow.trace.verdict import State, Verdict, verdict
 
 STEP_KIND: dict[Role, str] = {
     Role.RAW: "raw event",
@@ -29,12 +29,15 @@ STEP_KIND: dict[Role, str] = {
     Role.DOWNLOAD_DLQ: "DLQ",
 }
 
-STATE_STYLE = {
+STATE_STYLE: dict[State, str] = {
     "landed": "bold green",
     "retry": "bold yellow",
     "dlq": "bold red",
     "failed": "bold red",
+    "incomplete": "bold magenta",
+    "unconfirmed": "bold yellow",
     "in_flight": "bold cyan",
+    "before_window": "bold blue",
     "not_seen": "bold magenta",
 }
 

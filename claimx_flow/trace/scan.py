@@ -2,8 +2,9 @@
 
 One consumer serves a whole trace. It only looks: partitions are assigned with explicit
 offsets, nothing is committed, and a read stops at each partition's high watermark as it was
-when the range was planned, so a busy topic cannot keep a trace reading. ``--limit`` caps the
-messages read; a range over the cap keeps its newest messages.
+when the range was planned, so a busy topic cannot keep a trace reading, and each partition is
+released as soon as it is done. ``--limit`` caps the messages read of the busy topics; a range
+over the cap keeps its newest messages.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from claimx_flow.kafka.clients import consumer_config, failure_reason, settled
 from claimx_flow.models import redact
 
 IDLE_TIMEOUT_S = 15.0
-"""A partition that yields nothing this long while offsets remain below its end is given up."""
+"""A partition that yields nothing this long while offsets remain below its end is given up
+(a partition whose leader is gone answers nothing, and no error either)."""
 
 
 class TraceError(ClaimxError):
     """The trace cannot go on: Kafka unreachable, an offset that cannot be read."""
+
+
+Place = tuple[str, int]
+"""A topic and one of its partitions."""
 
 
 @dataclass(frozen=True)
@@ -43,16 +49,28 @@ class Range:
 
 
 def cap(ranges: Sequence[Range], limit: int) -> tuple[list[Range], int]:
-    """The ranges trimmed to at most ``limit`` messages in all, each keeping its newest ones in
-    proportion to its size; and how many messages were left out."""
+    """The ranges trimmed to at most ``limit`` messages in all, each keeping its newest ones;
+    and how many messages were left out. Shares are max-min fair: a range smaller than an equal
+    share is kept whole and the big ones split what remains, so a busy partition cannot starve a
+    small one (shares in proportion to size gave a 25-message partition none beside 1M ones)."""
     total = sum(r.size for r in ranges)
     if total <= limit:
         return list(ranges), 0
-    kept = []
-    for r in ranges:
-        quota = r.size * limit // total
-        kept.append(replace(r, start=r.end - quota))
-    return kept, total - sum(r.size for r in kept)
+    shares = fair_shares([r.size for r in ranges], limit)
+    kept = [replace(r, start=r.end - share) for r, share in zip(ranges, shares, strict=True)]
+    return kept, total - sum(shares)
+
+
+def fair_shares(sizes: Sequence[int], limit: int) -> list[int]:
+    """How much of each size to keep, ``limit`` in all: smallest first, each at most an equal
+    share of what is left."""
+    shares = [0] * len(sizes)
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    left = limit
+    for done, index in enumerate(order):
+        shares[index] = min(sizes[index], left // (len(order) - done))
+        left -= shares[index]
+    return shares
 
 
 class KafkaWindow:
@@ -103,7 +121,9 @@ class KafkaWindow:
             return []
         asked = [TopicPartition(topic, p, since_ms) for p in partitions]
         found = settled(
-            lambda: self.consumer.offsets_for_times(asked, timeout=self.timeout_s),
+            lambda: _answered(
+                topic, self.consumer.offsets_for_times(asked, timeout=self.timeout_s)
+            ),
             what=f"find the offsets of {topic} at the start of the window",
             timeout_s=self.timeout_s,
             reason=self._reason,
@@ -151,8 +171,10 @@ class KafkaWindow:
         self, ranges: Sequence[Range], progress: Callable[[int], None] = lambda _: None
     ) -> Iterator[Message]:
         """Every message in ``ranges``, partitions interleaved as the broker serves them;
-        ``progress`` hears how many offsets each batch covered. Stops early (and says so in
-        :attr:`stalled`) on partitions that give nothing for ``IDLE_TIMEOUT_S``."""
+        ``progress`` hears how many offsets each batch covered. Each partition is let go once
+        done, and given up on (named in :attr:`stalled`) once it has sent nothing for
+        ``IDLE_TIMEOUT_S``: a partition still assigned after its end would keep the read busy with
+        live traffic while another never reaches its own."""
         ends = {(r.topic, r.partition): r.end for r in ranges if r.size}
         self.stalled = []
         if not ends:
@@ -160,35 +182,84 @@ class KafkaWindow:
         self.consumer.assign(
             [TopicPartition(r.topic, r.partition, r.start) for r in ranges if r.size]
         )
-        remaining = set(ends)
+        remaining = _Remaining(self.consumer, ends, IDLE_TIMEOUT_S)
         try:
-            last_seen = time.monotonic()
             while remaining:
                 messages = self.consumer.consume(500, 0.1)
-                if messages:
-                    last_seen = time.monotonic()
-                elif time.monotonic() - last_seen > IDLE_TIMEOUT_S:
-                    self.stalled = [f"{t}[{p}]" for t, p in sorted(remaining)]
-                    return
                 taken = 0
                 for message in messages:
                     place = (message.topic() or "", message.partition() or 0)
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
-                            remaining.discard(place)
+                            remaining.done(place)
                         elif not error.retriable():
                             raise TraceError(f"cannot read {place[0]}[{place[1]}]: {error.str()}")
                         continue
                     offset = message.offset() or 0
-                    if place not in remaining or offset >= ends[place]:
-                        remaining.discard(place)
+                    if not remaining.heard(place, offset):
                         continue
                     taken += 1
                     yield message
                     if offset + 1 >= ends[place]:
-                        remaining.discard(place)
+                        remaining.done(place)
                 if taken:
                     progress(taken)
+                self.stalled += remaining.give_up_idle()
         finally:
             self.consumer.unassign()
+
+
+class _Remaining:
+    """The partitions a read still waits for, each with the moment it last sent something."""
+
+    def __init__(self, consumer: Consumer, ends: dict[Place, int], idle_s: float) -> None:
+        self.consumer = consumer
+        self.ends = ends
+        self.idle_s = idle_s
+        now = time.monotonic()
+        self.last_heard = dict.fromkeys(ends, now)
+
+    def __bool__(self) -> bool:
+        return bool(self.last_heard)
+
+    def heard(self, place: Place, offset: int) -> bool:
+        """Whether a message at ``offset`` of ``place`` is still wanted (it is below the end of
+        a partition not yet done); a partition past its end is done."""
+        if place not in self.last_heard:
+            return False
+        if offset >= self.ends[place]:
+            self.done(place)
+            return False
+        self.last_heard[place] = time.monotonic()
+        return True
+
+    def done(self, place: Place) -> None:
+        """Stop waiting for ``place`` and stop fetching it."""
+        if self.last_heard.pop(place, None) is not None:
+            self.consumer.incremental_unassign([TopicPartition(*place)])
+
+    def give_up_idle(self) -> list[str]:
+        """The partitions silent for longer than ``idle_s``, let go."""
+        now = time.monotonic()
+        idle = sorted(p for p, at in self.last_heard.items() if now - at > self.idle_s)
+        for place in idle:
+            self.done(place)
+        return [f"{topic}[{partition}]" for topic, partition in idle]
+
+
+def _answered(topic: str, found: list[TopicPartition]) -> list[TopicPartition]:
+    """The look-up's answer, or its first partition's error as the whole call's: a partition
+    that could not answer comes back with offset -1 (or the time asked), which would otherwise
+    read as an empty range. ``settled`` then waits out a leader being elected."""
+    for tp in found:
+        error: KafkaError | None = tp.error
+        if error is not None:
+            raise KafkaException(
+                KafkaError(
+                    error.code(),
+                    f"{topic}[{tp.partition}]: {error.str()}",
+                    retriable=error.retriable(),
+                )
+            )
+    return found

@@ -1,9 +1,13 @@
-"""The one-line verdict of a trace: landed, in retry until T, in DLQ because R, or not seen.
+"""The one-line verdict of a trace: landed, in retry until T, in DLQ because R, read but not
+confirmed, ingested before the window, incomplete, or not seen.
 
 Each chain of records (an event's ingestion, its enrichment, each media file's download and
 upload) is judged by its latest record: a DLQ copy means dead-lettered, a retry tier copy means
-waiting until its due time, a record its reader has committed past means done. An event has
-landed when its enrichment is done and every file it announced is in ``claimx_attachments``.
+waiting until its due time, a record its reader has committed past means read (only read: a
+committed offset says nothing of what came of it). "Landed" needs evidence: a row in Delta that
+the event wrote (``event_id`` lineage), its files in ``claimx_attachments``, or a completed
+upload result. A window left partly unread (``--limit``, a silent partition) makes any verdict
+but a decisive one "incomplete".
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from claimx_flow.delta.tables import ATTACHMENTS, EVENTS
+from claimx_flow.models.types import as_utc
 from claimx_flow.trace.model import Found, TableRow, Trace
 from claimx_flow.trace.roles import (
+    CONSUMER,
     DLQ_ROLES,
     DOWNLOAD_CHAIN,
     ENRICHMENT_CHAIN,
@@ -23,19 +29,35 @@ from claimx_flow.trace.roles import (
     RETRY_ROLES,
     Role,
 )
-from claimx_flow.trace.tables import ENRICHED_TABLES
 
-State = Literal["landed", "retry", "dlq", "failed", "in_flight", "not_seen"]
+State = Literal[
+    "landed",
+    "retry",
+    "dlq",
+    "failed",
+    "incomplete",
+    "unconfirmed",
+    "in_flight",
+    "before_window",
+    "not_seen",
+]
 
 SEVERITY: dict[State, int] = {
-    "dlq": 5,
-    "retry": 4,
-    "failed": 3,
-    "in_flight": 2,
+    "dlq": 8,
+    "retry": 7,
+    "failed": 6,
+    "incomplete": 5,
+    "unconfirmed": 4,
+    "in_flight": 3,
+    "before_window": 2,
     "landed": 1,
     "not_seen": 0,
 }
 """Which state a combined verdict reports first: the one an operator must act on."""
+
+DECISIVE: frozenset[State] = frozenset({"dlq", "retry", "failed", "landed"})
+"""States that records left unread cannot overturn: DLQs and retry tiers are read whole, and
+"landed" rests on Delta or an upload result."""
 
 FILE_EVENT = "PROJECT_FILE_ADDED"
 
@@ -113,7 +135,13 @@ def chain_verdict(records: list[Found]) -> Verdict | None:
         error = str(last.fields.get("error"))
         return Verdict("failed", f"upload failed: {error}", reason=error, position=last.position)
     if last.processed:
-        return Verdict("landed", f"done by the reader of {last.topic}", position=last.position)
+        reader = CONSUMER.get(last.role, "its reader")
+        return Verdict(
+            "unconfirmed",
+            f"read but not confirmed: {reader} has read {last.position}, and nothing shows "
+            "what came of it",
+            position=last.position,
+        )
     waiting = "not read yet" if last.processed is False else "read position unknown"
     return Verdict("in_flight", f"waiting in {last.position} ({waiting})", position=last.position)
 
@@ -125,13 +153,13 @@ def _worst(verdicts: list[Verdict]) -> Verdict | None:
     return max(failing, key=lambda v: SEVERITY[v.state])
 
 
-def _file_text(rows: list[TableRow]) -> str:
-    if len(rows) == 1:
+def _file_text(rows: list[TableRow], stored: int) -> str:
+    if stored == 1 and len(rows) == 1:
         row = rows[0]
         return (
             f"{row.text('onelake_path')} ({row.text('bytes')} bytes, sha256 {row.text('sha256')})"
         )
-    return f"{len(rows)} files stored"
+    return f"{stored} file{'' if stored == 1 else 's'} stored"
 
 
 def event_verdict(trace: Trace, event_id: str) -> Verdict:
@@ -151,43 +179,68 @@ def event_verdict(trace: Trace, event_id: str) -> Verdict:
         return failing
 
     events_rows = [r for r in trace.rows_of(EVENTS.name) if r.text("event_id") == event_id]
-    lineage = [
-        r for r in trace.rows if r.table in ENRICHED_TABLES and r.text("event_id") == event_id
-    ]
+    written = trace.evidence.written_by.get(event_id, set())
     types = {t for r in events_rows if (t := r.text("event_type"))}
     types |= {str(f.fields["event_type"]) for f in records if f.fields.get("event_type")}
     media = set(downloads)
     media |= {m for r in events_rows if (m := r.text("media_id"))}
     media |= {str(f.fields["media_id"]) for f in records if f.fields.get("media_id")}
-    if not records and not events_rows and not lineage:
+    if not records and not events_rows and not written:
         return Verdict("not_seen", f"not seen since {_short(trace.since)}")
 
     enrichment = chain_verdict(chains[1])
-    enriched = bool(lineage or downloads) or (
-        enrichment is not None and enrichment.state == "landed"
-    )
+    enriched = bool(written or downloads)  # evidence: what the enricher wrote or sent on
+    earlier = None if records else _ingested_before(trace, events_rows)
     if FILE_EVENT in types or downloads:
-        attachments = [
-            r
-            for r in trace.rows_of(ATTACHMENTS.name)
-            if r.text("media_id") in media or r.text("source_event_id") == event_id
-        ]
-        stored = {r.text("media_id") for r in attachments}
-        if media and media <= stored:
-            return Verdict("landed", f"landed: {_file_text(attachments)}")
+        stored = media & trace.evidence.stored_media
+        if media and media == stored:
+            attachments = [
+                r for r in trace.rows_of(ATTACHMENTS.name) if r.text("media_id") in media
+            ]
+            return Verdict("landed", f"landed: {_file_text(attachments, len(stored))}")
+        if earlier is not None:
+            return _before_window(trace, earlier, "its file is not in claimx_attachments")
         if not enriched:
             return _not_enriched(enrichment, bool(events_rows))
         waiting = [v for m in sorted(media - stored) if (v := chain_verdict(downloads.get(m, [])))]
         detail = waiting[0].text if waiting else "no download task seen yet"
         return Verdict("in_flight", f"enriched; file not stored yet: {detail}")
     if enriched:
-        tables = sorted({r.table for r in lineage})
-        written = f" ({', '.join(tables)})" if tables else ""
-        return Verdict("landed", f"landed: enriched{written}")
+        return Verdict("landed", f"landed: enriched ({', '.join(sorted(written))})")
+    if earlier is not None:
+        return _before_window(trace, earlier, "no row in Delta names it now")
     return _not_enriched(enrichment, bool(events_rows))
 
 
+def _ingested_before(trace: Trace, events_rows: list[TableRow]) -> datetime | None:
+    """When the event was ingested, if that was before the window: its records are then older
+    than what the trace read, and their absence says nothing."""
+    times = [
+        as_utc(at) for r in events_rows if isinstance(at := r.row.get("ingested_at"), datetime)
+    ]
+    if times and max(times) < trace.since:
+        return max(times)
+    return None
+
+
+def _before_window(trace: Trace, ingested: datetime, detail: str) -> Verdict:
+    return Verdict(
+        "before_window",
+        f"ingested {_short(ingested)}, before the window (since {_short(trace.since)}): no "
+        f"failure seen in the window, but its older records were not read ({detail}; an "
+        "earlier --since reads them)",
+    )
+
+
 def _not_enriched(enrichment: Verdict | None, ingested: bool) -> Verdict:
+    if enrichment is not None and enrichment.state == "unconfirmed":
+        return Verdict(
+            "unconfirmed",
+            f"read but not confirmed: enrich has read its task ({enrichment.position}), yet no "
+            "row in Delta names this event (a later event may have changed its rows) and no "
+            "download task, retry or DLQ copy of it was seen",
+            position=enrichment.position,
+        )
     if enrichment is not None:
         return Verdict("in_flight", f"ingested; enrichment task {enrichment.text}")
     if ingested:
@@ -200,9 +253,9 @@ def media_verdict(trace: Trace, media_id: str) -> Verdict:
     verdict = chain_verdict(chain)
     if verdict is not None and verdict.state in ("dlq", "retry", "failed"):
         return verdict
-    stored = [r for r in trace.rows_of(ATTACHMENTS.name) if r.text("media_id") == media_id]
-    if stored:
-        return Verdict("landed", f"landed: {_file_text(stored)}")
+    if media_id in trace.evidence.stored_media:
+        stored = [r for r in trace.rows_of(ATTACHMENTS.name) if r.text("media_id") == media_id]
+        return Verdict("landed", f"landed: {_file_text(stored, 1)}")
     if verdict is not None:
         return verdict
     events = sorted({e for f in trace.records if (e := f.ids.event_id)})
@@ -243,6 +296,30 @@ def combined(verdicts: list[Verdict], noun: str) -> Verdict:
 
 
 def verdict(trace: Trace) -> Verdict:
+    """The trace's verdict; "incomplete" when part of the window went unread and what was read
+    decides nothing."""
+    judged = _judged(trace)
+    gaps = unread(trace)
+    if not gaps or judged.state in DECISIVE:
+        return judged
+    return Verdict(
+        "incomplete",
+        f"incomplete: {gaps}; nothing decisive in what was read (so far: {judged.text})",
+        position=judged.position,
+    )
+
+
+def unread(trace: Trace) -> str:
+    """What of the window went unread, in words; empty when it was read whole."""
+    gaps = []
+    if trace.skipped:
+        gaps.append(f"{trace.skipped:,} messages left unread by --limit {trace.limit:,}")
+    if trace.stalled:
+        gaps.append(f"partitions given up on: {', '.join(trace.stalled)}")
+    return " and ".join(gaps)
+
+
+def _judged(trace: Trace) -> Verdict:
     target = trace.target
     if target.kind == "event":
         return event_verdict(trace, target.id)

@@ -59,9 +59,18 @@ def test_since_is_a_span_or_an_instant() -> None:
 def test_the_limit_keeps_the_newest_messages_of_each_partition() -> None:
     ranges = [Range("t", 0, 0, 600), Range("t", 1, 100, 500), Range("u", 0, 7, 7)]
     kept, left_out = cap(ranges, 500)
-    assert [(r.start, r.end) for r in kept] == [(300, 600), (300, 500), (7, 7)]
+    assert [(r.start, r.end) for r in kept] == [(350, 600), (250, 500), (7, 7)]
     assert left_out == 500 and sum(r.size for r in kept) == 500
     assert cap(ranges, 10_000) == (ranges, 0)
+
+
+def test_the_limit_leaves_a_small_partition_whole_beside_busy_ones() -> None:
+    """Shares by size gave it none: 25 * 200k // 6M is 0."""
+    busy = [Range("raw", p, 0, 1_000_000) for p in range(6)]
+    kept, left_out = cap([*busy, Range("pending", 0, 0, 25)], 200_000)
+    assert kept[-1] == Range("pending", 0, 0, 25)
+    assert all(r.size == (200_000 - 25) // 6 for r in kept[:5])
+    assert sum(r.size for r in kept) == 200_000 and left_out == 6_000_025 - 200_000
 
 
 def test_a_corrupt_table_is_a_note_not_a_failed_trace(tmp_path: Path) -> None:
