@@ -121,7 +121,7 @@ class _Scanner:
         self.result = result
         self.progress = progress
         self.partitioner = partitioner_of(producer_config(settings))
-        self.roles = [r for r in topic_roles(settings) if self._present(r)]
+        self.roles = [r for r in topic_roles(settings, window.topics) if self._present(r)]
         self.done: set[tuple[str, int]] = set()
         self.since_ms = kafka_millis(options.since)
         self.budget = options.limit

@@ -10,7 +10,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from claimx_flow.kafka.records import message_headers, moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
-from claimx_flow.models.parsing import MalformedMessageError, json_fields
+from claimx_flow.models.parsing import MalformedMessageError, json_fields, named_fields
 from claimx_flow.trace.roles import PIPELINE_ORDER, Role, TopicRole
 
 TargetKind = Literal["event", "project", "media"]
@@ -133,8 +133,8 @@ def read_record(where: TopicRole, message: Message) -> Found:
         try:
             event = RawEvent.from_kafka(value)
             fields = event.model_dump(mode="json", exclude={"raw_data"})
-        except MalformedMessageError:
-            fields = json_fields(value)
+        except MalformedMessageError:  # its ids as the event spells them (``eventId``…)
+            fields = named_fields(json_fields(value), RawEvent)
     else:
         fields = json_fields(value)
     from_body = MessageIds.in_fields(fields)

@@ -273,3 +273,27 @@ def test_a_delta_error_in_the_notes_is_masked(settings: Settings, tmp_path: Path
     (note,) = [n for n in found.notes if n.startswith(f"{MEDIA.name}: not read (")]
     assert "***" in note
     assert secret not in json.dumps(document(found)) and secret not in _shown(found)
+
+
+def test_a_camelcase_event_in_the_events_dlq_is_found_by_its_id(settings: Settings) -> None:
+    """Ingest dead-letters an event it cannot read without ids in the headers, and producers
+    may spell the body's ids in camelCase: the trace reads them with the event's own aliases."""
+    project, event = _project(), _event_id("camel")
+    now = datetime.now(UTC)
+    failure = FailureInfo(
+        original_topic=settings.claimx_events_topic,
+        original_partition=0,
+        original_offset=0,
+        stage="ingest",
+        error_category=ErrorCategory.PERMANENT,
+        error_class="MalformedMessageError",
+        error_message="eventType: unknown event type",
+        attempt=1,
+        first_failed_at=now,
+        last_failed_at=now,
+    )
+    body = {"eventId": event, "projectId": int(project), "eventType": "UNKNOWN_THING"}
+    _produce(settings, settings.claimx_events_dlq_topic, project, body, failure.to_headers())
+    verdict = _verdict(_traced(settings, "event", event))
+    assert verdict["state"] == "dlq", verdict
+    assert "MalformedMessageError" in verdict["text"]
