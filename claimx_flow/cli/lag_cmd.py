@@ -18,6 +18,8 @@ from claimx_flow.kafka.lag import (
     read_dlq_partitions,
     stage_lag,
 )
+from claimx_flow.kafka.topics import topic_names
+from claimx_flow.routing.tiers import orphan_names
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 console = Console()
@@ -34,7 +36,17 @@ def lag(
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
     stages = stage or list(STAGE_NAMES)
-    rows = [row for name in stages for row in stage_lag(settings, name)]
+    # The retry stage also drains orphan tiers (tiers of an older RETRY_DELAYS).
+    orphans = (
+        [tier.topic for tier in orphan_names(settings, topic_names(settings))]
+        if "retry" in stages
+        else []
+    )
+    rows = [
+        row
+        for name in stages
+        for row in stage_lag(settings, name, orphans if name == "retry" else ())
+    ]
     topics = dlq_topics(settings, stages)
     partitions = read_dlq_partitions(settings, topics) if topics else []
     if output is Output.JSON:
@@ -45,8 +57,11 @@ def lag(
         table.add_column(column, justify="left" if column in ("group", "topic") else "right")
     for row in rows:
         committed = "-" if row.committed is None else f"{row.committed:,}"
+        lag = f"{row.lag:,} (committed past the end)" if row.past_end else f"{row.lag:,}"
+        style = "red" if row.past_end else None
+        topic = f"{row.topic} (orphan tier)" if row.topic in orphans else row.topic
         table.add_row(
-            row.group, row.topic, str(row.partition), f"{row.end:,}", committed, f"{row.lag:,}"
+            row.group, topic, str(row.partition), f"{row.end:,}", committed, lag, style=style
         )
     console.print(table)
     if not topics:
@@ -82,6 +97,7 @@ def _document(
                 "end": row.end,
                 "committed": row.committed,
                 "lag": row.lag,
+                "past_end": row.past_end,
             }
             for row in rows
         ],

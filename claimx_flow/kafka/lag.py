@@ -14,7 +14,7 @@ counts, ``claimx lag`` shows and the stages export as ``claimx_dlq_depth``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +50,12 @@ class PartitionLag:
         return self.committed is not None and self.committed > self.end
 
 
-def stage_lag(settings: Settings, stage: str) -> list[PartitionLag]:
+def stage_lag(settings: Settings, stage: str, also: Sequence[str] = ()) -> list[PartitionLag]:
+    """The stage group's lag on each partition of its inputs, and of ``also`` (topics it reads
+    beyond the catalog's: the retry stage drains orphan tiers, which ``routing`` names)."""
     spec = catalog.stage(stage)
     group = settings.consumer_group(spec.consumer)
-    topics = catalog.input_topics(settings, spec)
+    topics = list(dict.fromkeys([*catalog.input_topics(settings, spec), *also]))
     admin = admin_client(settings)
     try:  # first: an unreachable broker is one clear error, not a timeout deeper down
         metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)

@@ -102,6 +102,13 @@ def test_orphan_tiers_count_in_the_tiers_and_the_retry_stages_lag(
     assert empty not in retry["retry_tiers"]["topics"]
     assert retry["lag"] == 3  # the retry group has released none of them
 
+    lag = json.loads(claimx(settings, tmp_path, "lag", "--stage", "retry", "-o", "json"))
+    held = {row["topic"]: 0 for row in lag["lag"]}
+    for row in lag["lag"]:
+        held[row["topic"]] += row["lag"]
+    assert (held[enrichment], held[download], held[empty]) == (2, 1, 0)
+    assert f"{enrichment} (orphan tier)" in claimx(settings, tmp_path, "lag", "--stage", "retry")
+
 
 def test_a_position_past_the_end_counts_0_and_is_named(settings: Settings, tmp_path: Path) -> None:
     """The enrich group's old position 5 on an empty partition, beside a partition holding one
@@ -129,4 +136,6 @@ def test_a_position_past_the_end_counts_0_and_is_named(settings: Settings, tmp_p
     lag = json.loads(claimx(settings, tmp_path, "lag", "--stage", "enrich", "-o", "json"))
     rows = {row["partition"]: row for row in lag["lag"] if row["topic"] == pending}
     assert (rows[0]["committed"], rows[0]["end"], rows[0]["lag"]) == (5, 0, 0)
+    assert (rows[0]["past_end"], rows[1]["past_end"]) == (True, False)
     assert rows[1]["lag"] == 1
+    assert "0 (committed past the end)" in claimx(settings, tmp_path, "lag", "--stage", "enrich")
