@@ -263,6 +263,8 @@ def restore(
         f"({metrics.get('numRestoredFile', 0)} files restored, "
         f"{metrics.get('numRemovedFile', 0)} removed from the current state)"
     )
+    if replay := _replay_hint(plan):
+        Console().print(replay)
 
 
 def _restore_view(plan: upkeep.RestorePlan) -> Group:
@@ -281,7 +283,24 @@ def _restore_view(plan: upkeep.RestorePlan) -> Group:
     ):
         when = commit.timestamp.isoformat(timespec="seconds") if commit.timestamp else "?"
         view.add_row(label, str(commit.version), when, commit.operation, f"{files:,}")
-    return Group(Text(header), view)
+    replay = _replay_hint(plan)
+    return Group(Text(header), view, Text(replay)) if replay else Group(Text(header), view)
+
+
+def _replay_hint(plan: upkeep.RestorePlan) -> str | None:
+    """What the operator must do after the restore: the rows it drops were written for inputs
+    their stages have read, and nothing reads those again unless told to."""
+    if plan.dropped is None or not plan.changes_anything:
+        return None
+    since = plan.dropped.timestamp.isoformat(timespec="seconds") if plan.dropped.timestamp else "?"
+    commands = "; ".join(
+        f"claimx recovery reset {stage} --to-datetime {since}" for stage in plan.writers
+    )
+    return (
+        f"Rows committed since {since} (version {plan.dropped.version} on) leave the table. "
+        f"With the writers stopped, read their inputs again from then: {commands} "
+        "(rows are merged by key: nothing doubles)."
+    )
 
 
 def _restore_document(
@@ -297,6 +316,12 @@ def _restore_document(
         "current": commit(plan.current, plan.current_files),
         "target": commit(plan.target, plan.target_files),
         "new_version": plan.new_version if plan.changes_anything else None,
+        "dropped_since": (
+            plan.dropped.timestamp.isoformat()
+            if plan.dropped and plan.dropped.timestamp and plan.changes_anything
+            else None
+        ),
+        "replay": _replay_hint(plan),
         "metrics": metrics,
     }
 

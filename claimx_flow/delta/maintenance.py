@@ -20,6 +20,7 @@ from typing import Any
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import TABLES
 from claimx_flow.errors import ClaimxError
@@ -219,10 +220,18 @@ class RestorePlan:
     target: Commit
     current_files: int
     target_files: int
+    dropped: Commit | None = None
+    """The first commit the restore undoes: rows written from then on leave the table, though
+    their writers' inputs were read, so those inputs must be read again."""
 
     @property
     def new_version(self) -> int:
         return self.current.version + 1
+
+    @property
+    def writers(self) -> list[str]:
+        """The stages that write this table: the ones whose input a restore must replay."""
+        return [name for name, spec in catalog.STAGES.items() if self.table in spec.tables]
 
     @property
     def changes_anything(self) -> bool:
@@ -250,12 +259,21 @@ def plan_restore(settings: Settings, name: str, target: int | datetime) -> Resto
         chosen,
         len(table.file_uris()),
         len(open_table(settings, name, version).file_uris()),
+        commits.get(version + 1) if version < current else None,
     )
 
 
 def execute_restore(settings: Settings, plan: RestorePlan) -> dict[str, Any]:
-    """Make the plan's target version current, as a new commit."""
-    return restore(settings, plan.table, plan.target.version)
+    """Make the plan's target version current, as a new commit; refused when the table has
+    moved since the plan, since the restore would then also undo commits nobody was shown."""
+    table = open_table(settings, plan.table)
+    if table.version() != plan.current.version:
+        raise MaintenanceError(
+            f"{plan.table}: it was at version {plan.current.version} when planned and is at "
+            f"{table.version()} now (is a writer running?): stop its writers "
+            f"({', '.join(plan.writers) or 'none known'}) and plan again"
+        )
+    return dict(table.restore(plan.target.version))
 
 
 def restore(settings: Settings, name: str, target: int | datetime) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 from claimx_flow.cli.delta_cmd import app
 from claimx_flow.config import Settings
+from claimx_flow.delta import maintenance as upkeep
 from claimx_flow.delta.tables import EVENTS, MEDIA
 from claimx_flow.delta.writer import writer_for
 from claimx_flow.lab.process import free_port
@@ -274,6 +275,30 @@ def test_restore_with_yes_makes_the_version_current(data_dir: Path) -> None:
 
     same = delta("restore", "-t", MEDIA.name, "--version", "6", "--yes")
     assert same.exit_code == 1 and "already current" in flat(same)
+
+
+def test_a_restore_names_what_it_drops_and_the_replay_that_brings_it_back(data_dir: Path) -> None:
+    """Rows committed after the target version leave the table though their events were read:
+    the plan says since when, and the command that reads them again."""
+    commits = {c["version"]: c["timestamp"] for c in table(data_dir).history()}
+    since = datetime.fromtimestamp(commits[3] / 1000, tz=UTC).isoformat(timespec="seconds")
+    plan = delta("restore", "-t", MEDIA.name, "--version", "2", "--dry-run", "-o", "json")
+    document = json.loads(plan.output)
+    assert document["dropped_since"][:19] == since[:19]  # the hint's seconds: never later
+    assert f"claimx recovery reset enrich --to-datetime {since}" in document["replay"]
+    done = delta("restore", "-t", MEDIA.name, "--version", "2", "--yes")
+    assert f"claimx recovery reset enrich --to-datetime {since}" in flat(done)
+
+
+def test_a_restore_refuses_a_table_that_moved_since_its_plan(data_dir: Path) -> None:
+    """A writer's commit between the plan and the answer would be undone too, unshown."""
+    settings = Settings(claimx_data_dir=data_dir)
+    plan = upkeep.plan_restore(settings, MEDIA.name, 2)
+    writer_for(settings, MEDIA).write(media_rows(500, 3))
+    with pytest.raises(upkeep.MaintenanceError, match="is at 6 now"):
+        upkeep.execute_restore(settings, plan)
+    assert table(data_dir).version() == 6
+    assert table(data_dir).to_pyarrow_table().num_rows == 103
 
 
 def test_restore_by_time_takes_the_last_commit_at_or_before_it(data_dir: Path) -> None:
