@@ -25,11 +25,21 @@ _NAME = (
     r"|shared[_-]?access[_-]?(?:key|signature)|credentials?)"
 )
 _QUOTE = r"""(?:\\?["'])"""  # a quote, or a JSON-escaped one inside a JSON string
+# A quoted value, whole up to its closing quote (spaces, commas and escaped quotes included):
+# "…", '…', or \"…\" inside a JSON string.
+_QUOTED = (
+    r'(?:"(?P<dq>(?:[^"\\]|\\.)*)"'
+    r"|'(?P<sq>(?:[^'\\]|\\.)*)'"
+    r'|\\"(?P<eq>.*?)\\")'
+)
+_SECRETS = ("secret", "dq", "sq", "eq")
 _PATTERNS: tuple[re.Pattern[str], ...] = (
-    # password=…, AccountKey=…;, sasl.jaas password="…"
-    re.compile(rf"""(?i)(?<![\w.-]){_NAME}\s*=\s*{_QUOTE}?(?P<secret>[^\s&,;'"\\}}]+)"""),
+    # password="…", sasl.jaas password="…"
+    re.compile(rf"""(?i)(?<![\w.-]){_NAME}\s*=\s*{_QUOTED}"""),
+    # password=…, AccountKey=…; (unquoted: up to a space or a separator)
+    re.compile(rf"""(?i)(?<![\w.-]){_NAME}\s*=\s*(?P<secret>[^\s&;'"\\}}]+)"""),
     # "password": "…", 'api_key': '…' (JSON, a Python dict in an error message)
-    re.compile(rf"""(?i){_QUOTE}{_NAME}{_QUOTE}\s*:\s*{_QUOTE}(?P<secret>[^'"\\]+)"""),
+    re.compile(rf"""(?i){_QUOTE}{_NAME}{_QUOTE}\s*:\s*{_QUOTED}"""),
     # Authorization: Basic …, "authorization": "Bearer …"
     re.compile(
         rf"""(?i)\b(?:proxy-)?authorization{_QUOTE}?\s*[:=]\s*{_QUOTE}?"""
@@ -62,10 +72,11 @@ def masked_header(name: str, text: str) -> str:
 
 
 def _masked_group(match: re.Match[str]) -> str:
-    secret = match.group("secret")
+    group = next(g for g in _SECRETS if g in match.re.groupindex and match.group(g) is not None)
+    secret = match.group(group)
     if not secret.strip("*…"):
-        return match.group(0)  # already masked
-    start, end = match.span("secret")
+        return match.group(0)  # already masked, or empty
+    start, end = match.span(group)
     whole = match.group(0)
     return whole[: start - match.start()] + MASK + whole[end - match.start() :]
 

@@ -7,7 +7,7 @@ failures its own replays cause, and a listing of a busy DLQ ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -101,13 +101,18 @@ def dead_letter_from(message: Message) -> DeadLetter:
 
 
 def read_range(
-    consumer: Consumer, topic: str, starts: dict[int, int], ends: dict[int, int]
+    consumer: Consumer,
+    topic: str,
+    starts: dict[int, int],
+    ends: dict[int, int],
+    check: Callable[[], None] = lambda: None,
 ) -> Iterator[DeadLetter]:
     """Every record at ``starts[p] <= offset < ends[p]``, in offset order within a partition.
 
     Partitions are interleaved as the broker serves them. The consumer must have been made with
     ``enable.partition.eof`` (see ``clients.reader``), which also ends a partition whose tail is
-    an open or aborted transaction.
+    an open or aborted transaction. ``check`` runs before each fetch (a stop asked for raises
+    there, while waiting on a quiet partition too).
     """
     remaining = {p for p, start in starts.items() if start < ends[p]}
     if not remaining:
@@ -116,6 +121,7 @@ def read_range(
     try:
         last_seen = time.monotonic()
         while remaining:
+            check()
             messages = consumer.consume(500, 0.05)
             if messages:
                 last_seen = time.monotonic()

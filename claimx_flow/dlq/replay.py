@@ -28,6 +28,8 @@ DLQ) are sent exactly as they were.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -211,7 +213,15 @@ class ReplayRun:
                 self._require_topic(self.options.to_topic)
             if not self.options.dry_run:
                 self._producer = self._start_producer(transactional_id(group))
-            begun = session_starts(self.settings, consumer, group, topic, bounds, self.timeout_s)
+            begun = session_starts(
+                self.settings,
+                consumer,
+                group,
+                topic,
+                bounds,
+                self.timeout_s,
+                persist=not self.options.dry_run,
+            )
             starts, ends = self.options.selection.narrowed(
                 begun.starts, {p: high for p, (_, high) in bounds.items()}
             )
@@ -229,10 +239,24 @@ class ReplayRun:
                 self._producer = None
 
     def _loop(self, consumer: Consumer, outcome: ReplayOutcome, progress: Progress | None) -> None:
+        with _Interrupts() as interrupts:
+            self._run_loop(consumer, outcome, progress, interrupts)
+
+    def _run_loop(
+        self,
+        consumer: Consumer,
+        outcome: ReplayOutcome,
+        progress: Progress | None,
+        interrupts: _Interrupts,
+    ) -> None:
         scanned = 0
         try:
-            for letter in read_range(consumer, outcome.topic, outcome.starts, outcome.ends):
+            letters = read_range(
+                consumer, outcome.topic, outcome.starts, outcome.ends, interrupts.check
+            )
+            for letter in letters:
                 self._step(letter)
+                interrupts.check()  # between records: a send and its position go together
                 scanned += 1
                 if progress is not None:
                     progress(scanned, outcome.to_scan)
@@ -402,3 +426,31 @@ def replay(
 ) -> ReplayOutcome:
     """Replay (or with ``dry_run`` only count) the DLQ's records selected by ``options``."""
     return ReplayRun(settings, dlq, options, timeout_s).run(progress)
+
+
+class _Interrupts:
+    """Ctrl-C taken as a request, acted on between records. Raised where it lands, it could
+    fall after a record's send is queued and before its position is recorded: the stop would
+    confirm the send but not commit past it, and the next run would send it again. A second
+    Ctrl-C while the stop confirms what was sent is absorbed (the stop is bounded by the
+    Kafka timeout). Only the main thread can take signals; elsewhere nothing changes."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._ask)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _ask(self, _signal: int, _frame: object) -> None:
+        self.asked = True
+
+    def check(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt

@@ -55,6 +55,8 @@ def session_starts(
     topic: str,
     bounds: dict[int, tuple[int, int]],
     timeout_s: float,
+    *,
+    persist: bool = True,
 ) -> SessionStart:
     """Where the session continues in each partition: its committed offset, else the start.
 
@@ -89,4 +91,30 @@ def session_starts(
             starts[tp.partition] = low
             continue
         starts[tp.partition] = low if tp.offset < 0 else max(low, tp.offset)
+    restarted = [TopicPartition(topic, p, starts[p]) for p in _past_end(committed, bounds)]
+    if restarted and persist:
+        # Saved now, not when this run gets there: a dry run, --max or a stop first would leave
+        # the old position, which the partition may have grown past by the next run.
+        _commit_starts(settings, consumer, group, restarted)
     return SessionStart(starts, tuple(warnings))
+
+
+def _past_end(committed: list[TopicPartition], bounds: dict[int, tuple[int, int]]) -> list[int]:
+    return [tp.partition for tp in committed if tp.offset > bounds[tp.partition][1]]
+
+
+def _commit_starts(
+    settings: Settings, consumer: Consumer, group: str, starts: list[TopicPartition]
+) -> None:
+    try:
+        answer = consumer.commit(offsets=starts, asynchronous=False) or []
+    except KafkaException as exc:
+        raise DlqError(
+            f"cannot save the replay progress of group {group}: {kafka_reason(settings, exc)}"
+        ) from None
+    for tp in answer:
+        if tp.error is not None:
+            raise DlqError(
+                f"cannot save the replay progress of group {group} in {tp.topic}"
+                f"[{tp.partition}]: {redact(tp.error.str(), settings.secret_values())}"
+            )

@@ -133,3 +133,32 @@ def test_progress_past_the_end_of_a_partition_is_said_and_replayed_from_its_star
     assert json.loads(result.stdout)["replayed"] == 6
     assert "warning:" in result.stderr and "at offset 500, past the end" in result.stderr
     assert len(read_all(pipeline.bootstrap, pipeline["enrichment.pending"])) == 6
+
+
+def test_a_restart_past_the_end_is_saved_at_once_but_not_by_a_dry_run(
+    pipeline: Pipeline,
+) -> None:
+    """Saved only once the run got there, the restart was lost to a run stopped first (here
+    --max 1): the old position stayed, and once the partition grew past it, the records below
+    were skipped for good."""
+    _fill(pipeline)
+    group = pipeline.settings.consumer_group("dlq-replay-enrichment-all")
+    topic = pipeline["enrichment.dlq"]
+    places = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    stale = Consumer({"bootstrap.servers": pipeline.bootstrap, "group.id": group})
+    stale.commit(
+        offsets=[TopicPartition(topic, p, 500) for p in range(PARTITIONS)], asynchronous=False
+    )
+
+    def saved() -> list[int]:
+        return [tp.offset for tp in stale.committed(places, timeout=30)]
+
+    try:
+        assert claimx(pipeline, "replay", "enrichment", "--dry-run").exit_code == 0
+        assert saved() == [500] * PARTITIONS  # a dry run changes nothing
+        result = claimx(pipeline, "replay", "enrichment", "--max", "1", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["replayed"] == 1
+        assert all(offset < 500 for offset in saved())
+    finally:
+        stale.close()

@@ -202,6 +202,9 @@ def test_views_mask_credentials_in_bodies_and_headers_and_keep_words(pipeline: P
         ("{'db_password': 'hunter2', 'n': 1}", "{'db_password': '***', 'n': 1}"),
         ('{\\"clientSecret\\": \\"s3cr3t\\"}', '{\\"clientSecret\\": \\"***\\"}'),
         ("password=hunter2&user=u", "password=***&user=u"),
+        ('password="p@ss word"', 'password="***"'),  # a quoted value, whole
+        ("password=ab,cd&ef", "password=***&ef"),
+        ('{"password": "pa\\"ss"}', '{"password": "***"}'),  # an escaped quote inside
         (f"Authorization: Basic {BASIC}", "Authorization: Basic ***"),
         ("Authorization: Bearer opaque-42", "Authorization: Bearer ***"),
         (f"sent Basic {BASIC} to it", "sent Basic *** to it"),

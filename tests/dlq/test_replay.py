@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from claimx_flow.dlq.queues import DlqName, replay_target
-from claimx_flow.dlq.replay import ReplayOptions, replay
+from claimx_flow.dlq.replay import ReplayOptions, ReplayRun, replay
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord
 from claimx_flow.models import FailureInfo
@@ -219,6 +222,43 @@ def test_ctrl_c_without_transactions_commits_what_was_sent(pipeline: Pipeline) -
     assert set(seen.values()) == {1}, seen
     assert first.interrupted and first.done.replayed == 3
     assert json.loads(rest.stdout)["replayed"] == 5
+
+
+def test_a_ctrl_c_right_after_a_send_is_queued_sends_it_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGINT delivered the moment the third send is queued, before its position is
+    recorded: taken there, the stop confirmed the send but did not commit past it, and the
+    next run sent it again. (The real producer and broker; the wrapper only times the signal,
+    which no outside sender can land in that window reliably.)"""
+    _letters(pipeline, 8)
+    real_start = ReplayRun._start_producer
+
+    class SignalOnThirdSend:
+        def __init__(self, producer: Any) -> None:
+            self.producer, self.sends = producer, 0
+
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            self.producer.produce(*args, **kwargs)
+            self.sends += 1
+            if self.sends == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.producer, name)
+
+    monkeypatch.setattr(
+        ReplayRun, "_start_producer", lambda run, tx: SignalOnThirdSend(real_start(run, tx))
+    )
+    first = replay(pipeline.settings, DlqName.ENRICHMENT, ReplayOptions(transactional=False))
+    monkeypatch.undo()
+    rest = replay(pipeline.settings, DlqName.ENRICHMENT, ReplayOptions(transactional=False))
+
+    assert first.interrupted and first.done.replayed == 3
+    assert rest.done.replayed == 5
+    seen = Counter(r.value for r in read_all(pipeline.bootstrap, pipeline["enrichment.pending"]))
+    assert sorted(seen) == sorted(task_value(f"evt_{i}") for i in range(8))
+    assert set(seen.values()) == {1}, seen
 
 
 def test_a_crash_between_confirmed_sends_and_commit_duplicates_nothing(pipeline: Pipeline) -> None:
