@@ -175,8 +175,6 @@ def event_verdict(trace: Trace, event_id: str) -> Verdict:
     chains += list(downloads.values())
     verdicts = [v for chain in chains if (v := chain_verdict(chain)) is not None]
     failing = _worst(verdicts)
-    if failing is not None:
-        return failing
 
     events_rows = [r for r in trace.rows_of(EVENTS.name) if r.text("event_id") == event_id]
     written = trace.evidence.written_by.get(event_id, set())
@@ -185,6 +183,19 @@ def event_verdict(trace: Trace, event_id: str) -> Verdict:
     media = set(downloads)
     media |= {m for r in events_rows if (m := r.text("media_id"))}
     media |= {str(f.fields["media_id"]) for f in records if f.fields.get("media_id")}
+    if failing is not None:
+        files = FILE_EVENT in types or bool(downloads)
+        landed = media <= trace.evidence.stored_media if files and media else bool(written)
+        if landed and unread(trace):
+            # A replay of the copy may sit in what went unread; Delta, read whole, says where
+            # the event ended.
+            return Verdict(
+                "landed",
+                f"landed, though an earlier copy was read ({failing.text}); part of the window "
+                "went unread, where its replay may be",
+                position=failing.position,
+            )
+        return failing
     if not records and not events_rows and not written:
         return Verdict("not_seen", f"not seen since {_short(trace.since)}")
 

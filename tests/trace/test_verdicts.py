@@ -156,6 +156,39 @@ def test_a_dlq_copy_is_read_whatever_the_limit(settings: Settings) -> None:
     assert document(found)["scanned"]["skipped"] > 0
 
 
+def test_a_dlq_copy_beside_rows_that_landed_is_not_the_verdict_of_a_cut_window(
+    settings: Settings,
+) -> None:
+    """A copy dead-lettered, then replayed into what --limit left unread, and enriched: Delta,
+    read whole, says the event landed; the DLQ copy is named, not taken for the end."""
+    project, event = _project(), _event_id("replayed")
+    now = datetime.now(UTC)
+    _write(settings, EVENTS, [_events_row(event, project, "PROJECT_CREATED", now)])
+    _write(
+        settings, PROJECTS, [{"project_id": project, "event_id": event, "last_enriched_at": now}]
+    )
+    failure = FailureInfo(
+        original_topic=settings.claimx_enrichment_pending_topic,
+        original_partition=0,
+        original_offset=0,
+        stage="enrich",
+        error_category=ErrorCategory.PERMANENT,
+        error_class="ProjectNotFound",
+        error_message="project not found",
+        attempt=1,
+        first_failed_at=now,
+        last_failed_at=now,
+        project_id=project,
+        event_id=event,
+    )
+    task = {"event_id": event, "event_type": "PROJECT_CREATED", "project_id": project}
+    _produce(settings, settings.claimx_enrichment_dlq_topic, project, task, failure.to_headers())
+    _fillers(settings, 40)
+    verdict = _verdict(_traced(settings, "event", event, limit=1))
+    assert verdict["state"] == "landed", verdict
+    assert "though an earlier copy was read (in DLQ because ProjectNotFound" in verdict["text"]
+
+
 def test_a_window_cut_by_the_limit_with_nothing_decisive_is_incomplete(
     settings: Settings,
 ) -> None:
