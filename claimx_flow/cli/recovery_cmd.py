@@ -28,12 +28,14 @@ from claimx_flow.startup.recovery import (
     recovery_directory,
 )
 from claimx_flow.startup.recovery_state import (
+    ASSUME_STOPPED_OPTION,
+    STOPPED_AFTER_S,
     InputPosition,
     RecoveryStateError,
     Target,
+    check_stopped,
     input_positions,
     partition_files,
-    processes_holding,
     read_recovery,
     reset_positions,
     target_offsets,
@@ -91,6 +93,13 @@ def reset(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
+    assume_stopped: bool = typer.Option(
+        False,
+        ASSUME_STOPPED_OPTION,
+        help="The stage is stopped everywhere, although its group published positions in the "
+        f"last {STOPPED_AFTER_S:.0f}s (stopped moments ago) or a process here that runs Bytewax "
+        "cannot be inspected.",
+    ),
 ) -> None:
     """Point a stopped stage's inputs elsewhere (like kafka-consumer-groups --reset-offsets).
 
@@ -98,6 +107,11 @@ def reset(
     question, and without a terminal to ask on it refuses unless --yes is given. The stage's
     recovery files (part-*.sqlite3 and its cluster and topic markers) are first copied to a
     timestamped backup-* folder beside them, named in the output.
+    Refuses while the stage may be running: a process here holding its recovery files, a
+    process here running Bytewax whose files cannot be read, or its consumer group holding a
+    position published (snapshot_at) in the last 150 s, wherever the stage runs;
+    --assume-stopped overrides the last two. Refuses, too, an input snapshot of a shape it
+    does not know.
     Exit codes: 0 done (or a dry run); 1 declined at the prompt; 2 error, the stage running, or
     no terminal and no --yes.
     """
@@ -113,19 +127,18 @@ def reset(
     settings = load_settings()
     directory = recovery_directory(settings, stage)
     files = partition_files(directory)
-    holders = processes_holding(files)
-    if holders:
-        raise RecoveryStateError(
-            f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
-        )
-    plan = _plan_table(settings, stage, target, directory, bool(files))
+    also = read_recovery(directory).input_topics(settings, stage) if files else []
+    topics = describe_input_topics(settings, stage, also=also)
+    partitions = [(t.name, p) for t in topics.values() for p in t.partitions]
+    check_stopped(settings, stage, files, partitions, assume_stopped=assume_stopped)
+    plan = _plan_table(settings, stage, target, directory, partitions, bool(files))
     if dry_run:
         console.print(plan)
         return
     confirm_plan(plan, f"Reset the recovery state of {stage} as shown?", what="reset", yes=yes)
     backup = back_up(directory) if files else None
     try:
-        moved = reset_positions(settings, stage, target)
+        moved = reset_positions(settings, stage, target, assume_stopped=assume_stopped)
     except RecoveryStateError as exc:
         if backup is None:
             raise
@@ -150,14 +163,17 @@ def back_up(directory: Path, now: datetime | None = None) -> Path:
 
 
 def _plan_table(
-    settings: Settings, stage: str, target: Target, directory: Path, has_state: bool
+    settings: Settings,
+    stage: str,
+    target: Target,
+    directory: Path,
+    partitions: list[tuple[str, int]],
+    has_state: bool,
 ) -> Table:
     """Each input partition: where the stage resumes now and where it would after the reset."""
     now: dict[tuple[str, int], int] = {}
     if has_state:
         now = {(p.topic, p.partition): p.offset for p in input_positions(settings, stage)}
-    topics = describe_input_topics(settings, stage)
-    partitions = [(t.name, p) for t in topics.values() for p in t.partitions]
     after = target_offsets(settings, partitions, target)
     where = target.isoformat() if isinstance(target, datetime) else target
     table = Table(title=f"reset {stage} to {where} ({directory})")
@@ -168,7 +184,7 @@ def _plan_table(
         table.add_row(
             topic,
             str(partition),
-            "-" if current is None else f"{current:,}",
+            "-" if current is None else _offset(current),
             f"{after[topic, partition]:,}",
         )
     table.caption = (
@@ -202,5 +218,10 @@ def _table(title: str, positions: list[InputPosition]) -> None:
     for column in ("topic", "partition", "offset", "epoch"):
         table.add_column(column, justify="right" if column != "topic" else "left")
     for p in positions:
-        table.add_row(p.topic, str(p.partition), f"{p.offset:,}", str(p.epoch))
+        table.add_row(p.topic, str(p.partition), _offset(p.offset), str(p.epoch))
     console.print(table)
+
+
+def _offset(offset: int) -> str:
+    """An offset, or the logical one a source starts a partition it has read nothing of at."""
+    return {-2: "beginning", -1: "end"}.get(offset, f"{offset:,}")

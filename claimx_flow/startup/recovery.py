@@ -119,10 +119,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def describe_input_topics(
-    settings: Settings, stage: str, timeout_s: float = 15.0
+    settings: Settings, stage: str, timeout_s: float = 15.0, also: Iterable[str] = ()
 ) -> dict[str, TopicState]:
-    """The stage's input topics that exist now, with their ids and partitions."""
-    names = catalog.input_topics(settings, catalog.stage(stage))
+    """The stage's input topics that exist now, with their ids and partitions; ``also``: more
+    topics it reads (the orphan tiers a retry stage drained, named by its snapshots)."""
+    names = list(dict.fromkeys([*catalog.input_topics(settings, catalog.stage(stage)), *also]))
     if not names:
         return {}
     admin = admin_client(settings)

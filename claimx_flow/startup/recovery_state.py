@@ -1,10 +1,21 @@
 """A stage's recovery state on disk: where its Kafka inputs resume, shown, reset and checked.
 
-Bytewax keeps each input partition's next offset as a snapshot row (``step_id``, ``state_key``
-= ``<partition>-<topic>``, a pickled int, ``snap_epoch``) in SQLite files (``part-*.sqlite3``)
-under the stage's recovery directory. Showing them is the equivalent of
-``kafka-consumer-groups --describe``; rewriting them (with the stage stopped) is the equivalent
-of ``--reset-offsets``.
+Bytewax keeps each input's next offsets as snapshot rows (``step_id``, ``state_key``,
+``ser_change`` pickled, ``snap_epoch``) in SQLite files (``part-*.sqlite3``) under the stage's
+recovery directory, in one of two shapes:
+
+- the Kafka input (``operators.kafka``): one row per topic partition, ``state_key`` =
+  ``<partition>-<topic>``, an int;
+- the retry stage's due-time input (``operators.due_time``): one row per topic (a tier),
+  ``state_key`` = ``<topic>``, a dict of partition → offset.
+
+A row keyed by an input topic in either way that holds anything else is refused by ``show``
+and ``reset`` (``UnknownSnapshot``): a reset that moved only the consumer group would leave the
+stage resuming from it. Two exceptions, both of steps keyed by source partition, not
+positions: no state (None: the parts of ``operators.kafka``'s output laned by partition) and a
+list (the in-flight items of ``operators.overlapped``, enrich). Showing the positions is the
+equivalent of ``kafka-consumer-groups --describe``; rewriting them (with the stage stopped) is
+the equivalent of ``--reset-offsets``.
 
 Which rows a restart loads is Bytewax 0.21.1's rule, read here exactly as Bytewax computes it
 (``src/recovery.rs``: ``RecoveryPart::resume_from`` and ``SerializedSnapshotLoader``; the same
@@ -30,12 +41,14 @@ import os
 import pickle
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -44,8 +57,10 @@ from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config, settled
+from claimx_flow.kafka.positions import REFRESH_S, snapshot_time
 from claimx_flow.kafka.records import kafka_millis
 from claimx_flow.kafka.topics import watermarks
+from claimx_flow.routing.tiers import orphan_names
 from claimx_flow.startup.recovery import (
     RecoveryMismatch,
     TopicState,
@@ -60,10 +75,19 @@ from claimx_flow.startup.recovery import (
 _KEY = re.compile(r"^(\d+)-(.+)$")
 Target = Literal["earliest", "latest"] | datetime
 TIMEOUT_S = 15.0
+STOPPED_AFTER_S = 2 * REFRESH_S + 30.0
+"""A group whose newest published position (``snapshot_at``) is younger than this may belong to
+a running stage: a running stage publishes at least every ``REFRESH_S`` (plus an epoch or
+two), wherever it runs; the rest is a margin for clocks."""
+ASSUME_STOPPED_OPTION = "--assume-stopped"
 
 
 class RecoveryStateError(ClaimxError):
     """Recovery state that cannot be read or changed as asked."""
+
+
+class UnknownSnapshot(RecoveryStateError):
+    """A snapshot row of an input whose shape is not one this module knows how to read."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,13 @@ class InputPosition:
     offset: int
     epoch: int
     file: Path
+    state_key: str = ""
+    """The row it is in: ``<partition>-<topic>`` (that partition's), or ``<topic>`` (a row of
+    every partition of the topic)."""
+
+
+def _is_offset(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -86,17 +117,66 @@ class SnapshotRow:
     blob: bytes | None
     file: Path
 
-    def input_position(self) -> InputPosition | None:
-        """This row as a Kafka input's position, if it is one (``<partition>-<topic>``: int)."""
+    def input_positions(self, topics: Collection[str]) -> list[InputPosition]:
+        """This row's input positions when it is an input's row (see the module's docstring);
+        [] for any other row; ``UnknownSnapshot`` for a row keyed by one of ``topics`` that
+        holds an unknown shape."""
         match = _KEY.match(self.state_key)
-        if match is None or self.blob is None:
-            return None
-        value = pickle.loads(self.blob)
-        if not isinstance(value, int) or isinstance(value, bool):
-            return None
-        return InputPosition(
-            self.step_id, match.group(2), int(match.group(1)), value, self.epoch, self.file
+        if self.state_key in topics:
+            value = self._value()
+            if isinstance(value, dict) and all(
+                _is_offset(p) and _is_offset(o) for p, o in value.items()
+            ):
+                return [self._position(self.state_key, p, o) for p, o in sorted(value.items())]
+        elif match is not None and match.group(2) in topics:
+            value = self._value()
+            if _is_offset(value):
+                return [self._position(match.group(2), int(match.group(1)), value)]
+            if isinstance(value, list):  # a step's items keyed by source partition
+                return []
+        else:
+            return []
+        if value is None:  # no state (discarded, or a sink part's: keyed by source partition)
+            return []
+        raise UnknownSnapshot(
+            f"the recovery snapshot of {self.step_id} for {self.state_key} (epoch "
+            f"{self.epoch}, in {self.file}) holds {_described(value)}, not a shape of input "
+            "position known here; refusing to guess where the stage resumes from"
         )
+
+    def input_position(self) -> InputPosition | None:
+        """This row as a Kafka input partition's position (``<partition>-<topic>``: an int),
+        whatever the topic, or None; ``input_positions`` reads every shape of input row."""
+        match = _KEY.match(self.state_key)
+        value = self._value() if match is not None else None
+        if match is None or not _is_offset(value):
+            return None
+        return self._position(match.group(2), int(match.group(1)), value)
+
+    def _value(self) -> object:
+        if self.blob is None:
+            return None
+        try:
+            return pickle.loads(self.blob)
+        except Exception as exc:  # any class or data pickle cannot rebuild here
+            return _Unreadable(f"{type(exc).__name__}: {exc}")
+
+    def _position(self, topic: str, partition: int, offset: int) -> InputPosition:
+        return InputPosition(
+            self.step_id, topic, partition, offset, self.epoch, self.file, self.state_key
+        )
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    reason: str
+
+
+def _described(value: object) -> str:
+    if isinstance(value, _Unreadable):
+        return f"what cannot be unpickled ({value.reason})"
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60]}{'…' if len(text) > 60 else ''})"
 
 
 @dataclass
@@ -160,6 +240,28 @@ class RecoveryData:
                 latest[(row.step_id, row.state_key)] = row
         return latest
 
+    def live(self, epoch: int) -> list[SnapshotRow]:
+        """The rows a resume at ``epoch`` loads or a later one may: all but those older than
+        the row loaded for their key (Bytewax never loads them again; garbage collection
+        removes them in its time)."""
+        loaded = self.loaded(epoch)
+        return [
+            row
+            for row in self.snapshots
+            if (found := loaded.get((row.step_id, row.state_key))) is None
+            or row.epoch >= found.epoch
+        ]
+
+    def input_topics(self, settings: Settings, stage: str) -> list[str]:
+        """The topics whose rows are the stage's input positions: its inputs, and for the
+        retry stage the orphan tiers its snapshots name (tiers it drained)."""
+        spec = catalog.stage(stage)
+        names = catalog.input_topics(settings, spec)
+        if spec.releases:
+            keys = {row.state_key for row in self.snapshots}
+            names += [tier.topic for tier in orphan_names(settings, keys)]
+        return names
+
 
 def partition_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("part-*.sqlite3"))
@@ -206,15 +308,97 @@ def input_positions(settings: Settings, stage: str) -> list[InputPosition]:
     data = read_recovery(directory)
     if not data.files:
         raise RecoveryStateError(f"{stage}: no recovery state in {directory}")
-    return _positions(data, data.check_resumable())
+    return _positions(data, data.check_resumable(), data.input_topics(settings, stage))
 
 
-def _positions(data: RecoveryData, epoch: int) -> list[InputPosition]:
-    positions = [row.input_position() for row in data.loaded(epoch).values()]
-    return sorted((p for p in positions if p is not None), key=lambda p: (p.topic, p.partition))
+def _positions(data: RecoveryData, epoch: int, topics: Collection[str]) -> list[InputPosition]:
+    """The positions of the rows Bytewax loads at ``epoch``; ``UnknownSnapshot`` for an input
+    row of a shape not known here."""
+    positions = [p for row in data.loaded(epoch).values() for p in row.input_positions(topics)]
+    return sorted(positions, key=lambda p: (p.topic, p.partition, p.step_id))
 
 
-def reset_positions(settings: Settings, stage: str, target: Target) -> list[InputPosition]:
+def check_stopped(
+    settings: Settings,
+    stage: str,
+    files: list[Path],
+    partitions: list[tuple[str, int]],
+    *,
+    assume_stopped: bool = False,
+    now: float | None = None,
+) -> None:
+    """Refuse a reset while the stage may be running, here or elsewhere.
+
+    A process on this machine holding its recovery files is running it (always refused). The
+    stages' consumers never join their group (they assign partitions), so a stage running on
+    another machine shows only in what it publishes: each position carries its snapshot's time
+    (``snapshot_at``), refreshed at least every ``REFRESH_S``; a newer one than
+    ``STOPPED_AFTER_S`` ago says it may still be running, and its next publish would undo the
+    reset. So does a process here that runs Bytewax and whose open files cannot be read. Those
+    two are refused unless ``assume_stopped`` (``--assume-stopped``: a stage stopped moments
+    ago).
+    """
+    holders = processes_holding(files)
+    if holders:
+        raise RecoveryStateError(
+            f"{stage} is running (pid {', '.join(map(str, holders))}); stop it before a reset"
+        )
+    if assume_stopped:
+        return
+    hidden = unreadable_bytewax_processes()
+    if hidden:
+        raise RecoveryStateError(
+            f"{stage} may be running here: process(es) {', '.join(map(str, hidden))} run Bytewax "
+            "but their open files cannot be read by this user, so whether they hold its recovery "
+            f"files is unknown; stop the stage, run this as their user, or pass "
+            f"{ASSUME_STOPPED_OPTION} if it is stopped"
+        )
+    group = settings.consumer_group(catalog.stage(stage).consumer)
+    published = last_published(settings, group, partitions)
+    now = time.time() if now is None else now
+    if published is not None and now - published < STOPPED_AFTER_S:
+        at = datetime.fromtimestamp(published, UTC).isoformat(timespec="seconds")
+        until = datetime.fromtimestamp(published + STOPPED_AFTER_S, UTC)
+        raise RecoveryStateError(
+            f"{stage} seems to be running: its group {group} published at {at} "
+            f"({max(now - published, 0):.0f}s ago; a running stage publishes at least every "
+            f"{REFRESH_S:.0f}s, wherever it runs), and would overwrite the reset; stop it "
+            f"everywhere (in Kubernetes: scale it to 0), then run the reset after "
+            f"{until.isoformat(timespec='seconds')}, or now with {ASSUME_STOPPED_OPTION}"
+        )
+
+
+def last_published(
+    settings: Settings, group: str, partitions: list[tuple[str, int]]
+) -> float | None:
+    """The newest snapshot time (``snapshot_at``) among the group's positions of
+    ``partitions``; None when none carries one."""
+    if not partitions:
+        return None
+    consumer = Consumer({**client_config(settings), "group.id": group})
+    wanted = [TopicPartition(t, p) for t, p in partitions]
+    try:
+        found = settled(  # a busy group coordinator answers "not yet" for a while
+            lambda: consumer.committed(wanted, timeout=TIMEOUT_S),
+            what=f"read the offsets committed by {group}",
+            timeout_s=TIMEOUT_S,
+            error=RecoveryStateError,
+        )
+    finally:
+        consumer.close()
+    failed = _refused(found)
+    if failed:  # unread, the stage's last publish is unknown: it may be running
+        raise RecoveryStateError(
+            f"cannot tell whether the stage is running: {group}'s offsets of {failed} could "
+            "not be read"
+        )
+    times = [snapshot_time(tp.metadata) for tp in found]
+    return max((t for t in times if t is not None), default=None)
+
+
+def reset_positions(
+    settings: Settings, stage: str, target: Target, *, assume_stopped: bool = False
+) -> list[InputPosition]:
     """Point every input partition of a stopped stage at ``target``; returns the new positions.
 
     Both places a stage resumes from move: the snapshot each partition resumes from (the very
@@ -225,6 +409,10 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
     recorded as belonging to the topics as they are now. Downstream state (batches in
     flight, tallies) is left as it is; the sinks are idempotent, so events read again are
     written again harmlessly.
+
+    Refused while the stage may be running (``check_stopped``; ``assume_stopped`` lifts what
+    is only a guess), and when an input's snapshot has a shape not known here
+    (``UnknownSnapshot``): nothing is changed then.
     """
     directory = recovery_directory(settings, stage)
     files = partition_files(directory)
@@ -235,9 +423,11 @@ def reset_positions(settings: Settings, stage: str, target: Target) -> list[Inpu
         )
     data = read_recovery(directory) if files else None
     epoch = data.check_resumable() if data else 1
-    positions = _positions(data, epoch) if data else []
-    topics = describe_input_topics(settings, stage, TIMEOUT_S)
+    names = data.input_topics(settings, stage) if data else []
+    positions = _positions(data, epoch, names) if data else []
+    topics = describe_input_topics(settings, stage, TIMEOUT_S, also=names)
     current = [(t.name, p) for t in topics.values() for p in t.partitions]
+    check_stopped(settings, stage, files, current, assume_stopped=assume_stopped)
     offsets = target_offsets(settings, current, target)
     try:
         updated = _move_snapshots(files, positions, offsets, epoch)
@@ -272,36 +462,45 @@ def _move_snapshots(
     offsets: Mapping[tuple[str, int], int],
     epoch: int,
 ) -> list[InputPosition]:
-    """Point each snapshotted input position at its new offset, and drop the input snapshots
-    of ``epoch`` and later (see ``reset_positions``); the positions as they now are."""
-    updated: list[InputPosition] = []
+    """Point each snapshotted input row at its new offsets, and drop the input snapshots of
+    ``epoch`` and later (see ``reset_positions``); the positions as they now are.
+
+    A partition's row (``<partition>-<topic>``) becomes its partition's new offset; a topic's
+    row (``<topic>``, the due-time input) becomes the new offset of every partition the topic
+    has now. A row whose partition or topic is gone is left: there is nothing to point at."""
+    rows: dict[tuple[Path, str, str, int], list[InputPosition]] = defaultdict(list)
     for position in positions:
-        offset = offsets.get((position.topic, position.partition))
-        if offset is None:  # a partition the topic no longer has: nothing to point at
-            continue
-        key = f"{position.partition}-{position.topic}"
-        with closing(sqlite3.connect(position.file)) as db, db:
+        rows[(position.file, position.step_id, position.state_key, position.epoch)].append(position)
+    updated: list[InputPosition] = []
+    for (path, step_id, key, row_epoch), held in rows.items():
+        topic = held[0].topic
+        value: int | dict[int, int]
+        if key == topic:
+            value = {p: o for (t, p), o in sorted(offsets.items()) if t == topic}
+            if not value:
+                continue
+            moved = [
+                InputPosition(step_id, topic, p, o, row_epoch, path, key) for p, o in value.items()
+            ]
+        else:
+            (position,) = held
+            offset = offsets.get((topic, position.partition))
+            if offset is None:
+                continue
+            value, moved = offset, [replace(position, offset=offset)]
+        with closing(sqlite3.connect(path)) as db, db:
             db.execute(
                 "UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ? "
                 "AND snap_epoch = ?",
-                (pickle.dumps(offset), position.step_id, key, position.epoch),
+                (pickle.dumps(value), step_id, key, row_epoch),
             )
-        for path in files:
-            with closing(sqlite3.connect(path)) as db, db:
+        for other in files:
+            with closing(sqlite3.connect(other)) as db, db:
                 db.execute(
                     "DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND snap_epoch >= ?",
-                    (position.step_id, key, epoch),
+                    (step_id, key, epoch),
                 )
-        updated.append(
-            InputPosition(
-                position.step_id,
-                position.topic,
-                position.partition,
-                offset,
-                position.epoch,
-                position.file,
-            )
-        )
+        updated += moved
     return updated
 
 
@@ -318,7 +517,10 @@ def check_recovery_identity(settings: Settings, stage: str) -> None:
     directory = recovery_directory(settings, stage)
     cluster = kafka_cluster_id(settings)
     check_recovery_cluster(settings, stage, cluster)
-    topics = describe_input_topics(settings, stage, TIMEOUT_S)
+    data = read_recovery(directory)
+    topics = describe_input_topics(
+        settings, stage, TIMEOUT_S, also=data.input_topics(settings, stage)
+    )
     recorded = recorded_topic_ids(settings, stage)
     for topic in topics.values():
         before = recorded.get(topic.name)
@@ -330,21 +532,30 @@ def check_recovery_identity(settings: Settings, stage: str) -> None:
                 f"stopped, run `claimx recovery reset {stage} --to-earliest` (or "
                 f"--to-datetime) to start over on the topic as it is now"
             )
-    _check_offsets_within_ends(settings, stage, directory, topics.values())
+    _check_offsets_within_ends(settings, stage, data, topics.values())
     if partition_files(directory):
         record_identity(settings, stage, cluster, topics.values(), replace=False)
 
 
 def _check_offsets_within_ends(
-    settings: Settings, stage: str, directory: Path, topics: Iterable[TopicState]
+    settings: Settings, stage: str, data: RecoveryData, topics: Iterable[TopicState]
 ) -> None:
+    """Every offset the stage could resume from within its partition's end: the snapshot rows
+    Bytewax loads now or may load later (``RecoveryData.live``; a reset rewrites exactly
+    those), and the group's. A row of a shape not known here is not Bytewax's to refuse; the
+    stage reads it as its source does."""
+    topics = list(topics)
     partitions = [(t.name, p) for t in topics for p in t.partitions]
     if not partitions:
         return
+    names = {t.name for t in topics}
     snapshots: dict[tuple[str, int], int] = {}
-    for row in read_recovery(directory).snapshots:
-        position = row.input_position()
-        if position is not None:
+    for row in data.live(data.resume_epoch()):
+        try:
+            found = row.input_positions(names)
+        except UnknownSnapshot:
+            continue
+        for position in found:
             key = (position.topic, position.partition)
             snapshots[key] = max(snapshots.get(key, 0), position.offset)
     group = settings.consumer_group(catalog.stage(stage).consumer)
@@ -406,7 +617,7 @@ def _commit_group(settings: Settings, stage: str, offsets: dict[tuple[str, int],
     group = settings.consumer_group(catalog.stage(stage).consumer)
     consumer = Consumer({**client_config(settings), "group.id": group})
     try:
-        consumer.commit(
+        answered = consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
             asynchronous=False,
         )
@@ -414,6 +625,16 @@ def _commit_group(settings: Settings, stage: str, offsets: dict[tuple[str, int],
         raise RecoveryStateError(f"{stage}: cannot move the offsets of {group}: {exc}") from None
     finally:
         consumer.close()
+    refused = _refused(answered or [])
+    if refused:  # the request went through, but these partitions kept their old offsets
+        raise RecoveryStateError(f"{stage}: {group} refused the new offsets of {refused}")
+
+
+def _refused(answered: Iterable[TopicPartition]) -> str:
+    """The partitions of a Kafka answer that carry an error, with it ("" when none do)."""
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}] ({tp.error.str()})" for tp in answered if tp.error is not None
+    )
 
 
 def target_offsets(
@@ -429,6 +650,11 @@ def target_offsets(
             )
             result = {}
             for tp in found:
+                if tp.error is not None:  # e.g. no leader now: its offset says nothing
+                    raise RecoveryStateError(
+                        f"cannot find the offset of {tp.topic}[{tp.partition}] at "
+                        f"{target.isoformat()}: {tp.error.str()}"
+                    )
                 if tp.offset < 0:  # no message at or after the time: resume at the end
                     result[(tp.topic, tp.partition)] = watermarks(consumer, tp)[1]
                 else:
@@ -445,8 +671,32 @@ def target_offsets(
         consumer.close()
 
 
+def unreadable_bytewax_processes() -> list[int]:
+    """Processes on this machine that run Bytewax (by their command line) but whose open files
+    this user cannot list: ``processes_holding`` cannot tell whether they run the stage."""
+    hidden = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            next(iter((proc / "fd").iterdir()), None)
+            continue
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        except OSError:
+            pass
+        try:
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"bytewax" in command:
+            hidden.append(int(proc.name))
+    return hidden
+
+
 def processes_holding(files: list[Path]) -> list[int]:
-    """Processes on this machine with one of ``files`` open (a running stage)."""
+    """Processes on this machine with one of ``files`` open (a running stage); those whose
+    open files cannot be read are ``unreadable_bytewax_processes``'s to judge."""
     wanted = {str(f.resolve()) for f in files}
     holders = []
     for proc in Path("/proc").iterdir():

@@ -31,6 +31,10 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return isolated_settings(kafka_bootstrap, tmp_path / "data", claimx_stop_at_end=True)
 
 
+# A stage run to its end here published its positions moments before each reset, as a stage
+# still running would: the resets say it is stopped (``assume_stopped``, ``--assume-stopped``).
+
+
 def run_ingest_to_the_end(settings: Settings, logs: Path) -> None:
     settings = settings.model_copy(update={"claimx_stop_at_end": True})
     pipeline = Pipeline(settings, settings_env(settings), logs)
@@ -60,7 +64,7 @@ def test_reset_to_a_datetime_replays_exactly_what_came_after(
     assert sum(p.offset for p in shown) == 150
     assert {p.topic for p in shown} == {settings.claimx_events_topic}
 
-    moved = reset_positions(settings, "ingest", cut)
+    moved = reset_positions(settings, "ingest", cut, assume_stopped=True)
     assert sum(p.offset for p in moved) == 100  # the 50 later events will be read again
     assert sum(p.offset for p in input_positions(settings, "ingest")) == 100
 
@@ -68,9 +72,9 @@ def test_reset_to_a_datetime_replays_exactly_what_came_after(
     assert messages(settings, settings.claimx_enrichment_pending_topic) == 200
     assert table_rows(settings, "claimx_events") == 150  # replayed events add no rows
 
-    reset_positions(settings, "ingest", "earliest")
+    reset_positions(settings, "ingest", "earliest", assume_stopped=True)
     assert sum(p.offset for p in input_positions(settings, "ingest")) == 0
-    reset_positions(settings, "ingest", "latest")
+    reset_positions(settings, "ingest", "latest", assume_stopped=True)
     assert sum(p.offset for p in input_positions(settings, "ingest")) == 150
 
 
@@ -84,7 +88,7 @@ def test_a_running_stage_cannot_be_reset(settings: Settings, tmp_path: Path) -> 
         while table_rows(settings, "claimx_events") < 10 and time.monotonic() < deadline:
             time.sleep(0.5)
         with pytest.raises(RecoveryStateError, match="is running"):
-            reset_positions(settings, "ingest", "earliest")
+            reset_positions(settings, "ingest", "earliest", assume_stopped=True)
     finally:
         pipeline.stop()
 
@@ -139,7 +143,7 @@ def test_after_a_sigkill_mid_stream_the_restart_resumes_where_the_reset_said(
     assert by_commits and max(by_commits) < epoch - 1
 
     total = messages(settings, events)
-    moved = reset_positions(settings, "ingest", cut)
+    moved = reset_positions(settings, "ingest", cut, assume_stopped=True)
     assert sum(p.offset for p in moved) == 300  # the events produced before the cut
     assert [(p.topic, p.partition, p.offset) for p in input_positions(settings, "ingest")] == [
         (p.topic, p.partition, p.offset) for p in moved
@@ -189,7 +193,9 @@ def test_recovery_files_that_refuse_the_change_leave_the_group_and_name_the_back
 
     published = group()
     done = CliRunner().invoke(
-        app, ["recovery", "reset", "ingest", "--to-earliest", "--yes"], env=settings_env(settings)
+        app,
+        ["recovery", "reset", "ingest", "--to-earliest", "--yes", "--assume-stopped"],
+        env=settings_env(settings),
     )
     assert isinstance(done.exception, RecoveryStateError), done.output
     message = str(done.exception)
