@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from claimx_flow.errors import KafkaAdminError
 from claimx_flow.kafka.clients import settled
 
 TIMEOUT_S = 30.0
@@ -55,13 +54,7 @@ def committed_positions(
 ) -> dict[int, CommittedPosition]:
     """The consumer group's published position of each partition that has one."""
     wanted = [TopicPartition(topic, p) for p in partitions]
-    if not wanted:
-        return {}
-    committed = settled(  # a busy group coordinator answers "not yet" for a while
-        lambda: consumer.committed(wanted, timeout=TIMEOUT_S),
-        what=f"read the committed offsets of {topic}",
-        timeout_s=TIMEOUT_S,
-    )
+    committed = _committed(consumer, wanted, f"read the committed offsets of {topic}", TIMEOUT_S)
     return {
         found.partition: CommittedPosition(found.offset, snapshot_time(found.metadata))
         for found in committed
@@ -85,21 +78,35 @@ def group_offsets(
     confluent-kafka-python#1982), where a consumer's OffsetFetch looks the coordinator up again.
     """
     wanted = [TopicPartition(topic, partition) for topic, partition in places]
-    if not wanted:
-        return {}
-    committed = settled(
-        lambda: consumer.committed(wanted, timeout=timeout_s),
-        what=f"read the offsets of {group}",
-        timeout_s=timeout_s,
-    )
-    for found in committed:
-        if found.error is not None:  # read as "no offset", it would show the whole topic as lag
-            raise KafkaAdminError(
-                f"cannot read the offsets of {group} in {found.topic}[{found.partition}]: "
-                f"{found.error.str()}"
-            )
+    committed = _committed(consumer, wanted, f"read the offsets of {group}", timeout_s)
     return {
         (found.topic, found.partition): found.offset
         for found in committed
         if found.offset is not None and found.offset >= 0
     }
+
+
+def _committed(
+    consumer: Consumer, wanted: list[TopicPartition], what: str, timeout_s: float
+) -> list[TopicPartition]:
+    """``consumer.committed(wanted)``, waiting out a coordinator that is still loading and a
+    partition that answers with a passing error (a transaction's offsets not yet settled); one
+    that keeps an error is an error, never "no offset", which would read the whole topic again
+    or show it all as lag."""
+    if not wanted:
+        return []
+
+    def ask() -> list[TopicPartition]:
+        answer: list[TopicPartition] = consumer.committed(wanted, timeout=timeout_s)
+        for found in answer:
+            if found.error is not None:
+                raise KafkaException(
+                    KafkaError(
+                        found.error.code(),
+                        f"{found.topic}[{found.partition}]: {found.error.str()}",
+                        retriable=found.error.retriable(),
+                    )
+                )
+        return answer
+
+    return settled(ask, what=what, timeout_s=timeout_s)
