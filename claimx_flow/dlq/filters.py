@@ -148,8 +148,10 @@ def parse_positions(text: str | None) -> frozenset[OffsetSpan]:
     spans = []
     for part in split_list(text):
         partition, _, offsets = part.partition(":")
-        first, _, last = offsets.partition("-")
+        first, dash, last = offsets.partition("-")
         try:
+            if dash and not last:  # "0:17-" is no span: an offset cut short, not offset 17
+                raise ValueError
             span = OffsetSpan(int(partition), int(first), int(last or first))
         except ValueError:
             raise ValueError(

@@ -106,7 +106,7 @@ def test_positions_and_replay_count_select_and_narrow_the_read() -> None:
     letters = [_letter(n, replay_count=n % 2) for n in range(6)]
     assert {d.offset for d in letters if selection.matches(d)} == {3, 5}
     assert selection.narrowed({0: 0, 1: 0}, {0: 9, 1: 9}) == ({0: 2, 1: 0}, {0: 6, 1: 0})
-    for bad in ("0", "a:1", "0:5-2", "-1:3"):
+    for bad in ("0", "a:1", "0:5-2", "-1:3", "0:17-"):
         with pytest.raises(ValueError, match="not a position"):
             parse_positions(bad)
 

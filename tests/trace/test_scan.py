@@ -30,13 +30,13 @@ def test_a_silent_partition_is_given_up_while_others_stay_busy(
     so a partition that never answered held the read until the traffic stopped. A partition
     the broker does not have stands in for one whose leader is gone: both answer nothing, and
     a one-broker cluster cannot lose a leader."""
-    monkeypatch.setattr(scan, "IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(scan, "IDLE_TIMEOUT_S", 3.0)  # a busy 2-core machine fetches late
     topic = make_topic(2)
     producer = _filled(kafka_bootstrap, topic, 2, 3)
     stop = threading.Event()
 
     def live_traffic() -> None:
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 20
         while not stop.is_set() and time.monotonic() < deadline:
             producer.produce(topic, b"live", partition=0)
             producer.flush(1)
@@ -56,7 +56,7 @@ def test_a_silent_partition_is_given_up_while_others_stay_busy(
         busy.join()
     assert sorted(read) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
     assert stalled == [f"{topic}[7]"]
-    assert took < 4, f"the read ended only after the live traffic did ({took:.1f}s)"
+    assert took < 12, f"the read ended only after the live traffic did ({took:.1f}s)"
 
 
 class _OnePartitionUnanswered:
