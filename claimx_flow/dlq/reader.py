@@ -6,7 +6,6 @@ failures its own replays cause, and a listing of a busy DLQ ends.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 
 from claimx_flow.dlq.clients import DlqError
+from claimx_flow.kafka.partitions_left import PartitionsLeft
 from claimx_flow.kafka.records import message_headers, moment_of_ms
 from claimx_flow.models import FailureInfo, MalformedHeadersError, MessageIds, RawEvent
 from claimx_flow.models.parsing import json_fields, loose_text, named_fields
@@ -114,41 +114,40 @@ def read_range(
     an open or aborted transaction. ``check`` runs before each fetch (a stop asked for raises
     there, while waiting on a quiet partition too).
     """
-    remaining = {p for p, start in starts.items() if start < ends[p]}
-    if not remaining:
+    wanted = sorted(p for p, start in starts.items() if start < ends[p])
+    if not wanted:
         return
-    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(remaining)])
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in wanted])
+    remaining = PartitionsLeft(consumer, {(topic, p): ends[p] for p in wanted}, IDLE_TIMEOUT_S)
     try:
-        last_seen = time.monotonic()
         while remaining:
             check()
-            messages = consumer.consume(500, 0.05)
-            if messages:
-                last_seen = time.monotonic()
-            elif time.monotonic() - last_seen > IDLE_TIMEOUT_S:
-                raise DlqError(f"{topic}: no records arrive from partitions {sorted(remaining)}")
-            for message in messages:
-                yield from _take(message, remaining, ends)
+            for message in consumer.consume(500, 0.05):
+                letter = _take(message, remaining)
+                if letter is not None:
+                    yield letter
+            silent = remaining.idle()
+            if silent:
+                raise DlqError(
+                    f"{topic}: no records arrive from partitions {[p for _, p in silent]}"
+                )
     finally:
         consumer.unassign()
 
 
-def _take(message: Message, remaining: set[int], ends: dict[int, int]) -> Iterator[DeadLetter]:
-    partition = message.partition() or 0
+def _take(message: Message, remaining: PartitionsLeft) -> DeadLetter | None:
+    place = (message.topic() or "", message.partition() or 0)
     error = message.error()
     if error is not None:
         if error.code() == KafkaError._PARTITION_EOF:
-            remaining.discard(partition)
-            return
+            remaining.done(place)
+            return None
         if error.retriable():  # the client retries on its own; the idle timeout bounds it
-            return
-        raise DlqError(f"cannot read {message.topic()}[{partition}]: {error.str()}")
-    if partition not in remaining:
-        return
+            return None
+        raise DlqError(f"cannot read {place[0]}[{place[1]}]: {error.str()}")
     offset = message.offset() or 0
-    if offset >= ends[partition]:
-        remaining.discard(partition)
-        return
-    yield dead_letter_from(message)
-    if offset + 1 >= ends[partition]:
-        remaining.discard(partition)
+    if not remaining.heard(place, offset):
+        return None
+    if offset + 1 >= remaining.ends[place]:
+        remaining.done(place)
+    return dead_letter_from(message)

@@ -9,7 +9,6 @@ over the cap keeps its newest messages.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import consumer_config, failure_reason, settled
+from claimx_flow.kafka.partitions_left import PartitionsLeft
 from claimx_flow.models import redact
 
 IDLE_TIMEOUT_S = 15.0
@@ -28,10 +28,6 @@ IDLE_TIMEOUT_S = 15.0
 
 class TraceError(ClaimxError):
     """The trace cannot go on: Kafka unreachable, an offset that cannot be read."""
-
-
-Place = tuple[str, int]
-"""A topic and one of its partitions."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +178,7 @@ class KafkaWindow:
         self.consumer.assign(
             [TopicPartition(r.topic, r.partition, r.start) for r in ranges if r.size]
         )
-        remaining = _Remaining(self.consumer, ends, IDLE_TIMEOUT_S)
+        remaining = PartitionsLeft(self.consumer, ends, IDLE_TIMEOUT_S)
         try:
             while remaining:
                 messages = self.consumer.consume(500, 0.1)
@@ -208,44 +204,6 @@ class KafkaWindow:
                 self.stalled += remaining.give_up_idle()
         finally:
             self.consumer.unassign()
-
-
-class _Remaining:
-    """The partitions a read still waits for, each with the moment it last sent something."""
-
-    def __init__(self, consumer: Consumer, ends: dict[Place, int], idle_s: float) -> None:
-        self.consumer = consumer
-        self.ends = ends
-        self.idle_s = idle_s
-        now = time.monotonic()
-        self.last_heard = dict.fromkeys(ends, now)
-
-    def __bool__(self) -> bool:
-        return bool(self.last_heard)
-
-    def heard(self, place: Place, offset: int) -> bool:
-        """Whether a message at ``offset`` of ``place`` is still wanted (it is below the end of
-        a partition not yet done); a partition past its end is done."""
-        if place not in self.last_heard:
-            return False
-        if offset >= self.ends[place]:
-            self.done(place)
-            return False
-        self.last_heard[place] = time.monotonic()
-        return True
-
-    def done(self, place: Place) -> None:
-        """Stop waiting for ``place`` and stop fetching it."""
-        if self.last_heard.pop(place, None) is not None:
-            self.consumer.incremental_unassign([TopicPartition(*place)])
-
-    def give_up_idle(self) -> list[str]:
-        """The partitions silent for longer than ``idle_s``, let go."""
-        now = time.monotonic()
-        idle = sorted(p for p, at in self.last_heard.items() if now - at > self.idle_s)
-        for place in idle:
-            self.done(place)
-        return [f"{topic}[{partition}]" for topic, partition in idle]
 
 
 def _answered(topic: str, found: list[TopicPartition]) -> list[TopicPartition]:
