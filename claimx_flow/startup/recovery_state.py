@@ -57,7 +57,7 @@ from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.kafka.clients import client_config, settled
-from claimx_flow.kafka.positions import REFRESH_S, snapshot_time
+from claimx_flow.kafka.positions import REFRESH_S, group_offsets, snapshot_time
 from claimx_flow.kafka.records import kafka_millis
 from claimx_flow.kafka.topics import watermarks
 from claimx_flow.routing.tiers import orphan_names
@@ -581,16 +581,10 @@ def _committed(
     settings: Settings, group: str, partitions: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
     consumer = Consumer({**client_config(settings), "group.id": group})
-    wanted = [TopicPartition(t, p) for t, p in partitions]
     try:
-        found = settled(  # a busy group coordinator answers "not yet" for a while
-            lambda: consumer.committed(wanted, timeout=TIMEOUT_S),
-            what=f"read the offsets committed by {group}",
-            timeout_s=TIMEOUT_S,
-        )
+        return group_offsets(consumer, group, partitions, TIMEOUT_S)
     finally:
         consumer.close()
-    return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
 
 def _ends(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

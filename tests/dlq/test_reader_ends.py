@@ -3,7 +3,6 @@ partition that answers nothing."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from confluent_kafka import Producer
 from claimx_flow.config import Settings
 from claimx_flow.dlq import clients, reader
 from claimx_flow.dlq.clients import DlqError
+from tests.live_traffic import live_traffic
 
 
 def test_a_silent_partition_fails_the_read_while_another_gets_live_traffic(
@@ -28,28 +28,18 @@ def test_a_silent_partition_fails_the_read_while_another_gets_live_traffic(
     for _ in range(3):
         producer.produce(topic, b"x", partition=0)
     assert producer.flush(30) == 0
-    stop = threading.Event()
-
-    def live_traffic() -> None:
-        deadline = time.monotonic() + 20
-        while not stop.is_set() and time.monotonic() < deadline:
-            producer.produce(topic, b"live", partition=0)
-            producer.flush(1)
-            time.sleep(0.02)
-
-    busy = threading.Thread(target=live_traffic)
-    busy.start()
     consumer = clients.reader(Settings(kafka_bootstrap_servers=kafka_bootstrap))
     read: list[int] = []
     started = time.monotonic()
     try:
-        with pytest.raises(DlqError, match=r"no records arrive from partitions \[7\]"):
+        with (
+            live_traffic(producer, topic, 0),
+            pytest.raises(DlqError, match=r"no records arrive from partitions \[7\]"),
+        ):
             for letter in reader.read_range(consumer, topic, {0: 0, 7: 0}, {0: 3, 7: 5}):
                 read.append(letter.offset)
-    finally:
         took = time.monotonic() - started
-        stop.set()
-        busy.join()
+    finally:
         consumer.close()
     assert read == [0, 1, 2]
     assert took < 12, f"the read failed only after the live traffic stopped ({took:.1f}s)"

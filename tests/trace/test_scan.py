@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from confluent_kafka import KafkaError, Producer, TopicPartition
 from claimx_flow.config import Settings
 from claimx_flow.trace import scan
 from claimx_flow.trace.scan import KafkaWindow, Range, TraceError
+from tests.live_traffic import live_traffic
 
 
 def _filled(bootstrap: str, topic: str, partitions: int, count: int) -> Producer:
@@ -33,27 +33,15 @@ def test_a_silent_partition_is_given_up_while_others_stay_busy(
     monkeypatch.setattr(scan, "IDLE_TIMEOUT_S", 3.0)  # a busy 2-core machine fetches late
     topic = make_topic(2)
     producer = _filled(kafka_bootstrap, topic, 2, 3)
-    stop = threading.Event()
-
-    def live_traffic() -> None:
-        deadline = time.monotonic() + 20
-        while not stop.is_set() and time.monotonic() < deadline:
-            producer.produce(topic, b"live", partition=0)
-            producer.flush(1)
-            time.sleep(0.02)
-
-    busy = threading.Thread(target=live_traffic)
-    busy.start()
-    try:
-        with KafkaWindow(Settings(kafka_bootstrap_servers=kafka_bootstrap), 5) as window:
-            ranges = [Range(topic, 0, 0, 3), Range(topic, 1, 1, 3), Range(topic, 7, 0, 5)]
-            started = time.monotonic()
-            read = [(m.partition(), m.offset()) for m in window.read(ranges)]
-            took = time.monotonic() - started
-            stalled = window.stalled
-    finally:
-        stop.set()
-        busy.join()
+    with (
+        live_traffic(producer, topic, 0),
+        KafkaWindow(Settings(kafka_bootstrap_servers=kafka_bootstrap), 5) as window,
+    ):
+        ranges = [Range(topic, 0, 0, 3), Range(topic, 1, 1, 3), Range(topic, 7, 0, 5)]
+        started = time.monotonic()
+        read = [(m.partition(), m.offset()) for m in window.read(ranges)]
+        took = time.monotonic() - started
+        stalled = window.stalled
     assert sorted(read) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
     assert stalled == [f"{topic}[7]"]
     assert took < 12, f"the read ended only after the live traffic did ({took:.1f}s)"

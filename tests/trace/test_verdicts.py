@@ -88,6 +88,26 @@ def _produce(
     return message.partition() or 0, message.offset() or 0
 
 
+def _dead_lettered(settings: Settings, project: str, event: str, now: datetime) -> None:
+    """The event's enrichment task in the enrichment DLQ, as enrich routes a 404."""
+    failure = FailureInfo(
+        original_topic=settings.claimx_enrichment_pending_topic,
+        original_partition=0,
+        original_offset=0,
+        stage="enrich",
+        error_category=ErrorCategory.PERMANENT,
+        error_class="ProjectNotFound",
+        error_message="project not found",
+        attempt=1,
+        first_failed_at=now,
+        last_failed_at=now,
+        project_id=project,
+        event_id=event,
+    )
+    task = {"event_id": event, "event_type": "PROJECT_CREATED", "project_id": project}
+    _produce(settings, settings.claimx_enrichment_dlq_topic, project, task, failure.to_headers())
+
+
 def _fillers(settings: Settings, count: int) -> None:
     """Raw events of other projects: a window busier than a tight --limit."""
     producer = Producer(producer_config(settings))
@@ -132,22 +152,7 @@ def test_a_dlq_copy_is_read_whatever_the_limit(settings: Settings) -> None:
     project, event = _project(), _event_id("dead")
     now = datetime.now(UTC)
     _write(settings, EVENTS, [_events_row(event, project, "PROJECT_CREATED", now)])
-    failure = FailureInfo(
-        original_topic=settings.claimx_enrichment_pending_topic,
-        original_partition=0,
-        original_offset=0,
-        stage="enrich",
-        error_category=ErrorCategory.PERMANENT,
-        error_class="ProjectNotFound",
-        error_message="project not found",
-        attempt=1,
-        first_failed_at=now,
-        last_failed_at=now,
-        project_id=project,
-        event_id=event,
-    )
-    task = {"event_id": event, "event_type": "PROJECT_CREATED", "project_id": project}
-    _produce(settings, settings.claimx_enrichment_dlq_topic, project, task, failure.to_headers())
+    _dead_lettered(settings, project, event, now)
     _fillers(settings, 40)
     found = _traced(settings, "event", event, limit=1)
     verdict = _verdict(found)
@@ -167,22 +172,7 @@ def test_a_dlq_copy_beside_rows_that_landed_is_not_the_verdict_of_a_cut_window(
     _write(
         settings, PROJECTS, [{"project_id": project, "event_id": event, "last_enriched_at": now}]
     )
-    failure = FailureInfo(
-        original_topic=settings.claimx_enrichment_pending_topic,
-        original_partition=0,
-        original_offset=0,
-        stage="enrich",
-        error_category=ErrorCategory.PERMANENT,
-        error_class="ProjectNotFound",
-        error_message="project not found",
-        attempt=1,
-        first_failed_at=now,
-        last_failed_at=now,
-        project_id=project,
-        event_id=event,
-    )
-    task = {"event_id": event, "event_type": "PROJECT_CREATED", "project_id": project}
-    _produce(settings, settings.claimx_enrichment_dlq_topic, project, task, failure.to_headers())
+    _dead_lettered(settings, project, event, now)
     _fillers(settings, 40)
     verdict = _verdict(_traced(settings, "event", event, limit=1))
     assert verdict["state"] == "landed", verdict
