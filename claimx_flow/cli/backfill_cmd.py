@@ -31,6 +31,9 @@ def backfill_command(
     topic: str = typer.Option(DEFAULT_TOPIC, help="Topic to load (created if missing)."),
     rate: float = typer.Option(0, min=0, help="Lines per second at most (0: no limit)."),
     partitions: int = typer.Option(0, min=0, help="Partitions if the topic is created."),
+    from_line: int = typer.Option(
+        1, "--from-line", min=1, help="Start at this line of the export (after a failed run)."
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Load an export into a topic; then run the ingester with CLAIMX_EVENTS_TOPIC=<topic>.
@@ -44,7 +47,8 @@ def backfill_command(
         partitions or settings.claimx_topic_partitions,
         settings.claimx_topic_replication_factor,
     )
-    total = None if source == "-" else _count_lines(Path(source))  # a bad path: no topic made
+    # A bad path: no topic made.
+    total = None if source == "-" else _count_lines(Path(source), from_line)
     ensure_topics(admin_client(settings), [spec])
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if source == "-" else stack.enter_context(Path(source).open("rb"))
@@ -65,7 +69,7 @@ def backfill_command(
         )
         task = progress.add_task("lines", total=total)
         result = backfill(
-            export_lines(stream),
+            export_lines(stream, from_line),
             topic,
             settings,
             rate_per_s=rate or None,
@@ -87,6 +91,6 @@ def backfill_command(
     )
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path, from_line: int) -> int:
     with path.open("rb") as source:
-        return sum(1 for _ in export_lines(source))
+        return sum(1 for _ in export_lines(source, from_line))

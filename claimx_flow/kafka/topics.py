@@ -25,6 +25,7 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     NewTopic,
+    ResourceType,
 )
 
 from claimx_flow.config import Settings
@@ -314,3 +315,16 @@ def topic_retention(admin: AdminClient, names: list[str]) -> dict[str, Retention
             int(ms.value), policy.value if policy is not None and policy.value else "delete"
         )
     return result
+
+
+def max_message_bytes(settings: Settings, topic: str) -> int:
+    """The topic's ``max.message.bytes``: the largest record batch its broker accepts."""
+    admin = admin_client(settings)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        raise KafkaAdminError(
+            f"cannot read the settings of topic {topic}: {failure_reason(admin, exc)}"
+        ) from None
+    return int(configs["max.message.bytes"].value)

@@ -3,12 +3,15 @@ configuration gives each event exactly once in claimx_events."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
 import uuid
 from pathlib import Path
 
 import typer
+from confluent_kafka.admin import NewTopic
 from typer.testing import CliRunner
 
 from claimx_flow.cli.backfill_cmd import backfill_command
@@ -67,7 +70,40 @@ def test_lines_keep_their_project_as_key_and_blank_lines_are_skipped() -> None:
         b'{"projectId": 42, "eventType": "X"}\n\n  \n{"project_id": "7"}\nnot json\n'
     )
     lines = list(export_lines(source))
-    assert [partition_key(line) for line in lines] == [b"42", b"7", None]
+    assert [partition_key(line.text) for line in lines] == [b"42", b"7", None]
+    assert [line.number for line in lines] == [1, 4, 5]  # as an editor numbers them
+    source.seek(0)
+    assert [line.number for line in export_lines(source, from_line=4)] == [4, 5]
+
+
+def test_a_line_kafka_refuses_is_named_and_the_rest_resumes_from_after_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A line too large for the topic failed every run the same way, named by nothing: now the
+    error names its line and reason and the line to run again from."""
+    topic = f"bf{uuid.uuid4().hex[:6]}.events.backfill"
+    admin = admin_client(Settings(kafka_bootstrap_servers=kafka_bootstrap))
+    small = NewTopic(topic, 1, 1, config={"max.message.bytes": "4096"})
+    admin.create_topics([small])[topic].result(30)
+    lines = [line for _, line in event_lines(EventPlan(5, 2))]
+    noise = base64.b64encode(os.urandom(8_000)).decode()  # past 4096 bytes even compressed
+    lines[2] = json.dumps({**json.loads(lines[2]), "padding": noise})
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(line + "\n" for line in lines))
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+
+    failed = CliRunner().invoke(_app(), [str(export), "--topic", topic], env=env)
+    assert failed.exit_code != 0
+    said = " ".join(str(failed.exception).split())
+    assert "1 of 5 lines not confirmed by Kafka: line 3 (" in said  # alone, not its batch
+    assert "Message size too large" in said
+    assert "run again with --from-line 3" in said
+
+    rest = CliRunner().invoke(_app(), [str(export), "--topic", topic, "--from-line", "4"], env=env)
+    assert rest.exit_code == 0, rest.output
+    assert "2 lines loaded" in rest.output
+    (state,) = describe_topics(Settings(kafka_bootstrap_servers=kafka_bootstrap), [topic])
+    assert state.messages == 4 + 2
 
 
 def test_backfill_command_creates_the_topic_and_reports(
