@@ -104,7 +104,7 @@ def test_a_stopped_broker_holds_the_step_until_it_is_back_and_each_message_lands
     runner = threading.Thread(target=run, daemon=True)
     with caplog.at_level(logging.WARNING, logger="operators.kafka"):
         runner.start()
-        runner.join(12)
+        runner.join(6)  # three times the 2 s librdkafka would have given them
         assert runner.is_alive() and not failures  # waiting, not failed
         own_broker.start_again()
         runner.join(60)
@@ -225,7 +225,7 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
         own_broker.running.endpoint,
         tmp_path / "data",
         claimx_topic_partitions=1,
-        claimx_liveness_stale_seconds=15,  # the wait below outlasts it
+        claimx_liveness_stale_seconds=6,  # the wait below outlasts it
     )
     pipeline = Pipeline(settings, settings_env(settings), tmp_path / "logs")
     pipeline.cluster_id = kafka_cluster_id(settings)  # a first start, while the broker was up
@@ -240,7 +240,7 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
         "checking again every" in log_text(path) for path in logs
     ):
         time.sleep(0.5)
-    time.sleep(max(0.0, started + 22 - time.monotonic()))  # past liveness's 15 s
+    time.sleep(max(0.0, started + 10 - time.monotonic()))  # past liveness's 6 s
     assert ingest.poll() is None and retry.poll() is None  # waiting, not exited
     assert status(live_port, "/health/live") == 200
     assert status(live_port, "/health/ready") == 503
