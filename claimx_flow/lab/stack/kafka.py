@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from claimx_flow.lab.process import (
     stop_process_group,
     wait_until,
 )
+from claimx_flow.lab.stack.cache import cache_root, fetching
 from claimx_flow.lab.stack.services import RunningService
 
 KAFKA_VERSION = "4.1.1"
@@ -79,11 +79,6 @@ SASL_ENDPOINT = "sasl_endpoint"
 """Key of ``RunningService.extra`` holding ``host:port`` of the SASL listener, if any."""
 
 
-def cache_root() -> Path:
-    """Where downloaded artifacts live between runs (git-ignored ``.cache/`` by default)."""
-    return Path(os.environ.get("CLAIMX_CACHE_DIR", ".cache")).resolve()
-
-
 def java_executable() -> str:
     java = shutil.which("java")
     if java is None:
@@ -98,14 +93,20 @@ def java_executable() -> str:
 def ensure_kafka_jars(version: str = KAFKA_VERSION) -> Path:
     """The broker's jars, fetched once with Maven into the cache and reused afterwards."""
     lib = cache_root() / f"kafka-{version}" / "lib"
+    if (lib / ".complete").exists():
+        return lib
+    with fetching(lib.parent):
+        return _fetch_kafka_jars(version, lib)
+
+
+def _fetch_kafka_jars(version: str, lib: Path) -> Path:
     marker = lib / ".complete"
-    if marker.exists():
+    if marker.exists():  # fetched by another process while this one waited
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError(f"Kafka jars missing in {lib} and Maven (mvn) not found to fetch them")
     build = lib.parent
-    build.mkdir(parents=True, exist_ok=True)
     pom = resources.files("claimx_flow.lab.stack").joinpath("kafka-pom.xml").read_text()
     (build / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", version))
     try:
