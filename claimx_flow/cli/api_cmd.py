@@ -13,7 +13,12 @@ from claimx_flow.models.redaction import mask_url_queries, one_line
 from claimx_flow.terminal import EXIT_ERROR, OUTPUT_OPTION, Output, emit_json, print_error
 
 app = typer.Typer(help="Talk to the ClaimX API.")
-console = Console(soft_wrap=True)
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console(soft_wrap=True)
+
 
 _HEADLINES = {
     "unreachable": "cannot reach the ClaimX API",
@@ -62,7 +67,7 @@ def check(
         headline = _HEADLINES[result.problem or "unexpected"]
         print_error(f"{headline} at {where} as {who}: {detail}")
     elif output is not Output.JSON:
-        console.print(
+        console().print(
             f"[green]✓[/] {where} reachable as {who}: {detail} ({result.elapsed_ms:.0f} ms)",
             highlight=False,
         )

@@ -23,7 +23,10 @@ from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines
 from claimx_flow.kafka.topics import TopicSpec, admin_client, ensure_topics
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
-console = Console(stderr=True)
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console(stderr=True)
 
 
 def backfill_command(
@@ -62,9 +65,9 @@ def backfill_command(
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                console=console,
+                console=console(),
                 transient=output is Output.JSON,
-                disable=output is Output.JSON and not console.is_terminal,
+                disable=output is Output.JSON and not console().is_terminal,
             )
         )
         task = progress.add_task("lines", total=total)
@@ -85,7 +88,7 @@ def backfill_command(
             }
         )
         return
-    console.print(
+    console().print(
         f"{result.lines:,} lines loaded into {topic} in {result.seconds:.1f}s; now run the "
         f"ingester with [bold]CLAIMX_EVENTS_TOPIC={topic}[/]"
     )

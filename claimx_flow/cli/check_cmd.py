@@ -13,7 +13,10 @@ from claimx_flow.errors import ClaimxError
 from claimx_flow.startup.preflight import run_checks
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
-console = Console()
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 def check(
@@ -71,7 +74,7 @@ def check(
                 else ("[red]FAIL[/]" if item.blocking else "[yellow]FAIL[/]")
             )
             table.add_row(item.name, verdict, item.detail)
-        console.print(table)
+        console().print(table)
     down = [item for item in checks if item.unreachable]
     if down:
         raise ClaimxError(f"{down[0].name}: {down[0].detail}")

@@ -12,7 +12,11 @@ from claimx_flow.models.redaction import mask_url_queries
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 app = typer.Typer(help="Show and validate the effective configuration.")
-console = Console()
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 @app.command()
@@ -41,7 +45,7 @@ def show(output: Output = OUTPUT_OPTION) -> None:
     table.add_column("value")
     for name, value in values.items():
         table.add_row(name, "-" if value is None else str(value))
-    console.print(table)
+    console().print(table)
 
 
 @app.command()

@@ -22,7 +22,10 @@ from claimx_flow.kafka.topics import topic_names
 from claimx_flow.routing.tiers import orphan_names
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
-console = Console()
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 def lag(
@@ -63,7 +66,7 @@ def lag(
         table.add_row(
             row.group, topic, str(row.partition), f"{row.end:,}", committed, lag, style=style
         )
-    console.print(table)
+    console().print(table)
     if not topics:
         return
     depths = dlq_depths(partitions)
@@ -80,7 +83,7 @@ def lag(
             dlqs.add_row(topic, "all", "", "", f"{depths[topic]:,}", style="bold")
         else:
             dlqs.add_row(topic, "-", "", "", "topic missing")
-    console.print(dlqs)
+    console().print(dlqs)
 
 
 def _document(

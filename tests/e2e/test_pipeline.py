@@ -51,9 +51,10 @@ def test_events_flow_to_every_table_file_and_result(
     run.wait_for(
         lambda: (
             len(run.topic_messages(run.settings.claimx_downloads_results_topic)) >= 2 * len(media)
+            and not cached_files(run.settings.effective_cache_dir)  # released after its result
         ),
         timeout_s=180,
-        what="the replayed workload's results",
+        what="the replayed workload's results and its cache released",
     )
     check_outcome(run, events, media)
     assert sim.stats.api_calls > first_calls  # the replay really went through enrichment

@@ -25,7 +25,12 @@ app = typer.Typer(
     help="Benchmark the stages on a dedicated broker and the API simulator.",
     no_args_is_help=True,
 )
-console = Console()
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
+
 
 EVENTS = typer.Option(
     None, "--events", "-n", min=1, help="Workload size of every stage (default: each its own)."
@@ -94,7 +99,7 @@ def _run(stages: tuple[str, ...], config: BenchConfig, json_out: bool, out: Path
 
 def _print(report: Report, targets: list[dict[str, object]]) -> None:
     machine = report.machine
-    console.print(
+    console().print(
         f"\n[bold]claimx bench[/] on {machine['nproc']} x {machine['cpu_model']}, "
         f"{machine['memory_gib']} GiB; load {machine['load_average']} → {report.load_after}; "
         f"{report.config.get('broker', '')}\n",

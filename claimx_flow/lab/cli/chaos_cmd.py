@@ -19,7 +19,10 @@ from claimx_flow.lab.simulator.runner import start_subprocess
 from claimx_flow.lab.simulator.server import SimulatorConfig
 from claimx_flow.lab.stack import KafkaService
 
-console = Console()
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 def chaos(
@@ -69,14 +72,14 @@ def chaos(
             unknown_project_rate=unknown_projects,
             seed=seed,
         )
-        console.print(f"chaos for {minutes:g} min: {plan.events} events; data in {workdir}")
+        console().print(f"chaos for {minutes:g} min: {plan.events} events; data in {workdir}")
         report = run_chaos(
             settings,
             plan,
             workdir / "logs",
             SimulatorFaults(simulator.origin),
             broker,
-            progress=lambda line: console.print(f"  {line}", markup=False, emoji=False),
+            progress=lambda line: console().print(f"  {line}", markup=False, emoji=False),
         )
     finally:
         simulator.stop()
@@ -112,8 +115,8 @@ def _print(report: ChaosReport) -> None:
         str(result.routed_twice),
     )
     table.add_row("seconds to settle after the chaos", f"{report.settle_seconds:.0f}")
-    console.print(table)
+    console().print(table)
     if result.ok:
-        console.print("[green]conservation holds[/]: nothing lost, nothing doubled")
+        console().print("[green]conservation holds[/]: nothing lost, nothing doubled")
     for problem in result.problems:
-        console.print(f"[red]✗[/] {problem}")
+        console().print(f"[red]✗[/] {problem}")

@@ -35,7 +35,12 @@ from claimx_flow.startup.recovery import (
     reset_recovery,
 )
 
-console = Console()
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
+
+
 QUIET_S = 5.0
 
 
@@ -56,7 +61,9 @@ def demo(
     lines = list(event_lines(plan))
     event_ids = {RawEvent.from_source(json.loads(line)).event_id for _, line in lines}
     produced = produce_lines(lines, settings.claimx_events_topic, settings)
-    console.print(f"fed {produced:,} events ({len(event_ids):,} distinct) for {projects} projects")
+    console().print(
+        f"fed {produced:,} events ({len(event_ids):,} distinct) for {projects} projects"
+    )
 
     _forget_other_clusters(settings)
     pipeline = Pipeline(settings, settings_env(settings), settings.claimx_data_dir / "logs")
@@ -66,7 +73,7 @@ def demo(
     try:
         after = _wait_until_settled(settings, pipeline, event_ids, timeout)
     finally:
-        with console.status("stopping the stages gracefully…"):
+        with console().status("stopping the stages gracefully…"):
             pipeline.stop()
     elapsed = time.monotonic() - started
     _summary(settings, after, produced, _api_calls() - calls_before, elapsed)
@@ -79,7 +86,9 @@ def _forget_other_clusters(settings: Settings) -> None:
         try:
             check_recovery_cluster(settings, stage, cluster)
         except RecoveryMismatch:
-            console.print(f"{stage}: recovery state is from an earlier local Kafka; starting over")
+            console().print(
+                f"{stage}: recovery state is from an earlier local Kafka; starting over"
+            )
             reset_recovery(settings, stage)
 
 
@@ -91,7 +100,7 @@ def _wait_until_settled(
     last: Inventory | None = None
     still_since = time.monotonic()
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"))
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+    with Progress(*columns, TimeElapsedColumn(), console=console()) as progress:
         accounted = progress.add_task("events in claimx_events", total=len(event_ids))
         files = progress.add_task("files uploaded", total=None)
         while time.monotonic() < deadline:
@@ -107,15 +116,15 @@ def _wait_until_settled(
             elif time.monotonic() - still_since >= QUIET_S and seen == len(event_ids):
                 return now
             time.sleep(1)
-    console.print("[yellow]timed out before the pipeline settled[/]")
+    console().print("[yellow]timed out before the pipeline settled[/]")
     return last or take_inventory(settings)
 
 
 def _died(pipeline: Pipeline, dead: list[str]) -> int:
     for stage in dead:
         log = pipeline.log_dir / f"{stage}.log"
-        console.print(f"[red]stage {stage} stopped[/]; last lines of {log}:")
-        console.print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        console().print(f"[red]stage {stage} stopped[/]; last lines of {log}:")
+        console().print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
     return 1
 
 
@@ -146,7 +155,7 @@ def _summary(
         table.add_row(f"{dlq} DLQ messages", f"{count:,}")
     table.add_row("API calls", f"{api_calls:,}")
     table.add_row("API calls per event", f"{api_calls / produced:.3f}" if produced else "-")
-    console.print(table)
+    console().print(table)
     data = Path(settings.claimx_data_dir).resolve()
-    console.print(f"tables: {data / 'tables'}\nfiles:  {data / 'files'}\nlogs:   {data / 'logs'}")
-    console.print("stop the local stack with [bold]claimx stack down[/]")
+    console().print(f"tables: {data / 'tables'}\nfiles:  {data / 'files'}\nlogs:   {data / 'logs'}")
+    console().print("stop the local stack with [bold]claimx stack down[/]")

@@ -25,7 +25,11 @@ from claimx_flow.lab.simulator.server import (
 
 app = typer.Typer(help="Simulate the ClaimX API and generate raw events that refer to it.")
 # Progress and summaries go to stderr: stdout may be the event stream itself.
-console = Console(stderr=True)
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console(stderr=True)
 
 
 @app.command()
@@ -56,7 +60,7 @@ def serve(
     )
 
     def ready(endpoint: Endpoint) -> None:
-        say = console.print
+        say = console().print
         say(f"[green]✓[/] ClaimX simulator (seed {seed}) at [bold]{endpoint.api_url}[/]")
         say(
             f"  export CLAIMX_API_URL={endpoint.api_url} CLAIMX_API_USERNAME={username}",
@@ -120,7 +124,7 @@ def events(
         written = write_lines(lines, sys.stdout)
         where = "stdout"
     elapsed = time.perf_counter() - began
-    console.print(
+    console().print(
         f"{written:,} {mix} events to {where} in {elapsed:.2f}s "
         f"({written / max(elapsed, 1e-9):,.0f}/s)"
     )

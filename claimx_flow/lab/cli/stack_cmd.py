@@ -13,22 +13,26 @@ from claimx_flow.terminal import OUTPUT_OPTION, Output, confirm_plan, emit_json
 app = typer.Typer(
     help="Start, inspect and stop the local stack (Kafka and the API simulator on 127.0.0.1)."
 )
-console = Console()
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 @app.command()
 def up() -> None:
     """Start the local services that are not running yet and print how to reach them."""
     stack = Stack()
-    with console.status("starting the local stack…"):
+    with console().status("starting the local stack…"):
         state = stack.up(default_services())
     for running in state.values():
-        console.print(f"[green]✓[/] {running.name} ready at [bold]{running.endpoint}[/]")
+        console().print(f"[green]✓[/] {running.name} ready at [bold]{running.endpoint}[/]")
     if "kafka" not in state:
-        console.print("using the external Kafka cluster from KAFKA_BOOTSTRAP_SERVERS")
+        console().print("using the external Kafka cluster from KAFKA_BOOTSTRAP_SERVERS")
     if "simulator" not in state:
-        console.print("using the ClaimX API at CLAIMX_API_URL")
-    console.print(f"environment: [bold]source {stack.env_path}[/]")
+        console().print("using the ClaimX API at CLAIMX_API_URL")
+    console().print(f"environment: [bold]source {stack.env_path}[/]")
 
 
 @app.command()
@@ -39,7 +43,7 @@ def status(output: Output = OUTPUT_OPTION) -> None:
     if output is Output.JSON:
         emit_json({"services": [_document(s) for s in statuses]})
     elif not statuses:
-        console.print("the local stack is not running ([bold]claimx stack up[/] starts it)")
+        console().print("the local stack is not running ([bold]claimx stack up[/] starts it)")
     else:
         table = Table(title="local stack")
         for column in ("service", "pid", "endpoint", "state", "note"):
@@ -49,7 +53,7 @@ def status(output: Output = OUTPUT_OPTION) -> None:
             table.add_row(
                 s.name, str(s.pid or "-"), s.endpoint, f"[{colour}]{_state(s)}[/]", s.note
             )
-        console.print(table)
+        console().print(table)
     if not statuses or not all(s.ready for s in statuses):
         raise typer.Exit(1)
 
@@ -78,7 +82,7 @@ def down(
     running = stack.running()
     if not running:
         stack.down()  # the state a failed `stack up` left, which would make commands local
-        console.print("nothing was running")
+        console().print("nothing was running")
         return
     plan = Table(title="stop and delete")
     for column in ("service", "pid", "data deleted"):
@@ -86,4 +90,4 @@ def down(
     for service in running.values():
         plan.add_row(service.name, str(service.pid), service.workdir)
     confirm_plan(plan, "Stop these services and delete their data?", what="stop the stack", yes=yes)
-    console.print(f"stopped: {', '.join(stack.down())}")
+    console().print(f"stopped: {', '.join(stack.down())}")
