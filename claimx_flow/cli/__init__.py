@@ -58,6 +58,10 @@ COMMANDS: dict[str, Entry] = {
     "delta": Entry(
         "claimx_flow.cli.delta_cmd:app", "Maintain the Delta tables (local or OneLake)."
     ),
+    "files": Entry(
+        "claimx_flow.cli.files_cmd:app",
+        "Look after the uploaded media files: sweep the staging files of killed uploads.",
+    ),
     "bench": Entry(
         "claimx_flow.lab.cli.bench_cmd:app",
         "Benchmark the stages on a dedicated broker and the API simulator.",

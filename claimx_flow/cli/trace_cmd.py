@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from claimx_flow.cli.spans import SPAN_EXAMPLES, span_or_none
 from claimx_flow.config import load_settings
 from claimx_flow.models import utc_now
 from claimx_flow.models.types import as_utc
@@ -23,17 +23,12 @@ PROGRESS_FROM = 5_000
 """Scans shorter than this finish before a progress bar would tell anything."""
 
 
-_SPAN = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str) -> datetime:
     """``24h``, ``90m``, ``7d`` back from now, or an ISO instant (UTC without an offset)."""
-    match = _SPAN.fullmatch(text.strip())
-    if match:
-        seconds = float(match["amount"]) * _UNIT_S[match["unit"]]
+    span = span_or_none(text, "--since")
+    if span is not None:
         try:
-            return utc_now() - timedelta(seconds=seconds)
+            return utc_now() - span
         except OverflowError:
             raise typer.BadParameter(
                 f"{text!r} reaches before year 1", param_hint="--since"
@@ -42,7 +37,7 @@ def parse_since(text: str) -> datetime:
         return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r} is neither a span (24h, 30m, 7d) nor an ISO time", param_hint="--since"
+            f"{text!r} is neither a span ({SPAN_EXAMPLES}) nor an ISO time", param_hint="--since"
         ) from None
 
 

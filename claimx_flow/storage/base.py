@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from claimx_flow.errors import ClaimxError
+from claimx_flow.storage.leftovers import Leftover
 
 READ_CHUNK_BYTES = 1024 * 1024
 
@@ -64,6 +67,17 @@ class FileStore(Protocol):
     def uri_of(self, path: str) -> str: ...
 
     async def check_writable(self) -> None: ...
+
+    async def leftovers(
+        self, before: datetime, scanned: Callable[[int], None] = ...
+    ) -> list[Leftover]:
+        """Staging files of killed uploads last written before ``before``; ``scanned`` is told
+        how many files were looked at so far, as the listing goes."""
+        ...
+
+    async def discard(self, leftover: Leftover) -> bool:
+        """Delete one staging file; False if it was already gone. Refuses any other file."""
+        ...
 
     async def close(self) -> None: ...
 

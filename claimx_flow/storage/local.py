@@ -8,7 +8,8 @@ import ctypes.util
 import errno
 import hashlib
 import os
-import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from claimx_flow.storage.base import (
@@ -18,6 +19,7 @@ from claimx_flow.storage.base import (
     StoredFile,
     read_fingerprint,
 )
+from claimx_flow.storage.leftovers import Leftover, is_staging_name, staging_name
 from claimx_flow.storage.paths import UnsafePathError, probe_path
 
 
@@ -74,6 +76,20 @@ class LocalFileStore:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
+
+    async def leftovers(
+        self, before: datetime, scanned: Callable[[int], None] = lambda count: None
+    ) -> list[Leftover]:
+        return await asyncio.to_thread(_leftovers, self.root, before.timestamp(), scanned)
+
+    async def discard(self, leftover: Leftover) -> bool:
+        if not is_staging_name(leftover.path.rpartition("/")[2]):
+            raise ValueError(f"{leftover.path!r} is not a staging file")
+        try:
+            self._target(leftover.path).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     async def close(self) -> None:
         return None
@@ -153,7 +169,28 @@ def _fingerprint_if_sized(target: Path, size: int) -> Fingerprint | None:
 
 
 def _temporary(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    return target.with_name(staging_name(target.name))
+
+
+def _leftovers(root: Path, before: float, scanned: Callable[[int], None]) -> list[Leftover]:
+    """Staging files under ``root`` last written before ``before`` (a Unix time)."""
+    found: list[Leftover] = []
+    count = 0
+    for folder, _, names in os.walk(root):
+        count += len(names)
+        scanned(count)
+        for name in names:
+            if not is_staging_name(name):
+                continue
+            try:
+                stat = os.stat(os.path.join(folder, name), follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # renamed or deleted since it was listed
+            if stat.st_mtime < before:
+                relative = os.path.relpath(os.path.join(folder, name), root)
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                found.append(Leftover(relative.replace(os.sep, "/"), stat.st_size, modified))
+    return found
 
 
 # Why a hard link can fail where a copy works: another filesystem, no links there, too many.

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,9 +36,11 @@ from azure.storage.filedatalake.aio import DataLakeFileClient, DataLakeServiceCl
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import redact
 from claimx_flow.models.redaction import truncate
+from claimx_flow.models.types import as_utc
 from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, read_fingerprint
-from claimx_flow.storage.paths import probe_path
+from claimx_flow.storage.leftovers import Leftover, is_staging_name, staging_name
+from claimx_flow.storage.paths import MEDIA_ROOT, probe_path
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,40 @@ class OneLakeFileStore:
             await file.create_file()
             await file.delete_file()
 
+    async def leftovers(
+        self, before: datetime, scanned: Callable[[int], None] = lambda count: None
+    ) -> list[Leftover]:
+        """Listed page by page under the media root, the one folder uploads write (and all a
+        least-privileged identity may read)."""
+        root = self.address.item_path("Files", MEDIA_ROOT)
+        found: list[Leftover] = []
+        count = 0
+        async with self._classified("list", MEDIA_ROOT):
+            pages = self._file_system.get_paths(root, recursive=True).by_page()
+            async for page in pages:
+                async for item in page:
+                    count += 1
+                    name = str(item.name)
+                    if item.is_directory or not is_staging_name(name.rpartition("/")[2]):
+                        continue
+                    modified = as_utc(item.last_modified)  # the SDK's is naive, in UTC
+                    if modified < before:
+                        relative = name.removeprefix(f"{self.address.lakehouse}/Files/")
+                        size = int(item.content_length or 0)
+                        found.append(Leftover(relative, size, modified))
+                scanned(count)
+        return found
+
+    async def discard(self, leftover: Leftover) -> bool:
+        if not is_staging_name(leftover.path.rpartition("/")[2]):
+            raise ValueError(f"{leftover.path!r} is not a staging file")
+        async with self._classified("delete", leftover.path):
+            try:
+                await self._file(leftover.path).delete_file()
+            except ResourceNotFoundError:
+                return False
+        return True
+
     async def close(self) -> None:
         await self._service.close()
         if self._owns_credential and isinstance(self._credential, AsyncTokenCredential):
@@ -244,8 +280,7 @@ def _holding(properties: FileProperties | None, content: Fingerprint) -> int | N
 def _staging_path(path: str) -> str:
     """A hidden name beside ``path``, its own for every upload attempt."""
     folder, _, name = path.rpartition("/")
-    staged = f".{name}.{uuid.uuid4().hex[:16]}.part"
-    return f"{folder}/{staged}" if folder else staged
+    return f"{folder}/{staging_name(name)}" if folder else staging_name(name)
 
 
 async def _chunks(source: BinaryIO, size: int) -> AsyncIterator[bytes]:

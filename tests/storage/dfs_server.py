@@ -9,11 +9,12 @@ stored size) is exercised end to end.
 
 It keeps OneLake's rules that matter to the store: a file system must exist, appends and
 flushes must name the right position, a flush must match the ETag it expects, uncommitted
-bytes are invisible, creating a file empties what was there, a rename replaces its destination
-and carries the metadata (``x-ms-properties`` on create, ``x-ms-meta-*`` on HEAD), and a bad
-signature is refused with 403. Request bodies are streamed to disk. ``fail_next``,
-``stall_next`` and ``drop_next`` inject throttling, outages, auth failures, timeouts and lost
-connections, on the next request or on the next request of one kind (``on="PATCH flush"``).
+bytes are invisible (a listing, page by page, counts only committed ones), creating a file
+empties what was there, a rename replaces its destination and carries the metadata
+(``x-ms-properties`` on create, ``x-ms-meta-*`` on HEAD), and a bad signature is refused with
+403. Request bodies are streamed to disk. ``fail_next``, ``stall_next`` and ``drop_next``
+inject throttling, outages, auth failures, timeouts and lost connections, on the next request
+or on the next request of one kind (``on="PATCH flush"``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 HOST = "127.0.0.1"
+LIST_PAGE = 5000
 _SIGNED_HEADERS = (
     "content-encoding",
     "content-language",
@@ -74,6 +76,8 @@ class DfsServer:
         self.calls: Counter[str] = Counter()
         self.largest_append = 0
         self._faults: list[_Fault] = []
+        self.page_size = LIST_PAGE
+        """Paths per listing page at most (the service's own cap is 5,000)."""
         self.writable_under: str | None = None
         """When set, a write outside this folder (``Files/claimx``, say) is refused with 403, as
         OneLake does for an identity granted only that folder."""
@@ -129,6 +133,7 @@ class DfsServer:
             self._faults.clear()
             self.calls.clear()
             self.largest_append = 0
+            self.page_size = LIST_PAGE
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -195,6 +200,8 @@ class DfsServer:
             return self._create_file_system(fs_dir)
         if not fs_dir.is_dir():
             return _error(404, "FilesystemNotFound")
+        if request.method == "GET" and action == "filesystem" and len(parts) == 2:
+            return self._list(request, fs_dir.resolve())
         target = (fs_dir / (parts[2] if len(parts) > 2 else "")).resolve()
         if not target.is_relative_to(fs_dir.resolve()) or target == fs_dir.resolve():
             return _error(400, "InvalidResourceName")
@@ -258,6 +265,33 @@ class DfsServer:
         self._metadata[target] = self._metadata.pop(source, {})
         self._etags.pop(source, None)
         return web.Response(status=201, headers=self._stamp(target))
+
+    def _list(self, request: web.Request, fs_dir: Path) -> web.StreamResponse:
+        """Path - List: one page of ``maxResults`` under ``directory``, in name order, with
+        ``x-ms-continuation`` naming where the next page starts (an opaque token to clients)."""
+        top = (fs_dir / request.query.get("directory", "")).resolve()
+        if not top.is_relative_to(fs_dir) or not top.is_dir():
+            return _error(404, "PathNotFound")
+        found = top.rglob("*") if request.query.get("recursive") == "true" else top.glob("*")
+        names = sorted(path.relative_to(fs_dir).as_posix() for path in found)
+        after = request.query.get("continuation", "")
+        size = min(int(request.query.get("maxResults", LIST_PAGE)), self.page_size)
+        page = [name for name in names if name > after][:size]
+        paths = []
+        for name in page:
+            stat = (fs_dir / name).stat()
+            entry = {
+                "name": name,
+                "contentLength": 0 if (fs_dir / name).is_dir() else stat.st_size,
+                "lastModified": formatdate(stat.st_mtime, usegmt=True),
+                "etag": self._etags.get(fs_dir / name, '"0x0"'),
+            }
+            if (fs_dir / name).is_dir():
+                entry["isDirectory"] = "true"
+            paths.append(entry)
+        more = page and names[-1] != page[-1]
+        headers = {"x-ms-continuation": page[-1]} if more else {}
+        return web.json_response({"paths": paths}, headers=headers)
 
     async def _drop(self, request: web.Request, after_bytes: int) -> web.StreamResponse:
         received = 0
