@@ -27,7 +27,7 @@ from rich.text import Text
 
 from claimx_flow.cli.spans import SPAN_EXAMPLES, parse_span
 from claimx_flow.config import Settings, load_settings
-from claimx_flow.errors import ClaimxError
+from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import utc_now
 from claimx_flow.storage.base import FileStore
 from claimx_flow.storage.leftovers import Leftover, least_age
@@ -44,6 +44,8 @@ from claimx_flow.terminal import (
 
 EXIT_OK, EXIT_NOTHING = 0, 1
 LISTED_FILES = 20
+FAILURES_IN_A_ROW = 3
+"""Deletes failing one after another that stop the sweep: the store is down, not one file."""
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 nothing to sweep or declined; 2 error (bad arguments or settings, "
     "storage unreachable, files not deleted, no terminal and no --yes)."
@@ -95,7 +97,13 @@ def sweep(
                 f"{_duration(least)} (UPLOAD_TIMEOUT_SECONDS plus an hour)",
                 param_hint="--older-than",
             )
-        plan = asyncio.run(_plan(settings, utc_now() - age))
+        try:
+            before = utc_now() - age
+        except OverflowError:
+            raise typer.BadParameter(
+                f"{older_than} reaches before year 1", param_hint="--older-than"
+            ) from None
+        plan = asyncio.run(_plan(settings, before))
         view = _plan_view(plan, age)
         if dry_run or not plan.leftovers:
             _show(output, _document(plan, age, dry_run=True), view)
@@ -118,10 +126,10 @@ def sweep(
         if plan.gone:
             console.print(f"  ({len(plan.gone)} were already gone)")
     if plan.failed:
-        print_error(
-            f"{len(plan.failed)} staging file(s) not deleted, first {plan.failed[0][0]}: "
-            f"{plan.failed[0][1]}; run the sweep again"
-        )
+        left = len(plan.leftovers) - len(plan.removed) - len(plan.gone)
+        path, error = plan.failed[-1]
+        stopped = " (stopped: the store refuses or is down)" if plan.stopped else ""
+        print_error(f"{left} staging file(s) not deleted{stopped}; {path}: {error}")
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -135,6 +143,8 @@ class _Plan:
         self.removed: list[Leftover] = []
         self.gone: list[Leftover] = []
         self.failed: list[tuple[str, str]] = []
+        self.stopped = False
+        """Deleting stopped before the end: the store refused, or failed too often in a row."""
 
     @property
     def bytes(self) -> int:
@@ -168,21 +178,31 @@ async def _delete(settings: Settings, plan: _Plan) -> None:
     try:
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("sweep", total=len(plan.leftovers))
+            in_a_row = 0
             for leftover in plan.leftovers:
-                await _delete_one(store, leftover, plan)
+                failed = await _delete_one(store, leftover, plan)
+                in_a_row = in_a_row + 1 if failed else 0
+                if failed is ErrorCategory.AUTH or in_a_row >= FAILURES_IN_A_ROW:
+                    plan.stopped = True  # each next file would wait out the same refusal
+                    break
                 progress.advance(task)
     finally:
         await store.close()
 
 
-async def _delete_one(store: FileStore, leftover: Leftover, plan: _Plan) -> None:
-    """One file; a failure is recorded and the sweep goes on with the rest."""
+async def _delete_one(store: FileStore, leftover: Leftover, plan: _Plan) -> ErrorCategory | None:
+    """One file, recorded as removed, gone or failed; a failure's category, or None."""
     try:
         deleted = await store.discard(leftover)
-    except (ClaimxError, OSError) as exc:
+    except ClaimxError as exc:  # a OneLakeError names its category; the Azure SDK loads lazily
         plan.failed.append((leftover.path, str(exc)))
-        return
+        category = getattr(exc, "category", None)
+        return category if isinstance(category, ErrorCategory) else ErrorCategory.PERMANENT
+    except OSError as exc:
+        plan.failed.append((leftover.path, str(exc)))
+        return ErrorCategory.TRANSIENT
     (plan.removed if deleted else plan.gone).append(leftover)
+    return None
 
 
 def _plan_view(plan: _Plan, age: timedelta) -> Group:

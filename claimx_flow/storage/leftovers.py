@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from claimx_flow.storage.paths import MEDIA_ROOT
+
 STAGING_SUFFIX = ".part"
 _STAGING_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{16,32}\.part")
 
@@ -48,6 +50,17 @@ def staging_name(target_name: str) -> str:
 def is_staging_name(name: str) -> bool:
     """Whether a file's own name (no folder) is one :func:`staging_name` makes."""
     return _STAGING_NAME.fullmatch(name) is not None
+
+
+def checked(leftover: Leftover) -> Leftover:
+    """``leftover`` if its path is a staging file under the media root; a store deletes
+    nothing else."""
+    folder, _, name = leftover.path.rpartition("/")
+    if not is_staging_name(name) or not f"{folder}/".startswith(f"{MEDIA_ROOT}/"):
+        raise ValueError(f"{leftover.path!r} is not a staging file under {MEDIA_ROOT}/")
+    if any(part in {"", ".", ".."} for part in folder.split("/")):
+        raise ValueError(f"{leftover.path!r} is not a staging file under {MEDIA_ROOT}/")
+    return leftover
 
 
 def least_age(upload_timeout_s: float) -> timedelta:

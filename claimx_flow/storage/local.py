@@ -19,8 +19,8 @@ from claimx_flow.storage.base import (
     StoredFile,
     read_fingerprint,
 )
-from claimx_flow.storage.leftovers import Leftover, is_staging_name, staging_name
-from claimx_flow.storage.paths import UnsafePathError, probe_path
+from claimx_flow.storage.leftovers import Leftover, checked, is_staging_name, staging_name
+from claimx_flow.storage.paths import MEDIA_ROOT, UnsafePathError, probe_path
 
 
 class LocalFileStore:
@@ -83,10 +83,8 @@ class LocalFileStore:
         return await asyncio.to_thread(_leftovers, self.root, before.timestamp(), scanned)
 
     async def discard(self, leftover: Leftover) -> bool:
-        if not is_staging_name(leftover.path.rpartition("/")[2]):
-            raise ValueError(f"{leftover.path!r} is not a staging file")
         try:
-            self._target(leftover.path).unlink()
+            self._target(checked(leftover).path).unlink()
         except FileNotFoundError:
             return False
         return True
@@ -173,10 +171,23 @@ def _temporary(target: Path) -> Path:
 
 
 def _leftovers(root: Path, before: float, scanned: Callable[[int], None]) -> list[Leftover]:
-    """Staging files under ``root`` last written before ``before`` (a Unix time)."""
+    """Staging files under the media root last changed before ``before`` (a Unix time).
+
+    Changed, not written: an upload hard-links its cache file to the staging name, and the
+    link keeps the cache file's (download's) mtime. ``link`` sets the ctime, so the later of
+    the two is when the upload began at the earliest.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"no files folder at {root} (CLAIMX_DATA_DIR)")
+
+    def unreadable(error: OSError) -> None:
+        raise error
+
     found: list[Leftover] = []
     count = 0
-    for folder, _, names in os.walk(root):
+    if not (root / MEDIA_ROOT).is_dir():
+        return found  # nothing uploaded yet
+    for folder, _, names in os.walk(root / MEDIA_ROOT, onerror=unreadable):
         count += len(names)
         scanned(count)
         for name in names:
@@ -186,9 +197,10 @@ def _leftovers(root: Path, before: float, scanned: Callable[[int], None]) -> lis
                 stat = os.stat(os.path.join(folder, name), follow_symlinks=False)
             except FileNotFoundError:
                 continue  # renamed or deleted since it was listed
-            if stat.st_mtime < before:
+            changed = max(stat.st_mtime, stat.st_ctime)
+            if changed < before:
                 relative = os.path.relpath(os.path.join(folder, name), root)
-                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                modified = datetime.fromtimestamp(changed, UTC)
                 found.append(Leftover(relative.replace(os.sep, "/"), stat.st_size, modified))
     return found
 

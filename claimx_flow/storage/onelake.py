@@ -39,7 +39,7 @@ from claimx_flow.models.redaction import truncate
 from claimx_flow.models.types import as_utc
 from claimx_flow.storage.address import OneLakeAddress
 from claimx_flow.storage.base import ContentMismatch, Fingerprint, StoredFile, read_fingerprint
-from claimx_flow.storage.leftovers import Leftover, is_staging_name, staging_name
+from claimx_flow.storage.leftovers import Leftover, checked, is_staging_name, staging_name
 from claimx_flow.storage.paths import MEDIA_ROOT, probe_path
 
 log = logging.getLogger(__name__)
@@ -231,15 +231,14 @@ class OneLakeFileStore:
                         continue
                     modified = as_utc(item.last_modified)  # the SDK's is naive, in UTC
                     if modified < before:
-                        relative = name.removeprefix(f"{self.address.lakehouse}/Files/")
+                        relative = f"{MEDIA_ROOT}/{_below(root, name)}"
                         size = int(item.content_length or 0)
                         found.append(Leftover(relative, size, modified))
                 scanned(count)
         return found
 
     async def discard(self, leftover: Leftover) -> bool:
-        if not is_staging_name(leftover.path.rpartition("/")[2]):
-            raise ValueError(f"{leftover.path!r} is not a staging file")
+        checked(leftover)
         async with self._classified("delete", leftover.path):
             try:
                 await self._file(leftover.path).delete_file()
@@ -266,6 +265,19 @@ class OneLakeFileStore:
             raise OneLakeError(
                 classify(exc), message, status=getattr(exc, "status_code", None)
             ) from exc
+
+
+def _below(root: str, name: str) -> str:
+    """``name``, a path the listing of ``root`` returned, relative to ``root``.
+
+    The service may spell the lakehouse otherwise than the settings do (its case): a name that
+    is not under ``root`` even so is an error, never a path guessed at and deleted.
+    """
+    if name.lower().startswith(f"{root.lower()}/"):
+        return name[len(root) + 1 :]
+    raise OneLakeError(
+        ErrorCategory.PERMANENT, f"onelake list {root}: the service listed {name!r} outside it"
+    )
 
 
 def _holding(properties: FileProperties | None, content: Fingerprint) -> int | None:
