@@ -142,7 +142,7 @@ def test_backoff_grows_exponentially_with_jitter(
     started = time.monotonic()
     with_client(api_settings, lambda c: c.get_project("7"), policy)
     # Full jitter: anywhere in [0, 0.1] + [0, 0.2] + [0, 0.4].
-    assert time.monotonic() - started < 0.7 + 0.5
+    assert time.monotonic() - started < 0.7 + 1.5  # and the load of a machine shared
     delays = [policy.retry_delay(2, None, random.Random(i)) for i in range(200)]
     assert 0 <= min(delays) < 0.05 and 0.35 < max(delays) <= 0.4
 
@@ -161,7 +161,7 @@ def test_retry_after_is_capped(sim: RunningSimulator, api_settings: Settings) ->
     policy = ApiPolicy(retry_after_cap_s=0.2)
     started = time.monotonic()
     with_client(api_settings, lambda c: c.get_project("7"), policy)
-    assert 0.2 <= time.monotonic() - started < 1.0
+    assert 0.2 <= time.monotonic() - started < 3.0  # far from the 30 s asked
 
 
 def test_429_on_the_last_attempt_reports_retry_after(

@@ -219,7 +219,7 @@ def test_latency_with_jitter(sim: RunningSimulator) -> None:
     sim.set_faults(latency_ms=150, jitter_ms=50)
     started = time.monotonic()
     assert http(project_url(sim, 1)).status == 200
-    assert 0.15 <= time.monotonic() - started < 1.0
+    assert 0.15 <= time.monotonic() - started < 2.0
 
 
 def test_timeout_hangs_longer_than_the_client_waits(sim: RunningSimulator) -> None:

@@ -1,5 +1,6 @@
-"""Two processes starting the local stack at once (two test workers, two shells) fetch its
-servers once: the second waits for the first and takes what it fetched."""
+"""Two processes starting servers at once (two test workers, two shells) share the machine:
+they fetch the stack's servers once (the second waits for the first and takes what it fetched),
+and never hand out the same port."""
 
 from __future__ import annotations
 
@@ -41,3 +42,29 @@ def test_two_processes_fetch_the_kafka_jars_once(tmp_path: Path) -> None:
     assert [fetch.returncode for fetch in fetches] == [0, 0]
     assert outputs == ["['.complete', 'kafka.jar']"] * 2
     assert runs.read_text().splitlines() == ["run"]
+
+
+def test_a_port_handed_out_is_not_handed_out_by_another_process_while_it_lives() -> None:
+    """Reserved, not bound: the port is for a server that starts later, or one restarted on
+    its own ports, and nothing listens on it meanwhile."""
+    from claimx_flow.lab.process import _reserve
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from claimx_flow.lab.process import free_port\n"
+            "print(free_port(), flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    port = int(holder.stdout.readline())
+    try:
+        assert _reserve(port) is False
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert _reserve(port) is True  # let go when its holder ended

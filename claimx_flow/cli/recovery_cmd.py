@@ -43,7 +43,11 @@ from claimx_flow.startup.recovery_state import (
 from claimx_flow.terminal import OUTPUT_OPTION, Output, confirm_plan, emit_json
 
 app = typer.Typer(help="Create, show and reset the stages' recovery state.")
-console = Console()
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 @app.command()
@@ -57,7 +61,7 @@ def init(stages: list[str] = typer.Argument(None, help="Stages (default: all).")
         directory = init_recovery(settings, stage, cluster)
         topics = describe_input_topics(settings, stage)
         record_identity(settings, stage, cluster, topics.values(), replace=False)
-        console.print(f"{stage}: {directory}")
+        console().print(f"{stage}: {directory}")
 
 
 @app.command()
@@ -133,7 +137,7 @@ def reset(
     check_stopped(settings, stage, files, partitions, assume_stopped=assume_stopped)
     plan = _plan_table(settings, stage, target, directory, partitions, bool(files))
     if dry_run:
-        console.print(plan)
+        console().print(plan)
         return
     confirm_plan(plan, f"Reset the recovery state of {stage} as shown?", what="reset", yes=yes)
     backup = back_up(directory) if files else None
@@ -145,7 +149,7 @@ def reset(
         raise RecoveryStateError(f"{exc} (the files as they were are in {backup})") from None
     _table(f"{stage} will resume from", moved)
     if backup is not None:
-        console.print(f"the recovery files as they were are in {backup}")
+        console().print(f"the recovery files as they were are in {backup}")
 
 
 def back_up(directory: Path, now: datetime | None = None) -> Path:
@@ -219,7 +223,7 @@ def _table(title: str, positions: list[InputPosition]) -> None:
         table.add_column(column, justify="right" if column != "topic" else "left")
     for p in positions:
         table.add_row(p.topic, str(p.partition), _offset(p.offset), str(p.epoch))
-    console.print(table)
+    console().print(table)
 
 
 def _offset(offset: int) -> str:

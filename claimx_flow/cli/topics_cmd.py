@@ -17,7 +17,11 @@ from claimx_flow.routing.tiers import orphan_tiers
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 app = typer.Typer(help="Create and list the pipeline's Kafka topics.")
-console = Console()
+
+
+def console() -> Console:
+    """A console per use: one sizes itself when made, from ``COLUMNS`` at that moment."""
+    return Console()
 
 
 @app.command()
@@ -34,8 +38,8 @@ def create(
     raised = [name for name, what in outcome.items() if what == "raised"]
     for spec in specs:
         if spec.name in raised:
-            console.print(f"retention of {spec.name} raised to {_human_ms(spec.retention_ms)}")
-    console.print(
+            console().print(f"retention of {spec.name} raised to {_human_ms(spec.retention_ms)}")
+    console().print(
         f"{len(created)} created, {len(specs) - len(created)} already present "
         f"({len(raised)} with retention raised) on {settings.kafka_bootstrap_servers}"
     )
@@ -108,9 +112,9 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
             f"{orphan.messages:,}",
             _human_ms(orphan.state.retention_ms),
         )
-    console.print(table)
+    console().print(table)
     if missing:
-        console.print(f"[red]{missing} topic(s) missing[/]: run [bold]claimx topics create[/]")
+        console().print(f"[red]{missing} topic(s) missing[/]: run [bold]claimx topics create[/]")
         raise typer.Exit(1)
 
 

@@ -146,18 +146,24 @@ class Pipeline:
     def restart(self, stage: str) -> None:
         """Stop what is left of the stage's cluster and start all of it again."""
         workers, processes = self.shapes.get(stage, (1, 1))
-        stop_process_groups([p.pid for p in self.processes.pop(stage, [])], grace_s=10)
+        stop_process_groups(_running(self.processes.pop(stage, [])), grace_s=10)
         self.start([stage], workers, processes)
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Stop every stage gracefully, all at once (clusters finish together)."""
-        stop_process_groups([p.pid for g in self.processes.values() for p in g], grace_s)
+        stop_process_groups(_running([p for g in self.processes.values() for p in g]), grace_s)
         self.processes.clear()
 
     def logs(self, stage: str) -> list[Path]:
         return sorted(self.log_dir.glob(f"{stage}.log")) + sorted(
             self.log_dir.glob(f"{stage}-*.log")
         )
+
+
+def _running(processes: list[subprocess.Popen[bytes]]) -> list[int]:
+    """The pids of those not yet reaped. A reaped one's pid may already be another process's
+    (pids wrap in minutes on a busy machine), so it is never signalled again."""
+    return [p.pid for p in processes if p.poll() is None]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +21,9 @@ LOOPBACK = "127.0.0.1"
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
+RESERVATIONS = Path(tempfile.gettempdir()) / "claimx-ports"
+"""One lock file per port handed out, held while the process that chose it lives."""
+_reserved: dict[int, int] = {}
 
 
 def free_port() -> int:
@@ -29,12 +34,15 @@ def free_port() -> int:
     connection, a Kafka client's say, between this check and the listener's own bind: a
     Bytewax process of a three-process rescale test once failed with "Address already in use".
     Outgoing connections never take a port below the range, and this process never hands the
-    same one out twice."""
+    same one out twice. Nor does another process on the machine (two test workers, a stack
+    started beside a test run): a port is handed out only with its reservation, a lock another
+    process cannot take while this one lives, so a port chosen but not yet listened on, or left
+    free on purpose (a broker restarted on its own ports), is not chosen twice."""
     low = _ephemeral_low()
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(max(1024, low - 12_000), low) if low > 2048 else 0
-        if port in _handed_out:
+        if port in _handed_out or (port and not _reserve(port)):
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
@@ -45,6 +53,26 @@ def free_port() -> int:
         _handed_out.add(found)
         return found
     raise StackError("no free TCP port on the loopback address")
+
+
+def _reserve(port: int) -> bool:
+    """Take ``port``'s lock for the life of this process; False if another process holds it.
+
+    A ``flock``: the kernel lets it go when its holder dies, however it dies. Where the lock
+    folder cannot be used (another user's, read-only), the port is taken unreserved, as before.
+    """
+    try:
+        RESERVATIONS.mkdir(mode=0o1777, exist_ok=True)
+        descriptor = os.open(RESERVATIONS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return False
+    _reserved[port] = descriptor
+    return True
 
 
 def _ephemeral_low() -> int:

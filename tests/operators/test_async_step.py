@@ -73,13 +73,12 @@ def test_spawned_coroutines_run_without_the_caller_waiting() -> None:
     finished: list[int] = []
 
     async def one(value: int) -> None:
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         finished.append(value)
         if len(finished) == 3:
             done.set()
 
-    started = time.monotonic()
     loop.spawn([one(i) for i in range(3)])
-    assert time.monotonic() - started < 0.05 and finished == []
+    assert finished == []  # spawn returned before any had finished
     assert done.wait(5)
     assert sorted(finished) == [0, 1, 2]

@@ -6,6 +6,7 @@ simulator over HTTP."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,15 @@ pytestmark = pytest.mark.timeout(600)
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A virtualenv holding the wheel and the runtime lock's packages, nothing else."""
     root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root), str(REPO)])
+    # Built from what the Dockerfile's build stage copies, and only that: a build in the
+    # checkout writes its build/ and egg-info there, which another test worker may be reading.
+    source = root / "source"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for package in ("claimx_flow", "operators", "dataflows"):
+        shutil.copytree(REPO / package, source / package, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root), str(source)])
     (wheel,) = root.glob("claimx_flow-*.whl")
     venv = root / "venv"
     run([sys.executable, "-m", "venv", str(venv)])

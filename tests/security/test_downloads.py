@@ -320,7 +320,7 @@ def test_a_redirect_is_never_followed(tmp_path: Path, target: str) -> None:
             category="permanent",
             reason="redirect (HTTP 302) not followed",
         )
-        assert time.monotonic() - started < 1.0  # nothing was tried on the unreachable target
+        assert time.monotonic() - started < 3.0  # nothing was tried on the unreachable target
         assert sorted(r.path for r in host.requests) == ["/good.jpg", "/x.jpg"]
 
 
