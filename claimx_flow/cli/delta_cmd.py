@@ -283,8 +283,21 @@ def _restore_view(plan: upkeep.RestorePlan) -> Group:
     ):
         when = commit.timestamp.isoformat(timespec="seconds") if commit.timestamp else "?"
         view.add_row(label, str(commit.version), when, commit.operation, f"{files:,}")
-    replay = _replay_hint(plan)
-    return Group(Text(header), view, Text(replay)) if replay else Group(Text(header), view)
+    notes = [Text(note) for note in (_vacuum_warning(plan), _replay_hint(plan)) if note]
+    return Group(Text(header), view, *notes)
+
+
+def _vacuum_warning(plan: upkeep.RestorePlan) -> str | None:
+    """A vacuum after the target may have deleted files it needs: delta-rs then refuses the
+    restore whole, so the operator is told before confirming, not after."""
+    if plan.vacuumed is None or not plan.changes_anything:
+        return None
+    when = plan.vacuumed.timestamp.isoformat(timespec="seconds") if plan.vacuumed.timestamp else "?"
+    return (
+        f"Warning: the table was vacuumed at version {plan.vacuumed.version} ({when}), after "
+        f"version {plan.target.version}: files it needs may be gone. The restore then fails "
+        "and changes nothing."
+    )
 
 
 def _replay_hint(plan: upkeep.RestorePlan) -> str | None:
@@ -322,6 +335,7 @@ def _restore_document(
             else None
         ),
         "replay": _replay_hint(plan),
+        "vacuumed_after": plan.vacuumed.version if plan.vacuumed else None,
         "metrics": metrics,
     }
 

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from deltalake import CommitProperties, DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from claimx_flow import catalog
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import TABLES
 from claimx_flow.errors import ClaimxError
+from claimx_flow.models.redaction import one_line
 from claimx_flow.storage.locations import table_location
 
 ZORDER_BY = "zOrderBy"
@@ -223,6 +224,9 @@ class RestorePlan:
     dropped: Commit | None = None
     """The first commit the restore undoes: rows written from then on leave the table, though
     their writers' inputs were read, so those inputs must be read again."""
+    vacuumed: Commit | None = None
+    """The last vacuum after the target version that deleted files: files the target needs may
+    be among them, and a restore that misses one fails (and changes nothing)."""
 
     @property
     def new_version(self) -> int:
@@ -241,7 +245,8 @@ class RestorePlan:
 def plan_restore(settings: Settings, name: str, target: int | datetime) -> RestorePlan:
     """The version ``target`` names (for a time: the last commit at or before it)."""
     table = open_table(settings, name)
-    commits = {c.version: c for c in map(_commit, table.history())}
+    entries = table.history()
+    commits = {c.version: c for c in map(_commit, entries)}
     current = table.version()
     if isinstance(target, datetime):
         earlier = [c for c in commits.values() if c.timestamp is not None and c.timestamp <= target]
@@ -253,14 +258,40 @@ def plan_restore(settings: Settings, name: str, target: int | datetime) -> Resto
     if not 0 <= version <= current:
         raise MaintenanceError(f"{name}: no version {version} (the current one is {current})")
     chosen = commits.get(version, Commit(version, None, "?"))
+    now_files = set(table.file_uris())
+    target_files = set(open_table(settings, name, version).file_uris())
+    # A vacuum deletes only files the current version does not use: a target using none other
+    # cannot miss one.
+    vacuumed = _last_vacuum(entries, after=version) if target_files - now_files else None
     return RestorePlan(
         name,
         commits.get(current, Commit(current, None, "?")),
         chosen,
-        len(table.file_uris()),
-        len(open_table(settings, name, version).file_uris()),
+        len(now_files),
+        len(target_files),
         commits.get(version + 1) if version < current else None,
+        vacuumed,
     )
+
+
+def _last_vacuum(entries: list[dict[str, Any]], after: int) -> Commit | None:
+    """The newest commit after version ``after`` that ended a vacuum having deleted files."""
+    vacuums = [
+        _commit(entry)
+        for entry in entries
+        if entry.get("operation") == "VACUUM END"
+        and int(entry.get("version", -1)) > after
+        and _deleted_files(entry) > 0
+    ]
+    return max(vacuums, key=lambda commit: commit.version, default=None)
+
+
+def _deleted_files(entry: dict[str, Any]) -> int:
+    metrics = entry.get("operationMetrics") or {}
+    try:
+        return int(metrics.get("numDeletedFiles", 0))
+    except (TypeError, ValueError):
+        return 1  # a vacuum that says otherwise may have deleted some
 
 
 def execute_restore(settings: Settings, plan: RestorePlan) -> dict[str, Any]:
@@ -273,7 +304,17 @@ def execute_restore(settings: Settings, plan: RestorePlan) -> dict[str, Any]:
             f"{table.version()} now (is a writer running?): stop its writers "
             f"({', '.join(plan.writers) or 'none known'}) and plan again"
         )
-    return dict(table.restore(plan.target.version))
+    try:
+        return dict(table.restore(plan.target.version))
+    except DeltaError as exc:
+        if "missing file" not in str(exc).lower():
+            raise
+        vacuum = f" by the vacuum of version {plan.vacuumed.version}" if plan.vacuumed else ""
+        raise MaintenanceError(
+            f"{plan.table}: version {plan.target.version} needs files that were deleted"
+            f"{vacuum}; nothing changed. Restore a version after the last vacuum, or from a "
+            f"backup ({one_line(str(exc))[:200]})"
+        ) from None
 
 
 def restore(settings: Settings, name: str, target: int | datetime) -> dict[str, Any]:

@@ -301,6 +301,29 @@ def test_a_restore_refuses_a_table_that_moved_since_its_plan(data_dir: Path) -> 
     assert table(data_dir).to_pyarrow_table().num_rows == 103
 
 
+def test_a_restore_onto_a_vacuumed_version_is_warned_and_changes_nothing(data_dir: Path) -> None:
+    """Version 2's five small files are compacted away, then vacuumed: the plan says so before
+    asking, and the restore delta-rs refuses is one line and leaves the table as it was."""
+    compacted(data_dir)
+    assert delta(*VACUUM_NOW, "--yes").exit_code == 0
+    current = table(data_dir).version()
+
+    plan = delta("restore", "-t", MEDIA.name, "--version", "2", "--dry-run", "-o", "json")
+    assert plan.exit_code == 0, plan.output
+    assert json.loads(plan.output)["vacuumed_after"] == current
+    view = delta("restore", "-t", MEDIA.name, "--version", "2", "--dry-run")
+    assert f"vacuumed at version {current}" in flat(view)
+
+    result = delta("restore", "-t", MEDIA.name, "--version", "2", "--yes")
+    assert result.exit_code == 2
+    assert "needs files that were deleted by the vacuum" in flat(result)
+    assert "Traceback" not in result.output
+    assert table(data_dir).version() == current
+
+    after = delta("restore", "-t", MEDIA.name, "--version", str(current - 2), "--dry-run")
+    assert "vacuumed" not in flat(after)  # the compaction's version needs no vacuumed file
+
+
 def test_restore_by_time_takes_the_last_commit_at_or_before_it(data_dir: Path) -> None:
     commits = {c["version"]: c["timestamp"] for c in table(data_dir).history()}
     at = datetime.fromtimestamp(commits[3] / 1000, tz=UTC)
