@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import json
 import pickle
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -29,6 +31,7 @@ from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as simdata
+from claimx_flow.startup.preflight import run_checks
 from tests.simulator_fixtures import SIMULATOR_PASSWORD, SIMULATOR_SEED
 
 T = TypeVar("T")
@@ -412,8 +415,53 @@ def test_check_says_what_is_wrong(sim: RunningSimulator, api_settings: Settings)
     assert with_client(api_settings, lambda c: c.check()).problem == "unavailable"
 
     sim.set_faults(not_found_projects=["1"])
-    missing = with_client(api_settings, lambda c: c.check())
+    missing = with_client(api_settings, lambda c: c.check())  # the simulator refuses a bare GET
     assert missing.ok and missing.status == 404
+    assert "refused without credentials, HTTP 401" in missing.detail
+
+
+class _NotFoundGateway(http.server.BaseHTTPRequestHandler):
+    """A gateway in front of a wrong base path: a JSON 404 for every path, whatever the
+    credentials (the default answer of many gateways and frameworks)."""
+
+    def do_GET(self) -> None:
+        body = b'{"message":"Resource not found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_json_404_answered_alike_without_credentials_proves_nothing(
+    api_settings: Settings, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Once taken for "reached and authenticated": a wrong base path and a wrong password
+    passed the check, and a stage started on them. Unproven now, exit 1; a stage still starts
+    (the probe project may just not exist there), with the check's warning."""
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFoundGateway)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{gateway.server_address[1]}/wrong/base"
+        settings = api_settings.model_copy(update={"claimx_api_url": url})
+        result = with_client(settings, lambda c: c.check())
+        assert (result.ok, result.problem, result.status) == (False, "unproven", 404)
+
+        clean_env.setenv("CLAIMX_API_URL", url)
+        clean_env.setenv("CLAIMX_API_USERNAME", "sim-user")
+        clean_env.setenv("CLAIMX_API_PASSWORD", "Wrong-Secret-123")
+        cli = CliRunner().invoke(app, ["api", "check"])
+        assert cli.exit_code == 1 and "did not show it checked the credentials" in cli.output
+        assert "Wrong-Secret-123" not in cli.output
+
+        (api,) = [c for c in run_checks(settings, ("enrich",)) if c.name == "ClaimX API"]
+        assert not api.ok and not api.blocking and "base path" in api.detail
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
 
 
 def test_cli_api_check(

@@ -19,7 +19,9 @@ from claimx_flow.errors import ErrorCategory
 if TYPE_CHECKING:
     from claimx_flow.api.client import ClaimXApiClient
 
-Problem = Literal["unreachable", "unavailable", "credentials", "unexpected"]
+Problem = Literal["unreachable", "unavailable", "credentials", "unexpected", "unproven"]
+"""``unproven``: the API answered, but nothing in the answer shows the credentials were
+checked (a missing probe project, answered alike without them)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,12 @@ async def check(client: ClaimXApiClient) -> CheckResult:
         elapsed = (time.monotonic() - started) * 1000
         return CheckResult(problem is None, problem, detail, status, elapsed)
 
+    path = f"/export/project/{project_id}"
     try:
-        payload = await client.request("project", "GET", f"/export/project/{project_id}")
+        payload = await client.request("project", "GET", path)
     except ClaimXApiError as error:
+        if error.status == 404 and _json_body(error) and client.has_credentials:
+            return await _missing_probe(client, path, project_id, result)
         return _explain(client, error, result)
     try:
         shapes.project_payload(payload)
@@ -65,10 +70,6 @@ def _explain(client: ClaimXApiClient, error: ClaimXApiError, result: _Result) ->
         return result("unreachable", error.message, None)
     if error.status == 429 or error.status >= 500:  # up, but not answering for now
         return result("unavailable", error.message, error.status)
-    body = error.message.partition(f"HTTP {error.status}: ")[2]
-    if error.status == 404 and body.startswith("{"):
-        # ClaimX's own "no such project": reached, and the credentials were accepted.
-        return result(None, "reached and authenticated (probe project not found)", 404)
     if error.status == 404:
         return result(
             "unexpected",
@@ -77,3 +78,33 @@ def _explain(client: ClaimXApiClient, error: ClaimXApiError, result: _Result) ->
             404,
         )
     return result("unexpected", error.message, error.status)
+
+
+def _json_body(error: ClaimXApiError) -> bool:
+    return error.message.partition(f"HTTP {error.status}: ")[2].startswith("{")
+
+
+async def _missing_probe(
+    client: ClaimXApiClient, path: str, project_id: str, result: _Result
+) -> CheckResult:
+    """A JSON 404 for the probe project proves nothing by itself: a gateway in front of a wrong
+    base path answers so for any path, whatever the credentials. The same request without
+    credentials tells: ClaimX refuses it (so ours were accepted); answered alike, the 404 is
+    unproven, and so is the base path."""
+    try:
+        await client.request("project", "GET", path, authenticated=False)
+    except ClaimXApiError as bare:
+        if bare.category is ErrorCategory.AUTH:
+            return result(
+                None,
+                f"reached and authenticated (probe project {project_id} not found; "
+                f"refused without credentials, HTTP {bare.status})",
+                404,
+            )
+    return result(
+        "unproven",
+        f"project {project_id} not found, and answered alike without credentials: neither the "
+        f"credentials nor the base path is proven (does CLAIMX_API_URL end in the API's base "
+        f"path, e.g. /service/cxedirest? probe a project that exists: --project-id)",
+        404,
+    )

@@ -213,13 +213,18 @@ class ClaimXApiClient:
         path: str,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        *,
+        authenticated: bool = True,
     ) -> Any:
-        """One HTTP attempt, no retry: the parsed JSON, or a classified ``ClaimXApiError``."""
+        """One HTTP attempt, no retry: the parsed JSON, or a classified ``ClaimXApiError``.
+        ``authenticated=False`` sends no credentials (the check's question: does the API
+        refuse a caller without them?)."""
         if self._session is None:
             raise ClaimxError("ClaimXApiClient used outside `async with` (no HTTP session)")
         if self._bucket is not None:
             await self._bucket.acquire()
-        headers = {"Authorization": self._auth_header} if self._auth_header else {}
+        credentials = self._auth_header if authenticated else None
+        headers = {"Authorization": credentials} if credentials else {}
         where = f"{method} {path}"
         raw: bytes | None = None  # once read, held in the budget until this call ends
         try:

@@ -25,6 +25,7 @@ _HEADLINES = {
     "unavailable": "the ClaimX API is unavailable for now",
     "credentials": "the ClaimX API rejected the credentials",
     "unexpected": "unexpected response from the ClaimX API",
+    "unproven": "the ClaimX API answered, but did not show it checked the credentials",
 }
 EXIT_REFUSED = 1
 """Reached, but the credentials were refused or the answer was not ClaimX's: a finding."""
@@ -44,7 +45,9 @@ def check(
     """Test the connection and credentials with one request.
 
     Exit 0 when reached and authenticated, 2 when the API cannot be reached or is not
-    answering (one red line), 1 when it refused the credentials or answered something else.
+    answering (one red line), 1 when it refused the credentials, answered something else, or
+    answered a missing probe project alike without credentials (unproven: probe a project that
+    exists with --project-id).
     """
     settings = load_settings(require_api=True, require_kafka=False)  # the API alone, no Kafka
     result = asyncio.run(_check(settings, ApiPolicy(check_project_id=project_id)))

@@ -198,9 +198,11 @@ def _api(settings: Settings) -> Check:
     if ok:
         where = mask_url_queries(settings.claimx_api_url)
         return Check("ClaimX API", True, f"{where}: credentials accepted")
-    # An outage, not a misconfiguration: report it, don't refuse to start.
+    # An outage, not a misconfiguration: report it, don't refuse to start. Nor for an unproven
+    # answer: the probe project may just not exist there, and the stage's own calls will tell.
     outage = problem in ("unreachable", "unavailable")
-    return Check("ClaimX API", False, detail, blocking=not outage, unreachable=outage)
+    unproven = problem == "unproven"
+    return Check("ClaimX API", False, detail, blocking=not (outage or unproven), unreachable=outage)
 
 
 def _writable(name: str, directory: Path) -> Check:
