@@ -24,6 +24,11 @@ class KafkaAdminError(ClaimxError):
     """A topic could not be created, altered or described."""
 
 
+class KafkaAdminTimeout(KafkaAdminError):
+    """The cluster did not answer an admin request in time (no controller, a broker busy or
+    going down): an outage, not a refusal."""
+
+
 class ErrorCategory(StrEnum):
     """How a failure is routed (CLAIMX_DOMAIN.md §5).
 

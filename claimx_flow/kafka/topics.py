@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
 )
 
 from claimx_flow.config import Settings
-from claimx_flow.errors import KafkaAdminError
+from claimx_flow.errors import KafkaAdminError, KafkaAdminTimeout
 from claimx_flow.kafka.clients import client_config, failure_reason, settled
 
 TopicRole = Literal["main", "retry", "dlq"]
@@ -157,6 +157,8 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, s
             try:
                 future.result(timeout=ADMIN_TIMEOUT_S)
                 outcome[name] = "created"
+            except TimeoutError:
+                raise _no_answer(f"creating topic {name}") from None
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # lost a race: fine
                     raise KafkaAdminError(f"cannot create topic {name}: {exc}") from None
@@ -212,6 +214,8 @@ def _raise_retention(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
     for resource, future in admin.incremental_alter_configs(resources).items():
         try:
             future.result(timeout=ADMIN_TIMEOUT_S)
+        except TimeoutError:
+            raise _no_answer(f"setting the retention of {resource.name}") from None
         except KafkaException as exc:
             raise KafkaAdminError(f"cannot set retention on {resource.name}: {exc}") from None
     _await_retention(admin, {s.name: s.retention_ms for s in short})
@@ -305,6 +309,8 @@ def topic_retention(admin: AdminClient, names: list[str]) -> dict[str, Retention
     for resource, future in admin.describe_configs(resources).items():
         try:
             entries = future.result(timeout=ADMIN_TIMEOUT_S)
+        except TimeoutError:
+            raise _no_answer(f"reading the retention of {resource.name}") from None
         except KafkaException as exc:
             raise KafkaAdminError(f"cannot read the retention of {resource.name}: {exc}") from None
         ms = entries.get("retention.ms")
@@ -323,8 +329,17 @@ def max_message_bytes(settings: Settings, topic: str) -> int:
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
         configs = admin.describe_configs([resource])[resource].result(timeout=ADMIN_TIMEOUT_S)
+    except TimeoutError:
+        raise _no_answer(f"reading the settings of topic {topic}") from None
     except KafkaException as exc:
         raise KafkaAdminError(
             f"cannot read the settings of topic {topic}: {failure_reason(admin, exc)}"
         ) from None
     return int(configs["max.message.bytes"].value)
+
+
+def _no_answer(doing: str) -> KafkaAdminTimeout:
+    return KafkaAdminTimeout(
+        f"Kafka did not answer {doing} within {ADMIN_TIMEOUT_S:g}s (a controller missing, a "
+        "broker busy or going down)"
+    )

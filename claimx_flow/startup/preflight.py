@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
-from claimx_flow.errors import ClaimxError, ErrorCategory
+from claimx_flow.errors import ClaimxError, ErrorCategory, KafkaAdminTimeout
 from claimx_flow.kafka.clients import REFUSED, failure_reason
 from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
 from claimx_flow.models.redaction import mask_url_queries, one_line
@@ -123,6 +123,8 @@ def _tier_retention(settings: Settings, tiers: Sequence[Tier]) -> Check:
     name = "retry retention"
     try:
         kept = topic_retention(admin_client(settings), [tier.topic for tier in tiers])
+    except KafkaAdminTimeout as exc:
+        return Check(name, False, str(exc), unreachable=True)
     except ClaimxError as exc:
         return Check(name, False, str(exc))
     losing: list[str] = []

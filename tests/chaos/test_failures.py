@@ -4,6 +4,7 @@ writer killed mid-commit, and SIGTERM taking the graceful path."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -260,3 +261,31 @@ def test_a_stage_started_while_kafka_is_down_waits_for_it_then_works(
     assert table_rows(settings, "claimx_events") == 50
     assert ingest.poll() is None
     pipeline.stop()
+
+
+def test_a_hung_broker_is_an_admin_timeout_not_a_bare_one(
+    own_broker: BrokerControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster that answered metadata and then no more (SIGSTOP: a broker hung, a controller
+    missing) made ``claimx check``, ``topics list`` and ``create`` print ``TimeoutError:``
+    with nothing after it, and a stage's retention check fail as a misconfiguration. Now each
+    names the request it waited for, and the check counts it an outage."""
+    from claimx_flow.errors import KafkaAdminTimeout
+    from claimx_flow.kafka import topics
+    from claimx_flow.routing.tiers import all_tiers
+    from claimx_flow.startup.preflight import _tier_retention
+
+    settings = Settings(kafka_bootstrap_servers=own_broker.running.endpoint)
+    admin = admin_client(settings)
+    tier = all_tiers(settings)[0]
+    topics.ensure_topics(admin, topics.pipeline_topics(settings, partitions=1)[:1])
+    monkeypatch.setattr(topics, "ADMIN_TIMEOUT_S", 2.0)
+    os.killpg(own_broker.running.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(KafkaAdminTimeout, match="did not answer reading the retention of"):
+            topics.topic_retention(admin, [tier.topic])
+        check = _tier_retention(settings, [tier])
+        assert (check.ok, check.unreachable) == (False, True)
+        assert "did not answer" in check.detail
+    finally:
+        os.killpg(own_broker.running.pid, signal.SIGCONT)
