@@ -425,6 +425,38 @@ class Settings(BaseSettings):
     def _split_comma_list(cls, value: Any) -> Any:
         return _comma_list(value)
 
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "eventhubs_connection_string",
+        "claimx_api_username",
+        "claimx_api_password",
+        "claimx_api_token",
+        "onelake_account_key",
+        mode="before",
+    )
+    @classmethod
+    def _no_trailing_line_break(cls, value: Any) -> Any:
+        """A credential read from a file (``kubectl create secret --from-file``) ends in a
+        line break, which no credential holds: it goes. Kept, it was a refused login (a 401
+        with no hint) or, in the API token sent as it is, a request that could not be made."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        text = raw.rstrip("\r\n")
+        return SecretStr(text) if isinstance(value, SecretStr) else text
+
+    @field_validator("claimx_api_token")
+    @classmethod
+    def _header_safe_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """The token goes into the ``Authorization`` header as it is (passwords are base64'd
+        first): a control character there is refused, named but not shown."""
+        if value is not None and any(
+            ord(c) < 0x20 or ord(c) == 0x7F for c in value.get_secret_value()
+        ):
+            raise ValueError("holds a control character, which no HTTP header may carry")
+        return value
+
     @field_validator("claimx_env", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:

@@ -226,6 +226,30 @@ def test_a_bad_secret_is_not_echoed(clean_env: pytest.MonkeyPatch) -> None:
     assert "pw-in-the-wrong-place" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["CLAIMX_API_PASSWORD", "CLAIMX_API_TOKEN", "KAFKA_SASL_PASSWORD", "ONELAKE_ACCOUNT_KEY"],
+)
+def test_a_credential_read_from_a_file_loses_its_line_break(
+    clean_env: pytest.MonkeyPatch, name: str
+) -> None:
+    """``kubectl create secret --from-file`` keeps the file's last line break: a token kept it
+    into the Authorization header (a traceback), a password into a refused login."""
+    clean_env.setenv(name, "S3cret-Value\r\n")
+    secret = getattr(Settings(), name.lower())
+    assert secret.get_secret_value() == "S3cret-Value"
+
+
+def test_a_token_with_a_control_character_is_named_not_shown(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("CLAIMX_API_TOKEN", "Tok\ten-7")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(require_kafka=False)
+    assert "CLAIMX_API_TOKEN: holds a control character" in str(raised.value)
+    assert "Tok" not in str(raised.value)
+
+
 def test_cli_help_and_config_show_hide_secrets(clean_env: pytest.MonkeyPatch) -> None:
     _with_secrets(clean_env)
     runner = CliRunner()
