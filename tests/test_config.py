@@ -250,6 +250,14 @@ def test_a_token_with_a_control_character_is_named_not_shown(
     assert "Tok" not in str(raised.value)
 
 
+def test_a_value_in_brackets_is_shown_as_it_is(clean_env: pytest.MonkeyPatch) -> None:
+    """Values are data, not Rich markup: ``[/]`` in a path was a MarkupError traceback."""
+    clean_env.setenv("CLAIMX_DATA_DIR", "/tmp/claims[/]/[bold]x")
+    result = CliRunner().invoke(app, ["config", "show"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "/tmp/claims[/]/[bold]x" in result.output
+
+
 def test_cli_help_and_config_show_hide_secrets(clean_env: pytest.MonkeyPatch) -> None:
     _with_secrets(clean_env)
     runner = CliRunner()

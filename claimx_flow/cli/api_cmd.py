@@ -6,6 +6,7 @@ import asyncio
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from claimx_flow.api import ApiPolicy, CheckResult, ClaimXApiClient
 from claimx_flow.config import Settings, load_settings
@@ -71,7 +72,8 @@ def check(
         print_error(f"{headline} at {where} as {who}: {detail}")
     elif output is not Output.JSON:
         console().print(
-            f"[green]✓[/] {where} reachable as {who}: {detail} ({result.elapsed_ms:.0f} ms)",
+            f"[green]✓[/] {escape(where)} reachable as {escape(who)}: {escape(detail)} "
+            f"({result.elapsed_ms:.0f} ms)",
             highlight=False,
         )
     if code:

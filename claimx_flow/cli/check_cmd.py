@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES
@@ -73,7 +74,7 @@ def check(
                 if item.ok
                 else ("[red]FAIL[/]" if item.blocking else "[yellow]FAIL[/]")
             )
-            table.add_row(item.name, verdict, item.detail)
+            table.add_row(item.name, verdict, Text(item.detail))  # a path or a peer's words
         console().print(table)
     down = [item for item in checks if item.unreachable]
     if down:

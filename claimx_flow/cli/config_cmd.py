@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from claimx_flow.config import env_example, env_name, load_settings
 from claimx_flow.models.redaction import mask_url_queries
@@ -44,7 +45,7 @@ def show(output: Output = OUTPUT_OPTION) -> None:
     table.add_column("variable")
     table.add_column("value")
     for name, value in values.items():
-        table.add_row(name, "-" if value is None else str(value))
+        table.add_row(name, Text("-" if value is None else str(value)))  # data, not markup
     console().print(table)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings, load_settings
@@ -61,7 +62,7 @@ def init(stages: list[str] = typer.Argument(None, help="Stages (default: all).")
         directory = init_recovery(settings, stage, cluster)
         topics = describe_input_topics(settings, stage)
         record_identity(settings, stage, cluster, topics.values(), replace=False)
-        console().print(f"{stage}: {directory}")
+        console().print(Text(f"{stage}: {directory}"))
 
 
 @app.command()
@@ -149,7 +150,7 @@ def reset(
         raise RecoveryStateError(f"{exc} (the files as they were are in {backup})") from None
     _table(f"{stage} will resume from", moved)
     if backup is not None:
-        console().print(f"the recovery files as they were are in {backup}")
+        console().print(Text(f"the recovery files as they were are in {backup}"))
 
 
 def back_up(directory: Path, now: datetime | None = None) -> Path:
