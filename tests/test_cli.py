@@ -195,6 +195,23 @@ def test_check_names_only_what_the_chosen_stages_need(tmp_path: Path) -> None:
     assert "KAFKA_BOOTSTRAP_SERVERS" in line and "CLAIMX_API" not in line
 
 
+def test_check_takes_half_a_lakehouse_for_bad_settings(tmp_path: Path) -> None:
+    """A workspace without its lakehouse was a FAIL row under "configuration pass", exit 1;
+    bad settings are exit 2, one red line, before any peer is asked."""
+    env = _bare_env(tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", ONELAKE_WORKSPACE_ID="ws")
+    done = subprocess.run(
+        [CLAIMX, "check", "--stage", "upload"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "ONELAKE_WORKSPACE_ID and ONELAKE_LAKEHOUSE_ID must be set together" in line
+
+
 def test_config_show_in_production_does_not_ask_for_the_broker(tmp_path: Path) -> None:
     """Showing the settings talks to no broker, so production without one still shows them."""
     done = subprocess.run(

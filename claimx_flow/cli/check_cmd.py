@@ -12,6 +12,7 @@ from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
 from claimx_flow.errors import ClaimxError
 from claimx_flow.startup.preflight import run_checks
+from claimx_flow.storage.locations import onelake_address
 from claimx_flow.terminal import OUTPUT_OPTION, Output, emit_json
 
 
@@ -34,6 +35,7 @@ def check(
     stages = tuple(stage) or STAGE_NAMES
     calls_api = any(catalog.stage(name).calls_api for name in stages)
     settings = load_settings(require_api=calls_api)  # a bad or missing value ends here, named
+    onelake_address(settings)  # so does half a lakehouse, or a bad endpoint: exit 2, not a FAIL
     with Console(stderr=True).status("checking Kafka, the topics, the API and the storage…"):
         checks = run_checks(settings, stages)  # up to their timeouts each, against broken peers
     if output is Output.JSON:
