@@ -231,3 +231,26 @@ def test_a_broker_that_is_down_is_said_once_a_minute_not_per_reconnect(
     refused = [line for line in lines if "Connection refused" in line]
     assert refused, lines  # said, ...
     assert len(lines) <= 6, lines  # ... but not for each of the 4 clients' ~40 attempts each
+
+
+def test_the_command_line_keeps_the_azure_sdks_warnings_for_verbose(tmp_path: Path) -> None:
+    """A credential chain that fails warned in 37 lines (three copies) before the command's own
+    red line said the same; ``-v`` shows them."""
+    script = (
+        "import logging, sys\n"
+        "from claimx_flow.cli import prepare\n"
+        "prepare(verbose=sys.argv[1] == 'v')\n"
+        "logging.getLogger('azure.identity').warning('DefaultAzureCredential failed')\n"
+    )
+    quiet, verbose = (
+        subprocess.run(
+            [sys.executable, "-c", script, flag],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        for flag in ("q", "v")
+    )
+    assert "DefaultAzureCredential" not in quiet.stderr
+    assert "DefaultAzureCredential failed" in verbose.stderr

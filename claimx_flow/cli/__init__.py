@@ -189,8 +189,8 @@ def _configure(
 
 def prepare(verbose: bool = False, *, lab: bool = False, entry_point: bool = False) -> None:
     """What every command does first: log to stderr (``LOG_FORMAT``; ``LOG_LEVEL``, else
-    warnings only, ``-v`` at least INFO; secrets redacted), quiet the Kafka client's logs
-    unless asked, and take the addresses of a local stack started on this machine
+    warnings only, ``-v`` at least INFO; secrets redacted), quiet the Kafka client's and the
+    Azure SDK's logs unless asked, and take the addresses of a local stack started on this machine
     (``claimx stack up``) for any setting the environment leaves unset.
 
     In a process of its own (``entry_point``) it also defaults ``CLAIMX_ENV``: ``local`` for a
@@ -212,6 +212,9 @@ def prepare(verbose: bool = False, *, lab: bool = False, entry_point: bool = Fal
         from claimx_flow.kafka.clients import LIBRDKAFKA_LOGGER
 
         LIBRDKAFKA_LOGGER.setLevel(logging.CRITICAL)
+        # The Azure SDK warns in many lines per credential it tried (three copies when the
+        # chain fails) before the command's own one red line says the same.
+        logging.getLogger("azure").setLevel(logging.ERROR)
     if local_stack_found():
         # Only a developer's machine has one; elsewhere nothing of the lab is imported.
         from claimx_flow.lab.stack import Stack
