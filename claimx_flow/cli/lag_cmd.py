@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.lag import (
@@ -33,18 +34,18 @@ def lag(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Show topic, partition, end offset, committed offset and lag for each stage's group,
-    then the depth of the DLQs those stages write (high minus low watermark)."""
+    then the depth of the DLQs those stages write (high minus low watermark). Exit 1 when an
+    input topic is missing."""
     settings = load_settings()
     unknown = [s for s in stage if s not in STAGE_NAMES]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(unknown)}", param_hint="--stage")
     stages = stage or list(STAGE_NAMES)
+    existing = topic_names(settings)
     # The retry stage also drains orphan tiers (tiers of an older RETRY_DELAYS).
-    orphans = (
-        [tier.topic for tier in orphan_names(settings, topic_names(settings))]
-        if "retry" in stages
-        else []
-    )
+    orphans = [tier.topic for tier in orphan_names(settings, existing)] if "retry" in stages else []
+    wanted = [t for name in stages for t in catalog.input_topics(settings, catalog.stage(name))]
+    missing = [t for t in dict.fromkeys(wanted) if t not in set(existing)]
     rows = [
         row
         for name in stages
@@ -53,7 +54,8 @@ def lag(
     topics = dlq_topics(settings, stages)
     partitions = read_dlq_partitions(settings, topics) if topics else []
     if output is Output.JSON:
-        emit_json(_document(settings.kafka_bootstrap_servers, rows, topics, partitions))
+        emit_json(_document(settings.kafka_bootstrap_servers, rows, topics, partitions, missing))
+        _missing_exit(missing)
         return
     table = Table(title=f"consumer lag on {settings.kafka_bootstrap_servers}")
     for column in ("group", "topic", "partition", "end", "committed", "lag"):
@@ -66,8 +68,11 @@ def lag(
         table.add_row(
             row.group, topic, str(row.partition), f"{row.end:,}", committed, lag, style=style
         )
+    for topic in missing:
+        table.add_row("", topic, "-", "", "", "topic missing", style="red")
     console().print(table)
     if not topics:
+        _missing_exit(missing)
         return
     depths = dlq_depths(partitions)
     dlqs = Table(title="dead-letter queues (depth: records still in the DLQ, high - low)")
@@ -84,14 +89,32 @@ def lag(
         else:
             dlqs.add_row(topic, "-", "", "", "topic missing")
     console().print(dlqs)
+    _missing_exit(missing)
+
+
+def _missing_exit(missing: list[str]) -> None:
+    """An input topic missing is a finding, as in ``claimx topics list``: exit 1."""
+    if missing:
+        Console(stderr=True).print(
+            f"{len(missing)} input topic(s) missing: {', '.join(missing)} "
+            "(run claimx topics create, or check the *_TOPIC settings)",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(1)
 
 
 def _document(
-    bootstrap: str, rows: list[PartitionLag], topics: list[str], partitions: list[DlqPartition]
+    bootstrap: str,
+    rows: list[PartitionLag],
+    topics: list[str],
+    partitions: list[DlqPartition],
+    missing: list[str],
 ) -> dict[str, Any]:
     depths = dlq_depths(partitions)
     return {
         "bootstrap_servers": bootstrap,
+        "missing_inputs": missing,
         "lag": [
             {
                 "group": row.group,
@@ -99,6 +122,7 @@ def _document(
                 "partition": row.partition,
                 "end": row.end,
                 "committed": row.committed,
+                "low": row.low,
                 "lag": row.lag,
                 "past_end": row.past_end,
             }

@@ -36,11 +36,16 @@ class PartitionLag:
     partition: int
     end: int
     committed: int | None
+    low: int = 0
+    """The partition's first offset still held: below it, retention has deleted."""
 
     @property
     def lag(self) -> int:
-        """Never below 0: a group committed past the end (``past_end``) has nothing to read."""
-        return max(self.end - (self.committed if self.committed is not None else 0), 0)
+        """What the group has yet to read: from its offset, or from the first offset held when
+        it has none (a stage starts at the earliest) or retention deleted past it. Never below
+        0: a group committed past the end (``past_end``) has nothing to read."""
+        start = max(self.committed if self.committed is not None else self.low, self.low)
+        return max(self.end - start, 0)
 
     @property
     def past_end(self) -> bool:
@@ -76,9 +81,9 @@ def stage_lag(settings: Settings, stage: str, also: Sequence[str] = ()) -> list[
         committed = group_offsets(consumer, group, places, ADMIN_TIMEOUT_S)
         rows = []
         for topic, partition in places:
-            _, end = watermarks(consumer, TopicPartition(topic, partition))
+            low, end = watermarks(consumer, TopicPartition(topic, partition))
             rows.append(
-                PartitionLag(group, topic, partition, end, committed.get((topic, partition)))
+                PartitionLag(group, topic, partition, end, committed.get((topic, partition)), low)
             )
         return rows
     finally:

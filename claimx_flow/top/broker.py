@@ -136,7 +136,9 @@ class BrokerProbe:
         }
         lag = {
             stage: [
-                PartitionLag(groups[stage], t, p, high[(t, p)], committed[stage].get((t, p)))
+                PartitionLag(
+                    groups[stage], t, p, high[(t, p)], committed[stage].get((t, p)), low[(t, p)]
+                )
                 for t in inputs[stage]
                 for p in partitions.get(t, [])
             ]

@@ -139,3 +139,32 @@ def test_a_position_past_the_end_counts_0_and_is_named(settings: Settings, tmp_p
     assert (rows[0]["past_end"], rows[1]["past_end"]) == (True, False)
     assert rows[1]["lag"] == 1
     assert "0 (committed past the end)" in claimx(settings, tmp_path, "lag", "--stage", "enrich")
+
+
+def test_lag_counts_from_the_first_offset_held_and_names_a_missing_input(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The enrich group has no offset on a partition whose first 3 of 5 messages retention
+    deleted: it will read 2, not 5 (a stage starts at the earliest held). An input topic
+    that is not there was left out of the table, exit 0."""
+    pending = settings.claimx_enrichment_pending_topic
+    produce(settings, pending, 0, 5)
+    admin = admin_client(settings)
+    for future in admin.delete_records([TopicPartition(pending, 0, 3)]).values():
+        future.result(timeout=30)
+
+    lag = json.loads(claimx(settings, tmp_path, "lag", "--stage", "enrich", "-o", "json"))
+    (row,) = [r for r in lag["lag"] if (r["topic"], r["partition"]) == (pending, 0)]
+    assert (row["committed"], row["low"], row["end"], row["lag"]) == (None, 3, 5, 2)
+    top_row = top_stages(settings, tmp_path)["enrich"]
+    assert top_row["lag"] == 2  # top reads it alike
+
+    for future in admin.delete_topics([pending], operation_timeout=30).values():
+        future.result(timeout=30)
+    env = {**settings_env(settings), "CLAIMX_STACK_DIR": str(tmp_path / "no-stack")}
+    missing = CliRunner().invoke(app, ["lag", "--stage", "enrich"], env=env)
+    assert missing.exit_code == 1, missing.output
+    assert "topic missing" in missing.stdout and f"missing: {pending}" in missing.stderr
+    document = CliRunner().invoke(app, ["lag", "--stage", "enrich", "-o", "json"], env=env)
+    assert document.exit_code == 1
+    assert json.loads(document.stdout)["missing_inputs"] == [pending]
