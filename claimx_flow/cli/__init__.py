@@ -83,7 +83,8 @@ COMMANDS: dict[str, Entry] = {
     "lag": Entry(
         "claimx_flow.cli.lag_cmd:lag",
         "Show topic, partition, end offset, committed offset and lag for each stage's group, "
-        "then the depth of the DLQs those stages write (high minus low watermark).",
+        "then the depth of the DLQs those stages write (high minus low watermark). Exit 1 when "
+        "an input topic is missing.",
     ),
     "trace": Entry(
         "claimx_flow.cli.trace_cmd:trace_command",
