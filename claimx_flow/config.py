@@ -457,6 +457,28 @@ class Settings(BaseSettings):
             raise ValueError("holds a control character, which no HTTP header may carry")
         return value
 
+    @field_validator("kafka_ssl_ca_location", "cache_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``CACHE_DIR=`` (a manifest's empty value) means unset, not the working directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("claimx_data_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty (unset it for the default, claimx-data)")
+        return value
+
+    @field_validator("kafka_ssl_ca_location")
+    @classmethod
+    def _ca_bundle_exists(cls, value: Path | None) -> Path | None:
+        """Named here, where librdkafka would say only ``BIO lib`` of a missing file.
+        ``probe`` is librdkafka's own value: look in the system's usual places."""
+        if value is not None and str(value) != "probe" and not value.exists():
+            raise ValueError(f"no file or folder at {value}")
+        return value
+
     @field_validator("claimx_env", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:

@@ -258,6 +258,30 @@ def test_a_value_in_brackets_is_shown_as_it_is(clean_env: pytest.MonkeyPatch) ->
     assert "/tmp/claims[/]/[bold]x" in result.output
 
 
+def test_an_empty_path_is_unset_or_named_and_a_missing_ca_bundle_is_named(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``CACHE_DIR=`` was the working directory; ``KAFKA_SSL_CA_LOCATION`` naming no file
+    reached librdkafka, whose error (``BIO lib``) named neither the variable nor the file."""
+    clean_env.setenv("CACHE_DIR", "")
+    clean_env.setenv("KAFKA_SSL_CA_LOCATION", "")
+    settings = Settings()
+    assert settings.cache_dir is None and settings.kafka_ssl_ca_location is None
+    assert settings.effective_cache_dir == settings.claimx_data_dir / "cache"
+
+    clean_env.setenv("KAFKA_SSL_CA_LOCATION", str(tmp_path / "ca.pem"))
+    with pytest.raises(ConfigError, match=r"KAFKA_SSL_CA_LOCATION: no file or folder at .*ca\.pem"):
+        load_settings()
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings().kafka_ssl_ca_location == tmp_path / "ca.pem"
+    clean_env.setenv("KAFKA_SSL_CA_LOCATION", "probe")  # librdkafka's: the system's CAs
+    assert str(Settings().kafka_ssl_ca_location) == "probe"
+
+    clean_env.setenv("CLAIMX_DATA_DIR", " ")
+    with pytest.raises(ConfigError, match="CLAIMX_DATA_DIR: is empty"):
+        load_settings()
+
+
 def test_cli_help_and_config_show_hide_secrets(clean_env: pytest.MonkeyPatch) -> None:
     _with_secrets(clean_env)
     runner = CliRunner()
