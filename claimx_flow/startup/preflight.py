@@ -265,6 +265,10 @@ def _recovery(settings: Settings, stage: str, kafka_ok: bool) -> Check:
         return Check(name, False, str(exc))
     except (OSError, KafkaException) as exc:
         return Check(name, False, f"{directory}: {exc}")
+    if not kafka_ok:
+        return Check(
+            name, True, f"{directory} is writable (its cluster and topics not checked: no Kafka)"
+        )
     return Check(name, True, f"{directory} is usable")
 
 
