@@ -415,9 +415,24 @@ def test_check_says_what_is_wrong(sim: RunningSimulator, api_settings: Settings)
     assert with_client(api_settings, lambda c: c.check()).problem == "unavailable"
 
     sim.set_faults(not_found_projects=["1"])
+    refusals = _auth_errors()
     missing = with_client(api_settings, lambda c: c.check())  # the simulator refuses a bare GET
     assert missing.ok and missing.status == 404
     assert "refused without credentials, HTTP 401" in missing.detail
+    # The refusal asked for is no error of ours: counted, it paged "check the credentials"
+    # (ClaimXAPIErrorRateHigh) while a stage's start checked again every 5 s.
+    assert _auth_errors() == refusals
+
+
+def _auth_errors() -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "claimx_api_errors_total" and sample.labels.get("category") == "auth"
+    )
 
 
 class _NotFoundGateway(http.server.BaseHTTPRequestHandler):

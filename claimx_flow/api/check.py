@@ -89,22 +89,28 @@ async def _missing_probe(
 ) -> CheckResult:
     """A JSON 404 for the probe project proves nothing by itself: a gateway in front of a wrong
     base path answers so for any path, whatever the credentials. The same request without
-    credentials tells: ClaimX refuses it (so ours were accepted); answered alike, the 404 is
-    unproven, and so is the base path."""
-    try:
-        await client.request("project", "GET", path, authenticated=False)
-    except ClaimXApiError as bare:
-        if bare.category is ErrorCategory.AUTH:
-            return result(
-                None,
-                f"reached and authenticated (probe project {project_id} not found; "
-                f"refused without credentials, HTTP {bare.status})",
-                404,
-            )
+    credentials tells: refused (401, 403, or a redirect to a login), ours were accepted;
+    answered alike, the 404 is unproven, and so is the base path."""
+    bare = await client.status_without_credentials(path)
+    if bare is not None and (bare in (401, 403) or 300 <= bare < 400):
+        return result(
+            None,
+            f"reached and authenticated (probe project {project_id} not found; "
+            f"refused without credentials, HTTP {bare})",
+            404,
+        )
+    if bare is None or bare == 429 or bare >= 500:
+        return result(
+            "unavailable",
+            f"project {project_id} not found, and the same request without credentials got "
+            f"{'no answer' if bare is None else f'HTTP {bare}'}: try again",
+            bare,
+        )
     return result(
         "unproven",
         f"project {project_id} not found, and answered alike without credentials: neither the "
         f"credentials nor the base path is proven (does CLAIMX_API_URL end in the API's base "
-        f"path, e.g. /service/cxedirest? probe a project that exists: --project-id)",
+        f"path, e.g. /service/cxedirest? probe a project that exists: claimx api check "
+        f"--project-id)",
         404,
     )

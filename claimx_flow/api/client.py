@@ -163,6 +163,18 @@ class ClaimXApiClient:
             endpoint, lambda found: shapes.video_collaboration(found, project_id), payload
         )
 
+    async def status_without_credentials(self, path: str) -> int | None:
+        """The HTTP status of ``GET path`` sent with no credentials, or None if none came: the
+        check's question, whether the API refuses such a caller. Not counted in the API's
+        metrics, where a refusal would read as our credentials failing."""
+        if self._session is None:
+            raise ClaimxError("ClaimXApiClient used outside `async with` (no HTTP session)")
+        try:
+            async with self._session.get(self.base_url + path, allow_redirects=False) as answer:
+                return answer.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
     async def check(self) -> CheckResult:
         """One request that says whether the API is reachable and takes our credentials."""
         return await check(self)
@@ -213,18 +225,13 @@ class ClaimXApiClient:
         path: str,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
-        *,
-        authenticated: bool = True,
     ) -> Any:
-        """One HTTP attempt, no retry: the parsed JSON, or a classified ``ClaimXApiError``.
-        ``authenticated=False`` sends no credentials (the check's question: does the API
-        refuse a caller without them?)."""
+        """One HTTP attempt, no retry: the parsed JSON, or a classified ``ClaimXApiError``."""
         if self._session is None:
             raise ClaimxError("ClaimXApiClient used outside `async with` (no HTTP session)")
         if self._bucket is not None:
             await self._bucket.acquire()
-        credentials = self._auth_header if authenticated else None
-        headers = {"Authorization": credentials} if credentials else {}
+        headers = {"Authorization": self._auth_header} if self._auth_header else {}
         where = f"{method} {path}"
         raw: bytes | None = None  # once read, held in the budget until this call ends
         try:

@@ -1,4 +1,5 @@
-"""Consumer lag per stage, as ``kafka-consumer-groups --describe`` and KEDA see it.
+"""Consumer lag per stage, as ``kafka-consumer-groups --describe`` and KEDA see it once a group
+has committed; before that, and past what retention deleted, from the first offset held.
 
 Each stage publishes the offsets of its recovery snapshots to its consumer group
 (``claimx-ingester``, ``claimx-enricher``, …); lag is the distance from there to the end of

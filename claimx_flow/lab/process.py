@@ -48,6 +48,7 @@ def free_port() -> int:
             try:
                 sock.bind((LOOPBACK, port))
             except OSError:
+                _release(port)  # taken by a process that reserves nothing
                 continue
             found = int(sock.getsockname()[1])
         _handed_out.add(found)
@@ -62,17 +63,30 @@ def _reserve(port: int) -> bool:
     folder cannot be used (another user's, read-only), the port is taken unreserved, as before.
     """
     try:
-        RESERVATIONS.mkdir(mode=0o1777, exist_ok=True)
-        descriptor = os.open(RESERVATIONS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+        RESERVATIONS.mkdir(exist_ok=True)
+        folder = RESERVATIONS.stat()
+        if folder.st_mode & 0o7777 != 0o1777 and folder.st_uid == os.getuid():
+            RESERVATIONS.chmod(0o1777)  # every user's processes reserve here (umask aside)
+        # Read-only: a lock file another user made (0644) still takes a lock.
+        descriptor = os.open(RESERVATIONS / str(port), os.O_CREAT | os.O_RDONLY, 0o666)
     except OSError:
         return True
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(descriptor)
         return False
+    except OSError:  # a filesystem without locks: unreserved, as where the folder is unusable
+        os.close(descriptor)
+        return True
     _reserved[port] = descriptor
     return True
+
+
+def _release(port: int) -> None:
+    descriptor = _reserved.pop(port, None)
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def _ephemeral_low() -> int:

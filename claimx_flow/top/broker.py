@@ -2,7 +2,8 @@
 tier, what each DLQ holds.
 
 Lag is read as ``claimx lag`` reads it (:class:`claimx_flow.kafka.lag.PartitionLag`: the end of
-each input partition minus the stage group's committed offset). A tier's waiting messages are
+each input partition minus the stage group's committed offset, or its first offset held where
+the group has none or retention deleted past it). A tier's waiting messages are
 those the retry stage has not released yet (its end minus the retry group's position, never
 below the low watermark); a DLQ's depth is its high minus low watermark, as ``claimx dlq list``
 counts it. Orphan tiers (``routing.tiers.orphan_names``) that hold messages count as the retry
