@@ -8,6 +8,7 @@ developer's machine needs no configuration at all.
 
 from __future__ import annotations
 
+import base64
 import os
 import textwrap
 from functools import cached_property
@@ -584,9 +585,14 @@ class Settings(BaseSettings):
     # Derived places and names ---------------------------------------------------------------
 
     def secret_values(self) -> list[str]:
-        """Every configured secret in clear, for redaction of text that leaves the process."""
+        """Every configured secret in clear, for redaction of text that leaves the process; the
+        API's Basic token too (base64 of user:password: the password, one decode away)."""
         secrets = [getattr(self, name) for name in _secret_fields()]
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        found = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        password = self.claimx_api_password
+        if self.claimx_api_username and password is not None and password.get_secret_value():
+            found.append(basic_token(self.claimx_api_username, password.get_secret_value()))
+        return found
 
     @property
     def tables_dir(self) -> Path:
@@ -824,15 +830,30 @@ def _secret_fields() -> list[str]:
 
 def configured_secrets() -> list[str]:
     """Every secret the environment and the config file give, in clear: for masking what a
-    command prints before its settings are built, or when they cannot be. A config file that
-    cannot be read gives none (its error names no value)."""
+    command prints before its settings are built, or when they cannot be. Read as the settings
+    read them: a variable's name in any case, a value without its trailing line break; the
+    API's Basic token too. A config file that cannot be read gives none (its error names no
+    value)."""
     fields = _secret_fields()
-    found = [os.environ[env_name(name)] for name in fields if os.environ.get(env_name(name))]
+    environment = {name.lower(): value for name, value in os.environ.items()}
+
+    def given(variable: str) -> str:
+        return environment.get(variable.lower(), "").rstrip("\r\n")
+
+    found = [value for name in fields if (value := given(env_name(name)))]
+    user, password = given("CLAIMX_API_USERNAME"), given("CLAIMX_API_PASSWORD")
+    if user and password:
+        found.append(basic_token(user, password))
     try:
         from_file = _YamlSource(Settings)()
     except ConfigError:
         return found
     return found + [str(from_file[name]) for name in fields if from_file.get(name)]
+
+
+def basic_token(user: str, password: str) -> str:
+    """What HTTP Basic sends for ``user`` and ``password``."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 # .env.example ------------------------------------------------------------------------------

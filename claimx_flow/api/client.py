@@ -10,7 +10,6 @@ every message.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import random
 from collections import Counter
@@ -30,7 +29,7 @@ from claimx_flow.api.check import CheckResult, check
 from claimx_flow.api.errors import ClaimXApiError, category_for_status
 from claimx_flow.api.policy import ApiPolicy
 from claimx_flow.api.ratelimit import TokenBucket
-from claimx_flow.config import Settings
+from claimx_flow.config import Settings, basic_token
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models.redaction import redact
 from claimx_flow.runtime import health, metrics
@@ -411,8 +410,7 @@ def _credentials(settings: Settings) -> tuple[str | None, list[str]]:
         return f"Basic {token}", [token]
     if settings.claimx_api_username and settings.claimx_api_password is not None:
         password = settings.claimx_api_password.get_secret_value()
-        pair = f"{settings.claimx_api_username}:{password}"
-        token = base64.b64encode(pair.encode()).decode()
+        token = basic_token(settings.claimx_api_username, password)
         return f"Basic {token}", [password, token]
     return None, []
 

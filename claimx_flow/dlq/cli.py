@@ -31,8 +31,8 @@ from rich.progress import (
 from rich.text import Text
 
 from claimx_flow.cli import prepare
-from claimx_flow.config import Settings, load_settings
-from claimx_flow.dlq import browse
+from claimx_flow.config import Settings, configured_secrets, load_settings
+from claimx_flow.dlq import browse, masking
 from claimx_flow.dlq.clients import DEFAULT_TIMEOUT_S, kafka_reason
 from claimx_flow.dlq.documents import (
     letter_document,
@@ -98,6 +98,7 @@ def _options(
     ),
 ) -> None:
     ctx.obj = {"timeout": timeout}
+    masking.mask_also(configured_secrets())
 
 
 def _timeout(ctx: typer.Context) -> float:

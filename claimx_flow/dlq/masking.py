@@ -1,6 +1,7 @@
 """What the DLQ views mask in text they show: URL queries and credential-shaped text, not words.
 
-A view shows message bodies, where "Basic Claim Form.pdf" is a file name and "pwd: reset
+The configured secrets are masked in every form, as the stages mask them. A view shows message
+bodies, where "Basic Claim Form.pdf" is a file name and "pwd: reset
 needed" a note, so the stages' ``redact_credentials`` (which masks the word after any
 ``Basic`` or ``password:``) would eat them. Here a credential is masked only in a shape that
 is one: a URL's query (presigned URLs carry their signature there), user info or signature;
@@ -15,8 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterable
 
-from claimx_flow.models.redaction import MASK, mask_url_queries
+from claimx_flow.models.redaction import MASK, mask_url_queries, secret_forms
 
 # Words a credential's name ends in: ``password``, ``db_password``, ``clientSecret``,
 # ``access_token``, ``AccountKey``, ``SharedAccessSignature``.
@@ -56,8 +58,22 @@ _CREDENTIAL_HEADER = re.compile(
 )
 
 
+_configured: tuple[str, ...] = ()
+
+
+def mask_also(secrets: Iterable[str]) -> None:
+    """Mask these secrets too, in every form ``secret_forms`` knows: the configured ones, which
+    a record a stage wrote before they were configured, or another producer's, may hold."""
+    global _configured
+    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
+    _configured = tuple(sorted(forms, key=len, reverse=True))
+
+
 def masked_text(text: str) -> str:
-    """``text`` fit to show: URL queries and every credential-shaped part masked."""
+    """``text`` fit to show: the configured secrets, URL queries and every credential-shaped
+    part masked."""
+    for form in _configured:
+        text = text.replace(form, MASK)
     text = mask_url_queries(text)
     for pattern in _PATTERNS:
         text = pattern.sub(_masked_group, text)

@@ -25,14 +25,20 @@ _VALUE = r"""["']?(?P<secret>[^\s&,;'"}]+)"""
 # https://user:pass@host
 _USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@")
 # presigned URLs: S3 SigV4 / SigV2 and Azure SAS signatures and credentials
+# The ``&`` before a name and the ``=`` after it also as a JSON escape, an HTML entity or
+# percent-encoded: a URL quoted inside an error body, or itself a query parameter.
 _SIGNATURE = re.compile(
-    r"(?i)[?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature"
-    r"|awsaccesskeyid|sig)=(?P<secret>[^&\s#'\"]+)"
+    r"(?i)(?:[?&]|\\u0026|&amp;|%26)(?:x-amz-signature|x-amz-credential|x-amz-security-token"
+    r"|signature|awsaccesskeyid|sig)(?:=|%3d)(?P<secret>[^&\s#'\"]+)"
 )
 # (pattern, group holding the secret): the text around the group is kept, the group masked.
 _PATTERNS: tuple[re.Pattern[str], ...] = (
-    # Authorization: Basic dXNlcjpwYXNz / Bearer eyJ…
-    re.compile(r"(?i)\b(?:basic|bearer)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)"),
+    # Authorization: Basic dXNlcjpwYXNz / Bearer eyJ…, also as a server echoes it escaped:
+    # ``\/`` (PHP's JSON), ``\u002B`` (.NET's), ``%2f`` or ``%20`` (a query), ``+`` (a form).
+    re.compile(
+        r"(?i)\b(?:basic|bearer)(?:\s|%20|\+|\\u0020)+(?P<secret>(?:[A-Za-z0-9._~+/=-]"
+        r"|\\/|\\u00(?:2b|2f|3d)|%(?:2b|2f|3d))+)"
+    ),
     # password=…, "token": "…", AccountKey=…;
     re.compile(rf"""(?i)\b(?:{_KEY})["']?\s*[=:]\s*{_VALUE}"""),
     # A setting's name puts its keyword after ``_``, a word character, so ``\b`` misses it:
@@ -60,14 +66,38 @@ def secret_forms(secret: str) -> frozenset[str]:
     """``secret`` as written, JSON-escaped (a server that echoes a request in its error body)
     and percent-encoded (one that echoes a form or query): a password with a ``"``, ``\\`` or
     ``%`` is otherwise printed in clear by the masking that was meant to catch it."""
+    escaped = json.dumps(secret)[1:-1]
     forms = {
         secret,
-        json.dumps(secret)[1:-1],
+        escaped,
+        escaped.replace("/", "\\/"),  # PHP's JSON escapes "/" too
         json.dumps(secret, ensure_ascii=False)[1:-1],
-        quote(secret, safe=""),
-        quote_plus(secret, safe=""),
+        _unicode_escaped(secret, "\\u{:04X}"),  # .NET's JSON: "+" as \u002B, and the like
+        _unicode_escaped(secret, "\\u{:04x}"),
     }
+    every = "".join(  # every character but a letter or digit encoded, "~" too (.NET's)
+        c if c.isascii() and c.isalnum() else "".join(f"%{b:02X}" for b in c.encode())
+        for c in secret
+    )
+    for encoded in (quote(secret, safe=""), quote_plus(secret, safe=""), every):
+        forms |= {encoded, _PERCENT.sub(lambda m: m.group().lower(), encoded)}
     return frozenset(form for form in forms if form)
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+def _unicode_escaped(secret: str, form: str) -> str:
+    """Every character but a letter or a digit written as JSON ``\\uXXXX`` escapes, one per
+    UTF-16 code unit (a surrogate pair beyond the Basic Multilingual Plane)."""
+
+    def escaped(character: str) -> str:
+        units = character.encode("utf-16-be")
+        return "".join(
+            form.format(int.from_bytes(units[i : i + 2], "big")) for i in range(0, len(units), 2)
+        )
+
+    return "".join(c if c.isascii() and c.isalnum() else escaped(c) for c in secret)
 
 
 def redact_credentials(text: str) -> str:

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from claimx_flow import catalog
 from claimx_flow.config import Settings
+from claimx_flow.models.redaction import redact
 from claimx_flow.runtime import metrics
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,11 @@ class HealthServer:
         port: int,
         stale_s: float,
         state: HealthState = STATE,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.stage = stage
+        self.secrets = tuple(secrets)
+        """Masked from a failed probe's words, which the readiness body shows."""
         self.checks = list(checks)
         self.host = host
         self.port = port
@@ -357,7 +361,7 @@ class HealthServer:
                 detail = await asyncio.wait_for(check.probe(), check.timeout_s)
                 ok = True
             except Exception as exc:
-                ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
+                ok, detail = False, redact(f"{type(exc).__name__}: {exc}", self.secrets)[:300]
                 outage = not isinstance(exc, PermissionError)
             else:
                 outage = False
@@ -404,6 +408,7 @@ def serve(stage: str, settings: Settings) -> HealthServer | None:
         host=settings.claimx_health_host,
         port=port,
         stale_s=settings.claimx_liveness_stale_seconds,
+        secrets=settings.secret_values(),
     )
     try:
         server.start()

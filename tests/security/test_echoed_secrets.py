@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
@@ -32,7 +33,34 @@ ECHOES: dict[str, Callable[[str], str]] = {
     "percent-encoded": lambda password: "pw=" + quote(password, safe=""),
     "form-encoded": lambda password: "pw=" + quote_plus(password, safe=""),
     "Basic token, bare": lambda password: base64.b64encode(f"{USER}:{password}".encode()).decode(),
+    # How other servers write what they echo: PHP's JSON escapes "/", .NET's escapes "+" and
+    # the like as \u002B, .NET's URL encoding writes lower-case hex; and the whole header.
+    "JSON-escaped, PHP": lambda password: json.dumps(password).replace("/", "\\/"),
+    ".NET JSON": lambda password: "".join(
+        c if c.isascii() and c.isalnum() else "".join(f"\\u{u:04X}" for u in _utf16(c))
+        for c in password
+    ),
+    "percent-encoded, lower-case": lambda password: re.sub(
+        r"%[0-9A-F]{2}", lambda m: m.group().lower(), quote(password, safe="")
+    ),
+    "Basic header, JSON-escaped": lambda password: json.dumps(
+        {"authorization": "Basic " + _token(password)}
+    ).replace("/", "\\/"),
+    "Basic header, in a query": lambda password: (
+        "auth=Basic%20" + quote(_token(password), safe="").lower()
+    ),
 }
+
+
+def _token(password: str) -> str:
+    return base64.b64encode(f"{USER}:{password}".encode()).decode()
+
+
+def _utf16(character: str) -> list[int]:
+    """A character's UTF-16 code units: what a ``\\uXXXX`` escape writes."""
+    data = character.encode("utf-16-be")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
 
 passwords = st.text(
     st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"], exclude_characters="."),
@@ -41,7 +69,7 @@ passwords = st.text(
 ).map(lambda middle: f"{MARK}{middle}{MARK}")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(password=passwords, echo=st.sampled_from(sorted(ECHOES)), pad=st.integers(150, 215))
 def test_an_echoed_password_never_reaches_the_error_or_the_dlq(
     password: str, echo: str, pad: int
