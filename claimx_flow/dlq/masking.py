@@ -18,7 +18,7 @@ import binascii
 import re
 from collections.abc import Iterable
 
-from claimx_flow.models.redaction import MASK, mask_url_queries, secret_forms
+from claimx_flow.models.redaction import MASK, all_forms, mask_forms, mask_url_queries
 
 # Words a credential's name ends in: ``password``, ``db_password``, ``clientSecret``,
 # ``access_token``, ``AccountKey``, ``SharedAccessSignature``.
@@ -65,16 +65,13 @@ def mask_also(secrets: Iterable[str]) -> None:
     """Mask these secrets too, in every form ``secret_forms`` knows: the configured ones, which
     a record a stage wrote before they were configured, or another producer's, may hold."""
     global _configured
-    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
-    _configured = tuple(sorted(forms, key=len, reverse=True))
+    _configured = all_forms(tuple(secrets))
 
 
 def masked_text(text: str) -> str:
     """``text`` fit to show: the configured secrets, URL queries and every credential-shaped
     part masked."""
-    for form in _configured:
-        text = text.replace(form, MASK)
-    text = mask_url_queries(text)
+    text = mask_url_queries(mask_forms(text, _configured))
     for pattern in _PATTERNS:
         text = pattern.sub(_masked_group, text)
     return _BASIC.sub(_masked_basic, text)

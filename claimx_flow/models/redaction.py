@@ -55,10 +55,22 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask each of ``secrets`` wherever it appears, in any of the forms another program may
     have written it (see ``secret_forms``), then anything shaped like a credential."""
+    return redact_credentials(mask_forms(text, all_forms(tuple(secrets))))
+
+
+@functools.lru_cache(maxsize=16)
+def all_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form of every secret, longest first (a token may hold a password): worked out once
+    per set of secrets, not per line a log formatter masks."""
     forms = {form for secret in secrets if secret for form in secret_forms(secret)}
-    for form in sorted(forms, key=len, reverse=True):  # a token may hold a password
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def mask_forms(text: str, forms: Iterable[str]) -> str:
+    """``text`` with each of ``forms`` (``all_forms``) masked."""
+    for form in forms:
         text = text.replace(form, MASK)
-    return redact_credentials(text)
+    return text
 
 
 @functools.lru_cache(maxsize=64)

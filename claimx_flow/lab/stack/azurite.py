@@ -20,7 +20,7 @@ from claimx_flow.lab.process import (
     start_detached,
     wait_until,
 )
-from claimx_flow.lab.stack.cache import cache_root, fetching
+from claimx_flow.lab.stack.cache import cache_root, fetch_once
 from claimx_flow.lab.stack.services import RunningService
 
 AZURITE_VERSION = "3.35.0"  # the newest that runs on Node 20
@@ -39,16 +39,16 @@ def ensure_azurite(version: str = AZURITE_VERSION) -> Path:
     """The ``azurite-blob`` launcher, installed once with npm into the cache and reused."""
     root = cache_root() / "azurite"
     launcher = root / "node_modules" / ".bin" / "azurite-blob"
-    if (root / f".complete-{version}").exists() and launcher.exists():
-        return launcher
-    with fetching(root):
-        return _install_azurite(version, root, launcher)
-
-
-def _install_azurite(version: str, root: Path, launcher: Path) -> Path:
     marker = root / f".complete-{version}"
-    if marker.exists() and launcher.exists():  # installed by another process meanwhile
-        return launcher
+    fetch_once(
+        root,
+        lambda: marker.exists() and launcher.exists(),
+        lambda: _install_azurite(version, root, marker, launcher),
+    )
+    return launcher
+
+
+def _install_azurite(version: str, root: Path, marker: Path, launcher: Path) -> None:
     npm = shutil.which("npm")
     if shutil.which("node") is None or npm is None:
         raise StackError("Azurite needs Node.js and npm on PATH (e.g. apt-get install nodejs npm)")
@@ -66,7 +66,6 @@ def _install_azurite(version: str, root: Path, launcher: Path) -> Path:
         detail = (result.stderr + result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise StackError(f"installing Azurite with npm failed: {detail[0][:300]}")
     marker.touch()
-    return launcher
 
 
 class AzuriteService:

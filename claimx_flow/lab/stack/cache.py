@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -18,17 +17,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("CLAIMX_CACHE_DIR", ".cache")).resolve()
 
 
-@contextmanager
-def fetching(folder: Path) -> Iterator[None]:
-    """Held while ``folder`` is fetched into; other processes wait for it.
+def fetch_once(folder: Path, complete: Callable[[], bool], fetch: Callable[[], None]) -> None:
+    """Run ``fetch`` into ``folder`` unless ``complete()`` says it is done, holding the folder's
+    lock meanwhile: another process fetching the same waits, then finds it done.
 
-    A ``flock``: released by the kernel when its holder dies, so a killed fetch never leaves
-    a lock behind (its completion marker is missing, and the next holder fetches again).
+    A ``flock``: released by the kernel when its holder dies, however it dies, so a killed
+    fetch never leaves a lock behind (its completion marker is missing, and the next holder
+    fetches again).
     """
+    if complete():
+        return
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".fetch.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            if not complete():  # done by another process while this one waited
+                fetch()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

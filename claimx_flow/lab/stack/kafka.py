@@ -25,7 +25,7 @@ from claimx_flow.lab.process import (
     stop_process_group,
     wait_until,
 )
-from claimx_flow.lab.stack.cache import cache_root, fetching
+from claimx_flow.lab.stack.cache import cache_root, fetch_once
 from claimx_flow.lab.stack.services import RunningService
 
 KAFKA_VERSION = "4.1.1"
@@ -93,16 +93,11 @@ def java_executable() -> str:
 def ensure_kafka_jars(version: str = KAFKA_VERSION) -> Path:
     """The broker's jars, fetched once with Maven into the cache and reused afterwards."""
     lib = cache_root() / f"kafka-{version}" / "lib"
-    if (lib / ".complete").exists():
-        return lib
-    with fetching(lib.parent):
-        return _fetch_kafka_jars(version, lib)
+    fetch_once(lib.parent, (lib / ".complete").exists, lambda: _fetch_kafka_jars(version, lib))
+    return lib
 
 
-def _fetch_kafka_jars(version: str, lib: Path) -> Path:
-    marker = lib / ".complete"
-    if marker.exists():  # fetched by another process while this one waited
-        return lib
+def _fetch_kafka_jars(version: str, lib: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError(f"Kafka jars missing in {lib} and Maven (mvn) not found to fetch them")
@@ -124,8 +119,7 @@ def _fetch_kafka_jars(version: str, lib: Path) -> Path:
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
         raise StackError(f"fetching Kafka jars with Maven failed: {detail[0][:300]}")
-    marker.touch()
-    return lib
+    (lib / ".complete").touch()
 
 
 class KafkaService:
