@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from claimx_flow.cli.spans import SPAN_EXAMPLES, parse_span
+from claimx_flow.cli.spans import SPAN_EXAMPLES, parse_span, span_text
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.errors import ClaimxError, ErrorCategory
 from claimx_flow.models import utc_now
@@ -94,7 +94,7 @@ def sweep(
         if age < least:
             raise typer.BadParameter(
                 f"{older_than} is younger than an upload may run: at least "
-                f"{_duration(least)} (UPLOAD_TIMEOUT_SECONDS plus an hour)",
+                f"{span_text(int(least.total_seconds()))} (UPLOAD_TIMEOUT_SECONDS plus an hour)",
                 param_hint="--older-than",
             )
         try:
@@ -208,7 +208,8 @@ async def _delete_one(store: FileStore, leftover: Leftover, plan: _Plan) -> Erro
 def _plan_view(plan: _Plan, age: timedelta) -> Group:
     header = Text(
         f"{plan.where}: {len(plan.leftovers):,} staging file(s) last written over "
-        f"{_duration(age)} ago, {plan.bytes:,} bytes ({plan.scanned:,} files looked at)"
+        f"{span_text(int(age.total_seconds()))} ago, {plan.bytes:,} bytes "
+        f"({plan.scanned:,} files looked at)"
     )
     view = Table()
     view.add_column("staging file", overflow="fold")
@@ -255,12 +256,3 @@ def _show(output: Output, document: dict[str, Any], view: Group) -> None:
         emit_json(document)
     else:
         Console().print(view)
-
-
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    if seconds % 86400 == 0:
-        return f"{seconds // 86400}d"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"

@@ -29,3 +29,13 @@ def parse_span(text: str, option: str) -> timedelta:
     if span is None:
         raise typer.BadParameter(f"{text!r} is not a span ({SPAN_EXAMPLES})", param_hint=option)
     return span
+
+
+def span_text(seconds: int) -> str:
+    """A span as these options take it, largest units first: ``7d``, ``1h``, ``1d10m``."""
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from claimx_flow.cli.spans import span_text
 from claimx_flow.config import load_settings
 from claimx_flow.kafka.topics import admin_client, describe_topics, ensure_topics, pipeline_topics
 from claimx_flow.routing.tiers import orphan_tiers
@@ -124,9 +125,4 @@ def _human_ms(ms: int | None) -> str:
         return "-"
     if ms < 0:
         return "forever"
-    seconds, parts = ms // 1000, []
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
+    return span_text(ms // 1000)
