@@ -11,7 +11,6 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
 from claimx_flow.kafka.clients import client_config, consumer_config, producer_config
@@ -25,6 +24,7 @@ from operators.kafka import (
     Progress,
     checked_records_output,
 )
+from tests.topic_config import set_topic_config
 
 
 def _fill(settings: Settings, topic: str, count: int) -> None:
@@ -121,11 +121,7 @@ def test_message_the_broker_refuses_fails_the_step(
 ) -> None:
     """Only failed deliveries are reported back to the sink; a refusal must still stop it."""
     topic = make_topic(partitions=1)
-    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
-    cap = ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)
-    limit = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[cap])
-    for future in admin.incremental_alter_configs([limit]).values():
-        future.result(timeout=30)
+    set_topic_config(kafka_settings, topic, max_message_bytes="2000")
     fits, too_big = os.urandom(100), os.urandom(50_000)  # random: lz4 cannot shrink it
     flow = Dataflow("kafka-too-big")
     records = op.input(

@@ -25,7 +25,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import NewTopic
 from deltalake import DeltaTable
 from hypothesis import HealthCheck, Phase, settings
 
@@ -295,21 +295,6 @@ def unreadable_timestamps(settings: Settings, name: str) -> list[str]:
                 key = {k: arrow[k][row].as_py() for k in arrow.schema.names if k.endswith("_id")}
                 found.append(f"{column.name}={value}µs in row {key}")
     return found
-
-
-def set_topic_config(settings: Settings, topic: str, **values: str) -> None:
-    """Topic configs by their Kafka names with ``_`` for ``.`` (``max_message_bytes=…``)."""
-    resource = ConfigResource(
-        ConfigResource.Type.TOPIC,
-        topic,
-        incremental_configs=[
-            ConfigEntry(name.replace("_", "."), value, incremental_operation=AlterConfigOpType.SET)
-            for name, value in values.items()
-        ],
-    )
-    admin = admin_client(settings)  # held until the answer: a collected client drops it
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(timeout=30)
 
 
 def run_inprocess(flow: Dataflow) -> None:

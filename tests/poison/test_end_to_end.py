@@ -41,7 +41,6 @@ from tests.poison.harness import (
     produce_exact,
     read_topic,
     runs_within,
-    set_topic_config,
     table,
     unreadable_timestamps,
 )
@@ -59,6 +58,7 @@ from tests.poison.strategies import Generated, raw_records
 from tests.poison.test_enrich_boundary import describe_cases
 from tests.poison.test_ingest_boundary import ANY_TIME, verdict
 from tests.simulator_fixtures import SIMULATOR_SEED
+from tests.topic_config import set_topic_config
 
 MEDIA_BYTES = 64 * 1024
 GOOD_FIRST_PROJECT = 7_300_000

@@ -52,11 +52,11 @@ from tests.poison.harness import (
     read_topic,
     run_stage_process,
     runs_within,
-    set_topic_config,
     table,
 )
 from tests.poison.raw_producer import produce_raw_headers
 from tests.poison.strategies import Generated, envelope, raw_records
+from tests.topic_config import set_topic_config
 
 RAW_LIMIT = 4 * 1024 * 1024
 """The raw topic takes messages up to 4 MiB here (the DLQ keeps the broker's 1 MB default)."""

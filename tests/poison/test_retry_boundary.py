@@ -34,9 +34,9 @@ from tests.poison.harness import (
     read_topic,
     run_stage_process,
     runs_within,
-    set_topic_config,
 )
 from tests.poison.strategies import header_values, headers, keys, timestamps
+from tests.topic_config import set_topic_config
 
 DELAYS = [1, 2, 3, 4]
 MINUTE_MS = 60_000

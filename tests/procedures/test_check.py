@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from pathlib import Path
 
 import pytest
 import typer
 from confluent_kafka import Producer
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import NewTopic
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from claimx_flow.cli.check_cmd import check
 from claimx_flow.config import Settings
-from claimx_flow.kafka.topics import admin_client, await_leaders, topic_retention
+from claimx_flow.kafka.topics import admin_client, await_leaders
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.startup.preflight import PreflightError, require_ready, run_checks
 from tests.isolation import isolated_settings
+from tests.topic_config import set_topic_config
 
 
 @pytest.fixture
@@ -137,28 +137,6 @@ def test_a_stage_refuses_to_start_and_says_why(healthy: Settings, tmp_path: Path
     assert process.wait(60) == 2
     log = (tmp_path / "logs" / "ingest.log").read_text()
     assert "ingest cannot start" in log and "no.such.topic" in log
-
-
-def set_topic_config(settings: Settings, topic: str, **config: str) -> None:
-    """``retention_ms="60000"`` → ``retention.ms=60000``, applied and visible to describe."""
-    admin = admin_client(settings)
-    entries = [
-        ConfigEntry(key.replace("_", "."), value, incremental_operation=AlterConfigOpType.SET)
-        for key, value in config.items()
-    ]
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(timeout=30)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        now = topic_retention(admin, [topic])[topic]
-        if (str(now.ms), now.policy) == (
-            config.get("retention_ms", str(now.ms)),
-            config.get("cleanup_policy", now.policy),
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{topic}: {config} not applied")
 
 
 def test_a_tier_that_keeps_less_than_its_delay_blocks_its_stages(healthy: Settings) -> None:

@@ -17,12 +17,10 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from claimx_flow.config import Settings
 from claimx_flow.delta.tables import EVENTS
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord, RecordBatch
-from claimx_flow.kafka.topics import admin_client
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.models import EnrichmentTask, FailureInfo, RawEvent
 from claimx_flow.models.events import MAX_EVENT_BYTES
@@ -30,6 +28,7 @@ from claimx_flow.stages.ingest import Ingester
 from claimx_flow.stages.outputs import StageBatch
 from tests.e2e.conftest import PipelineRun, header_map
 from tests.security.conftest import counted, iter_samples
+from tests.topic_config import set_topic_config
 
 AT = "2024-03-01T10:00:00Z"
 TEN_MB = 10 * 1024 * 1024
@@ -187,25 +186,6 @@ def test_a_duplicate_event_has_the_same_identity() -> None:
 # The whole thing, through real stage processes --------------------------------------------
 
 
-def _raise_message_limit(settings: Settings, topics: list[str], limit: int) -> None:
-    """Topics that take messages up to ``limit`` bytes (the broker's default is 1 MB)."""
-    admin = admin_client(settings)
-    resources = [
-        ConfigResource(
-            ConfigResource.Type.TOPIC,
-            topic,
-            incremental_configs=[
-                ConfigEntry(
-                    "max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET
-                )
-            ],
-        )
-        for topic in topics
-    ]
-    for future in admin.incremental_alter_configs(resources).values():
-        future.result(timeout=30)
-
-
 def _produce(settings: Settings, messages: list[tuple[bytes, bytes | None]]) -> None:
     producer = Producer(
         {
@@ -239,7 +219,7 @@ def test_every_hostile_event_through_real_stages_lands_where_it_should(
     run, settings = pipeline_run, pipeline_run.settings
     # The raw topic takes the 10 MB event; the DLQ keeps the broker's default limit, so its
     # copy must be stored truncated rather than refused (which would stop the stage).
-    _raise_message_limit(settings, [settings.claimx_events_topic], 2 * TEN_MB)
+    set_topic_config(settings, settings.claimx_events_topic, max_message_bytes=str(2 * TEN_MB))
     sim.set_faults(not_found_projects=["5000666"])
     unreadable = [(case, _value(case, value), reason) for case, value, reason in UNREADABLE]
     readable = [
