@@ -1,10 +1,11 @@
 """The production path as deployed, without Docker: the project built as a wheel and installed
-into a clean virtualenv with its runtime lock only (what the image does), then every operator
-command and every stage run from there, outside the checkout, against a real broker and the API
+into a clean virtualenv with its runtime lock only (what the image does), then the operator
+commands and every stage run from there, outside the checkout, against a real broker and the API
 simulator over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,12 +14,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from deltalake import DeltaTable
 
 from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.config import Settings
 from claimx_flow.lab.pipeline import settings_env
+from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from tests.isolation import isolated_settings
 
@@ -76,34 +80,74 @@ def test_the_wheel_holds_the_code_and_no_tools(installed: Path, tmp_path: Path) 
         assert f"{tool}==" not in listed
 
 
+EVENTS = 40
+"""Events of an export, backfilled onto the raw topic: enough to touch every table and media."""
+
+
 def test_every_command_and_stage_runs_from_the_wheel(
     installed: Path, kafka_bootstrap: str, sim: RunningSimulator, tmp_path: Path
 ) -> None:
+    """An operator's day from the wheel alone: the checks, an export backfilled onto the raw
+    topic, the six stages by the card's bare command (with the pod's recovery variables) until
+    every event has landed, ``top`` over their health ports, then the read commands over what
+    they wrote and the dry runs of the commands that change things."""
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data", sim=sim)
     env = outside(settings, installed)
     claimx = str(installed / "bin/claimx")
-    assert "Operate the ClaimX ingestion pipeline" in run([claimx, "--help"], env=env).stdout
-    checked = run([claimx, "check"], env=env, cwd=tmp_path).stdout
-    assert "FAIL" not in checked, checked
-    run([claimx, "dlq", "list"], env=env, cwd=tmp_path)
-    run([claimx, "lag"], env=env, cwd=tmp_path)
 
+    def cli(*args: str, code: int = 0) -> str:
+        done = subprocess.run(
+            [claimx, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400
+        )
+        said = f"claimx {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
+        assert done.returncode == code and "Traceback" not in done.stderr, said
+        return done.stdout
+
+    assert "Operate the ClaimX ingestion pipeline" in cli("--help")
+    checked = cli("check")
+    assert "FAIL" not in checked, checked
+    for read in (["config", "show"], ["topics", "list"], ["api", "check"], ["dlq", "list"]):
+        cli(*read)
+    cli("lag")
+
+    export = tmp_path / "export.jsonl"
+    cli("simulate", "events", "-n", str(EVENTS), "--projects", "4", "-o", str(export))
+    topic = settings.claimx_events_topic
+    loaded = json.loads(cli("backfill", str(export), "--topic", topic, "-o", "json"))
+    assert loaded["lines"] == EVENTS
+
+    cli("recovery", "init")  # what the pod's init container does (image/entrypoint-recovery.sh)
     python = str(installed / "bin/python")
     logs = {stage: tmp_path / f"{stage}.log" for stage in STAGE_NAMES}
+    health = {stage: free_port() for stage in STAGE_NAMES}
     stages = {}
     for stage, log in logs.items():
         with log.open("wb") as out:
             stages[stage] = subprocess.Popen(
                 [python, "-m", "bytewax.run", f"dataflows.{stage}"],
                 cwd=tmp_path,
-                env=env,
+                env={
+                    **env,
+                    "CLAIMX_HEALTH_PORT": str(health[stage]),
+                    # the pod's recovery volume: the bare command takes it from here
+                    "BYTEWAX_RECOVERY_DIRECTORY": str(settings.recovery_dir(stage)),
+                    "BYTEWAX_SNAPSHOT_INTERVAL": str(settings.claimx_snapshot_interval_seconds),
+                    "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "0",
+                },
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
     try:
-        time.sleep(10)
-        running = {stage: p.poll() is None for stage, p in stages.items()}
-        assert all(running.values()), {s: logs[s].read_text()[-1500:] for s in running}
+        deadline = time.monotonic() + 180
+        while len(rows(settings, "claimx_events")) < EVENTS:
+            dead = {s: logs[s].read_text()[-1500:] for s, p in stages.items() if p.poll()}
+            assert not dead, dead
+            assert time.monotonic() < deadline, "the backfilled events did not land in 180 s"
+            time.sleep(1)
+        endpoints = [f"-e{stage}=127.0.0.1:{port}" for stage, port in health.items()]
+        top = json.loads(cli("top", "--once", "-o", "json", "--interval", "1", *endpoints))
+        for row in top["stages"]:
+            assert [p["ready"] for p in row["processes"]] == [True], row
     finally:
         for process in stages.values():
             process.send_signal(signal.SIGTERM)
@@ -111,3 +155,23 @@ def test_every_command_and_stage_runs_from_the_wheel(
     assert set(codes.values()) == {0}, {s: logs[s].read_text()[-1500:] for s in codes}
     for log in logs.values():
         assert "Traceback" not in log.read_text()
+
+    landed = [row["event_id"] for row in rows(settings, "claimx_events")]
+    assert len(landed) == len(set(landed)) == EVENTS
+    event_id = landed[0]
+    traced = json.loads(cli("trace", event_id, "-o", "json"))
+    assert traced["verdict"]["state"] == "landed", traced["verdict"]
+    assert json.loads(cli("delta", "history", "-t", "claimx_events", "-o", "json"))
+    cli("delta", "vacuum", "-t", "claimx_events", "--dry-run", code=1)  # nothing unreferenced
+    resumes = json.loads(cli("recovery", "show", "ingest", "-o", "json"))
+    assert topic in {p["topic"] for p in resumes["positions"]}, resumes
+    cli("recovery", "reset", "ingest", "--to-latest", "--dry-run", "--assume-stopped")
+    cli("files", "sweep", "--dry-run", code=1)  # no upload was killed: nothing to sweep
+    cli("dlq", "list", "-o", "json")
+
+
+def rows(settings: Settings, table: str) -> list[dict[str, Any]]:
+    path = settings.tables_dir / table
+    if not (path / "_delta_log").is_dir():
+        return []
+    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
