@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -27,3 +29,13 @@ def status_or_none(port: int, path: str) -> int | None:
 def log_text(path: Path) -> str:
     """The log written so far ("" before the process has written one)."""
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_ready(port: int, timeout_s: float = 60.0) -> datetime:
+    """When the stage on ``port`` first answered ready: a bound on how soon it acts must not
+    count its start (imports, checks, recovery), which load stretches."""
+    deadline = time.monotonic() + timeout_s
+    while status_or_none(port, "/health/ready") != 200:
+        assert time.monotonic() < deadline, f"the stage on port {port} not ready in {timeout_s} s"
+        time.sleep(0.1)
+    return datetime.now(UTC)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -105,19 +106,36 @@ def one_ordered_lane(items: Stream[X], mapper: object, *, max_in_flight: int) ->
 # The input stays open a while: at EOF the step waits for everything in flight (timers never
 # fire after EOF), which would hide whether anything left earlier.
 OPEN = TestingSource.PAUSE(timedelta(seconds=1.5))
+HELD_S = 10.0
+"""How long an item that waits on others' leaving waits at most."""
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = HELD_S) -> None:
+    """Wait for what the test watches for, but never past ``timeout_s``: an item that waits on
+    its batch-mates' leaving, where a step that held them back would hold it that long."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def test_a_slow_item_holds_back_none_of_its_batch_mates() -> None:
+    """The slow item finishes only once its nine batch-mates have left (or after HELD_S, had
+    the step held them back with it)."""
     out: list[tuple[str, float]] = []
     values = ["slow", *(f"fast{i}" for i in range(9))]
+
+    async def slow_until_the_fast_left(value: str) -> list[str]:
+        if value == "slow":
+            await until(lambda: sum(name.startswith("fast") for name, _ in out) == 9)
+        return [f"{value}-done"]
+
     started = time.monotonic()
-    run_main(timed_flow(TestingSource([*values, OPEN], batch_size=10), after, out))
+    source = TestingSource([*values, OPEN], batch_size=10)
+    run_main(timed_flow(source, slow_until_the_fast_left, out))
     emitted = dict(out)
     assert sorted(emitted) == sorted(f"{v}-done" for v in values)
-    fast = [at - started for name, at in out if name.startswith("fast")]
-    assert max(fast) < 0.6, fast  # long before the slow one is done
-    assert emitted["slow-done"] - started >= 1.0
     assert out[-1][0] == "slow-done"
+    assert emitted["slow-done"] - started < HELD_S  # it did not wait out its own deadline
 
 
 def test_later_batches_and_epochs_overtake_a_slow_item() -> None:
@@ -160,6 +178,8 @@ def test_ordered_lanes_keep_each_lanes_arrival_order_and_overtake_each_other(
 
     async def reverse_in_a(item: tuple[str, int]) -> list[tuple[str, int]]:
         lane, index = item
+        if item == ("a", 0):  # the slowest: done once lane b has left, or after HELD_S
+            await until(lambda: sum(name[0] == "b" for name, _ in out) == 3)
         await asyncio.sleep(0.4 - 0.08 * index if lane == "a" else 0.01)
         return [item]
 
@@ -184,7 +204,7 @@ def test_ordered_lanes_keep_each_lanes_arrival_order_and_overtake_each_other(
     assert [item for item in names if item[0] == "b"] == [("b", i) for i in range(3)]
     at = dict(out)
     assert max(at[("b", i)] for i in range(3)) < at[("a", 0)]  # b never waited for a
-    assert at[("a", 0)] >= 0.4
+    assert at[("a", 0)] < HELD_S  # nor did a0 wait out its deadline for b
 
 
 def test_an_ordered_lane_waits_for_its_first_item_rather_than_gather_without_end() -> None:

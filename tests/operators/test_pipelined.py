@@ -109,10 +109,15 @@ def test_wait_returns_only_once_everything_is_committed() -> None:
 
 
 def test_the_worker_waits_once_max_pending_items_are_waiting() -> None:
-    release = threading.Event()
-    behind: CommitBehind[int] = CommitBehind("t", lambda items: release.wait(5), max_pending=2)
+    release, entered = threading.Event(), threading.Event()
+
+    def commit(items: list[int]) -> None:
+        entered.set()
+        release.wait(5)
+
+    behind: CommitBehind[int] = CommitBehind("t", commit, max_pending=2)
     behind.add([1])
-    time.sleep(0.05)  # the commit of [1] is running and held
+    assert entered.wait(5)  # the commit of [1] is running and held
     behind.add([2, 3])  # pending is now full
     blocked = threading.Event()
 

@@ -19,6 +19,7 @@ from claimx_flow.config import Settings
 from claimx_flow.kafka.backfill import DEFAULT_TOPIC, backfill, export_lines, partition_key
 from claimx_flow.kafka.topics import (
     admin_client,
+    await_leaders,
     describe_topics,
     ensure_topics,
     pipeline_topics,
@@ -85,6 +86,7 @@ def test_a_line_kafka_refuses_is_named_and_the_rest_resumes_from_after_it(
     admin = admin_client(Settings(kafka_bootstrap_servers=kafka_bootstrap))
     small = NewTopic(topic, 1, 1, config={"max.message.bytes": "4096"})
     admin.create_topics([small])[topic].result(30)
+    await_leaders(admin, [topic])
     lines = [line for _, line in event_lines(EventPlan(5, 2))]
     noise = base64.b64encode(os.urandom(8_000)).decode()  # past 4096 bytes even compressed
     lines[2] = json.dumps({**json.loads(lines[2]), "padding": noise})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,10 @@ def test_lag_counts_from_the_first_offset_held_and_names_a_missing_input(
 
     for future in admin.delete_topics([pending], operation_timeout=30).values():
         future.result(timeout=30)
+    deadline = time.monotonic() + 30  # the controller has answered; the broker drops it after
+    while pending in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, f"{pending} still listed 30 s after its deletion"
+        time.sleep(0.1)
     env = {**settings_env(settings), "CLAIMX_STACK_DIR": str(tmp_path / "no-stack")}
     missing = CliRunner().invoke(app, ["lag", "--stage", "enrich"], env=env)
     assert missing.exit_code == 1, missing.output
