@@ -255,7 +255,11 @@ class Settings(BaseSettings):
         6, ge=1, le=1000, description="partitions for `claimx topics create`"
     )
     claimx_topic_replication_factor: int = Field(
-        1, ge=1, le=10, description="replication for `claimx topics create`"
+        1,
+        ge=1,
+        le=10,
+        description="replication for `claimx topics create`, and the least `claimx check` "
+        "accepts (the Kubernetes ConfigMap sets the runbook's 3)",
     )
 
     # OneLake (unset: files and tables on the local filesystem under CLAIMX_DATA_DIR)

@@ -72,6 +72,7 @@ SHARED_CONFIG: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "kafka-broker-1:9092,kafka-broker-2:9092",
     "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
     "KAFKA_SASL_MECHANISM": "PLAIN",
+    "CLAIMX_TOPIC_REPLICATION_FACTOR": "3",  # the runbook's --replication-factor 3
     "CLAIMX_API_URL": "https://api.claimx.com/service/cxedirest",
     "CLAIMX_API_TIMEOUT_SECONDS": "30",
     "CLAIMX_API_CONCURRENCY": "10",

@@ -3,6 +3,7 @@ follows its delay), idempotent, raising retention that is too short and never lo
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -144,6 +145,7 @@ def test_the_command_says_which_retention_it_raised(isolated_settings: Settings)
     admin.create_topics(
         [NewTopic(tier, num_partitions=3, replication_factor=1, config={"retention.ms": "3600000"})]
     )[tier].result(timeout=30)
+    await_leaders(admin, [tier])
     app = typer.Typer()
     app.add_typer(topics_cmd.app, name="topics")
     env = {**settings_env(isolated_settings), "COLUMNS": "200"}
@@ -165,6 +167,19 @@ def test_list_counts_messages(isolated_settings: Settings) -> None:
     assert producer.flush(30) == 0
     (state,) = describe_topics(isolated_settings, [isolated_settings.claimx_events_dlq_topic])
     assert state.messages == 25
+    assert state.replicas == 1  # the one broker here
+
+
+def test_list_shows_each_topics_replicas_against_the_setting(isolated_settings: Settings) -> None:
+    ensure_topics(admin_client(isolated_settings), pipeline_topics(isolated_settings))
+    app = typer.Typer()
+    app.add_typer(topics_cmd.app, name="topics")
+    env = {**settings_env(isolated_settings), "CLAIMX_TOPIC_REPLICATION_FACTOR": "3"}
+    listed = CliRunner().invoke(app, ["topics", "list", "-o", "json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert {t["replicas"] for t in json.loads(listed.stdout)["topics"]} == {1}
+    table = CliRunner().invoke(app, ["topics", "list"], env={**env, "COLUMNS": "200"})
+    assert "replicas" in table.output
 
 
 def test_missing_topic_is_reported_not_raised(isolated_settings: Settings) -> None:

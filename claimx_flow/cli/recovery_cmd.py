@@ -35,6 +35,7 @@ from claimx_flow.startup.recovery_state import (
     RecoveryStateError,
     Target,
     check_stopped,
+    group_positions,
     input_positions,
     partition_files,
     read_recovery,
@@ -117,6 +118,9 @@ def reset(
     position published (snapshot_at) in the last 150 s, wherever the stage runs;
     --assume-stopped overrides the last two. Refuses, too, an input snapshot of a shape it
     does not know.
+    Where the stage's recovery files are not on this machine (Kubernetes keeps them on the
+    pods' volumes) it moves the consumer group only, and the plan says so: delete the stage's
+    recovery claims before it starts again, or its snapshots win.
     Exit codes: 0 done (or a dry run); 1 declined at the prompt; 2 error, the stage running, or
     no terminal and no --yes.
     """
@@ -176,9 +180,10 @@ def _plan_table(
     has_state: bool,
 ) -> Table:
     """Each input partition: where the stage resumes now and where it would after the reset."""
-    now: dict[tuple[str, int], int] = {}
     if has_state:
         now = {(p.topic, p.partition): p.offset for p in input_positions(settings, stage)}
+    else:
+        now = group_positions(settings, stage, partitions)
     after = target_offsets(settings, partitions, target)
     where = target.isoformat() if isinstance(target, datetime) else target
     table = Table(title=f"reset {stage} to {where} ({directory})")
@@ -195,9 +200,17 @@ def _plan_table(
     table.caption = (
         "moves the recovery snapshots and the consumer group; the files are backed up first"
         if has_state
-        else "no recovery files yet: moves the consumer group only"
+        else NO_FILES_HERE
     )
     return table
+
+
+NO_FILES_HERE = (
+    'no recovery files here: moves the consumer group only ("now" is its offset), which a '
+    "stage starts from when it has no snapshot. A stage whose snapshots are elsewhere resumes "
+    "from them instead: in Kubernetes, on its pods' recovery volumes, so delete those claims "
+    'before it starts again (docs/operations.md, "Offsets in Kubernetes")'
+)
 
 
 def _stages(stages: list[str] | None) -> list[str]:

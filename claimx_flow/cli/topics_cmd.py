@@ -48,8 +48,9 @@ def create(
 
 @app.command("list")
 def list_topics(output: Output = OUTPUT_OPTION) -> None:
-    """Show each pipeline topic with its partitions, messages and retention, and any orphan
-    retry tier (one the configuration no longer names) that still holds messages."""
+    """Show each pipeline topic with its partitions, replicas (in yellow when fewer than
+    CLAIMX_TOPIC_REPLICATION_FACTOR), messages and retention, and any orphan retry tier (one
+    the configuration no longer names) that still holds messages."""
     settings = load_settings()
     specs = pipeline_topics(settings)
     states = describe_topics(settings, [s.name for s in specs])
@@ -65,6 +66,7 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
                         "role": spec.role,
                         "exists": state.partitions > 0,
                         "partitions": state.partitions,
+                        "replicas": state.replicas if state.partitions else None,
                         "messages": state.messages if state.partitions else None,
                         "retention_ms": state.retention_ms if state.partitions else None,
                     }
@@ -76,6 +78,7 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
                         "delay_s": orphan.tier.delay_s,
                         "pending_topic": orphan.tier.pending_topic,
                         "partitions": orphan.state.partitions,
+                        "replicas": orphan.state.replicas,
                         "messages": orphan.messages,
                         "retention_ms": orphan.state.retention_ms,
                     }
@@ -92,16 +95,19 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
     table.add_column("topic", no_wrap=True)
     table.add_column("role")
     table.add_column("partitions", justify="right")
+    table.add_column("replicas", justify="right")
     table.add_column("messages", justify="right")
     table.add_column("retention", justify="right")
+    wanted = settings.claimx_topic_replication_factor
     for spec, state in zip(specs, states, strict=True):
         if state.partitions == 0:
-            table.add_row(spec.name, spec.role, "[red]missing[/]", "-", "-")
+            table.add_row(spec.name, spec.role, "[red]missing[/]", "-", "-", "-")
             continue
         table.add_row(
             spec.name,
             spec.role,
             str(state.partitions),
+            _replicas(state.replicas, wanted),
             f"{state.messages:,}",
             _human_ms(state.retention_ms),
         )
@@ -110,6 +116,7 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
             orphan.tier.topic,
             "[yellow]orphan tier[/]",
             str(orphan.state.partitions),
+            _replicas(orphan.state.replicas, wanted),
             f"{orphan.messages:,}",
             _human_ms(orphan.state.retention_ms),
         )
@@ -117,6 +124,11 @@ def list_topics(output: Output = OUTPUT_OPTION) -> None:
     if missing:
         console().print(f"[red]{missing} topic(s) missing[/]: run [bold]claimx topics create[/]")
         raise typer.Exit(1)
+
+
+def _replicas(replicas: int, wanted: int) -> str:
+    """Fewer than CLAIMX_TOPIC_REPLICATION_FACTOR in yellow: one broker lost loses messages."""
+    return f"[yellow]{replicas}[/]" if replicas < wanted else str(replicas)
 
 
 def _human_ms(ms: int | None) -> str:

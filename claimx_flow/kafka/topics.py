@@ -93,6 +93,8 @@ class TopicState:
     partitions: int
     messages: int
     retention_ms: int | None
+    replicas: int = 0
+    """The fewest replicas of any of its partitions (a broker lost loses a partition of 1)."""
 
 
 def pipeline_topics(settings: Settings, partitions: int | None = None) -> list[TopicSpec]:
@@ -281,8 +283,11 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
                 low, high = watermarks(consumer, TopicPartition(name, partition))
                 messages += max(high - low, 0)
             kept = retention.get(name)
+            replicas = min((len(p.replicas) for p in topic.partitions.values()), default=0)
             states.append(
-                TopicState(name, len(topic.partitions), messages, kept.ms if kept else None)
+                TopicState(
+                    name, len(topic.partitions), messages, kept.ms if kept else None, replicas
+                )
             )
         return states
     finally:

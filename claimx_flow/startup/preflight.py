@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import ClusterMetadata
 
 from claimx_flow import catalog
 from claimx_flow.catalog import STAGE_NAMES, StageSpec
@@ -58,8 +59,13 @@ class Check:
 
 def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[Check]:
     specs = [catalog.stage(name) for name in stages]
-    checks = [_kafka(settings, specs)]
-    kafka_ok = checks[0].ok
+    kafka, metadata = _kafka(settings, specs)
+    checks = [kafka]
+    kafka_ok = kafka.ok
+    if unsent := _credentials_unsent(settings):
+        checks.append(unsent)
+    if metadata is not None:
+        checks.append(_replication(settings, specs, metadata))
     tiers = _stage_tiers(settings, specs)
     if tiers and kafka_ok:
         checks.append(_tier_retention(settings, tiers))
@@ -93,22 +99,73 @@ def require_ready(settings: Settings, stage: str) -> list[Check]:
     return checks
 
 
-def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> Check:
+def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> tuple[Check, ClusterMetadata | None]:
+    """The broker answers and the stages' topics exist; the metadata when it answered."""
     wanted = sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
     admin = admin_client(settings)
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
-        reason = failure_reason(admin, exc)
+        reason = failure_reason(admin, exc) + _unsent_hint(settings)
         if reason.startswith(REFUSED):  # a finding, not an outage: waiting would not mend it
-            return Check("Kafka", False, f"{settings.kafka_bootstrap_servers}: {reason}")
+            return Check("Kafka", False, f"{settings.kafka_bootstrap_servers}: {reason}"), None
         detail = f"{settings.kafka_bootstrap_servers} unreachable: {reason}"
-        return Check("Kafka", False, detail, unreachable=True)
+        return Check("Kafka", False, detail, unreachable=True), None
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:
         detail = f"topics missing: {', '.join(missing)} (run `claimx topics create`)"
-        return Check("Kafka", False, detail)
-    return Check("Kafka", True, f"{settings.kafka_bootstrap_servers}: {len(wanted)} topics exist")
+        return Check("Kafka", False, detail), metadata
+    exist = f"{settings.kafka_bootstrap_servers}: {len(wanted)} topics exist"
+    return Check("Kafka", True, exist), metadata
+
+
+def _credentials_unsent(settings: Settings) -> Check | None:
+    """SASL credentials that the security protocol does not send: a laptop set up with the
+    user and password but not ``KAFKA_SECURITY_PROTOCOL`` (PLAINTEXT by default) is refused or
+    cut off by a SASL listener, with nothing in the broker's answer that says why."""
+    if not _unsent_hint(settings):
+        return None
+    detail = (
+        f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but KAFKA_SECURITY_PROTOCOL="
+        f"{settings.kafka_security_protocol} sends no credentials (the runbook's production "
+        "value is SASL_SSL)"
+    )
+    return Check("Kafka credentials", False, detail, blocking=False)
+
+
+def _unsent_hint(settings: Settings) -> str:
+    given = settings.kafka_sasl_username or settings.kafka_sasl_password
+    if not given or settings.kafka_security_protocol.startswith("SASL_"):
+        return ""
+    return (
+        f" (KAFKA_SASL_* are set, but KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol})"
+    )
+
+
+def _replication(
+    settings: Settings, specs: Sequence[StageSpec], metadata: ClusterMetadata
+) -> Check:
+    """Each topic the stages use has the replicas ``claimx topics create`` gives (the runbook's
+    production topics have 3): one made with fewer loses its messages with one broker."""
+    wanted = settings.claimx_topic_replication_factor
+    topics = sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
+    fewer = []
+    for name in topics:
+        topic = metadata.topics.get(name)
+        if topic is None or not topic.partitions:
+            continue  # a missing topic is the Kafka check's to report
+        replicas = min(len(p.replicas) for p in topic.partitions.values())
+        if replicas < wanted:
+            fewer.append(f"{name} ({replicas})")
+    name = "Kafka replication"
+    if fewer:
+        detail = (
+            f"{len(fewer)} topic(s) have fewer replicas than CLAIMX_TOPIC_REPLICATION_FACTOR="
+            f"{wanted}: {', '.join(fewer)}; a broker lost loses their messages (raise it with "
+            "kafka-reassign-partitions)"
+        )
+        return Check(name, False, detail, blocking=False)
+    return Check(name, True, f"every topic has at least {wanted} replica(s)")
 
 
 def _stage_tiers(settings: Settings, specs: Sequence[StageSpec]) -> list[Tier]:

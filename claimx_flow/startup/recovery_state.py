@@ -577,6 +577,14 @@ def _check_offsets_within_ends(
                 )
 
 
+def group_positions(
+    settings: Settings, stage: str, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Where the stage's consumer group has each input partition: what a start without a
+    recovery snapshot resumes from."""
+    return _committed(settings, settings.consumer_group(catalog.stage(stage).consumer), partitions)
+
+
 def _committed(
     settings: Settings, group: str, partitions: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:

@@ -139,6 +139,36 @@ def test_a_stage_refuses_to_start_and_says_why(healthy: Settings, tmp_path: Path
     assert "ingest cannot start" in log and "no.such.topic" in log
 
 
+def test_topics_with_fewer_replicas_than_configured_are_named_not_blocking(
+    healthy: Settings,
+) -> None:
+    """The one broker here gave every topic one replica; production asks for the runbook's 3
+    (the ConfigMap's CLAIMX_TOPIC_REPLICATION_FACTOR), and a topic made with 1 loses its
+    messages with one broker: every topic the stage uses is named, and the stage still starts."""
+    production = healthy.model_copy(update={"claimx_topic_replication_factor": 3})
+    (replication,) = [
+        c for c in require_ready(production, "ingest") if c.name == "Kafka replication"
+    ]
+    assert not replication.ok and not replication.blocking
+    for topic in (production.claimx_events_topic, production.claimx_enrichment_pending_topic):
+        assert f"{topic} (1)" in replication.detail
+    assert "CLAIMX_TOPIC_REPLICATION_FACTOR=3" in replication.detail
+    assert "Kafka replication" not in failures(healthy)  # 1 asked, 1 there
+
+
+def test_sasl_credentials_the_protocol_does_not_send_are_named(healthy: Settings) -> None:
+    """KAFKA_SASL_USERNAME/PASSWORD set from the runbook without KAFKA_SECURITY_PROTOCOL: the
+    default PLAINTEXT sends neither, and a SASL listener's refusal does not say why."""
+    unsent = healthy.model_copy(
+        update={"kafka_sasl_username": "svc", "kafka_sasl_password": SecretStr("s3cret-sasl")}
+    )
+    detail = failures(unsent)["Kafka credentials"]
+    assert "KAFKA_SECURITY_PROTOCOL=PLAINTEXT sends no credentials" in detail
+    assert "s3cret-sasl" not in detail
+    gone = unsent.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:9"})
+    assert "KAFKA_SASL_* are set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in failures(gone)["Kafka"]
+
+
 def test_a_tier_that_keeps_less_than_its_delay_blocks_its_stages(healthy: Settings) -> None:
     tier = healthy.enrichment_retry_topics[2]  # 1200 s
     set_topic_config(healthy, tier, retention_ms="600000")

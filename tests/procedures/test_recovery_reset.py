@@ -4,13 +4,16 @@ a SIGKILL mid-stream, the restart resumes exactly where the reset said."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from claimx_flow.cli import app
 from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import describe_topics
 from claimx_flow.lab.inventory import table_rows
@@ -19,6 +22,7 @@ from claimx_flow.lab.simulator.event_output import produce_lines
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.startup.recovery_state import (
     RecoveryStateError,
+    group_positions,
     input_positions,
     read_recovery,
     reset_positions,
@@ -204,3 +208,44 @@ def test_recovery_files_that_refuse_the_change_leave_the_group_and_name_the_back
     assert str(backup) in message
     assert group() == published  # not moved without the files
     assert input_positions(settings, "ingest") == before
+
+
+def test_a_reset_away_from_the_pods_volumes_moves_the_group_and_says_the_claims_must_go(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Kubernetes keeps a stage's recovery files on its pods' volumes; a reset run elsewhere
+    finds none. It moves the group only and its plan says so (the group's offsets as "now");
+    with the claims deleted, the stage starts from where the reset put the group
+    (docs/operations.md, "Offsets in Kubernetes")."""
+    lines = list(event_lines(EventPlan(150, 10)))
+    produce_lines(lines[:100], settings.claimx_events_topic, settings)
+    time.sleep(1.5)
+    cut = datetime.now(UTC)
+    time.sleep(1.5)
+    produce_lines(lines[100:], settings.claimx_events_topic, settings)
+    run_ingest_to_the_end(settings, tmp_path / "logs")  # its files: the pods' volumes
+    pending = settings.claimx_enrichment_pending_topic
+    assert messages(settings, pending) == 150
+
+    raw = settings.claimx_events_topic
+    group = group_positions(settings, "ingest", [(raw, 0), (raw, 1)])
+    elsewhere = {
+        **settings_env(settings),
+        "BYTEWAX_RECOVERY_DIRECTORY": str(tmp_path / "operator-machine"),
+        "COLUMNS": "400",
+    }
+    args = ["recovery", "reset", "ingest", "--to-datetime", cut.strftime("%Y-%m-%dT%H:%M:%S")]
+    done = CliRunner().invoke(app, [*args, "--yes", "--assume-stopped"], env=elsewhere)
+    assert done.exit_code == 0, done.output
+    plan, _, _moved = done.output.partition("will resume from")
+    assert "moves the consumer group only" in " ".join(plan.split())
+    assert "delete those claims" in " ".join(plan.split())
+    rows = [row.replace("│", " ").split() for row in plan.splitlines()]
+    now = {(raw, int(cells[1])): cells[2] for cells in rows if cells[:1] == [raw]}
+    expected = {(raw, p): f"{group[raw, p]:,}" if (raw, p) in group else "-" for p in (0, 1)}
+    assert now == expected, plan  # "now": where the group has the stage
+
+    shutil.rmtree(settings.recovery_dir("ingest"))  # the claims deleted
+    run_ingest_to_the_end(settings, tmp_path / "logs-from-the-group")
+    assert messages(settings, pending) == 200  # the 50 after the cut, read again
+    assert table_rows(settings, "claimx_events") == 150
