@@ -7,6 +7,9 @@ import base64
 import io
 import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -134,3 +137,57 @@ def _app() -> typer.Typer:
     app = typer.Typer()
     app.command()(backfill_command)
     return app
+
+
+def test_the_next_backfill_on_a_recreated_topic_is_ingested_too(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The runbook deletes the backfill topic once a backfill is done and creates it again for
+    the next. The card's bare command, without a recovery directory, resumes from its group's
+    offsets, which Kafka drops with the topic: the next backfill is read from its start, and
+    nothing of the first is read again."""
+    prefix = f"bf{uuid.uuid4().hex[:6]}"
+    topic = f"{prefix}.events.backfill"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        claimx_events_topic=topic,
+        claimx_events_dlq_topic=f"{prefix}.events.dlq",
+        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
+        claimx_topic_partitions=2,
+        claimx_data_dir=tmp_path / "data",
+        claimx_stop_at_end=True,
+    )
+    admin = admin_client(settings)
+    ensure_topics(admin, [s for s in pipeline_topics(settings) if s.name.startswith(prefix)])
+    env = {**os.environ, **settings_env(settings), "CLAIMX_HEALTH_PORT": "0"}
+    env.pop("BYTEWAX_RECOVERY_DIRECTORY", None)
+    expected: set[str] = set()
+    for run, first_project in enumerate((7_000_000, 8_000_000)):
+        lines = [
+            line
+            for _, line in event_lines(EventPlan(300, 10, seed=run, first_project_id=first_project))
+        ]
+        expected |= {RawEvent.from_source(json.loads(line)).event_id for line in lines}
+        export = tmp_path / f"export-{run}.jsonl"
+        export.write_text("".join(line + "\n" for line in lines))
+        loaded = CliRunner().invoke(_app(), [str(export), "--topic", topic], env=env)
+        assert loaded.exit_code == 0, loaded.output  # the topic made again, as the runbook does
+        with (tmp_path / f"ingest-{run}.log").open("wb") as log:
+            ingest = subprocess.run(
+                [sys.executable, "-m", "bytewax.run", "dataflows.ingest"],
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+            )
+        assert ingest.returncode == 0, (tmp_path / f"ingest-{run}.log").read_text()[-2000:]
+        assert stored_event_ids(settings) == expected
+        (pending,) = describe_topics(settings, [settings.claimx_enrichment_pending_topic])
+        assert pending.messages == 300 * (run + 1)  # each event of each backfill read once
+        for future in admin.delete_topics([topic], operation_timeout=30).values():
+            future.result(timeout=30)  # step 5 of the runbook
+        deadline = time.monotonic() + 30
+        while topic in admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, f"{topic} still listed 30 s after its deletion"
+            time.sleep(0.1)
