@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY claimx_flow ./claimx_flow
 COPY operators ./operators
 COPY dataflows ./dataflows
+COPY kafka_pipeline ./kafka_pipeline
 RUN python3 -m venv /opt/build \
     && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
        /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .

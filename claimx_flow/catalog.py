@@ -71,6 +71,13 @@ class StageSpec:
         return f"dataflows.{self.name}"
 
     @property
+    def worker(self) -> str:
+        """The runbook's worker name (``claimx-enricher``): ``python -m kafka_pipeline
+        --worker``, and the ``app`` label of its pods, which the runbook's kubectl commands
+        select on."""
+        return f"claimx-{self.consumer}"
+
+    @property
     def app(self) -> str:
         """The name of its Kubernetes objects and Bytewax dataflow."""
         return f"claimx-{self.name}"

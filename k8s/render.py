@@ -492,8 +492,15 @@ def scaled_object(stage: Stage) -> dict[str, Any]:
 
 
 def pod_labels(stage: Stage) -> dict[str, str]:
-    """Labels every stage pod carries, in the manifests and through the chart's podLabels."""
-    return {**PART_OF, STAGE_LABEL: stage.name, WORKLOAD_IDENTITY_LABEL: "true"}
+    """Labels every stage pod carries, in the manifests and through the chart's podLabels;
+    ``app`` is the runbook's worker name, which its ``kubectl … -l app=claimx-enricher``
+    commands select on (the chart sets only ``app.kubernetes.io/*`` labels of its own)."""
+    return {
+        **PART_OF,
+        STAGE_LABEL: stage.name,
+        "app": stage.worker,
+        WORKLOAD_IDENTITY_LABEL: "true",
+    }
 
 
 def service_account() -> dict[str, Any]:

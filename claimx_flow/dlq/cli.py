@@ -382,7 +382,8 @@ def _show_plan(plan: PurgePlan, json_out: bool, *, dry_run: bool, removed: int) 
         Console().print(plan_view(plan, dry_run=dry_run))
 
 
-def main() -> None:
-    """``python -m claimx_flow.dlq``: the same commands, quiet Kafka logs, the local stack's env."""
+def main(prog_name: str = "python -m claimx_flow.dlq") -> None:
+    """``python -m claimx_flow.dlq`` (or the runbook's module name, ``prog_name``): the same
+    commands, quiet Kafka logs, the local stack's env."""
     prepare(entry_point=True)
-    run_guarded(lambda: app(prog_name="python -m claimx_flow.dlq"))
+    run_guarded(lambda: app(prog_name=prog_name))

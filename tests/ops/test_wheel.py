@@ -38,7 +38,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # checkout writes its build/ and egg-info there, which another test worker may be reading.
     source = root / "source"
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for package in ("claimx_flow", "operators", "dataflows"):
+    for package in ("claimx_flow", "operators", "dataflows", "kafka_pipeline"):
         shutil.copytree(REPO / package, source / package, ignore=skip)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
@@ -168,6 +168,14 @@ def test_every_command_and_stage_runs_from_the_wheel(
     cli("recovery", "reset", "ingest", "--to-latest", "--dry-run", "--assume-stopped")
     cli("files", "sweep", "--dry-run", code=1)  # no upload was killed: nothing to sweep
     cli("dlq", "list", "-o", "json")
+    for runbook in (  # its old names, kept as aliases (tests/ops/test_runbook_names.py)
+        ["kafka_pipeline.claimx.dlq.cli", "list"],
+        ["kafka_pipeline", "--worker", "claimx-enricher", "--dry-run"],
+    ):
+        done = subprocess.run(
+            [python, "-m", *runbook], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def rows(settings: Settings, table: str) -> list[dict[str, Any]]:

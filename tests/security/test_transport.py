@@ -94,7 +94,7 @@ def test_no_source_file_disables_certificate_checks() -> None:
     """The whole shipped code base (the simulator aside: it is a test server) never names a
     switch that weakens TLS, so no path can turn it off."""
     offenders = []
-    for package in ("claimx_flow", "operators", "dataflows"):
+    for package in ("claimx_flow", "operators", "dataflows", "kafka_pipeline"):
         for path in (REPO / package).rglob("*.py"):
             if "simulator" in path.parts:
                 continue
@@ -380,7 +380,7 @@ def test_every_kafka_client_in_the_code_base_takes_its_config_from_kafka_config(
     makers = {"Producer", "Consumer", "AdminClient"}
     operators = {"KafkaInput", "DueTimeInput", "KafkaOutput", "CheckedProducer"}
     unconfigured = []
-    for package in ("claimx_flow", "operators", "dataflows"):
+    for package in ("claimx_flow", "operators", "dataflows", "kafka_pipeline"):
         for path in (REPO / package).rglob("*.py"):
             relative = path.relative_to(REPO).as_posix()
             tree = ast.parse(path.read_text())

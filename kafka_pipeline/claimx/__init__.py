@@ -1,0 +1,1 @@
+"""The runbook's ``kafka_pipeline.claimx`` modules: only the DLQ command line is kept."""

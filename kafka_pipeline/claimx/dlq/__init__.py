@@ -1,0 +1,1 @@
+"""The runbook's ``kafka_pipeline.claimx.dlq``: see ``cli``."""
