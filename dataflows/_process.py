@@ -23,6 +23,7 @@ from claimx_flow.errors import ConfigError
 from claimx_flow.runtime import health, logs, metrics
 from claimx_flow.runtime.health import serve
 from claimx_flow.startup.preflight import Check, PreflightError, require_ready
+from claimx_flow.startup.recovery import RECOVERY_DIRECTORY_ENV, process_recovery_directory
 from operators import shutdown
 
 log = logging.getLogger(__name__)
@@ -149,9 +150,13 @@ def await_ready(stage: str, settings: Settings, recheck_s: float = OUTAGE_RECHEC
     as no stall for liveness; SIGTERM ends it with exit 0."""
     started = time.monotonic()
     noted: float | None = None
+    running_with = process_recovery_directory(sys.argv[1:], os.environ)
+    if running_with is not None:  # ``-r`` alone: where the checks must look too
+        os.environ[RECOVERY_DIRECTORY_ENV] = str(running_with)
+    recovery_in_use = running_with is not None
     while True:
         try:
-            checks = require_ready(settings, stage)
+            checks = require_ready(settings, stage, recovery_in_use=recovery_in_use)
         except PreflightError as exc:
             if not exc.outage:
                 log.error("%s", exc)

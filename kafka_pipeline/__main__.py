@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m kafka_pipeline",
         description="The runbook's worker command: runs python -m bytewax.run dataflows.<stage>.",
+        allow_abbrev=False,  # "-w 2" and the like are bytewax.run's, never a short --worker
     )
     parser.add_argument("--worker", required=True, choices=sorted(WORKERS))
     parser.add_argument(
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     known, rest = parser.parse_known_args(argv)
     stage = WORKERS[known.worker]
     if known.dry_run:
+        if rest:  # a check that ignored them would check something else than what would run
+            parser.error(f"--dry-run takes no bytewax.run arguments: {' '.join(rest)}")
         from claimx_flow.cli import main as claimx
 
         sys.argv = ["claimx", "check", "--stage", stage]

@@ -13,7 +13,8 @@ README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`\s]+)`")
-ROOTS = ("claimx_flow/", "operators/", "dataflows/", "tests/", "k8s/", "waxctl/", "monitoring/")
+ROOTS = ("claimx_flow/", "operators/", "dataflows/", "kafka_pipeline/", "tests/", "k8s/")
+ROOTS += ("waxctl/", "monitoring/")
 ROOTS += ("docs/",)
 
 

@@ -99,6 +99,13 @@ def reset(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
+    group_only: bool = typer.Option(
+        False,
+        "--group-only",
+        help="Move the consumer group only, whatever recovery files are on this machine: for a "
+        "stage whose files are on its pods' volumes, which must then be deleted before it "
+        "starts (docs/operations.md).",
+    ),
     assume_stopped: bool = typer.Option(
         False,
         ASSUME_STOPPED_OPTION,
@@ -119,8 +126,8 @@ def reset(
     --assume-stopped overrides the last two. Refuses, too, an input snapshot of a shape it
     does not know.
     Where the stage's recovery files are not on this machine (Kubernetes keeps them on the
-    pods' volumes) it moves the consumer group only, and the plan says so: delete the stage's
-    recovery claims before it starts again, or its snapshots win.
+    pods' volumes), or with --group-only, it moves the consumer group only, and the plan says
+    so: delete the stage's recovery claims before it starts again, or its snapshots win.
     Exit codes: 0 done (or a dry run); 1 declined at the prompt; 2 error, the stage running, or
     no terminal and no --yes.
     """
@@ -135,7 +142,7 @@ def reset(
         target = "earliest" if to_earliest else "latest"
     settings = load_settings()
     directory = recovery_directory(settings, stage)
-    files = partition_files(directory)
+    files = [] if group_only else partition_files(directory)
     also = read_recovery(directory).input_topics(settings, stage) if files else []
     topics = describe_input_topics(settings, stage, also=also)
     partitions = [(t.name, p) for t in topics.values() for p in t.partitions]
@@ -147,7 +154,9 @@ def reset(
     confirm_plan(plan, f"Reset the recovery state of {stage} as shown?", what="reset", yes=yes)
     backup = back_up(directory) if files else None
     try:
-        moved = reset_positions(settings, stage, target, assume_stopped=assume_stopped)
+        moved = reset_positions(
+            settings, stage, target, assume_stopped=assume_stopped, group_only=group_only
+        )
     except RecoveryStateError as exc:
         if backup is None:
             raise
@@ -206,7 +215,8 @@ def _plan_table(
 
 
 NO_FILES_HERE = (
-    'no recovery files here: moves the consumer group only ("now" is its offset), which a '
+    'no recovery files here (or --group-only): moves the consumer group only ("now" is its '
+    "offset), which a "
     "stage starts from when it has no snapshot. A stage whose snapshots are elsewhere resumes "
     "from them instead: in Kubernetes, on its pods' recovery volumes, so delete those claims "
     'before it starts again (docs/operations.md, "Offsets in Kubernetes")'

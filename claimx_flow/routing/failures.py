@@ -29,10 +29,12 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
+from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
+from claimx_flow.kafka.repeats import RepeatFilter
 from claimx_flow.models import (
     HEADER_PREFIX,
     FailureInfo,
@@ -52,6 +54,23 @@ from claimx_flow.runtime import health, metrics
 from claimx_flow.runtime.logs import at
 
 log = logging.getLogger(__name__)
+
+routed_log = logging.getLogger(f"{__name__}.routed")
+"""One line per routed failure, the first of each kind a minute: what the runbook's ``kubectl
+logs -l app=claimx-enricher | grep "API error"`` (or ``"expired"``, ``"upload failed"``) looks
+for. An outage fails thousands a second; the rest of a kind are counted on its next line."""
+routed_log.addFilter(RepeatFilter(r" \| .*$", window_s=60.0))
+
+_FAILED = {
+    "ingest": "event failed",
+    "enrich": "enrichment failed",
+    "download": "download failed",
+    "upload": "upload failed",
+    "retry": "release failed",
+    "results": "result failed",
+}
+"""The words a routed failure's log line starts with, per stage; an API call's is "API error"."""
+API_ERROR_CLASS = ClaimXApiError.__name__
 
 M = TypeVar("M", bound=StageMessage)
 
@@ -236,6 +255,22 @@ class FailureRouter:
             category,
             tier.delay_s if tier else None,
             tier.topic if tier else self.dlq_topic,
+        )
+        what = (
+            "API error"
+            if info.error_class == API_ERROR_CLASS
+            else _FAILED.get(self.stage, "failed")
+        )
+        routed_log.warning(
+            "%s: %s (%s, %s) → %s | %s; %s",
+            self.stage,
+            what,
+            info.error_class,
+            category.value,
+            f"retry in {tier.delay_s}s" if tier else f"DLQ {self.dlq_topic}",
+            info.error_message,  # masked: the secrets and URL signatures the DLQ copy hides
+            record.position,
+            extra=at(record),
         )
         return OutboundRecord(
             topic=tier.topic if tier else self.dlq_topic,

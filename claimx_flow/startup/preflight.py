@@ -57,7 +57,11 @@ class Check:
     (an outage, not a misconfiguration; ``claimx check`` exits 2 for it)."""
 
 
-def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[Check]:
+def run_checks(
+    settings: Settings, stages: Sequence[str] = STAGE_NAMES, *, recovery_in_use: bool = True
+) -> list[Check]:
+    """Every check of ``stages``; ``recovery_in_use=False``: a stage process that runs without a
+    recovery directory (the bare command without ``BYTEWAX_RECOVERY_DIRECTORY``)."""
     specs = [catalog.stage(name) for name in stages]
     kafka, metadata = _kafka(settings, specs)
     checks = [kafka]
@@ -83,13 +87,13 @@ def run_checks(settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> list[
         checks.append(_writable("download cache", settings.effective_cache_dir))
     if any(spec.stores_files for spec in specs):
         checks.append(_file_store(settings))
-    checks.extend(_recovery(settings, stage, kafka_ok) for stage in stages)
+    checks.extend(_recovery(settings, stage, kafka_ok, recovery_in_use) for stage in stages)
     return checks
 
 
-def require_ready(settings: Settings, stage: str) -> list[Check]:
+def require_ready(settings: Settings, stage: str, *, recovery_in_use: bool = True) -> list[Check]:
     """Run the stage's checks and raise with every blocking failure; returns them all."""
-    checks = run_checks(settings, (stage,))
+    checks = run_checks(settings, (stage,), recovery_in_use=recovery_in_use)
     failed = [c for c in checks if not c.ok and c.blocking]
     if failed:
         raise PreflightError(
@@ -146,7 +150,7 @@ def _replication(
     settings: Settings, specs: Sequence[StageSpec], metadata: ClusterMetadata
 ) -> Check:
     """Each topic the stages use has the replicas ``claimx topics create`` gives (the runbook's
-    production topics have 3): one made with fewer loses its messages with one broker."""
+    production topics have 3): with fewer, fewer lost brokers lose its messages."""
     wanted = settings.claimx_topic_replication_factor
     topics = sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
     fewer = []
@@ -161,8 +165,8 @@ def _replication(
     if fewer:
         detail = (
             f"{len(fewer)} topic(s) have fewer replicas than CLAIMX_TOPIC_REPLICATION_FACTOR="
-            f"{wanted}: {', '.join(fewer)}; a broker lost loses their messages (raise it with "
-            "kafka-reassign-partitions)"
+            f"{wanted}: {', '.join(fewer)}; fewer lost brokers lose their messages (raise it "
+            "with kafka-reassign-partitions)"
         )
         return Check(name, False, detail, blocking=False)
     return Check(name, True, f"every topic has at least {wanted} replica(s)")
@@ -308,12 +312,21 @@ def _file_store(settings: Settings) -> Check:
     return Check("file storage", True, "storage accepts writes")
 
 
-def _recovery(settings: Settings, stage: str, kafka_ok: bool) -> Check:
+def _recovery(settings: Settings, stage: str, kafka_ok: bool, in_use: bool = True) -> Check:
     """The recovery directory is writable, and its offsets belong to this cluster and to the
     input topics as they are now (ids recorded on the first start, no offset beyond a
-    partition's end, the consumer group's included)."""
+    partition's end, the consumer group's included). Without one in use, the group's only."""
     directory = recovery_directory(settings, stage)
     name = f"recovery ({stage})"
+    if not in_use:
+        try:
+            if kafka_ok:
+                check_recovery_identity(settings, stage, in_use=False)
+        except ClaimxError as exc:
+            return Check(name, False, str(exc))
+        except KafkaException as exc:
+            return Check(name, False, str(exc))
+        return Check(name, True, "none: resumes from its consumer group's offsets")
     try:
         _probe_dir(directory)
         if kafka_ok:

@@ -12,12 +12,13 @@ stage starts on it (or when ``claimx recovery init`` makes it), and later starts
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def recovery_directory(settings: Settings, stage: str) -> Path:
     ``CLAIMX_DATA_DIR/recovery/<stage>`` (what the local runner passes with ``-r``)."""
     configured = os.environ.get(RECOVERY_DIRECTORY_ENV)
     return Path(configured) if configured else settings.recovery_dir(stage)
+
+
+def process_recovery_directory(argv: Sequence[str], env: Mapping[str, str]) -> Path | None:
+    """The recovery directory Bytewax runs this process with, read as ``bytewax.run`` reads
+    it: ``-r``/``--recovery-directory``, else ``BYTEWAX_RECOVERY_DIRECTORY``. None: the bare
+    command without the variable runs with no recovery at all, and resumes from the stage's
+    consumer group, so no directory's snapshots or records concern it."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-r", "--recovery-directory")
+    known, _ = parser.parse_known_args(list(argv))
+    given = known.recovery_directory or env.get(RECOVERY_DIRECTORY_ENV)
+    return Path(given) if given else None
 
 
 def check_recovery_cluster(settings: Settings, stage: str, cluster_id: str) -> None:

@@ -397,7 +397,12 @@ def last_published(
 
 
 def reset_positions(
-    settings: Settings, stage: str, target: Target, *, assume_stopped: bool = False
+    settings: Settings,
+    stage: str,
+    target: Target,
+    *,
+    assume_stopped: bool = False,
+    group_only: bool = False,
 ) -> list[InputPosition]:
     """Point every input partition of a stopped stage at ``target``; returns the new positions.
 
@@ -412,10 +417,11 @@ def reset_positions(
 
     Refused while the stage may be running (``check_stopped``; ``assume_stopped`` lifts what
     is only a guess), and when an input's snapshot has a shape not known here
-    (``UnknownSnapshot``): nothing is changed then.
+    (``UnknownSnapshot``): nothing is changed then. ``group_only``: the group alone, whatever
+    recovery files are here (a stage whose files are on its pods' volumes).
     """
     directory = recovery_directory(settings, stage)
-    files = partition_files(directory)
+    files = [] if group_only else partition_files(directory)
     holders = processes_holding(files)
     if holders:
         raise RecoveryStateError(
@@ -504,7 +510,7 @@ def _move_snapshots(
     return updated
 
 
-def check_recovery_identity(settings: Settings, stage: str) -> None:
+def check_recovery_identity(settings: Settings, stage: str, *, in_use: bool = True) -> None:
     """Refuse offsets that belong to another cluster or to another incarnation of a topic.
 
     Checked before a stage starts: the Kafka cluster id and each input topic's id against
@@ -512,8 +518,15 @@ def check_recovery_identity(settings: Settings, stage: str) -> None:
     (any snapshot row of an input partition, the consumer group's committed offset) against
     the partition's end: an offset beyond the end means a recreated (or truncated) topic, where
     resuming would silently skip messages. The first start that finds Bytewax's partitions in
-    the directory records the cluster and the topic ids.
+    the directory records the cluster and the topic ids. ``in_use=False``: the process runs
+    without recovery (``process_recovery_directory``), so only the group's offsets concern it;
+    a directory left here by other runs is neither read nor recorded.
     """
+    if not in_use:
+        topics = describe_input_topics(settings, stage, TIMEOUT_S)
+        nothing = RecoveryData(recovery_directory(settings, stage), [])
+        _check_offsets_within_ends(settings, stage, nothing, topics.values())
+        return
     directory = recovery_directory(settings, stage)
     cluster = kafka_cluster_id(settings)
     check_recovery_cluster(settings, stage, cluster)

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from claimx_flow.catalog import STAGE_NAMES
 from claimx_flow.lab.reconcile import reconcile
 from claimx_flow.lab.simulator import RunningSimulator
 from claimx_flow.lab.simulator import data as sim_data
@@ -200,3 +201,9 @@ def test_bad_input_ends_in_a_dlq_with_its_reason_and_the_counts_add_up(
     assert "not in the allowlist" in header_map(downloads_dlq[0])["claimx.error_message"]
     assert header_map(downloads_dlq[0])["claimx.media_id"] == "31337"
     assert sorted(r["media_id"] for r in run.table("claimx_attachments")) == sorted(media)
+
+    # And each stage said so in its log, in words the runbook's troubleshooting greps for.
+    said = {stage: (run.pipeline.log_dir / f"{stage}.log").read_text() for stage in STAGE_NAMES}
+    assert "enrich: API error (ClaimXApiError, permanent) → DLQ" in said["enrich"]
+    assert "ingest: event failed" in said["ingest"]
+    assert "download: download failed" in said["download"]

@@ -104,6 +104,11 @@ def test_commands_and_stages_run_inside_the_image(
     assert "FAIL" not in claimx("check")
     claimx("dlq", "list")
     claimx("lag")
+    for runbook in (  # the runbook's old names (tests/ops/test_runbook_names.py)
+        ["kafka_pipeline.claimx.dlq.cli", "list"],
+        ["kafka_pipeline", "--worker", "claimx-ingester", "--dry-run"],
+    ):
+        run([*container, "--entrypoint", "python", image, "-m", *runbook], env=podman)
 
     names = {stage: f"claimx-test-{stage}" for stage in STAGE_NAMES}
     for stage, name in names.items():

@@ -103,3 +103,10 @@ def test_the_dlq_module_is_claimx_dlq(
     done = alias(settings, tmp_path, "kafka_pipeline.claimx.dlq.cli", *args)
     assert done.returncode == code, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_dry_run_refuses_arguments_it_would_not_check(tmp_path: Path) -> None:
+    settings = Settings(claimx_data_dir=tmp_path / "data")
+    worker = ["kafka_pipeline", "--worker", "claimx-enricher"]
+    done = alias(settings, tmp_path, *worker, "--dry-run", "-r", str(tmp_path / "elsewhere"))
+    assert done.returncode == 2 and "--dry-run takes no bytewax.run arguments" in done.stderr

@@ -25,6 +25,7 @@ from claimx_flow.lab.pipeline import settings_env
 from claimx_flow.lab.process import free_port
 from claimx_flow.lab.simulator import RunningSimulator
 from tests.isolation import isolated_settings
+from tests.probes import wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
@@ -140,14 +141,18 @@ def test_every_command_and_stage_runs_from_the_wheel(
     try:
         deadline = time.monotonic() + 180
         while len(rows(settings, "claimx_events")) < EVENTS:
-            dead = {s: logs[s].read_text()[-1500:] for s, p in stages.items() if p.poll()}
+            dead = {
+                s: logs[s].read_text()[-1500:] for s, p in stages.items() if p.poll() is not None
+            }
             assert not dead, dead
             assert time.monotonic() < deadline, "the backfilled events did not land in 180 s"
             time.sleep(1)
+        for port in health.values():  # a stage's start checks run while others are busy
+            wait_ready(port)
         endpoints = [f"-e{stage}=127.0.0.1:{port}" for stage, port in health.items()]
         top = json.loads(cli("top", "--once", "-o", "json", "--interval", "1", *endpoints))
         for row in top["stages"]:
-            assert [p["ready"] for p in row["processes"]] == [True], row
+            assert [p["reachable"] and p["serves"] for p in row["processes"]] == [row["stage"]]
     finally:
         for process in stages.values():
             process.send_signal(signal.SIGTERM)
@@ -173,7 +178,12 @@ def test_every_command_and_stage_runs_from_the_wheel(
         ["kafka_pipeline", "--worker", "claimx-enricher", "--dry-run"],
     ):
         done = subprocess.run(
-            [python, "-m", *runbook], capture_output=True, text=True, env=env, cwd=tmp_path
+            [python, "-m", *runbook],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
         )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
 

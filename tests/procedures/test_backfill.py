@@ -31,6 +31,7 @@ from claimx_flow.lab.inventory import stored_event_ids, table_rows
 from claimx_flow.lab.pipeline import Pipeline, settings_env
 from claimx_flow.lab.simulator.events import EventPlan, event_lines
 from claimx_flow.models import RawEvent
+from claimx_flow.startup.recovery import init_recovery, recorded_topic_ids
 
 EVENTS = 20_000
 
@@ -145,7 +146,7 @@ def test_the_next_backfill_on_a_recreated_topic_is_ingested_too(
     """The runbook deletes the backfill topic once a backfill is done and creates it again for
     the next. The card's bare command, without a recovery directory, resumes from its group's
     offsets, which Kafka drops with the topic: the next backfill is read from its start, and
-    nothing of the first is read again."""
+    nothing of the first is read again, even beside the main ingester's recovery directory."""
     prefix = f"bf{uuid.uuid4().hex[:6]}"
     topic = f"{prefix}.events.backfill"
     settings = Settings(
@@ -161,6 +162,9 @@ def test_the_next_backfill_on_a_recreated_topic_is_ingested_too(
     ensure_topics(admin, [s for s in pipeline_topics(settings) if s.name.startswith(prefix)])
     env = {**os.environ, **settings_env(settings), "CLAIMX_HEALTH_PORT": "0"}
     env.pop("BYTEWAX_RECOVERY_DIRECTORY", None)
+    # The main ingester's recovery directory on this host (CLAIMX_DATA_DIR/recovery/ingest),
+    # as the local runner leaves it: a process without recovery must neither read nor record it.
+    init_recovery(settings, "ingest")
     expected: set[str] = set()
     for run, first_project in enumerate((7_000_000, 8_000_000)):
         lines = [
@@ -183,6 +187,7 @@ def test_the_next_backfill_on_a_recreated_topic_is_ingested_too(
             )
         assert ingest.returncode == 0, (tmp_path / f"ingest-{run}.log").read_text()[-2000:]
         assert stored_event_ids(settings) == expected
+        assert recorded_topic_ids(settings, "ingest") == {}  # not its directory
         (pending,) = describe_topics(settings, [settings.claimx_enrichment_pending_topic])
         assert pending.messages == 300 * (run + 1)  # each event of each backfill read once
         for future in admin.delete_topics([topic], operation_timeout=30).values():

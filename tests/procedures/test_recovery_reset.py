@@ -214,9 +214,10 @@ def test_a_reset_away_from_the_pods_volumes_moves_the_group_and_says_the_claims_
     settings: Settings, tmp_path: Path
 ) -> None:
     """Kubernetes keeps a stage's recovery files on its pods' volumes; a reset run elsewhere
-    finds none. It moves the group only and its plan says so (the group's offsets as "now");
-    with the claims deleted, the stage starts from where the reset put the group
-    (docs/operations.md, "Offsets in Kubernetes")."""
+    finds none. It moves the group only and its plan says so (the group's offsets as "now"),
+    as it does with --group-only beside files of its own, which it leaves be; with the claims
+    deleted, the stage starts from where the reset put the group (docs/operations.md,
+    "Offsets in Kubernetes")."""
     lines = list(event_lines(EventPlan(150, 10)))
     produce_lines(lines[:100], settings.claimx_events_topic, settings)
     time.sleep(1.5)
@@ -235,15 +236,24 @@ def test_a_reset_away_from_the_pods_volumes_moves_the_group_and_says_the_claims_
         "COLUMNS": "400",
     }
     args = ["recovery", "reset", "ingest", "--to-datetime", cut.strftime("%Y-%m-%dT%H:%M:%S")]
-    done = CliRunner().invoke(app, [*args, "--yes", "--assume-stopped"], env=elsewhere)
+    done = CliRunner().invoke(app, [*args, "--dry-run", "--assume-stopped"], env=elsewhere)
     assert done.exit_code == 0, done.output
-    plan, _, _moved = done.output.partition("will resume from")
+    plan = done.output
     assert "moves the consumer group only" in " ".join(plan.split())
     assert "delete those claims" in " ".join(plan.split())
     rows = [row.replace("│", " ").split() for row in plan.splitlines()]
     now = {(raw, int(cells[1])): cells[2] for cells in rows if cells[:1] == [raw]}
     expected = {(raw, p): f"{group[raw, p]:,}" if (raw, p) in group else "-" for p in (0, 1)}
     assert now == expected, plan  # "now": where the group has the stage
+
+    # On a machine that has recovery files of its own, --group-only leaves them be.
+    here = {**settings_env(settings), "COLUMNS": "400"}
+    kept = input_positions(settings, "ingest")
+    done = CliRunner().invoke(app, [*args, "--group-only", "--yes", "--assume-stopped"], env=here)
+    assert done.exit_code == 0, done.output
+    assert "moves the consumer group only" in " ".join(done.output.split())
+    assert input_positions(settings, "ingest") == kept
+    assert sum(group_positions(settings, "ingest", [(raw, 0), (raw, 1)]).values()) == 100
 
     shutil.rmtree(settings.recovery_dir("ingest"))  # the claims deleted
     run_ingest_to_the_end(settings, tmp_path / "logs-from-the-group")
