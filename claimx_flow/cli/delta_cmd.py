@@ -1,4 +1,4 @@
-"""``claimx delta optimize|vacuum|history|restore``: Delta table upkeep.
+"""``claimx delta optimize|vacuum|history|stats|restore``: Delta table upkeep.
 
 ``vacuum`` and ``restore`` change what a table holds for good, so each shows its plan (the
 files that would go; the version that becomes current) and asks before doing it; ``--yes``
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ from rich.text import Text
 
 from claimx_flow.config import Settings, load_settings
 from claimx_flow.delta import maintenance as upkeep
+from claimx_flow.delta.stats import TableStats, table_stats
+from claimx_flow.delta.tables import TABLES
 from claimx_flow.errors import ClaimxError
 from claimx_flow.terminal import EXIT_ERROR, Output, confirm_plan, emit_json, print_error
 
@@ -40,6 +43,10 @@ EXIT_CODES_HELP = (
     "without --yes)."
 )
 LISTED_FILES = 20
+STATS_EXIT_CODES = (
+    "Exit codes: 0 shown; 1 a key held by more than one row (--keys); 2 error (bad arguments, "
+    "unknown table, Delta error)."
+)
 
 
 app = typer.Typer(
@@ -218,6 +225,66 @@ def _when(stamp: object) -> str | None:
     if not isinstance(stamp, int):
         return None
     return datetime.fromtimestamp(stamp / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+@app.command(epilog=STATS_EXIT_CODES)
+def stats(
+    tables: list[str] = typer.Option(
+        [], "--table", "-t", help="Only these tables (default: every pipeline table)."
+    ),
+    keys: bool = typer.Option(
+        False,
+        "--keys",
+        help="Also read each table's key columns and count keys held by more than one row "
+        "(reads those columns whole).",
+    ),
+    output: Output = OUTPUT,
+) -> None:
+    """Each table's version, last commit, files, size and rows (from the files' statistics,
+    reading no data): the runbook's weekly row-count check. A table not written yet is shown
+    as such."""
+    with _failures_exit() as settings:
+        found = [table_stats(settings, name, check_keys=keys) for name in (tables or list(TABLES))]
+    twice = [s.name for s in found if s.key_check and s.key_check.duplicated]
+    if output is Output.JSON:
+        emit_json({"tables": [_stats_document(s) for s in found], "duplicated_keys_in": twice})
+    else:
+        Console().print(_stats_view(found, keys))
+        if twice:
+            print_error(f"keys held by more than one row in {', '.join(twice)}")
+    if twice:
+        raise typer.Exit(EXIT_NOTHING)
+
+
+def _stats_document(found: TableStats) -> dict[str, Any]:
+    document = asdict(found)
+    document["committed_at"] = _when(found.committed_at_ms)
+    return document
+
+
+def _stats_view(found: list[TableStats], keys: bool) -> Table:
+    view = Table(title="Delta tables")
+    columns = ["table", "version", "last commit", "files", "size", "rows"]
+    for column in [*columns, *(["distinct keys", "held twice"] if keys else [])]:
+        view.add_column(column, justify="left" if column in ("table", "last commit") else "right")
+    for each in found:
+        if not each.exists:
+            view.add_row(each.name, "[yellow]not written yet[/]", *["-"] * (len(columns) - 2))
+            continue
+        cells = [
+            each.name,
+            str(each.version),
+            _when(each.committed_at_ms) or "-",
+            f"{each.files:,}",
+            f"{each.bytes / 2**20:,.1f} MiB",
+            "-" if each.rows is None else f"{each.rows:,}",
+        ]
+        if each.key_check is not None:
+            check = each.key_check
+            held = f"[red]{check.duplicated:,}[/]" if check.duplicated else "0"
+            cells += [f"{check.distinct:,}", held]
+        view.add_row(*cells)
+    return view
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from typer.testing import CliRunner, Result
 
 from claimx_flow.cli.delta_cmd import app
@@ -453,3 +453,39 @@ def test_asked_on_a_terminal_the_json_output_is_still_one_document(
     assert code == 0, screen
     assert "Permanently delete 5 file(s) from claimx_media?" in screen
     assert sorted(document["removed"]) == sorted(document["files"])
+
+
+def test_stats_count_rows_from_the_log_and_keys_held_twice(data_dir: Path) -> None:
+    """The runbook's weekly row-count check: rows and files without reading data, tables not
+    written yet named as such; --keys finds a key two rows hold, which the writers never make
+    (here an append that bypasses them) and exits 1 naming the table."""
+    shown = delta("stats", "-o", "json")
+    assert shown.exit_code == 0, shown.output
+    by_name = {t["name"]: t for t in json.loads(shown.stdout)["tables"]}
+    assert set(by_name) == set(upkeep.TABLES)
+    media = by_name[MEDIA.name]
+    assert (media["rows"], media["files"], media["version"]) == (100, 5, 5)  # six commits
+    assert media["bytes"] == sum(
+        f.stat().st_size for f in (data_dir / "tables" / MEDIA.name).rglob("*.parquet")
+    )
+    assert by_name[EVENTS.name]["rows"] == 1
+    assert not by_name["claimx_tasks"]["exists"]
+
+    clean = delta("stats", "-t", MEDIA.name, "--keys", "-o", "json")
+    assert clean.exit_code == 0, clean.output
+    (checked,) = json.loads(clean.stdout)["tables"]
+    assert checked["key_check"]["distinct"] == 100 and checked["key_check"]["duplicated"] == 0
+
+    again = DeltaTable(str(data_dir / "tables" / MEDIA.name)).to_pyarrow_table().slice(0, 2)
+    write_deltalake(str(data_dir / "tables" / MEDIA.name), again, mode="append")
+    twice = delta("stats", "-t", MEDIA.name, "--keys")
+    assert twice.exit_code == 1
+    assert "keys held by more than one row in claimx_media" in flat(twice)
+    document = json.loads(delta("stats", "-t", MEDIA.name, "--keys", "-o", "json").stdout)
+    (checked,) = document["tables"]
+    assert checked["key_check"]["duplicated"] == 2 and checked["rows"] == 102
+    assert {e["rows"] for e in checked["key_check"]["examples"]} == {2}
+    assert document["duplicated_keys_in"] == [MEDIA.name]
+
+    unknown = delta("stats", "-t", "claimx_nothing")
+    assert unknown.exit_code == 2 and "unknown table" in flat(unknown)

@@ -167,6 +167,9 @@ def test_every_command_and_stage_runs_from_the_wheel(
     traced = json.loads(cli("trace", event_id, "-o", "json"))
     assert traced["verdict"]["state"] == "landed", traced["verdict"]
     assert json.loads(cli("delta", "history", "-t", "claimx_events", "-o", "json"))
+    weekly = json.loads(cli("delta", "stats", "--keys", "-o", "json"))  # no key held twice
+    (events,) = [t for t in weekly["tables"] if t["name"] == "claimx_events"]
+    assert events["rows"] == events["key_check"]["distinct"] == EVENTS
     cli("delta", "vacuum", "-t", "claimx_events", "--dry-run", code=1)  # nothing unreferenced
     resumes = json.loads(cli("recovery", "show", "ingest", "-o", "json"))
     assert topic in {p["topic"] for p in resumes["positions"]}, resumes
