@@ -47,10 +47,17 @@ SNAPSHOT_INTERVAL_S = 5
 BACKUP_INTERVAL_S = 0
 PARTS_PER_PROCESS = 2
 RECOVERY_SIZE = "1Gi"
-RESOURCES = {
-    "requests": {"memory": "512Mi", "cpu": "500m"},
-    "limits": {"memory": "2Gi", "cpu": "2"},
+REQUESTS = {
+    # RUNBOOK.md, "Resource Sizing", Small deployment (< 1M events/day); Medium and Large in
+    # docs/kubernetes.md, "Sizing". Peak RSS under `claimx bench` (docs/performance.md): enrich
+    # about 410 MiB, download 165-185 MiB, upload 235-256 MiB.
+    "enrich": {"memory": "512Mi", "cpu": "500m"},
+    "download": {"memory": "256Mi", "cpu": "250m"},
+    "upload": {"memory": "256Mi", "cpu": "250m"},
 }
+OTHER_REQUESTS = {"memory": "512Mi", "cpu": "500m"}
+"""Stages the runbook does not size: the enricher's (ingest peaks near 400 MiB under bench)."""
+LIMITS = {"memory": "2Gi", "cpu": "2"}
 INIT_ENV = {
     "BYTEWAX_POD_NAME",
     "POD_NAMESPACE",
@@ -313,7 +320,7 @@ def container(stage: Stage) -> dict[str, Any]:
             {"name": "bytewax-api", "containerPort": 3030},
         ],
         **probes(stage),
-        "resources": RESOURCES,
+        "resources": resources(stage),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,
     }
@@ -491,6 +498,11 @@ def scaled_object(stage: Stage) -> dict[str, Any]:
     }
 
 
+def resources(stage: Stage) -> dict[str, dict[str, str]]:
+    """The runbook's requests for the stage, and room to burst to (limits)."""
+    return {"requests": REQUESTS.get(stage.name, OTHER_REQUESTS), "limits": LIMITS}
+
+
 def pod_labels(stage: Stage) -> dict[str, str]:
     """Labels every stage pod carries, in the manifests and through the chart's podLabels;
     ``app`` is the runbook's worker name, which its ``kubectl … -l app=claimx-enricher``
@@ -597,7 +609,7 @@ def waxctl_values(stage: Stage) -> dict[str, Any]:
         "chart": {
             "env": chart_env(stage),
             "envFromSecrets": [{"name": s, "optional": True} for s in secret_variables(stage)],
-            "resources": RESOURCES,
+            "resources": resources(stage),
             "serviceAccount": {"create": False, "name": SERVICE_ACCOUNT},
             "podLabels": pod_labels(stage),
             "podSecurityContext": POD_SECURITY,

@@ -23,6 +23,14 @@ from claimx_flow.delta.writer import RIDE_OUT_BACKOFF_MAX_S, RIDE_OUT_TRY_TIMEOU
 from tests.ops.conftest import REPO
 
 K8S = REPO / "k8s"
+RUNBOOK_SMALL = {
+    "claimx-enricher": ("512Mi", "500m"),
+    "claimx-downloader": ("256Mi", "250m"),
+    "claimx-uploader": ("256Mi", "250m"),
+}
+"""RUNBOOK.md, "Resource Sizing", Small Deployment (< 1M events/day): "Enricher: 2 replicas,
+512Mi RAM, 500m CPU; Downloader: 2 replicas, 256Mi RAM, 250m CPU; Uploader: 2 replicas, 256Mi
+RAM, 250m CPU" (the requests; the replicas are the catalog's processes, docs/kubernetes.md)."""
 IDENTITY = yaml.safe_load((REPO / "tests/ops/fixtures/azure_workload_identity.yaml").read_text())
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
@@ -113,9 +121,12 @@ def test_every_stage_is_a_bytewax_cluster_with_probes_on_its_health_port() -> No
             "path": "/health/ready",
             "port": "health",
         }
-        # The runbook's sizing; never root.
+        # The runbook's sizing (its Small deployment; 512Mi/500m where it sizes nothing); never
+        # root.
+        worker = STAGES[stage].worker
+        memory, cpu = RUNBOOK_SMALL.get(worker, ("512Mi", "500m"))
         assert container["resources"] == {
-            "requests": {"memory": "512Mi", "cpu": "500m"},
+            "requests": {"memory": memory, "cpu": cpu},
             "limits": {"memory": "2Gi", "cpu": "2"},
         }
         assert pod["securityContext"]["runAsNonRoot"] is True
