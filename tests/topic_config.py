@@ -15,6 +15,8 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from claimx_flow.config import Settings
 from claimx_flow.kafka.topics import admin_client
 
+SETTLE_S = 0.5
+
 
 def set_topic_config(settings: Settings, topic: str, **values: str) -> None:
     """Configs by their Kafka names with ``_`` for ``.`` (``max_message_bytes="4194304"``)."""
@@ -32,6 +34,10 @@ def set_topic_config(settings: Settings, topic: str, **values: str) -> None:
     while True:
         entries_now = admin.describe_configs([plain])[plain].result(timeout=30)
         if all(entries_now[name].value == value for name, value in wanted.items()):
+            # What describe reads (the broker's metadata cache) is updated a step before the
+            # log's own config, in the same metadata publish (apache/kafka
+            # BrokerMetadataPublisher); no request shows the second step, so give it a moment.
+            time.sleep(SETTLE_S)
             return
         assert time.monotonic() < deadline, f"{topic}: {wanted} not applied in 30 s"
         time.sleep(0.05)
