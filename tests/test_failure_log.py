@@ -25,12 +25,13 @@ def test_one_line_per_kind_a_minute_with_the_rest_counted(
 ) -> None:
     dlq = f"dlq-{uuid.uuid4().hex[:6]}"  # a kind of its own: the filter outlives a test
     router = FailureRouter("enrich", dlq, secrets=("s3cr3t-pass",))
-    record = KafkaRecord("claimx.enrichment.pending", 0, 7, None, b"k", b"{}", [])
+    offsets = iter(range(7, 100))
 
-    def fail() -> None:
+    def fail() -> None:  # each its own record; a gateway's page of several lines as the reason
+        record = KafkaRecord("claimx.enrichment.pending", 0, next(offsets), None, b"k", b"{}", [])
         router.route(
             record,
-            reason="HTTP 401 refused s3cr3t-pass",
+            reason="HTTP 401 refused s3cr3t-pass: <html>\r\n<head><title>401</title></head>\r\n",
             error_class="ClaimXApiError",
             category=ErrorCategory.PERMANENT,
         )
@@ -41,6 +42,7 @@ def test_one_line_per_kind_a_minute_with_the_rest_counted(
         (first,) = lines(caplog)
         assert first.startswith(f"enrich: API error (ClaimXApiError, permanent) → DLQ {dlq} | ")
         assert "HTTP 401" in first and "claimx.enrichment.pending[0]@7" in first
+        assert "\n" not in first and "<html> <head>" in first  # one line, as written
         assert "s3cr3t-pass" not in first  # masked as in the DLQ copy
         later = time.monotonic() + 61
         monkeypatch.setattr(repeats.time, "monotonic", lambda: later)
@@ -67,3 +69,20 @@ def test_each_stage_says_what_failed_in_the_runbooks_words(
         )
     (line,) = lines(caplog)
     assert line.startswith(f"{stage}: {words} ({error_class}, transient)") and reason in line
+
+
+def test_a_stops_hand_back_is_no_failure_to_warn_of(caplog: pytest.LogCaptureFixture) -> None:
+    """A stage stopping hands what it had not got to back to its tier (``spend_attempt=False``):
+    said at INFO, so a rollout writes no WARNING per task."""
+    router = FailureRouter("enrich", f"dlq-{uuid.uuid4().hex[:6]}")
+    record = KafkaRecord("claimx.enrichment.pending", 0, 1, None, b"k", b"{}", [])
+    with caplog.at_level(logging.INFO, logger=routed_log.name):
+        router.route(
+            record,
+            reason="stopping",
+            error_class="Stopping",
+            category=ErrorCategory.TRANSIENT,
+            spend_attempt=False,
+        )
+    (line,) = [r for r in caplog.records if r.name == routed_log.name]
+    assert line.levelno == logging.INFO

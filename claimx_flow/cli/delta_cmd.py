@@ -9,7 +9,7 @@ Exit codes, as for ``claimx dlq``:
 
 - 0: done (a ``--dry-run`` found something to do);
 - 1: nothing to do or declined — no file to vacuum, the version asked for is already current,
-  the confirmation answered no;
+  the confirmation answered no; for ``stats``, a key held by two rows or no table there at all;
 - 2: error — bad arguments, an unknown table or none there yet, the retention check refused, a
   Delta error, or ``vacuum``/``restore`` without a terminal and without ``--yes``.
 """
@@ -40,12 +40,12 @@ EXIT_OK, EXIT_NOTHING = 0, 1
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 nothing to do or declined; 2 error (bad arguments, unknown or "
     "missing table, retention check, Delta error, vacuum/restore without a terminal and "
-    "without --yes)."
+    "without --yes). stats: 1 when a key is held twice or no table is there."
 )
 LISTED_FILES = 20
 STATS_EXIT_CODES = (
-    "Exit codes: 0 shown; 1 a key held by more than one row (--keys); 2 error (bad arguments, "
-    "unknown table, Delta error)."
+    "Exit codes: 0 shown; 1 a key held by more than one row (--keys), or no table there at "
+    "all; 2 error (bad arguments, unknown table, Delta error)."
 )
 
 
@@ -246,13 +246,16 @@ def stats(
     with _failures_exit() as settings:
         found = [table_stats(settings, name, check_keys=keys) for name in (tables or list(TABLES))]
     twice = [s.name for s in found if s.key_check and s.key_check.duplicated]
+    none = not any(s.exists for s in found)
     if output is Output.JSON:
         emit_json({"tables": [_stats_document(s) for s in found], "duplicated_keys_in": twice})
     else:
         Console().print(_stats_view(found, keys))
-        if twice:
-            print_error(f"keys held by more than one row in {', '.join(twice)}")
     if twice:
+        print_error(f"keys held by more than one row in {', '.join(twice)}")
+    if none:  # a wrong CLAIMX_DATA_DIR or lakehouse reads as a pipeline that wrote nothing
+        print_error(f"no table there yet: looked in {found[0].location.rsplit('/', 1)[0]}")
+    if twice or none:
         raise typer.Exit(EXIT_NOTHING)
 
 
@@ -269,7 +272,8 @@ def _stats_view(found: list[TableStats], keys: bool) -> Table:
         view.add_column(column, justify="left" if column in ("table", "last commit") else "right")
     for each in found:
         if not each.exists:
-            view.add_row(each.name, "[yellow]not written yet[/]", *["-"] * (len(columns) - 2))
+            missing = Text(f"not written yet ({each.location})", style="yellow")
+            view.add_row(each.name, missing, *["-"] * (len(columns) - 2))
             continue
         cells = [
             each.name,
@@ -277,7 +281,7 @@ def _stats_view(found: list[TableStats], keys: bool) -> Table:
             _when(each.committed_at_ms) or "-",
             f"{each.files:,}",
             f"{each.bytes / 2**20:,.1f} MiB",
-            "-" if each.rows is None else f"{each.rows:,}",
+            f"- ({each.rows_unknown})" if each.rows is None else f"{each.rows:,}",
         ]
         if each.key_check is not None:
             check = each.key_check

@@ -21,7 +21,7 @@ class RepeatFilter(logging.Filter):
 
     def __init__(self, same: str, window_s: float = 60.0) -> None:
         super().__init__()
-        self._same = re.compile(same)
+        self._same = re.compile(same, re.DOTALL)  # a message may span lines
         self._window_s = window_s
         self._lock = threading.Lock()
         self._kinds: dict[str, list[float | int]] = {}  # kind → [kept at, dropped since]

@@ -48,6 +48,7 @@ from claimx_flow.models import (
     replace_failure_headers,
 )
 from claimx_flow.models.messages import DownloadFields, for_attempt
+from claimx_flow.models.redaction import one_line
 from claimx_flow.models.types import normalise_id
 from claimx_flow.routing.tiers import RetryLadder, due_time
 from claimx_flow.runtime import health, metrics
@@ -261,14 +262,15 @@ class FailureRouter:
             if info.error_class == API_ERROR_CLASS
             else _FAILED.get(self.stage, "failed")
         )
-        routed_log.warning(
+        routed_log.log(
+            logging.WARNING if spend_attempt else logging.INFO,  # a stop's hand-back: no failure
             "%s: %s (%s, %s) → %s | %s; %s",
             self.stage,
             what,
             info.error_class,
             category.value,
             f"retry in {tier.delay_s}s" if tier else f"DLQ {self.dlq_topic}",
-            info.error_message,  # masked: the secrets and URL signatures the DLQ copy hides
+            one_line(info.error_message),  # masked as the DLQ copy; an HTML body on one line
             record.position,
             extra=at(record),
         )

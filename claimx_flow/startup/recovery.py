@@ -62,11 +62,13 @@ def process_recovery_directory(argv: Sequence[str], env: Mapping[str, str]) -> P
     it: ``-r``/``--recovery-directory``, else ``BYTEWAX_RECOVERY_DIRECTORY``. None: the bare
     command without the variable runs with no recovery at all, and resumes from the stage's
     consumer group, so no directory's snapshots or records concern it."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False)  # abbreviations too, as bytewax.run takes
     parser.add_argument("-r", "--recovery-directory")
     known, _ = parser.parse_known_args(list(argv))
-    given = known.recovery_directory or env.get(RECOVERY_DIRECTORY_ENV)
-    return Path(given) if given else None
+    given = known.recovery_directory
+    if given is None:
+        given = env.get(RECOVERY_DIRECTORY_ENV)
+    return None if given is None else Path(given)  # "" is the working directory, to Bytewax
 
 
 def check_recovery_cluster(settings: Settings, stage: str, cluster_id: str) -> None:

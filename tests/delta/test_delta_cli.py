@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, TableFeatures, write_deltalake
 from typer.testing import CliRunner, Result
 
 from claimx_flow.cli.delta_cmd import app
@@ -489,3 +489,23 @@ def test_stats_count_rows_from_the_log_and_keys_held_twice(data_dir: Path) -> No
 
     unknown = delta("stats", "-t", "claimx_nothing")
     assert unknown.exit_code == 2 and "unknown table" in flat(unknown)
+
+
+def test_stats_say_where_they_looked_when_no_table_is_there(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A mistyped CLAIMX_DATA_DIR (or lakehouse) reads as a pipeline that wrote nothing: exit 1
+    naming the place."""
+    clean_env.setenv("CLAIMX_DATA_DIR", str(tmp_path / "typo"))
+    shown = delta("stats")
+    assert shown.exit_code == 1
+    assert f"no table there yet: looked in {tmp_path / 'typo' / 'tables'}" in flat(shown)
+
+
+def test_stats_do_not_count_rows_deletion_vectors_may_have_removed(data_dir: Path) -> None:
+    """The files' counts still hold rows a deletion vector removed (Fabric writes them)."""
+    path = str(data_dir / "tables" / MEDIA.name)
+    features = [TableFeatures.DeletionVectors]
+    DeltaTable(path).alter.add_feature(features, allow_protocol_versions_increase=True)
+    (media,) = json.loads(delta("stats", "-t", MEDIA.name, "-o", "json").stdout)["tables"]
+    assert media["rows"] is None and "deletion vectors" in media["rows_unknown"]
