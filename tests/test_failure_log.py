@@ -10,10 +10,11 @@ import uuid
 
 import pytest
 
+from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka import repeats
 from claimx_flow.kafka.records import KafkaRecord
-from claimx_flow.routing.failures import FailureRouter, routed_log
+from claimx_flow.routing.failures import API_ERROR_CLASS, FailureRouter, routed_log
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -86,3 +87,7 @@ def test_a_stops_hand_back_is_no_failure_to_warn_of(caplog: pytest.LogCaptureFix
         )
     (line,) = [r for r in caplog.records if r.name == routed_log.name]
     assert line.levelno == logging.INFO
+
+
+def test_the_api_error_class_is_named_as_the_client_raises_it() -> None:
+    assert ClaimXApiError.__name__ == API_ERROR_CLASS

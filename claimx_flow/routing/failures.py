@@ -29,7 +29,6 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from claimx_flow.api.errors import ClaimXApiError
 from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
@@ -71,7 +70,9 @@ _FAILED = {
     "results": "result failed",
 }
 """The words a routed failure's log line starts with, per stage; an API call's is "API error"."""
-API_ERROR_CLASS = ClaimXApiError.__name__
+API_ERROR_CLASS = "ClaimXApiError"
+"""``claimx_flow.api.errors.ClaimXApiError``'s name, not imported: a stage that never calls the
+API loads none of its client (``tests/dataflows/test_imports.py``)."""
 
 M = TypeVar("M", bound=StageMessage)
 
