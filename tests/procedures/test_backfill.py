@@ -36,20 +36,26 @@ from claimx_flow.startup.recovery import init_recovery, recorded_topic_ids
 EVENTS = 20_000
 
 
-def test_a_backfill_run_twice_gives_each_event_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+def backfill_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """An ingester configured onto a backfill topic of its own, its topics made."""
     prefix = f"bf{uuid.uuid4().hex[:6]}"
-    backfill_topic = f"{prefix}.events.backfill"
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_events_topic=backfill_topic,
+        claimx_events_topic=f"{prefix}.events.backfill",
         claimx_events_dlq_topic=f"{prefix}.events.dlq",
         claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
         claimx_topic_partitions=2,
         claimx_data_dir=tmp_path / "data",
         claimx_stop_at_end=True,
     )
-    admin = admin_client(settings)
-    ensure_topics(admin, [s for s in pipeline_topics(settings) if s.name.startswith(prefix)])
+    mine = [s for s in pipeline_topics(settings) if s.name.startswith(prefix)]
+    ensure_topics(admin_client(settings), mine)
+    return settings
+
+
+def test_a_backfill_run_twice_gives_each_event_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = backfill_settings(kafka_bootstrap, tmp_path)
+    backfill_topic = settings.claimx_events_topic
     export = tmp_path / "export.jsonl"
     export.write_text("".join(line + "\n" for _, line in event_lines(EventPlan(EVENTS, 300))))
 
@@ -147,19 +153,9 @@ def test_the_next_backfill_on_a_recreated_topic_is_ingested_too(
     the next. The card's bare command, without a recovery directory, resumes from its group's
     offsets, which Kafka drops with the topic: the next backfill is read from its start, and
     nothing of the first is read again, even beside the main ingester's recovery directory."""
-    prefix = f"bf{uuid.uuid4().hex[:6]}"
-    topic = f"{prefix}.events.backfill"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        claimx_events_topic=topic,
-        claimx_events_dlq_topic=f"{prefix}.events.dlq",
-        claimx_enrichment_pending_topic=f"{prefix}.enrichment.pending",
-        claimx_topic_partitions=2,
-        claimx_data_dir=tmp_path / "data",
-        claimx_stop_at_end=True,
-    )
+    settings = backfill_settings(kafka_bootstrap, tmp_path)
+    topic = settings.claimx_events_topic
     admin = admin_client(settings)
-    ensure_topics(admin, [s for s in pipeline_topics(settings) if s.name.startswith(prefix)])
     env = {**os.environ, **settings_env(settings), "CLAIMX_HEALTH_PORT": "0"}
     env.pop("BYTEWAX_RECOVERY_DIRECTORY", None)
     # The main ingester's recovery directory on this host (CLAIMX_DATA_DIR/recovery/ingest),

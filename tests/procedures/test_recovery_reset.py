@@ -52,15 +52,21 @@ def messages(settings: Settings, topic: str) -> int:
     return state.messages
 
 
-def test_reset_to_a_datetime_replays_exactly_what_came_after(
-    settings: Settings, tmp_path: Path
-) -> None:
+def produce_around_a_cut(settings: Settings) -> datetime:
+    """150 events on the raw topic, 100 before the time returned and 50 after it."""
     lines = list(event_lines(EventPlan(150, 10)))
     produce_lines(lines[:100], settings.claimx_events_topic, settings)
     time.sleep(1.5)
     cut = datetime.now(UTC)
     time.sleep(1.5)
     produce_lines(lines[100:], settings.claimx_events_topic, settings)
+    return cut
+
+
+def test_reset_to_a_datetime_replays_exactly_what_came_after(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cut = produce_around_a_cut(settings)
 
     run_ingest_to_the_end(settings, tmp_path / "logs")
     assert messages(settings, settings.claimx_enrichment_pending_topic) == 150
@@ -218,12 +224,7 @@ def test_a_reset_away_from_the_pods_volumes_moves_the_group_and_says_the_claims_
     as it does with --group-only beside files of its own, which it leaves be; with the claims
     deleted, the stage starts from where the reset put the group (docs/operations.md,
     "Offsets in Kubernetes")."""
-    lines = list(event_lines(EventPlan(150, 10)))
-    produce_lines(lines[:100], settings.claimx_events_topic, settings)
-    time.sleep(1.5)
-    cut = datetime.now(UTC)
-    time.sleep(1.5)
-    produce_lines(lines[100:], settings.claimx_events_topic, settings)
+    cut = produce_around_a_cut(settings)
     run_ingest_to_the_end(settings, tmp_path / "logs")  # its files: the pods' volumes
     pending = settings.claimx_enrichment_pending_topic
     assert messages(settings, pending) == 150
