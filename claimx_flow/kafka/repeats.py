@@ -7,6 +7,9 @@ import re
 import threading
 import time
 
+BEFORE_BAR = r" \| .*$"
+"""``same`` for lines written as ``<kind> | <details>``: the kind is what comes before the bar."""
+
 
 class RepeatFilter(logging.Filter):
     """Keeps the first line of each kind per ``window_s`` and drops its repeats, counting them

@@ -26,6 +26,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
     ResourceType,
+    TopicMetadata,
 )
 
 from claimx_flow.config import Settings
@@ -283,15 +284,23 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> list[TopicState
                 low, high = watermarks(consumer, TopicPartition(name, partition))
                 messages += max(high - low, 0)
             kept = retention.get(name)
-            replicas = min((len(p.replicas) for p in topic.partitions.values()), default=0)
             states.append(
                 TopicState(
-                    name, len(topic.partitions), messages, kept.ms if kept else None, replicas
+                    name,
+                    len(topic.partitions),
+                    messages,
+                    kept.ms if kept else None,
+                    fewest_replicas(topic),
                 )
             )
         return states
     finally:
         consumer.close()
+
+
+def fewest_replicas(topic: TopicMetadata) -> int:
+    """The fewest replicas any partition of ``topic`` has (0 for a topic with none)."""
+    return min((len(p.replicas) for p in topic.partitions.values()), default=0)
 
 
 def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:

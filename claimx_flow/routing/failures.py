@@ -33,7 +33,7 @@ from claimx_flow.catalog import StageName
 from claimx_flow.config import Settings
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.kafka.repeats import RepeatFilter
+from claimx_flow.kafka.repeats import BEFORE_BAR, RepeatFilter
 from claimx_flow.models import (
     HEADER_PREFIX,
     FailureInfo,
@@ -59,7 +59,7 @@ routed_log = logging.getLogger(f"{__name__}.routed")
 """One line per routed failure, the first of each kind a minute: what the runbook's ``kubectl
 logs -l app=claimx-enricher | grep "API error"`` (or ``"expired"``, ``"upload failed"``) looks
 for. An outage fails thousands a second; the rest of a kind are counted on its next line."""
-routed_log.addFilter(RepeatFilter(r" \| .*$", window_s=60.0))
+routed_log.addFilter(RepeatFilter(BEFORE_BAR, window_s=60.0))
 
 _FAILED = {
     "ingest": "event failed",

@@ -37,7 +37,7 @@ from claimx_flow.config import Settings
 from claimx_flow.enrichment.rows import parse_timestamp
 from claimx_flow.errors import ErrorCategory
 from claimx_flow.kafka.records import KafkaRecord, OutboundRecord
-from claimx_flow.kafka.repeats import RepeatFilter
+from claimx_flow.kafka.repeats import BEFORE_BAR, RepeatFilter
 from claimx_flow.media.cache_runs import CacheRun, sweep_orphans
 from claimx_flow.media.deadlines import batch_backstop_s, stall_backstop_s
 from claimx_flow.media.downloader import (
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 refresh_log = logging.getLogger(f"{__name__}.refresh")
 """A presigned URL that expired and is refreshed: the runbook's ``grep "expired"``, expected
 and frequent, so the first a minute is written and the rest counted on the next."""
-refresh_log.addFilter(RepeatFilter(r" \| .*$", window_s=60.0))
+refresh_log.addFilter(RepeatFilter(BEFORE_BAR, window_s=60.0))
 
 MAX_URL_REFRESHES = 2
 

@@ -30,7 +30,13 @@ from claimx_flow.catalog import STAGE_NAMES, StageSpec
 from claimx_flow.config import Settings
 from claimx_flow.errors import ClaimxError, ErrorCategory, KafkaAdminTimeout
 from claimx_flow.kafka.clients import REFUSED, failure_reason
-from claimx_flow.kafka.topics import Retention, admin_client, tier_retention_ms, topic_retention
+from claimx_flow.kafka.topics import (
+    Retention,
+    admin_client,
+    fewest_replicas,
+    tier_retention_ms,
+    topic_retention,
+)
 from claimx_flow.models.redaction import mask_url_queries, one_line
 from claimx_flow.routing.tiers import Tier, all_tiers, orphan_tiers
 from claimx_flow.startup.recovery import recovery_directory
@@ -103,9 +109,14 @@ def require_ready(settings: Settings, stage: str, *, recovery_in_use: bool = Tru
     return checks
 
 
+def _topic_names(settings: Settings, specs: Sequence[StageSpec]) -> list[str]:
+    """Every topic the stages read or write."""
+    return sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
+
+
 def _kafka(settings: Settings, specs: Sequence[StageSpec]) -> tuple[Check, ClusterMetadata | None]:
     """The broker answers and the stages' topics exist; the metadata when it answered."""
-    wanted = sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
+    wanted = _topic_names(settings, specs)
     admin = admin_client(settings)
     try:
         metadata = admin.list_topics(timeout=10)
@@ -152,13 +163,12 @@ def _replication(
     """Each topic the stages use has the replicas ``claimx topics create`` gives (the runbook's
     production topics have 3): with fewer, fewer lost brokers lose its messages."""
     wanted = settings.claimx_topic_replication_factor
-    topics = sorted({t for spec in specs for t in catalog.stage_topics(settings, spec)})
     fewer = []
-    for name in topics:
+    for name in _topic_names(settings, specs):
         topic = metadata.topics.get(name)
         if topic is None or not topic.partitions:
             continue  # a missing topic is the Kafka check's to report
-        replicas = min(len(p.replicas) for p in topic.partitions.values())
+        replicas = fewest_replicas(topic)
         if replicas < wanted:
             fewer.append(f"{name} ({replicas})")
     name = "Kafka replication"
@@ -322,9 +332,7 @@ def _recovery(settings: Settings, stage: str, kafka_ok: bool, in_use: bool = Tru
         try:
             if kafka_ok:
                 check_recovery_identity(settings, stage, in_use=False)
-        except ClaimxError as exc:
-            return Check(name, False, str(exc))
-        except KafkaException as exc:
+        except (ClaimxError, KafkaException) as exc:
             return Check(name, False, str(exc))
         return Check(name, True, "none: resumes from its consumer group's offsets")
     try:

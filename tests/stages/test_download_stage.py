@@ -216,7 +216,7 @@ def test_an_expired_url_is_refreshed_and_retried_at_once(
     task = media_task(settings)
     sim.set_faults(expired_urls=False, expired_answer=answer)
     # A filter of its own: the process's has kept an earlier test's line this minute.
-    monkeypatch.setattr(refresh_log, "filters", [repeats.RepeatFilter(r" \| .*$")])
+    monkeypatch.setattr(refresh_log, "filters", [repeats.RepeatFilter(repeats.BEFORE_BAR)])
     with caplog.at_level(logging.INFO, logger=refresh_log.name):
         (out,) = run_stage(settings, [task])
     (said,) = [r.getMessage() for r in caplog.records if r.name == refresh_log.name]
